@@ -1,0 +1,169 @@
+//! `Backup`: one backup run, created by a schedule or by a user ("right now").
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Compression, JobTemplate, LocalObjectReference};
+use super::source::{BackupSource, SourceKind};
+use super::storage::BackupStorage;
+
+/// A Backup is one backup run. A BackupSchedule creates them at its times; create one yourself
+/// to take a backup right now (for example before a deploy).
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "coffer.dev",
+    version = "v1alpha1",
+    kind = "Backup",
+    namespaced,
+    status = "BackupStatus",
+    derive = "PartialEq",
+    shortname = "cbk",
+    category = "coffer",
+    doc = "A Backup is one backup run of a Redis server, PostgreSQL databases or a volume. BackupSchedules create them; create one yourself to take a backup right now.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Source", type_ = "string", json_path = ".status.sourceKind"),
+    printcolumn(name = "Stored", type_ = "string", json_path = ".status.storedSize"),
+    printcolumn(name = "Started", type_ = "date", json_path = ".status.startTime"),
+    printcolumn(name = "Duration", type_ = "string", json_path = ".status.duration"),
+    printcolumn(
+        name = "Location",
+        type_ = "string",
+        json_path = ".status.location",
+        priority = 1
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.scheduleRef) || has(self.source)")
+        .message("set scheduleRef to take source and storage from a BackupSchedule, or give source and storage"),
+    validation = Rule::new("has(self.source) == has(self.storage)")
+        .message("source and storage go together: give both, or neither and set scheduleRef"),
+    validation = Rule::new(
+        "has(self.scheduleRef) == has(oldSelf.scheduleRef) && has(self.source) == has(oldSelf.source) && has(self.compression) == has(oldSelf.compression)"
+    ).message("only deletionPolicy can change after a Backup is created; create a new Backup instead")
+)]
+pub struct BackupSpec {
+    /// The BackupSchedule this backup belongs to. Without `source`, the source, storage,
+    /// compression and job settings are taken from it. With `source`, the inline values are
+    /// used and the reference only groups the backup with its schedule (this is how scheduled
+    /// runs are created, so that editing a schedule never changes a run in progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("scheduleRef cannot change; create a new Backup instead"))]
+    pub schedule_ref: Option<LocalObjectReference>,
+    /// What to back up, when not taken from `scheduleRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("source cannot change; create a new Backup instead"))]
+    pub source: Option<BackupSource>,
+    /// Where to store the backup, when not taken from `scheduleRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("storage cannot change; create a new Backup instead"))]
+    pub storage: Option<BackupStorage>,
+    /// Compression of the stored data. Default: the schedule's, or `zstd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("compression cannot change; create a new Backup instead"))]
+    pub compression: Option<Compression>,
+    /// What happens to the stored data when this Backup is deleted: `Delete` removes it
+    /// (manifest first, so a half-deleted backup is never mistaken for a good one); `Retain`
+    /// keeps it in storage.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// Settings of the worker Job. Default: the schedule's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_template: Option<JobTemplate>,
+}
+
+/// What happens to a backup's stored data when the Backup object is deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete the stored data with the Backup (the default).
+    #[default]
+    Delete,
+    /// Keep the stored data; only the Backup object goes.
+    Retain,
+}
+
+/// Where a Backup is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BackupPhase {
+    /// Accepted; the worker Job is not running yet.
+    Pending,
+    /// The worker Job is running.
+    Running,
+    /// The backup is complete and its manifest is written.
+    Succeeded,
+    /// The backup failed; the `Ready` condition says why. Nothing of it is trusted.
+    Failed,
+}
+
+/// The observed state of a Backup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Where the backup is in its life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<BackupPhase>,
+    /// Conditions with reasons and messages; a failure names its cause here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The kind of source that was backed up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_kind: Option<SourceKind>,
+    /// Name of the worker Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// When the worker started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the backup finished, successfully or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// How long the backup took, for display (for example `1m32s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// Where the backup is stored, for example
+    /// `s3://backups/prod/shop/shop-redis/20261201T160000Z/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Bytes read from the source, before compression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_bytes: Option<i64>,
+    /// Bytes in storage, after compression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<i64>,
+    /// `storedBytes` for display (for example `12.5 MiB`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_size: Option<String>,
+    /// SHA-256 of the backup's manifest, which holds the size and SHA-256 of every object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    /// What was backed up, counted by the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<BackupStats>,
+}
+
+/// Counts of what a backup holds; which ones are set depends on the source kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStats {
+    /// Redis: keys backed up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<i64>,
+    /// PostgreSQL: databases backed up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<i64>,
+    /// PostgreSQL: tables backed up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<i64>,
+    /// PostgreSQL: rows counted in the backup's snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i64>,
+    /// Volume: files, directories and links backed up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<i64>,
+}

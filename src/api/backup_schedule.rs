@@ -1,0 +1,133 @@
+//! `BackupSchedule`: backups taken on a cron schedule, in a time zone, with retention.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Compression, JobTemplate};
+use super::retention::Retention;
+use super::source::BackupSource;
+use super::storage::BackupStorage;
+
+/// A BackupSchedule takes a Backup of one source at the times its cron schedule names, in its
+/// time zone, and deletes old ones according to its retention policy.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "coffer.dev",
+    version = "v1alpha1",
+    kind = "BackupSchedule",
+    namespaced,
+    status = "BackupScheduleStatus",
+    derive = "PartialEq",
+    shortname = "cbs",
+    category = "coffer",
+    doc = "A BackupSchedule takes a Backup of one source (Redis, PostgreSQL or a volume) at the times its cron schedule names, in its time zone, and keeps as many as its retention policy says.",
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
+    printcolumn(name = "Time Zone", type_ = "string", json_path = ".spec.timeZone"),
+    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
+    printcolumn(
+        name = "Last Success",
+        type_ = "date",
+        json_path = ".status.lastSuccessfulTime"
+    ),
+    printcolumn(
+        name = "Next Run",
+        type_ = "date",
+        json_path = ".status.nextScheduleTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupScheduleSpec {
+    /// When to take a backup: a 5-field cron expression (minute hour day-of-month month
+    /// day-of-week, for example `0 0 * * *`) or one of `@hourly`, `@daily`, `@weekly`,
+    /// `@monthly`, `@yearly`. Read in `timeZone`.
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(
+            pattern = r"^\s*(@(yearly|annually|monthly|weekly|daily|hourly)|\S+(\s+\S+){4})\s*$"
+        )
+    )]
+    pub schedule: String,
+    /// IANA time zone the schedule is read in, for example `Asia/Manila` or
+    /// `Europe/Berlin`. Daylight-saving changes are handled: a time that does not exist runs
+    /// at the first minute after the gap, a time that happens twice runs once.
+    #[serde(default = "default_time_zone")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: String,
+    /// Stop taking new scheduled backups. Running backups finish; nothing is deleted.
+    #[serde(default)]
+    pub suspend: bool,
+    /// What to do when a run is due while the previous one is still running: `Forbid` skips
+    /// the new run (with an Event), `Replace` stops the running one, `Allow` runs both.
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+    /// A run that could not start within this many seconds of its time (for example
+    /// because the operator was down) is skipped with an Event. Default: no deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub starting_deadline_seconds: Option<i64>,
+    /// What to back up.
+    pub source: BackupSource,
+    /// Where backups are stored.
+    pub storage: BackupStorage,
+    /// Compression of the stored data.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Which backups are kept. Default: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// Settings of the worker Job (resources, node placement, deadlines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_template: Option<JobTemplate>,
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_owned()
+}
+
+/// What happens when a run is due while the previous one is still running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConcurrencyPolicy {
+    /// Skip the new run and record an Event (the default).
+    #[default]
+    Forbid,
+    /// Stop the running backup and start the new one.
+    Replace,
+    /// Run both.
+    Allow,
+}
+
+/// The observed state of a BackupSchedule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupScheduleStatus {
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Current state. `Ready` is `False` with a reason such as `InvalidSchedule`,
+    /// `UnknownTimeZone` or `SecretNotFound` when the schedule cannot run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// When the last Backup was created by this schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// When the next Backup is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
+    /// Name of the newest Backup of this schedule that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_backup: Option<String>,
+    /// When the newest successful Backup of this schedule completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_time: Option<Time>,
+    /// Names of this schedule's Backups that are running now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active: Vec<String>,
+}

@@ -1,0 +1,29 @@
+//! The Coffer API: group `coffer.dev`, version `v1alpha1`.
+//!
+//! One file per kind, plus the shared types they are built from. The CRDs in `crds/` are
+//! generated from these types by `coffer crds` (see [`crds`]).
+
+pub mod backup;
+pub mod backup_schedule;
+pub mod common;
+pub mod crds;
+pub mod restore_request;
+pub mod retention;
+pub mod source;
+pub mod storage;
+
+pub use backup::{Backup, BackupPhase, BackupSpec, BackupStats, BackupStatus, DeletionPolicy};
+pub use backup_schedule::{
+    BackupSchedule, BackupScheduleSpec, BackupScheduleStatus, ConcurrencyPolicy,
+};
+pub use common::{Compression, JobTemplate, LocalObjectReference, SecretKeySelector};
+pub use restore_request::{
+    QuiesceTarget, RedisConflict, RestoreFrom, RestoreRequest, RestoreRequestSpec,
+    RestoreRequestStatus,
+};
+pub use retention::Retention;
+pub use source::{BackupSource, PostgresSource, RedisMode, RedisSource, SourceKind, VolumeSource};
+pub use storage::{BackupStorage, FilesystemStorage, S3Storage};
+
+/// The API group of every Coffer kind.
+pub const GROUP: &str = "coffer.dev";

@@ -1,0 +1,246 @@
+//! `RestoreRequest`: restore one backup into its source or another target, once.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{JobTemplate, LocalObjectReference};
+use super::source::BackupSource;
+use super::storage::BackupStorage;
+
+/// A RestoreRequest restores one backup, once: it stops the listed workloads, runs the
+/// restore, checks the result and starts the workloads again.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "coffer.dev",
+    version = "v1alpha1",
+    kind = "RestoreRequest",
+    namespaced,
+    status = "RestoreRequestStatus",
+    derive = "PartialEq",
+    shortname = "crr",
+    category = "coffer",
+    doc = "A RestoreRequest restores one backup once: it scales the listed workloads to zero, restores the data after checking its integrity, verifies the result and scales the workloads back.",
+    printcolumn(name = "Backup", type_ = "string", json_path = ".spec.backupRef.name"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Location",
+        type_ = "string",
+        json_path = ".status.location",
+        priority = 1
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.backupRef) != has(self.from)")
+        .message("exactly one of backupRef or from must be set"),
+    validation = Rule::new("self == oldSelf")
+        .message("a RestoreRequest runs once and its spec cannot change; create a new RestoreRequest")
+)]
+pub struct RestoreRequestSpec {
+    /// The Backup to restore, in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_ref: Option<LocalObjectReference>,
+    /// Restore straight from storage, without a Backup object (disaster recovery into a new
+    /// cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<RestoreFrom>,
+    /// Where to restore to. Default: the source the backup was taken from. The kind must
+    /// match the backup's (a Redis backup restores into Redis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<BackupSource>,
+    /// Options for a Redis restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisRestoreOptions>,
+    /// Options for a PostgreSQL restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresRestoreOptions>,
+    /// Options for a volume restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeRestoreOptions>,
+    /// Workloads scaled to zero before the restore and back to their recorded replicas after
+    /// it, even when the restore fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quiesce: Vec<QuiesceTarget>,
+    /// Settings of the worker Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_template: Option<JobTemplate>,
+}
+
+/// A backup found directly in storage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreFrom {
+    /// The store that holds the backup.
+    pub storage: BackupStorage,
+    /// Path of the backup inside the store, relative to its prefix, for example
+    /// `shop/shop-redis/20261201T160000Z/`. With `latest`, a folder of backups instead.
+    #[schemars(length(min = 1, max = 1024))]
+    pub location: String,
+    /// Treat `location` as a folder of backups (for example `shop/shop-redis/`) and restore
+    /// the newest complete one in it.
+    #[serde(default)]
+    pub latest: bool,
+}
+
+/// Options for restoring Redis data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisRestoreOptions {
+    /// What to do with keys that already exist in the target: `Skip` leaves them alone (the
+    /// default, and they are counted), `Overwrite` replaces them, `Flush` empties each
+    /// restored database first.
+    #[serde(default)]
+    pub conflict: RedisConflict,
+    /// Restore a single-database backup into this database index instead of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub database: Option<i32>,
+}
+
+/// What a Redis restore does with keys that already exist.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RedisConflict {
+    /// Keep the existing key; count it as skipped (the default).
+    #[default]
+    Skip,
+    /// Replace the existing key with the backup's.
+    Overwrite,
+    /// Empty each restored database before restoring into it.
+    Flush,
+}
+
+/// Options for restoring PostgreSQL databases.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresRestoreOptions {
+    /// Drop each object before re-creating it (`pg_restore --clean --if-exists`).
+    #[serde(default)]
+    pub clean: bool,
+    /// Create databases that do not exist in the target.
+    #[serde(default)]
+    pub create: bool,
+    /// Restore only these databases. Default: every database in the backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub databases: Vec<String>,
+    /// Also restore roles and tablespaces from the backup.
+    #[serde(default)]
+    pub globals: bool,
+}
+
+/// Options for restoring a volume.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeRestoreOptions {
+    /// Empty the volume before extracting the backup into it.
+    #[serde(default)]
+    pub clean: bool,
+}
+
+/// A workload stopped during the restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuiesceTarget {
+    /// Kind of the workload.
+    pub kind: WorkloadKind,
+    /// Name of the workload, in this namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A kind of workload that can be scaled to zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WorkloadKind {
+    /// An apps/v1 Deployment.
+    Deployment,
+    /// An apps/v1 StatefulSet.
+    StatefulSet,
+}
+
+/// Where a RestoreRequest is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RestorePhase {
+    /// Accepted; nothing has been touched yet.
+    Pending,
+    /// Scaling the listed workloads to zero and waiting for their Pods to go.
+    Quiescing,
+    /// The restore Job is running.
+    Running,
+    /// Scaling the workloads back to their recorded replicas.
+    Resuming,
+    /// The data is restored and verified, and the workloads are back.
+    Succeeded,
+    /// The restore failed; the `Ready` condition says why. Workloads were scaled back.
+    Failed,
+}
+
+/// The observed state of a RestoreRequest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRequestStatus {
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Where the restore is in its life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RestorePhase>,
+    /// Conditions with reasons and messages; a failure names its cause here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Where the restored backup is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Name of the restore Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// Workloads that were scaled to zero, with the replicas they are scaled back to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quiesced: Vec<QuiescedWorkload>,
+    /// When the restore started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the restore finished, successfully or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// What was restored, counted by the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<RestoreStats>,
+}
+
+/// A workload scaled to zero for a restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuiescedWorkload {
+    /// Kind of the workload.
+    pub kind: WorkloadKind,
+    /// Name of the workload.
+    pub name: String,
+    /// Replicas it had before the restore, and gets back after it.
+    pub replicas: i32,
+}
+
+/// Counts of what a restore did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStats {
+    /// Keys, tables or files restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<i64>,
+    /// Redis keys left alone because they already existed (`conflict: Skip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<i64>,
+    /// Redis keys not restored because their expiry had passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired: Option<i64>,
+    /// PostgreSQL: rows compared with the backup's counts after the restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_verified: Option<i64>,
+}

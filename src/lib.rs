@@ -1,0 +1,11 @@
+//! Coffer: a Kubernetes operator that backs up Redis, PostgreSQL and volumes to
+//! S3-compatible storage on a schedule, and restores them on request.
+//!
+//! - [`api`]: the custom resources (`BackupSchedule`, `Backup`, `RestoreRequest`).
+//! - [`schedule`]: cron schedules in time zones (pure).
+//! - [`cli`]: the `coffer` command line.
+
+pub mod api;
+pub mod cli;
+pub mod logging;
+pub mod schedule;
