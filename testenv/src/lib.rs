@@ -1,0 +1,26 @@
+//! Real services for Coffer's tests, started on free loopback ports in temporary directories
+//! and stopped when their handle is dropped (also when a test panics, as unwinding drops it).
+//!
+//! - [`RedisServer`]: a `redis-server` process.
+//! - [`PostgresServer`]: a PostgreSQL cluster made with `initdb` and run with `pg_ctl`, as a
+//!   non-root user when the tests run as root.
+//! - [`S3Server`]: an S3-compatible server (`s3s-fs`) in this process, serving real HTTP.
+//!
+//! No mocks: every service speaks its real protocol over TCP.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod postgres;
+mod process;
+mod redis;
+mod s3;
+
+pub use error::TestEnvError;
+pub use postgres::PostgresServer;
+pub use process::find_program;
+pub use redis::RedisServer;
+pub use s3::S3Server;
+
+/// Results of this crate.
+pub type Result<T, E = TestEnvError> = std::result::Result<T, E>;

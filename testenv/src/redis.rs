@@ -1,0 +1,141 @@
+//! A `redis-server` on a free loopback port, in a temporary directory.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::process::{ChildGuard, find_program, free_port, log_tail, wait_until};
+use crate::{Result, TestEnvError};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A running `redis-server`, stopped when dropped. Persistence is off (no RDB saves, no AOF),
+/// so the server only holds what a test writes.
+#[derive(Debug)]
+pub struct RedisServer {
+    // Field order matters: the process stops before its directory is removed.
+    _process: ChildGuard,
+    port: u16,
+    password: Option<String>,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server without a password.
+    pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts a server that requires `password` (`requirepass`).
+    pub fn start_with_password(password: &str) -> Result<Self> {
+        Self::start_with(Some(password.to_owned()))
+    }
+
+    fn start_with(password: Option<String>) -> Result<Self> {
+        let program = find_program("redis-server", "redis-server", &[])?;
+        let mut last_error = None;
+        // A free port can be taken between our probe and the server's bind: try again.
+        for _ in 0..3 {
+            match Self::spawn(&program, password.clone()) {
+                Ok(server) => return Ok(server),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| TestEnvError::Io {
+            what: "starting redis-server".to_owned(),
+            source: std::io::Error::other("no attempt was made"),
+        }))
+    }
+
+    fn spawn(program: &PathBuf, password: Option<String>) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("coffer-redis-")
+            .tempdir()
+            .map_err(TestEnvError::io("creating a directory for redis-server"))?;
+        let port = free_port()?;
+        let log = dir.path().join("redis.log");
+        let mut command = Command::new(program);
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--protected-mode", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(password) = &password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
+            .spawn()
+            .map_err(TestEnvError::io("starting redis-server"))?;
+        let mut process = ChildGuard(child);
+        let ready = wait_until(READY_TIMEOUT, || process.is_running() && answers_ping(port));
+        if !ready {
+            return Err(TestEnvError::NotReady {
+                service: "redis-server",
+                seconds: READY_TIMEOUT.as_secs(),
+                tail: log_tail(&log),
+                log,
+            });
+        }
+        Ok(Self {
+            _process: process,
+            port,
+            password,
+            dir,
+        })
+    }
+
+    /// The port the server listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process id of the server.
+    pub fn pid(&self) -> u32 {
+        self._process.0.id()
+    }
+
+    /// The password, if the server requires one.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// A `redis://` URL for database 0, with the password if there is one.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
+    }
+
+    /// The server's working directory (its log is `redis.log` there).
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+}
+
+/// True when something on `port` answers a RESP `PING` like a Redis server (`+PONG`, or
+/// `-NOAUTH` when a password is required).
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 16];
+    match stream.read(&mut reply) {
+        Ok(n) => reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-NOAUTH"),
+        Err(_) => false,
+    }
+}

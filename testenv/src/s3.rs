@@ -1,0 +1,156 @@
+//! An S3-compatible server (`s3s-fs`, which stores objects as files) serving real HTTP on a
+//! free loopback port, in a thread of this process.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use s3s::auth::SimpleAuth;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+use crate::process::random_token;
+use crate::{Result, TestEnvError};
+
+/// The region the server is addressed with.
+pub const REGION: &str = "us-east-1";
+
+/// A running S3-compatible server with path-style addressing and SigV4 authentication by a
+/// random access key. Stopped, and its files removed, when dropped.
+#[derive(Debug)]
+pub struct S3Server {
+    addr: SocketAddr,
+    access_key: String,
+    secret_key: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    root: TempDir,
+}
+
+impl S3Server {
+    /// Starts a server with an empty store (create buckets through the S3 API).
+    pub fn start() -> Result<Self> {
+        let root = tempfile::Builder::new()
+            .prefix("coffer-s3-")
+            .tempdir()
+            .map_err(TestEnvError::io("creating a directory for the S3 server"))?;
+        let access_key = format!("AK{}", random_token().to_uppercase());
+        let secret_key = random_token();
+        let store = s3s_fs::FileSystem::new(root.path()).map_err(|e| TestEnvError::Io {
+            what: "opening the S3 server's store".to_owned(),
+            source: std::io::Error::other(format!("{e:?}")),
+        })?;
+        let mut builder = S3ServiceBuilder::new(store);
+        builder.set_auth(SimpleAuth::from_single(
+            access_key.clone(),
+            secret_key.clone(),
+        ));
+        let service = builder.build();
+
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(TestEnvError::io("binding the S3 server's port"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(TestEnvError::io("configuring the S3 server's socket"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(TestEnvError::io("reading the S3 server's address"))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("s3-server")
+            .enable_all()
+            .build()
+            .map_err(TestEnvError::io("starting the S3 server's runtime"))?;
+        let (shutdown, stop) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("s3-server".to_owned())
+            .spawn(move || runtime.block_on(serve(listener, service, stop)))
+            .map_err(TestEnvError::io("starting the S3 server's thread"))?;
+        Ok(Self {
+            addr,
+            access_key,
+            secret_key,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+            root,
+        })
+    }
+
+    /// The endpoint URL, for example `http://127.0.0.1:40123`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The access key id the server accepts.
+    pub fn access_key(&self) -> &str {
+        &self.access_key
+    }
+
+    /// The secret access key the server accepts.
+    pub fn secret_key(&self) -> &str {
+        &self.secret_key
+    }
+
+    /// The region to sign requests for.
+    pub fn region(&self) -> &'static str {
+        REGION
+    }
+
+    /// The directory holding the buckets (one sub-directory per bucket).
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The standard AWS environment variables that point an S3 client at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ACCESS_KEY_ID", self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.clone()),
+            ("AWS_REGION", REGION.to_owned()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    service: S3Service,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return;
+    };
+    let http = ConnBuilder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let socket = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(_) => continue,
+            },
+            _ = &mut stop => break,
+        };
+        let connection = http.serve_connection(TokioIo::new(socket), service.clone());
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    // Give open connections a moment to finish, then drop them.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), graceful.shutdown()).await;
+}
