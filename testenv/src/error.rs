@@ -16,6 +16,8 @@ pub enum TestEnvError {
         "the tests run as root and PostgreSQL refuses to, but user {user:?} does not exist: install the Debian package postgresql (it creates the user postgres) or set COFFER_PG_USER to an existing non-root user"
     )]
     NoUnprivilegedUser { user: String },
+    #[error("control plane: {0}")]
+    ControlPlane(String),
     #[error("{what}: {source}")]
     Io {
         what: String,

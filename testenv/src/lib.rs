@@ -5,18 +5,27 @@
 //! - [`PostgresServer`]: a PostgreSQL cluster made with `initdb` and run with `pg_ctl`, as a
 //!   non-root user when the tests run as root.
 //! - [`S3Server`]: an S3-compatible server (`s3s-fs`) in this process, serving real HTTP.
+//! - [`ControlPlane`]: etcd, kube-apiserver and kube-controller-manager built from their Go
+//!   modules (`tools/k8s/build`), with the [`ProcessKubelet`] running Pods as processes.
 //!
 //! No mocks: every service speaks its real protocol over TCP.
 
 #![forbid(unsafe_code)]
 
+mod control_plane;
 mod error;
+mod kubelet;
 mod postgres;
 mod process;
 mod redis;
 mod s3;
 
+pub use control_plane::{
+    ControlPlane, ControlPlaneOptions, NODE_NAME, TEST_NAMESPACE_LABEL, TestNamespace, USERS,
+    bin_dir as k8s_bin_dir,
+};
 pub use error::TestEnvError;
+pub use kubelet::{KubeletOptions, ProcessKubelet};
 pub use postgres::PostgresServer;
 pub use process::find_program;
 pub use redis::RedisServer;

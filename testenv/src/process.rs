@@ -3,6 +3,7 @@
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::{Result, TestEnvError};
@@ -93,6 +94,49 @@ pub(crate) fn log_tail(path: &Path) -> String {
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+/// A command for `program` that the kernel kills with SIGKILL when this process exits, even
+/// when it is killed itself and no destructor runs: `setpriv --pdeathsig KILL -- program`
+/// (util-linux), or plain `program` where setpriv is missing. Add arguments, environment
+/// and stdio as usual, then start it with [`spawn_tied`].
+pub(crate) fn tied_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match find_program("setpriv", "util-linux", &[]) {
+        Ok(setpriv) => {
+            let mut command = Command::new(setpriv);
+            command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+            command
+        }
+        Err(_) => Command::new(program),
+    }
+}
+
+/// Starts a [`tied_command`]. The "parent" whose death the kernel watches is the thread that
+/// forks, so every such child is forked by one thread that lives as long as the process,
+/// never by a test's own (short-lived) thread.
+pub(crate) fn spawn_tied(what: &str, command: Command) -> Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        let _ = std::thread::Builder::new()
+            .name("testenv-spawner".to_owned())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            });
+        Mutex::new(tx)
+    });
+    let gone = || std::io::Error::other("the testenv spawner thread is gone");
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .lock()
+        .map_err(|_| gone())
+        .and_then(|tx| tx.send((command, reply)).map_err(|_| gone()))
+        .and_then(|()| answer.recv().map_err(|_| gone())?)
+        .map_err(TestEnvError::io(format!("starting {what}")))
+}
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 
 /// A child process that is killed (and reaped) when the handle is dropped.
 #[derive(Debug)]

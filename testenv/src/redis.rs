@@ -3,12 +3,14 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::process::{ChildGuard, find_program, free_port, log_tail, wait_until};
+use crate::process::{
+    ChildGuard, find_program, free_port, log_tail, spawn_tied, tied_command, wait_until,
+};
 use crate::{Result, TestEnvError};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -58,7 +60,7 @@ impl RedisServer {
             .map_err(TestEnvError::io("creating a directory for redis-server"))?;
         let port = free_port()?;
         let log = dir.path().join("redis.log");
-        let mut command = Command::new(program);
+        let mut command = tied_command(program);
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -73,9 +75,7 @@ impl RedisServer {
         if let Some(password) = &password {
             command.args(["--requirepass", password]);
         }
-        let child = command
-            .spawn()
-            .map_err(TestEnvError::io("starting redis-server"))?;
+        let child = spawn_tied("redis-server", command)?;
         let mut process = ChildGuard(child);
         let ready = wait_until(READY_TIMEOUT, || process.is_running() && answers_ping(port));
         if !ready {

@@ -1,0 +1,474 @@
+//! A real Kubernetes control plane on loopback: etcd, kube-apiserver (TLS, token
+//! authentication, RBAC, service-account tokens) and kube-controller-manager (Job, garbage
+//! collector, TTL-after-finished and the controllers a namespace needs), plus the
+//! [process kubelet](crate::kubelet) that runs Pods as local processes.
+//!
+//! The binaries come from `tools/k8s/build` (in `.cache/k8s/bin`, or `COFFER_K8S_BIN`).
+//! Tests share one control plane per test binary ([`ControlPlane::global`]), each in its own
+//! namespace ([`ControlPlane::namespace`]). Every process is started so that the kernel kills
+//! it when the test binary exits, however it exits.
+
+mod clients;
+mod namespace;
+mod pki;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use namespace::TestNamespace;
+
+use crate::kubelet::{KubeletOptions, ProcessKubelet};
+use crate::process::{ChildGuard, free_port, log_tail, random_token, spawn_tied, tied_command};
+use crate::{Result, TestEnvError};
+
+/// Label carried by every namespace made by [`ControlPlane::namespace`]; the process kubelet
+/// of [`ControlPlane::global`] only runs Pods in namespaces that have it.
+pub const TEST_NAMESPACE_LABEL: &str = "coffer.dev/test";
+
+/// Non-admin users the API server knows (token authentication). They have no permissions
+/// until a test binds a Role or ClusterRole to them, which is how tests prove that a set of
+/// RBAC rules is enough.
+pub const USERS: [&str; 3] = ["coffer-operator", "coffer-user", "coffer-viewer"];
+
+/// The name of the Node the process kubelet registers.
+pub const NODE_NAME: &str = "coffer-process-kubelet";
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to start besides etcd, kube-apiserver and kube-controller-manager.
+#[derive(Clone, Debug, Default)]
+pub struct ControlPlaneOptions {
+    /// Run the process kubelet. `None`: no kubelet (Pods stay Pending).
+    pub kubelet: Option<KubeletOptions>,
+    /// Keep the directory (certificates, logs, etcd data) when dropped.
+    pub keep_dir: bool,
+}
+
+/// A running control plane. Dropping it stops every process it started.
+#[derive(Debug)]
+pub struct ControlPlane {
+    // Stopped in reverse order of start when dropped.
+    _processes: Vec<ChildGuard>,
+    kubelet: Option<ProcessKubelet>,
+    server: String,
+    tokens: BTreeMap<String, String>,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl ControlPlane {
+    /// The control plane shared by every test of this test binary, started on first use
+    /// with a process kubelet for namespaces labelled [`TEST_NAMESPACE_LABEL`]. It lives
+    /// until the test binary exits.
+    pub fn global() -> Result<&'static ControlPlane> {
+        static GLOBAL: OnceLock<std::result::Result<ControlPlane, String>> = OnceLock::new();
+        GLOBAL
+            .get_or_init(|| {
+                let options = ControlPlaneOptions {
+                    kubelet: Some(KubeletOptions {
+                        namespace_label: Some(TEST_NAMESPACE_LABEL.to_owned()),
+                        coffer_binary: None,
+                    }),
+                    keep_dir: std::env::var_os("COFFER_TEST_KEEP").is_some_and(|v| v == "1"),
+                };
+                let plane = ControlPlane::start(options).map_err(|e| e.to_string())?;
+                if plane._temp.is_some() {
+                    remove_when_gone(&plane.dir);
+                }
+                Ok(plane)
+            })
+            .as_ref()
+            .map_err(|e| TestEnvError::ControlPlane(e.clone()))
+    }
+
+    /// Starts a new control plane in a new temporary directory.
+    pub fn start(options: ControlPlaneOptions) -> Result<Self> {
+        let started = Instant::now();
+        let bin = bin_dir()?;
+        if !options.keep_dir {
+            remove_stale_dirs();
+        }
+        let temp = tempfile::Builder::new()
+            .prefix(&format!("coffer-cp-{}-", std::process::id()))
+            .tempdir()
+            .map_err(TestEnvError::io("creating the control plane's directory"))?;
+        let dir = temp.path().to_owned();
+        let temp = if options.keep_dir {
+            let _ = temp.keep();
+            None
+        } else {
+            Some(temp)
+        };
+
+        let pki = pki::Pki::generate()
+            .map_err(|e| TestEnvError::ControlPlane(format!("generating certificates: {e}")))?;
+        write(&dir.join("ca.crt"), &pki.ca_cert)?;
+        write(&dir.join("apiserver.crt"), &pki.serving_cert)?;
+        write(&dir.join("apiserver.key"), &pki.serving_key)?;
+        write(&dir.join("sa.key"), &pki.service_account_key)?;
+        write(&dir.join("sa.pub"), &pki.service_account_public_key)?;
+
+        let mut tokens = BTreeMap::new();
+        let mut csv = String::new();
+        for (user, groups) in std::iter::once(("admin", "system:masters"))
+            .chain(USERS.iter().map(|u| (*u, "coffer:test-users")))
+        {
+            let token = random_token();
+            csv.push_str(&format!("{token},{user},{user},\"{groups}\"\n"));
+            tokens.insert(user.to_owned(), token);
+        }
+        write(&dir.join("tokens.csv"), &csv)?;
+
+        let mut processes = Vec::new();
+        let etcd_port = free_port()?;
+        processes.push(start_etcd(&bin, &dir, etcd_port)?);
+        let api_port = free_port()?;
+        processes.push(start_apiserver(&bin, &dir, etcd_port, api_port)?);
+        let server = format!("https://127.0.0.1:{api_port}");
+        let mut plane = Self {
+            _processes: processes,
+            kubelet: None,
+            server,
+            tokens,
+            dir,
+            _temp: temp,
+        };
+        for user in plane.tokens.keys() {
+            clients::write_kubeconfig(
+                &plane.kubeconfig_path(user),
+                &plane.server,
+                &plane.dir.join("ca.crt"),
+                user,
+                &plane.tokens[user],
+            )?;
+        }
+        plane.wait_ready()?;
+        let kcm = start_controller_manager(&bin, &plane.dir, &plane.kubeconfig())?;
+        plane._processes.push(kcm);
+        if let Some(kubelet) = options.kubelet {
+            plane.kubelet = Some(ProcessKubelet::start(
+                plane.kubeconfig(),
+                plane.dir.join("kubelet"),
+                kubelet,
+            )?);
+        }
+        tracing::info!(
+            server = %plane.server,
+            dir = %plane.dir.display(),
+            "control plane ready in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(plane)
+    }
+
+    /// The API server's URL, for example `https://127.0.0.1:40123`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The directory holding certificates, kubeconfigs and each component's log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A kubeconfig for the admin (group `system:masters`), for kubectl and helm.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.kubeconfig_path("admin")
+    }
+
+    /// A kubeconfig for one of the non-admin [`USERS`].
+    pub fn user_kubeconfig(&self, user: &str) -> Result<PathBuf> {
+        if !USERS.contains(&user) {
+            return Err(TestEnvError::ControlPlane(format!(
+                "unknown test user {user:?}; the API server knows {USERS:?}"
+            )));
+        }
+        Ok(self.kubeconfig_path(user))
+    }
+
+    fn kubeconfig_path(&self, user: &str) -> PathBuf {
+        self.dir.join(format!("{user}.kubeconfig"))
+    }
+
+    /// A client acting as the admin, bound to the current tokio runtime. Make a new one in
+    /// each test: a client cannot outlive the runtime it was made in.
+    pub async fn admin_client(&self) -> Result<kube::Client> {
+        clients::from_kubeconfig(&self.kubeconfig()).await
+    }
+
+    /// A client acting as one of the non-admin [`USERS`].
+    pub async fn user_client(&self, user: &str) -> Result<kube::Client> {
+        clients::from_kubeconfig(&self.user_kubeconfig(user)?).await
+    }
+
+    /// A client acting as a ServiceAccount (created if missing) with a token from the
+    /// TokenRequest API, as a Pod running under that ServiceAccount would have.
+    pub async fn service_account_client(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<kube::Client> {
+        clients::service_account(self, namespace, name).await
+    }
+
+    /// A new namespace for one test, labelled [`TEST_NAMESPACE_LABEL`], with its `default`
+    /// ServiceAccount ready. It is deleted when the handle is dropped, unless
+    /// `COFFER_TEST_KEEP=1`.
+    pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace> {
+        TestNamespace::create(self, prefix).await
+    }
+
+    /// What the containers of a Pod wrote to stdout and stderr, as the process kubelet
+    /// captured it (`None` if it never ran the Pod).
+    pub fn pod_log(&self, namespace: &str, pod: &str) -> Option<String> {
+        self.kubelet.as_ref()?.pod_log(namespace, pod)
+    }
+
+    /// The directory the process kubelet maps a PersistentVolumeClaim to.
+    pub fn claim_dir(&self, namespace: &str, claim: &str) -> Option<PathBuf> {
+        Some(self.kubelet.as_ref()?.claim_dir(namespace, claim))
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let kubeconfig = self.kubeconfig();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let ready = clients::block_on(async move {
+            let client = clients::from_kubeconfig(&kubeconfig).await?;
+            loop {
+                let request = http::Request::get("/readyz").body(Vec::new());
+                if let Ok(request) = request
+                    && matches!(client.request_text(request).await.as_deref(), Ok("ok"))
+                {
+                    return Ok(true);
+                }
+                if Instant::now() > deadline {
+                    return Ok(false);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })?;
+        if ready {
+            return Ok(());
+        }
+        let log = self.dir.join("kube-apiserver.log");
+        Err(TestEnvError::NotReady {
+            service: "kube-apiserver",
+            seconds: READY_TIMEOUT.as_secs(),
+            tail: log_tail(&log),
+            log,
+        })
+    }
+}
+
+/// A client from a kubeconfig file, bound to the current tokio runtime.
+pub(crate) async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client> {
+    clients::from_kubeconfig(path).await
+}
+
+/// Where the control plane's binaries are: `COFFER_K8S_BIN`, or `.cache/k8s/bin` in the
+/// workspace. Each missing binary is an error saying how to build it.
+pub fn bin_dir() -> Result<PathBuf> {
+    let dir = std::env::var_os("COFFER_K8S_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".cache/k8s/bin"));
+    for binary in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kubectl",
+    ] {
+        if !dir.join(binary).is_file() {
+            return Err(TestEnvError::ControlPlane(format!(
+                "{binary} is not built in {}: run tools/k8s/build (./scripts/test runs it)",
+                dir.display()
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn write(path: &Path, contents: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .map_err(TestEnvError::io(format!("writing {}", path.display())))
+}
+
+fn log_file(dir: &Path, name: &str) -> Result<(std::fs::File, PathBuf)> {
+    let path = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&path)
+        .map_err(TestEnvError::io(format!("creating {}", path.display())))?;
+    Ok((file, path))
+}
+
+fn spawn_logged(
+    what: &str,
+    mut command: std::process::Command,
+    dir: &Path,
+) -> Result<(ChildGuard, PathBuf)> {
+    let (log, path) = log_file(dir, what)?;
+    let stderr = log
+        .try_clone()
+        .map_err(TestEnvError::io("duplicating a log file"))?;
+    command
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(stderr);
+    Ok((ChildGuard(spawn_tied(what, command)?), path))
+}
+
+fn start_etcd(bin: &Path, dir: &Path, client_port: u16) -> Result<ChildGuard> {
+    let peer_port = free_port()?;
+    let client = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let mut command = tied_command(bin.join("etcd"));
+    command
+        .arg("--name=coffer-test")
+        .arg(format!("--data-dir={}", dir.join("etcd").display()))
+        .arg(format!("--listen-client-urls={client}"))
+        .arg(format!("--advertise-client-urls={client}"))
+        .arg(format!("--listen-peer-urls={peer}"))
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .arg(format!("--initial-cluster=coffer-test={peer}"))
+        .arg("--unsafe-no-fsync")
+        .arg("--log-level=warn");
+    let (mut process, log) = spawn_logged("etcd", command, dir)?;
+    let healthy = crate::process::wait_until(READY_TIMEOUT, || {
+        process.is_running() && etcd_healthy(client_port)
+    });
+    if !healthy {
+        return Err(TestEnvError::NotReady {
+            service: "etcd",
+            seconds: READY_TIMEOUT.as_secs(),
+            tail: log_tail(&log),
+            log,
+        });
+    }
+    Ok(process)
+}
+
+fn etcd_healthy(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply.contains("\"health\":\"true\"")
+}
+
+fn start_apiserver(bin: &Path, dir: &Path, etcd_port: u16, port: u16) -> Result<ChildGuard> {
+    let file = |name: &str| dir.join(name).display().to_string();
+    let mut command = tied_command(bin.join("kube-apiserver"));
+    command
+        .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg("--advertise-address=127.0.0.1")
+        .arg(format!("--secure-port={port}"))
+        .arg(format!("--tls-cert-file={}", file("apiserver.crt")))
+        .arg(format!("--tls-private-key-file={}", file("apiserver.key")))
+        .arg(format!("--client-ca-file={}", file("ca.crt")))
+        .arg(format!("--token-auth-file={}", file("tokens.csv")))
+        .arg("--authorization-mode=RBAC")
+        .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+        .arg(format!("--service-account-key-file={}", file("sa.pub")))
+        .arg(format!(
+            "--service-account-signing-key-file={}",
+            file("sa.key")
+        ))
+        .arg("--service-cluster-ip-range=10.96.0.0/16")
+        .arg("--endpoint-reconciler-type=none")
+        .arg("--enable-priority-and-fairness=false")
+        .arg("--profiling=false")
+        .arg(format!("--cert-dir={}", file("apiserver-certs")))
+        .arg("--v=1");
+    Ok(spawn_logged("kube-apiserver", command, dir)?.0)
+}
+
+/// The controllers a test cluster needs: Jobs and their Pods, garbage collection of owned
+/// objects, TTL after finished, namespaces and their default ServiceAccount, and the
+/// Deployment/ReplicaSet/StatefulSet controllers that scaling (quiesce) relies on.
+const CONTROLLERS: &str = "job-controller,garbage-collector-controller,ttl-after-finished-controller,\
+namespace-controller,serviceaccount-controller,deployment-controller,replicaset-controller,\
+statefulset-controller";
+
+fn start_controller_manager(bin: &Path, dir: &Path, kubeconfig: &Path) -> Result<ChildGuard> {
+    let mut command = tied_command(bin.join("kube-controller-manager"));
+    command
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!("--controllers={CONTROLLERS}"))
+        .arg("--leader-elect=false")
+        .arg("--secure-port=0")
+        .arg("--concurrent-job-syncs=5")
+        .arg("--v=1");
+    let (mut process, log) = spawn_logged("kube-controller-manager", command, dir)?;
+    // It has no health endpoint with --secure-port=0: give it a moment to fail on bad flags.
+    std::thread::sleep(Duration::from_millis(300));
+    if !process.is_running() {
+        return Err(TestEnvError::ControlPlane(format!(
+            "kube-controller-manager exited at start; its log {} ends with: {}",
+            log.display(),
+            log_tail(&log)
+        )));
+    }
+    Ok(process)
+}
+
+/// Removes `dir` once this process has exited: the global control plane is never dropped,
+/// so a small shell watches this process and cleans up after it.
+fn remove_when_gone(dir: &Path) {
+    let script = r#"while kill -0 "$0" 2>/dev/null; do sleep 1; done; rm -rf -- "$1""#;
+    let _ = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(std::process::id().to_string())
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
+
+/// Removes the directories of control planes whose test binary is gone (a test binary that
+/// exits never drops its global control plane).
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("coffer-cp-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
