@@ -53,7 +53,7 @@ pub struct ControlPlaneOptions {
 #[derive(Debug)]
 pub struct ControlPlane {
     // Stopped in reverse order of start when dropped.
-    _processes: Vec<ChildGuard>,
+    processes: Vec<ChildGuard>,
     kubelet: Option<ProcessKubelet>,
     server: String,
     tokens: BTreeMap<String, String>,
@@ -131,7 +131,7 @@ impl ControlPlane {
         processes.push(start_apiserver(&bin, &dir, etcd_port, api_port)?);
         let server = format!("https://127.0.0.1:{api_port}");
         let mut plane = Self {
-            _processes: processes,
+            processes,
             kubelet: None,
             server,
             tokens,
@@ -149,7 +149,7 @@ impl ControlPlane {
         }
         plane.wait_ready()?;
         let kcm = start_controller_manager(&bin, &plane.dir, &plane.kubeconfig())?;
-        plane._processes.push(kcm);
+        plane.processes.push(kcm);
         if let Some(kubelet) = options.kubelet {
             plane.kubelet = Some(ProcessKubelet::start(
                 plane.kubeconfig(),

@@ -335,81 +335,30 @@ impl Kubelet {
 
         let started_at = now();
         let log_path = pod_dir.join("log");
-        let spawned = std::fs::File::create(&log_path)
-            .and_then(|log| Ok((log.try_clone()?, log)))
-            .map_err(|e| TestEnvError::io("creating the pod log")(e))
-            .and_then(|(out, err)| {
-                let mut command = tied_command(&spec.argv[0]);
-                command
-                    .args(&spec.argv[1..])
-                    .env_clear()
-                    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                    .env("HOME", &pod_dir)
-                    .envs(spec.env.iter().map(|(k, v)| (k, v)))
-                    .current_dir(&pod_dir)
-                    .stdin(Stdio::null())
-                    .stdout(out)
-                    .stderr(err);
-                spawn_tied(&spec.argv[0], command)
-            });
-        let mut child = match spawned {
-            Ok(child) => ChildGuard(child),
-            Err(e) => {
-                let end = status::Termination {
-                    exit_code: 128,
-                    reason: "StartError",
-                    message: e.to_string(),
-                    started_at: started_at.clone(),
-                    finished_at: now(),
-                };
-                patch_status(
-                    &pods,
-                    &name,
-                    status::terminated(&container.name, &image, &end),
-                )
-                .await;
-                return;
+        let (exit_code, reason) = match spawn_container(&spec, &pod_dir, &log_path) {
+            Err(e) => (128, Err(e.to_string())),
+            Ok(child) => {
+                let running = status::running(&container.name, &image, &started_at);
+                patch_status(&pods, &name, running).await;
+                let deadline = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+                let (code, reason) = wait_for_exit(child, &killed, deadline).await;
+                (code, Ok(reason))
             }
         };
-        patch_status(
-            &pods,
-            &name,
-            status::running(&container.name, &image, &started_at),
-        )
-        .await;
-
-        let deadline = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.active_deadline_seconds)
-            .map(|s| Instant::now() + Duration::from_secs(s.max(0).unsigned_abs()));
-        let mut reason = None;
-        let exit = loop {
-            if let Ok(Some(exit)) = child.0.try_wait() {
-                break exit;
+        let (reason, message) = match reason {
+            Err(start_error) => ("StartError", start_error),
+            Ok(reason) => {
+                let fallback = container.termination_message_policy.as_deref()
+                    == Some("FallbackToLogsOnError");
+                let message = status::termination_message(
+                    std::fs::read(&termination_file).ok().as_deref(),
+                    &std::fs::read(&log_path).unwrap_or_default(),
+                    exit_code,
+                    fallback,
+                );
+                (reason, message)
             }
-            if *killed.borrow() {
-                reason.get_or_insert("Killed");
-                let _ = child.0.kill();
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                reason.get_or_insert("DeadlineExceeded");
-                let _ = child.0.kill();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        let exit_code = exit
-            .code()
-            .unwrap_or_else(|| 128 + exit.signal().unwrap_or(9));
-        let reason = reason.unwrap_or(if exit_code == 0 { "Completed" } else { "Error" });
-        let fallback =
-            container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
-        let message = status::termination_message(
-            std::fs::read(&termination_file).ok().as_deref(),
-            &std::fs::read(&log_path).unwrap_or_default(),
-            exit_code,
-            fallback,
-        );
         let end = status::Termination {
             exit_code,
             reason,
@@ -450,6 +399,64 @@ impl Kubelet {
             .map_err(resolve::NotReady)?;
         Ok((spec, termination_file))
     }
+}
+
+/// Starts the container's process with its output going to `log`.
+fn spawn_container(
+    spec: &container::ProcessSpec,
+    pod_dir: &Path,
+    log: &Path,
+) -> Result<ChildGuard> {
+    let out = std::fs::File::create(log).map_err(TestEnvError::io("creating the pod log"))?;
+    let err = out
+        .try_clone()
+        .map_err(TestEnvError::io("creating the pod log"))?;
+    let mut command = tied_command(&spec.argv[0]);
+    command
+        .args(&spec.argv[1..])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", pod_dir)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(pod_dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    Ok(ChildGuard(spawn_tied(&spec.argv[0], command)?))
+}
+
+/// Waits for the process to exit, killing it when the Pod is deleted or its
+/// `activeDeadlineSeconds` pass. Returns the exit code (128 + signal for a killed process)
+/// and the reason Kubernetes would give.
+async fn wait_for_exit(
+    mut child: ChildGuard,
+    killed: &watch::Receiver<bool>,
+    active_deadline_seconds: Option<i64>,
+) -> (i32, &'static str) {
+    let deadline = active_deadline_seconds
+        .map(|s| Instant::now() + Duration::from_secs(s.max(0).unsigned_abs()));
+    let mut reason = None;
+    let exit = loop {
+        if let Ok(Some(exit)) = child.0.try_wait() {
+            break exit;
+        }
+        if *killed.borrow() {
+            reason.get_or_insert("Killed");
+            let _ = child.0.kill();
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            reason.get_or_insert("DeadlineExceeded");
+            let _ = child.0.kill();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let code = exit
+        .code()
+        .unwrap_or_else(|| 128 + exit.signal().unwrap_or(9));
+    (
+        code,
+        reason.unwrap_or(if code == 0 { "Completed" } else { "Error" }),
+    )
 }
 
 async fn register_node(client: &kube::Client) -> std::result::Result<(), kube::Error> {
