@@ -8,4 +8,6 @@
 pub mod api;
 pub mod cli;
 pub mod logging;
+pub mod pipeline;
 pub mod schedule;
+pub mod storage;

@@ -3,9 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::config::Credentials;
 use aws_sdk_s3::primitives::ByteStream;
 use coffer_testenv::{PostgresServer, RedisServer, S3Server};
+
+mod support;
 
 #[tokio::test]
 async fn redis_server_answers_ping() {
@@ -75,27 +77,10 @@ async fn postgres_answers_select_1() {
     );
 }
 
-fn s3_client(server: &S3Server, secret: &str) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(server.endpoint())
-        .region(Region::new(server.region()))
-        .credentials_provider(Credentials::new(
-            server.access_key(),
-            secret,
-            None,
-            None,
-            "test",
-        ))
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-}
-
 #[tokio::test]
 async fn s3_server_puts_lists_and_gets_objects() {
     let server = S3Server::start().unwrap();
-    let client = s3_client(&server, server.secret_key());
+    let client = support::s3_client(&server);
     client.create_bucket().bucket("smoke").send().await.unwrap();
     let body = b"hello \x00 coffer".to_vec();
     client
@@ -133,8 +118,23 @@ async fn s3_server_puts_lists_and_gets_objects() {
 #[tokio::test]
 async fn s3_server_refuses_a_wrong_secret() {
     let server = S3Server::start().unwrap();
-    let client = s3_client(&server, "not-the-secret");
-    let err = client.list_buckets().send().await.unwrap_err();
+    let client = support::s3_client(&server);
+    let wrong = client
+        .config()
+        .to_builder()
+        .credentials_provider(Credentials::new(
+            server.access_key(),
+            "not-the-secret",
+            None,
+            None,
+            "t",
+        ))
+        .build();
+    let err = aws_sdk_s3::Client::from_conf(wrong)
+        .list_buckets()
+        .send()
+        .await
+        .unwrap_err();
     let text = format!("{:?}", err.into_service_error());
     assert!(text.contains("SignatureDoesNotMatch"), "{text}");
 }

@@ -105,6 +105,22 @@ impl S3Server {
         self.root.path()
     }
 
+    /// Multipart uploads that were started and neither completed nor aborted (s3s-fs keeps
+    /// one `.upload-<id>.json` file in its root for each).
+    pub fn open_multipart_uploads(&self) -> usize {
+        std::fs::read_dir(self.root.path())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.starts_with(".upload-") && name.ends_with(".json")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// The standard AWS environment variables that point an S3 client at this server.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![

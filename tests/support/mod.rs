@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! Helpers shared by the integration tests.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -25,4 +26,19 @@ pub fn cel_errors(
         Ok(()) => vec![],
         Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
     }
+}
+
+/// An S3 client for `server` with its credentials, for test setup (creating buckets).
+pub fn s3_client(server: &coffer_testenv::S3Server) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let credentials =
+        Credentials::new(server.access_key(), server.secret_key(), None, None, "test");
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(server.endpoint())
+        .region(Region::new(server.region()))
+        .credentials_provider(credentials)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
 }

@@ -1,0 +1,323 @@
+//! The data path shared by every engine: source stream → (tap) → compression → upload, with
+//! the size and SHA-256 of the raw and of the stored bytes taken on the fly; and back:
+//! download → integrity check → decompression.
+//!
+//! Memory is bounded: a 256 KiB read buffer, a 1 MiB pipe, the compressor's window and the
+//! store's parts in flight, whatever the size of the data.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+
+use async_compression::Level;
+use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
+use async_compression::tokio::write::{GzipEncoder, ZstdEncoder};
+use async_compression::zstd::CParameter;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::Compression;
+use crate::storage::manifest::ObjectRecord;
+use crate::storage::{StorageError, Store};
+
+const READ_BUFFER: usize = 256 << 10;
+const PIPE_BUFFER: usize = 1 << 20;
+
+/// File-name suffix of each compression.
+pub fn extension(compression: Compression) -> &'static str {
+    match compression {
+        Compression::Zstd => ".zst",
+        Compression::Gzip => ".gz",
+        Compression::None => "",
+    }
+}
+
+/// The data path failed. `E` is the error of the caller's final check of its source.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError<E> {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Source(E),
+    #[error("reading the source: {0}")]
+    Read(std::io::Error),
+    #[error("compressing: {0}")]
+    Compress(std::io::Error),
+}
+
+/// Bytes read from sources so far, for progress displays.
+#[derive(Clone, Debug, Default)]
+pub struct Progress(Arc<AtomicU64>);
+
+impl Progress {
+    pub fn add(&self, bytes: u64) {
+        self.0.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What an uploaded object is: its key in the store, what it holds once decompressed
+/// (recorded in the manifest, for example `rdb`), and how it is compressed.
+#[derive(Clone, Copy, Debug)]
+pub struct ObjectSpec<'a> {
+    pub key: &'a str,
+    pub format: &'a str,
+    pub compression: Compression,
+}
+
+/// Streams `source` into `object.key`, compressed. Every raw chunk is also sent to `tap` (an
+/// inspector such as the RDB checker) when given. When the source ends, `check` decides
+/// whether the data is good (it typically joins the task producing the source and the
+/// inspector); only then is the object committed. On any failure nothing is left in the
+/// store.
+pub async fn upload<E>(
+    store: &Store,
+    object: ObjectSpec<'_>,
+    source: &mut (impl AsyncRead + Unpin + Send),
+    tap: Option<mpsc::Sender<Bytes>>,
+    progress: &Progress,
+    check: impl Future<Output = Result<(), E>>,
+) -> Result<ObjectRecord, PipelineError<E>> {
+    let (pipe_in, pipe_out) = tokio::io::duplex(PIPE_BUFFER);
+    let (commit, committed) = oneshot::channel();
+    let mut stored = HashingReader::new(pipe_out);
+    let uploader = async {
+        let bytes = store.put_stream(object.key, &mut stored, committed).await?;
+        Ok::<_, StorageError>((bytes, stored.finish().1))
+    };
+    let producer = async {
+        let raw = compress(source, pipe_in, object.compression, tap, progress).await?;
+        check.await.map_err(PipelineError::Source)?;
+        let _ = commit.send(());
+        Ok::<_, PipelineError<E>>(raw)
+    };
+    let (produced, uploaded) = tokio::join!(producer, uploader);
+    match (produced, uploaded) {
+        (Ok((raw_bytes, raw_sha256)), Ok((stored_bytes, sha256))) => Ok(ObjectRecord {
+            name: object
+                .key
+                .rsplit('/')
+                .next()
+                .unwrap_or(object.key)
+                .to_owned(),
+            format: object.format.to_owned(),
+            raw_bytes,
+            raw_sha256,
+            stored_bytes,
+            sha256,
+        }),
+        // The upload's own failure is the cause; the producer only saw a closed pipe.
+        (_, Err(e)) if !matches!(e, StorageError::Abandoned { .. }) => Err(e.into()),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(e.into()),
+    }
+}
+
+async fn compress<E>(
+    source: &mut (impl AsyncRead + Unpin + Send),
+    pipe: tokio::io::DuplexStream,
+    compression: Compression,
+    tap: Option<mpsc::Sender<Bytes>>,
+    progress: &Progress,
+) -> Result<(u64, String), PipelineError<E>> {
+    let mut encoder = encoder(compression, pipe);
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut buffer = vec![0u8; READ_BUFFER];
+    loop {
+        let n = source
+            .read(&mut buffer)
+            .await
+            .map_err(PipelineError::Read)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buffer[..n];
+        hasher.update(chunk);
+        total += n as u64;
+        progress.add(n as u64);
+        if let Some(tap) = &tap {
+            // A tap that went away has failed; its owner reports why in `check`.
+            let _ = tap.send(Bytes::copy_from_slice(chunk)).await;
+        }
+        encoder
+            .write_all(chunk)
+            .await
+            .map_err(PipelineError::Compress)?;
+    }
+    drop(tap);
+    encoder.shutdown().await.map_err(PipelineError::Compress)?;
+    Ok((total, hex::encode(hasher.finalize())))
+}
+
+fn encoder(
+    compression: Compression,
+    out: tokio::io::DuplexStream,
+) -> Box<dyn AsyncWrite + Unpin + Send> {
+    match compression {
+        Compression::Zstd => {
+            let workers = std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(1);
+            let workers = u32::try_from(workers).unwrap_or(1);
+            Box::new(ZstdEncoder::with_quality_and_params(
+                out,
+                Level::Default,
+                &[CParameter::nb_workers(workers)],
+            ))
+        }
+        Compression::Gzip => Box::new(GzipEncoder::with_quality(out, Level::Default)),
+        Compression::None => Box::new(out),
+    }
+}
+
+/// The decompressed contents of a stored object.
+pub fn decoder<'a>(
+    compression: Compression,
+    stored: impl AsyncRead + Unpin + Send + 'a,
+) -> Box<dyn AsyncRead + Unpin + Send + 'a> {
+    let buffered = BufReader::with_capacity(READ_BUFFER, stored);
+    match compression {
+        Compression::Zstd => {
+            let mut decoder = ZstdDecoder::new(buffered);
+            decoder.multiple_members(true);
+            Box::new(decoder)
+        }
+        Compression::Gzip => {
+            let mut decoder = GzipDecoder::new(buffered);
+            decoder.multiple_members(true);
+            Box::new(decoder)
+        }
+        Compression::None => Box::new(buffered),
+    }
+}
+
+/// An object that does not match its manifest entry.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrityError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{location} is damaged: {what} is {found}, the manifest says {expected}")]
+    Mismatch {
+        location: String,
+        what: &'static str,
+        found: String,
+        expected: String,
+    },
+    #[error("{location} is damaged: it cannot be decompressed ({source})")]
+    Decompress {
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Reads a stored object through and checks its size and SHA-256 against the manifest;
+/// with `raw`, also decompresses it and checks the raw size and SHA-256.
+pub async fn verify_object(
+    store: &Store,
+    key: &str,
+    record: &ObjectRecord,
+    compression: Compression,
+    raw: bool,
+) -> Result<(), IntegrityError> {
+    let location = store.location(key);
+    let mismatch = |what, found: String, expected: String| IntegrityError::Mismatch {
+        location: location.clone(),
+        what,
+        found,
+        expected,
+    };
+    let mut stored = HashingReader::new(store.get(key).await?);
+    let decoded = if raw {
+        let mut decoded = HashingReader::new(decoder(compression, &mut stored));
+        let copied = tokio::io::copy(&mut decoded, &mut tokio::io::sink()).await;
+        let finished = decoded.finish();
+        Some(copied.map(|_| finished))
+    } else {
+        None
+    };
+    // Whatever the decoder did not need still counts towards the stored size and hash.
+    tokio::io::copy(&mut stored, &mut tokio::io::sink())
+        .await
+        .map_err(|e| StorageError::io("reading", location.clone(), e))?;
+    let (bytes, sha) = stored.finish();
+    // A damaged object usually also breaks decompression; the checksum is the clearer
+    // message, so it is checked first.
+    if bytes != record.stored_bytes {
+        return Err(mismatch(
+            "the size",
+            bytes.to_string(),
+            record.stored_bytes.to_string(),
+        ));
+    }
+    if sha != record.sha256 {
+        return Err(mismatch("the SHA-256", sha, record.sha256.clone()));
+    }
+    match decoded {
+        None => Ok(()),
+        Some(Err(source)) => Err(IntegrityError::Decompress { location, source }),
+        Some(Ok((raw_bytes, raw_sha))) => {
+            if raw_bytes != record.raw_bytes {
+                return Err(mismatch(
+                    "the decompressed size",
+                    raw_bytes.to_string(),
+                    record.raw_bytes.to_string(),
+                ));
+            }
+            if raw_sha != record.raw_sha256 {
+                return Err(mismatch(
+                    "the decompressed SHA-256",
+                    raw_sha,
+                    record.raw_sha256.clone(),
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// An [`AsyncRead`] that counts and hashes what passes through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes read and their SHA-256 (hex).
+    pub fn finish(self) -> (u64, String) {
+        (self.bytes, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let new = &buf.filled()[before..];
+        this.hasher.update(new);
+        this.bytes += new.len() as u64;
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,245 @@
+//! `manifest.json`: written last, it is what makes a backup exist. It records everything a
+//! restore needs with nothing but the store: what was backed up, when, how, and the size and
+//! SHA-256 of every object. Pure (de)serialisation and checks.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::api::Compression;
+
+/// The manifest's file name inside a backup's folder.
+pub const MANIFEST: &str = "manifest.json";
+/// The manifest format this version writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Manifests larger than this are refused (a manifest is a few kilobytes).
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
+/// A complete backup's description.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format_version: u32,
+    pub coffer_version: String,
+    /// The backup's name (a schedule, a Backup object, or `--name`).
+    pub name: String,
+    pub source: SourceInfo,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: DateTime<Utc>,
+    pub compression: Compression,
+    /// Every data object of the backup.
+    pub objects: Vec<ObjectRecord>,
+    pub stats: Stats,
+}
+
+/// What was backed up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceInfo {
+    /// `redis`, `postgres` or `volume`.
+    pub kind: String,
+    /// Where it was read from (host:port or a path; never credentials).
+    pub address: String,
+    /// The server's version, for example `7.0.15`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// How it was read, for example `snapshot` or `keys` for Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Redis: the only database backed up (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<u32>,
+}
+
+/// One stored object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRecord {
+    /// File name inside the backup's folder, for example `redis.rdb.zst`.
+    pub name: String,
+    /// What the object holds once decompressed: `rdb` or `coffer-keys` for Redis.
+    pub format: String,
+    /// Bytes before compression.
+    pub raw_bytes: u64,
+    /// SHA-256 of the bytes before compression (hex).
+    pub raw_sha256: String,
+    /// Bytes in storage.
+    pub stored_bytes: u64,
+    /// SHA-256 of the stored bytes (hex).
+    pub sha256: String,
+}
+
+/// Counts of what the backup holds; which are set depends on the source.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiring_keys: Option<u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keys_per_database: BTreeMap<u32, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functions: Option<u64>,
+}
+
+/// A manifest that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("the manifest at {location} is not valid JSON for this Coffer version: {source}")]
+    Json {
+        location: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "the manifest at {location} has format version {found}; this Coffer reads version {FORMAT_VERSION}: upgrade Coffer"
+    )]
+    Version { location: String, found: u32 },
+    #[error("the manifest at {location} is invalid: {reason}")]
+    Invalid { location: String, reason: String },
+}
+
+impl Manifest {
+    /// Pretty JSON, ending with a newline.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Parses and checks a manifest read from `location`.
+    pub fn from_json(bytes: &[u8], location: &str) -> Result<Self, ManifestError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Version {
+            format_version: u32,
+        }
+        let version: Version =
+            serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
+                location: location.to_owned(),
+                source,
+            })?;
+        if version.format_version != FORMAT_VERSION {
+            return Err(ManifestError::Version {
+                location: location.to_owned(),
+                found: version.format_version,
+            });
+        }
+        let manifest: Self =
+            serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
+                location: location.to_owned(),
+                source,
+            })?;
+        manifest.check().map_err(|reason| ManifestError::Invalid {
+            location: location.to_owned(),
+            reason,
+        })?;
+        Ok(manifest)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.objects.is_empty() {
+            return Err("it lists no objects".to_owned());
+        }
+        for object in &self.objects {
+            let name = &object.name;
+            if name.is_empty()
+                || name.starts_with('/')
+                || name.split('/').any(|part| part == ".." || part.is_empty())
+            {
+                return Err(format!("object name {name:?} is not a relative path"));
+            }
+            let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex64(&object.sha256) || !hex64(&object.raw_sha256) {
+                return Err(format!("object {name:?} has no valid SHA-256"));
+            }
+        }
+        if self.completed_at < self.started_at {
+            return Err("it completed before it started".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The total bytes in storage.
+    pub fn stored_bytes(&self) -> u64 {
+        self.objects.iter().map(|o| o.stored_bytes).sum()
+    }
+
+    /// The total bytes before compression.
+    pub fn raw_bytes(&self) -> u64 {
+        self.objects.iter().map(|o| o.raw_bytes).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            coffer_version: "0.1.0".into(),
+            name: "shop-redis".into(),
+            source: SourceInfo {
+                kind: "redis".into(),
+                address: "redis.shop.svc:6379".into(),
+                server_version: Some("7.0.15".into()),
+                mode: Some("snapshot".into()),
+                database: None,
+            },
+            started_at: Utc.with_ymd_and_hms(2026, 12, 1, 16, 0, 0).unwrap(),
+            completed_at: Utc.with_ymd_and_hms(2026, 12, 1, 16, 0, 42).unwrap(),
+            compression: Compression::Zstd,
+            objects: vec![ObjectRecord {
+                name: "redis.rdb.zst".into(),
+                format: "rdb".into(),
+                raw_bytes: 1000,
+                raw_sha256: "a".repeat(64),
+                stored_bytes: 400,
+                sha256: "b".repeat(64),
+            }],
+            stats: Stats {
+                keys: Some(10),
+                keys_per_database: [(0, 7), (3, 3)].into(),
+                ..Stats::default()
+            },
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let m = manifest();
+        let json = m.to_json();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.contains("\"formatVersion\": 1") && text.contains("\"rawSha256\""));
+        assert_eq!(Manifest::from_json(&json, "x").unwrap(), m);
+        assert_eq!((m.stored_bytes(), m.raw_bytes()), (400, 1000));
+    }
+
+    #[test]
+    fn refuses_other_versions_and_bad_objects() {
+        let mut m = manifest();
+        m.format_version = 2;
+        let err = Manifest::from_json(&m.to_json(), "s3://b/x/manifest.json").unwrap_err();
+        assert!(err.to_string().contains("upgrade Coffer"), "{err}");
+
+        let mut m = manifest();
+        m.objects[0].name = "../../etc/passwd".into();
+        let err = Manifest::from_json(&m.to_json(), "x").unwrap_err();
+        assert!(err.to_string().contains("not a relative path"), "{err}");
+
+        let mut m = manifest();
+        m.objects[0].sha256 = "zz".into();
+        assert!(Manifest::from_json(&m.to_json(), "x").is_err());
+
+        let mut m = manifest();
+        m.objects.clear();
+        assert!(Manifest::from_json(&m.to_json(), "x").is_err());
+
+        let err = Manifest::from_json(b"{not json", "x").unwrap_err();
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
+    }
+}

@@ -1,0 +1,275 @@
+//! The storage layer against a real S3 server and a real directory: the same behaviour from
+//! both backends, failures that leave nothing behind, and one-line errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+
+use coffer::storage::{Destination, S3Options, StorageError, Store};
+use coffer_testenv::S3Server;
+use tokio::io::AsyncReadExt;
+
+mod support;
+
+fn s3_options(server: &S3Server, part_size: Option<usize>) -> S3Options {
+    S3Options {
+        credentials: Some((
+            server.access_key().to_owned(),
+            server.secret_key().to_owned(),
+        )),
+        endpoint: Some(server.endpoint()),
+        region: Some(server.region().to_owned()),
+        part_size,
+        parts_in_flight: Some(2),
+        ..S3Options::default()
+    }
+}
+
+async fn s3_store(server: &S3Server, part_size: Option<usize>) -> Store {
+    let dest = Destination::parse("s3://backups/prefix").unwrap();
+    support::s3_client(server)
+        .create_bucket()
+        .bucket("backups")
+        .send()
+        .await
+        .unwrap();
+    Store::open(&dest, &s3_options(server, part_size)).await
+}
+
+fn fs_store(dir: &tempfile::TempDir) -> Store {
+    Store::Fs(coffer::storage::fs::FsStore::new(dir.path().join("store")))
+}
+
+/// Deterministic pseudo-random bytes (incompressible enough to exercise parts).
+fn data(len: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn put(store: &Store, key: &str, bytes: &[u8]) -> Result<u64, StorageError> {
+    let (commit, committed) = tokio::sync::oneshot::channel();
+    commit.send(()).unwrap();
+    store.put_stream(key, &mut &bytes[..], committed).await
+}
+
+async fn get(store: &Store, key: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    store
+        .get(key)
+        .await
+        .unwrap()
+        .read_to_end(&mut out)
+        .await
+        .unwrap();
+    out
+}
+
+/// The behaviour every backend must have.
+async fn same_behaviour(store: &Store) {
+    // Small objects, large objects (several parts for S3), empty objects.
+    let small = data(1000);
+    let large = data(12 << 20);
+    assert_eq!(put(store, "a/small.bin", &small).await.unwrap(), 1000);
+    assert_eq!(
+        put(store, "a/b/large.bin", &large).await.unwrap(),
+        large.len() as u64
+    );
+    assert_eq!(put(store, "a/empty.bin", b"").await.unwrap(), 0);
+    assert_eq!(get(store, "a/small.bin").await, small);
+    assert_eq!(get(store, "a/b/large.bin").await, large);
+    assert_eq!(get(store, "a/empty.bin").await, b"");
+    store.put_bytes("a/manifest.json", b"{}").await.unwrap();
+    assert_eq!(
+        store.get_bytes("a/manifest.json", 100).await.unwrap(),
+        b"{}"
+    );
+    assert!(
+        store.get_bytes("a/small.bin", 10).await.is_err(),
+        "limit enforced"
+    );
+
+    let listed: Vec<(String, u64)> = store
+        .list("a/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("a/b/large.bin".to_owned(), large.len() as u64),
+            ("a/empty.bin".to_owned(), 0),
+            ("a/manifest.json".to_owned(), 2),
+            ("a/small.bin".to_owned(), 1000),
+        ]
+    );
+    assert_eq!(store.list("a/b/").await.unwrap().len(), 1);
+    assert!(store.list("nothing/").await.unwrap().is_empty());
+
+    // An abandoned write leaves nothing, small or large.
+    for bytes in [data(10), data(11 << 20)] {
+        let (commit, committed) = tokio::sync::oneshot::channel::<()>();
+        drop(commit);
+        let err = store
+            .put_stream("a/abandoned.bin", &mut &bytes[..], committed)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::Abandoned { .. }), "{err}");
+        assert!(store.list("a/abandoned").await.unwrap().is_empty());
+    }
+
+    // A source that fails half-way leaves nothing either.
+    let head = data(11 << 20);
+    let mut failing = tokio::io::AsyncReadExt::chain(&head[..], FailingReader);
+    let (commit, committed) = tokio::sync::oneshot::channel::<()>();
+    let result = store
+        .put_stream("a/broken.bin", &mut failing, committed)
+        .await;
+    drop(commit);
+    assert!(result.is_err());
+    assert!(store.list("a/broken").await.unwrap().is_empty());
+
+    let missing = match store.get("a/nope.bin").await {
+        Err(e) => e,
+        Ok(_) => panic!("a missing object must not open"),
+    };
+    assert!(
+        matches!(missing, StorageError::NotFound { .. }),
+        "{missing}"
+    );
+    assert!(
+        missing.to_string().contains("a/nope.bin does not exist"),
+        "{missing}"
+    );
+
+    store.delete("a/small.bin").await.unwrap();
+    store.delete("a/small.bin").await.unwrap();
+    assert_eq!(store.list("a/").await.unwrap().len(), 3);
+}
+
+struct FailingReader;
+
+impl tokio::io::AsyncRead for FailingReader {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Err(std::io::Error::other("connection reset by source")))
+    }
+}
+
+#[tokio::test]
+async fn s3_backend_behaves_like_a_store() {
+    let server = S3Server::start().unwrap();
+    // 5 MiB parts (the S3 minimum): the 12 MiB object takes 3 parts, 2 in flight.
+    let store = s3_store(&server, Some(5 << 20)).await;
+    store.preflight().await.unwrap();
+    same_behaviour(&store).await;
+    assert_eq!(
+        server.open_multipart_uploads(),
+        0,
+        "every multipart upload was completed or aborted"
+    );
+}
+
+#[tokio::test]
+async fn s3_backend_uses_8_mib_parts_by_default() {
+    let server = S3Server::start().unwrap();
+    let store = s3_store(&server, None).await;
+    let big = data(20 << 20);
+    assert_eq!(
+        put(&store, "big.bin", &big).await.unwrap(),
+        big.len() as u64
+    );
+    assert_eq!(get(&store, "big.bin").await, big);
+    // s3s-fs keeps the parts' sizes in nothing we can query; the object is whole and no
+    // upload is left open.
+    assert_eq!(server.open_multipart_uploads(), 0);
+}
+
+#[tokio::test]
+async fn filesystem_backend_behaves_like_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fs_store(&dir);
+    store.preflight().await.unwrap();
+    same_behaviour(&store).await;
+    let root = dir.path().join("store");
+    let mode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(root.join("a/b/large.bin")), 0o600);
+    assert_eq!(mode(root.join("a/b")), 0o700);
+    assert_eq!(mode(root.join("a")), 0o700);
+    let leftovers: Vec<_> = walkdir(&root)
+        .into_iter()
+        .filter(|p| p.contains(".coffer-tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<String> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        out.push(path.display().to_string());
+        if path.is_dir() {
+            out.extend(walkdir(&path));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn s3_errors_are_one_line_and_name_the_fix() {
+    let server = S3Server::start().unwrap();
+    let options = s3_options(&server, None);
+    let preflight = |dest: &'static str, options: S3Options| async move {
+        let store = Store::open(&Destination::parse(dest).unwrap(), &options).await;
+        store.preflight().await.unwrap_err().to_string()
+    };
+
+    let missing = preflight("s3://no-such-bucket/x", options.clone()).await;
+    assert!(
+        missing.contains("bucket \"no-such-bucket\" does not exist: create it"),
+        "{missing}"
+    );
+
+    let mut wrong = options.clone();
+    wrong.credentials = Some((server.access_key().to_owned(), "wrong-secret".to_owned()));
+    let refused = preflight("s3://backups/x", wrong).await;
+    assert!(
+        refused.contains("S3 refused the credentials") && refused.contains("AWS_SECRET_ACCESS_KEY"),
+        "{refused}"
+    );
+
+    let mut unreachable = options.clone();
+    unreachable.endpoint = Some("http://127.0.0.1:9".to_owned());
+    let unreachable = preflight("s3://backups/x", unreachable).await;
+    assert!(
+        unreachable.contains("cannot reach S3") && unreachable.contains("--s3-endpoint"),
+        "{unreachable}"
+    );
+
+    for e in [missing, refused, unreachable] {
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+}
+
+#[test]
+fn enospc_is_reported_as_a_full_disk() {
+    // /dev/full answers every write with ENOSPC: a real error from the kernel.
+    let dir = tempfile::tempdir().unwrap();
+    let err = coffer::storage::StorageError::io(
+        "writing",
+        dir.path().display().to_string(),
+        std::fs::write("/dev/full", b"x").unwrap_err(),
+    );
+    assert!(err.to_string().contains("no space left"), "{err}");
+}
