@@ -7,7 +7,9 @@
 
 pub mod api;
 pub mod cli;
+pub mod engine;
 pub mod logging;
 pub mod pipeline;
 pub mod schedule;
 pub mod storage;
+pub mod units;

@@ -321,3 +321,59 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
         Poll::Ready(Ok(()))
     }
 }
+
+/// The receiving end of an upload's tap, as a blocking [`std::io::Read`] for parsers that run
+/// in `spawn_blocking` threads. It ends when the sender is dropped.
+pub struct TapReader {
+    receiver: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl TapReader {
+    pub fn new(receiver: mpsc::Receiver<Bytes>) -> Self {
+        Self {
+            receiver,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for TapReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// An [`AsyncRead`] that adds what passes through it to a [`Progress`].
+pub struct ProgressReader<R> {
+    inner: R,
+    progress: Progress,
+}
+
+impl<R> ProgressReader<R> {
+    pub fn new(inner: R, progress: Progress) -> Self {
+        Self { inner, progress }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for ProgressReader<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        this.progress.add((buf.filled().len() - before) as u64);
+        Poll::Ready(Ok(()))
+    }
+}

@@ -40,6 +40,17 @@ pub enum Compression {
     None,
 }
 
+impl Compression {
+    /// The name used in specs, manifests and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Zstd => "zstd",
+            Self::Gzip => "gzip",
+            Self::None => "none",
+        }
+    }
+}
+
 /// Settings for the Kubernetes Job (and its Pod) that runs a backup or a restore.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

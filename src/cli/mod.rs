@@ -1,5 +1,12 @@
 //! The `coffer` command line: one binary for the controller, the worker, and local use.
 
+mod backup;
+mod list;
+mod options;
+mod progress;
+mod restore;
+mod verify;
+
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -7,6 +14,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::api;
 use crate::logging::{self, LogFormat};
+use crate::storage::manifest::{MANIFEST, MAX_MANIFEST_BYTES, Manifest};
+use crate::storage::{Destination, Store};
 
 /// Coffer backs up Redis, PostgreSQL and volumes to S3-compatible storage, and restores them.
 #[derive(Debug, Parser)]
@@ -35,14 +44,14 @@ pub enum Command {
     Worker(Pending),
     /// Print the CustomResourceDefinitions of every kind as multi-document YAML.
     Crds,
-    /// Take a backup of a Redis server, PostgreSQL databases or a directory, locally.
-    Backup(Pending),
-    /// Restore a backup into a Redis server, PostgreSQL or a directory, locally.
-    Restore(Pending),
+    /// Take a backup of a Redis server into S3 or a directory, from this machine.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a Redis server, from this machine.
+    Restore(restore::RestoreArgs),
     /// List the backups in a store, newest first.
-    List(Pending),
-    /// Check a backup's objects against its manifest (sizes and SHA-256).
-    Verify(Pending),
+    List(list::ListArgs),
+    /// Re-read a backup's objects and check them against its manifest (sizes, SHA-256).
+    Verify(verify::VerifyArgs),
     /// Print the version of Coffer.
     Version,
 }
@@ -60,23 +69,106 @@ pub const EXIT_NOT_IMPLEMENTED: u8 = 2;
 /// Runs the parsed command line and returns the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
     logging::init(cli.log_format);
-    let name = match cli.command {
+    let (name, result) = match cli.command {
         Command::Crds => return print_crds(),
         Command::Version => {
             println!("coffer {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Command::Controller(_) => "controller",
-        Command::Worker(_) => "worker",
-        Command::Backup(_) => "backup",
-        Command::Restore(_) => "restore",
-        Command::List(_) => "list",
-        Command::Verify(_) => "verify",
+        Command::Controller(_) => (
+            "controller",
+            Err(CliError::not_implemented("not implemented yet")),
+        ),
+        Command::Worker(_) => (
+            "worker",
+            Err(CliError::not_implemented("not implemented yet")),
+        ),
+        Command::Backup(args) => ("backup", block_on(backup::run(args))),
+        Command::Restore(args) => ("restore", block_on(restore::run(args))),
+        Command::List(args) => ("list", block_on(list::run(args))),
+        Command::Verify(args) => ("verify", block_on(verify::run(args))),
     };
-    eprintln!(
-        "coffer {name}: not implemented yet (see the status table in the README); nothing was done"
-    );
-    ExitCode::from(EXIT_NOT_IMPLEMENTED)
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coffer {name}: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn block_on(
+    future: impl std::future::Future<Output = Result<(), CliError>>,
+) -> Result<(), CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?
+        .block_on(future)
+}
+
+/// A command failed: its one-line message and exit status.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub code: u8,
+}
+
+impl CliError {
+    /// Something went wrong while doing the work (exit status 1).
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 1,
+        }
+    }
+
+    pub fn from_display(e: impl std::fmt::Display) -> Self {
+        Self::failed(e.to_string())
+    }
+
+    /// The command line asks for something invalid (exit status 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 2,
+        }
+    }
+
+    /// The command line asks for something Coffer does not do yet (exit status 2).
+    pub fn not_implemented(message: &str) -> Self {
+        let message = if message.contains("not implemented yet") {
+            format!("{message} (see the status table in the README); nothing was done")
+        } else {
+            format!("not implemented yet: {message}; nothing was done")
+        };
+        Self {
+            message,
+            code: EXIT_NOT_IMPLEMENTED,
+        }
+    }
+}
+
+/// Opens the store at a destination given on the command line.
+async fn open_store(dest: &str, s3: &options::S3Args) -> Result<(Store, Destination), CliError> {
+    let destination = Destination::parse(dest).map_err(|e| CliError::usage(e.to_string()))?;
+    Ok((Store::open(&destination, &s3.options()).await, destination))
+}
+
+/// Reads the manifest of the backup in `folder`: a folder without one holds no backup.
+async fn read_manifest(store: &Store, folder: &str) -> Result<Manifest, CliError> {
+    let key = format!("{folder}{MANIFEST}");
+    let location = store.location(&key);
+    let bytes = store
+        .get_bytes(&key, MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|e| match e {
+            crate::storage::StorageError::NotFound { .. } => CliError::failed(format!(
+                "{location} does not exist: this is not a complete backup (use `coffer list` to find one)"
+            )),
+            other => CliError::from_display(other),
+        })?;
+    Manifest::from_json(&bytes, &location).map_err(CliError::from_display)
 }
 
 fn print_crds() -> ExitCode {

@@ -50,6 +50,9 @@ pub struct SourceInfo {
     /// Redis: the only database backed up (all when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<u32>,
+    /// Redis: the RDB version of the data (a target must be able to load it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdb_version: Option<u16>,
 }
 
 /// One stored object.
@@ -189,6 +192,7 @@ mod tests {
                 server_version: Some("7.0.15".into()),
                 mode: Some("snapshot".into()),
                 database: None,
+                rdb_version: Some(10),
             },
             started_at: Utc.with_ymd_and_hms(2026, 12, 1, 16, 0, 0).unwrap(),
             completed_at: Utc.with_ymd_and_hms(2026, 12, 1, 16, 0, 42).unwrap(),

@@ -5,6 +5,7 @@
 //! streamed object only appears when the writer commits it, so a failed backup leaves no
 //! object behind (and no open multipart upload).
 
+pub mod catalog;
 pub mod error;
 pub mod fs;
 pub mod location;

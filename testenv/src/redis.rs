@@ -29,20 +29,22 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server without a password.
     pub fn start() -> Result<Self> {
-        Self::start_with(None)
+        Self::start_with(None, &[])
     }
 
     /// Starts a server that requires `password` (`requirepass`).
     pub fn start_with_password(password: &str) -> Result<Self> {
-        Self::start_with(Some(password.to_owned()))
+        Self::start_with(Some(password), &[])
     }
 
-    fn start_with(password: Option<String>) -> Result<Self> {
+    /// Starts a server with a password (optional) and extra configuration directives, for
+    /// example `[("repl-diskless-sync", "no")]`.
+    pub fn start_with(password: Option<&str>, config: &[(&str, &str)]) -> Result<Self> {
         let program = find_program("redis-server", "redis-server", &[])?;
         let mut last_error = None;
         // A free port can be taken between our probe and the server's bind: try again.
         for _ in 0..3 {
-            match Self::spawn(&program, password.clone()) {
+            match Self::spawn(&program, password.map(str::to_owned), config) {
                 Ok(server) => return Ok(server),
                 Err(e) => last_error = Some(e),
             }
@@ -53,7 +55,7 @@ impl RedisServer {
         }))
     }
 
-    fn spawn(program: &PathBuf, password: Option<String>) -> Result<Self> {
+    fn spawn(program: &PathBuf, password: Option<String>, config: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("coffer-redis-")
             .tempdir()
@@ -74,6 +76,9 @@ impl RedisServer {
             .stderr(Stdio::null());
         if let Some(password) = &password {
             command.args(["--requirepass", password]);
+        }
+        for (directive, value) in config {
+            command.arg(format!("--{directive}")).arg(value);
         }
         let child = spawn_tied("redis-server", command)?;
         let mut process = ChildGuard(child);
@@ -109,12 +114,18 @@ impl RedisServer {
         self.password.as_deref()
     }
 
-    /// A `redis://` URL for database 0, with the password if there is one.
+    /// A `redis://` URL without a database (every database, for a backup), with the
+    /// password if there is one.
     pub fn url(&self) -> String {
         match &self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
-            None => format!("redis://127.0.0.1:{}/0", self.port),
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
         }
+    }
+
+    /// A `redis://` URL for database `db`.
+    pub fn url_db(&self, db: u32) -> String {
+        format!("{}/{db}", self.url())
     }
 
     /// The server's working directory (its log is `redis.log` there).

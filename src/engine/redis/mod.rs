@@ -1,0 +1,16 @@
+//! The Redis engine: `snapshot` mode (an RDB over the replication protocol) and `keys` mode
+//! (SCAN + DUMP), and restores of either with `RESTORE … ABSTTL`.
+
+pub mod backup;
+pub mod client;
+pub mod error;
+pub mod frames;
+pub mod rdb;
+pub mod replication;
+pub mod restore;
+pub mod target;
+
+pub use backup::{BackupRequest, Mode, backup};
+pub use error::RedisError;
+pub use restore::{RestoreRequest, RestoreStats, restore};
+pub use target::RedisTarget;

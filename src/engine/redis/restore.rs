@@ -1,0 +1,433 @@
+//! Restoring a Redis backup into a running server with `RESTORE … ABSTTL`.
+//!
+//! Order of work, so a bad backup or a bad target loses nothing: the stored object is read
+//! through and checked against the manifest (size, SHA-256, and again after
+//! decompression); the target is reached and checked to load this data's RDB version; only
+//! then is anything written (`FLUSHDB` first with `Flush`).
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::mpsc;
+use tokio_util::io::SyncIoBridge;
+
+use super::backup::{KEYS_FORMAT, RDB_FORMAT};
+use super::client;
+use super::error::RedisError;
+use super::frames::{FrameReader, Record};
+use super::rdb::{Item, RdbReader, dump_payload};
+use super::target::RedisTarget;
+use crate::api::RedisConflict;
+use crate::pipeline::{self, Progress, ProgressReader};
+use crate::storage::Store;
+use crate::storage::manifest::{Manifest, ObjectRecord};
+
+/// A restore to run.
+#[derive(Clone, Debug)]
+pub struct RestoreRequest {
+    pub target: RedisTarget,
+    pub conflict: RedisConflict,
+    /// Restore only this database of the backup.
+    pub database: Option<u32>,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreStats {
+    pub restored: u64,
+    /// Keys that already existed and were left alone (`Skip`).
+    pub skipped: u64,
+    /// Keys whose expiry had passed.
+    pub expired: u64,
+    pub functions_restored: u64,
+    /// Function libraries that already existed and were left alone (`Skip`).
+    pub functions_skipped: u64,
+}
+
+/// Commands per pipeline, and payload bytes per pipeline, before it is sent.
+const BATCH_COMMANDS: usize = 512;
+const BATCH_BYTES: usize = 8 << 20;
+
+/// One thing to restore, read from the backup by a parser thread.
+enum Work {
+    Key {
+        db: u32,
+        key: Vec<u8>,
+        expire_at_ms: Option<i64>,
+        payload: Vec<u8>,
+    },
+    /// A function library's code (from an RDB): `FUNCTION LOAD`.
+    FunctionCode(Vec<u8>),
+    /// A `FUNCTION DUMP` payload (from keys mode): `FUNCTION RESTORE`.
+    FunctionDump(Vec<u8>),
+}
+
+/// Restores the backup in `folder`, described by `manifest`, into `request.target`.
+pub async fn restore(
+    store: &Store,
+    folder: &str,
+    manifest: &Manifest,
+    request: &RestoreRequest,
+    progress: &Progress,
+) -> Result<RestoreStats, RedisError> {
+    let record = data_object(manifest)?;
+    let key = format!("{folder}{}", record.name);
+    let plan = DatabasePlan::new(manifest, request)?;
+
+    // 1. The backup is intact.
+    pipeline::verify_object(store, &key, record, manifest.compression, true).await?;
+
+    // 2. The target is reachable and can load this data.
+    let target = &request.target;
+    let address = target.address();
+    let mut con = client::connect(target, 0).await?;
+    client::server_info(&mut con, &address).await?;
+    if let Some(version) = manifest.source.rdb_version {
+        check_target_loads(&mut con, &address, &plan, version).await?;
+    }
+
+    // 3. Now the target is changed.
+    if request.conflict == RedisConflict::Flush {
+        for db in plan.targets() {
+            redis::pipe()
+                .cmd("SELECT")
+                .arg(db)
+                .cmd("FLUSHDB")
+                .query_async::<()>(&mut con)
+                .await
+                .map_err(|e| RedisError::from_redis(&address, "FLUSHDB", &e))?;
+        }
+    }
+    let stored = ProgressReader::new(store.get(&key).await?, progress.clone());
+    let decoded = pipeline::decoder(manifest.compression, stored);
+    let (work, mut incoming) = mpsc::channel::<Work>(64);
+    let format = record.format.clone();
+    let parser =
+        tokio::task::spawn_blocking(move || read_backup(&format, SyncIoBridge::new(decoded), work));
+    let mut restorer = Restorer {
+        con,
+        address,
+        conflict: request.conflict,
+        batch: Batch::default(),
+        current_db: None,
+        rdb_version: manifest.source.rdb_version.unwrap_or_default(),
+        stats: RestoreStats::default(),
+    };
+    let now_ms = Utc::now().timestamp_millis();
+    let mut result = Ok(());
+    while let Some(item) = incoming.recv().await {
+        let step = match item {
+            Work::Key {
+                db,
+                key,
+                expire_at_ms,
+                payload,
+            } => match plan.map(db) {
+                None => Ok(()),
+                Some(_) if expire_at_ms.is_some_and(|at| at <= now_ms) => {
+                    restorer.stats.expired += 1;
+                    Ok(())
+                }
+                Some(to) => restorer.add_key(to, key, expire_at_ms, payload).await,
+            },
+            Work::FunctionCode(code) => restorer.function(&["LOAD"], code).await,
+            Work::FunctionDump(dump) => restorer.function(&["RESTORE"], dump).await,
+        };
+        if let Err(e) = step {
+            result = Err(e);
+            break;
+        }
+    }
+    drop(incoming);
+    result?;
+    restorer.flush().await?;
+    parser
+        .await
+        .map_err(|e| RedisError::Internal(format!("the backup reader failed: {e}")))??;
+    Ok(restorer.stats)
+}
+
+/// The backup's data object.
+fn data_object(manifest: &Manifest) -> Result<&ObjectRecord, RedisError> {
+    manifest
+        .objects
+        .iter()
+        .find(|o| o.format == RDB_FORMAT || o.format == KEYS_FORMAT)
+        .ok_or_else(|| RedisError::Format("the manifest lists no Redis data object".to_owned()))
+}
+
+/// Which databases of the backup go where.
+struct DatabasePlan {
+    mapping: BTreeMap<u32, u32>,
+}
+
+impl DatabasePlan {
+    fn new(manifest: &Manifest, request: &RestoreRequest) -> Result<Self, RedisError> {
+        let held: Vec<u32> = match manifest.source.database {
+            Some(db) => vec![db],
+            None => manifest.stats.keys_per_database.keys().copied().collect(),
+        };
+        let list = |dbs: &[u32]| {
+            dbs.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let chosen = match request.database {
+            Some(db) if !held.contains(&db) => {
+                return Err(RedisError::Databases(format!(
+                    "the backup has no database {db} (it holds {}): choose one of those with --database",
+                    if held.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        list(&held)
+                    }
+                )));
+            }
+            Some(db) => vec![db],
+            None => held,
+        };
+        let mapping = match request.target.database {
+            Some(to) if chosen.len() > 1 => {
+                return Err(RedisError::Databases(format!(
+                    "the backup holds databases {}: choose one with --database N to restore it into database {to}",
+                    list(&chosen)
+                )));
+            }
+            Some(to) => chosen.iter().map(|from| (*from, to)).collect(),
+            None => chosen.iter().map(|db| (*db, *db)).collect(),
+        };
+        Ok(Self { mapping })
+    }
+
+    fn map(&self, db: u32) -> Option<u32> {
+        self.mapping.get(&db).copied()
+    }
+
+    fn targets(&self) -> impl Iterator<Item = u32> + '_ {
+        let mut seen = std::collections::BTreeSet::new();
+        self.mapping
+            .values()
+            .copied()
+            .filter(move |db| seen.insert(*db))
+    }
+}
+
+/// Refuses a target whose RDB version is older than the backup's data, found read-only by
+/// dumping one of its existing keys (an empty target loses nothing if the first RESTORE
+/// fails).
+async fn check_target_loads(
+    con: &mut MultiplexedConnection,
+    address: &str,
+    plan: &DatabasePlan,
+    backup_version: u16,
+) -> Result<(), RedisError> {
+    for db in plan.targets() {
+        let (_, key): ((), Option<Vec<u8>>) = redis::pipe()
+            .cmd("SELECT")
+            .arg(db)
+            .cmd("RANDOMKEY")
+            .query_async(con)
+            .await
+            .map_err(|e| RedisError::from_redis(address, "RANDOMKEY", &e))?;
+        let Some(key) = key else { continue };
+        let dump: Option<Vec<u8>> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(con)
+            .await
+            .map_err(|e| RedisError::from_redis(address, "DUMP", &e))?;
+        let Some(dump) = dump.filter(|d| d.len() >= 10) else {
+            continue;
+        };
+        let at = dump.len() - 10;
+        let target_version = u16::from_le_bytes([dump[at], dump[at + 1]]);
+        if target_version < backup_version {
+            return Err(RedisError::TargetTooOld {
+                address: address.to_owned(),
+                rdb_version: backup_version,
+            });
+        }
+        return Ok(());
+    }
+    Ok(())
+}
+
+/// Parses the decompressed data object and sends what to restore. Runs on a blocking thread.
+fn read_backup(
+    format: &str,
+    reader: impl std::io::Read,
+    work: mpsc::Sender<Work>,
+) -> Result<(), RedisError> {
+    // A closed channel means the restore stopped; its error is the one reported.
+    let send = |item: Work| work.blocking_send(item).is_ok();
+    if format == RDB_FORMAT {
+        let mut rdb = RdbReader::new(reader, true)?;
+        let version = rdb.version();
+        while let Some(item) = rdb.next_item()? {
+            let sent = match item {
+                Item::Entry(entry) => send(Work::Key {
+                    db: entry.db,
+                    key: entry.key,
+                    expire_at_ms: entry.expire_at_ms,
+                    payload: dump_payload(entry.value, version),
+                }),
+                Item::Function(code) => send(Work::FunctionCode(code)),
+                Item::ModuleAux | Item::End => true,
+            };
+            if !sent {
+                return Ok(());
+            }
+        }
+    } else {
+        let mut frames = FrameReader::new(reader)?;
+        while let Some(record) = frames.next_record()? {
+            let sent = match record {
+                Record::Entry {
+                    db,
+                    key,
+                    expire_at_ms,
+                    payload,
+                } => send(Work::Key {
+                    db,
+                    key,
+                    expire_at_ms,
+                    payload,
+                }),
+                Record::Functions(dump) => send(Work::FunctionDump(dump)),
+                Record::End => true,
+            };
+            if !sent {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Batch {
+    pipe: redis::Pipeline,
+    /// The key of each RESTORE in the pipeline (`None` for SELECT), to name it on error.
+    keys: Vec<Option<Vec<u8>>>,
+    bytes: usize,
+}
+
+struct Restorer {
+    con: MultiplexedConnection,
+    address: String,
+    conflict: RedisConflict,
+    batch: Batch,
+    current_db: Option<u32>,
+    rdb_version: u16,
+    stats: RestoreStats,
+}
+
+impl Restorer {
+    async fn add_key(
+        &mut self,
+        db: u32,
+        key: Vec<u8>,
+        expire_at_ms: Option<i64>,
+        payload: Vec<u8>,
+    ) -> Result<(), RedisError> {
+        if self.current_db != Some(db) {
+            self.batch.pipe.cmd("SELECT").arg(db);
+            self.batch.keys.push(None);
+            self.current_db = Some(db);
+        }
+        self.batch.bytes += payload.len() + key.len();
+        let command = self
+            .batch
+            .pipe
+            .cmd("RESTORE")
+            .arg(&key)
+            .arg(expire_at_ms.unwrap_or(0))
+            .arg(payload);
+        if expire_at_ms.is_some() {
+            command.arg("ABSTTL");
+        }
+        if self.conflict == RedisConflict::Overwrite {
+            command.arg("REPLACE");
+        }
+        self.batch.keys.push(Some(key));
+        if self.batch.keys.len() >= BATCH_COMMANDS || self.batch.bytes >= BATCH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), RedisError> {
+        if self.batch.keys.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let replies: Vec<redis::RedisResult<Value>> = batch
+            .pipe
+            .clone()
+            .ignore_errors()
+            .query_async(&mut self.con)
+            .await
+            .map_err(|e| RedisError::from_redis(&self.address, "RESTORE", &e))?;
+        for (key, reply) in batch.keys.iter().zip(replies) {
+            match (key, reply) {
+                (None, Ok(_)) => {}
+                (Some(_), Ok(_)) => self.stats.restored += 1,
+                (Some(_), Err(e))
+                    if e.code() == Some("BUSYKEY") && self.conflict != RedisConflict::Overwrite =>
+                {
+                    self.stats.skipped += 1;
+                }
+                (key, Err(e)) => {
+                    let detail = e.to_string();
+                    if detail.contains("payload version or checksum") {
+                        return Err(RedisError::TargetTooOld {
+                            address: self.address.clone(),
+                            rdb_version: self.rdb_version,
+                        });
+                    }
+                    return Err(RedisError::Restore {
+                        address: self.address.clone(),
+                        key: key
+                            .as_deref()
+                            .map(show_key)
+                            .unwrap_or_else(|| "(SELECT)".to_owned()),
+                        detail: super::error::one_line(&detail),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `FUNCTION LOAD` (code) or `FUNCTION RESTORE` (dump); existing libraries are skipped
+    /// unless the conflict policy replaces.
+    async fn function(&mut self, verb: &[&str], body: Vec<u8>) -> Result<(), RedisError> {
+        self.flush().await?;
+        let replace = self.conflict != RedisConflict::Skip;
+        let mut command = redis::cmd("FUNCTION");
+        command.arg(verb);
+        let is_load = verb == ["LOAD"];
+        if is_load && replace {
+            command.arg("REPLACE");
+        }
+        command.arg(body);
+        if !is_load {
+            command.arg(if replace { "REPLACE" } else { "APPEND" });
+        }
+        match command.query_async::<Value>(&mut self.con).await {
+            Ok(_) => self.stats.functions_restored += 1,
+            Err(e) if !replace && e.to_string().contains("already exists") => {
+                self.stats.functions_skipped += 1
+            }
+            Err(e) => return Err(RedisError::from_redis(&self.address, "FUNCTION", &e)),
+        }
+        Ok(())
+    }
+}
+
+/// A key for messages: text when printable, else escaped bytes.
+fn show_key(key: &[u8]) -> String {
+    format!("\"{}\"", key.escape_ascii())
+}
