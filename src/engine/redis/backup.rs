@@ -156,7 +156,7 @@ fn joined(e: tokio::task::JoinError) -> RedisError {
 /// Walks the RDB as it streams past: counts keys and checks its CRC-64, so a backup that
 /// could not be restored is refused now rather than discovered later.
 fn inspect(reader: TapReader, only: Option<u32>) -> Result<Counted, RedisError> {
-    let mut rdb = RdbReader::new(reader, false)?;
+    let mut rdb = RdbReader::new(std::io::BufReader::with_capacity(256 << 10, reader), false)?;
     let mut counted = Counted {
         rdb_version: Some(rdb.version()),
         ..Counted::default()
@@ -262,9 +262,11 @@ async fn write_keys(
                 .into_iter()
                 .filter(|k| seen.insert(key_hash(k)))
                 .collect();
-            if !fresh.is_empty() {
+            let sizes = memory_usage(&mut con, &fresh).await;
+            for batch in dump_batches(sizes.as_deref(), fresh.len()) {
+                let batch = &fresh[batch];
                 let mut pipe = redis::pipe();
-                for key in &fresh {
+                for key in batch {
                     pipe.cmd("DUMP").arg(key).cmd("PTTL").arg(key);
                 }
                 let replies: Vec<(Option<Vec<u8>>, i64)> = pipe
@@ -272,7 +274,7 @@ async fn write_keys(
                     .await
                     .map_err(|e| fail("DUMP", &e))?;
                 let now_ms = Utc::now().timestamp_millis();
-                for (key, (payload, pttl)) in fresh.iter().zip(replies) {
+                for (key, (payload, pttl)) in batch.iter().zip(replies) {
                     // Gone between SCAN and DUMP.
                     let Some(payload) = payload.filter(|_| pttl != -2) else {
                         continue;
@@ -331,9 +333,82 @@ async fn write_keys(
     })
 }
 
+/// What each key takes in the server's memory (`MEMORY USAGE`), to keep each DUMP pipeline
+/// small; `None` where the command is not allowed (some managed services).
+async fn memory_usage(con: &mut MultiplexedConnection, keys: &[Vec<u8>]) -> Option<Vec<u64>> {
+    if keys.is_empty() {
+        return Some(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .arg("SAMPLES")
+            .arg(1);
+    }
+    let sizes: Vec<Option<u64>> = pipe.query_async(con).await.ok()?;
+    Some(sizes.into_iter().map(|s| s.unwrap_or(0)).collect())
+}
+
+/// Bytes of values per DUMP pipeline (a single larger value goes alone).
+const DUMP_BATCH_BYTES: u64 = 8 << 20;
+/// Keys per DUMP pipeline when sizes are unknown.
+const DUMP_BATCH_UNSIZED: usize = 16;
+
+/// Splits `count` keys into consecutive batches of at most `DUMP_BATCH_BYTES` by their
+/// estimated sizes (each batch has at least one key), or of `DUMP_BATCH_UNSIZED` keys.
+fn dump_batches(sizes: Option<&[u64]>, count: usize) -> Vec<std::ops::Range<usize>> {
+    let Some(sizes) = sizes.filter(|s| s.len() == count) else {
+        return (0..count)
+            .step_by(DUMP_BATCH_UNSIZED)
+            .map(|start| start..(start + DUMP_BATCH_UNSIZED).min(count))
+            .collect();
+    };
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, size) in sizes.iter().enumerate() {
+        if i > start && bytes + size > DUMP_BATCH_BYTES {
+            batches.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < count {
+        batches.push(start..count);
+    }
+    batches
+}
+
 fn key_hash(key: &[u8]) -> [u8; 16] {
     let digest = Sha256::digest(key);
     let mut out = [0u8; 16];
     out.copy_from_slice(&digest[..16]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)]
+    fn dump_batches_are_bounded_by_bytes() {
+        let mib = 1 << 20;
+        let sizes = [mib, 3 * mib, 5 * mib, 20 * mib, 100, 100];
+        assert_eq!(dump_batches(Some(&sizes), 6), [0..2, 2..3, 3..4, 4..6]);
+        assert_eq!(
+            dump_batches(Some(&[]), 0),
+            Vec::<std::ops::Range<usize>>::new()
+        );
+        let small = vec![10u64; 2000];
+        assert_eq!(dump_batches(Some(&small), 2000), [0..2000]);
+        assert_eq!(dump_batches(None, 40), [0..16, 16..32, 32..40]);
+        assert_eq!(
+            dump_batches(Some(&[1, 2]), 3),
+            [0..3],
+            "sizes that do not match are ignored"
+        );
+    }
 }

@@ -49,6 +49,7 @@ pub enum RdbError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub db: u32,
+    /// The key (empty unless capturing).
     pub key: Vec<u8>,
     /// Absolute expiry in Unix milliseconds.
     pub expire_at_ms: Option<i64>,
@@ -87,6 +88,7 @@ impl<R: Read> RdbReader<R> {
             offset: 0,
             capture: None,
             capturing: capture,
+            scratch: vec![0; CHUNK],
         };
         let magic = input.bytes(9)?;
         if &magic[..5] != b"REDIS" {
@@ -173,7 +175,13 @@ impl<R: Read> RdbReader<R> {
                     self.input.len()?;
                 }
                 value_type => {
-                    let key = self.input.string()?;
+                    // Walking without capture only counts: the key is skipped, not decoded.
+                    let key = if self.input.capturing {
+                        self.input.string()?
+                    } else {
+                        self.input.skip_string()?;
+                        Vec::new()
+                    };
                     self.input.start_capture(value_type);
                     self.input.skip_value(value_type, offset)?;
                     let value = self.input.take_capture();
@@ -205,6 +213,9 @@ enum Length {
     Encoded(u8),
 }
 
+/// Bytes read at a time when skipping or collecting long strings.
+const CHUNK: usize = 64 << 10;
+
 /// The byte source: counts offsets, keeps the running CRC-64 and optionally captures bytes.
 struct Input<R> {
     inner: R,
@@ -212,6 +223,27 @@ struct Input<R> {
     offset: u64,
     capture: Option<Vec<u8>>,
     capturing: bool,
+    /// Reused buffer for skipped bytes.
+    scratch: Vec<u8>,
+}
+
+fn read_counted(
+    inner: &mut impl Read,
+    crc: &mut Crc64,
+    offset: &mut u64,
+    capture: &mut Option<Vec<u8>>,
+    buf: &mut [u8],
+) -> Result<(), RdbError> {
+    inner.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => RdbError::Truncated { offset: *offset },
+        _ => RdbError::Io(e),
+    })?;
+    crc.update(buf);
+    *offset += buf.len() as u64;
+    if let Some(capture) = capture {
+        capture.extend_from_slice(buf);
+    }
+    Ok(())
 }
 
 impl<R: Read> Input<R> {
@@ -239,19 +271,15 @@ impl<R: Read> Input<R> {
         }
     }
 
+    /// Fills `buf` from the stream, counting, checksumming and capturing the bytes.
     fn fill(&mut self, buf: &mut [u8]) -> Result<(), RdbError> {
-        self.inner.read_exact(buf).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => RdbError::Truncated {
-                offset: self.offset,
-            },
-            _ => RdbError::Io(e),
-        })?;
-        self.crc.update(buf);
-        self.offset += buf.len() as u64;
-        if let Some(capture) = &mut self.capture {
-            capture.extend_from_slice(buf);
-        }
-        Ok(())
+        read_counted(
+            &mut self.inner,
+            &mut self.crc,
+            &mut self.offset,
+            &mut self.capture,
+            buf,
+        )
     }
 
     fn u8(&mut self) -> Result<u8, RdbError> {
@@ -268,24 +296,31 @@ impl<R: Read> Input<R> {
     /// Reads `n` bytes into a vector, growing it as data arrives (a corrupt length cannot
     /// make it allocate more than the stream holds).
     fn bytes(&mut self, n: u64) -> Result<Vec<u8>, RdbError> {
-        let mut out = Vec::with_capacity(usize::try_from(n.min(1 << 20)).unwrap_or(0));
-        let mut chunk = [0u8; 64 << 10];
+        let mut out = Vec::new();
         let mut left = n;
         while left > 0 {
-            let take = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
-            self.fill(&mut chunk[..take])?;
-            out.extend_from_slice(&chunk[..take]);
+            let take = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
+            let start = out.len();
+            out.resize(start + take, 0);
+            self.fill(&mut out[start..])?;
             left -= take as u64;
         }
         Ok(out)
     }
 
     fn skip(&mut self, n: u64) -> Result<(), RdbError> {
-        let mut chunk = [0u8; 64 << 10];
+        let Self {
+            inner,
+            crc,
+            offset,
+            capture,
+            scratch,
+            ..
+        } = self;
         let mut left = n;
         while left > 0 {
-            let take = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
-            self.fill(&mut chunk[..take])?;
+            let take = usize::try_from(left.min(scratch.len() as u64)).unwrap_or(scratch.len());
+            read_counted(inner, crc, offset, capture, &mut scratch[..take])?;
             left -= take as u64;
         }
         Ok(())

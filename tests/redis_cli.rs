@@ -1,0 +1,442 @@
+//! `coffer backup / list / verify / restore` for Redis, run as users run them, against real
+//! servers; and the failures users meet, each a one-line message and a non-zero exit that
+//! leaves nothing behind.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use coffer_testenv::{RedisServer, S3Server};
+use serde_json::Value;
+
+mod support;
+use support::redis_data::{assert_same, connect, populate, state};
+
+fn coffer(args: &[&str], env: &[(&str, String)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+/// Runs a command that must succeed; returns its stdout's last line.
+fn ok(args: &[&str], env: &[(&str, String)]) -> (String, Output) {
+    let out = coffer(args, env);
+    assert!(
+        out.status.success(),
+        "coffer {args:?} failed: {}",
+        stderr(&out)
+    );
+    let last = stdout(&out).lines().last().unwrap_or_default().to_owned();
+    (last, out)
+}
+
+/// Runs a command that must fail with exit status 1 and a one-line message containing
+/// every fragment.
+fn fails(args: &[&str], env: &[(&str, String)], fragments: &[&str]) -> String {
+    let out = coffer(args, env);
+    assert_eq!(out.status.code(), Some(1), "coffer {args:?}: {out:?}");
+    let message = stderr(&out);
+    assert_eq!(message.trim_end().lines().count(), 1, "one line: {message}");
+    let command = format!("coffer {}: ", args[0]);
+    assert!(message.starts_with(&command), "{message}");
+    for fragment in fragments {
+        assert!(message.contains(fragment), "{fragment:?} not in {message}");
+    }
+    message
+}
+
+fn s3_env(s3: &S3Server) -> Vec<(&'static str, String)> {
+    s3.env()
+}
+
+#[tokio::test]
+async fn backup_list_verify_and_restore_through_a_directory_and_s3() {
+    let source = RedisServer::start_with(Some("pw"), &[("repl-diskless-sync-delay", "0")]).unwrap();
+    let mut con = connect(&source.url()).await;
+    populate(&mut con).await;
+    let (expected, _) = state(&mut con).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("backups").display().to_string();
+
+    let (first, out) = ok(
+        &["backup", &source.url(), "--to", &dest, "--name", "shop"],
+        &[],
+    );
+    assert!(
+        first.starts_with(&format!("{dest}/shop/")) && first.ends_with("Z/"),
+        "{first}"
+    );
+    let summary = stderr(&out);
+    assert!(
+        summary.contains(&format!("backed up {} keys in 2 databases", expected.len())),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("snapshot mode") && summary.contains("stored (zstd)"),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains(":pw@") && !summary.contains("pw@"),
+        "no password in output: {summary}"
+    );
+    let (second, _) = ok(
+        &[
+            "backup",
+            &source.url(),
+            "--to",
+            &dest,
+            "--name",
+            "shop",
+            "--mode",
+            "keys",
+            "--compression",
+            "gzip",
+        ],
+        &[],
+    );
+    assert_ne!(first, second);
+
+    let (_, out) = ok(&["list", &dest, "--output", "json"], &[]);
+    let rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["location"], second, "newest first");
+    assert_eq!(rows[1]["location"], first);
+    for row in &rows {
+        assert_eq!(row["status"], "ok");
+        assert_eq!(row["keys"], expected.len());
+        assert_eq!(row["source"], format!("redis 127.0.0.1:{}", source.port()));
+    }
+    assert_eq!(rows[0]["mode"], "keys");
+    let (_, out) = ok(&["list", &dest], &[]);
+    let table = stdout(&out);
+    assert!(
+        table.starts_with("TIME") && table.contains("shop") && table.lines().count() == 3,
+        "{table}"
+    );
+
+    let (_, out) = ok(&["verify", &first], &[]);
+    assert!(
+        stdout(&out).starts_with("ok redis.rdb.zst"),
+        "{}",
+        stdout(&out)
+    );
+
+    let target = RedisServer::start().unwrap();
+    let (line, _) = ok(&["restore", &first, "--to", &target.url()], &[]);
+    assert_eq!(
+        line,
+        format!(
+            "restored {} keys, skipped 0 existing, 0 expired; function libraries: 1 restored, 0 skipped",
+            expected.len()
+        )
+    );
+    let mut restored = connect(&target.url()).await;
+    assert_same(&expected, &state(&mut restored).await.0);
+    // --latest picks the keys-mode backup; everything exists already and is skipped.
+    let (line, _) = ok(&["restore", &dest, "--latest", "--to", &target.url()], &[]);
+    assert!(
+        line.starts_with(&format!(
+            "restored 0 keys, skipped {} existing",
+            expected.len()
+        )),
+        "{line}"
+    );
+
+    // The same through S3, configured by the standard AWS variables.
+    let s3 = S3Server::start().unwrap();
+    support::s3_client(&s3)
+        .create_bucket()
+        .bucket("backups")
+        .send()
+        .await
+        .unwrap();
+    let env = s3_env(&s3);
+    let (location, _) = ok(
+        &[
+            "backup",
+            &source.url(),
+            "--to",
+            "s3://backups/prod",
+            "--name",
+            "shop",
+        ],
+        &env,
+    );
+    assert!(
+        location.starts_with("s3://backups/prod/shop/"),
+        "{location}"
+    );
+    let (_, out) = ok(&["list", "s3://backups/prod", "--output", "json"], &env);
+    let rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (rows.len(), rows[0]["location"].as_str()),
+        (1, Some(location.as_str()))
+    );
+    ok(&["verify", &location], &env);
+    let target = RedisServer::start().unwrap();
+    ok(&["restore", &location, "--to", &target.url()], &env);
+    let mut restored = connect(&target.url()).await;
+    assert_same(&expected, &state(&mut restored).await.0);
+    assert_eq!(s3.open_multipart_uploads(), 0);
+}
+
+fn nothing_stored(dest: &Path) {
+    let files: Vec<_> = walk(dest);
+    assert!(files.is_empty(), "files left behind: {files:?}");
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            if e.path().is_dir() {
+                walk(&e.path())
+            } else {
+                vec![e.path().display().to_string()]
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn login_and_connection_failures_are_one_line_and_store_nothing() {
+    let source = RedisServer::start_with_password("right").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("d");
+    let dest_str = dest.display().to_string();
+    let wrong = format!("redis://:wrong@127.0.0.1:{}", source.port());
+    let message = fails(
+        &["backup", &wrong, "--to", &dest_str],
+        &[],
+        &["refused the login", "check the user and password"],
+    );
+    assert!(
+        !message.contains("wrong@"),
+        "the password is not echoed: {message}"
+    );
+    fails(
+        &["backup", "redis://127.0.0.1:1", "--to", &dest_str],
+        &[],
+        &[
+            "cannot connect to Redis at 127.0.0.1:1",
+            "check the host and port",
+        ],
+    );
+    fails(
+        &["backup", "redis://127.0.0.1:6379/notadb", "--to", &dest_str],
+        &[],
+        &["is not a Redis URL", "not a number"],
+    );
+    nothing_stored(&dest);
+
+    let s3 = S3Server::start().unwrap();
+    fails(
+        &["backup", &source.url(), "--to", "s3://missing-bucket/x"],
+        &s3_env(&s3),
+        &["bucket \"missing-bucket\" does not exist: create it"],
+    );
+    let mut bad_keys = s3_env(&s3);
+    for (k, v) in &mut bad_keys {
+        if *k == "AWS_SECRET_ACCESS_KEY" {
+            *v = "not-the-secret".to_owned();
+        }
+    }
+    fails(
+        &["list", "s3://missing-bucket"],
+        &bad_keys,
+        &["S3 refused the credentials", "AWS_SECRET_ACCESS_KEY"],
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_refuses_sync_says_to_use_keys_mode() {
+    let source = RedisServer::start().unwrap();
+    let mut con = connect(&source.url()).await;
+    let _: () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "limited",
+                "on",
+                ">limited-pw",
+                "~*",
+                "&*",
+                "+@all",
+                "-sync",
+                "-psync",
+            ][..],
+        )
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("d").display().to_string();
+    let url = format!("redis://limited:limited-pw@127.0.0.1:{}", source.port());
+    fails(
+        &["backup", &url, "--to", &dest],
+        &[],
+        &["refused SYNC", "use --mode keys"],
+    );
+    nothing_stored(&dir.path().join("d"));
+    // The same ACL user can take a keys-mode backup.
+    let (location, _) = ok(&["backup", &url, "--to", &dest, "--mode", "keys"], &[]);
+    ok(&["verify", &location], &[]);
+    // An ACL user allowed to SYNC takes snapshots (AUTH user password).
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "backup", "on", ">backup-pw", "~*", "&*", "+@all"][..])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let url = format!("redis://backup:backup-pw@127.0.0.1:{}", source.port());
+    let (location, out) = ok(&["backup", &url, "--to", &dest], &[]);
+    assert!(
+        stderr(&out).contains("backed up 1 keys"),
+        "{}",
+        stderr(&out)
+    );
+    ok(&["verify", &location], &[]);
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_backup_and_leaves_no_file() {
+    let source = RedisServer::start_with(None, &[("repl-diskless-sync-delay", "0")]).unwrap();
+    let mut con = connect(&source.url()).await;
+    // Incompressible, so neither Redis (LZF) nor Coffer shrink it.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let value: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    for i in 0..4 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(&value)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    let mount = tempfile::tempdir().unwrap();
+    let mount = mount.path().display().to_string();
+    // A 256 KiB tmpfs in a private mount namespace (no root needed): the backup (4 MiB,
+    // uncompressed) cannot fit.
+    let script = format!(
+        "mount -t tmpfs -o size=256k coffer-test {mount} || exit 90; \
+         \"$0\" backup {} --to {mount}/store --compression none; echo \"exit=$?\" >&2; \
+         find {mount} -type f >&2",
+        source.url()
+    );
+    let out = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            &script,
+            env!("CARGO_BIN_EXE_coffer"),
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("unshare (util-linux) runs the backup in a private mount namespace");
+    let err = stderr(&out);
+    assert_ne!(
+        out.status.code(),
+        Some(90),
+        "cannot mount a tmpfs in a user namespace here: {err}"
+    );
+    assert!(
+        err.contains("no space left on the device holding")
+            && err.contains("choose another destination"),
+        "{err}"
+    );
+    assert!(err.contains("exit=1"), "{err}");
+    let files: Vec<&str> = err.lines().filter(|l| l.starts_with(&mount)).collect();
+    assert!(files.is_empty(), "files left on the full disk: {files:?}");
+}
+
+#[tokio::test]
+async fn verify_and_restore_catch_a_damaged_or_incomplete_backup() {
+    let source = RedisServer::start_with(None, &[("repl-diskless-sync-delay", "0")]).unwrap();
+    let mut con = connect(&source.url()).await;
+    populate(&mut con).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("d").display().to_string();
+    let (location, _) = ok(&["backup", &source.url(), "--to", &dest], &[]);
+    let object = Path::new(&location).join("redis.rdb.zst");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&object, &bytes).unwrap();
+
+    let out = coffer(&["verify", &location], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(
+        message.contains("redis.rdb.zst is damaged: the SHA-256 is"),
+        "{message}"
+    );
+
+    let target = RedisServer::start().unwrap();
+    let mut dst = connect(&target.url()).await;
+    let _: () = redis::cmd("SET")
+        .arg("precious")
+        .arg("1")
+        .query_async(&mut dst)
+        .await
+        .unwrap();
+    fails(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &target.url(),
+            "--conflict",
+            "flush",
+        ],
+        &[],
+        &["redis.rdb.zst is damaged"],
+    );
+    let size: i64 = redis::cmd("DBSIZE").query_async(&mut dst).await.unwrap();
+    assert_eq!(size, 1, "the target was not touched");
+
+    // Data without a manifest is not a backup: list says so, restore refuses.
+    std::fs::remove_file(Path::new(&location).join("manifest.json")).unwrap();
+    let (_, out) = ok(&["list", &dest, "--output", "json"], &[]);
+    let rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(rows[0]["status"], "incomplete");
+    fails(
+        &["restore", &location, "--to", &target.url()],
+        &[],
+        &["manifest.json does not exist", "not a complete backup"],
+    );
+    fails(
+        &["restore", &dest, "--latest", "--to", &target.url()],
+        &[],
+        &["holds no complete backup"],
+    );
+}
