@@ -599,3 +599,37 @@ async fn a_damaged_backup_is_refused_before_the_target_is_touched() {
         assert_eq!(size, 1);
     }
 }
+
+#[tokio::test]
+async fn a_slow_disk_snapshot_is_waited_for_through_keep_alive_newlines() {
+    // Disk-based replication: Redis writes the snapshot to disk first, sending a newline
+    // every second meanwhile. 100 ms per key makes that take 2 seconds.
+    let source = RedisServer::start_with(None, DISK).unwrap();
+    let mut src = connect(&source.url()).await;
+    for i in 0..20 {
+        set(&mut src, 0, &format!("k{i}"), "v").await;
+    }
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("rdb-key-save-delay")
+        .arg(100_000)
+        .query_async(&mut src)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let manifest = take(
+        &dir_store(&dir),
+        &source.url(),
+        Mode::Snapshot,
+        Compression::Zstd,
+        "slow/",
+    )
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the snapshot really was slow"
+    );
+    assert_eq!(manifest.stats.keys, Some(20));
+}
