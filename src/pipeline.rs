@@ -88,10 +88,10 @@ pub async fn upload<E>(
 ) -> Result<ObjectRecord, PipelineError<E>> {
     let (pipe_in, pipe_out) = tokio::io::duplex(PIPE_BUFFER);
     let (commit, committed) = oneshot::channel();
-    let mut stored = HashingReader::new(pipe_out);
+    let mut stored = hashing(pipe_out);
     let uploader = async {
         let bytes = store.put_stream(object.key, &mut stored, committed).await?;
-        Ok::<_, StorageError>((bytes, stored.finish().1))
+        Ok::<_, StorageError>((bytes, stored.into_observer().finish().1))
     };
     let producer = async {
         let raw = compress(source, pipe_in, object.compression, tap, progress).await?;
@@ -241,11 +241,11 @@ pub async fn verify_object(
         found,
         expected,
     };
-    let mut stored = HashingReader::new(store.get(key).await?);
+    let mut stored = hashing(store.get(key).await?);
     let decoded = if raw {
-        let mut decoded = HashingReader::new(decoder(compression, &mut stored));
+        let mut decoded = hashing(decoder(compression, &mut stored));
         let copied = tokio::io::copy(&mut decoded, &mut tokio::io::sink()).await;
-        let finished = decoded.finish();
+        let finished = decoded.into_observer().finish();
         Some(copied.map(|_| finished))
     } else {
         None
@@ -254,7 +254,7 @@ pub async fn verify_object(
     tokio::io::copy(&mut stored, &mut tokio::io::sink())
         .await
         .map_err(|e| StorageError::io("reading", location.clone(), e))?;
-    let (bytes, sha) = stored.finish();
+    let (bytes, sha) = stored.into_observer().finish();
     // A damaged object usually also breaks decompression; the checksum is the clearer
     // message, so it is checked first.
     if bytes != record.stored_bytes {
@@ -290,29 +290,28 @@ pub async fn verify_object(
     }
 }
 
-/// An [`AsyncRead`] that counts and hashes what passes through it.
-pub struct HashingReader<R> {
+/// Something that looks at every byte an [`ObservedReader`] passes on.
+pub trait Observe {
+    fn observe(&mut self, bytes: &[u8]);
+}
+
+/// An [`AsyncRead`] that shows what passes through it to an [`Observe`]r.
+pub struct ObservedReader<R, O> {
     inner: R,
-    hasher: Sha256,
-    bytes: u64,
+    observer: O,
 }
 
-impl<R> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-        }
+impl<R, O> ObservedReader<R, O> {
+    pub fn new(inner: R, observer: O) -> Self {
+        Self { inner, observer }
     }
 
-    /// Bytes read and their SHA-256 (hex).
-    pub fn finish(self) -> (u64, String) {
-        (self.bytes, hex::encode(self.hasher.finalize()))
+    pub fn into_observer(self) -> O {
+        self.observer
     }
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
+impl<R: AsyncRead + Unpin, O: Observe + Unpin> AsyncRead for ObservedReader<R, O> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -321,11 +320,44 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
         let before = buf.filled().len();
         let this = &mut *self;
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        let new = &buf.filled()[before..];
-        this.hasher.update(new);
-        this.bytes += new.len() as u64;
+        this.observer.observe(&buf.filled()[before..]);
         Poll::Ready(Ok(()))
     }
+}
+
+/// Counts bytes and takes their SHA-256.
+#[derive(Default)]
+pub struct Hashed {
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Hashed {
+    /// Bytes seen and their SHA-256 (hex).
+    pub fn finish(self) -> (u64, String) {
+        (self.bytes, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl Observe for Hashed {
+    fn observe(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.bytes += bytes.len() as u64;
+    }
+}
+
+impl Observe for Progress {
+    fn observe(&mut self, bytes: &[u8]) {
+        self.add(bytes.len() as u64);
+    }
+}
+
+/// A reader that hashes what it passes on.
+pub type HashingReader<R> = ObservedReader<R, Hashed>;
+
+/// Wraps `inner` to hash what is read from it.
+pub fn hashing<R>(inner: R) -> HashingReader<R> {
+    ObservedReader::new(inner, Hashed::default())
 }
 
 /// The receiving end of an upload's tap, as a blocking [`std::io::Read`] for parsers that run
@@ -355,31 +387,5 @@ impl std::io::Read for TapReader {
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current.split_to(n));
         Ok(n)
-    }
-}
-
-/// An [`AsyncRead`] that adds what passes through it to a [`Progress`].
-pub struct ProgressReader<R> {
-    inner: R,
-    progress: Progress,
-}
-
-impl<R> ProgressReader<R> {
-    pub fn new(inner: R, progress: Progress) -> Self {
-        Self { inner, progress }
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for ProgressReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        this.progress.add((buf.filled().len() - before) as u64);
-        Poll::Ready(Ok(()))
     }
 }

@@ -322,16 +322,7 @@ async fn a_server_that_refuses_sync_says_to_use_keys_mode() {
 async fn a_full_disk_fails_the_backup_and_leaves_no_file() {
     let source = RedisServer::start_with(None, &[("repl-diskless-sync-delay", "0")]).unwrap();
     let mut con = connect(&source.url()).await;
-    // Incompressible, so neither Redis (LZF) nor Coffer shrink it.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let value: Vec<u8> = (0..1 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let value = support::noise(1 << 20);
     for i in 0..4 {
         let _: () = redis::cmd("SET")
             .arg(format!("k{i}"))

@@ -443,15 +443,7 @@ async fn values_of_100_mb_round_trip_in_both_modes() {
     let source = RedisServer::start_with(None, DISKLESS).unwrap();
     let mut src = connect(&source.url()).await;
     // Incompressible: the stored object is as large as the data and takes many parts.
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let big: Vec<u8> = (0..100 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let big = support::noise(100 << 20);
     let _: () = ::redis::cmd("SET")
         .arg("big")
         .arg(&big)

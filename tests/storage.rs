@@ -40,19 +40,6 @@ fn fs_store(dir: &tempfile::TempDir) -> Store {
     Store::Fs(coffer::storage::fs::FsStore::new(dir.path().join("store")))
 }
 
-/// Deterministic pseudo-random bytes (incompressible enough to exercise parts).
-fn data(len: usize) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 async fn put(store: &Store, key: &str, bytes: &[u8]) -> Result<u64, StorageError> {
     let (commit, committed) = tokio::sync::oneshot::channel();
     commit.send(()).unwrap();
@@ -74,8 +61,8 @@ async fn get(store: &Store, key: &str) -> Vec<u8> {
 /// The behaviour every backend must have.
 async fn same_behaviour(store: &Store) {
     // Small objects, large objects (several parts for S3), empty objects.
-    let small = data(1000);
-    let large = data(12 << 20);
+    let small = support::noise(1000);
+    let large = support::noise(12 << 20);
     assert_eq!(put(store, "a/small.bin", &small).await.unwrap(), 1000);
     assert_eq!(
         put(store, "a/b/large.bin", &large).await.unwrap(),
@@ -115,7 +102,7 @@ async fn same_behaviour(store: &Store) {
     assert!(store.list("nothing/").await.unwrap().is_empty());
 
     // An abandoned write leaves nothing, small or large.
-    for bytes in [data(10), data(11 << 20)] {
+    for bytes in [support::noise(10), support::noise(11 << 20)] {
         let (commit, committed) = tokio::sync::oneshot::channel::<()>();
         drop(commit);
         let err = store
@@ -127,7 +114,7 @@ async fn same_behaviour(store: &Store) {
     }
 
     // A source that fails half-way leaves nothing either.
-    let head = data(11 << 20);
+    let head = support::noise(11 << 20);
     let mut failing = tokio::io::AsyncReadExt::chain(&head[..], FailingReader);
     let (commit, committed) = tokio::sync::oneshot::channel::<()>();
     let result = store
@@ -185,7 +172,7 @@ async fn s3_backend_behaves_like_a_store() {
 async fn s3_backend_uses_8_mib_parts_by_default() {
     let server = S3Server::start().unwrap();
     let store = s3_store(&server, None).await;
-    let big = data(20 << 20);
+    let big = support::noise(20 << 20);
     assert_eq!(
         put(&store, "big.bin", &big).await.unwrap(),
         big.len() as u64

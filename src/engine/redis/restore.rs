@@ -20,7 +20,7 @@ use super::frames::{FrameReader, Record};
 use super::rdb::{Item, RdbReader, dump_payload};
 use super::target::RedisTarget;
 use crate::api::RedisConflict;
-use crate::pipeline::{self, Progress, ProgressReader};
+use crate::pipeline::{self, ObservedReader, Progress};
 use crate::storage::Store;
 use crate::storage::manifest::{Manifest, ObjectRecord};
 
@@ -100,7 +100,7 @@ pub async fn restore(
                 .map_err(|e| RedisError::from_redis(&address, "FLUSHDB", &e))?;
         }
     }
-    let stored = ProgressReader::new(store.get(&key).await?, progress.clone());
+    let stored = ObservedReader::new(store.get(&key).await?, progress.clone());
     let decoded = pipeline::decoder(manifest.compression, stored);
     let (work, mut incoming) = mpsc::channel::<Work>(64);
     let format = record.format.clone();
