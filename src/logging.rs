@@ -14,8 +14,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// The filter used when `RUST_LOG` is not set.
-pub const DEFAULT_FILTER: &str = "info";
+/// The filter used when `RUST_LOG` is not set. The AWS SDK's configuration loader warns,
+/// at length, about every metadata service it cannot reach; only its errors are shown.
+pub const DEFAULT_FILTER: &str = "info,aws_config=error";
 
 /// Installs the global subscriber. An invalid `RUST_LOG` falls back to [`DEFAULT_FILTER`]
 /// with a warning rather than silencing the program.

@@ -16,6 +16,10 @@ pub enum StorageError {
     )]
     Credentials { location: String, code: String },
     #[error(
+        "no S3 credentials found for {location}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or a web identity)"
+    )]
+    NoCredentials { location: String },
+    #[error(
         "S3 denied access to {location}: the credentials need s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject"
     )]
     AccessDenied { location: String },

@@ -112,13 +112,17 @@ impl S3Store {
         R: std::fmt::Debug + Send + Sync + 'static,
     {
         let location = self.location(key);
+        let context = one_line(&DisplayErrorContext(&err).to_string());
+        if context.contains("no credentials") {
+            return StorageError::NoCredentials { location };
+        }
         if matches!(
             err,
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
         ) {
             return StorageError::Unreachable {
                 location,
-                detail: DisplayErrorContext(&err).to_string(),
+                detail: context,
             };
         }
         match err.code() {
@@ -139,7 +143,7 @@ impl S3Store {
                 detail: match (code, err.message()) {
                     (Some(code), Some(message)) => format!("{code}: {message}"),
                     (Some(code), None) => code.to_owned(),
-                    (None, _) => DisplayErrorContext(&err).to_string(),
+                    (None, _) => context,
                 },
             },
         }
@@ -372,6 +376,10 @@ impl S3Store {
             .map_err(|e| self.error("DeleteObject", key, e))?;
         Ok(())
     }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 async fn join_next(
