@@ -1,0 +1,256 @@
+//! Taking a PostgreSQL backup: roles and tablespaces (`pg_dumpall --globals-only`), then each
+//! database with `pg_dump --format=custom` on a snapshot whose rows were counted, each
+//! streamed through Coffer's compression; the manifest last.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use chrono::Utc;
+
+use super::catalog::{self, connect};
+use super::error::PgError;
+use super::process::{Credentials, Running, command, conninfo};
+use super::target::PgTarget;
+use super::tools::PgTools;
+use crate::api::Compression;
+use crate::pipeline::{self, ObjectSpec, Progress};
+use crate::storage::Store;
+use crate::storage::manifest::{
+    FORMAT_VERSION, MANIFEST, Manifest, ObjectRecord, SourceInfo, Stats, TableRows,
+};
+
+/// The format names recorded for PostgreSQL objects.
+pub const GLOBALS_FORMAT: &str = "pg-globals-sql";
+pub const DUMP_FORMAT: &str = "pg-dump-custom";
+
+/// One backup to take.
+#[derive(Clone, Debug)]
+pub struct PgBackupRequest {
+    pub target: PgTarget,
+    /// Databases to back up; empty: every database that is not a template.
+    pub databases: Vec<String>,
+    /// Also back up roles and tablespaces.
+    pub globals: bool,
+    pub compression: Compression,
+    pub name: String,
+    /// The backup's folder in the store, ending in `/`.
+    pub folder: String,
+    /// Where `pg_dump` and friends are; default: `PATH` and Debian's directories.
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// The database PostgreSQL clients connect to for server-wide work.
+pub fn maintenance_database(target: &PgTarget) -> String {
+    target
+        .database
+        .clone()
+        .unwrap_or_else(|| "postgres".to_owned())
+}
+
+/// A database name as a file name: letters, digits, `.`, `-` and `_` kept, the rest
+/// percent-encoded.
+pub fn object_name(database: &str) -> String {
+    database
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => (b as char).to_string(),
+            b'.' => ".".to_owned(),
+            other => format!("%{other:02X}"),
+        })
+        .collect::<String>()
+        .replacen('.', "%2E", usize::from(database.starts_with('.')))
+}
+
+pub async fn backup(
+    store: &Store,
+    request: &PgBackupRequest,
+    progress: &Progress,
+) -> Result<Manifest, PgError> {
+    let started_at = Utc::now();
+    let target = &request.target;
+    let maintenance = maintenance_database(target);
+    let admin = connect(target, &maintenance).await?;
+    let (major, server_version) = catalog::server_version(&admin, target).await?;
+    let existing = catalog::databases(&admin, target).await?;
+    let chosen: Vec<String> = if request.databases.is_empty() {
+        existing.iter().map(|(name, _)| name.clone()).collect()
+    } else {
+        for name in &request.databases {
+            if !existing.iter().any(|(e, _)| e == name) {
+                return Err(PgError::MissingDatabase {
+                    address: target.address(),
+                    name: name.clone(),
+                    existing: existing
+                        .iter()
+                        .map(|(e, _)| e.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+        request.databases.clone()
+    };
+    let tools = PgTools::find(request.bin_dir.as_deref(), major, "the server").await?;
+    store.preflight().await?;
+    let superuser = catalog::is_superuser(&admin, target).await?;
+    let total: u64 = existing
+        .iter()
+        .filter(|(n, _)| chosen.contains(n))
+        .map(|(_, s)| s)
+        .sum();
+    tracing::info!(
+        "backing up {} database(s) of {} ({} on disk)",
+        chosen.len(),
+        target.address(),
+        crate::units::bytes(total)
+    );
+    let credentials = Credentials::new(target)?;
+    let extension = pipeline::extension(request.compression);
+    let mut objects = Vec::new();
+    if request.globals {
+        let mut dumpall = command(&tools.pg_dumpall, &credentials);
+        dumpall
+            .arg("--globals-only")
+            .arg(format!("--dbname={}", conninfo(target, &maintenance)));
+        if !superuser {
+            // Only superusers can read role passwords.
+            dumpall.arg("--no-role-passwords");
+        }
+        let key = format!("{}postgres/globals.sql{extension}", request.folder);
+        let spec = ObjectSpec {
+            key: &key,
+            format: GLOBALS_FORMAT,
+            compression: request.compression,
+        };
+        objects.push(
+            run_dump(
+                store,
+                spec,
+                dumpall,
+                "pg_dumpall",
+                "of the globals".to_owned(),
+                progress,
+            )
+            .await?,
+        );
+    }
+    let mut table_rows = std::collections::BTreeMap::new();
+    for database in &chosen {
+        let client = connect(target, database).await?;
+        let fail = |what: &str, e: &tokio_postgres::Error| {
+            PgError::from_pg(&target.address(), &target.user, what, e)
+        };
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| fail("starting the snapshot transaction", &e))?;
+        let snapshot: String = client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(|e| fail("exporting the snapshot", &e))?
+            .get(0);
+        let mut counts = Vec::new();
+        for (schema, table) in catalog::tables(&client, target).await? {
+            let rows = catalog::count_rows(&client, target, &schema, &table).await?;
+            counts.push(TableRows {
+                schema,
+                table,
+                rows,
+            });
+        }
+        let mut dump = command(&tools.pg_dump, &credentials);
+        dump.args(["--format=custom", "--compress=0"])
+            .arg(format!("--snapshot={snapshot}"))
+            .arg(format!("--dbname={}", conninfo(target, database)));
+        let key = format!(
+            "{}postgres/{}.dump{extension}",
+            request.folder,
+            object_name(database)
+        );
+        let spec = ObjectSpec {
+            key: &key,
+            format: DUMP_FORMAT,
+            compression: request.compression,
+        };
+        let mut record = run_dump(
+            store,
+            spec,
+            dump,
+            "pg_dump",
+            format!("of database {database:?}"),
+            progress,
+        )
+        .await?;
+        record.database = Some(database.clone());
+        objects.push(record);
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| fail("ending the snapshot transaction", &e))?;
+        table_rows.insert(database.clone(), counts);
+    }
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        coffer_version: env!("CARGO_PKG_VERSION").to_owned(),
+        name: request.name.clone(),
+        source: SourceInfo {
+            kind: "postgres".to_owned(),
+            address: target.address(),
+            server_version: Some(server_version),
+            mode: None,
+            database: None,
+            rdb_version: None,
+            tool: Some(format!("pg_dump {}", tools.version)),
+        },
+        started_at,
+        completed_at: Utc::now(),
+        compression: request.compression,
+        objects,
+        stats: Stats {
+            databases: Some(chosen.len() as u64),
+            table_rows,
+            ..Stats::default()
+        },
+    };
+    store
+        .put_bytes(
+            &format!("{}{MANIFEST}", request.folder),
+            &manifest.to_json(),
+        )
+        .await?;
+    Ok(manifest)
+}
+
+/// Streams a dump program's stdout into the store; the object is kept only if the program
+/// exits successfully.
+async fn run_dump(
+    store: &Store,
+    spec: ObjectSpec<'_>,
+    mut program: tokio::process::Command,
+    tool: &'static str,
+    subject: String,
+    progress: &Progress,
+) -> Result<ObjectRecord, PgError> {
+    program.stdout(Stdio::piped());
+    let mut running = Running::spawn(program, tool, subject)?;
+    let mut stdout = running
+        .child
+        .stdout
+        .take()
+        .ok_or_else(|| PgError::Internal(format!("{tool} has no stdout")))?;
+    let check = async { running.finish().await.map(|_| ()) };
+    Ok(pipeline::upload(store, spec, &mut stdout, None, progress, check).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_are_safe_file_names() {
+        assert_eq!(object_name("shop"), "shop");
+        assert_eq!(object_name("my db/ü"), "my%20db%2F%C3%BC");
+        assert_eq!(object_name("..x"), "%2E.x");
+        assert_eq!(object_name("a.b"), "a.b");
+    }
+}

@@ -1,0 +1,185 @@
+//! Running PostgreSQL's client programs: credentials through a private password file (never
+//! the command line or the environment), and the end of their stderr kept for messages.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use super::error::{PgError, one_line};
+use super::target::PgTarget;
+
+/// How much of a program's stderr is kept for its error message.
+const STDERR_TAIL: usize = 2048;
+
+/// A private directory holding a `.pgpass` for one target; removed when dropped.
+pub struct Credentials {
+    dir: tempfile::TempDir,
+}
+
+impl Credentials {
+    pub fn new(target: &PgTarget) -> Result<Self, PgError> {
+        let io = |e: std::io::Error| {
+            PgError::Internal(format!("writing a temporary password file: {e}"))
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("coffer-pg-")
+            .tempdir()
+            .map_err(io)?;
+        let escape = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+        let line = format!(
+            "{}:{}:*:{}:{}\n",
+            escape(&target.host),
+            target.port,
+            escape(&target.user),
+            escape(target.password.as_deref().unwrap_or_default())
+        );
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.path().join("pgpass"))
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .map_err(io)?;
+        Ok(Self { dir })
+    }
+
+    fn passfile(&self) -> std::path::PathBuf {
+        self.dir.path().join("pgpass")
+    }
+}
+
+/// A libpq connection string (no password) for `database`.
+pub fn conninfo(target: &PgTarget, database: &str) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+    format!(
+        "host={} port={} user={} dbname={} connect_timeout=10 application_name=coffer",
+        quote(&target.host),
+        target.port,
+        quote(&target.user),
+        quote(database)
+    )
+}
+
+/// A program ready to run with the credentials, its environment cleaned of `PG*` variables.
+pub fn command(program: &Path, credentials: &Credentials) -> Command {
+    let mut command = Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            command.env_remove(&key);
+        }
+    }
+    command
+        .env("PGPASSFILE", credentials.passfile())
+        .arg("--no-password")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// A running program and the collector of its stderr.
+pub struct Running {
+    pub child: Child,
+    stderr: JoinHandle<String>,
+    tool: &'static str,
+    subject: String,
+}
+
+impl Running {
+    pub fn spawn(
+        mut command: Command,
+        tool: &'static str,
+        subject: String,
+    ) -> Result<Self, PgError> {
+        let mut child = command.spawn().map_err(|e| PgError::Tool {
+            tool,
+            subject: subject.clone(),
+            status: "could not start".to_owned(),
+            stderr: e.to_string(),
+        })?;
+        let mut stderr = child.stderr.take();
+        let collector = tokio::spawn(async move {
+            let mut all = Vec::new();
+            if let Some(stderr) = &mut stderr {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = stderr.read(&mut chunk).await {
+                    if n == 0 {
+                        break;
+                    }
+                    all.extend_from_slice(&chunk[..n]);
+                    if all.len() > 4 * STDERR_TAIL {
+                        all.drain(..all.len() - STDERR_TAIL);
+                    }
+                }
+            }
+            String::from_utf8_lossy(&all).into_owned()
+        });
+        Ok(Self {
+            child,
+            stderr: collector,
+            tool,
+            subject,
+        })
+    }
+
+    /// Waits for the program; a failure carries the end of its stderr. Returns its stderr.
+    pub async fn finish(mut self) -> Result<String, PgError> {
+        let status = self
+            .child
+            .wait()
+            .await
+            .map_err(|e| PgError::Internal(format!("waiting for {}: {e}", self.tool)))?;
+        let stderr = self.stderr.await.unwrap_or_default();
+        if status.success() {
+            return Ok(stderr);
+        }
+        let text = one_line(&stderr);
+        let tail = if text.len() > STDERR_TAIL {
+            let mut start = text.len() - STDERR_TAIL;
+            while !text.is_char_boundary(start) {
+                start += 1;
+            }
+            format!("…{}", &text[start..])
+        } else {
+            text
+        };
+        Err(PgError::Tool {
+            tool: self.tool,
+            subject: self.subject,
+            status: status.to_string(),
+            stderr: if tail.is_empty() {
+                "no message".to_owned()
+            } else {
+                tail
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conninfo_quotes_values() {
+        let target = PgTarget {
+            host: "db".into(),
+            port: 5432,
+            user: "o'brien".into(),
+            password: Some("secret".into()),
+            database: None,
+        };
+        let info = conninfo(&target, "my db");
+        assert_eq!(
+            info,
+            "host='db' port=5432 user='o\\'brien' dbname='my db' connect_timeout=10 application_name=coffer"
+        );
+        assert!(!info.contains("secret"));
+    }
+}

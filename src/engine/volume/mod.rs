@@ -1,0 +1,206 @@
+//! The volume engine: a directory tree as a tar stream (with hard links, sparse files,
+//! modes, owners and times), and a restore that never writes outside its target.
+
+pub mod archive;
+pub mod extract;
+
+use std::path::PathBuf;
+
+use chrono::Utc;
+use tokio_util::io::SyncIoBridge;
+
+use crate::api::Compression;
+use crate::pipeline::{self, ObjectSpec, ObservedReader, Progress};
+use crate::storage::manifest::{FORMAT_VERSION, MANIFEST, Manifest, SourceInfo, Stats};
+use crate::storage::{StorageError, Store};
+
+use archive::{ArchiveError, Counts};
+use extract::ExtractError;
+
+/// The format name recorded for the archive.
+pub const TAR_FORMAT: &str = "tar";
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("{path} is not a directory: give the directory to back up")]
+    NotADirectory { path: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Integrity(#[from] pipeline::IntegrityError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl<E: Into<VolumeError>> From<pipeline::PipelineError<E>> for VolumeError {
+    fn from(e: pipeline::PipelineError<E>) -> Self {
+        match e {
+            pipeline::PipelineError::Storage(e) => Self::Storage(e),
+            pipeline::PipelineError::Source(e) => e.into(),
+            pipeline::PipelineError::Read(e) => Self::Internal(format!("reading the archive: {e}")),
+            pipeline::PipelineError::Compress(e) => Self::Internal(format!("compressing: {e}")),
+        }
+    }
+}
+
+fn joined(e: tokio::task::JoinError) -> VolumeError {
+    VolumeError::Internal(format!("a volume task failed: {e}"))
+}
+
+#[derive(Clone, Debug)]
+pub struct VolumeBackupRequest {
+    pub path: PathBuf,
+    pub compression: Compression,
+    pub name: String,
+    pub folder: String,
+    /// Leave out files that cannot be read (they are listed) instead of failing.
+    pub skip_unreadable: bool,
+}
+
+/// Archives the directory into the store; the manifest last.
+pub async fn backup(
+    store: &Store,
+    request: &VolumeBackupRequest,
+    progress: &Progress,
+) -> Result<Manifest, VolumeError> {
+    let started_at = Utc::now();
+    let root = std::fs::canonicalize(&request.path).map_err(|source| VolumeError::Io {
+        path: request.path.display().to_string(),
+        source,
+    })?;
+    if !root.is_dir() {
+        return Err(VolumeError::NotADirectory {
+            path: request.path.display().to_string(),
+        });
+    }
+    store.preflight().await?;
+    let (writer, mut reader) = tokio::io::duplex(1 << 20);
+    let skip = request.skip_unreadable;
+    let tree = root.clone();
+    let archiver = tokio::task::spawn_blocking(move || {
+        let out = std::io::BufWriter::with_capacity(256 << 10, SyncIoBridge::new(writer));
+        archive::write_tree(&tree, out, skip)
+    });
+    let key = format!(
+        "{}volume.tar{}",
+        request.folder,
+        pipeline::extension(request.compression)
+    );
+    let spec = ObjectSpec {
+        key: &key,
+        format: TAR_FORMAT,
+        compression: request.compression,
+    };
+    let mut counts = None;
+    let check = async {
+        counts = Some(archiver.await.map_err(joined)??);
+        Ok::<_, VolumeError>(())
+    };
+    let record = pipeline::upload(store, spec, &mut reader, None, progress, check).await?;
+    let counts: Counts =
+        counts.ok_or_else(|| VolumeError::Internal("the tree was not archived".into()))?;
+    for path in &counts.skipped_special {
+        tracing::warn!("left out {path}: sockets, FIFOs and devices are not backed up");
+    }
+    for path in &counts.changed {
+        tracing::warn!("{path} changed while it was read; its archived copy may be inconsistent");
+    }
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        coffer_version: env!("CARGO_PKG_VERSION").to_owned(),
+        name: request.name.clone(),
+        source: SourceInfo {
+            kind: "volume".to_owned(),
+            address: root.display().to_string(),
+            server_version: None,
+            mode: None,
+            database: None,
+            rdb_version: None,
+            tool: None,
+        },
+        started_at,
+        completed_at: Utc::now(),
+        compression: request.compression,
+        objects: vec![record],
+        stats: Stats {
+            files: Some(counts.files),
+            directories: Some(counts.directories),
+            symlinks: Some(counts.symlinks),
+            hard_links: Some(counts.hard_links),
+            unreadable: counts.unreadable,
+            ..Stats::default()
+        },
+    };
+    store
+        .put_bytes(
+            &format!("{}{MANIFEST}", request.folder),
+            &manifest.to_json(),
+        )
+        .await?;
+    Ok(manifest)
+}
+
+#[derive(Clone, Debug)]
+pub struct VolumeRestoreRequest {
+    pub target: PathBuf,
+    /// Empty the target first.
+    pub clean: bool,
+}
+
+/// Restores the archive into the target directory (created if missing): first the object is
+/// checked against the manifest and every entry is checked to stay inside the target; then
+/// the target is emptied (with `clean`) and the archive extracted.
+pub async fn restore(
+    store: &Store,
+    folder: &str,
+    manifest: &Manifest,
+    request: &VolumeRestoreRequest,
+    progress: &Progress,
+) -> Result<u64, VolumeError> {
+    let record = manifest
+        .objects
+        .iter()
+        .find(|o| o.format == TAR_FORMAT)
+        .ok_or_else(|| VolumeError::Internal("the manifest lists no archive".to_owned()))?;
+    let key = format!("{folder}{}", record.name);
+    pipeline::verify_object(store, &key, record, manifest.compression, true).await?;
+    let decoded = pipeline::decoder(manifest.compression, store.get(&key).await?);
+    tokio::task::spawn_blocking(move || extract::check(SyncIoBridge::new(decoded)))
+        .await
+        .map_err(joined)??;
+
+    let target = request.target.clone();
+    let io = |source| VolumeError::Io {
+        path: target.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&target).map_err(io)?;
+    if request.clean {
+        extract::empty(&target).map_err(io)?;
+    }
+    let stored = ObservedReader::new(store.get(&key).await?, progress.clone());
+    let decoded = pipeline::decoder(manifest.compression, stored);
+    let owners = running_as_root();
+    let extracted = tokio::task::spawn_blocking(move || {
+        let reader = std::io::BufReader::with_capacity(256 << 10, SyncIoBridge::new(decoded));
+        extract::extract(reader, &target, owners)
+    })
+    .await
+    .map_err(joined)??;
+    Ok(extracted)
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
