@@ -113,6 +113,7 @@ pub async fn upload<E>(
             raw_sha256,
             stored_bytes,
             sha256,
+            database: None,
         }),
         // The upload's own failure is the cause; the producer only saw a closed pipe.
         (_, Err(e)) if !matches!(e, StorageError::Abandoned { .. }) => Err(e.into()),

@@ -16,13 +16,7 @@ fn coffer(args: &[&str]) -> Output {
 fn what_is_not_built_yet_exits_2_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().display().to_string();
-    for args in [
-        &["controller"][..],
-        &["worker"],
-        &["backup", "postgres://app@127.0.0.1/app", "--to", &dest],
-        &["backup", "/var/lib/data", "--to", &dest],
-        &["restore", &dest, "--to", "postgres://app@127.0.0.1/app"],
-    ] {
+    for args in [&["controller"][..], &["worker"]] {
         let out = coffer(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -32,6 +26,33 @@ fn what_is_not_built_yet_exits_2_and_says_so() {
         );
         assert!(stderr.contains("nothing was done"), "{stderr}");
         assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing was written"
+    );
+}
+
+#[test]
+fn unknown_sources_and_targets_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().display().to_string();
+    for (args, says) in [
+        (
+            &["backup", "mysql://u@h/db", "--to", &dest][..],
+            "mysql is not a source Coffer knows",
+        ),
+        (
+            &["restore", &dest, "--to", "mysql://u@h/db"],
+            "is not a restore target",
+        ),
+    ] {
+        let out = coffer(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
     }
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),

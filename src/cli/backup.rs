@@ -1,5 +1,6 @@
 //! `coffer backup SOURCE [--to DEST] ...`: a backup from the command line.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -7,105 +8,205 @@ use clap::Args;
 
 use super::options::{CompressionArg, ModeArg, S3Args};
 use super::progress::Display;
-use super::{CliError, open_store};
+use super::{CliError, open_store, pg_target};
+use crate::api::Compression;
+use crate::engine::postgres::{self, PgBackupRequest};
 use crate::engine::redis::{self, BackupRequest, RedisTarget};
+use crate::engine::volume::{self, VolumeBackupRequest};
 use crate::pipeline::Progress;
 use crate::storage::Store;
-use crate::storage::manifest::MANIFEST;
+use crate::storage::manifest::{MANIFEST, Manifest};
 use crate::units;
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// What to back up: redis://[user:password@]host:port[/db].
+    /// What to back up: redis://[user:password@]host:port[/db],
+    /// postgres://user[:password]@host:port[/db], or a directory.
     #[arg(value_name = "SOURCE")]
     pub source: String,
     /// Where to store it: s3://bucket/prefix or a directory (file:// optional).
     #[arg(long, value_name = "DEST", default_value = "./coffer-backups")]
     pub to: String,
-    /// How Redis data is read.
-    #[arg(long, value_enum, default_value_t = ModeArg::Snapshot)]
-    pub mode: ModeArg,
     /// Compression of the stored data.
     #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]
     pub compression: CompressionArg,
-    /// The backup's name: its folder under DEST (default: redis-<host>-<port>).
+    /// The backup's name: its folder under DEST (default: <kind>-<host>-<port>, or
+    /// volume-<directory name>).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// Redis: how the data is read.
+    #[arg(long, value_enum, default_value_t = ModeArg::Snapshot)]
+    pub mode: ModeArg,
+    /// PostgreSQL: the databases to back up, comma-separated (default: every database that
+    /// is not a template).
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub databases: Vec<String>,
+    /// PostgreSQL: leave out roles and tablespaces (pg_dumpall --globals-only).
+    #[arg(long)]
+    pub no_globals: bool,
+    /// PostgreSQL: the directory with pg_dump, pg_dumpall, pg_restore and psql (default:
+    /// PATH, then /usr/lib/postgresql/<newest>/bin).
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin_dir: Option<PathBuf>,
+    /// Directories: leave out files that cannot be read (they are listed in the manifest)
+    /// instead of failing.
+    #[arg(long)]
+    pub skip_unreadable: bool,
     #[command(flatten)]
     pub s3: S3Args,
 }
 
 pub async fn run(args: BackupArgs) -> Result<(), CliError> {
-    if !args.source.starts_with("redis://") && !args.source.starts_with("rediss://") {
-        return Err(CliError::not_implemented(
-            "only Redis sources (redis://...) can be backed up yet; PostgreSQL and directories come next",
-        ));
-    }
-    let target = RedisTarget::parse(&args.source).map_err(CliError::from_display)?;
-    let name = match &args.name {
-        Some(name) => check_name(name)?,
-        None => default_name(&target),
-    };
+    let compression: Compression = args.compression.into();
     let (store, destination) = open_store(&args.to, &args.s3).await?;
-    let folder = free_folder(&store, &name).await?;
-    let request = BackupRequest {
-        target: target.clone(),
-        mode: args.mode.into(),
-        compression: args.compression.into(),
-        name,
-        folder: folder.clone(),
-    };
     let progress = Progress::default();
-    let display = Display::start(format!("backing up {target}"), progress.clone());
     let started = Instant::now();
-    let result = redis::backup(&store, &request, &progress).await;
-    display.finish().await;
-    let manifest = result.map_err(CliError::from_display)?;
-    let elapsed = started.elapsed();
-    let databases = manifest.stats.keys_per_database.len();
-    eprintln!(
-        "backed up {} keys in {} database{} from {target} ({} mode): {} read, {} stored ({}), in {} ({})",
-        manifest.stats.keys.unwrap_or(0),
-        databases,
-        if databases == 1 { "" } else { "s" },
-        request.mode.as_str(),
-        units::bytes(manifest.raw_bytes()),
-        units::bytes(manifest.stored_bytes()),
-        request.compression.as_str(),
-        units::duration(elapsed),
-        units::rate(manifest.raw_bytes(), elapsed),
-    );
-    println!("{}", destination.join(&folder));
+    let (location, manifest, what) = if args.source.starts_with("redis://")
+        || args.source.starts_with("rediss://")
+    {
+        let target = RedisTarget::parse(&args.source).map_err(CliError::from_display)?;
+        let name = name(&args, || format!("redis-{}-{}", target.host, target.port))?;
+        let folder = free_folder(&store, &name).await?;
+        let request = BackupRequest {
+            target: target.clone(),
+            mode: args.mode.into(),
+            compression,
+            name,
+            folder: folder.clone(),
+        };
+        let display = Display::start(format!("backing up {target}"), progress.clone());
+        let result = redis::backup(&store, &request, &progress).await;
+        display.finish().await;
+        let manifest = result.map_err(CliError::from_display)?;
+        let databases = manifest.stats.keys_per_database.len();
+        let what = format!(
+            "{} keys in {} database{} from {target} ({} mode)",
+            manifest.stats.keys.unwrap_or(0),
+            databases,
+            plural(databases),
+            request.mode.as_str()
+        );
+        (folder, manifest, what)
+    } else if args.source.starts_with("postgres://") || args.source.starts_with("postgresql://") {
+        let target = pg_target(&args.source)?;
+        let name = name(&args, || {
+            format!("postgres-{}-{}", target.host, target.port)
+        })?;
+        let folder = free_folder(&store, &name).await?;
+        let request = PgBackupRequest {
+            target: target.clone(),
+            databases: args.databases.clone(),
+            globals: !args.no_globals,
+            compression,
+            name,
+            folder: folder.clone(),
+            bin_dir: args.pg_bin_dir.clone(),
+        };
+        let display = Display::start(format!("backing up {target}"), progress.clone());
+        let result = postgres::backup(&store, &request, &progress).await;
+        display.finish().await;
+        let manifest = result.map_err(CliError::from_display)?;
+        let databases = manifest.stats.databases.unwrap_or(0) as usize;
+        let tables: usize = manifest.stats.table_rows.values().map(Vec::len).sum();
+        let what = format!(
+            "{databases} database{} ({tables} tables, {} rows){} from {target}",
+            plural(databases),
+            manifest.stats.total_rows(),
+            if request.globals { " and roles" } else { "" }
+        );
+        (folder, manifest, what)
+    } else if args.source.contains("://") {
+        return Err(CliError::usage(format!(
+            "{} is not a source Coffer knows: use redis://..., postgres://... or a directory",
+            args.source.split("://").next().unwrap_or_default()
+        )));
+    } else {
+        let path = PathBuf::from(&args.source);
+        let base = std::fs::canonicalize(&path)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "root".to_owned());
+        let name = name(&args, || format!("volume-{base}"))?;
+        let folder = free_folder(&store, &name).await?;
+        let request = VolumeBackupRequest {
+            path: path.clone(),
+            compression,
+            name,
+            folder: folder.clone(),
+            skip_unreadable: args.skip_unreadable,
+        };
+        let display = Display::start(format!("backing up {}", path.display()), progress.clone());
+        let result = volume::backup(&store, &request, &progress).await;
+        display.finish().await;
+        let manifest = result.map_err(CliError::from_display)?;
+        let s = &manifest.stats;
+        let mut what = format!(
+            "{} files, {} directories, {} symbolic links and {} hard links from {}",
+            s.files.unwrap_or(0),
+            s.directories.unwrap_or(0),
+            s.symlinks.unwrap_or(0),
+            s.hard_links.unwrap_or(0),
+            manifest.source.address
+        );
+        if !s.unreadable.is_empty() {
+            what.push_str(&format!(
+                " (left out {} unreadable: {})",
+                s.unreadable.len(),
+                s.unreadable.join(", ")
+            ));
+        }
+        (folder, manifest, what)
+    };
+    summarize(&manifest, &what, started);
+    println!("{}", destination.join(&location));
     Ok(())
 }
 
-/// `redis-<host>-<port>`, with anything but letters, digits, `.`, `-` and `_` replaced.
-fn default_name(target: &RedisTarget) -> String {
-    let raw = format!("redis-{}-{}", target.host, target.port);
-    raw.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
+fn summarize(manifest: &Manifest, what: &str, started: Instant) {
+    let elapsed = started.elapsed();
+    eprintln!(
+        "backed up {what}: {} read, {} stored ({}), in {} ({})",
+        units::bytes(manifest.raw_bytes()),
+        units::bytes(manifest.stored_bytes()),
+        manifest.compression.as_str(),
+        units::duration(elapsed),
+        units::rate(manifest.raw_bytes(), elapsed),
+    );
 }
 
-fn check_name(name: &str) -> Result<String, CliError> {
-    let valid = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// `--name`, checked, or the default with anything but letters, digits, `.`, `-` and `_`
+/// replaced.
+fn name(args: &BackupArgs, default: impl FnOnce() -> String) -> Result<String, CliError> {
+    match &args.name {
+        Some(name) => {
+            let valid = !name.is_empty()
+                && name.len() <= 128
+                && !name.starts_with('.')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            if valid {
+                Ok(name.clone())
+            } else {
+                Err(CliError::usage(format!(
+                    "--name {name:?} is not a valid backup name: use letters, digits, '.', '-' and '_' (it becomes a folder)"
+                )))
+            }
+        }
+        None => Ok(default()
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-    if valid {
-        Ok(name.to_owned())
-    } else {
-        Err(CliError::usage(format!(
-            "--name {name:?} is not a valid backup name: use letters, digits, '.', '-' and '_' (it becomes a folder)"
-        )))
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()),
     }
 }
 

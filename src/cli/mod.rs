@@ -44,9 +44,10 @@ pub enum Command {
     Worker(Pending),
     /// Print the CustomResourceDefinitions of every kind as multi-document YAML.
     Crds,
-    /// Take a backup of a Redis server into S3 or a directory, from this machine.
+    /// Take a backup of Redis, PostgreSQL or a directory into S3 or a directory, from this
+    /// machine.
     Backup(backup::BackupArgs),
-    /// Restore a backup into a Redis server, from this machine.
+    /// Restore a backup into Redis, PostgreSQL or a directory, from this machine.
     Restore(restore::RestoreArgs),
     /// List the backups in a store, newest first.
     List(list::ListArgs),
@@ -153,6 +154,32 @@ impl CliError {
 async fn open_store(dest: &str, s3: &options::S3Args) -> Result<(Store, Destination), CliError> {
     let destination = Destination::parse(dest).map_err(|e| CliError::usage(e.to_string()))?;
     Ok((Store::open(&destination, &s3.options()).await, destination))
+}
+
+/// A PostgreSQL target from a URL, completed from the `PG*` variables and the password file
+/// (`PGPASSFILE`, else `~/.pgpass`; ignored, as by libpq, if others can read it).
+fn pg_target(url: &str) -> Result<crate::engine::postgres::PgTarget, CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let env: std::collections::HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("PG"))
+        .collect();
+    let passfile = env
+        .get("PGPASSFILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))
+        .filter(|p| {
+            let private = std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o077 == 0);
+            if p.exists() && !private {
+                tracing::warn!(
+                    "ignoring {} because others can read it (chmod 600 it)",
+                    p.display()
+                );
+            }
+            private
+        })
+        .and_then(|p| std::fs::read_to_string(p).ok());
+    crate::engine::postgres::PgTarget::parse(url, &env, passfile.as_deref())
+        .map_err(CliError::from_display)
 }
 
 /// Reads the manifest of the backup in `folder`: a folder without one holds no backup.

@@ -1,13 +1,16 @@
-//! `coffer restore BACKUP --to redis://... [--conflict skip|overwrite|flush]`.
+//! `coffer restore BACKUP --to TARGET [...]`: Redis, PostgreSQL or a directory.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
 
 use super::options::{ConflictArg, S3Args};
 use super::progress::Display;
-use super::{CliError, open_store, read_manifest};
+use super::{CliError, open_store, pg_target, read_manifest};
+use crate::engine::postgres::{self, PgRestoreRequest};
 use crate::engine::redis::{self, RedisTarget, RestoreRequest};
+use crate::engine::volume::{self, VolumeRestoreRequest};
 use crate::pipeline::Progress;
 use crate::storage::catalog;
 use crate::units;
@@ -18,30 +21,52 @@ pub struct RestoreArgs {
     /// whose newest complete backup is restored).
     #[arg(value_name = "BACKUP")]
     pub backup: String,
-    /// Where to restore: redis://[user:password@]host:port[/db] (with /db, a single
-    /// database of the backup is restored into database db).
+    /// Where to restore: redis://..., postgres://... or a directory. With a database in the
+    /// URL, a single database of the backup is restored into it.
     #[arg(long, value_name = "TARGET")]
     pub to: String,
-    /// What to do with keys that already exist.
-    #[arg(long, value_enum, default_value_t = ConflictArg::Skip)]
-    pub conflict: ConflictArg,
-    /// Restore only this database of the backup.
-    #[arg(long, value_name = "N")]
-    pub database: Option<u32>,
     /// BACKUP is a destination: restore its newest complete backup.
     #[arg(long)]
     pub latest: bool,
+    /// Redis: what to do with keys that already exist.
+    #[arg(long, value_enum, default_value_t = ConflictArg::Skip)]
+    pub conflict: ConflictArg,
+    /// Redis: restore only this database of the backup.
+    #[arg(long, value_name = "N")]
+    pub database: Option<u32>,
+    /// PostgreSQL: restore only these databases, comma-separated.
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub databases: Vec<String>,
+    /// PostgreSQL: drop objects before re-creating them (pg_restore --clean --if-exists).
+    /// Directories: empty the target first.
+    #[arg(long)]
+    pub clean: bool,
+    /// PostgreSQL: create target databases that do not exist.
+    #[arg(long)]
+    pub create: bool,
+    /// PostgreSQL: also restore roles and tablespaces.
+    #[arg(long)]
+    pub globals: bool,
+    /// PostgreSQL: the directory with pg_restore and psql.
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin_dir: Option<PathBuf>,
     #[command(flatten)]
     pub s3: S3Args,
 }
 
 pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
-    if !args.to.starts_with("redis://") && !args.to.starts_with("rediss://") {
-        return Err(CliError::not_implemented(
-            "only Redis targets (redis://...) can be restored into yet",
-        ));
-    }
-    let target = RedisTarget::parse(&args.to).map_err(CliError::from_display)?;
+    let kind = if args.to.starts_with("redis://") || args.to.starts_with("rediss://") {
+        "redis"
+    } else if args.to.starts_with("postgres://") || args.to.starts_with("postgresql://") {
+        "postgres"
+    } else if args.to.contains("://") {
+        return Err(CliError::usage(format!(
+            "{} is not a restore target: use redis://..., postgres://... or a directory",
+            args.to
+        )));
+    } else {
+        "volume"
+    };
     let (store, destination) = open_store(&args.backup, &args.s3).await?;
     let (folder, manifest) = if args.latest {
         catalog::latest(&store)
@@ -51,40 +76,102 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
     } else {
         (String::new(), read_manifest(&store, "").await?)
     };
-    if manifest.source.kind != "redis" {
+    if manifest.source.kind != kind {
         return Err(CliError::failed(format!(
-            "{} is a {} backup; it cannot be restored into Redis",
+            "{} is a {} backup; it cannot be restored into {}",
             destination.join(&folder),
-            manifest.source.kind
+            manifest.source.kind,
+            if kind == "volume" {
+                "a directory"
+            } else {
+                kind
+            }
         )));
     }
-    let request = RestoreRequest {
-        target: target.clone(),
-        conflict: args.conflict.into(),
-        database: args.database,
-    };
     let progress = Progress::default();
-    let display = Display::start(format!("restoring into {target}"), progress.clone());
+    let display = Display::start(
+        format!("restoring into {}", shown_target(&args.to)),
+        progress.clone(),
+    );
     let started = Instant::now();
-    let result = redis::restore(&store, &folder, &manifest, &request, &progress).await;
+    let summary = match kind {
+        "redis" => {
+            let request = RestoreRequest {
+                target: RedisTarget::parse(&args.to).map_err(CliError::from_display)?,
+                conflict: args.conflict.into(),
+                database: args.database,
+            };
+            redis::restore(&store, &folder, &manifest, &request, &progress)
+                .await
+                .map(|stats| {
+                    let mut summary = format!(
+                        "restored {} keys, skipped {} existing, {} expired",
+                        stats.restored, stats.skipped, stats.expired
+                    );
+                    if stats.functions_restored + stats.functions_skipped > 0 {
+                        summary.push_str(&format!(
+                            "; function libraries: {} restored, {} skipped",
+                            stats.functions_restored, stats.functions_skipped
+                        ));
+                    }
+                    summary
+                })
+                .map_err(CliError::from_display)
+        }
+        "postgres" => {
+            let request = PgRestoreRequest {
+                target: pg_target(&args.to)?,
+                databases: args.databases.clone(),
+                clean: args.clean,
+                create: args.create,
+                globals: args.globals,
+                bin_dir: args.pg_bin_dir.clone(),
+            };
+            postgres::restore(&store, &folder, &manifest, &request, &progress)
+                .await
+                .map(|stats| {
+                    let mut summary = format!(
+                        "restored {} database(s) ({} created); verified {} tables, {} rows",
+                        stats.databases, stats.created, stats.tables_verified, stats.rows_verified
+                    );
+                    if args.globals {
+                        summary.push_str(&format!(
+                            "; roles restored ({} already existed)",
+                            stats.globals_existing
+                        ));
+                    }
+                    summary
+                })
+                .map_err(CliError::from_display)
+        }
+        _ => {
+            let request = VolumeRestoreRequest {
+                target: PathBuf::from(&args.to),
+                clean: args.clean,
+            };
+            volume::restore(&store, &folder, &manifest, &request, &progress)
+                .await
+                .map(|entries| format!("restored {entries} entries into {}", args.to))
+                .map_err(CliError::from_display)
+        }
+    };
     display.finish().await;
-    let stats = result.map_err(CliError::from_display)?;
+    let summary = summary?;
     eprintln!(
-        "restored {} from {} in {}",
-        target,
+        "restored {} into {} in {}",
         destination.join(&folder),
+        shown_target(&args.to),
         units::duration(started.elapsed())
     );
-    let mut summary = format!(
-        "restored {} keys, skipped {} existing, {} expired",
-        stats.restored, stats.skipped, stats.expired
-    );
-    if stats.functions_restored + stats.functions_skipped > 0 {
-        summary.push_str(&format!(
-            "; function libraries: {} restored, {} skipped",
-            stats.functions_restored, stats.functions_skipped
-        ));
-    }
     println!("{summary}");
     Ok(())
+}
+
+/// The target without its password.
+fn shown_target(target: &str) -> String {
+    if target.contains("://") {
+        crate::engine::postgres::target::redact(target)
+    } else {
+        target.to_owned()
+    }
 }

@@ -1,3 +1,5 @@
-//! The engines that read sources and write them back: Redis so far.
+//! The engines that read sources and write them back.
 
+pub mod postgres;
 pub mod redis;
+pub mod volume;

@@ -53,6 +53,10 @@ pub struct SourceInfo {
     /// Redis: the RDB version of the data (a target must be able to load it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rdb_version: Option<u16>,
+    /// The program that read the data, for example `pg_dump 15.18` (a restore needs the
+    /// same major version or newer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
 }
 
 /// One stored object.
@@ -71,6 +75,9 @@ pub struct ObjectRecord {
     pub stored_bytes: u64,
     /// SHA-256 of the stored bytes (hex).
     pub sha256: String,
+    /// PostgreSQL: the database this object holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 /// Counts of what the backup holds; which are set depends on the source.
@@ -85,6 +92,40 @@ pub struct Stats {
     pub keys_per_database: BTreeMap<u32, u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub functions: Option<u64>,
+    /// PostgreSQL: databases backed up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<u64>,
+    /// PostgreSQL: rows of every table, per database, counted in the dump's snapshot.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub table_rows: BTreeMap<String, Vec<TableRows>>,
+    /// Volumes: regular files, directories, symbolic links and hard links archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directories: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symlinks: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_links: Option<u64>,
+    /// Volumes: files that could not be read and were left out (`--skip-unreadable`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
+}
+
+/// The rows one table held when it was backed up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableRows {
+    pub schema: String,
+    pub table: String,
+    pub rows: u64,
+}
+
+impl Stats {
+    /// PostgreSQL: every table's rows, added up.
+    pub fn total_rows(&self) -> u64 {
+        self.table_rows.values().flatten().map(|t| t.rows).sum()
+    }
 }
 
 /// A manifest that cannot be used.
@@ -193,6 +234,7 @@ mod tests {
                 mode: Some("snapshot".into()),
                 database: None,
                 rdb_version: Some(10),
+                tool: None,
             },
             started_at: Utc.with_ymd_and_hms(2026, 12, 1, 16, 0, 0).unwrap(),
             completed_at: Utc.with_ymd_and_hms(2026, 12, 1, 16, 0, 42).unwrap(),
@@ -204,6 +246,7 @@ mod tests {
                 raw_sha256: "a".repeat(64),
                 stored_bytes: 400,
                 sha256: "b".repeat(64),
+                database: None,
             }],
             stats: Stats {
                 keys: Some(10),

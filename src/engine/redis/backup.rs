@@ -108,6 +108,7 @@ pub async fn backup(
             mode: Some(request.mode.as_str().to_owned()),
             database: target.database,
             rdb_version: counted.rdb_version,
+            tool: None,
         },
         started_at,
         completed_at: Utc::now(),
@@ -179,6 +180,7 @@ fn inspect(reader: TapReader, only: Option<u32>) -> Result<Counted, RedisError> 
         expiring_keys: Some(expiring),
         keys_per_database: per_db,
         functions: Some(functions),
+        ..Stats::default()
     };
     Ok(counted)
 }
@@ -328,6 +330,7 @@ async fn write_keys(
             expiring_keys: Some(expiring),
             keys_per_database: per_db,
             functions: Some(functions),
+            ..Stats::default()
         },
         rdb_version,
     })
