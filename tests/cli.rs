@@ -15,7 +15,6 @@ fn coffer(args: &[&str]) -> Output {
 #[test]
 fn what_is_not_built_yet_exits_2_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().display().to_string();
     for args in [&["controller"][..], &["worker"]] {
         let out = coffer(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");

@@ -5,57 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use coffer_testenv::{RedisServer, S3Server};
 use serde_json::Value;
 
 mod support;
+use support::cli::{coffer, fails, nothing_stored, ok, on_a_full_disk, stderr, stdout};
 use support::redis_data::{assert_same, connect, populate, state};
-
-fn coffer(args: &[&str], env: &[(&str, String)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
-}
-
-/// Runs a command that must succeed; returns its stdout's last line.
-fn ok(args: &[&str], env: &[(&str, String)]) -> (String, Output) {
-    let out = coffer(args, env);
-    assert!(
-        out.status.success(),
-        "coffer {args:?} failed: {}",
-        stderr(&out)
-    );
-    let last = stdout(&out).lines().last().unwrap_or_default().to_owned();
-    (last, out)
-}
-
-/// Runs a command that must fail with exit status 1 and a one-line message containing
-/// every fragment.
-fn fails(args: &[&str], env: &[(&str, String)], fragments: &[&str]) -> String {
-    let out = coffer(args, env);
-    assert_eq!(out.status.code(), Some(1), "coffer {args:?}: {out:?}");
-    let message = stderr(&out);
-    assert_eq!(message.trim_end().lines().count(), 1, "one line: {message}");
-    let command = format!("coffer {}: ", args[0]);
-    assert!(message.starts_with(&command), "{message}");
-    for fragment in fragments {
-        assert!(message.contains(fragment), "{fragment:?} not in {message}");
-    }
-    message
-}
 
 fn s3_env(s3: &S3Server) -> Vec<(&'static str, String)> {
     s3.env()
@@ -192,27 +148,6 @@ async fn backup_list_verify_and_restore_through_a_directory_and_s3() {
     assert_eq!(s3.open_multipart_uploads(), 0);
 }
 
-fn nothing_stored(dest: &Path) {
-    let files: Vec<_> = walk(dest);
-    assert!(files.is_empty(), "files left behind: {files:?}");
-}
-
-fn walk(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return vec![];
-    };
-    entries
-        .flatten()
-        .flat_map(|e| {
-            if e.path().is_dir() {
-                walk(&e.path())
-            } else {
-                vec![e.path().display().to_string()]
-            }
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn login_and_connection_failures_are_one_line_and_store_nothing() {
     let source = RedisServer::start_with_password("right").unwrap();
@@ -331,42 +266,24 @@ async fn a_full_disk_fails_the_backup_and_leaves_no_file() {
             .await
             .unwrap();
     }
-    let mount = tempfile::tempdir().unwrap();
-    let mount = mount.path().display().to_string();
-    // A 256 KiB tmpfs in a private mount namespace (no root needed): the backup (4 MiB,
-    // uncompressed) cannot fit.
-    let script = format!(
-        "mount -t tmpfs -o size=256k coffer-test {mount} || exit 90; \
-         \"$0\" backup {} --to {mount}/store --compression none; echo \"exit=$?\" >&2; \
-         find {mount} -type f >&2",
-        source.url()
-    );
-    let out = Command::new("unshare")
-        .args([
-            "--user",
-            "--map-root-user",
-            "--mount",
-            "sh",
-            "-c",
-            &script,
-            env!("CARGO_BIN_EXE_coffer"),
-        ])
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("unshare (util-linux) runs the backup in a private mount namespace");
+    // The backup (4 MiB, uncompressed) cannot fit on 256 KiB.
+    let url = source.url();
+    let out = on_a_full_disk(&[
+        "backup",
+        &url,
+        "--to",
+        "{disk}/store",
+        "--compression",
+        "none",
+    ]);
     let err = stderr(&out);
-    assert_ne!(
-        out.status.code(),
-        Some(90),
-        "cannot mount a tmpfs in a user namespace here: {err}"
-    );
     assert!(
         err.contains("no space left on the device holding")
             && err.contains("choose another destination"),
         "{err}"
     );
     assert!(err.contains("exit=1"), "{err}");
-    let files: Vec<&str> = err.lines().filter(|l| l.starts_with(&mount)).collect();
+    let files: Vec<&str> = err.lines().filter(|l| l.starts_with("left: ")).collect();
     assert!(files.is_empty(), "files left on the full disk: {files:?}");
 }
 

@@ -1,0 +1,102 @@
+//! Running the `coffer` binary as users do, and checking what its failures leave behind.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `coffer` with `args` and extra environment variables (`RUST_LOG` removed).
+pub fn coffer(args: &[&str], env: &[(&str, String)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+/// Runs a command that must succeed; returns its stdout's last line.
+pub fn ok(args: &[&str], env: &[(&str, String)]) -> (String, Output) {
+    let out = coffer(args, env);
+    assert!(
+        out.status.success(),
+        "coffer {args:?} failed: {}",
+        stderr(&out)
+    );
+    let last = stdout(&out).lines().last().unwrap_or_default().to_owned();
+    (last, out)
+}
+
+/// Runs a command that must fail with exit status 1 and a one-line message containing
+/// every fragment; returns the message.
+pub fn fails(args: &[&str], env: &[(&str, String)], fragments: &[&str]) -> String {
+    let out = coffer(args, env);
+    assert_eq!(out.status.code(), Some(1), "coffer {args:?}: {out:?}");
+    let message = stderr(&out);
+    assert_eq!(message.trim_end().lines().count(), 1, "one line: {message}");
+    let command = format!("coffer {}: ", args[0]);
+    assert!(message.starts_with(&command), "{message}");
+    for fragment in fragments {
+        assert!(message.contains(fragment), "{fragment:?} not in {message}");
+    }
+    message
+}
+
+/// Asserts that no file exists under `dest`.
+pub fn nothing_stored(dest: &Path) {
+    let files: Vec<_> = walk(dest);
+    assert!(files.is_empty(), "files left behind: {files:?}");
+}
+
+/// Every file (not directory) under `dir`.
+pub fn walk(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            if e.path().is_dir() {
+                walk(&e.path())
+            } else {
+                vec![e.path().display().to_string()]
+            }
+        })
+        .collect()
+}
+
+/// Runs `coffer` with `args` in a private mount namespace where `{disk}` in any argument is
+/// a fresh 256 KiB tmpfs (no root needed). After the command, its exit status (`exit=N`)
+/// and every file left on the small disk are appended to stderr.
+pub fn on_a_full_disk(args: &[&str]) -> Output {
+    let mount = tempfile::tempdir().unwrap();
+    let mount = mount.path().display().to_string();
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| format!("'{}'", a.replace("{disk}", &mount).replace('\'', "'\\''")))
+        .collect();
+    let script = format!(
+        "mount -t tmpfs -o size=256k coffer-test {mount} || exit 90; \
+         \"$0\" {}; echo \"exit=$?\" >&2; find {mount} -type f -printf 'left: %p\\n' >&2",
+        quoted.join(" ")
+    );
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .arg(env!("CARGO_BIN_EXE_coffer"))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("unshare (util-linux) runs coffer in a private mount namespace");
+    assert_ne!(
+        out.status.code(),
+        Some(90),
+        "cannot mount a tmpfs in a user namespace here: {}",
+        stderr(&out)
+    );
+    out
+}
