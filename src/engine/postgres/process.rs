@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
@@ -83,10 +83,46 @@ pub fn command(program: &Path, credentials: &Credentials) -> Command {
     command
 }
 
+/// What a program said on stderr: the end of it, and its `ERROR:` lines sorted into those
+/// about objects that already exist (counted) and the others (the first few kept).
+#[derive(Clone, Debug, Default)]
+pub struct Said {
+    pub tail: String,
+    pub already_exists: u64,
+    pub other_errors: u64,
+    pub first_errors: Vec<String>,
+}
+
+impl Said {
+    const KEPT_ERRORS: usize = 5;
+
+    fn line(&mut self, line: &str) {
+        if line.contains("ERROR:") {
+            if line.contains("already exists") {
+                self.already_exists += 1;
+            } else {
+                self.other_errors += 1;
+                if self.first_errors.len() < Self::KEPT_ERRORS {
+                    self.first_errors.push(one_line(line));
+                }
+            }
+        }
+        self.tail.push_str(line);
+        self.tail.push('\n');
+        if self.tail.len() > 4 * STDERR_TAIL {
+            let mut start = self.tail.len() - STDERR_TAIL;
+            while !self.tail.is_char_boundary(start) {
+                start += 1;
+            }
+            self.tail.drain(..start);
+        }
+    }
+}
+
 /// A running program and the collector of its stderr.
 pub struct Running {
     pub child: Child,
-    stderr: JoinHandle<String>,
+    stderr: JoinHandle<Said>,
     tool: &'static str,
     subject: String,
 }
@@ -103,22 +139,16 @@ impl Running {
             status: "could not start".to_owned(),
             stderr: e.to_string(),
         })?;
-        let mut stderr = child.stderr.take();
+        let stderr = child.stderr.take();
         let collector = tokio::spawn(async move {
-            let mut all = Vec::new();
-            if let Some(stderr) = &mut stderr {
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = stderr.read(&mut chunk).await {
-                    if n == 0 {
-                        break;
-                    }
-                    all.extend_from_slice(&chunk[..n]);
-                    if all.len() > 4 * STDERR_TAIL {
-                        all.drain(..all.len() - STDERR_TAIL);
-                    }
+            let mut said = Said::default();
+            if let Some(stderr) = stderr {
+                let mut lines = BufReader::new(stderr).split(b'\n');
+                while let Ok(Some(line)) = lines.next_segment().await {
+                    said.line(&String::from_utf8_lossy(&line));
                 }
             }
-            String::from_utf8_lossy(&all).into_owned()
+            said
         });
         Ok(Self {
             child,
@@ -128,18 +158,18 @@ impl Running {
         })
     }
 
-    /// Waits for the program; a failure carries the end of its stderr. Returns its stderr.
-    pub async fn finish(mut self) -> Result<String, PgError> {
+    /// Waits for the program; a failure carries the end of its stderr. Returns what it said.
+    pub async fn finish(mut self) -> Result<Said, PgError> {
         let status = self
             .child
             .wait()
             .await
             .map_err(|e| PgError::Internal(format!("waiting for {}: {e}", self.tool)))?;
-        let stderr = self.stderr.await.unwrap_or_default();
+        let said = self.stderr.await.unwrap_or_default();
         if status.success() {
-            return Ok(stderr);
+            return Ok(said);
         }
-        let text = one_line(&stderr);
+        let text = one_line(&said.tail);
         let tail = if text.len() > STDERR_TAIL {
             let mut start = text.len() - STDERR_TAIL;
             while !text.is_char_boundary(start) {
@@ -181,5 +211,18 @@ mod tests {
             "host='db' port=5432 user='o\\'brien' dbname='my db' connect_timeout=10 application_name=coffer"
         );
         assert!(!info.contains("secret"));
+    }
+
+    #[test]
+    fn stderr_errors_are_sorted_and_the_tail_is_bounded() {
+        let mut said = Said::default();
+        for i in 0..2000 {
+            said.line(&format!("psql:-:{i}: ERROR:  role \"r{i}\" already exists"));
+        }
+        said.line("psql:-:9: ERROR:  could not set permissions on directory \"/x\"");
+        said.line("NOTICE: fine");
+        assert_eq!((said.already_exists, said.other_errors), (2000, 1));
+        assert!(said.first_errors[0].contains("could not set permissions"));
+        assert!(said.tail.len() <= 4 * STDERR_TAIL && said.tail.ends_with("NOTICE: fine\n"));
     }
 }

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use super::backup::{DUMP_FORMAT, GLOBALS_FORMAT};
 use super::catalog::{self, connect, display_table, quote_ident};
 use super::error::PgError;
@@ -238,7 +240,7 @@ fn plan<'m>(
     }
 }
 
-/// Streams an object, decompressed, into a program's stdin; returns the program's stderr.
+/// Streams an object, decompressed, into a program's stdin.
 #[allow(clippy::too_many_arguments)]
 async fn feed(
     store: &Store,
@@ -249,7 +251,7 @@ async fn feed(
     tool: &'static str,
     subject: String,
     progress: &Progress,
-) -> Result<String, PgError> {
+) -> Result<(), PgError> {
     program.stdin(Stdio::piped());
     let mut running = Running::spawn(program, tool, subject)?;
     let mut stdin = running
@@ -269,13 +271,18 @@ async fn feed(
     };
     let (copied, finished) = tokio::join!(copied, running.finish());
     // The program's own failure explains a broken pipe better than the pipe does.
-    let stderr = finished?;
+    finished?;
     copied.map_err(|e| PgError::Internal(format!("feeding {tool}: {e}")))?;
-    Ok(stderr)
+    Ok(())
 }
 
-/// Runs the roles and tablespaces script with `psql`; statements for objects that already
-/// exist fail harmlessly and are counted, any other error fails the restore.
+/// The most a roles-and-tablespaces script may hold once decompressed.
+const MAX_GLOBALS_BYTES: u64 = 64 << 20;
+
+/// Runs the roles and tablespaces script with `psql`, leaving out the statements that would
+/// re-create or alter the role the restore logs in as (its password and attributes on the
+/// target stay the target's). Statements for objects that already exist fail harmlessly and
+/// are counted; any other error fails the restore.
 #[allow(clippy::too_many_arguments)]
 async fn restore_globals(
     store: &Store,
@@ -287,6 +294,25 @@ async fn restore_globals(
     target: &PgTarget,
     progress: &Progress,
 ) -> Result<u64, PgError> {
+    if record.raw_bytes > MAX_GLOBALS_BYTES {
+        return Err(PgError::Usage(format!(
+            "the backup's roles script is {} (more than {}): restore it with psql yourself",
+            crate::units::bytes(record.raw_bytes),
+            crate::units::bytes(MAX_GLOBALS_BYTES)
+        )));
+    }
+    let stored = ObservedReader::new(
+        store.get(&format!("{folder}{}", record.name)).await?,
+        progress.clone(),
+    );
+    let mut script = Vec::new();
+    pipeline::decoder(manifest.compression, stored)
+        .take(MAX_GLOBALS_BYTES)
+        .read_to_end(&mut script)
+        .await
+        .map_err(|e| PgError::Internal(format!("reading the roles script: {e}")))?;
+    let script = without_own_role(&String::from_utf8_lossy(&script), &target.user);
+
     let mut psql = command(&tools.psql, credentials);
     psql.args([
         "--quiet",
@@ -294,31 +320,56 @@ async fn restore_globals(
         "--set=ON_ERROR_STOP=0",
         "--file=-",
     ])
-    .arg(format!("--dbname={}", conninfo(target, "postgres")));
-    let stderr = feed(
-        store,
-        folder,
-        manifest,
-        record,
-        psql,
-        "psql",
-        "of the globals".to_owned(),
-        progress,
-    )
-    .await?;
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR:")).collect();
-    let (existing, other): (Vec<&str>, Vec<&str>) = errors
-        .into_iter()
-        .partition(|l| l.contains("already exists"));
-    if let Some(first) = other.first() {
+    .arg(format!("--dbname={}", conninfo(target, "postgres")))
+    .stdin(Stdio::piped());
+    let mut running = Running::spawn(psql, "psql", "of the globals".to_owned())?;
+    let mut stdin = running
+        .child
+        .stdin
+        .take()
+        .ok_or_else(|| PgError::Internal("psql has no stdin".to_owned()))?;
+    let written = async {
+        let result = stdin.write_all(script.as_bytes()).await;
+        drop(stdin);
+        result
+    };
+    let (written, said) = tokio::join!(written, running.finish());
+    let said = said?;
+    written.map_err(|e| PgError::Internal(format!("feeding psql: {e}")))?;
+    if let Some(first) = said.first_errors.first() {
         return Err(PgError::Tool {
             tool: "psql",
             subject: "of the globals".to_owned(),
-            status: format!("{} error(s)", other.len()),
-            stderr: first.trim().to_owned(),
+            status: format!("{} error(s)", said.other_errors),
+            stderr: first.clone(),
         });
     }
-    Ok(existing.len() as u64)
+    Ok(said.already_exists)
+}
+
+/// `pg_dumpall --globals-only` output without the `CREATE ROLE` and `ALTER ROLE ... WITH`
+/// lines of `user`, so that restoring roles cannot change the password of the role doing it.
+pub fn without_own_role(script: &str, user: &str) -> String {
+    let plain = user
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !user.starts_with(|c: char| c.is_ascii_digit());
+    let mut names = vec![quote_ident(user)];
+    if plain {
+        names.push(user.to_owned());
+    }
+    let own = |line: &str| {
+        names.iter().any(|name| {
+            line == format!("CREATE ROLE {name};")
+                || line.starts_with(&format!("ALTER ROLE {name} WITH "))
+        })
+    };
+    let mut out = String::with_capacity(script.len());
+    for line in script.lines().filter(|line| !own(line)) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Counts every table the backup counted and compares.
@@ -357,4 +408,24 @@ async fn verify_rows(
         rows += found;
     }
     Ok((expected.len() as u64, rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restoring_role_is_left_alone() {
+        let script = "CREATE ROLE app;\nALTER ROLE app WITH LOGIN PASSWORD 'SCRAM-SHA-256$x';\n\
+                      CREATE ROLE postgres;\nALTER ROLE postgres WITH SUPERUSER PASSWORD 'y';\n\
+                      CREATE ROLE \"Admin\";\nALTER ROLE \"Admin\" WITH LOGIN;\n\
+                      GRANT app TO postgres;\n";
+        let kept = without_own_role(script, "postgres");
+        assert!(!kept.contains("ROLE postgres"), "{kept}");
+        assert!(kept.contains("CREATE ROLE app;") && kept.contains("GRANT app TO postgres;"));
+        let kept = without_own_role(script, "Admin");
+        assert!(!kept.contains("\"Admin\"") && kept.contains("ALTER ROLE postgres WITH"));
+        // A role whose name merely starts like the restoring one stays.
+        assert!(without_own_role(script, "ap").contains("CREATE ROLE app;"));
+    }
 }
