@@ -64,11 +64,13 @@ impl Progress {
     }
 }
 
-/// What an uploaded object is: its key in the store, what it holds once decompressed
-/// (recorded in the manifest, for example `rdb`), and how it is compressed.
+/// What an uploaded object is: the backup's folder (ending in `/`) and the object's name in
+/// it (which may hold `/`), what it holds once decompressed (recorded in the manifest, for
+/// example `rdb`), and how it is compressed.
 #[derive(Clone, Copy, Debug)]
 pub struct ObjectSpec<'a> {
-    pub key: &'a str,
+    pub folder: &'a str,
+    pub name: &'a str,
     pub format: &'a str,
     pub compression: Compression,
 }
@@ -86,11 +88,12 @@ pub async fn upload<E>(
     progress: &Progress,
     check: impl Future<Output = Result<(), E>>,
 ) -> Result<ObjectRecord, PipelineError<E>> {
+    let key = format!("{}{}", object.folder, object.name);
     let (pipe_in, pipe_out) = tokio::io::duplex(PIPE_BUFFER);
     let (commit, committed) = oneshot::channel();
     let mut stored = hashing(pipe_out);
     let uploader = async {
-        let bytes = store.put_stream(object.key, &mut stored, committed).await?;
+        let bytes = store.put_stream(&key, &mut stored, committed).await?;
         Ok::<_, StorageError>((bytes, stored.into_observer().finish().1))
     };
     let producer = async {
@@ -102,12 +105,7 @@ pub async fn upload<E>(
     let (produced, uploaded) = tokio::join!(producer, uploader);
     match (produced, uploaded) {
         (Ok((raw_bytes, raw_sha256)), Ok((stored_bytes, sha256))) => Ok(ObjectRecord {
-            name: object
-                .key
-                .rsplit('/')
-                .next()
-                .unwrap_or(object.key)
-                .to_owned(),
+            name: object.name.to_owned(),
             format: object.format.to_owned(),
             raw_bytes,
             raw_sha256,

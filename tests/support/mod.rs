@@ -2,6 +2,7 @@
 //! Helpers shared by the integration tests.
 
 pub mod cli;
+pub mod pg_data;
 pub mod redis_data;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

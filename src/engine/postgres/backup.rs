@@ -98,97 +98,25 @@ pub async fn backup(
         .filter(|(n, _)| chosen.contains(n))
         .map(|(_, s)| s)
         .sum();
-    tracing::info!(
+    tracing::debug!(
         "backing up {} database(s) of {} ({} on disk)",
         chosen.len(),
         target.address(),
         crate::units::bytes(total)
     );
     let credentials = Credentials::new(target)?;
-    let extension = pipeline::extension(request.compression);
+    let dumper = Dumper {
+        store,
+        request,
+        tools: &tools,
+        credentials: &credentials,
+        progress,
+    };
     let mut objects = Vec::new();
-    if request.globals {
-        let mut dumpall = command(&tools.pg_dumpall, &credentials);
-        dumpall
-            .arg("--globals-only")
-            .arg(format!("--dbname={}", conninfo(target, &maintenance)));
-        if !superuser {
-            // Only superusers can read role passwords.
-            dumpall.arg("--no-role-passwords");
-        }
-        let key = format!("{}postgres/globals.sql{extension}", request.folder);
-        let spec = ObjectSpec {
-            key: &key,
-            format: GLOBALS_FORMAT,
-            compression: request.compression,
-        };
-        objects.push(
-            run_dump(
-                store,
-                spec,
-                dumpall,
-                "pg_dumpall",
-                "of the globals".to_owned(),
-                progress,
-            )
-            .await?,
-        );
-    }
     let mut table_rows = std::collections::BTreeMap::new();
-    for database in &chosen {
-        let client = connect(target, database).await?;
-        let fail = |what: &str, e: &tokio_postgres::Error| {
-            PgError::from_pg(&target.address(), &target.user, what, e)
-        };
-        client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(|e| fail("starting the snapshot transaction", &e))?;
-        let snapshot: String = client
-            .query_one("SELECT pg_export_snapshot()", &[])
-            .await
-            .map_err(|e| fail("exporting the snapshot", &e))?
-            .get(0);
-        let mut counts = Vec::new();
-        for (schema, table) in catalog::tables(&client, target).await? {
-            let rows = catalog::count_rows(&client, target, &schema, &table).await?;
-            counts.push(TableRows {
-                schema,
-                table,
-                rows,
-            });
-        }
-        let mut dump = command(&tools.pg_dump, &credentials);
-        dump.args(["--format=custom", "--compress=0"])
-            .arg(format!("--snapshot={snapshot}"))
-            .arg(format!("--dbname={}", conninfo(target, database)));
-        let key = format!(
-            "{}postgres/{}.dump{extension}",
-            request.folder,
-            object_name(database)
-        );
-        let spec = ObjectSpec {
-            key: &key,
-            format: DUMP_FORMAT,
-            compression: request.compression,
-        };
-        let mut record = run_dump(
-            store,
-            spec,
-            dump,
-            "pg_dump",
-            format!("of database {database:?}"),
-            progress,
-        )
-        .await?;
-        record.database = Some(database.clone());
-        objects.push(record);
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(|e| fail("ending the snapshot transaction", &e))?;
-        table_rows.insert(database.clone(), counts);
-    }
+    let dumped = dumper
+        .all(&chosen, superuser, &mut objects, &mut table_rows)
+        .await;
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         coffer_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -212,34 +140,157 @@ pub async fn backup(
             ..Stats::default()
         },
     };
-    store
-        .put_bytes(
-            &format!("{}{MANIFEST}", request.folder),
-            &manifest.to_json(),
-        )
-        .await?;
+    let written = match dumped {
+        Ok(()) => store
+            .put_bytes(
+                &format!("{}{MANIFEST}", request.folder),
+                &manifest.to_json(),
+            )
+            .await
+            .map_err(PgError::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
+        // A failed backup leaves nothing: the objects already stored go too.
+        for object in &manifest.objects {
+            let key = format!("{}{}", request.folder, object.name);
+            if let Err(removal) = store.delete(&key).await {
+                tracing::warn!("could not remove {key} of the failed backup: {removal}");
+            }
+        }
+        return Err(e);
+    }
     Ok(manifest)
 }
 
-/// Streams a dump program's stdout into the store; the object is kept only if the program
-/// exits successfully.
-async fn run_dump(
-    store: &Store,
-    spec: ObjectSpec<'_>,
-    mut program: tokio::process::Command,
-    tool: &'static str,
-    subject: String,
-    progress: &Progress,
-) -> Result<ObjectRecord, PgError> {
-    program.stdout(Stdio::piped());
-    let mut running = Running::spawn(program, tool, subject)?;
-    let mut stdout = running
-        .child
-        .stdout
-        .take()
-        .ok_or_else(|| PgError::Internal(format!("{tool} has no stdout")))?;
-    let check = async { running.finish().await.map(|_| ()) };
-    Ok(pipeline::upload(store, spec, &mut stdout, None, progress, check).await?)
+/// Runs the dump programs of one backup.
+struct Dumper<'a> {
+    store: &'a Store,
+    request: &'a PgBackupRequest,
+    tools: &'a PgTools,
+    credentials: &'a Credentials,
+    progress: &'a Progress,
+}
+
+impl Dumper<'_> {
+    /// Dumps the globals (if asked) and each database, adding what is stored to `objects`
+    /// as it is stored, so that a failure can remove it.
+    async fn all(
+        &self,
+        databases: &[String],
+        superuser: bool,
+        objects: &mut Vec<ObjectRecord>,
+        table_rows: &mut std::collections::BTreeMap<String, Vec<TableRows>>,
+    ) -> Result<(), PgError> {
+        if self.request.globals {
+            objects.push(self.globals(superuser).await?);
+        }
+        for database in databases {
+            let (record, counts) = self.database(database).await?;
+            objects.push(record);
+            table_rows.insert(database.clone(), counts);
+        }
+        Ok(())
+    }
+
+    async fn globals(&self, superuser: bool) -> Result<ObjectRecord, PgError> {
+        let target = &self.request.target;
+        let mut dumpall = command(&self.tools.pg_dumpall, self.credentials);
+        dumpall.arg("--globals-only").arg(format!(
+            "--dbname={}",
+            conninfo(target, &maintenance_database(target))
+        ));
+        if !superuser {
+            // Only superusers can read role passwords.
+            dumpall.arg("--no-role-passwords");
+        }
+        let name = format!(
+            "postgres/globals.sql{}",
+            pipeline::extension(self.request.compression)
+        );
+        self.run(
+            &name,
+            GLOBALS_FORMAT,
+            dumpall,
+            "pg_dumpall",
+            "of the globals".to_owned(),
+        )
+        .await
+    }
+
+    /// Counts the rows of every table in a snapshot and dumps the database on it.
+    async fn database(&self, database: &str) -> Result<(ObjectRecord, Vec<TableRows>), PgError> {
+        let target = &self.request.target;
+        let client = connect(target, database).await?;
+        let fail = |what: &str, e: &tokio_postgres::Error| {
+            PgError::from_pg(&target.address(), &target.user, what, e)
+        };
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| fail("starting the snapshot transaction", &e))?;
+        let snapshot: String = client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(|e| fail("exporting the snapshot", &e))?
+            .get(0);
+        let mut counts = Vec::new();
+        for (schema, table) in catalog::tables(&client, target).await? {
+            let rows = catalog::count_rows(&client, target, &schema, &table).await?;
+            counts.push(TableRows {
+                schema,
+                table,
+                rows,
+            });
+        }
+        let mut dump = command(&self.tools.pg_dump, self.credentials);
+        dump.args(["--format=custom", "--compress=0"])
+            .arg(format!("--snapshot={snapshot}"))
+            .arg(format!("--dbname={}", conninfo(target, database)));
+        let name = format!(
+            "postgres/{}.dump{}",
+            object_name(database),
+            pipeline::extension(self.request.compression)
+        );
+        let subject = format!("of database {database:?}");
+        let mut record = self
+            .run(&name, DUMP_FORMAT, dump, "pg_dump", subject)
+            .await?;
+        record.database = Some(database.to_owned());
+        // The snapshot must live until pg_dump is done with it.
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| fail("ending the snapshot transaction", &e))?;
+        Ok((record, counts))
+    }
+
+    /// Streams a dump program's stdout into the object `name`; the object is kept only if
+    /// the program exits successfully.
+    async fn run(
+        &self,
+        name: &str,
+        format: &str,
+        mut program: tokio::process::Command,
+        tool: &'static str,
+        subject: String,
+    ) -> Result<ObjectRecord, PgError> {
+        let spec = ObjectSpec {
+            folder: &self.request.folder,
+            name,
+            format,
+            compression: self.request.compression,
+        };
+        program.stdout(Stdio::piped());
+        let mut running = Running::spawn(program, tool, subject)?;
+        let mut stdout = running
+            .child
+            .stdout
+            .take()
+            .ok_or_else(|| PgError::Internal(format!("{tool} has no stdout")))?;
+        let check = async { running.finish().await.map(|_| ()) };
+        Ok(pipeline::upload(self.store, spec, &mut stdout, None, self.progress, check).await?)
+    }
 }
 
 #[cfg(test)]

@@ -78,9 +78,9 @@ pub async fn backup(
     store.preflight().await?;
 
     let object = ObjectSpec {
-        key: &format!(
-            "{}redis.{}{}",
-            request.folder,
+        folder: &request.folder,
+        name: &format!(
+            "redis.{}{}",
             match request.mode {
                 Mode::Snapshot => "rdb",
                 Mode::Keys => "keys",

@@ -91,13 +91,10 @@ pub async fn backup(
         let out = std::io::BufWriter::with_capacity(256 << 10, SyncIoBridge::new(writer));
         archive::write_tree(&tree, out, skip)
     });
-    let key = format!(
-        "{}volume.tar{}",
-        request.folder,
-        pipeline::extension(request.compression)
-    );
+    let name = format!("volume.tar{}", pipeline::extension(request.compression));
     let spec = ObjectSpec {
-        key: &key,
+        folder: &request.folder,
+        name: &name,
         format: TAR_FORMAT,
         compression: request.compression,
     };

@@ -1,0 +1,460 @@
+//! `coffer backup / restore` for PostgreSQL against real servers: a round trip that proves
+//! schema and data come back, restores into other names and over existing data, and the
+//! failures a DBA meets, each one line, non-zero, storing nothing and touching nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use coffer_testenv::{PostgresServer, S3Server};
+use serde_json::Value;
+
+mod support;
+use support::cli::{fails, nothing_stored, ok, on_a_full_disk, stderr};
+use support::pg_data::{SHOP, connect, connect_to, create, fingerprint, schema};
+
+/// A URL for the server as its superuser, without a database.
+fn server_url(server: &PostgresServer) -> String {
+    format!(
+        "postgres://postgres:{}@127.0.0.1:{}",
+        server.password(),
+        server.port()
+    )
+}
+
+async fn database_names(server: &PostgresServer) -> Vec<String> {
+    connect(server, "postgres")
+        .await
+        .query(
+            "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn role_exists(server: &PostgresServer, role: &str) -> bool {
+    connect(server, "postgres")
+        .await
+        .query_one("SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&role])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_databases_and_a_role_round_trip_through_s3() {
+    let source = PostgresServer::start().unwrap();
+    create(&source, "shop", SHOP).await;
+    let admin = connect(&source, "postgres").await;
+    for sql in [
+        "CREATE ROLE app_owner LOGIN PASSWORD 'owner-pw'",
+        "CREATE DATABASE crm OWNER app_owner",
+    ] {
+        admin.batch_execute(sql).await.unwrap();
+    }
+    connect(&source, "crm")
+        .await
+        .batch_execute(
+            "CREATE TABLE notes (id serial PRIMARY KEY, body text); \
+             ALTER TABLE notes OWNER TO app_owner; \
+             INSERT INTO notes (body) SELECT 'note ' || i FROM generate_series(1, 100) AS i",
+        )
+        .await
+        .unwrap();
+    let s3 = S3Server::start().unwrap();
+    support::s3_client(&s3)
+        .create_bucket()
+        .bucket("backups")
+        .send()
+        .await
+        .unwrap();
+
+    let (location, out) = ok(
+        &[
+            "backup",
+            &source.url("postgres"),
+            "--to",
+            "s3://backups/pg",
+            "--databases",
+            "shop,crm",
+            "--name",
+            "main",
+        ],
+        &s3.env(),
+    );
+    let summary = stderr(&out);
+    assert!(
+        summary.contains("backed up 2 databases (") && summary.contains("and roles"),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains(source.password()),
+        "no password: {summary}"
+    );
+    assert!(location.starts_with("s3://backups/pg/main/"), "{location}");
+    assert_eq!(s3.open_multipart_uploads(), 0);
+
+    // The row counts taken in the dump's snapshot are in the manifest.
+    let folder = s3.root().join(location.trim_start_matches("s3://"));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(folder.join("manifest.json")).unwrap()).unwrap();
+    let events = manifest["stats"]["tableRows"]["shop"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["schema"] == "sales" && t["table"] == "events")
+        .cloned()
+        .unwrap();
+    assert_eq!(events["rows"], 1_000_000);
+    assert_eq!(manifest["source"]["kind"], "postgres");
+    assert!(
+        manifest["source"]["tool"]
+            .as_str()
+            .unwrap()
+            .starts_with("pg_dump "),
+        "{manifest}"
+    );
+
+    // A new server: the databases must be created, which needs --create, checked before
+    // anything (roles included) is written.
+    let target = PostgresServer::start().unwrap();
+    fails(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &server_url(&target),
+            "--globals",
+        ],
+        &s3.env(),
+        &["does not exist on", "add --create"],
+    );
+    assert_eq!(database_names(&target).await, ["postgres"]);
+    assert!(!role_exists(&target, "app_owner").await);
+
+    let (line, _) = ok(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &server_url(&target),
+            "--create",
+            "--globals",
+        ],
+        &s3.env(),
+    );
+    assert!(
+        line.starts_with("restored 2 database(s) (2 created); verified")
+            && line.contains("roles restored"),
+        "{line}"
+    );
+    for database in ["shop", "crm"] {
+        assert_eq!(
+            schema(&source, database),
+            schema(&target, database),
+            "schema of {database}"
+        );
+        assert_eq!(
+            fingerprint(&connect(&source, database).await).await,
+            fingerprint(&connect(&target, database).await).await,
+            "data of {database}"
+        );
+    }
+    // The role came back with its password; the target's superuser kept its own (the
+    // connections above use it).
+    let owner = connect_to(&format!(
+        "host=127.0.0.1 port={} user=app_owner password=owner-pw dbname=crm",
+        target.port()
+    ))
+    .await;
+    let notes: i64 = owner
+        .query_one("SELECT count(*) FROM notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(notes, 100);
+}
+
+const APP: &str = "CREATE TABLE items (id int PRIMARY KEY, name text); \
+                   INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 50) AS i; \
+                   CREATE TABLE tags (item int REFERENCES items (id), tag text);\
+                   INSERT INTO tags SELECT i, 'tag' FROM generate_series(1, 50, 2) AS i;";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_into_another_database_and_over_existing_data() {
+    let server = PostgresServer::start().unwrap();
+    create(&server, "app", APP).await;
+    create(&server, "other", APP).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("d").display().to_string();
+    let (location, _) = ok(&["backup", &server.url("postgres"), "--to", &dest], &[]);
+    let expected = fingerprint(&connect(&server, "app").await).await;
+
+    // A backup with several databases goes into one named database only when one is chosen.
+    fails(
+        &["restore", &location, "--to", &server.url("copy")],
+        &[],
+        &["choose one with --databases"],
+    );
+    let (line, _) = ok(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &server.url("copy"),
+            "--databases",
+            "app",
+            "--create",
+        ],
+        &[],
+    );
+    assert!(
+        line.starts_with("restored 1 database(s) (1 created)"),
+        "{line}"
+    );
+    let copy = connect(&server, "copy").await;
+    assert_eq!(fingerprint(&copy).await, expected);
+
+    // Over existing objects without --clean, pg_restore fails in its single transaction:
+    // the database is left exactly as it was.
+    copy.batch_execute("DELETE FROM tags; UPDATE items SET name = 'changed'")
+        .await
+        .unwrap();
+    let changed = fingerprint(&copy).await;
+    let message = fails(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &server.url("copy"),
+            "--databases",
+            "app",
+        ],
+        &[],
+        &["pg_restore into database \"copy\" failed", "already exists"],
+    );
+    assert!(!message.contains(server.password()), "{message}");
+    assert_eq!(fingerprint(&copy).await, changed, "rolled back");
+
+    // --clean drops and re-creates what the backup holds.
+    ok(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &server.url("copy"),
+            "--databases",
+            "app",
+            "--clean",
+        ],
+        &[],
+    );
+    assert_eq!(fingerprint(&copy).await, expected);
+
+    // A restore whose row counts differ from the backup's fails, naming the table.
+    let manifest_path = Path::new(&location).join("manifest.json");
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    for table in manifest["stats"]["tableRows"]["app"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if table["table"] == "tags" {
+            table["rows"] = Value::from(26);
+        }
+    }
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    fails(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &server.url("copy"),
+            "--databases",
+            "app",
+            "--clean",
+        ],
+        &[],
+        &["table public.tags of database \"copy\" has 25 rows; the backup counted 26"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_one_line_store_nothing_and_touch_nothing() {
+    let server = PostgresServer::start().unwrap();
+    create(&server, "app", APP).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest_path = dir.path().join("d");
+    let dest = dest_path.display().to_string();
+    let port = server.port();
+
+    let message = fails(
+        &[
+            "backup",
+            &format!("postgres://postgres:not-the-password@127.0.0.1:{port}/app"),
+            "--to",
+            &dest,
+        ],
+        &[],
+        &["refused user \"postgres\"", "check the user and password"],
+    );
+    assert!(!message.contains("not-the-password"), "{message}");
+    fails(
+        &[
+            "backup",
+            "postgres://postgres@127.0.0.1:1/app",
+            "--to",
+            &dest,
+        ],
+        &[],
+        &[
+            "cannot connect to PostgreSQL at 127.0.0.1:1",
+            "check the host and port",
+        ],
+    );
+    fails(
+        &[
+            "backup",
+            &server.url("postgres"),
+            "--to",
+            &dest,
+            "--databases",
+            "app,nope",
+        ],
+        &[],
+        &[&format!(
+            "database \"nope\" does not exist on 127.0.0.1:{port} (it has: app, postgres)"
+        )],
+    );
+    fails(
+        &["backup", &server.url("nope"), "--to", &dest],
+        &[],
+        &["database \"nope\" does not exist"],
+    );
+    nothing_stored(&dest_path);
+
+    // pg_dump fails halfway: the backup role may read every table but one that row-level
+    // security guards, which comes after the others in the dump.
+    let admin = connect(&server, "postgres").await;
+    for sql in [
+        "CREATE ROLE dumper LOGIN PASSWORD 'dumper-pw'",
+        "CREATE DATABASE halfway OWNER dumper",
+    ] {
+        admin.batch_execute(sql).await.unwrap();
+    }
+    connect_to(&format!(
+        "host=127.0.0.1 port={port} user=dumper password=dumper-pw dbname=halfway"
+    ))
+    .await
+    .batch_execute(
+        "CREATE TABLE big AS SELECT i, md5(i::text) FROM generate_series(1, 200000) AS i; \
+         CREATE TABLE zz_guarded (owner text, secret text); \
+         INSERT INTO zz_guarded VALUES ('someone', 'x'); \
+         ALTER TABLE zz_guarded ENABLE ROW LEVEL SECURITY; \
+         ALTER TABLE zz_guarded FORCE ROW LEVEL SECURITY; \
+         CREATE POLICY mine ON zz_guarded USING (owner = current_user)",
+    )
+    .await
+    .unwrap();
+    fails(
+        &[
+            "backup",
+            &format!("postgres://dumper:dumper-pw@127.0.0.1:{port}/halfway"),
+            "--databases",
+            "halfway",
+            "--to",
+            &dest,
+            "--compression",
+            "none",
+        ],
+        &[],
+        &[
+            "pg_dump of database \"halfway\" failed",
+            "row-level security policy for table \"zz_guarded\"",
+        ],
+    );
+    nothing_stored(&dest_path);
+
+    // A pg_dump older than the server is refused before anything runs.
+    let old = tempfile::tempdir().unwrap();
+    for tool in ["pg_dump", "pg_dumpall", "pg_restore", "psql"] {
+        let path = old.path().join(tool);
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\necho '{tool} (PostgreSQL) 9.6.24'\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fails(
+        &[
+            "backup",
+            &server.url("app"),
+            "--to",
+            &dest,
+            "--pg-bin-dir",
+            &old.path().display().to_string(),
+        ],
+        &[],
+        &[
+            "pg_dump 9 is older than the server (",
+            "install postgresql-client-",
+        ],
+    );
+    nothing_stored(&dest_path);
+
+    // A damaged backup is refused before the target is touched.
+    let (location, _) = ok(&["backup", &server.url("app"), "--to", &dest], &[]);
+    let object = Path::new(&location).join("postgres/app.dump.zst");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&object, &bytes).unwrap();
+    let target = PostgresServer::start().unwrap();
+    fails(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &server_url(&target),
+            "--create",
+            "--globals",
+        ],
+        &[],
+        &["app.dump.zst is damaged"],
+    );
+    assert_eq!(database_names(&target).await, ["postgres"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_backup_and_leaves_no_file() {
+    let server = PostgresServer::start().unwrap();
+    create(
+        &server,
+        "app",
+        "CREATE TABLE t AS SELECT i, md5(i::text) FROM generate_series(1, 20000) AS i",
+    )
+    .await;
+    let url = server.url("app");
+    let out = on_a_full_disk(&[
+        "backup",
+        &url,
+        "--to",
+        "{disk}/store",
+        "--compression",
+        "none",
+    ]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("no space left on the device holding") && err.contains("exit=1"),
+        "{err}"
+    );
+    let left: Vec<&str> = err.lines().filter(|l| l.starts_with("left: ")).collect();
+    assert!(left.is_empty(), "files left on the full disk: {left:?}");
+}
