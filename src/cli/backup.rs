@@ -141,11 +141,11 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
         let manifest = result.map_err(CliError::from_display)?;
         let s = &manifest.stats;
         let mut what = format!(
-            "{} files, {} directories, {} symbolic links and {} hard links from {}",
-            s.files.unwrap_or(0),
-            s.directories.unwrap_or(0),
-            s.symlinks.unwrap_or(0),
-            s.hard_links.unwrap_or(0),
+            "{}, {}, {} and {} from {}",
+            counted(s.files, "file", "files"),
+            counted(s.directories, "directory", "directories"),
+            counted(s.symlinks, "symbolic link", "symbolic links"),
+            counted(s.hard_links, "hard link", "hard links"),
             manifest.source.address
         );
         if !s.unreadable.is_empty() {
@@ -172,6 +172,12 @@ fn summarize(manifest: &Manifest, what: &str, started: Instant) {
         units::duration(elapsed),
         units::rate(manifest.raw_bytes(), elapsed),
     );
+}
+
+/// `1 file`, `2 files`.
+fn counted(n: Option<u64>, one: &str, many: &str) -> String {
+    let n = n.unwrap_or(0);
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn plural(n: usize) -> &'static str {

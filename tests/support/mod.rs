@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod pg_data;
 pub mod redis_data;
+pub mod tree;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;

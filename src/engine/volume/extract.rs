@@ -16,13 +16,17 @@ pub enum ExtractError {
     Escape { entry: String, reason: &'static str },
     #[error("the backup's archive is unreadable: {0}")]
     Archive(#[source] io::Error),
-    #[error("restoring {entry:?} into {target}: {source}")]
+    #[error("restoring {entry:?} into {target}: {}", innermost(source))]
     Write {
         entry: String,
         target: String,
         #[source]
         source: io::Error,
     },
+    #[error(
+        "no space left on the device holding {target} (while restoring {entry:?}): free space or choose another target"
+    )]
+    NoSpace { entry: String, target: String },
 }
 
 /// Reads the whole archive and refuses it if any entry would land outside the target: an
@@ -102,10 +106,19 @@ pub fn extract(
             .map_err(ExtractError::Archive)?
             .display()
             .to_string();
-        let write_error = |source| ExtractError::Write {
-            entry: name.clone(),
-            target: target.display().to_string(),
-            source,
+        let write_error = |source: io::Error| {
+            if source.kind() == io::ErrorKind::StorageFull {
+                ExtractError::NoSpace {
+                    entry: name.clone(),
+                    target: target.display().to_string(),
+                }
+            } else {
+                ExtractError::Write {
+                    entry: name.clone(),
+                    target: target.display().to_string(),
+                    source,
+                }
+            }
         };
         if entry.header().entry_type() == EntryType::Directory {
             let mtime = entry.header().mtime().unwrap_or(0);
@@ -133,6 +146,16 @@ pub fn extract(
         })?;
     }
     Ok(count)
+}
+
+/// The message of the deepest cause of an error (the `tar` crate wraps the system's error
+/// in one that only names the file).
+fn innermost(error: &io::Error) -> String {
+    let mut current: &dyn std::error::Error = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
 }
 
 /// Removes everything inside `target` (not `target` itself), without following links.

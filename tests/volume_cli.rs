@@ -1,0 +1,411 @@
+//! `coffer backup PATH` and `coffer restore BACKUP --to PATH` on real filesystems: every kind
+//! of file comes back as it was, archives that would write outside the target are refused
+//! before anything is written, unreadable files are named, and a full disk is one line.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use coffer_testenv::S3Server;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+mod support;
+use support::cli::{coffer, fails, nothing_stored, ok, on_a_full_disk, stderr, walk};
+use support::tree::{SPARSE_SIZE, allocated, describe, every_kind};
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid() == 0
+}
+
+fn manifest(location: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(location.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_file_comes_back_through_s3_and_a_directory() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    every_kind(&source, running_as_root());
+    let expected = describe(&source);
+    let s3 = S3Server::start().unwrap();
+    support::s3_client(&s3)
+        .create_bucket()
+        .bucket("volumes")
+        .send()
+        .await
+        .unwrap();
+    let dir_dest = work.path().join("backups");
+
+    for (destination, env) in [
+        ("s3://volumes/app".to_owned(), s3.env()),
+        (dir_dest.display().to_string(), vec![]),
+    ] {
+        let (location, out) = ok(
+            &[
+                "backup",
+                &source.display().to_string(),
+                "--to",
+                &destination,
+            ],
+            &env,
+        );
+        let summary = stderr(&out);
+        let counts = format!(
+            "backed up {} files, {} directories, 4 symbolic links and 2 hard links from",
+            expected.values().filter(|e| e.kind == "file").count() - 2,
+            expected.values().filter(|e| e.kind == "directory").count()
+        );
+        assert!(summary.starts_with(&counts), "{counts:?} in {summary}");
+        let folder = if let Some(key) = location.strip_prefix("s3://") {
+            s3.root().join(key)
+        } else {
+            PathBuf::from(&location)
+        };
+        let manifest = manifest(&folder);
+        assert_eq!(manifest["source"]["kind"], "volume");
+        assert_eq!(manifest["stats"]["hardLinks"], 2);
+        assert_eq!(manifest["stats"]["symlinks"], 4);
+        // The 9 GiB sparse file is archived as its 12 KiB of data, not as 9 GiB of zeros.
+        let raw = manifest["objects"][0]["rawBytes"].as_u64().unwrap();
+        assert!(raw < 8 << 20, "archive of {raw} bytes");
+
+        let target = work.path().join(format!("restored-{}", env.len()));
+        let (line, _) = ok(
+            &["restore", &location, "--to", &target.display().to_string()],
+            &env,
+        );
+        assert!(line.starts_with("restored "), "{line}");
+        let restored = describe(&target);
+        for (path, entry) in &expected {
+            assert_eq!(restored.get(path), Some(entry), "{path}");
+        }
+        assert_eq!(restored.len(), expected.len(), "no extra entries");
+        // Holes stay holes on restore too.
+        let sparse = target.join("data/sparse.img");
+        assert_eq!(std::fs::metadata(&sparse).unwrap().len(), SPARSE_SIZE);
+        assert!(
+            allocated(&sparse) < 1 << 20,
+            "{} bytes allocated",
+            allocated(&sparse)
+        );
+    }
+    assert_eq!(s3.open_multipart_uploads(), 0);
+}
+
+#[test]
+fn restore_clean_empties_the_target_and_without_it_keeps_other_files() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    std::fs::create_dir_all(source.join("sub")).unwrap();
+    std::fs::write(source.join("sub/a"), b"new").unwrap();
+    let dest = work.path().join("d").display().to_string();
+    let (location, _) = ok(
+        &["backup", &source.display().to_string(), "--to", &dest],
+        &[],
+    );
+    let target = work.path().join("target");
+    std::fs::create_dir_all(target.join("sub")).unwrap();
+    std::fs::write(target.join("sub/a"), b"old").unwrap();
+    std::fs::write(target.join("other"), b"kept").unwrap();
+    ok(
+        &["restore", &location, "--to", &target.display().to_string()],
+        &[],
+    );
+    assert_eq!(std::fs::read(target.join("sub/a")).unwrap(), b"new");
+    assert_eq!(std::fs::read(target.join("other")).unwrap(), b"kept");
+    ok(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &target.display().to_string(),
+            "--clean",
+        ],
+        &[],
+    );
+    assert_eq!(describe(&target), describe(&source));
+}
+
+/// A backup made by a normal `coffer backup`, whose archive is then replaced by `archive`
+/// (uncompressed) with the manifest updated to match, as an attacker who controls the
+/// storage could.
+fn forged_backup(work: &Path, archive: &[u8]) -> String {
+    let source = work.join("innocent");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("file"), b"hello").unwrap();
+    let dest = work.join("forged").display().to_string();
+    let (location, _) = ok(
+        &[
+            "backup",
+            &source.display().to_string(),
+            "--to",
+            &dest,
+            "--compression",
+            "none",
+        ],
+        &[],
+    );
+    let folder = Path::new(&location);
+    std::fs::write(folder.join("volume.tar"), archive).unwrap();
+    let sha: String = Sha256::digest(archive)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut manifest = manifest(folder);
+    let object = &mut manifest["objects"][0];
+    object["rawBytes"] = Value::from(archive.len());
+    object["storedBytes"] = Value::from(archive.len());
+    object["rawSha256"] = Value::from(sha.clone());
+    object["sha256"] = Value::from(sha);
+    std::fs::write(
+        folder.join("manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    location
+}
+
+/// An archive entry: path, type and link target.
+type RawEntry<'a> = (&'a str, tar::EntryType, &'a str);
+
+/// A tar archive with entries written raw, so `..` and absolute names get in.
+fn archive(entries: &[RawEntry]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, kind, link) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(*kind);
+        header.set_mode(0o644);
+        let data: &[u8] = if *kind == tar::EntryType::Regular {
+            b"pwned"
+        } else {
+            b""
+        };
+        header.set_size(data.len() as u64);
+        let gnu = header.as_gnu_mut().unwrap();
+        gnu.name[..path.len()].copy_from_slice(path.as_bytes());
+        gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+#[test]
+fn archive_entries_that_would_land_outside_the_target_are_refused() {
+    use tar::EntryType::{Link, Regular, Symlink};
+    let work = tempfile::tempdir().unwrap();
+    let outside = work.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), b"precious").unwrap();
+    let target = work.path().join("target");
+    let evil_abs = format!("{}/evil", outside.display());
+    let outside_str = outside.display().to_string();
+
+    let cases: Vec<(&str, Vec<RawEntry>, &str)> = vec![
+        (
+            "dot-dot",
+            vec![("ok", Regular, ""), ("../outside/evil", Regular, "")],
+            "../outside/evil",
+        ),
+        ("absolute", vec![(&evil_abs, Regular, "")], &evil_abs),
+        (
+            "through an archive link",
+            vec![("out", Symlink, &outside_str), ("out/evil", Regular, "")],
+            "out/evil",
+        ),
+        (
+            "hard link out",
+            vec![("hard", Link, "../outside/secret")],
+            "hard",
+        ),
+    ];
+    for (case, entries, named) in cases {
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("keep"), b"keep").unwrap();
+        let location = forged_backup(
+            &work.path().join(case.replace(' ', "-")),
+            &archive(&entries),
+        );
+        for clean in [false, true] {
+            let target_str = target.display().to_string();
+            let mut args = vec!["restore", &location, "--to", &target_str];
+            if clean {
+                args.push("--clean");
+            }
+            fails(
+                &args,
+                &[],
+                &[
+                    &format!("archive entry {named:?} would land outside the target"),
+                    "nothing was restored",
+                ],
+            );
+            // Refused before anything was written, even with --clean.
+            assert_eq!(
+                walk(&target),
+                [target.join("keep").display().to_string()],
+                "{case}"
+            );
+            assert_eq!(
+                walk(&outside),
+                [outside.join("secret").display().to_string()],
+                "{case}"
+            );
+        }
+    }
+
+    // A link that already is in the target is not written through either.
+    symlink(&outside, target.join("pre-existing")).unwrap();
+    let location = forged_backup(
+        &work.path().join("pre-existing"),
+        &archive(&[("pre-existing/evil", Regular, "")]),
+    );
+    let out = coffer(
+        &["restore", &location, "--to", &target.display().to_string()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr(&out).contains("pre-existing/evil"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        walk(&outside),
+        [outside.join("secret").display().to_string()]
+    );
+    assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"precious");
+}
+
+/// Runs coffer as an unprivileged user when the tests run as root (root reads everything).
+fn coffer_unprivileged(args: &[&str]) -> std::process::Output {
+    let mut command = if running_as_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        c.arg(env!("CARGO_BIN_EXE_coffer"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_coffer"))
+    };
+    command.args(args).env_remove("RUST_LOG").output().unwrap()
+}
+
+#[test]
+fn unreadable_files_are_named_and_fail_the_backup_unless_skipped() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let source = work.path().join("source");
+    std::fs::create_dir_all(source.join("locked-dir")).unwrap();
+    std::fs::write(source.join("readable"), b"ok").unwrap();
+    std::fs::write(source.join("locked-dir/inside"), b"x").unwrap();
+    std::fs::write(source.join("locked-file"), b"secret").unwrap();
+    let dest = work.path().join("d");
+    std::fs::create_dir_all(&dest).unwrap();
+    if running_as_root() {
+        for path in [
+            &source,
+            &source.join("locked-dir"),
+            &source.join("readable"),
+            &source.join("locked-file"),
+            &dest,
+        ] {
+            std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+        }
+    }
+    std::fs::set_permissions(
+        source.join("locked-file"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        source.join("locked-dir"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    let source_str = source.display().to_string();
+    let dest_str = dest.display().to_string();
+
+    let out = coffer_unprivileged(&["backup", &source_str, "--to", &dest_str]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let message = stderr(&out);
+    assert_eq!(message.trim_end().lines().count(), 1, "{message}");
+    assert!(
+        message.contains("cannot be read") && message.contains("--skip-unreadable"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("{source_str}/locked-")),
+        "names the path: {message}"
+    );
+    nothing_stored(&dest);
+
+    let out = coffer_unprivileged(&[
+        "backup",
+        &source_str,
+        "--to",
+        &dest_str,
+        "--skip-unreadable",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let message = stderr(&out);
+    for path in ["locked-dir", "locked-file"] {
+        assert!(
+            message.contains(&format!("{source_str}/{path}")),
+            "{path} listed: {message}"
+        );
+    }
+    let location = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let manifest = manifest(Path::new(&location));
+    let unreadable: Vec<&str> = manifest["stats"]["unreadable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        unreadable,
+        [
+            format!("{source_str}/locked-dir"),
+            format!("{source_str}/locked-file")
+        ]
+    );
+}
+
+#[test]
+fn a_full_disk_fails_backup_and_restore_in_one_line() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("big"), support::noise(1 << 20)).unwrap();
+    let source_str = source.display().to_string();
+    let out = on_a_full_disk(&["backup", &source_str, "--to", "{disk}/store"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("no space left on the device holding") && err.contains("exit=1"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("left: "),
+        "files left on the full disk: {err}"
+    );
+
+    let dest = work.path().join("d").display().to_string();
+    let (location, _) = ok(&["backup", &source_str, "--to", &dest], &[]);
+    let out = on_a_full_disk(&["restore", &location, "--to", "{disk}/target"]);
+    let err = stderr(&out);
+    let message: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("coffer restore:"))
+        .collect();
+    assert_eq!(message.len(), 1, "{err}");
+    assert!(
+        message[0].contains("no space left on the device holding")
+            && message[0].contains("/target"),
+        "{err}"
+    );
+    assert!(err.contains("exit=1"), "{err}");
+}
