@@ -121,6 +121,21 @@ async fn two_databases_and_a_role_round_trip_through_s3() {
         "{manifest}"
     );
 
+    // `coffer list` shows it as one complete backup, counting the objects in its
+    // postgres/ sub-folder.
+    let (_, out) = ok(&["list", "s3://backups/pg", "--output", "json"], &s3.env());
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["status"], "ok");
+    let objects: u64 = manifest["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["storedBytes"].as_u64().unwrap())
+        .sum();
+    let manifest_size = std::fs::metadata(folder.join("manifest.json")).unwrap().len();
+    assert_eq!(rows[0]["storedBytes"], objects + manifest_size);
+
     // A new server: the databases must be created, which needs --create, checked before
     // anything (roles included) is written.
     let target = PostgresServer::start().unwrap();

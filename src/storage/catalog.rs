@@ -1,6 +1,8 @@
 //! What a store holds: its backups (folders with a manifest) and the leftovers of failed
 //! ones (folders with data but no manifest, which are not backups).
 
+use std::collections::HashSet;
+
 use super::manifest::{MANIFEST, MAX_MANIFEST_BYTES, Manifest};
 use super::{StorageError, Store};
 
@@ -30,12 +32,10 @@ impl Entry {
 /// leftovers, which have none, by folder name, after the backups of the same name).
 pub async fn scan(store: &Store) -> Result<Vec<Entry>, StorageError> {
     let objects = store.list("").await?;
+    let keys: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     let mut entries: Vec<Entry> = Vec::new();
     for object in &objects {
-        let folder = match object.key.rfind('/') {
-            Some(at) => object.key[..=at].to_owned(),
-            None => String::new(),
-        };
+        let folder = backup_folder(&object.key, &keys);
         match entries.iter_mut().find(|e| e.folder == folder) {
             Some(entry) => entry.stored_bytes += object.size,
             None => entries.push(Entry {
@@ -66,6 +66,33 @@ pub async fn scan(store: &Store) -> Result<Vec<Entry>, StorageError> {
     Ok(entries)
 }
 
+/// Sub-folders that engines put objects in, inside a backup's folder.
+const ENGINE_FOLDERS: [&str; 1] = ["postgres/"];
+
+/// The backup folder an object belongs to: the deepest folder above it that holds a
+/// manifest; for the remains of a failed backup (no manifest), the object's folder, or its
+/// parent when that is an engine's sub-folder.
+fn backup_folder(key: &str, keys: &HashSet<&str>) -> String {
+    let mut folders = key
+        .match_indices('/')
+        .map(|(at, _)| &key[..=at])
+        .collect::<Vec<_>>();
+    folders.insert(0, "");
+    folders.pop_if(|f| f.len() == key.len());
+    if let Some(with_manifest) = folders
+        .iter()
+        .rev()
+        .find(|f| keys.contains(&format!("{f}{MANIFEST}").as_str()))
+    {
+        return (*with_manifest).to_owned();
+    }
+    let own = folders.last().copied().unwrap_or_default();
+    match ENGINE_FOLDERS.iter().find_map(|sub| own.strip_suffix(sub)) {
+        Some(parent) => parent.to_owned(),
+        None => own.to_owned(),
+    }
+}
+
 /// The newest complete backup under the store's destination.
 pub async fn latest(store: &Store) -> Result<Option<(String, Manifest)>, StorageError> {
     Ok(scan(store)
@@ -75,4 +102,30 @@ pub async fn latest(store: &Store) -> Result<Option<(String, Manifest)>, Storage
             Some(Ok(m)) => Some((e.folder, m)),
             _ => None,
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_in_engine_sub_folders_belong_to_their_backup() {
+        let keys = [
+            "pg/20261122T000000Z/manifest.json",
+            "pg/20261122T000000Z/postgres/globals.sql.zst",
+            "pg/20261122T000000Z/postgres/shop.dump.zst",
+            "pg/20261123T000000Z/postgres/shop.dump.zst",
+            "redis/20261123T000000Z/redis.rdb.zst",
+            "loose.txt",
+        ];
+        let set = keys.into_iter().collect();
+        let folder = |key| backup_folder(key, &set);
+        assert_eq!(folder(keys[1]), "pg/20261122T000000Z/");
+        assert_eq!(folder(keys[2]), "pg/20261122T000000Z/");
+        assert_eq!(folder(keys[0]), "pg/20261122T000000Z/");
+        // Remains of failed backups are grouped by the backup's folder too.
+        assert_eq!(folder(keys[3]), "pg/20261123T000000Z/");
+        assert_eq!(folder(keys[4]), "redis/20261123T000000Z/");
+        assert_eq!(folder(keys[5]), "");
+    }
 }
