@@ -133,7 +133,9 @@ async fn two_databases_and_a_role_round_trip_through_s3() {
         .iter()
         .map(|o| o["storedBytes"].as_u64().unwrap())
         .sum();
-    let manifest_size = std::fs::metadata(folder.join("manifest.json")).unwrap().len();
+    let manifest_size = std::fs::metadata(folder.join("manifest.json"))
+        .unwrap()
+        .len();
     assert_eq!(rows[0]["storedBytes"], objects + manifest_size);
 
     // A new server: the databases must be created, which needs --create, checked before

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
 use sha2::{Digest, Sha256};
@@ -33,8 +34,10 @@ pub fn describe(root: &Path) -> BTreeMap<String, Entry> {
     let mut paths = Vec::new();
     collect(root, root, &mut paths);
     paths.sort();
-    for relative in paths {
-        let path = root.join(&relative);
+    for path in paths {
+        // Names that are not UTF-8 are shown escaped, and kept apart by their bytes.
+        let relative = path.as_os_str().as_bytes().escape_ascii().to_string();
+        let path = root.join(path);
         let meta = std::fs::symlink_metadata(&path).unwrap();
         let kind = if meta.file_type().is_symlink() {
             "symlink"
@@ -70,10 +73,10 @@ pub fn describe(root: &Path) -> BTreeMap<String, Entry> {
     entries
 }
 
-fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
+fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        out.push(path.strip_prefix(root).unwrap().display().to_string());
+        out.push(path.strip_prefix(root).unwrap().to_owned());
         if std::fs::symlink_metadata(&path).unwrap().is_dir() {
             collect(root, &path, out);
         }
@@ -150,6 +153,9 @@ pub fn every_kind(root: &Path, owners: bool) {
     write("café ü/naïve — name.txt", "ünïcödé\n".as_bytes(), 0o644);
     let long = format!("{}/{}", "d".repeat(120), "f".repeat(150));
     write(&long, b"long path", 0o644);
+    // A name that is not UTF-8 (Latin-1 "été").
+    let latin1 = std::ffi::OsStr::from_bytes(b"latin1-\xe9t\xe9");
+    std::fs::write(root.join("app").join(latin1), b"bytes, not text").unwrap();
     std::fs::create_dir_all(root.join("empty/nested-empty")).unwrap();
     std::fs::create_dir_all(root.join("private")).unwrap();
     write("private/key", b"secret", 0o600);
@@ -183,7 +189,7 @@ pub fn every_kind(root: &Path, owners: bool) {
     // Times last, deepest first, so that creating entries does not change them.
     let mut paths = Vec::new();
     collect(root, root, &mut paths);
-    paths.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    paths.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for (i, relative) in paths.iter().enumerate() {
         let seconds = 1_000_000_000 + (i as i64) * 86_400 * 37;
         let time = FileTime::from_unix_time(seconds, 0);
