@@ -12,4 +12,5 @@ pub mod logging;
 pub mod pipeline;
 pub mod schedule;
 pub mod storage;
+pub mod text;
 pub mod units;

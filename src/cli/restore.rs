@@ -170,7 +170,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
 /// The target without its password.
 fn shown_target(target: &str) -> String {
     if target.contains("://") {
-        crate::engine::postgres::target::redact(target)
+        crate::text::redact_url(target)
     } else {
         target.to_owned()
     }

@@ -92,6 +92,20 @@ impl Store {
         }
     }
 
+    /// Writes a backup's manifest into its folder (ending in `/`): the last object of every
+    /// backup, which makes it one.
+    pub async fn put_manifest(
+        &self,
+        folder: &str,
+        manifest: &manifest::Manifest,
+    ) -> Result<(), StorageError> {
+        self.put_bytes(
+            &format!("{folder}{}", manifest::MANIFEST),
+            &manifest.to_json(),
+        )
+        .await
+    }
+
     /// Reads an object as a stream.
     pub async fn get(&self, key: &str) -> Result<ObjectReader, StorageError> {
         match self {

@@ -1,6 +1,7 @@
 //! The S3 backend (`aws-sdk-s3`): multipart upload of streams of unknown length with bounded
 //! memory, and plain reads, listings and deletes.
 
+use crate::text::one_line;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
     BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
@@ -376,10 +377,6 @@ impl S3Store {
             .map_err(|e| self.error("DeleteObject", key, e))?;
         Ok(())
     }
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 async fn join_next(

@@ -16,7 +16,7 @@ use crate::api::Compression;
 use crate::pipeline::{self, ObjectSpec, Progress};
 use crate::storage::Store;
 use crate::storage::manifest::{
-    FORMAT_VERSION, MANIFEST, Manifest, ObjectRecord, SourceInfo, Stats, TableRows,
+    FORMAT_VERSION, Manifest, ObjectRecord, SourceInfo, Stats, TableRows,
 };
 
 /// The format names recorded for PostgreSQL objects.
@@ -142,10 +142,7 @@ pub async fn backup(
     };
     let written = match dumped {
         Ok(()) => store
-            .put_bytes(
-                &format!("{}{MANIFEST}", request.folder),
-                &manifest.to_json(),
-            )
+            .put_manifest(&request.folder, &manifest)
             .await
             .map_err(PgError::from),
         Err(e) => Err(e),

@@ -5,6 +5,7 @@ use super::target::PgUrlError;
 use crate::pipeline::{IntegrityError, PipelineError};
 use crate::storage::StorageError;
 use crate::storage::manifest::ManifestError;
+use crate::text::one_line;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -118,8 +119,4 @@ impl<E: Into<PgError>> From<PipelineError<E>> for PgError {
             PipelineError::Compress(e) => Self::Internal(format!("compressing: {e}")),
         }
     }
-}
-
-pub(crate) fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

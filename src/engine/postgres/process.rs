@@ -8,8 +8,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-use super::error::{PgError, one_line};
+use super::error::PgError;
 use super::target::PgTarget;
+use crate::text::one_line;
 
 /// How much of a program's stderr is kept for its error message.
 const STDERR_TAIL: usize = 2048;

@@ -34,7 +34,7 @@ impl PgTarget {
         passfile: Option<&str>,
     ) -> Result<Self, PgUrlError> {
         let error = |reason: String| PgUrlError {
-            shown: redact(input),
+            shown: crate::text::redact_url(input),
             reason,
         };
         if !(input.starts_with("postgres://") || input.starts_with("postgresql://")) {
@@ -175,21 +175,6 @@ fn split_passfile_line(line: &str) -> Vec<String> {
         }
     }
     fields
-}
-
-/// The URL with its password replaced by `***`, for messages.
-pub fn redact(input: &str) -> String {
-    match url::Url::parse(input) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        Ok(url) => url.to_string(),
-        Err(_) => match input.rsplit_once('@') {
-            Some((_, rest)) => format!("postgres://***@{rest}"),
-            None => input.to_owned(),
-        },
-    }
 }
 
 #[cfg(test)]

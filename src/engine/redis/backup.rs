@@ -18,9 +18,7 @@ use super::target::RedisTarget;
 use crate::api::Compression;
 use crate::pipeline::{self, ObjectSpec, Progress, TapReader};
 use crate::storage::Store;
-use crate::storage::manifest::{
-    FORMAT_VERSION, MANIFEST, Manifest, ObjectRecord, SourceInfo, Stats,
-};
+use crate::storage::manifest::{FORMAT_VERSION, Manifest, ObjectRecord, SourceInfo, Stats};
 
 /// How the data is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,12 +114,7 @@ pub async fn backup(
         objects: vec![record],
         stats: counted.stats,
     };
-    store
-        .put_bytes(
-            &format!("{}{MANIFEST}", request.folder),
-            &manifest.to_json(),
-        )
-        .await?;
+    store.put_manifest(&request.folder, &manifest).await?;
     Ok(manifest)
 }
 

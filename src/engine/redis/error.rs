@@ -6,6 +6,7 @@ use super::target::RedisUrlError;
 use crate::pipeline::{IntegrityError, PipelineError};
 use crate::storage::StorageError;
 use crate::storage::manifest::ManifestError;
+use crate::text::one_line;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
@@ -99,8 +100,4 @@ impl<E: Into<RedisError>> From<PipelineError<E>> for RedisError {
             PipelineError::Compress(e) => Self::Internal(format!("compressing: {e}")),
         }
     }
-}
-
-pub(crate) fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

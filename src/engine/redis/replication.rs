@@ -10,8 +10,9 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use super::error::{RedisError, one_line};
+use super::error::RedisError;
 use super::target::RedisTarget;
+use crate::text::one_line;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The server sends a newline every second while it prepares the snapshot; a minute of

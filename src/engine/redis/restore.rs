@@ -393,7 +393,7 @@ impl Restorer {
                             .as_deref()
                             .map(show_key)
                             .unwrap_or_else(|| "(SELECT)".to_owned()),
-                        detail: super::error::one_line(&detail),
+                        detail: crate::text::one_line(&detail),
                     });
                 }
             }

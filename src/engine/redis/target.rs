@@ -23,7 +23,7 @@ pub struct RedisUrlError {
 impl RedisTarget {
     pub fn parse(input: &str) -> Result<Self, RedisUrlError> {
         let error = |reason: &str| RedisUrlError {
-            shown: redact(input),
+            shown: crate::text::redact_url(input),
             reason: reason.to_owned(),
         };
         let url = url::Url::parse(input).map_err(|e| error(&e.to_string()))?;
@@ -115,21 +115,6 @@ fn percent_decode(s: &str) -> Result<String, std::str::Utf8Error> {
     percent_encoding::percent_decode_str(s)
         .decode_utf8()
         .map(|decoded| decoded.into_owned())
-}
-
-/// The URL with any password replaced by `***`, for messages.
-pub fn redact(input: &str) -> String {
-    match url::Url::parse(input) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        Ok(url) => url.to_string(),
-        Err(_) => match input.rsplit_once('@') {
-            Some((_, host)) => format!("redis://***@{host}"),
-            None => input.to_owned(),
-        },
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use tokio_util::io::SyncIoBridge;
 
 use crate::api::Compression;
 use crate::pipeline::{self, ObjectSpec, ObservedReader, Progress};
-use crate::storage::manifest::{FORMAT_VERSION, MANIFEST, Manifest, SourceInfo, Stats};
+use crate::storage::manifest::{FORMAT_VERSION, Manifest, SourceInfo, Stats};
 use crate::storage::{StorageError, Store};
 
 use archive::{ArchiveError, Counts};
@@ -138,12 +138,7 @@ pub async fn backup(
             ..Stats::default()
         },
     };
-    store
-        .put_bytes(
-            &format!("{}{MANIFEST}", request.folder),
-            &manifest.to_json(),
-        )
-        .await?;
+    store.put_manifest(&request.folder, &manifest).await?;
     Ok(manifest)
 }
 
