@@ -356,6 +356,33 @@ async fn failures_are_one_line_store_nothing_and_touch_nothing() {
     );
     nothing_stored(&dest_path);
 
+    // The password may come from PGPASSWORD or a private password file instead of the URL;
+    // a password file others can read is ignored, as libpq does.
+    let bare = format!("postgres://postgres@127.0.0.1:{port}/app");
+    let env_dest = dir.path().join("from-env").display().to_string();
+    ok(
+        &["backup", &bare, "--to", &env_dest],
+        &[("PGPASSWORD", server.password().to_owned())],
+    );
+    let passfile = dir.path().join("pgpass");
+    std::fs::write(
+        &passfile,
+        format!("127.0.0.1:{port}:*:postgres:{}\n", server.password()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let passfile_env = [("PGPASSFILE", passfile.display().to_string())];
+    ok(&["backup", &bare, "--to", &env_dest], &passfile_env);
+    std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = support::cli::coffer(&["backup", &bare, "--to", &env_dest], &passfile_env);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let message = stderr(&out);
+    assert!(
+        message.contains("because others can read it (chmod 600 it)"),
+        "{message}"
+    );
+    assert!(message.contains("check the user and password"), "{message}");
+
     // pg_dump fails halfway: the backup role may read every table but one that row-level
     // security guards, which comes after the others in the dump.
     let admin = connect(&server, "postgres").await;

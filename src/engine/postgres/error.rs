@@ -99,13 +99,22 @@ impl PgError {
                 detail: one_line(db.message()),
             };
         }
+        let detail = one_line(
+            &std::error::Error::source(e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| e.to_string()),
+        );
+        // The server asked for a password and none was given.
+        if detail == "password missing" {
+            return Self::Auth {
+                address: address.to_owned(),
+                user: user.to_owned(),
+                detail: "it asked for a password and none was given".to_owned(),
+            };
+        }
         Self::Connect {
             address: address.to_owned(),
-            detail: one_line(
-                &std::error::Error::source(e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| e.to_string()),
-            ),
+            detail,
         }
     }
 }
