@@ -4,8 +4,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Which backups of a schedule are kept; the others are deleted with their data. A backup is
-/// kept when any rule keeps it. The newest successful backup and running backups are never
-/// deleted. Without a retention policy every backup is kept.
+/// kept when any rule keeps it; with no keep rule set, successful backups are kept until
+/// maxAge. The newest successful backup and running backups are never deleted. Without a
+/// retention policy every backup is kept.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Retention {
@@ -13,24 +14,26 @@ pub struct Retention {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub keep_last: Option<i32>,
-    /// Keep the newest successful backup of each of the last N hours.
+    /// Keep the newest successful backup of each of the N most recent hours that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub keep_hourly: Option<i32>,
-    /// Keep the newest successful backup of each of the last N days (days in the schedule's
-    /// time zone).
+    /// Keep the newest successful backup of each of the N most recent days that have one
+    /// (days in the schedule's time zone; days without a backup, such as downtime, do not
+    /// count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub keep_daily: Option<i32>,
-    /// Keep the newest successful backup of each of the last N ISO weeks.
+    /// Keep the newest successful backup of each of the N most recent ISO weeks that have
+    /// one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub keep_weekly: Option<i32>,
-    /// Keep the newest successful backup of each of the last N months.
+    /// Keep the newest successful backup of each of the N most recent months that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub keep_monthly: Option<i32>,
-    /// Keep the newest successful backup of each of the last N years.
+    /// Keep the newest successful backup of each of the N most recent years that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub keep_yearly: Option<i32>,

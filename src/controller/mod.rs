@@ -1,0 +1,3 @@
+//! The operator's logic. So far only its pure parts: which backups retention keeps.
+
+pub mod retention;
