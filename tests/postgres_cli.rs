@@ -11,7 +11,7 @@ use coffer_testenv::{PostgresServer, S3Server};
 use serde_json::Value;
 
 mod support;
-use support::cli::{fails, nothing_stored, ok, on_a_full_disk, stderr};
+use support::cli::{fails, nothing_stored, ok, stderr};
 use support::pg_data::{SHOP, connect, connect_to, create, fingerprint, schema};
 
 /// A URL for the server as its superuser, without a database.
@@ -236,6 +236,20 @@ async fn restore_into_another_database_and_over_existing_data() {
         "{line}"
     );
     let copy = connect(&server, "copy").await;
+    let copy_url = server.url("copy");
+    // `coffer restore` of the backup's database "app" into "copy", with `extra` flags.
+    let into_copy = |extra: &[&'static str]| -> Vec<&str> {
+        let mut args = vec![
+            "restore",
+            location.as_str(),
+            "--to",
+            &copy_url,
+            "--databases",
+            "app",
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
     assert_eq!(fingerprint(&copy).await, expected);
 
     // Over existing objects without --clean, pg_restore fails in its single transaction:
@@ -245,14 +259,7 @@ async fn restore_into_another_database_and_over_existing_data() {
         .unwrap();
     let changed = fingerprint(&copy).await;
     let message = fails(
-        &[
-            "restore",
-            &location,
-            "--to",
-            &server.url("copy"),
-            "--databases",
-            "app",
-        ],
+        &into_copy(&[]),
         &[],
         &["pg_restore into database \"copy\" failed", "already exists"],
     );
@@ -260,18 +267,7 @@ async fn restore_into_another_database_and_over_existing_data() {
     assert_eq!(fingerprint(&copy).await, changed, "rolled back");
 
     // --clean drops and re-creates what the backup holds.
-    ok(
-        &[
-            "restore",
-            &location,
-            "--to",
-            &server.url("copy"),
-            "--databases",
-            "app",
-            "--clean",
-        ],
-        &[],
-    );
+    ok(&into_copy(&["--clean"]), &[]);
     assert_eq!(fingerprint(&copy).await, expected);
 
     // A restore whose row counts differ from the backup's fails, naming the table.
@@ -288,15 +284,7 @@ async fn restore_into_another_database_and_over_existing_data() {
     }
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
     fails(
-        &[
-            "restore",
-            &location,
-            "--to",
-            &server.url("copy"),
-            "--databases",
-            "app",
-            "--clean",
-        ],
+        &into_copy(&["--clean"]),
         &[],
         &["table public.tags of database \"copy\" has 25 rows; the backup counted 26"],
     );
@@ -485,20 +473,5 @@ async fn a_full_disk_fails_the_backup_and_leaves_no_file() {
         "CREATE TABLE t AS SELECT i, md5(i::text) FROM generate_series(1, 20000) AS i",
     )
     .await;
-    let url = server.url("app");
-    let out = on_a_full_disk(&[
-        "backup",
-        &url,
-        "--to",
-        "{disk}/store",
-        "--compression",
-        "none",
-    ]);
-    let err = stderr(&out);
-    assert!(
-        err.contains("no space left on the device holding") && err.contains("exit=1"),
-        "{err}"
-    );
-    let left: Vec<&str> = err.lines().filter(|l| l.starts_with("left: ")).collect();
-    assert!(left.is_empty(), "files left on the full disk: {left:?}");
+    support::cli::backup_fails_on_a_full_disk(&server.url("app"), &["--compression", "none"]);
 }

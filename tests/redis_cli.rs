@@ -10,7 +10,7 @@ use coffer_testenv::{RedisServer, S3Server};
 use serde_json::Value;
 
 mod support;
-use support::cli::{coffer, fails, nothing_stored, ok, on_a_full_disk, stderr, stdout};
+use support::cli::{coffer, fails, nothing_stored, ok, stderr, stdout};
 use support::redis_data::{assert_same, connect, populate, state};
 
 fn s3_env(s3: &S3Server) -> Vec<(&'static str, String)> {
@@ -267,24 +267,7 @@ async fn a_full_disk_fails_the_backup_and_leaves_no_file() {
             .unwrap();
     }
     // The backup (4 MiB, uncompressed) cannot fit on 256 KiB.
-    let url = source.url();
-    let out = on_a_full_disk(&[
-        "backup",
-        &url,
-        "--to",
-        "{disk}/store",
-        "--compression",
-        "none",
-    ]);
-    let err = stderr(&out);
-    assert!(
-        err.contains("no space left on the device holding")
-            && err.contains("choose another destination"),
-        "{err}"
-    );
-    assert!(err.contains("exit=1"), "{err}");
-    let files: Vec<&str> = err.lines().filter(|l| l.starts_with("left: ")).collect();
-    assert!(files.is_empty(), "files left on the full disk: {files:?}");
+    support::cli::backup_fails_on_a_full_disk(&source.url(), &["--compression", "none"]);
 }
 
 #[tokio::test]

@@ -100,3 +100,21 @@ pub fn on_a_full_disk(args: &[&str]) -> Output {
     );
     out
 }
+
+/// Runs `coffer backup SOURCE --to {disk}/store [extra...]` on a full disk and asserts what
+/// every backup must do there: one message naming the full device and the fix, exit status
+/// 1, and no file left behind. Returns stderr.
+pub fn backup_fails_on_a_full_disk(source: &str, extra: &[&str]) -> String {
+    let mut args = vec!["backup", source, "--to", "{disk}/store"];
+    args.extend_from_slice(extra);
+    let err = stderr(&on_a_full_disk(&args));
+    assert!(
+        err.contains("no space left on the device holding")
+            && err.contains("choose another destination"),
+        "{err}"
+    );
+    assert!(err.contains("exit=1"), "{err}");
+    let left: Vec<&str> = err.lines().filter(|l| l.starts_with("left: ")).collect();
+    assert!(left.is_empty(), "files left on the full disk: {left:?}");
+    err
+}
