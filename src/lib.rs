@@ -15,3 +15,4 @@ pub mod schedule;
 pub mod storage;
 pub mod text;
 pub mod units;
+pub mod worker;

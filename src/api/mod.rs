@@ -18,8 +18,9 @@ pub use backup_schedule::{
 };
 pub use common::{Compression, JobTemplate, LocalObjectReference, SecretKeySelector};
 pub use restore_request::{
-    QuiesceTarget, RedisConflict, RestoreFrom, RestoreRequest, RestoreRequestSpec,
-    RestoreRequestStatus,
+    PostgresRestoreOptions, QuiesceTarget, QuiescedWorkload, RedisConflict, RedisRestoreOptions,
+    RestoreFrom, RestorePhase, RestoreRequest, RestoreRequestSpec, RestoreRequestStatus,
+    RestoreStats, VolumeRestoreOptions, WorkloadKind,
 };
 pub use retention::Retention;
 pub use source::{BackupSource, PostgresSource, RedisMode, RedisSource, SourceKind, VolumeSource};

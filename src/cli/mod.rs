@@ -6,6 +6,7 @@ mod options;
 mod progress;
 mod restore;
 mod verify;
+mod worker;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::api;
 use crate::logging::{self, LogFormat};
-use crate::storage::manifest::{MANIFEST, MAX_MANIFEST_BYTES, Manifest};
+use crate::storage::manifest::Manifest;
 use crate::storage::{Destination, Store};
 
 /// Coffer backs up Redis, PostgreSQL and volumes to S3-compatible storage, and restores them.
@@ -41,7 +42,7 @@ pub enum Command {
     /// Run the operator: reconcile BackupSchedules, Backups and RestoreRequests.
     Controller(Pending),
     /// Run one backup or restore from a plan (used inside the Jobs the controller creates).
-    Worker(Pending),
+    Worker(worker::WorkerArgs),
     /// Print the CustomResourceDefinitions of every kind as multi-document YAML.
     Crds,
     /// Take a backup of Redis, PostgreSQL or a directory into S3 or a directory, from this
@@ -80,10 +81,7 @@ pub fn run(cli: Cli) -> ExitCode {
             "controller",
             Err(CliError::not_implemented("not implemented yet")),
         ),
-        Command::Worker(_) => (
-            "worker",
-            Err(CliError::not_implemented("not implemented yet")),
-        ),
+        Command::Worker(args) => ("worker", block_on(worker::run(args))),
         Command::Backup(args) => ("backup", block_on(backup::run(args))),
         Command::Restore(args) => ("restore", block_on(restore::run(args))),
         Command::List(args) => ("list", block_on(list::run(args))),
@@ -184,18 +182,9 @@ fn pg_target(url: &str) -> Result<crate::engine::postgres::PgTarget, CliError> {
 
 /// Reads the manifest of the backup in `folder`: a folder without one holds no backup.
 async fn read_manifest(store: &Store, folder: &str) -> Result<Manifest, CliError> {
-    let key = format!("{folder}{MANIFEST}");
-    let location = store.location(&key);
-    let bytes = store
-        .get_bytes(&key, MAX_MANIFEST_BYTES)
+    crate::storage::catalog::read_manifest(store, folder)
         .await
-        .map_err(|e| match e {
-            crate::storage::StorageError::NotFound { .. } => CliError::failed(format!(
-                "{location} does not exist: this is not a complete backup (use `coffer list` to find one)"
-            )),
-            other => CliError::from_display(other),
-        })?;
-    Manifest::from_json(&bytes, &location).map_err(CliError::from_display)
+        .map_err(CliError::from_display)
 }
 
 fn print_crds() -> ExitCode {

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::manifest::{MANIFEST, MAX_MANIFEST_BYTES, Manifest};
+use super::manifest::{MANIFEST, MAX_MANIFEST_BYTES, Manifest, ManifestError};
 use super::{StorageError, Store};
 
 /// A folder of the store that holds a backup or the remains of one.
@@ -102,6 +102,35 @@ pub async fn latest(store: &Store) -> Result<Option<(String, Manifest)>, Storage
             Some(Ok(m)) => Some((e.folder, m)),
             _ => None,
         }))
+}
+
+/// A backup's manifest could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadManifestError {
+    #[error(
+        "{location} does not exist: this is not a complete backup (use `coffer list` to find one)"
+    )]
+    Missing { location: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Invalid(#[from] ManifestError),
+}
+
+/// Reads the manifest of the backup in `folder`: a folder without one holds no backup.
+pub async fn read_manifest(store: &Store, folder: &str) -> Result<Manifest, ReadManifestError> {
+    let key = format!("{folder}{MANIFEST}");
+    let location = store.location(&key);
+    let bytes = store
+        .get_bytes(&key, MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|e| match e {
+            StorageError::NotFound { .. } => ReadManifestError::Missing {
+                location: location.clone(),
+            },
+            other => other.into(),
+        })?;
+    Ok(Manifest::from_json(&bytes, &location)?)
 }
 
 #[cfg(test)]

@@ -1,0 +1,64 @@
+//! `coffer worker`: the entry point of the Jobs the controller creates.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::CliError;
+use crate::worker::plan::{PASSWORD_ENV, PLAN_ENV, SOURCE_MOUNT, STORE_MOUNT, TERMINATION_LOG};
+use crate::worker::{self, Environment, Failure, Plan, Summary};
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Where to write the JSON summary the controller reads from the Pod's status.
+    #[arg(long, value_name = "PATH", default_value = TERMINATION_LOG)]
+    pub termination_log: PathBuf,
+    /// Where the claim of a volume source or target is mounted.
+    #[arg(long, value_name = "DIR", default_value = SOURCE_MOUNT)]
+    pub source_dir: PathBuf,
+    /// Where the claim of a filesystem store is mounted.
+    #[arg(long, value_name = "DIR", default_value = STORE_MOUNT)]
+    pub store_dir: PathBuf,
+}
+
+/// Runs the plan in `COFFER_PLAN`; the summary goes to the termination log and stdout.
+pub async fn run(args: WorkerArgs) -> Result<(), CliError> {
+    let summary = match std::env::var(PLAN_ENV) {
+        Ok(json) => match Plan::from_json(&json) {
+            Ok(plan) => {
+                let env = Environment {
+                    source_dir: args.source_dir.clone(),
+                    store_dir: args.store_dir.clone(),
+                    password: std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
+                };
+                tracing::info!(operation = plan.operation(), "worker started");
+                worker::run(&plan, &env).await
+            }
+            Err(e) => Summary::failed(
+                Failure::InvalidPlan,
+                format!(
+                    "{PLAN_ENV} is not a plan this worker understands ({e}): run the worker image of the controller's version"
+                ),
+            ),
+        },
+        Err(_) => Summary::failed(
+            Failure::InvalidPlan,
+            format!(
+                "{PLAN_ENV} is not set: the worker runs inside Jobs made by `coffer controller`"
+            ),
+        ),
+    };
+    worker::write_termination_message(&args.termination_log, &summary);
+    println!("{}", summary.to_termination_message());
+    match summary.failure {
+        None => {
+            eprintln!("{}", summary.message);
+            Ok(())
+        }
+        Some(failure) => Err(CliError::failed(format!(
+            "{}: {}",
+            failure.as_str(),
+            summary.message
+        ))),
+    }
+}

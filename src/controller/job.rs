@@ -1,0 +1,572 @@
+//! The worker Job for a backup, a restore or a deletion: a pure function of the plan and the
+//! operator's settings, unit-tested for what matters (no token, no secret values, restricted
+//! security context, read-only source claim).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecretKeySelector as KubeSecretKeySelector, SecurityContext, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use sha2::{Digest, Sha256};
+
+use crate::api::{BackupStorage, JobTemplate, SecretKeySelector};
+use crate::worker::Plan;
+use crate::worker::plan::{
+    PASSWORD_ENV, PLAN_ENV, SOURCE_MOUNT, STORE_MOUNT, TERMINATION_LOG, TMP_MOUNT,
+};
+
+/// The label every worker Job and Pod carries with the name of the object it works for.
+pub const OWNER_NAME_LABEL: &str = "coffer.dev/owner-name";
+/// The label with the worker's operation (`backup`, `restore`, `delete`).
+pub const OPERATION_LABEL: &str = "coffer.dev/operation";
+/// The worker's container name.
+pub const CONTAINER: &str = "worker";
+/// The UID and GID the worker runs as (non-root, as the restricted Pod Security Standard
+/// requires); the image's user.
+pub const WORKER_UID: i64 = 65532;
+/// Seconds a finished Job is kept when the template does not say.
+pub const DEFAULT_TTL_SECONDS: i32 = 86_400;
+
+/// Operator-wide settings of worker Jobs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// Coffer's image (the same binary as the controller).
+    pub image: String,
+    /// The ServiceAccount the worker Pods run as; it has no permissions and no token is
+    /// mounted.
+    pub service_account: String,
+}
+
+/// What one Job is for.
+#[derive(Clone, Debug)]
+pub struct JobRequest<'a> {
+    pub name: String,
+    pub namespace: &'a str,
+    pub owner: OwnerReference,
+    pub plan: &'a Plan,
+    pub template: Option<&'a JobTemplate>,
+}
+
+/// A Job name from a base name and a suffix, within Kubernetes' 63-character limit (a long
+/// base is shortened and given a hash so that two long names stay distinct).
+pub fn job_name(base: &str, suffix: &str) -> String {
+    let full = format!("{base}-{suffix}");
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = hex::encode(Sha256::digest(base.as_bytes()));
+    let keep = 63 - suffix.len() - 1 - 9;
+    let mut cut: String = base.chars().take(keep).collect();
+    while cut.ends_with(['-', '.']) {
+        cut.pop();
+    }
+    format!("{cut}-{}-{suffix}", &hash[..8])
+}
+
+/// Builds the Job. Fails only if the plan cannot be serialised.
+pub fn build(
+    request: &JobRequest<'_>,
+    settings: &WorkerSettings,
+) -> Result<Job, serde_json::Error> {
+    let template = request.template.cloned().unwrap_or_default();
+    let plan = request.plan;
+    let mut labels = BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "coffer".to_owned()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            "worker".to_owned(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "coffer".to_owned(),
+        ),
+        (
+            OWNER_NAME_LABEL.to_owned(),
+            label_value(&request.owner.name),
+        ),
+        (OPERATION_LABEL.to_owned(), plan.operation().to_owned()),
+    ]);
+    let job_labels = labels.clone();
+    if let Some(extra) = &template.pod_labels {
+        for (k, v) in extra {
+            labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+
+    let mut env = vec![
+        value(PLAN_ENV, plan.to_json()?),
+        value("TMPDIR", TMP_MOUNT.to_owned()),
+        value("HOME", TMP_MOUNT.to_owned()),
+        value("COFFER_LOG_FORMAT", "json".to_owned()),
+    ];
+    if let Some(secret) = plan.password_secret() {
+        env.push(secret_env(PASSWORD_ENV, secret));
+    }
+    if let Some(secret) = plan
+        .storage()
+        .s3
+        .as_ref()
+        .and_then(|s| s.credentials_secret_ref.as_ref())
+    {
+        for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            env.push(secret_env(
+                key,
+                &SecretKeySelector {
+                    name: secret.name.clone(),
+                    key: key.to_owned(),
+                },
+            ));
+        }
+    }
+
+    let mut volumes = vec![Volume {
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![mount("tmp", TMP_MOUNT, false)];
+    if let Some(claim) = plan.volume_claim() {
+        // A backup only reads the volume; a restore writes it.
+        let read_only = matches!(plan, Plan::Backup(_));
+        volumes.push(claim_volume("source", claim, read_only));
+        mounts.push(mount("source", SOURCE_MOUNT, read_only));
+    }
+    if let Some(claim) = store_claim(plan.storage()) {
+        volumes.push(claim_volume("store", claim, false));
+        mounts.push(mount("store", STORE_MOUNT, false));
+    }
+
+    let container = Container {
+        name: CONTAINER.to_owned(),
+        image: Some(settings.image.clone()),
+        command: Some(vec!["coffer".to_owned(), "worker".to_owned()]),
+        args: Some(vec![
+            format!("--termination-log={TERMINATION_LOG}"),
+            format!("--source-dir={SOURCE_MOUNT}"),
+            format!("--store-dir={STORE_MOUNT}"),
+        ]),
+        env: Some(env),
+        volume_mounts: Some(mounts),
+        resources: template.resources.clone(),
+        termination_message_path: Some(TERMINATION_LOG.to_owned()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            seccomp_profile: Some(runtime_default()),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(request.name.clone()),
+            namespace: Some(request.namespace.to_owned()),
+            labels: Some(job_labels),
+            owner_references: Some(vec![request.owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(template.backoff_limit.unwrap_or(0)),
+            active_deadline_seconds: template.active_deadline_seconds,
+            ttl_seconds_after_finished: Some(
+                template
+                    .ttl_seconds_after_finished
+                    .unwrap_or(DEFAULT_TTL_SECONDS),
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: template.pod_annotations.clone(),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_owned()),
+                    service_account_name: Some(settings.service_account.clone()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    node_selector: template.node_selector.clone(),
+                    tolerations: template.tolerations.clone(),
+                    priority_class_name: template.priority_class_name.clone(),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(WORKER_UID),
+                        run_as_group: Some(WORKER_UID),
+                        fs_group: Some(WORKER_UID),
+                        seccomp_profile: Some(runtime_default()),
+                        ..PodSecurityContext::default()
+                    }),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// The claim of a filesystem store.
+fn store_claim(storage: &BackupStorage) -> Option<&str> {
+    storage.filesystem.as_ref().map(|f| f.claim_name.as_str())
+}
+
+/// A label value: at most 63 characters (object names can be longer).
+fn label_value(name: &str) -> String {
+    if name.len() <= 63 {
+        name.to_owned()
+    } else {
+        job_name(name, "x").trim_end_matches("-x").to_owned()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        localhost_profile: None,
+    }
+}
+
+fn value(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value),
+        value_from: None,
+    }
+}
+
+fn secret_env(name: &str, secret: &SecretKeySelector) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(KubeSecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+fn claim_volume(name: &str, claim: &str, read_only: bool) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: claim.to_owned(),
+            read_only: Some(read_only),
+        }),
+        ..Volume::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::api::{
+        BackupSource, Compression, FilesystemStorage, LocalObjectReference, PostgresSource,
+        RedisMode, RedisSource, S3Storage, VolumeSource,
+    };
+    use crate::worker::plan::{BackupPlan, RestorePlan};
+
+    fn s3() -> BackupStorage {
+        BackupStorage {
+            s3: Some(S3Storage {
+                bucket: "backups".into(),
+                prefix: "prod/".into(),
+                endpoint: Some("http://minio:9000".into()),
+                region: "us-east-1".into(),
+                force_path_style: true,
+                credentials_secret_ref: Some(LocalObjectReference {
+                    name: "s3-creds".into(),
+                }),
+            }),
+            filesystem: None,
+        }
+    }
+
+    fn redis() -> BackupSource {
+        BackupSource {
+            redis: Some(RedisSource {
+                host: "redis.shop".into(),
+                port: 6379,
+                database: None,
+                username: None,
+                password_secret_ref: Some(SecretKeySelector {
+                    name: "redis-auth".into(),
+                    key: "password".into(),
+                }),
+                mode: RedisMode::Snapshot,
+            }),
+            postgres: None,
+            volume: None,
+        }
+    }
+
+    fn backup_plan(source: BackupSource, storage: BackupStorage) -> Plan {
+        Plan::Backup(BackupPlan {
+            source,
+            storage,
+            folder: "shop/redis/20261201T160000Z/".into(),
+            name: "redis".into(),
+            compression: Compression::Zstd,
+        })
+    }
+
+    fn settings() -> WorkerSettings {
+        WorkerSettings {
+            image: "ghcr.io/coffer-dev/coffer:0.1.0".into(),
+            service_account: "coffer-worker".into(),
+        }
+    }
+
+    fn owner() -> OwnerReference {
+        OwnerReference {
+            api_version: "coffer.dev/v1alpha1".into(),
+            kind: "Backup".into(),
+            name: "redis-20261201-160000".into(),
+            uid: "uid-1".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    fn job_for(plan: &Plan, template: Option<&JobTemplate>) -> Job {
+        build(
+            &JobRequest {
+                name: "redis-20261201-160000-backup".into(),
+                namespace: "shop",
+                owner: owner(),
+                plan,
+                template,
+            },
+            &settings(),
+        )
+        .unwrap()
+    }
+
+    fn pod(job: &Job) -> &PodSpec {
+        job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+
+    #[test]
+    fn the_worker_gets_no_token_and_a_restricted_security_context() {
+        let job = job_for(&backup_plan(redis(), s3()), None);
+        let pod = pod(&job);
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.service_account_name.as_deref(), Some("coffer-worker"));
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(WORKER_UID));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        let c = &pod.containers[0];
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..])
+        );
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        // The read-only root filesystem needs a writable /tmp (the PostgreSQL password file).
+        let tmp = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.mount_path == "/tmp");
+        assert_eq!(tmp.unwrap().read_only, Some(false));
+        assert!(pod.volumes.as_ref().unwrap()[0].empty_dir.is_some());
+        assert_eq!(
+            c.command.as_deref(),
+            Some(&["coffer".to_owned(), "worker".to_owned()][..])
+        );
+    }
+
+    #[test]
+    fn secrets_are_referenced_never_copied() {
+        let job = job_for(&backup_plan(redis(), s3()), None);
+        let env = pod(&job).containers[0].env.clone().unwrap();
+        let reference = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value_from.as_ref())
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .map(|s| (s.name.clone(), s.key.clone()))
+        };
+        assert_eq!(
+            reference(PASSWORD_ENV),
+            Some(("redis-auth".into(), "password".into()))
+        );
+        assert_eq!(
+            reference("AWS_ACCESS_KEY_ID"),
+            Some(("s3-creds".into(), "AWS_ACCESS_KEY_ID".into()))
+        );
+        assert_eq!(
+            reference("AWS_SECRET_ACCESS_KEY"),
+            Some(("s3-creds".into(), "AWS_SECRET_ACCESS_KEY".into()))
+        );
+        // Every plain value is free of secrets: the plan names the Secret, not its value.
+        let plan = env.iter().find(|e| e.name == PLAN_ENV).unwrap();
+        let plan = Plan::from_json(plan.value.as_deref().unwrap()).unwrap();
+        assert_eq!(plan, backup_plan(redis(), s3()));
+        for e in &env {
+            assert!(e.value.is_some() != e.value_from.is_some(), "{}", e.name);
+        }
+    }
+
+    #[test]
+    fn a_volume_backup_mounts_the_claim_read_only_and_a_restore_read_write() {
+        let source = BackupSource {
+            redis: None,
+            postgres: None,
+            volume: Some(VolumeSource {
+                claim_name: "app-data".into(),
+            }),
+        };
+        let storage = BackupStorage {
+            s3: None,
+            filesystem: Some(FilesystemStorage {
+                claim_name: "backup-store".into(),
+            }),
+        };
+        let claims = |job: &Job| -> Vec<(String, String, bool)> {
+            let pod = pod(job);
+            let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+            pod.volumes
+                .clone()
+                .unwrap()
+                .into_iter()
+                .filter_map(|v| {
+                    let claim = v.persistent_volume_claim?;
+                    let m = mounts.iter().find(|m| m.name == v.name).unwrap();
+                    assert_eq!(claim.read_only, m.read_only);
+                    Some((claim.claim_name, m.mount_path.clone(), m.read_only.unwrap()))
+                })
+                .collect()
+        };
+        let backup = job_for(&backup_plan(source.clone(), storage.clone()), None);
+        assert_eq!(
+            claims(&backup),
+            [
+                ("app-data".into(), SOURCE_MOUNT.into(), true),
+                ("backup-store".into(), STORE_MOUNT.into(), false)
+            ]
+        );
+        let restore = Plan::Restore(RestorePlan {
+            storage,
+            folder: "shop/data/20261201T160000Z/".into(),
+            latest: false,
+            target: source,
+            redis: None,
+            postgres: None,
+            volume: None,
+        });
+        assert_eq!(claims(&job_for(&restore, None))[0].2, false);
+        // No S3 credentials are asked for when the store is a claim.
+        let env = pod(&job_for(&restore, None)).containers[0]
+            .env
+            .clone()
+            .unwrap();
+        assert!(!env.iter().any(|e| e.name.starts_with("AWS_")));
+    }
+
+    #[test]
+    fn job_settings_come_from_the_template_with_safe_defaults() {
+        let postgres = BackupSource {
+            redis: None,
+            postgres: Some(PostgresSource {
+                host: "pg".into(),
+                port: 5432,
+                databases: vec![],
+                user: "postgres".into(),
+                password_secret_ref: None,
+                globals: true,
+            }),
+            volume: None,
+        };
+        let plan = backup_plan(postgres, s3());
+        let job = job_for(&plan, None);
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.ttl_seconds_after_finished, Some(DEFAULT_TTL_SECONDS));
+        assert_eq!(spec.active_deadline_seconds, None);
+        assert!(
+            !pod(&job).containers[0]
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|e| e.name == PASSWORD_ENV)
+        );
+        let owner_refs = job.metadata.owner_references.as_ref().unwrap();
+        assert_eq!(owner_refs[0].controller, Some(true));
+
+        let template = JobTemplate {
+            active_deadline_seconds: Some(600),
+            backoff_limit: Some(2),
+            ttl_seconds_after_finished: Some(60),
+            node_selector: Some([("disk".to_owned(), "ssd".to_owned())].into()),
+            pod_labels: Some([("team".to_owned(), "shop".to_owned())].into()),
+            ..JobTemplate::default()
+        };
+        let job = job_for(&plan, Some(&template));
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(2));
+        assert_eq!(spec.active_deadline_seconds, Some(600));
+        assert_eq!(spec.ttl_seconds_after_finished, Some(60));
+        let labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(labels.get("team").map(String::as_str), Some("shop"));
+        assert_eq!(
+            labels.get(OWNER_NAME_LABEL).map(String::as_str),
+            Some("redis-20261201-160000")
+        );
+        assert_eq!(pod(&job).node_selector.as_ref().unwrap()["disk"], "ssd");
+    }
+
+    #[test]
+    fn long_names_are_shortened_and_stay_distinct() {
+        assert_eq!(job_name("shop-redis", "backup"), "shop-redis-backup");
+        let a = job_name(&"a".repeat(80), "backup");
+        let b = job_name(&format!("{}b", "a".repeat(79)), "backup");
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(a.ends_with("-backup"));
+    }
+}

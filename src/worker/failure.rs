@@ -1,0 +1,60 @@
+//! Each engine error's [`Failure`] category. Pure.
+
+use super::summary::Failure;
+use crate::engine::postgres::PgError;
+use crate::engine::redis::RedisError;
+use crate::engine::volume::VolumeError;
+use crate::engine::volume::extract::ExtractError;
+use crate::storage::StorageError;
+
+impl From<&StorageError> for Failure {
+    fn from(e: &StorageError) -> Self {
+        match e {
+            StorageError::DiskFull { .. } => Self::NoSpace,
+            StorageError::NotFound { .. } => Self::BackupNotFound,
+            _ => Self::StorageError,
+        }
+    }
+}
+
+impl From<&RedisError> for Failure {
+    fn from(e: &RedisError) -> Self {
+        match e {
+            RedisError::Url(_) => Self::InvalidPlan,
+            RedisError::Connect { .. } => Self::SourceUnreachable,
+            RedisError::Auth { .. } => Self::AuthenticationFailed,
+            RedisError::Storage(e) => e.into(),
+            RedisError::Integrity(_) | RedisError::Manifest(_) => Self::IntegrityCheckFailed,
+            RedisError::Internal(_) => Self::Internal,
+            _ => Self::SourceError,
+        }
+    }
+}
+
+impl From<&PgError> for Failure {
+    fn from(e: &PgError) -> Self {
+        match e {
+            PgError::Url(_) | PgError::Usage(_) => Self::InvalidPlan,
+            PgError::Connect { .. } => Self::SourceUnreachable,
+            PgError::Auth { .. } => Self::AuthenticationFailed,
+            PgError::Storage(e) => e.into(),
+            PgError::Integrity(_) | PgError::Manifest(_) | PgError::RowCount { .. } => {
+                Self::IntegrityCheckFailed
+            }
+            PgError::Internal(_) => Self::Internal,
+            _ => Self::SourceError,
+        }
+    }
+}
+
+impl From<&VolumeError> for Failure {
+    fn from(e: &VolumeError) -> Self {
+        match e {
+            VolumeError::Storage(e) => e.into(),
+            VolumeError::Integrity(_) => Self::IntegrityCheckFailed,
+            VolumeError::Extract(ExtractError::NoSpace { .. }) => Self::NoSpace,
+            VolumeError::Internal(_) => Self::Internal,
+            _ => Self::SourceError,
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! `coffer worker`: runs one [`Plan`] inside a Job the controller created, with the same
+//! engines as the local commands, and reports a [`Summary`] in its termination message.
+//!
+//! The worker has no Kubernetes API access. Everything it needs is in its environment: the
+//! plan (`COFFER_PLAN`), the source's password (`COFFER_PASSWORD`) and the store's
+//! credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), the last two from Secrets.
+
+mod failure;
+pub mod plan;
+pub mod summary;
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+
+pub use plan::Plan;
+pub use summary::{Failure, Summary};
+
+use crate::api::{BackupSource, BackupStats, BackupStorage, RestoreStats};
+use crate::engine::postgres::{self, PgBackupRequest, PgRestoreRequest, PgTarget};
+use crate::engine::redis::{self, RedisTarget};
+use crate::engine::volume::{self, VolumeBackupRequest, VolumeRestoreRequest};
+use crate::pipeline::Progress;
+use crate::storage::catalog::{self, ReadManifestError};
+use crate::storage::manifest::{MANIFEST, Manifest};
+use crate::storage::{Destination, S3Options, Store};
+use plan::{BackupPlan, DeletePlan, RestorePlan};
+
+/// Where the worker finds its mounted claims and secrets.
+#[derive(Clone, Debug)]
+pub struct Environment {
+    /// The claim of a volume source or target.
+    pub source_dir: PathBuf,
+    /// The claim of a filesystem store.
+    pub store_dir: PathBuf,
+    /// The Redis or PostgreSQL password.
+    pub password: Option<String>,
+}
+
+/// Runs the plan to the end and says how it went; never panics on bad input.
+pub async fn run(plan: &Plan, env: &Environment) -> Summary {
+    let started_at = Utc::now();
+    let result = match plan {
+        Plan::Backup(p) => backup(p, env).await,
+        Plan::Restore(p) => restore(p, env).await,
+        Plan::Delete(p) => delete(p, env).await,
+    };
+    let mut summary = result.unwrap_or_else(|failed| failed);
+    summary.started_at = Some(started_at);
+    summary.completed_at = Some(Utc::now());
+    summary
+}
+
+type Outcome = Result<Summary, Summary>;
+
+fn fail(failure: impl Into<Failure>, e: impl std::fmt::Display) -> Summary {
+    Summary::failed(failure.into(), e.to_string())
+}
+
+/// The store a plan names: an S3 bucket (credentials from `AWS_*`) or the mounted claim.
+fn destination(
+    storage: &BackupStorage,
+    env: &Environment,
+) -> Result<(Destination, S3Options), Summary> {
+    match (&storage.s3, &storage.filesystem) {
+        (Some(s3), None) => {
+            let destination = Destination::parse(&format!("s3://{}/{}", s3.bucket, s3.prefix))
+                .map_err(|e| fail(Failure::InvalidPlan, e))?;
+            let options = S3Options {
+                endpoint: s3.endpoint.clone(),
+                region: Some(s3.region.clone()),
+                force_path_style: Some(s3.force_path_style),
+                ..S3Options::default()
+            };
+            Ok((destination, options))
+        }
+        (None, Some(_)) => Ok((
+            Destination::Dir(env.store_dir.clone()),
+            S3Options::default(),
+        )),
+        _ => Err(Summary::failed(
+            Failure::InvalidPlan,
+            "the plan's storage names neither s3 nor filesystem",
+        )),
+    }
+}
+
+/// The store of a plan, opened at `folder` (relative to the storage prefix; "" for its root).
+async fn open(
+    storage: &BackupStorage,
+    env: &Environment,
+    folder: &str,
+) -> Result<(Store, Destination), Summary> {
+    let (root, options) = destination(storage, env)?;
+    let destination = if folder.is_empty() {
+        root
+    } else {
+        root.join(folder)
+    };
+    Ok((Store::open(&destination, &options).await, destination))
+}
+
+fn redis_target(source: &BackupSource, env: &Environment) -> Result<RedisTarget, Summary> {
+    let redis = source.redis.as_ref().ok_or_else(|| invalid("redis"))?;
+    Ok(RedisTarget {
+        host: redis.host.clone(),
+        port: port(redis.port)?,
+        username: redis.username.clone(),
+        password: env.password.clone(),
+        database: redis
+            .database
+            .map(|d| u32::try_from(d).map_err(|_| invalid("redis database")))
+            .transpose()?,
+    })
+}
+
+fn pg_target(source: &BackupSource, env: &Environment) -> Result<PgTarget, Summary> {
+    let pg = source
+        .postgres
+        .as_ref()
+        .ok_or_else(|| invalid("postgres"))?;
+    Ok(PgTarget {
+        host: pg.host.clone(),
+        port: port(pg.port)?,
+        user: pg.user.clone(),
+        password: env.password.clone(),
+        database: None,
+    })
+}
+
+fn port(port: i32) -> Result<u16, Summary> {
+    u16::try_from(port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| invalid("port"))
+}
+
+fn invalid(what: &str) -> Summary {
+    Summary::failed(
+        Failure::InvalidPlan,
+        format!("the plan's {what} is missing or invalid"),
+    )
+}
+
+async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
+    let (store, destination) = open(&plan.storage, env, "").await?;
+    let location = destination.join(&plan.folder).to_string();
+    let existing = store
+        .list(&plan.folder)
+        .await
+        .map_err(|e| fail(&e, e.to_string()))?;
+    if existing
+        .iter()
+        .any(|o| o.key == format!("{}{MANIFEST}", plan.folder))
+    {
+        return Err(Summary::failed(
+            Failure::AlreadyExists,
+            format!("a backup already exists at {location}; nothing was written"),
+        ));
+    }
+    let progress = Progress::default();
+    let folder = plan.folder.clone();
+    let name = plan.name.clone();
+    let compression = plan.compression;
+    let manifest = if plan.source.redis.is_some() {
+        let request = redis::BackupRequest {
+            target: redis_target(&plan.source, env)?,
+            mode: match plan.source.redis.as_ref().map(|r| r.mode) {
+                Some(crate::api::RedisMode::Keys) => redis::Mode::Keys,
+                _ => redis::Mode::Snapshot,
+            },
+            compression,
+            name,
+            folder,
+        };
+        redis::backup(&store, &request, &progress)
+            .await
+            .map_err(|e| fail(&e, &e))?
+    } else if let Some(pg) = &plan.source.postgres {
+        let request = PgBackupRequest {
+            target: pg_target(&plan.source, env)?,
+            databases: pg.databases.clone(),
+            globals: pg.globals,
+            compression,
+            name,
+            folder,
+            bin_dir: None,
+        };
+        postgres::backup(&store, &request, &progress)
+            .await
+            .map_err(|e| fail(&e, &e))?
+    } else if plan.source.volume.is_some() {
+        let request = VolumeBackupRequest {
+            path: env.source_dir.clone(),
+            compression,
+            name,
+            folder,
+            skip_unreadable: false,
+        };
+        volume::backup(&store, &request, &progress)
+            .await
+            .map_err(|e| fail(&e, &e))?
+    } else {
+        return Err(invalid("source"));
+    };
+    Ok(Summary {
+        message: format!(
+            "backed up {} ({} stored) to {location}",
+            crate::units::bytes(manifest.raw_bytes()),
+            crate::units::bytes(manifest.stored_bytes())
+        ),
+        folder: Some(plan.folder.clone()),
+        raw_bytes: Some(manifest.raw_bytes()),
+        stored_bytes: Some(manifest.stored_bytes()),
+        manifest_sha256: Some(hex::encode(Sha256::digest(manifest.to_json()))),
+        backup: Some(backup_stats(&manifest)),
+        ..Summary::default()
+    })
+}
+
+/// What the Backup's status shows of a manifest's statistics.
+pub fn backup_stats(manifest: &Manifest) -> BackupStats {
+    let s = &manifest.stats;
+    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let tables: usize = s.table_rows.values().map(Vec::len).sum();
+    let entries = [s.files, s.directories, s.symlinks, s.hard_links];
+    BackupStats {
+        keys: s.keys.map(signed),
+        databases: s.databases.map(signed),
+        tables: (manifest.source.kind == "postgres").then(|| signed(tables as u64)),
+        rows: (manifest.source.kind == "postgres").then(|| signed(s.total_rows())),
+        files: entries
+            .iter()
+            .any(Option::is_some)
+            .then(|| signed(entries.iter().flatten().sum())),
+    }
+}
+
+async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
+    let (root, destination) = open(&plan.storage, env, "").await?;
+    let (folder, manifest) = if plan.latest {
+        let (store, _) = open(&plan.storage, env, &plan.folder).await?;
+        let (found, manifest) = catalog::latest(&store)
+            .await
+            .map_err(|e| fail(&e, &e))?
+            .ok_or_else(|| {
+                Summary::failed(
+                    Failure::BackupNotFound,
+                    format!(
+                        "{} holds no complete backup",
+                        destination.join(&plan.folder)
+                    ),
+                )
+            })?;
+        (format!("{}{found}", normalized(&plan.folder)), manifest)
+    } else {
+        let folder = normalized(&plan.folder);
+        let manifest = catalog::read_manifest(&root, &folder)
+            .await
+            .map_err(|e| match &e {
+                ReadManifestError::Missing { .. } => fail(Failure::BackupNotFound, &e),
+                ReadManifestError::Storage(s) => fail(s, &e),
+                ReadManifestError::Invalid(_) => fail(Failure::IntegrityCheckFailed, &e),
+            })?;
+        (folder, manifest)
+    };
+    let (store, _) = open(&plan.storage, env, &folder).await?;
+    let location = destination.join(&folder).to_string();
+    let target_kind = plan.target.kind().map(|k| match k {
+        crate::api::SourceKind::Redis => "redis",
+        crate::api::SourceKind::Postgres => "postgres",
+        crate::api::SourceKind::Volume => "volume",
+    });
+    if target_kind != Some(manifest.source.kind.as_str()) {
+        return Err(Summary::failed(
+            Failure::InvalidPlan,
+            format!(
+                "{location} is a {} backup; it cannot be restored into {}: choose a target of the same kind",
+                manifest.source.kind,
+                target_kind.unwrap_or("this target")
+            ),
+        ));
+    }
+    let progress = Progress::default();
+    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let (stats, what) = if plan.target.redis.is_some() {
+        let options = plan.redis.clone().unwrap_or_default();
+        let request = redis::RestoreRequest {
+            target: redis_target(&plan.target, env)?,
+            conflict: options.conflict,
+            database: options
+                .database
+                .map(|d| u32::try_from(d).map_err(|_| invalid("redis database")))
+                .transpose()?,
+        };
+        let s = redis::restore(&store, "", &manifest, &request, &progress)
+            .await
+            .map_err(|e| fail(&e, &e))?;
+        let stats = RestoreStats {
+            restored: Some(signed(s.restored)),
+            skipped: Some(signed(s.skipped)),
+            expired: Some(signed(s.expired)),
+            rows_verified: None,
+        };
+        (stats, format!("{} keys", s.restored))
+    } else if plan.target.postgres.is_some() {
+        let options = plan.postgres.clone().unwrap_or_default();
+        let request = PgRestoreRequest {
+            target: pg_target(&plan.target, env)?,
+            databases: options.databases,
+            clean: options.clean,
+            create: options.create,
+            globals: options.globals,
+            bin_dir: None,
+        };
+        let s = postgres::restore(&store, "", &manifest, &request, &progress)
+            .await
+            .map_err(|e| fail(&e, &e))?;
+        let stats = RestoreStats {
+            restored: Some(signed(s.tables_verified)),
+            rows_verified: Some(signed(s.rows_verified)),
+            ..RestoreStats::default()
+        };
+        (
+            stats,
+            format!(
+                "{} database(s), {} rows verified",
+                s.databases, s.rows_verified
+            ),
+        )
+    } else {
+        let request = VolumeRestoreRequest {
+            target: env.source_dir.clone(),
+            clean: plan.volume.as_ref().is_some_and(|v| v.clean),
+        };
+        let n = volume::restore(&store, "", &manifest, &request, &progress)
+            .await
+            .map_err(|e| fail(&e, &e))?;
+        let stats = RestoreStats {
+            restored: Some(signed(n)),
+            ..RestoreStats::default()
+        };
+        (stats, format!("{n} entries"))
+    };
+    Ok(Summary {
+        message: format!("restored {what} from {location}"),
+        folder: Some(folder),
+        raw_bytes: Some(manifest.raw_bytes()),
+        stored_bytes: Some(manifest.stored_bytes()),
+        restore: Some(stats),
+        ..Summary::default()
+    })
+}
+
+/// `a/b` → `a/b/`; `` stays ``.
+fn normalized(folder: &str) -> String {
+    let trimmed = folder.trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("{trimmed}/")
+    }
+}
+
+async fn delete(plan: &DeletePlan, env: &Environment) -> Outcome {
+    let (store, destination) = open(&plan.storage, env, "").await?;
+    let folder = normalized(&plan.folder);
+    if folder.is_empty() {
+        return Err(invalid("folder"));
+    }
+    let location = destination.join(&folder).to_string();
+    let objects = store.list(&folder).await.map_err(|e| fail(&e, &e))?;
+    let manifest = format!("{folder}{MANIFEST}");
+    // The manifest goes first: a backup that is half deleted is never taken for a good one.
+    let mut keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+    keys.sort_by_key(|k| *k != manifest);
+    for key in &keys {
+        store.delete(key).await.map_err(|e| fail(&e, &e))?;
+    }
+    let stored: u64 = objects.iter().map(|o| o.size).sum();
+    Ok(Summary {
+        message: format!(
+            "deleted {} objects ({}) at {location}",
+            keys.len(),
+            crate::units::bytes(stored)
+        ),
+        folder: Some(folder),
+        stored_bytes: Some(stored),
+        ..Summary::default()
+    })
+}
+
+/// Writes the summary where Kubernetes reads the termination message. A failure to write it
+/// is logged: the Job's own status still tells success from failure.
+pub fn write_termination_message(path: &Path, summary: &Summary) {
+    if let Err(e) = std::fs::write(path, summary.to_termination_message()) {
+        tracing::warn!("cannot write the summary to {}: {e}", path.display());
+    }
+}

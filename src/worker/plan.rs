@@ -1,0 +1,133 @@
+//! The plan the controller writes into a worker Job: what to do, where, and which Secret
+//! keys hold the credentials, but never a secret value. Pure data, serialised as JSON into
+//! the `COFFER_PLAN` environment variable.
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{
+    BackupSource, BackupStorage, Compression, PostgresRestoreOptions, RedisRestoreOptions,
+    VolumeRestoreOptions,
+};
+
+/// The environment variable holding the plan as JSON.
+pub const PLAN_ENV: &str = "COFFER_PLAN";
+/// The environment variable holding the Redis or PostgreSQL password (from a `secretKeyRef`).
+pub const PASSWORD_ENV: &str = "COFFER_PASSWORD";
+/// Where the worker Pod mounts the claim of a volume source or target.
+pub const SOURCE_MOUNT: &str = "/coffer/source";
+/// Where the worker Pod mounts the claim of a filesystem store.
+pub const STORE_MOUNT: &str = "/coffer/store";
+/// The worker's writable scratch directory (an emptyDir; the root filesystem is read-only).
+pub const TMP_MOUNT: &str = "/tmp";
+/// Where the worker writes its JSON summary for the controller.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// One thing for a worker to do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "operation", rename_all = "camelCase")]
+pub enum Plan {
+    /// Take a backup into `folder` of the store.
+    Backup(BackupPlan),
+    /// Restore the backup in `folder` (or the newest one below it).
+    Restore(RestorePlan),
+    /// Delete the backup in `folder`: its manifest first, then its objects.
+    Delete(DeletePlan),
+}
+
+/// Take one backup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPlan {
+    pub source: BackupSource,
+    pub storage: BackupStorage,
+    /// The backup's folder in the store, relative to the storage prefix, ending in `/`.
+    pub folder: String,
+    /// The name recorded in the manifest (the schedule's or the Backup's).
+    pub name: String,
+    pub compression: Compression,
+}
+
+/// Restore one backup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestorePlan {
+    pub storage: BackupStorage,
+    /// The backup's folder, or with `latest` the folder whose newest complete backup is used.
+    pub folder: String,
+    #[serde(default)]
+    pub latest: bool,
+    pub target: BackupSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisRestoreOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresRestoreOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeRestoreOptions>,
+}
+
+/// Delete one backup's objects.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletePlan {
+    pub storage: BackupStorage,
+    pub folder: String,
+}
+
+impl Plan {
+    /// The plan as the JSON the worker reads.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+
+    /// Reads a plan; the error names what is wrong with it.
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    /// The store this plan works on.
+    pub fn storage(&self) -> &BackupStorage {
+        match self {
+            Self::Backup(p) => &p.storage,
+            Self::Restore(p) => &p.storage,
+            Self::Delete(p) => &p.storage,
+        }
+    }
+
+    /// The source or target whose claim is mounted, if it is a volume.
+    pub fn volume_claim(&self) -> Option<&str> {
+        let source = match self {
+            Self::Backup(p) => &p.source,
+            Self::Restore(p) => &p.target,
+            Self::Delete(_) => return None,
+        };
+        source.volume.as_ref().map(|v| v.claim_name.as_str())
+    }
+
+    /// The Secret key holding the Redis or PostgreSQL password, if any.
+    pub fn password_secret(&self) -> Option<&crate::api::SecretKeySelector> {
+        let source = match self {
+            Self::Backup(p) => &p.source,
+            Self::Restore(p) => &p.target,
+            Self::Delete(_) => return None,
+        };
+        source
+            .redis
+            .as_ref()
+            .and_then(|r| r.password_secret_ref.as_ref())
+            .or_else(|| {
+                source
+                    .postgres
+                    .as_ref()
+                    .and_then(|p| p.password_secret_ref.as_ref())
+            })
+    }
+
+    /// `backup`, `restore` or `delete`.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Self::Backup(_) => "backup",
+            Self::Restore(_) => "restore",
+            Self::Delete(_) => "delete",
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The worker's result: a short JSON document in its termination message, which the
+//! controller reads from the Pod's status. Pure.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{BackupStats, RestoreStats};
+
+/// Kubernetes keeps at most this many bytes of a termination message.
+pub const MAX_TERMINATION_MESSAGE: usize = 4096;
+/// A failure message is cut to this many characters so the summary always fits.
+const MAX_MESSAGE_CHARS: usize = 1500;
+
+/// Why a run failed: a bounded category, used as the condition reason and as a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Failure {
+    /// The plan or the worker's arguments were invalid (a controller bug or a version skew).
+    InvalidPlan,
+    /// The source or target server could not be reached.
+    SourceUnreachable,
+    /// The source or target refused the credentials.
+    AuthenticationFailed,
+    /// The source or target answered with an error.
+    SourceError,
+    /// The store could not be reached, refused the credentials, or is missing.
+    StorageError,
+    /// The store or the restore target is full.
+    NoSpace,
+    /// The backup's data does not match its manifest.
+    IntegrityCheckFailed,
+    /// A backup already exists where this one would be written.
+    AlreadyExists,
+    /// The backup to restore does not exist.
+    BackupNotFound,
+    /// Anything else.
+    Internal,
+}
+
+impl Failure {
+    /// The category's name, as in conditions and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidPlan => "InvalidPlan",
+            Self::SourceUnreachable => "SourceUnreachable",
+            Self::AuthenticationFailed => "AuthenticationFailed",
+            Self::SourceError => "SourceError",
+            Self::StorageError => "StorageError",
+            Self::NoSpace => "NoSpace",
+            Self::IntegrityCheckFailed => "IntegrityCheckFailed",
+            Self::AlreadyExists => "AlreadyExists",
+            Self::BackupNotFound => "BackupNotFound",
+            Self::Internal => "Internal",
+        }
+    }
+}
+
+/// What a worker did, or why it failed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// `None` when the run succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// One line: what was done, or what went wrong and how to fix it.
+    pub message: String,
+    /// The backup's folder in the store (for a restore of the latest backup: the one found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStats>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStats>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl Summary {
+    /// A failed run.
+    pub fn failed(failure: Failure, message: impl Into<String>) -> Self {
+        Self {
+            failure: Some(failure),
+            message: message.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The summary as a termination message: JSON within Kubernetes' 4096-byte limit (a long
+    /// message is cut, never the JSON).
+    pub fn to_termination_message(&self) -> String {
+        let mut summary = self.clone();
+        summary.message = crate::text::one_line(&summary.message);
+        if summary.message.chars().count() > MAX_MESSAGE_CHARS {
+            summary.message = summary.message.chars().take(MAX_MESSAGE_CHARS).collect();
+            summary.message.push('…');
+        }
+        serde_json::to_string(&summary).unwrap_or_else(|_| {
+            r#"{"failure":"Internal","message":"the worker could not write its summary"}"#
+                .to_owned()
+        })
+    }
+
+    /// Reads a termination message; `None` when it is not a worker's summary (for example the
+    /// tail of a log Kubernetes put there because the worker crashed).
+    pub fn from_termination_message(message: &str) -> Option<Self> {
+        serde_json::from_str(message.trim()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_long_failure_still_fits_in_a_termination_message() {
+        let summary = Summary::failed(Failure::SourceError, "x\n".repeat(10_000));
+        let message = summary.to_termination_message();
+        assert!(
+            message.len() <= MAX_TERMINATION_MESSAGE,
+            "{}",
+            message.len()
+        );
+        let back = Summary::from_termination_message(&message).unwrap();
+        assert_eq!(back.failure, Some(Failure::SourceError));
+        assert!(!back.message.contains('\n'));
+    }
+
+    #[test]
+    fn a_log_tail_is_not_a_summary() {
+        assert_eq!(
+            Summary::from_termination_message("panicked at main.rs"),
+            None
+        );
+        assert_eq!(Summary::from_termination_message(""), None);
+    }
+}
