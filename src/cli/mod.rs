@@ -1,6 +1,7 @@
 //! The `coffer` command line: one binary for the controller, the worker, and local use.
 
 mod backup;
+mod controller;
 mod list;
 mod options;
 mod progress;
@@ -40,7 +41,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator: reconcile BackupSchedules, Backups and RestoreRequests.
-    Controller(Pending),
+    Controller(controller::ControllerArgs),
     /// Run one backup or restore from a plan (used inside the Jobs the controller creates).
     Worker(worker::WorkerArgs),
     /// Print the CustomResourceDefinitions of every kind as multi-document YAML.
@@ -77,10 +78,7 @@ pub fn run(cli: Cli) -> ExitCode {
             println!("coffer {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Command::Controller(_) => (
-            "controller",
-            Err(CliError::not_implemented("not implemented yet")),
-        ),
+        Command::Controller(args) => ("controller", block_on(controller::run(args))),
         Command::Worker(args) => ("worker", block_on(worker::run(args))),
         Command::Backup(args) => ("backup", block_on(backup::run(args))),
         Command::Restore(args) => ("restore", block_on(restore::run(args))),

@@ -47,7 +47,10 @@ pub struct WorkerSettings {
 pub struct JobRequest<'a> {
     pub name: String,
     pub namespace: &'a str,
-    pub owner: OwnerReference,
+    /// The object the Job works for; `None` for a deletion Job, which must outlive its Backup.
+    pub owner: Option<OwnerReference>,
+    /// The name of the object the Job works for (a label on the Job and its Pods).
+    pub owner_name: String,
     pub plan: &'a Plan,
     pub template: Option<&'a JobTemplate>,
 }
@@ -87,7 +90,7 @@ pub fn build(
         ),
         (
             OWNER_NAME_LABEL.to_owned(),
-            label_value(&request.owner.name),
+            label_value(&request.owner_name),
         ),
         (OPERATION_LABEL.to_owned(), plan.operation().to_owned()),
     ]);
@@ -174,7 +177,7 @@ pub fn build(
             name: Some(request.name.clone()),
             namespace: Some(request.namespace.to_owned()),
             labels: Some(job_labels),
-            owner_references: Some(vec![request.owner.clone()]),
+            owner_references: request.owner.clone().map(|o| vec![o]),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
@@ -360,7 +363,8 @@ mod tests {
             &JobRequest {
                 name: "redis-20261201-160000-backup".into(),
                 namespace: "shop",
-                owner: owner(),
+                owner: Some(owner()),
+                owner_name: owner().name,
                 plan,
                 template,
             },
@@ -491,7 +495,7 @@ mod tests {
             postgres: None,
             volume: None,
         });
-        assert_eq!(claims(&job_for(&restore, None))[0].2, false);
+        assert!(!claims(&job_for(&restore, None))[0].2);
         // No S3 credentials are asked for when the store is a claim.
         let env = pod(&job_for(&restore, None)).containers[0]
             .env

@@ -61,6 +61,16 @@ pub enum DeletedBecause {
     BeyondKeepFailed,
 }
 
+impl std::fmt::Display for DeletedBecause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::OlderThanMaxAge => "older than maxAge",
+            Self::NotKeptByAnyRule => "not kept by any retention rule",
+            Self::BeyondKeepFailed => "a failed run beyond keepFailed",
+        })
+    }
+}
+
 /// What retention decided, newest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Selection {

@@ -46,23 +46,33 @@ pub async fn run(plan: &Plan, env: &Environment) -> Summary {
         Plan::Restore(p) => restore(p, env).await,
         Plan::Delete(p) => delete(p, env).await,
     };
-    let mut summary = result.unwrap_or_else(|failed| failed);
+    let mut summary = result.unwrap_or_else(|f| Summary::failed(f.failure, f.message));
     summary.started_at = Some(started_at);
     summary.completed_at = Some(Utc::now());
     summary
 }
 
-type Outcome = Result<Summary, Summary>;
+type Outcome = Result<Summary, Failed>;
 
-fn fail(failure: impl Into<Failure>, e: impl std::fmt::Display) -> Summary {
-    Summary::failed(failure.into(), e.to_string())
+/// A run that failed: its category and one-line message.
+#[derive(Debug)]
+struct Failed {
+    failure: Failure,
+    message: String,
+}
+
+fn fail(failure: impl Into<Failure>, e: impl std::fmt::Display) -> Failed {
+    Failed {
+        failure: failure.into(),
+        message: e.to_string(),
+    }
 }
 
 /// The store a plan names: an S3 bucket (credentials from `AWS_*`) or the mounted claim.
 fn destination(
     storage: &BackupStorage,
     env: &Environment,
-) -> Result<(Destination, S3Options), Summary> {
+) -> Result<(Destination, S3Options), Failed> {
     match (&storage.s3, &storage.filesystem) {
         (Some(s3), None) => {
             let destination = Destination::parse(&format!("s3://{}/{}", s3.bucket, s3.prefix))
@@ -79,7 +89,7 @@ fn destination(
             Destination::Dir(env.store_dir.clone()),
             S3Options::default(),
         )),
-        _ => Err(Summary::failed(
+        _ => Err(fail(
             Failure::InvalidPlan,
             "the plan's storage names neither s3 nor filesystem",
         )),
@@ -91,7 +101,7 @@ async fn open(
     storage: &BackupStorage,
     env: &Environment,
     folder: &str,
-) -> Result<(Store, Destination), Summary> {
+) -> Result<(Store, Destination), Failed> {
     let (root, options) = destination(storage, env)?;
     let destination = if folder.is_empty() {
         root
@@ -101,7 +111,7 @@ async fn open(
     Ok((Store::open(&destination, &options).await, destination))
 }
 
-fn redis_target(source: &BackupSource, env: &Environment) -> Result<RedisTarget, Summary> {
+fn redis_target(source: &BackupSource, env: &Environment) -> Result<RedisTarget, Failed> {
     let redis = source.redis.as_ref().ok_or_else(|| invalid("redis"))?;
     Ok(RedisTarget {
         host: redis.host.clone(),
@@ -115,7 +125,7 @@ fn redis_target(source: &BackupSource, env: &Environment) -> Result<RedisTarget,
     })
 }
 
-fn pg_target(source: &BackupSource, env: &Environment) -> Result<PgTarget, Summary> {
+fn pg_target(source: &BackupSource, env: &Environment) -> Result<PgTarget, Failed> {
     let pg = source
         .postgres
         .as_ref()
@@ -129,15 +139,15 @@ fn pg_target(source: &BackupSource, env: &Environment) -> Result<PgTarget, Summa
     })
 }
 
-fn port(port: i32) -> Result<u16, Summary> {
+fn port(port: i32) -> Result<u16, Failed> {
     u16::try_from(port)
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| invalid("port"))
 }
 
-fn invalid(what: &str) -> Summary {
-    Summary::failed(
+fn invalid(what: &str) -> Failed {
+    fail(
         Failure::InvalidPlan,
         format!("the plan's {what} is missing or invalid"),
     )
@@ -154,7 +164,7 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
         .iter()
         .any(|o| o.key == format!("{}{MANIFEST}", plan.folder))
     {
-        return Err(Summary::failed(
+        return Err(fail(
             Failure::AlreadyExists,
             format!("a backup already exists at {location}; nothing was written"),
         ));
@@ -245,7 +255,7 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
             .await
             .map_err(|e| fail(&e, &e))?
             .ok_or_else(|| {
-                Summary::failed(
+                fail(
                     Failure::BackupNotFound,
                     format!(
                         "{} holds no complete backup",
@@ -273,7 +283,7 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
         crate::api::SourceKind::Volume => "volume",
     });
     if target_kind != Some(manifest.source.kind.as_str()) {
-        return Err(Summary::failed(
+        return Err(fail(
             Failure::InvalidPlan,
             format!(
                 "{location} is a {} backup; it cannot be restored into {}: choose a target of the same kind",

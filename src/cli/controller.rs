@@ -1,0 +1,85 @@
+//! `coffer controller`: runs the operator.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::CliError;
+use crate::controller::context::Settings;
+use crate::controller::job::WorkerSettings;
+use crate::controller::leader::LeaseSettings;
+use crate::controller::{self, Options};
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, value_name = "NAMESPACE", env = "COFFER_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The image of the worker Jobs: Coffer's own image, of the same version as the
+    /// controller.
+    #[arg(long, value_name = "IMAGE", env = "COFFER_WORKER_IMAGE", default_value = concat!("ghcr.io/coffer-dev/coffer:", env!("CARGO_PKG_VERSION")))]
+    pub worker_image: String,
+    /// The ServiceAccount worker Pods run as (made in each namespace if missing, with no
+    /// permissions and no token mounted).
+    #[arg(long, value_name = "NAME", default_value = "coffer-worker")]
+    pub worker_service_account: String,
+    /// Where /healthz, /readyz and /metrics are served.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_address: SocketAddr,
+    /// Run without leader election (only safe with a single replica).
+    #[arg(long)]
+    pub no_leader_election: bool,
+    /// Namespace of the leader Lease (default: POD_NAMESPACE, else --namespace, else
+    /// coffer-system).
+    #[arg(long, value_name = "NAMESPACE", env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, value_name = "NAME", default_value = "coffer-controller")]
+    pub lease_name: String,
+    /// This replica's name in the Lease (default: POD_NAME, else host name and process id).
+    #[arg(long, value_name = "NAME", env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds a Lease holds without renewal.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+    pub lease_duration: u64,
+}
+
+pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
+    if args.lease_duration < 3 {
+        return Err(CliError::usage(
+            "--lease-duration must be at least 3 seconds",
+        ));
+    }
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "coffer".to_owned());
+        format!("{host}-{}", std::process::id())
+    });
+    let lease = (!args.no_leader_election).then(|| LeaseSettings {
+        namespace: args
+            .lease_namespace
+            .clone()
+            .or(args.namespace.clone())
+            .unwrap_or_else(|| "coffer-system".to_owned()),
+        name: args.lease_name.clone(),
+        identity,
+        duration: Duration::from_secs(args.lease_duration),
+        renew_every: Duration::from_secs((args.lease_duration / 3).max(1)),
+    });
+    let options = Options {
+        settings: Settings {
+            worker: WorkerSettings {
+                image: args.worker_image,
+                service_account: args.worker_service_account,
+            },
+            namespace: args.namespace,
+        },
+        metrics_address: args.metrics_address,
+        lease,
+    };
+    controller::run(options)
+        .await
+        .map_err(CliError::from_display)
+}

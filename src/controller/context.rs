@@ -1,0 +1,85 @@
+//! What every reconcile shares: the client, the operator's settings, events and metrics.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+
+use super::job::WorkerSettings;
+use super::metrics::Metrics;
+
+/// The operator's settings, from its command line.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub worker: WorkerSettings,
+    /// Watch only this namespace (`None`: every namespace).
+    pub namespace: Option<String>,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    worker_accounts: Mutex<HashSet<String>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        instance: String,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "coffer-controller".to_owned(),
+            instance: Some(instance),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics,
+            worker_accounts: Mutex::default(),
+        }
+    }
+
+    /// Records an Event on `object`. Events are best effort: a failure is logged, not
+    /// returned.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        note: impl Into<String>,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(crate::text::one_line(&note.into())),
+            action: reason.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(reason, "cannot record an event: {e}");
+        }
+    }
+
+    pub(super) fn has_worker_account(&self, namespace: &str) -> bool {
+        self.worker_accounts
+            .lock()
+            .is_ok_and(|known| known.contains(namespace))
+    }
+
+    pub(super) fn remember_worker_account(&self, namespace: &str) {
+        if let Ok(mut known) = self.worker_accounts.lock() {
+            known.insert(namespace.to_owned());
+        }
+    }
+}

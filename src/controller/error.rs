@@ -1,0 +1,24 @@
+//! The controller's errors, with a bounded category for metrics.
+
+/// A reconcile failed; it is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("cannot write the worker plan: {0}")]
+    Plan(#[from] serde_json::Error),
+    #[error("{0} has no namespace")]
+    NoNamespace(String),
+}
+
+impl Error {
+    /// The metric label of this error: one of a few fixed words, never its text.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Kube(kube::Error::Api(_)) => "api",
+            Self::Kube(_) => "transport",
+            Self::Plan(_) => "plan",
+            Self::NoNamespace(_) => "invalid_object",
+        }
+    }
+}

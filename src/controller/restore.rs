@@ -1,0 +1,530 @@
+//! The RestoreRequest reconciler, a small state machine kept in `status.phase`:
+//! Pending (resolve the backup, record the workloads' replicas) → Quiescing (scale them to
+//! zero and wait for their Pods to go) → Running (the restore Job) → Resuming (scale them back
+//! to the recorded replicas, whether the restore worked or not) → Succeeded or Failed.
+//! Every step is idempotent, so a restarted controller carries on where it stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use super::backup::{self, kind_word};
+use super::context::Context;
+use super::error::Error;
+use super::job::{self, JobRequest};
+use super::location;
+use super::metrics::RunLabels;
+use super::references::{self, Problem};
+use super::status::{self, MANAGER, set_condition};
+use super::workers::{self, JobState};
+use crate::api::{
+    Backup, BackupPhase, BackupSource, BackupStorage, QuiescedWorkload, RestorePhase,
+    RestoreRequest, RestoreRequestStatus, WorkloadKind,
+};
+use crate::worker::Plan;
+use crate::worker::plan::RestorePlan;
+use crate::worker::{Failure, Summary};
+
+/// The condition that records the restore's own result while the workloads are resumed.
+const RESTORED: &str = "Restored";
+const POLL: Duration = Duration::from_secs(2);
+
+/// What to restore, from where, into what.
+struct Resolved {
+    storage: BackupStorage,
+    folder: String,
+    latest: bool,
+    target: BackupSource,
+}
+
+/// Either wait (the backup is not there yet) or fail (it never will be).
+enum Unresolved {
+    Wait(Problem),
+    Fail(Problem),
+}
+
+pub async fn reconcile(request: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = request.name_any();
+    let namespace = request
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    let api: Api<RestoreRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+    let old = request.status.clone();
+    let mut status = old.clone().unwrap_or_default();
+    status.observed_generation = request.metadata.generation;
+    let step = Step {
+        ctx: &ctx,
+        api: &api,
+        request: &request,
+        namespace: &namespace,
+        old: old.as_ref(),
+    };
+    match status.phase {
+        Some(RestorePhase::Succeeded | RestorePhase::Failed) => Ok(Action::await_change()),
+        None | Some(RestorePhase::Pending) => step.start(status).await,
+        Some(RestorePhase::Quiescing) => step.quiesce(status).await,
+        Some(RestorePhase::Running) => step.run(status).await,
+        Some(RestorePhase::Resuming) => step.resume(status).await,
+    }
+}
+
+struct Step<'a> {
+    ctx: &'a Context,
+    api: &'a Api<RestoreRequest>,
+    request: &'a RestoreRequest,
+    namespace: &'a str,
+    old: Option<&'a RestoreRequestStatus>,
+}
+
+impl Step<'_> {
+    async fn save(&self, status: &RestoreRequestStatus) -> Result<(), Error> {
+        status::apply(self.api, self.request, self.old, status).await
+    }
+
+    fn generation(&self) -> Option<i64> {
+        self.request.metadata.generation
+    }
+
+    async fn start(&self, mut status: RestoreRequestStatus) -> Result<Action, Error> {
+        let resolved = match self.resolve().await? {
+            Ok(resolved) => resolved,
+            Err(Unresolved::Wait(problem)) => {
+                status.phase = Some(RestorePhase::Pending);
+                set_condition(
+                    &mut status.conditions,
+                    "Ready",
+                    false,
+                    problem.reason,
+                    &problem.message,
+                    self.generation(),
+                );
+                self.save(&status).await?;
+                return Ok(Action::requeue(Duration::from_secs(10)));
+            }
+            Err(Unresolved::Fail(problem)) => {
+                return self.failed(status, problem.reason, &problem.message).await;
+            }
+        };
+        if let Some(problem) = references::check(
+            self.ctx,
+            self.namespace,
+            &resolved.target,
+            &resolved.storage,
+        )
+        .await?
+        {
+            status.phase = Some(RestorePhase::Pending);
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                false,
+                problem.reason,
+                &problem.message,
+                self.generation(),
+            );
+            self.save(&status).await?;
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+        status.location = Some(location::display(&resolved.storage, &resolved.folder));
+        status.start_time = Some(status::time(Utc::now()));
+        // Record every workload's replicas before touching any, so that a restart in the
+        // middle still knows what to scale back to.
+        let mut quiesced = Vec::new();
+        for target in &self.request.spec.quiesce {
+            match self.replicas(target.kind, &target.name).await? {
+                Some(replicas) => quiesced.push(QuiescedWorkload {
+                    kind: target.kind,
+                    name: target.name.clone(),
+                    replicas,
+                }),
+                None => {
+                    return self
+                        .failed(
+                            status,
+                            "WorkloadNotFound",
+                            &format!(
+                                "{:?} {}/{} does not exist: fix spec.quiesce and create a new RestoreRequest",
+                                target.kind, self.namespace, target.name
+                            ),
+                        )
+                        .await;
+                }
+            }
+        }
+        status.quiesced = quiesced;
+        status.phase = Some(if status.quiesced.is_empty() {
+            RestorePhase::Running
+        } else {
+            RestorePhase::Quiescing
+        });
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            false,
+            "InProgress",
+            "the restore has started",
+            self.generation(),
+        );
+        self.save(&status).await?;
+        self.ctx
+            .event(
+                self.request,
+                false,
+                "Started",
+                format!(
+                    "restoring {}",
+                    status.location.as_deref().unwrap_or_default()
+                ),
+            )
+            .await;
+        Ok(Action::requeue(Duration::ZERO))
+    }
+
+    async fn quiesce(&self, mut status: RestoreRequestStatus) -> Result<Action, Error> {
+        let mut remaining = 0;
+        for workload in &status.quiesced {
+            match self.scale(workload.kind, &workload.name, 0).await? {
+                Some(selector) => remaining += self.pods(&selector).await?,
+                None => {
+                    let message = format!(
+                        "{:?} {} disappeared while it was being stopped",
+                        workload.kind, workload.name
+                    );
+                    return self.failed(status, "WorkloadNotFound", &message).await;
+                }
+            }
+        }
+        if remaining > 0 {
+            return Ok(Action::requeue(POLL));
+        }
+        status.phase = Some(RestorePhase::Running);
+        self.save(&status).await?;
+        Ok(Action::requeue(Duration::ZERO))
+    }
+
+    async fn run(&self, mut status: RestoreRequestStatus) -> Result<Action, Error> {
+        let resolved = match self.resolve().await? {
+            Ok(resolved) => resolved,
+            Err(Unresolved::Wait(p) | Unresolved::Fail(p)) => {
+                return self.failed(status, p.reason, &p.message).await;
+            }
+        };
+        let name = self.request.name_any();
+        let job_name = job::job_name(&name, "restore");
+        let job = match workers::get(self.ctx, self.namespace, &job_name).await? {
+            Some(job) => job,
+            None => {
+                references::ensure_worker_account(self.ctx, self.namespace).await?;
+                let spec = &self.request.spec;
+                let plan = Plan::Restore(RestorePlan {
+                    storage: resolved.storage.clone(),
+                    folder: resolved.folder.clone(),
+                    latest: resolved.latest,
+                    target: resolved.target.clone(),
+                    redis: spec.redis.clone(),
+                    postgres: spec.postgres.clone(),
+                    volume: spec.volume.clone(),
+                });
+                let built = job::build(
+                    &JobRequest {
+                        name: job_name.clone(),
+                        namespace: self.namespace,
+                        owner: self.request.controller_owner_ref(&()),
+                        owner_name: name.clone(),
+                        plan: &plan,
+                        template: spec.job_template.as_ref(),
+                    },
+                    &self.ctx.settings.worker,
+                )?;
+                workers::ensure(self.ctx, self.namespace, &built).await?
+            }
+        };
+        status.job_name = Some(job_name);
+        match workers::observe(self.ctx, self.namespace, &job).await? {
+            JobState::Running { waiting } => {
+                if let Some(waiting) = waiting {
+                    set_condition(
+                        &mut status.conditions,
+                        "Ready",
+                        false,
+                        "WorkerWaiting",
+                        &waiting,
+                        self.generation(),
+                    );
+                }
+                self.save(&status).await?;
+                Ok(Action::requeue(Duration::from_secs(15)))
+            }
+            JobState::Finished(summary) => {
+                if let (true, Some(folder)) = (resolved.latest, &summary.folder) {
+                    status.location = Some(location::display(&resolved.storage, folder));
+                }
+                status.stats = summary.restore.clone();
+                self.finished(status, &summary).await
+            }
+        }
+    }
+
+    /// Records the restore's result, then resumes the workloads (or ends at once).
+    async fn finished(
+        &self,
+        mut status: RestoreRequestStatus,
+        summary: &Summary,
+    ) -> Result<Action, Error> {
+        let reason = summary.failure.map_or("Restored", Failure::as_str);
+        set_condition(
+            &mut status.conditions,
+            RESTORED,
+            summary.failure.is_none(),
+            reason,
+            &summary.message,
+            self.generation(),
+        );
+        status.phase = Some(RestorePhase::Resuming);
+        self.save(&status).await?;
+        Ok(Action::requeue(Duration::ZERO))
+    }
+
+    /// Fails the restore before or during quiescing; what was stopped is started again.
+    async fn failed(
+        &self,
+        status: RestoreRequestStatus,
+        reason: &str,
+        message: &str,
+    ) -> Result<Action, Error> {
+        let mut status = status;
+        set_condition(
+            &mut status.conditions,
+            RESTORED,
+            false,
+            reason,
+            message,
+            self.generation(),
+        );
+        status.phase = Some(RestorePhase::Resuming);
+        self.save(&status).await?;
+        Ok(Action::requeue(Duration::ZERO))
+    }
+
+    async fn resume(&self, mut status: RestoreRequestStatus) -> Result<Action, Error> {
+        for workload in &status.quiesced {
+            if self
+                .scale(workload.kind, &workload.name, workload.replicas)
+                .await?
+                .is_none()
+            {
+                tracing::warn!(workload = %workload.name, "cannot scale back a workload that no longer exists");
+            }
+        }
+        let restored = status::condition(&status.conditions, RESTORED).cloned();
+        let ok = restored.as_ref().is_some_and(|c| c.status == "True");
+        let reason = restored
+            .as_ref()
+            .map(|c| c.reason.clone())
+            .unwrap_or_else(|| "Internal".to_owned());
+        let mut message = restored.map(|c| c.message).unwrap_or_default();
+        if !status.quiesced.is_empty() {
+            message.push_str(&format!(
+                "; scaled back {}",
+                status
+                    .quiesced
+                    .iter()
+                    .map(|w| format!("{} to {}", w.name, w.replicas))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        status.phase = Some(if ok {
+            RestorePhase::Succeeded
+        } else {
+            RestorePhase::Failed
+        });
+        status.completion_time = Some(status::time(Utc::now()));
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            ok,
+            &reason,
+            &message,
+            self.generation(),
+        );
+        self.save(&status).await?;
+        self.ctx
+            .event(
+                self.request,
+                !ok,
+                if ok { "Succeeded" } else { "Failed" },
+                format!("{reason}: {message}"),
+            )
+            .await;
+        let source_kind = self
+            .request
+            .spec
+            .target
+            .as_ref()
+            .and_then(BackupSource::kind)
+            .map_or_else(
+                || "from-backup".to_owned(),
+                |k| kind_word(Some(k)).to_owned(),
+            );
+        self.ctx
+            .metrics
+            .restores
+            .get_or_create(&RunLabels {
+                namespace: self.namespace.to_owned(),
+                schedule: String::new(),
+                source_kind,
+                result: if ok { "succeeded".to_owned() } else { reason },
+            })
+            .inc();
+        Ok(Action::await_change())
+    }
+
+    /// The backup to restore and the target, from `backupRef` or `from`.
+    async fn resolve(&self) -> Result<Result<Resolved, Unresolved>, Error> {
+        let spec = &self.request.spec;
+        if let Some(from) = &spec.from {
+            let Some(target) = spec.target.clone() else {
+                return Ok(Err(Unresolved::Fail(Problem {
+                    reason: "TargetRequired",
+                    message: "a restore from storage needs spec.target: there is no Backup to take the source from".to_owned(),
+                })));
+            };
+            return Ok(Ok(Resolved {
+                storage: from.storage.clone(),
+                folder: from.location.clone(),
+                latest: from.latest,
+                target,
+            }));
+        }
+        let Some(reference) = &spec.backup_ref else {
+            return Ok(Err(Unresolved::Fail(Problem {
+                reason: "BackupNotFound",
+                message: "set backupRef or from".to_owned(),
+            })));
+        };
+        let backups: Api<Backup> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        let Some(backup) = backups.get_opt(&reference.name).await? else {
+            return Ok(Err(Unresolved::Wait(Problem {
+                reason: "BackupNotFound",
+                message: format!(
+                    "Backup {}/{} does not exist (yet)",
+                    self.namespace, reference.name
+                ),
+            })));
+        };
+        match backup.status.as_ref().and_then(|s| s.phase) {
+            Some(BackupPhase::Succeeded) => {}
+            Some(BackupPhase::Failed) => {
+                return Ok(Err(Unresolved::Fail(Problem {
+                    reason: "BackupFailed",
+                    message: format!(
+                        "Backup {} failed; choose a Backup that succeeded",
+                        reference.name
+                    ),
+                })));
+            }
+            _ => {
+                return Ok(Err(Unresolved::Wait(Problem {
+                    reason: "BackupNotReady",
+                    message: format!(
+                        "Backup {} has not finished; the restore waits for it",
+                        reference.name
+                    ),
+                })));
+            }
+        }
+        let resolved = match backup::resolve(self.ctx, self.namespace, &backup).await? {
+            Ok(resolved) => resolved,
+            Err(problem) => return Ok(Err(Unresolved::Fail(problem))),
+        };
+        Ok(Ok(Resolved {
+            storage: resolved.storage,
+            folder: resolved.folder,
+            latest: false,
+            target: spec.target.clone().unwrap_or(resolved.source),
+        }))
+    }
+
+    /// The workload's replicas, or `None` if it does not exist.
+    async fn replicas(&self, kind: WorkloadKind, name: &str) -> Result<Option<i32>, Error> {
+        Ok(match kind {
+            WorkloadKind::Deployment => self
+                .deployments()
+                .get_opt(name)
+                .await?
+                .map(|d| d.spec.and_then(|s| s.replicas).unwrap_or(1)),
+            WorkloadKind::StatefulSet => self
+                .stateful_sets()
+                .get_opt(name)
+                .await?
+                .map(|s| s.spec.and_then(|s| s.replicas).unwrap_or(1)),
+        })
+    }
+
+    /// Sets the workload's replicas; returns its Pod selector, or `None` if it is gone.
+    async fn scale(
+        &self,
+        kind: WorkloadKind,
+        name: &str,
+        replicas: i32,
+    ) -> Result<Option<LabelSelector>, Error> {
+        let patch = serde_json::json!({"spec": {"replicas": replicas}});
+        let params = PatchParams {
+            field_manager: Some(MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        let result = match kind {
+            WorkloadKind::Deployment => self
+                .deployments()
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await
+                .map(|d| d.spec.map(|s| s.selector)),
+            WorkloadKind::StatefulSet => self
+                .stateful_sets()
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await
+                .map(|s| s.spec.map(|s| s.selector)),
+        };
+        match result {
+            Ok(selector) => Ok(selector),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// How many Pods match the selector.
+    async fn pods(&self, selector: &LabelSelector) -> Result<usize, Error> {
+        let labels = selector
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        if labels.is_empty() {
+            return Ok(0);
+        }
+        let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        Ok(pods
+            .list(&ListParams::default().labels(&labels))
+            .await?
+            .items
+            .len())
+    }
+
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.ctx.client.clone(), self.namespace)
+    }
+
+    fn stateful_sets(&self) -> Api<StatefulSet> {
+        Api::namespaced(self.ctx.client.clone(), self.namespace)
+    }
+}

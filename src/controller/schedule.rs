@@ -1,0 +1,303 @@
+//! The BackupSchedule reconciler: validate the schedule → decide what is due (pure, in
+//! [`super::due`]) → create the run's Backup under its deterministic name → apply retention →
+//! status. It wakes at the next due time and whenever one of its Backups changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::runtime::controller::Action;
+
+use super::backup::run_time;
+use super::context::Context;
+use super::due::{self, Skipped, Step};
+use super::error::Error;
+use super::location::{SCHEDULE_LABEL, SCHEDULED_TIME_ANNOTATION};
+use super::references;
+use super::retention::{self, Outcome, Run};
+use super::status::{self, set_condition};
+use crate::api::{Backup, BackupPhase, BackupSchedule, BackupSpec, LocalObjectReference};
+use crate::schedule::CronSchedule;
+
+/// The longest a schedule sleeps without a look, whatever its next time.
+const MAX_SLEEP: Duration = Duration::from_secs(300);
+
+pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = schedule.name_any();
+    let namespace = schedule
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    let api: Api<BackupSchedule> = Api::namespaced(ctx.client.clone(), &namespace);
+    let generation = schedule.metadata.generation;
+    let old = schedule.status.clone();
+    let mut status = old.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    let spec = &schedule.spec;
+
+    let cron = match CronSchedule::parse(&spec.schedule, &spec.time_zone) {
+        Ok(cron) => cron,
+        Err(e) => {
+            let first = status::condition(&status.conditions, "Ready")
+                .is_none_or(|c| c.reason != e.reason());
+            status.next_schedule_time = None;
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                false,
+                e.reason(),
+                &e.to_string(),
+                generation,
+            );
+            status::apply(&api, schedule.as_ref(), old.as_ref(), &status).await?;
+            if first {
+                ctx.event(schedule.as_ref(), true, e.reason(), e.to_string())
+                    .await;
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    let now = Utc::now();
+    let backups_api: Api<Backup> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut backups = backups_api
+        .list(&ListParams::default().labels(&format!("{SCHEDULE_LABEL}={name}")))
+        .await?
+        .items;
+    let problem = references::check(&ctx, &namespace, &spec.source, &spec.storage).await?;
+
+    if !spec.suspend && problem.is_none() {
+        let since = status
+            .last_schedule_time
+            .as_ref()
+            .or(schedule.metadata.creation_timestamp.as_ref())
+            .map(status::chrono)
+            .unwrap_or(now);
+        let running: Vec<&Backup> = backups.iter().filter(|b| !finished(b)).collect();
+        match due::step(
+            &cron,
+            since,
+            now,
+            spec.starting_deadline_seconds,
+            running.len(),
+            spec.concurrency_policy,
+        ) {
+            Step::Wait => {}
+            Step::Skip { time, why } => {
+                status.last_schedule_time = Some(status::time(time));
+                let note = match why {
+                    Skipped::MissedDeadline { late_seconds } => format!(
+                        "the run due at {time} was skipped: it could not start within startingDeadlineSeconds ({late_seconds}s late)"
+                    ),
+                    Skipped::StillRunning => format!(
+                        "the run due at {time} was skipped: {} is still running (concurrencyPolicy: Forbid)",
+                        running
+                            .iter()
+                            .map(|b| b.name_any())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                let reason = match why {
+                    Skipped::MissedDeadline { .. } => "MissedSchedule",
+                    Skipped::StillRunning => "SkippedStillRunning",
+                };
+                ctx.event(schedule.as_ref(), true, reason, note).await;
+            }
+            Step::Create { time, replace } => {
+                if replace {
+                    for old_run in &running {
+                        backups_api
+                            .delete(&old_run.name_any(), &DeleteParams::default())
+                            .await?;
+                        ctx.event(
+                            schedule.as_ref(),
+                            false,
+                            "Replaced",
+                            format!("{} was stopped for the run due at {time} (concurrencyPolicy: Replace)", old_run.name_any()),
+                        )
+                        .await;
+                    }
+                }
+                let backup = scheduled_backup(&schedule, time);
+                let backup_name = backup.name_any();
+                match backups_api.create(&PostParams::default(), &backup).await {
+                    Ok(created) => {
+                        ctx.event(
+                            schedule.as_ref(),
+                            false,
+                            "Scheduled",
+                            format!("created Backup {backup_name} for the run due at {time}"),
+                        )
+                        .await;
+                        backups.push(created);
+                    }
+                    // Made before a restart, or by another replica: the name is the run.
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                status.last_schedule_time = Some(status::time(time));
+            }
+        }
+    }
+
+    if let Some(policy) = &spec.retention {
+        let history: Vec<Run> = backups
+            .iter()
+            .filter(|b| b.metadata.deletion_timestamp.is_none())
+            .map(|b| Run {
+                name: b.name_any(),
+                time: run_time(b),
+                outcome: match b.status.as_ref().and_then(|s| s.phase) {
+                    Some(BackupPhase::Succeeded) => Outcome::Succeeded,
+                    Some(BackupPhase::Failed) => Outcome::Failed,
+                    _ => Outcome::Unfinished,
+                },
+            })
+            .collect();
+        match retention::select(&history, policy, cron.time_zone(), now) {
+            Ok(selection) => {
+                for (doomed, why) in &selection.delete {
+                    match backups_api.delete(doomed, &DeleteParams::default()).await {
+                        Ok(_) => {
+                            ctx.event(
+                                schedule.as_ref(),
+                                false,
+                                "RetentionDeleted",
+                                format!("deleted Backup {doomed}: {why}"),
+                            )
+                            .await;
+                        }
+                        Err(kube::Error::Api(e)) if e.code == 404 => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                backups.retain(|b| !selection.delete.iter().any(|(n, _)| *n == b.name_any()));
+            }
+            Err(e) => {
+                set_condition(
+                    &mut status.conditions,
+                    "Ready",
+                    false,
+                    "InvalidRetention",
+                    &e.to_string(),
+                    generation,
+                );
+                status::apply(&api, schedule.as_ref(), old.as_ref(), &status).await?;
+                return Ok(Action::await_change());
+            }
+        }
+    }
+
+    let next = if spec.suspend {
+        None
+    } else {
+        cron.next_after(now)
+    };
+    status.next_schedule_time = next.map(status::time);
+    let mut active: Vec<String> = backups
+        .iter()
+        .filter(|b| !finished(b))
+        .map(|b| b.name_any())
+        .collect();
+    active.sort();
+    status.active = active;
+    let newest_success = backups
+        .iter()
+        .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(BackupPhase::Succeeded))
+        .max_by_key(|b| run_time(b));
+    if let Some(b) = newest_success {
+        status.last_successful_backup = Some(b.name_any());
+        status.last_successful_time = b.status.as_ref().and_then(|s| s.completion_time.clone());
+    }
+    match (&problem, spec.suspend) {
+        (Some(problem), _) => {
+            let first = status::condition(&status.conditions, "Ready")
+                .is_none_or(|c| c.reason != problem.reason);
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                false,
+                problem.reason,
+                &problem.message,
+                generation,
+            );
+            if first {
+                ctx.event(schedule.as_ref(), true, problem.reason, &problem.message)
+                    .await;
+            }
+        }
+        (None, true) => set_condition(
+            &mut status.conditions,
+            "Ready",
+            true,
+            "Suspended",
+            "the schedule is suspended: no new backups are taken",
+            generation,
+        ),
+        (None, false) => set_condition(
+            &mut status.conditions,
+            "Ready",
+            true,
+            "Scheduled",
+            &format!(
+                "next backup at {}",
+                next.map(|t| t.to_rfc3339()).unwrap_or_default()
+            ),
+            generation,
+        ),
+    }
+    status::apply(&api, schedule.as_ref(), old.as_ref(), &status).await?;
+
+    let sleep = match (problem.is_some(), next) {
+        (true, _) => Duration::from_secs(30),
+        (false, Some(next)) => (next - Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .min(MAX_SLEEP),
+        (false, None) => MAX_SLEEP,
+    };
+    // Wake just after the due time, so that it is in the past when looked at.
+    Ok(Action::requeue(sleep + Duration::from_millis(50)))
+}
+
+fn finished(backup: &Backup) -> bool {
+    matches!(
+        backup.status.as_ref().and_then(|s| s.phase),
+        Some(BackupPhase::Succeeded | BackupPhase::Failed)
+    )
+}
+
+/// The Backup of the run due at `time`: the schedule's settings copied in, so that editing the
+/// schedule never changes a run that has started.
+pub fn scheduled_backup(schedule: &BackupSchedule, time: chrono::DateTime<Utc>) -> Backup {
+    let name = schedule.name_any();
+    let spec = &schedule.spec;
+    Backup {
+        metadata: ObjectMeta {
+            name: Some(due::backup_name(&name, time)),
+            namespace: schedule.namespace(),
+            labels: Some(
+                [
+                    (SCHEDULE_LABEL.to_owned(), name.clone()),
+                    (
+                        "app.kubernetes.io/managed-by".to_owned(),
+                        "coffer".to_owned(),
+                    ),
+                ]
+                .into(),
+            ),
+            annotations: Some([(SCHEDULED_TIME_ANNOTATION.to_owned(), time.to_rfc3339())].into()),
+            ..ObjectMeta::default()
+        },
+        spec: BackupSpec {
+            schedule_ref: Some(LocalObjectReference { name }),
+            source: Some(spec.source.clone()),
+            storage: Some(spec.storage.clone()),
+            compression: Some(spec.compression),
+            deletion_policy: Default::default(),
+            job_template: spec.job_template.clone(),
+        },
+        status: None,
+    }
+}
