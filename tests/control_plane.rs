@@ -18,42 +18,15 @@ use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
+mod support;
+use support::operator::install_crds;
+
 fn plane() -> &'static ControlPlane {
     ControlPlane::global().unwrap()
 }
 
 async fn admin() -> kube::Client {
     plane().admin_client().await.unwrap()
-}
-
-/// Applies `crds/` with server-side apply and waits until every CRD is Established.
-async fn install_crds(client: &kube::Client) -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/coffer.dev.yaml");
-    let crds: Vec<CustomResourceDefinition> =
-        serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let mut names = vec![];
-    for crd in crds {
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply("coffer-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
-        names.push(name);
-    }
-    for name in &names {
-        tokio::time::timeout(
-            TIMEOUT,
-            await_condition(api.clone(), name, conditions::is_crd_established()),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("CRD {name} not Established"))
-        .unwrap();
-    }
-    names
 }
 
 fn resource_of(kind: &str) -> ApiResource {

@@ -2,6 +2,7 @@
 //! Helpers shared by the integration tests.
 
 pub mod cli;
+pub mod operator;
 pub mod pg_data;
 pub mod redis_data;
 pub mod tree;

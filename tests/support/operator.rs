@@ -1,0 +1,221 @@
+//! Running `coffer controller` against the test control plane as the non-admin user
+//! `coffer-operator`, bound to exactly the rules in `deploy/operator/rbac.yaml`.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use coffer_testenv::ControlPlane;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::wait::{await_condition, conditions};
+use serde_json::{Value, json};
+
+/// The user the operator runs as (the API server knows it; it has no rights of its own).
+pub const OPERATOR_USER: &str = "coffer-operator";
+
+pub fn plane() -> &'static ControlPlane {
+    ControlPlane::global().unwrap()
+}
+
+pub async fn admin() -> kube::Client {
+    plane().admin_client().await.unwrap()
+}
+
+/// Applies `crds/` with server-side apply and waits until every CRD is Established.
+pub async fn install_crds(client: &kube::Client) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/coffer.dev.yaml");
+    let crds: Vec<CustomResourceDefinition> =
+        serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut names = vec![];
+    for crd in crds {
+        let name = crd.metadata.name.clone().unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("coffer-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        names.push(name);
+    }
+    for name in &names {
+        tokio::time::timeout(
+            Duration::from_secs(90),
+            await_condition(api.clone(), name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not Established"))
+        .unwrap();
+    }
+    names
+}
+
+/// The documents of `deploy/operator/rbac.yaml`.
+fn rbac_documents() -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/operator/rbac.yaml");
+    serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+async fn apply(client: &kube::Client, namespace: Option<&str>, mut doc: Value) {
+    let api_version = doc["apiVersion"].as_str().unwrap().to_owned();
+    let kind = doc["kind"].as_str().unwrap().to_owned();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &kind));
+    if let Some(ns) = namespace {
+        doc["metadata"]["namespace"] = json!(ns);
+    }
+    let name = doc["metadata"]["name"].as_str().unwrap().to_owned();
+    let object: DynamicObject = serde_json::from_value(doc).unwrap();
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    api.patch(
+        &name,
+        &PatchParams::apply("coffer-tests").force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
+}
+
+/// Installs the CRDs and binds the operator's ClusterRole (cluster-wide) and leader-election
+/// Role (in `namespace`) from `deploy/operator/rbac.yaml` to [`OPERATOR_USER`].
+pub async fn prepare(namespace: &str) {
+    let client = admin().await;
+    install_crds(&client).await;
+    let user =
+        json!([{"kind": "User", "name": OPERATOR_USER, "apiGroup": "rbac.authorization.k8s.io"}]);
+    for mut doc in rbac_documents() {
+        match doc["kind"].as_str().unwrap() {
+            "ClusterRole" => apply(&client, None, doc).await,
+            "ClusterRoleBinding" => {
+                doc["metadata"]["name"] = json!("coffer-controller-tests");
+                doc["subjects"] = user.clone();
+                apply(&client, None, doc).await;
+            }
+            "Role" => apply(&client, Some(namespace), doc).await,
+            "RoleBinding" => {
+                doc["subjects"] = user.clone();
+                apply(&client, Some(namespace), doc).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A `coffer controller` process, killed when dropped.
+pub struct Operator {
+    child: Option<Child>,
+    log: PathBuf,
+    pub metrics_address: String,
+    pub identity: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Operator {
+    /// Starts the controller for `namespace` (its Lease in the same namespace).
+    pub fn start(namespace: &str, identity: &str) -> Self {
+        let dir = plane().dir().join("operators");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("{namespace}-{identity}.log"));
+        let metrics_address = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .args([
+                "controller",
+                "--namespace",
+                namespace,
+                "--metrics-address",
+                &metrics_address,
+                "--worker-image",
+                "ghcr.io/coffer-dev/coffer:test",
+                "--identity",
+                identity,
+                "--lease-duration",
+                "6",
+            ])
+            .env(
+                "KUBECONFIG",
+                plane().user_kubeconfig(OPERATOR_USER).unwrap(),
+            )
+            .env("RUST_LOG", "info,coffer=debug,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self {
+            child: Some(child),
+            log,
+            metrics_address,
+            identity: identity.to_owned(),
+        }
+    }
+
+    /// What the controller logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the process at once (SIGKILL: no clean shutdown, the Lease is not released).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The body of an HTTP GET of `path` on the metrics address.
+    pub async fn get(&self, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(&self.metrics_address)
+            .await
+            .unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- {} log ---\n{}", self.identity, self.log());
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
