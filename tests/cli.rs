@@ -1,4 +1,4 @@
-//! The command line: what is built works, what is not refuses honestly with status 2.
+//! The command line: every subcommand works or fails in one line that says why.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,24 +12,108 @@ fn coffer(args: &[&str]) -> Output {
         .unwrap()
 }
 
+fn worker(dir: &std::path::Path, plan: Option<&str>) -> (Output, serde_json::Value) {
+    let term = dir.join("termination-log");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_coffer"));
+    command
+        .args(["worker", "--termination-log"])
+        .arg(&term)
+        .arg("--source-dir")
+        .arg(dir.join("source"))
+        .arg("--store-dir")
+        .arg(dir.join("store"))
+        .env_remove("RUST_LOG")
+        .env_remove("COFFER_PLAN");
+    if let Some(plan) = plan {
+        command.env("COFFER_PLAN", plan);
+    }
+    let out = command.output().unwrap();
+    let summary = serde_json::from_slice(&std::fs::read(&term).unwrap()).unwrap();
+    (out, summary)
+}
+
 #[test]
-fn what_is_not_built_yet_exits_2_and_says_so() {
+fn the_worker_reports_a_missing_or_unknown_plan_in_one_line_and_its_summary() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [&["controller"][..], &["worker"]] {
-        let out = coffer(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    for (plan, says) in [
+        (None, "COFFER_PLAN is not set"),
+        (
+            Some(r#"{"operation":"teleport"}"#),
+            "COFFER_PLAN is not a plan this worker understands",
+        ),
+    ] {
+        let (out, summary) = worker(dir.path(), plan);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.starts_with(&format!("coffer {}: not implemented yet", args[0])),
+            stderr.starts_with("coffer worker: InvalidPlan: "),
             "{stderr}"
         );
-        assert!(stderr.contains("nothing was done"), "{stderr}");
-        assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+        assert!(stderr.contains(says), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert_eq!(summary["failure"], "InvalidPlan");
     }
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "nothing was written"
+}
+
+#[test]
+fn the_worker_runs_a_plan_and_deletes_what_it_made_manifest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("source/sub")).unwrap();
+    std::fs::write(dir.path().join("source/sub/a.txt"), "coffer").unwrap();
+    let plan = serde_json::json!({
+        "operation": "backup",
+        "source": {"volume": {"claimName": "data"}},
+        "storage": {"filesystem": {"claimName": "store"}},
+        "folder": "shop/data/20261201T160000Z/",
+        "name": "data",
+        "compression": "zstd",
+    });
+    let (out, summary) = worker(dir.path(), Some(&plan.to_string()));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(summary.get("failure"), None, "{summary}");
+    assert_eq!(summary["folder"], "shop/data/20261201T160000Z/");
+    assert_eq!(summary["backup"]["files"], 2, "{summary}");
+    assert_eq!(summary["manifestSha256"].as_str().unwrap().len(), 64);
+    let manifest = dir
+        .path()
+        .join("store/shop/data/20261201T160000Z/manifest.json");
+    assert!(manifest.is_file());
+    // The same folder again: refused, nothing overwritten.
+    let (out, summary) = worker(dir.path(), Some(&plan.to_string()));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(summary["failure"], "AlreadyExists", "{summary}");
+    let delete = serde_json::json!({
+        "operation": "delete",
+        "storage": {"filesystem": {"claimName": "store"}},
+        "folder": "shop/data/20261201T160000Z/",
+    });
+    let (out, summary) = worker(dir.path(), Some(&delete.to_string()));
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        summary["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("deleted 2 objects"),
+        "{summary}"
+    );
+    assert!(!manifest.exists());
+}
+
+#[test]
+fn the_controller_without_an_api_server_says_so_in_one_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["controller", "--metrics-address", "127.0.0.1:0"])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("coffer controller: cannot reach the Kubernetes API server"),
+        "{stderr}"
     );
 }
 

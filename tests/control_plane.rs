@@ -10,10 +10,9 @@ use coffer::api::{Backup, BackupSchedule, RestoreRequest};
 use coffer_testenv::{ControlPlane, TestNamespace};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
-use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::wait::await_condition;
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(90);

@@ -272,3 +272,447 @@ async fn every_minute_schedules_back_up_redis_postgres_and_a_volume() {
     }
     assert!(_operator.get("/readyz").await.ends_with("ok"));
 }
+
+/// A scheduled-looking Backup of `schedule` due `hours_ago` hours ago.
+fn history_backup(
+    name: &str,
+    schedule: &str,
+    hours_ago: i64,
+    source: &Value,
+    storage: &Value,
+    policy: &str,
+) -> Value {
+    let time = (Utc::now() - chrono::Duration::hours(hours_ago)).to_rfc3339();
+    json!({"metadata": {"name": name, "labels": {"coffer.dev/schedule": schedule},
+        "annotations": {"coffer.dev/scheduled-time": time}},
+        "spec": {"scheduleRef": {"name": schedule}, "source": source, "storage": storage, "deletionPolicy": policy}})
+}
+
+#[tokio::test]
+async fn retention_deletes_old_backups_and_their_data_and_a_restore_brings_redis_back() {
+    let ns = plane().namespace("retention").await.unwrap();
+    let ns = ns.name().to_owned();
+    prepare(&ns).await;
+    let s3 = s3_with_bucket().await;
+    s3_secret(&ns, &s3).await;
+    let redis = RedisServer::start_with_password("redis-pw").unwrap();
+    let mut con = support::redis_data::connect(&redis.url()).await;
+    for i in 0..50 {
+        redis::cmd("SET")
+            .arg(format!("user:{i}"))
+            .arg(format!("v{i}"))
+            .query_async::<()>(&mut con)
+            .await
+            .unwrap();
+    }
+    secret(&ns, "redis-auth", &[("password", "redis-pw")]).await;
+    let source = redis_source(&redis, "redis-auth");
+    let storage = storage(&s3);
+    let _operator = Operator::start(&ns, "solo");
+    // A schedule that does not fire during the test; its history is made by hand.
+    create::<BackupSchedule>(
+        &ns,
+        json!({"metadata": {"name": "bot"}, "spec": {
+        "schedule": "0 0 1 1 *", "source": source, "storage": storage,
+        "retention": {"keepLast": 1}}}),
+    )
+    .await;
+    for (name, hours, policy) in [
+        ("bot-old", 3, "Retain"),
+        ("bot-mid", 2, "Delete"),
+        ("bot-new", 1, "Delete"),
+    ] {
+        create::<Backup>(
+            &ns,
+            history_backup(name, "bot", hours, &source, &storage, policy),
+        )
+        .await;
+    }
+    let new = finished_backup(&ns, "bot-new").await;
+    assert_eq!(
+        new.status.as_ref().unwrap().phase,
+        Some(BackupPhase::Succeeded)
+    );
+    let backups: Api<Backup> = Api::namespaced(admin().await, &ns);
+    eventually(RUN, "retention to delete bot-old and bot-mid", || async {
+        let names: Vec<String> = backups
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|b| b.name_any())
+            .collect();
+        (names == ["bot-new"]).then_some(())
+    })
+    .await;
+    // bot-mid's data went with it (manifest first); bot-old was Retain, so its data stays.
+    let folder_of = |hours: i64| {
+        let t = Utc::now() - chrono::Duration::hours(hours);
+        format!("ci/{ns}/bot/{}", t.format("%Y%m%dT%H"))
+    };
+    let old_keys = stored_keys(&s3, &folder_of(3)).await;
+    assert!(
+        old_keys.iter().any(|k| k.ends_with("/manifest.json")),
+        "{old_keys:?}"
+    );
+    assert!(stored_keys(&s3, &folder_of(2)).await.is_empty());
+    let schedule_events = events_of(&ns, "bot").await;
+    assert!(
+        schedule_events
+            .iter()
+            .any(|(_, r, n)| r == "RetentionDeleted" && n.contains("bot-mid")),
+        "{schedule_events:?}"
+    );
+
+    // A backup right now, with everything taken from the schedule.
+    create::<Backup>(
+        &ns,
+        json!({"metadata": {"name": "before-deploy"}, "spec": {"scheduleRef": {"name": "bot"}}}),
+    )
+    .await;
+    let now = finished_backup(&ns, "before-deploy").await;
+    let status = now.status.unwrap();
+    assert_eq!(status.phase, Some(BackupPhase::Succeeded), "{status:?}");
+    assert!(status.location.unwrap().contains(&format!("/ci/{ns}/bot/")));
+    assert_eq!(status.stats.unwrap().keys, Some(50));
+
+    // Restore it into the flushed server.
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "undo"}, "spec": {"backupRef": {"name": "before-deploy"}}}),
+    )
+    .await;
+    let restores: Api<RestoreRequest> = Api::namespaced(admin().await, &ns);
+    let restored = eventually(RUN, "the restore", || async {
+        let r = restores.get("undo").await.unwrap();
+        matches!(
+            r.status.as_ref()?.phase?,
+            RestorePhase::Succeeded | RestorePhase::Failed
+        )
+        .then_some(r)
+    })
+    .await;
+    let status = restored.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Succeeded), "{status:?}");
+    assert_eq!(status.stats.unwrap().restored, Some(50));
+    let value: String = redis::cmd("GET")
+        .arg("user:7")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(value, "v7");
+    let size: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert_eq!(size, 50);
+}
+
+async fn deployment(ns: &str, name: &str, replicas: i32) {
+    create::<Deployment>(
+        ns,
+        json!({"metadata": {"name": name}, "spec": {
+        "replicas": replicas, "selector": {"matchLabels": {"app": name}},
+        "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [
+            {"name": "app", "image": "busybox", "command": ["sleep", "3600"]}]}}}}),
+    )
+    .await;
+}
+
+async fn replicas(ns: &str, name: &str) -> i32 {
+    Api::<Deployment>::namespaced(admin().await, ns)
+        .get(name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .replicas
+        .unwrap()
+}
+
+async fn finished_restore(ns: &str, name: &str) -> RestoreRequest {
+    let restores: Api<RestoreRequest> = Api::namespaced(admin().await, ns);
+    eventually(RUN, &format!("RestoreRequest {name}"), || async {
+        let r = restores.get(name).await.unwrap();
+        matches!(
+            r.status.as_ref()?.phase?,
+            RestorePhase::Succeeded | RestorePhase::Failed
+        )
+        .then_some(r)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_postgres_restore_quiesces_the_app_and_scales_it_back_even_when_it_fails() {
+    let ns = plane().namespace("pg-restore").await.unwrap();
+    let ns = ns.name().to_owned();
+    prepare(&ns).await;
+    let s3 = s3_with_bucket().await;
+    s3_secret(&ns, &s3).await;
+    let pg = PostgresServer::start().unwrap();
+    support::pg_data::create(&pg, "shop", "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders SELECT g, 'n' || g FROM generate_series(1, 1000) g;").await;
+    secret(&ns, "pg-auth", &[("password", pg.password())]).await;
+    secret(&ns, "bad-auth", &[("password", "not-the-password")]).await;
+    let _operator = Operator::start(&ns, "solo");
+    create::<Backup>(
+        &ns,
+        json!({"metadata": {"name": "shop-now"}, "spec": {
+        "source": pg_source(&pg, "pg-auth"), "storage": storage(&s3)}}),
+    )
+    .await;
+    let backup = finished_backup(&ns, "shop-now").await;
+    assert_eq!(
+        backup.status.as_ref().unwrap().phase,
+        Some(BackupPhase::Succeeded),
+        "{:?}",
+        backup.status
+    );
+
+    deployment(&ns, "web", 2).await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(admin().await, &ns);
+    eventually(RUN, "two web Pods", || async {
+        let n = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap()
+            .items
+            .len();
+        (n == 2).then_some(())
+    })
+    .await;
+    let shop = support::pg_data::connect(&pg, "shop").await;
+    shop.batch_execute("DELETE FROM orders WHERE id > 10")
+        .await
+        .unwrap();
+
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "rollback"}, "spec": {
+        "backupRef": {"name": "shop-now"}, "postgres": {"clean": true},
+        "quiesce": [{"kind": "Deployment", "name": "web"}]}}),
+    )
+    .await;
+    // While it runs, the app is stopped.
+    let restores: Api<RestoreRequest> = Api::namespaced(admin().await, &ns);
+    eventually(RUN, "web to be scaled to 0", || async {
+        let r = restores.get("rollback").await.unwrap();
+        let quiesced = r.status?.quiesced;
+        (quiesced.len() == 1 && quiesced[0].replicas == 2 && replicas(&ns, "web").await == 0)
+            .then_some(())
+    })
+    .await;
+    let done = finished_restore(&ns, "rollback").await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Succeeded), "{status:?}");
+    assert_eq!(status.stats.unwrap().rows_verified, Some(1000));
+    let rows: i64 = shop
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1000);
+    assert_eq!(replicas(&ns, "web").await, 2);
+    assert!(
+        events_of(&ns, "rollback")
+            .await
+            .iter()
+            .any(|(_, r, _)| r == "Succeeded")
+    );
+
+    // The same with a password the server refuses: Failed, with the reason, and web is back.
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "refused"}, "spec": {
+        "backupRef": {"name": "shop-now"}, "target": pg_source(&pg, "bad-auth"),
+        "quiesce": [{"kind": "Deployment", "name": "web"}]}}),
+    )
+    .await;
+    let failed = finished_restore(&ns, "refused").await;
+    let status = failed.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Failed));
+    let (ok, reason, message) = ready(&status.conditions);
+    assert_eq!(
+        (ok.as_str(), reason.as_str()),
+        ("False", "AuthenticationFailed"),
+        "{message}"
+    );
+    assert!(!message.contains("not-the-password"), "{message}");
+    assert!(message.contains("scaled back web to 2"), "{message}");
+    assert_eq!(replicas(&ns, "web").await, 2);
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_the_backup_and_a_missing_secret_makes_no_job() {
+    let ns = plane().namespace("failures").await.unwrap();
+    let ns = ns.name().to_owned();
+    prepare(&ns).await;
+    let s3 = s3_with_bucket().await;
+    s3_secret(&ns, &s3).await;
+    let redis = RedisServer::start_with_password("right").unwrap();
+    secret(&ns, "wrong-auth", &[("password", "wrong")]).await;
+    let _operator = Operator::start(&ns, "solo");
+    create::<BackupSchedule>(&ns, json!({"metadata": {"name": "cache"}, "spec": {
+        "schedule": "0 0 1 1 *", "source": redis_source(&redis, "wrong-auth"), "storage": storage(&s3)}})).await;
+    create::<Backup>(
+        &ns,
+        json!({"metadata": {"name": "cache-now"}, "spec": {"scheduleRef": {"name": "cache"}}}),
+    )
+    .await;
+    let backup = finished_backup(&ns, "cache-now").await;
+    let status = backup.status.unwrap();
+    assert_eq!(status.phase, Some(BackupPhase::Failed));
+    let (ok, reason, message) = ready(&status.conditions);
+    assert_eq!(
+        (ok.as_str(), reason.as_str()),
+        ("False", "AuthenticationFailed"),
+        "{message}"
+    );
+    assert!(!message.contains("wrong\""), "{message}");
+    let events = events_of(&ns, "cache-now").await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, n)| t == "Warning" && r == "Failed" && n.contains("AuthenticationFailed")),
+        "{events:?}"
+    );
+    assert!(
+        stored_keys(&s3, &format!("ci/{ns}/cache/"))
+            .await
+            .is_empty(),
+        "a failed backup leaves nothing"
+    );
+    let schedules: Api<BackupSchedule> = Api::namespaced(admin().await, &ns);
+    let schedule = eventually(RUN, "the schedule's status", || async {
+        schedules.get("cache").await.unwrap().status
+    })
+    .await;
+    assert_eq!(
+        ready(&schedule.conditions).0,
+        "True",
+        "a failed run does not make the schedule unready"
+    );
+
+    // A Secret that does not exist: a condition that names it, and no Job.
+    let mut source = redis_source(&redis, "nope");
+    source["redis"]["passwordSecretRef"]["name"] = json!("nope");
+    create::<Backup>(&ns, json!({"metadata": {"name": "orphan"}, "spec": {"source": source, "storage": storage(&s3)}})).await;
+    let backups: Api<Backup> = Api::namespaced(admin().await, &ns);
+    let status = eventually(RUN, "orphan's SecretNotFound", || async {
+        let s = backups.get("orphan").await.unwrap().status?;
+        (s.conditions.first()?.reason == "SecretNotFound").then_some(s)
+    })
+    .await;
+    assert_eq!(status.phase, Some(BackupPhase::Pending));
+    assert!(
+        ready(&status.conditions)
+            .2
+            .contains(&format!("Secret {ns}/nope does not exist"))
+    );
+    assert!(
+        !jobs(&ns)
+            .await
+            .iter()
+            .any(|j| j.name_any().starts_with("orphan"))
+    );
+    create::<BackupSchedule>(
+        &ns,
+        json!({"metadata": {"name": "lost"}, "spec": {
+        "schedule": "* * * * *", "source": source, "storage": storage(&s3)}}),
+    )
+    .await;
+    let schedule = eventually(RUN, "lost's SecretNotFound", || async {
+        let s = schedules.get("lost").await.unwrap().status?;
+        (s.conditions.first()?.reason == "SecretNotFound").then_some(s)
+    })
+    .await;
+    assert_eq!(ready(&schedule.conditions).0, "False");
+    // An invalid time zone is named too.
+    create::<BackupSchedule>(&ns, json!({"metadata": {"name": "mars"}, "spec": {
+        "schedule": "0 3 * * *", "timeZone": "Mars/Olympus", "source": source, "storage": storage(&s3)}})).await;
+    eventually(RUN, "mars's UnknownTimeZone", || async {
+        let s = schedules.get("mars").await.unwrap().status?;
+        (s.conditions.first()?.reason == "UnknownTimeZone").then_some(())
+    })
+    .await;
+}
+
+/// A TCP server that accepts connections and never answers: a backup of it hangs until the
+/// server is dropped.
+async fn silent_server() -> (u16, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        let mut stopped = stopped;
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => if let Ok((s, _)) = accepted { held.push(s) },
+                _ = &mut stopped => return,
+            }
+        }
+    });
+    (port, stop)
+}
+
+#[tokio::test]
+async fn a_restarted_or_second_controller_never_duplicates_a_run() {
+    let ns = plane().namespace("leader").await.unwrap();
+    let ns = ns.name().to_owned();
+    prepare(&ns).await;
+    let s3 = s3_with_bucket().await;
+    s3_secret(&ns, &s3).await;
+    let (port, stop) = silent_server().await;
+    let mut operators = [Operator::start(&ns, "a"), Operator::start(&ns, "b")];
+    create::<Backup>(
+        &ns,
+        json!({"metadata": {"name": "stuck"}, "spec": {
+        "source": {"redis": {"host": "127.0.0.1", "port": port}}, "storage": storage(&s3)}}),
+    )
+    .await;
+    let backups: Api<Backup> = Api::namespaced(admin().await, &ns);
+    eventually(RUN, "stuck to run", || async {
+        (backups.get("stuck").await.unwrap().status?.phase? == BackupPhase::Running).then_some(())
+    })
+    .await;
+    let [first, second] = &mut operators;
+    let (leader, standby) = if first.log().contains("leading") {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert!(leader.log().contains("leading"), "{}", leader.log());
+    assert!(standby.log().contains("standing by"), "{}", standby.log());
+    assert!(!standby.log().contains("leading"), "only one leads");
+    // The leader dies without a word; the standby takes over once the Lease runs out.
+    leader.kill();
+    eventually(RUN, "the standby to lead", || async {
+        standby.log().contains("leading").then_some(())
+    })
+    .await;
+    let stuck: Vec<String> = jobs(&ns).await.iter().map(|j| j.name_any()).collect();
+    assert_eq!(stuck, ["stuck-backup"], "one Job, not one per controller");
+    assert_eq!(
+        backups.get("stuck").await.unwrap().status.unwrap().phase,
+        Some(BackupPhase::Running)
+    );
+    // The source goes away: the worker fails, and the new leader records it.
+    drop(stop);
+    let done = finished_backup(&ns, "stuck").await;
+    assert_eq!(done.status.unwrap().phase, Some(BackupPhase::Failed));
+    assert_eq!(jobs(&ns).await.len(), 1);
+    // Deleting a Backup whose data never got written still goes through the finalizer.
+    backups.delete("stuck", &Default::default()).await.unwrap();
+    eventually(RUN, "stuck to be gone", || async {
+        backups
+            .get_opt("stuck")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}

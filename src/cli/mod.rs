@@ -37,7 +37,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Every subcommand. Those not built yet exit with status 2 and say so.
+/// Every subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator: reconcile BackupSchedules, Backups and RestoreRequests.
@@ -57,13 +57,6 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Print the version of Coffer.
     Version,
-}
-
-/// Arguments of a subcommand that is not built yet: accepted, then refused.
-#[derive(Debug, Args)]
-pub struct Pending {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
 }
 
 /// Exit status of a subcommand that is not built yet (the same as a usage error).
