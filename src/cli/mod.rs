@@ -12,7 +12,7 @@ mod worker;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::api;
 use crate::logging::{self, LogFormat};
