@@ -408,6 +408,32 @@ async fn retention_deletes_old_backups_and_their_data_and_a_restore_brings_redis
     assert_eq!(value, "v7");
     let size: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
     assert_eq!(size, 50);
+
+    // Disaster recovery: no Backup object, only the store; the newest complete backup of the
+    // schedule's folder is found and restored.
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "from-storage"}, "spec": {
+        "from": {"storage": storage, "location": format!("{ns}/bot/"), "latest": true},
+        "target": source, "redis": {"database": 0}}}),
+    )
+    .await;
+    let status = finished_restore(&ns, "from-storage").await.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Succeeded), "{status:?}");
+    let newest = backups
+        .get("before-deploy")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .location;
+    assert_eq!(status.location, newest, "the newest backup in the folder");
+    let size: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert_eq!(size, 50);
 }
 
 async fn deployment(ns: &str, name: &str, replicas: i32) {

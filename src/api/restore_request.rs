@@ -98,7 +98,8 @@ pub struct RedisRestoreOptions {
     /// restored database first.
     #[serde(default)]
     pub conflict: RedisConflict,
-    /// Restore a single-database backup into this database index instead of its own.
+    /// Restore only this database of the backup (its index in the source). Default: every
+    /// database in the backup, each into the database of the same index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub database: Option<i32>,

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
@@ -55,6 +56,20 @@ impl Context {
         reason: &str,
         note: impl Into<String>,
     ) {
+        self.event_about(object, None, warning, reason, note).await;
+    }
+
+    /// Records an Event on `object` about a `related` object (a schedule's Backup): events
+    /// with the same reason about different objects are kept apart instead of folded into one
+    /// series.
+    pub async fn event_about<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        related: Option<ObjectReference>,
+        warning: bool,
+        reason: &str,
+        note: impl Into<String>,
+    ) {
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -64,7 +79,7 @@ impl Context {
             reason: reason.to_owned(),
             note: Some(crate::text::one_line(&note.into())),
             action: reason.to_owned(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(reason, "cannot record an event: {e}");

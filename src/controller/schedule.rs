@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
 
 use super::backup::run_time;
 use super::context::Context;
@@ -110,8 +110,9 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
                         backups_api
                             .delete(&old_run.name_any(), &DeleteParams::default())
                             .await?;
-                        ctx.event(
+                        ctx.event_about(
                             schedule.as_ref(),
+                            Some(old_run.object_ref(&())),
                             false,
                             "Replaced",
                             format!("{} was stopped for the run due at {time} (concurrencyPolicy: Replace)", old_run.name_any()),
@@ -123,8 +124,9 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
                 let backup_name = backup.name_any();
                 match backups_api.create(&PostParams::default(), &backup).await {
                     Ok(created) => {
-                        ctx.event(
+                        ctx.event_about(
                             schedule.as_ref(),
+                            Some(created.object_ref(&())),
                             false,
                             "Scheduled",
                             format!("created Backup {backup_name} for the run due at {time}"),
@@ -160,8 +162,13 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
                 for (doomed, why) in &selection.delete {
                     match backups_api.delete(doomed, &DeleteParams::default()).await {
                         Ok(_) => {
-                            ctx.event(
+                            let related = backups
+                                .iter()
+                                .find(|b| b.name_any() == *doomed)
+                                .map(|b| b.object_ref(&()));
+                            ctx.event_about(
                                 schedule.as_ref(),
+                                related,
                                 false,
                                 "RetentionDeleted",
                                 format!("deleted Backup {doomed}: {why}"),
