@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::{Client, Resource};
+
+use crate::api::Backup;
 
 use super::job::WorkerSettings;
 use super::metrics::Metrics;
@@ -21,6 +24,9 @@ pub struct Settings {
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
+    /// Every Backup made by a schedule, kept current by a watch (schedules read their
+    /// history here instead of listing it on each reconcile).
+    pub scheduled_backups: Store<Backup>,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
@@ -33,6 +39,7 @@ impl Context {
         settings: Settings,
         metrics: Arc<Metrics>,
         instance: String,
+        scheduled_backups: Store<Backup>,
     ) -> Self {
         let reporter = Reporter {
             controller: "coffer-controller".to_owned(),
@@ -41,6 +48,7 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            scheduled_backups,
             settings,
             metrics,
             worker_accounts: Mutex::default(),

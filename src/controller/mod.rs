@@ -28,7 +28,7 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -119,13 +119,15 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         .lease
         .as_ref()
         .map_or_else(|| "coffer-controller".to_owned(), |l| l.identity.clone());
+    let (scheduled_backups, writer) = reflector::store();
     let ctx = Arc::new(Context::new(
         client.clone(),
         options.settings.clone(),
         metrics,
         identity,
+        scheduled_backups,
     ));
-    let controllers = tokio::spawn(controllers(client.clone(), ctx, shutdown.clone()));
+    let controllers = tokio::spawn(controllers(client.clone(), ctx, writer, shutdown.clone()));
 
     let outcome = match &options.lease {
         Some(lease) => tokio::select! {
@@ -168,33 +170,86 @@ async fn signals(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
+/// Drops what the controller never reads from watched objects (their managed fields), so
+/// that thousands of them cost little memory.
+fn slim<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+}
+
+/// A watch of `api` through a store, with managed fields dropped.
+fn watched<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(api, config)
+        .default_backoff()
+        .modify(slim::<K>)
+        .reflect(writer)
+        .touched_objects()
+}
+
+/// Reconciles at once per controller: enough to keep up with a thousand schedules due in the
+/// same second, few enough to bound the requests (and memory) in flight.
+const CONCURRENCY: u16 = 32;
+
 /// The three controllers, until `shutdown`.
-async fn controllers(client: Client, ctx: Arc<Context>, shutdown: CancellationToken) {
+async fn controllers(
+    client: Client,
+    ctx: Arc<Context>,
+    scheduled_writer: reflector::store::Writer<Backup>,
+    shutdown: CancellationToken,
+) {
     let ns = ctx.settings.namespace.clone();
     let ns = ns.as_deref();
     let workers = watcher::Config::default().labels("app.kubernetes.io/managed-by=coffer");
     let scheduled = watcher::Config::default().labels(SCHEDULE_LABEL);
+    let config = kube::runtime::controller::Config::default().concurrency(CONCURRENCY);
 
-    let schedules = Controller::new(
+    let (schedule_store, schedule_writer) = reflector::store();
+    let schedule_stream = watched(
         api::<BackupSchedule>(&client, ns),
         watcher::Config::default(),
-    )
-    .watches(api::<Backup>(&client, ns), scheduled, |backup: Backup| {
-        let schedule = backup.labels().get(SCHEDULE_LABEL)?.clone();
-        Some(ObjectRef::<BackupSchedule>::new(&schedule).within(&backup.namespace()?))
-    })
-    .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-    .run(schedule::reconcile, error_policy("schedule"), ctx.clone())
-    .for_each(|_| async {});
-    let backups = Controller::new(api::<Backup>(&client, ns), watcher::Config::default())
+        schedule_writer,
+    );
+    let scheduled_stream = watched(api::<Backup>(&client, ns), scheduled, scheduled_writer);
+    let schedules = Controller::for_stream(schedule_stream, schedule_store)
+        .with_config(config.clone())
+        .watches_stream(scheduled_stream, |backup: Backup| {
+            let schedule = backup.labels().get(SCHEDULE_LABEL)?.clone();
+            Some(ObjectRef::<BackupSchedule>::new(&schedule).within(&backup.namespace()?))
+        })
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(schedule::reconcile, error_policy("schedule"), ctx.clone())
+        .for_each(|_| async {});
+
+    let (backup_store, backup_writer) = reflector::store();
+    let backup_stream = watched(
+        api::<Backup>(&client, ns),
+        watcher::Config::default(),
+        backup_writer,
+    );
+    let backups = Controller::for_stream(backup_stream, backup_store)
+        .with_config(config.clone())
         .owns(api::<Job>(&client, ns), workers.clone())
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(backup::reconcile, error_policy("backup"), ctx.clone())
         .for_each(|_| async {});
+
     let restores = Controller::new(
         api::<RestoreRequest>(&client, ns),
         watcher::Config::default(),
     )
+    .with_config(config)
     .owns(api::<Job>(&client, ns), workers)
     .graceful_shutdown_on(shutdown.cancelled_owned())
     .run(restore::reconcile, error_policy("restore"), ctx)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
@@ -60,10 +60,25 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
     };
     let now = Utc::now();
     let backups_api: Api<Backup> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut backups = backups_api
-        .list(&ListParams::default().labels(&format!("{SCHEDULE_LABEL}={name}")))
-        .await?
-        .items;
+    // The history comes from a watch; it must have listed every Backup once, or Forbid and
+    // retention would decide on part of it.
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        ctx.scheduled_backups.wait_until_ready(),
+    )
+    .await
+    .map_err(|_| Error::NotSynced("scheduled Backups"))?
+    .map_err(|_| Error::NotSynced("scheduled Backups"))?;
+    let mut backups: Vec<Backup> = ctx
+        .scheduled_backups
+        .state()
+        .iter()
+        .filter(|b| {
+            b.namespace().as_deref() == Some(namespace.as_str())
+                && b.labels().get(SCHEDULE_LABEL) == Some(&name)
+        })
+        .map(|b| Backup::clone(b))
+        .collect();
     let problem = references::check(&ctx, &namespace, &spec.source, &spec.storage).await?;
 
     if !spec.suspend && problem.is_none() {

@@ -127,11 +127,16 @@ fn free_port() -> u16 {
 impl Operator {
     /// Starts the controller for `namespace` (its Lease in the same namespace).
     pub fn start(namespace: &str, identity: &str) -> Self {
+        Self::start_binary(env!("CARGO_BIN_EXE_coffer").as_ref(), namespace, identity)
+    }
+
+    /// [`Operator::start`] with another `coffer` binary (the benchmark's release build).
+    pub fn start_binary(binary: &Path, namespace: &str, identity: &str) -> Self {
         let dir = plane().dir().join("operators");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("{namespace}-{identity}.log"));
         let metrics_address = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        let child = Command::new(binary)
             .args([
                 "controller",
                 "--namespace",
@@ -161,6 +166,11 @@ impl Operator {
             metrics_address,
             identity: identity.to_owned(),
         }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// What the controller logged so far.
