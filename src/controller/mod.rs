@@ -119,7 +119,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         .lease
         .as_ref()
         .map_or_else(|| "coffer-controller".to_owned(), |l| l.identity.clone());
-    let (scheduled_backups, writer) = reflector::store();
+    let (scheduled_backups, writer) = reflector::store_shared(4096);
     let ctx = Arc::new(Context::new(
         client.clone(),
         options.settings.clone(),
@@ -198,9 +198,12 @@ where
         .touched_objects()
 }
 
-/// Reconciles at once per controller: enough to keep up with a thousand schedules due in the
-/// same second, few enough to bound the requests (and memory) in flight.
-const CONCURRENCY: u16 = 32;
+/// Reconciles at once, per controller. Schedules get the most: when a thousand are due in the
+/// same second, creating their Backups comes before running them. The limits bound the
+/// requests (and memory) in flight.
+const SCHEDULE_CONCURRENCY: u16 = 128;
+const BACKUP_CONCURRENCY: u16 = 16;
+const RESTORE_CONCURRENCY: u16 = 8;
 
 /// The three controllers, until `shutdown`.
 async fn controllers(
@@ -213,18 +216,40 @@ async fn controllers(
     let ns = ns.as_deref();
     let workers = watcher::Config::default().labels("app.kubernetes.io/managed-by=coffer");
     let scheduled = watcher::Config::default().labels(SCHEDULE_LABEL);
-    let config = kube::runtime::controller::Config::default().concurrency(CONCURRENCY);
+    let config = |n| kube::runtime::controller::Config::default().concurrency(n);
 
+    // The schedules' history: one watch drives a shared store (read by reconciles) and
+    // wakes a schedule when one of its Backups changes. It runs on its own, so a busy
+    // controller never stalls it, and schedules start once it has listed everything.
+    let Some(scheduled_changes) = scheduled_writer.subscribe() else {
+        tracing::error!("the scheduled Backups' store cannot be shared; schedules are not run");
+        return;
+    };
+    let history = watcher(api::<Backup>(&client, ns), scheduled)
+        .default_backoff()
+        .modify(slim::<Backup>)
+        .reflect_shared(scheduled_writer)
+        .for_each(|_| async {});
+    let history_stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = history => {}
+            () = history_stop.cancelled() => {}
+        }
+    });
+    tokio::select! {
+        ready = ctx.scheduled_backups.wait_until_ready() => if ready.is_err() { return },
+        () = shutdown.cancelled() => return,
+    }
     let (schedule_store, schedule_writer) = reflector::store();
     let schedule_stream = watched(
         api::<BackupSchedule>(&client, ns),
         watcher::Config::default(),
         schedule_writer,
     );
-    let scheduled_stream = watched(api::<Backup>(&client, ns), scheduled, scheduled_writer);
     let schedules = Controller::for_stream(schedule_stream, schedule_store)
-        .with_config(config.clone())
-        .watches_stream(scheduled_stream, |backup: Backup| {
+        .with_config(config(SCHEDULE_CONCURRENCY))
+        .watches_shared_stream(scheduled_changes, |backup: Arc<Backup>| {
             let schedule = backup.labels().get(SCHEDULE_LABEL)?.clone();
             Some(ObjectRef::<BackupSchedule>::new(&schedule).within(&backup.namespace()?))
         })
@@ -239,7 +264,7 @@ async fn controllers(
         backup_writer,
     );
     let backups = Controller::for_stream(backup_stream, backup_store)
-        .with_config(config.clone())
+        .with_config(config(BACKUP_CONCURRENCY))
         .owns(api::<Job>(&client, ns), workers.clone())
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(backup::reconcile, error_policy("backup"), ctx.clone())
@@ -249,7 +274,7 @@ async fn controllers(
         api::<RestoreRequest>(&client, ns),
         watcher::Config::default(),
     )
-    .with_config(config)
+    .with_config(config(RESTORE_CONCURRENCY))
     .owns(api::<Job>(&client, ns), workers)
     .graceful_shutdown_on(shutdown.cancelled_owned())
     .run(restore::reconcile, error_policy("restore"), ctx)
