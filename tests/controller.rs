@@ -161,6 +161,18 @@ async fn every_minute_schedules_back_up_redis_postgres_and_a_volume() {
     let ns = plane().namespace("schedules").await.unwrap();
     let ns = ns.name().to_owned();
     prepare(&ns).await;
+    // The API server's PodSecurity admission judges the worker Pods: under `restricted` a
+    // Pod that asks for too much is never created, and no backup would succeed.
+    let label =
+        json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin().await)
+        .patch(
+            &ns,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&label),
+        )
+        .await
+        .unwrap();
     let s3 = s3_with_bucket().await;
     s3_secret(&ns, &s3).await;
     let redis = RedisServer::start_with_password("redis-pw").unwrap();
@@ -665,6 +677,40 @@ async fn a_wrong_password_fails_the_backup_and_a_missing_secret_makes_no_job() {
     .await;
 }
 
+#[tokio::test]
+async fn a_suspended_schedule_takes_no_backups_and_says_so() {
+    let ns = plane().namespace("suspend").await.unwrap();
+    let ns = ns.name().to_owned();
+    prepare(&ns).await;
+    let _operator = Operator::start(&ns, "solo");
+    create::<BackupSchedule>(
+        &ns,
+        json!({"metadata": {"name": "paused"}, "spec": {
+        "schedule": "* * * * *", "suspend": true,
+        "source": {"redis": {"host": "127.0.0.1"}},
+        "storage": {"s3": {"bucket": BUCKET}}}}),
+    )
+    .await;
+    let schedules: Api<BackupSchedule> = Api::namespaced(admin().await, &ns);
+    let status = eventually(RUN, "paused's status", || async {
+        schedules.get("paused").await.unwrap().status
+    })
+    .await;
+    assert_eq!(ready(&status.conditions).1, "Suspended");
+    assert_eq!(status.next_schedule_time, None);
+    // Past a minute boundary, still nothing.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let backups: Api<Backup> = Api::namespaced(admin().await, &ns);
+    assert!(
+        backups
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
 /// A TCP server that accepts connections and never answers: a backup of it hangs until the
 /// server is dropped.
 async fn silent_server() -> (u16, tokio::sync::oneshot::Sender<()>) {
@@ -741,4 +787,15 @@ async fn a_restarted_or_second_controller_never_duplicates_a_run() {
             .then_some(())
     })
     .await;
+    // SIGTERM: a clean exit that gives the Lease up at once.
+    assert_eq!(standby.terminate(Duration::from_secs(20)), Some(0));
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin().await, &ns)
+        .get("coffer-controller")
+        .await
+        .unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity,
+        None,
+        "released on shutdown"
+    );
 }
