@@ -711,23 +711,27 @@ async fn a_suspended_schedule_takes_no_backups_and_says_so() {
     );
 }
 
-/// A TCP server that accepts connections and never answers: a backup of it hangs until the
-/// server is dropped.
-async fn silent_server() -> (u16, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        let mut stopped = stopped;
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => if let Ok((s, _)) = accepted { held.push(s) },
-                _ = &mut stopped => return,
-            }
-        }
-    });
-    (port, stop)
+/// A Redis server whose snapshots take minutes (10 s per key, written to disk first while
+/// the replica is kept waiting with newlines): a backup of it runs until the server stops.
+async fn stalling_redis() -> RedisServer {
+    let redis = RedisServer::start_with(None, &[("repl-diskless-sync", "no")]).unwrap();
+    let mut con = support::redis_data::connect(&redis.url()).await;
+    for i in 0..30 {
+        redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query_async::<()>(&mut con)
+            .await
+            .unwrap();
+    }
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("rdb-key-save-delay")
+        .arg(10_000_000)
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    redis
 }
 
 #[tokio::test]
@@ -737,7 +741,8 @@ async fn a_restarted_or_second_controller_never_duplicates_a_run() {
     prepare(&ns).await;
     let s3 = s3_with_bucket().await;
     s3_secret(&ns, &s3).await;
-    let (port, stop) = silent_server().await;
+    let stalling = stalling_redis().await;
+    let port = stalling.port();
     let mut operators = [Operator::start(&ns, "a"), Operator::start(&ns, "b")];
     create::<Backup>(
         &ns,
@@ -772,7 +777,7 @@ async fn a_restarted_or_second_controller_never_duplicates_a_run() {
         Some(BackupPhase::Running)
     );
     // The source goes away: the worker fails, and the new leader records it.
-    drop(stop);
+    drop(stalling);
     let done = finished_backup(&ns, "stuck").await;
     assert_eq!(done.status.unwrap().phase, Some(BackupPhase::Failed));
     assert_eq!(jobs(&ns).await.len(), 1);
@@ -797,5 +802,81 @@ async fn a_restarted_or_second_controller_never_duplicates_a_run() {
         lease.spec.unwrap().holder_identity,
         None,
         "released on shutdown"
+    );
+}
+
+#[tokio::test]
+async fn forbid_skips_and_replace_stops_a_run_that_is_still_going() {
+    let ns = plane().namespace("concurrency").await.unwrap();
+    let ns = ns.name().to_owned();
+    prepare(&ns).await;
+    let s3 = s3_with_bucket().await;
+    s3_secret(&ns, &s3).await;
+    let stalling = stalling_redis().await;
+    let port = stalling.port();
+    let _operator = Operator::start(&ns, "solo");
+    for (name, policy) in [("forbid", "Forbid"), ("replace", "Replace")] {
+        create::<BackupSchedule>(
+            &ns,
+            json!({"metadata": {"name": name}, "spec": {
+            "schedule": "* * * * *", "concurrencyPolicy": policy,
+            "source": {"redis": {"host": "127.0.0.1", "port": port}}, "storage": storage(&s3)}}),
+        )
+        .await;
+    }
+    let two_runs = Duration::from_secs(200);
+    let skipped = eventually(two_runs, "Forbid to skip the second run", || async {
+        let events = events_of(&ns, "forbid").await;
+        events
+            .into_iter()
+            .find(|(_, r, _)| r == "SkippedStillRunning")
+    })
+    .await;
+    assert!(
+        skipped
+            .2
+            .contains("is still running (concurrencyPolicy: Forbid)"),
+        "{skipped:?}"
+    );
+    let backups: Api<Backup> = Api::namespaced(admin().await, &ns);
+    let of = |schedule: &'static str| {
+        let backups = backups.clone();
+        async move {
+            let mut names: Vec<String> = backups
+                .list(&ListParams::default().labels(&format!("coffer.dev/schedule={schedule}")))
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .filter(|b| b.metadata.deletion_timestamp.is_none())
+                .map(|b| b.name_any())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(of("forbid").await.len(), 1, "the first run goes on alone");
+    let replaced = eventually(two_runs, "Replace to stop the first run", || async {
+        events_of(&ns, "replace")
+            .await
+            .into_iter()
+            .find(|(_, r, _)| r == "Replaced")
+    })
+    .await;
+    let first = replaced.2.split_whitespace().next().unwrap().to_owned();
+    eventually(RUN, "the replaced run to be gone", || async {
+        backups
+            .get_opt(&first)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let runs = of("replace").await;
+    assert!(!runs.contains(&first), "{runs:?}");
+    assert!(
+        runs.iter().any(|r| *r > first),
+        "a newer run replaced {first}: {runs:?}"
     );
 }
