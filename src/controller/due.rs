@@ -15,6 +15,8 @@ pub enum Step {
     Create { time: DateTime<Utc>, replace: bool },
     /// The run due at `time` is skipped; it counts as scheduled.
     Skip { time: DateTime<Utc>, why: Skipped },
+    /// The run due at `time` exists already; only the status has to say so.
+    Made { time: DateTime<Utc> },
 }
 
 /// Why a due run is skipped.
@@ -63,19 +65,26 @@ pub fn latest_due(
 }
 
 /// Decides what the schedule does at `now`, given when it last scheduled a run (or when it
-/// was created), its `startingDeadlineSeconds`, how many of its Backups are running, and
-/// its concurrency policy.
+/// was created), its `startingDeadlineSeconds`, the due times of the runs it has already
+/// made, how many of them are running, and its concurrency policy.
+///
+/// A run that already exists is never made, skipped or replaced again, even when `since` is
+/// older than it (the controller may read its own status before its last write shows).
 pub fn step(
     schedule: &CronSchedule,
     since: DateTime<Utc>,
     now: DateTime<Utc>,
     starting_deadline_seconds: Option<i64>,
+    made: &[DateTime<Utc>],
     running: usize,
     policy: ConcurrencyPolicy,
 ) -> Step {
     let Some(time) = latest_due(schedule, since, now) else {
         return Step::Wait;
     };
+    if made.contains(&time) {
+        return Step::Made { time };
+    }
     let late_seconds = (now - time).num_seconds();
     if let Some(deadline) = starting_deadline_seconds
         && late_seconds > deadline
@@ -159,7 +168,8 @@ mod tests {
         let since = utc(2026, 12, 1, 0, 0, 0);
         let now = utc(2026, 12, 1, 0, 5, 30);
         let s = every_minute();
-        let step_with = |deadline| step(&s, since, now, deadline, 0, ConcurrencyPolicy::Forbid);
+        let step_with =
+            |deadline| step(&s, since, now, deadline, &[], 0, ConcurrencyPolicy::Forbid);
         assert_eq!(
             step_with(Some(10)),
             Step::Skip {
@@ -183,7 +193,7 @@ mod tests {
         let now = utc(2026, 12, 1, 0, 1, 1);
         let time = utc(2026, 12, 1, 0, 1, 0);
         let s = every_minute();
-        let with = |running, policy| step(&s, since, now, None, running, policy);
+        let with = |running, policy| step(&s, since, now, None, &[], running, policy);
         assert_eq!(
             with(1, ConcurrencyPolicy::Forbid),
             Step::Skip {
@@ -212,6 +222,24 @@ mod tests {
                 replace: false
             }
         );
+    }
+
+    #[test]
+    fn a_run_that_exists_is_not_made_skipped_or_replaced_again() {
+        let since = utc(2026, 12, 1, 0, 0, 0);
+        let now = utc(2026, 12, 1, 0, 1, 1);
+        let time = utc(2026, 12, 1, 0, 1, 0);
+        let s = every_minute();
+        for policy in [
+            ConcurrencyPolicy::Forbid,
+            ConcurrencyPolicy::Replace,
+            ConcurrencyPolicy::Allow,
+        ] {
+            assert_eq!(
+                step(&s, since, now, Some(0), &[time], 1, policy),
+                Step::Made { time }
+            );
+        }
     }
 
     #[test]

@@ -88,16 +88,23 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
             .or(schedule.metadata.creation_timestamp.as_ref())
             .map(status::chrono)
             .unwrap_or(now);
-        let running: Vec<&Backup> = backups.iter().filter(|b| !finished(b)).collect();
+        // A Backup being deleted is being stopped: it does not hold up the next run.
+        let running: Vec<&Backup> = backups
+            .iter()
+            .filter(|b| !finished(b) && b.metadata.deletion_timestamp.is_none())
+            .collect();
+        let made: Vec<_> = backups.iter().map(run_time).collect();
         match due::step(
             &cron,
             since,
             now,
             spec.starting_deadline_seconds,
+            &made,
             running.len(),
             spec.concurrency_policy,
         ) {
             Step::Wait => {}
+            Step::Made { time } => status.last_schedule_time = Some(status::time(time)),
             Step::Skip { time, why } => {
                 status.last_schedule_time = Some(status::time(time));
                 let note = match why {
