@@ -56,6 +56,18 @@ async fn secret(ns: &str, name: &str, data: &[(&str, &str)]) {
         .unwrap();
 }
 
+/// A namespace of its own for a test, the operator's RBAC, an S3 server with the bucket, and
+/// its credentials in the Secret `s3-creds`. Keep the namespace handle: dropping it deletes
+/// the namespace.
+async fn setup(prefix: &str) -> (coffer_testenv::TestNamespace, String, S3Server) {
+    let namespace = plane().namespace(prefix).await.unwrap();
+    let ns = namespace.name().to_owned();
+    prepare(&ns).await;
+    let s3 = s3_with_bucket().await;
+    s3_secret(&ns, &s3).await;
+    (namespace, ns, s3)
+}
+
 async fn s3_secret(ns: &str, s3: &S3Server) {
     secret(
         ns,
@@ -114,6 +126,33 @@ fn ready(
         .find(|c| c.type_ == "Ready")
         .expect("a Ready condition");
     (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+/// Asserts that `Ready` is False with `reason`; returns its message.
+fn assert_not_ready(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    reason: &str,
+) -> String {
+    let (ok, got, message) = ready(conditions);
+    assert_eq!((ok.as_str(), got.as_str()), ("False", reason), "{message}");
+    message
+}
+
+/// Waits until the object's `Ready` condition has `reason`, and returns the object.
+async fn until_ready_reason<K>(api: &Api<K>, name: &str, reason: &str) -> K
+where
+    K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    eventually(RUN, &format!("{name}'s {reason}"), || async {
+        let object = api.get(name).await.unwrap();
+        let value = serde_json::to_value(&object).unwrap();
+        let conditions = value["status"]["conditions"].as_array()?;
+        conditions
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["reason"] == reason)
+            .then_some(object)
+    })
+    .await
 }
 
 async fn events_of(ns: &str, name: &str) -> Vec<(String, String, String)> {
@@ -302,11 +341,7 @@ fn history_backup(
 
 #[tokio::test]
 async fn retention_deletes_old_backups_and_their_data_and_a_restore_brings_redis_back() {
-    let ns = plane().namespace("retention").await.unwrap();
-    let ns = ns.name().to_owned();
-    prepare(&ns).await;
-    let s3 = s3_with_bucket().await;
-    s3_secret(&ns, &s3).await;
+    let (_namespace, ns, s3) = setup("retention").await;
     let redis = RedisServer::start_with_password("redis-pw").unwrap();
     let mut con = support::redis_data::connect(&redis.url()).await;
     for i in 0..50 {
@@ -485,11 +520,7 @@ async fn finished_restore(ns: &str, name: &str) -> RestoreRequest {
 
 #[tokio::test]
 async fn a_postgres_restore_quiesces_the_app_and_scales_it_back_even_when_it_fails() {
-    let ns = plane().namespace("pg-restore").await.unwrap();
-    let ns = ns.name().to_owned();
-    prepare(&ns).await;
-    let s3 = s3_with_bucket().await;
-    s3_secret(&ns, &s3).await;
+    let (_namespace, ns, s3) = setup("pg-restore").await;
     let pg = PostgresServer::start().unwrap();
     support::pg_data::create(&pg, "shop", "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders SELECT g, 'n' || g FROM generate_series(1, 1000) g;").await;
     secret(&ns, "pg-auth", &[("password", pg.password())]).await;
@@ -571,12 +602,7 @@ async fn a_postgres_restore_quiesces_the_app_and_scales_it_back_even_when_it_fai
     let failed = finished_restore(&ns, "refused").await;
     let status = failed.status.unwrap();
     assert_eq!(status.phase, Some(RestorePhase::Failed));
-    let (ok, reason, message) = ready(&status.conditions);
-    assert_eq!(
-        (ok.as_str(), reason.as_str()),
-        ("False", "AuthenticationFailed"),
-        "{message}"
-    );
+    let message = assert_not_ready(&status.conditions, "AuthenticationFailed");
     assert!(!message.contains("not-the-password"), "{message}");
     assert!(message.contains("scaled back web to 2"), "{message}");
     assert_eq!(replicas(&ns, "web").await, 2);
@@ -584,11 +610,7 @@ async fn a_postgres_restore_quiesces_the_app_and_scales_it_back_even_when_it_fai
 
 #[tokio::test]
 async fn a_wrong_password_fails_the_backup_and_a_missing_secret_makes_no_job() {
-    let ns = plane().namespace("failures").await.unwrap();
-    let ns = ns.name().to_owned();
-    prepare(&ns).await;
-    let s3 = s3_with_bucket().await;
-    s3_secret(&ns, &s3).await;
+    let (_namespace, ns, s3) = setup("failures").await;
     let redis = RedisServer::start_with_password("right").unwrap();
     secret(&ns, "wrong-auth", &[("password", "wrong")]).await;
     let _operator = Operator::start(&ns, "solo");
@@ -602,12 +624,7 @@ async fn a_wrong_password_fails_the_backup_and_a_missing_secret_makes_no_job() {
     let backup = finished_backup(&ns, "cache-now").await;
     let status = backup.status.unwrap();
     assert_eq!(status.phase, Some(BackupPhase::Failed));
-    let (ok, reason, message) = ready(&status.conditions);
-    assert_eq!(
-        (ok.as_str(), reason.as_str()),
-        ("False", "AuthenticationFailed"),
-        "{message}"
-    );
+    let message = assert_not_ready(&status.conditions, "AuthenticationFailed");
     assert!(!message.contains("wrong\""), "{message}");
     let events = events_of(&ns, "cache-now").await;
     assert!(
@@ -638,11 +655,10 @@ async fn a_wrong_password_fails_the_backup_and_a_missing_secret_makes_no_job() {
     source["redis"]["passwordSecretRef"]["name"] = json!("nope");
     create::<Backup>(&ns, json!({"metadata": {"name": "orphan"}, "spec": {"source": source, "storage": storage(&s3)}})).await;
     let backups: Api<Backup> = Api::namespaced(admin().await, &ns);
-    let status = eventually(RUN, "orphan's SecretNotFound", || async {
-        let s = backups.get("orphan").await.unwrap().status?;
-        (s.conditions.first()?.reason == "SecretNotFound").then_some(s)
-    })
-    .await;
+    let status = until_ready_reason(&backups, "orphan", "SecretNotFound")
+        .await
+        .status
+        .unwrap();
     assert_eq!(status.phase, Some(BackupPhase::Pending));
     assert!(
         ready(&status.conditions)
@@ -661,20 +677,15 @@ async fn a_wrong_password_fails_the_backup_and_a_missing_secret_makes_no_job() {
         "schedule": "* * * * *", "source": source, "storage": storage(&s3)}}),
     )
     .await;
-    let schedule = eventually(RUN, "lost's SecretNotFound", || async {
-        let s = schedules.get("lost").await.unwrap().status?;
-        (s.conditions.first()?.reason == "SecretNotFound").then_some(s)
-    })
-    .await;
+    let schedule = until_ready_reason(&schedules, "lost", "SecretNotFound")
+        .await
+        .status
+        .unwrap();
     assert_eq!(ready(&schedule.conditions).0, "False");
     // An invalid time zone is named too.
     create::<BackupSchedule>(&ns, json!({"metadata": {"name": "mars"}, "spec": {
         "schedule": "0 3 * * *", "timeZone": "Mars/Olympus", "source": source, "storage": storage(&s3)}})).await;
-    eventually(RUN, "mars's UnknownTimeZone", || async {
-        let s = schedules.get("mars").await.unwrap().status?;
-        (s.conditions.first()?.reason == "UnknownTimeZone").then_some(())
-    })
-    .await;
+    until_ready_reason(&schedules, "mars", "UnknownTimeZone").await;
 }
 
 #[tokio::test]
@@ -736,11 +747,7 @@ async fn stalling_redis() -> RedisServer {
 
 #[tokio::test]
 async fn a_restarted_or_second_controller_never_duplicates_a_run() {
-    let ns = plane().namespace("leader").await.unwrap();
-    let ns = ns.name().to_owned();
-    prepare(&ns).await;
-    let s3 = s3_with_bucket().await;
-    s3_secret(&ns, &s3).await;
+    let (_namespace, ns, s3) = setup("leader").await;
     let stalling = stalling_redis().await;
     let port = stalling.port();
     let mut operators = [Operator::start(&ns, "a"), Operator::start(&ns, "b")];
@@ -807,11 +814,7 @@ async fn a_restarted_or_second_controller_never_duplicates_a_run() {
 
 #[tokio::test]
 async fn forbid_skips_and_replace_stops_a_run_that_is_still_going() {
-    let ns = plane().namespace("concurrency").await.unwrap();
-    let ns = ns.name().to_owned();
-    prepare(&ns).await;
-    let s3 = s3_with_bucket().await;
-    s3_secret(&ns, &s3).await;
+    let (_namespace, ns, s3) = setup("concurrency").await;
     let stalling = stalling_redis().await;
     let port = stalling.port();
     let _operator = Operator::start(&ns, "solo");

@@ -127,11 +127,7 @@ pub async fn resolve(
 }
 
 pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let name = backup.name_any();
-    let namespace = backup
-        .namespace()
-        .ok_or_else(|| Error::NoNamespace(name.clone()))?;
-    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &namespace);
+    let (name, namespace, api) = ctx.scope(backup.as_ref())?;
     if backup.metadata.deletion_timestamp.is_some() {
         return finalize(&backup, &ctx, &namespace, &api).await;
     }

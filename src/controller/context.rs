@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use kube::{Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::Backup;
 
+use super::error::Error;
 use super::job::WorkerSettings;
 use super::metrics::Metrics;
 
@@ -92,6 +93,20 @@ impl Context {
         if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(reason, "cannot record an event: {e}");
         }
+    }
+
+    /// The object's name, namespace and an API handle for its kind in that namespace: how
+    /// every reconcile starts.
+    pub fn scope<K>(&self, object: &K) -> Result<(String, String, Api<K>), Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        let name = object.name_any();
+        let namespace = object
+            .namespace()
+            .ok_or_else(|| Error::NoNamespace(name.clone()))?;
+        let api = Api::namespaced(self.client.clone(), &namespace);
+        Ok((name, namespace, api))
     }
 
     pub(super) fn has_worker_account(&self, namespace: &str) -> bool {

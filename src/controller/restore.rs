@@ -51,11 +51,7 @@ enum Unresolved {
 }
 
 pub async fn reconcile(request: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let name = request.name_any();
-    let namespace = request
-        .namespace()
-        .ok_or_else(|| Error::NoNamespace(name.clone()))?;
-    let api: Api<RestoreRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+    let (_, namespace, api) = ctx.scope(request.as_ref())?;
     let old = request.status.clone();
     let mut status = old.clone().unwrap_or_default();
     status.observed_generation = request.metadata.generation;
@@ -95,19 +91,7 @@ impl Step<'_> {
     async fn start(&self, mut status: RestoreRequestStatus) -> Result<Action, Error> {
         let resolved = match self.resolve().await? {
             Ok(resolved) => resolved,
-            Err(Unresolved::Wait(problem)) => {
-                status.phase = Some(RestorePhase::Pending);
-                set_condition(
-                    &mut status.conditions,
-                    "Ready",
-                    false,
-                    problem.reason,
-                    &problem.message,
-                    self.generation(),
-                );
-                self.save(&status).await?;
-                return Ok(Action::requeue(Duration::from_secs(10)));
-            }
+            Err(Unresolved::Wait(problem)) => return self.wait(status, problem).await,
             Err(Unresolved::Fail(problem)) => {
                 return self.failed(status, problem.reason, &problem.message).await;
             }
@@ -120,17 +104,7 @@ impl Step<'_> {
         )
         .await?
         {
-            status.phase = Some(RestorePhase::Pending);
-            set_condition(
-                &mut status.conditions,
-                "Ready",
-                false,
-                problem.reason,
-                &problem.message,
-                self.generation(),
-            );
-            self.save(&status).await?;
-            return Ok(Action::requeue(Duration::from_secs(10)));
+            return self.wait(status, problem).await;
         }
         status.location = Some(location::display(&resolved.storage, &resolved.folder));
         status.start_time = Some(status::time(Utc::now()));
@@ -185,6 +159,25 @@ impl Step<'_> {
             )
             .await;
         Ok(Action::requeue(Duration::ZERO))
+    }
+
+    /// Nothing has been touched yet and something is missing: stay Pending, look again.
+    async fn wait(
+        &self,
+        mut status: RestoreRequestStatus,
+        problem: Problem,
+    ) -> Result<Action, Error> {
+        status.phase = Some(RestorePhase::Pending);
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            false,
+            problem.reason,
+            &problem.message,
+            self.generation(),
+        );
+        self.save(&status).await?;
+        Ok(Action::requeue(Duration::from_secs(10)))
     }
 
     async fn quiesce(&self, mut status: RestoreRequestStatus) -> Result<Action, Error> {

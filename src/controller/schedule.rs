@@ -25,11 +25,7 @@ use crate::schedule::CronSchedule;
 const MAX_SLEEP: Duration = Duration::from_secs(300);
 
 pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let name = schedule.name_any();
-    let namespace = schedule
-        .namespace()
-        .ok_or_else(|| Error::NoNamespace(name.clone()))?;
-    let api: Api<BackupSchedule> = Api::namespaced(ctx.client.clone(), &namespace);
+    let (name, namespace, api) = ctx.scope(schedule.as_ref())?;
     let generation = schedule.metadata.generation;
     let old = schedule.status.clone();
     let mut status = old.clone().unwrap_or_default();
