@@ -203,17 +203,18 @@ impl Step<'_> {
     }
 
     async fn run(&self, mut status: RestoreRequestStatus) -> Result<Action, Error> {
-        let resolved = match self.resolve().await? {
-            Ok(resolved) => resolved,
-            Err(Unresolved::Wait(p) | Unresolved::Fail(p)) => {
-                return self.failed(status, p.reason, &p.message).await;
-            }
-        };
         let name = self.request.name_any();
         let job_name = job::job_name(&name, "restore");
         let job = match workers::get(self.ctx, self.namespace, &job_name).await? {
             Some(job) => job,
             None => {
+                // Resolved again only to build the Job: once it exists, it holds the plan.
+                let resolved = match self.resolve().await? {
+                    Ok(resolved) => resolved,
+                    Err(Unresolved::Wait(p) | Unresolved::Fail(p)) => {
+                        return self.failed(status, p.reason, &p.message).await;
+                    }
+                };
                 references::ensure_worker_account(self.ctx, self.namespace).await?;
                 let spec = &self.request.spec;
                 let plan = Plan::Restore(RestorePlan {
@@ -256,8 +257,11 @@ impl Step<'_> {
                 Ok(Action::requeue(Duration::from_secs(15)))
             }
             JobState::Finished(summary) => {
-                if let (true, Some(folder)) = (resolved.latest, &summary.folder) {
-                    status.location = Some(location::display(&resolved.storage, folder));
+                // With `from.latest`, the worker says which backup it found.
+                if let (Some(from), Some(folder)) = (&self.request.spec.from, &summary.folder)
+                    && from.latest
+                {
+                    status.location = Some(location::display(&from.storage, folder));
                 }
                 status.stats = summary.restore.clone();
                 self.finished(status, &summary).await

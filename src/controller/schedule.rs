@@ -75,15 +75,25 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
         })
         .map(|b| Backup::clone(b))
         .collect();
-    let problem = references::check(&ctx, &namespace, &spec.source, &spec.storage).await?;
+    let since = status
+        .last_schedule_time
+        .as_ref()
+        .or(schedule.metadata.creation_timestamp.as_ref())
+        .map(status::chrono)
+        .unwrap_or(now);
+    // Schedules are woken by every change of their Backups; the Secrets and claims are looked
+    // up only when it matters: a run is due, the spec changed, or they were missing before.
+    let due_now = !spec.suspend && due::latest_due(&cron, since, now).is_some();
+    let spec_changed = old.as_ref().and_then(|s| s.observed_generation) != generation;
+    let was_missing = status::condition(&status.conditions, "Ready")
+        .is_some_and(|c| matches!(c.reason.as_str(), "SecretNotFound" | "ClaimNotFound"));
+    let problem = if due_now || spec_changed || was_missing {
+        references::check(&ctx, &namespace, &spec.source, &spec.storage).await?
+    } else {
+        None
+    };
 
     if !spec.suspend && problem.is_none() {
-        let since = status
-            .last_schedule_time
-            .as_ref()
-            .or(schedule.metadata.creation_timestamp.as_ref())
-            .map(status::chrono)
-            .unwrap_or(now);
         // A Backup being deleted is being stopped: it does not hold up the next run.
         let running: Vec<&Backup> = backups
             .iter()
