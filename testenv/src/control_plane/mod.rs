@@ -411,10 +411,11 @@ fn start_apiserver(bin: &Path, dir: &Path, etcd_port: u16, port: u16) -> Result<
 
 /// The controllers a test cluster needs: Jobs and their Pods, garbage collection of owned
 /// objects, TTL after finished, namespaces and their default ServiceAccount, and the
-/// Deployment/ReplicaSet/StatefulSet controllers that scaling (quiesce) relies on.
+/// Deployment/ReplicaSet/StatefulSet controllers that scaling (quiesce) relies on, and the
+/// `kube-root-ca.crt` ConfigMap that Pods with a ServiceAccount token mount.
 const CONTROLLERS: &str = "job-controller,garbage-collector-controller,ttl-after-finished-controller,\
 namespace-controller,serviceaccount-controller,deployment-controller,replicaset-controller,\
-statefulset-controller";
+statefulset-controller,root-ca-cert-publisher";
 
 fn start_controller_manager(bin: &Path, dir: &Path, kubeconfig: &Path) -> Result<ChildGuard> {
     let mut command = tied_command(bin.join("kube-controller-manager"));
@@ -422,6 +423,7 @@ fn start_controller_manager(bin: &Path, dir: &Path, kubeconfig: &Path) -> Result
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg(format!("--controllers={CONTROLLERS}"))
         .arg("--leader-elect=false")
+        .arg(format!("--root-ca-file={}", dir.join("ca.crt").display()))
         .arg("--secure-port=0")
         .arg("--concurrent-job-syncs=5")
         .arg("--v=1");

@@ -42,10 +42,12 @@ pub(crate) fn process_spec(
     let image = container.image.as_deref().unwrap_or_default();
     if let Some(binary) = coffer_binary.filter(|_| is_coffer_image(image)) {
         let binary = binary.display().to_string();
+        let has_command = container.command.as_ref().is_some_and(|c| !c.is_empty());
         match argv.first() {
-            None => argv.push(binary),
+            // No command: the image's entrypoint, `coffer`, runs with the args.
+            _ if !has_command => argv.insert(0, binary),
             Some(first) if first.rsplit('/').next() == Some("coffer") => argv[0] = binary,
-            Some(_) => {}
+            _ => {}
         }
     }
     if argv.is_empty() {
@@ -209,6 +211,18 @@ mod tests {
             ["/build/coffer", "worker", "--to=/host/pvc/data/out"]
         );
         assert_eq!(spec.env, env(&[("DIR", "/host/pvc/data")]));
+
+        // Only args (as the chart's Deployment has): the image's entrypoint runs them.
+        let controller = Container {
+            command: None,
+            args: Some(vec!["controller".into(), "--log-format=json".into()]),
+            ..container
+        };
+        let spec = process_spec(&controller, &[], &[], Some(Path::new("/build/coffer"))).unwrap();
+        assert_eq!(
+            spec.argv,
+            ["/build/coffer", "controller", "--log-format=json"]
+        );
     }
 
     #[test]

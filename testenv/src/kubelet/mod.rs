@@ -11,6 +11,11 @@
 //! for [`ProcessKubelet::pod_log`], and reports through `pods/status`: `Running`, then
 //! `Succeeded` or `Failed` with the exit code and the termination message.
 //!
+//! A Pod that mounts a ServiceAccount token (the ServiceAccount admission plugin adds the
+//! projected volume unless `automountServiceAccountToken: false`) gets a token bound to it
+//! from the TokenRequest API and, since a process cannot have files at the in-cluster path,
+//! a kubeconfig naming that token in `KUBECONFIG`. Pods without the volume get neither.
+//!
 //! Not simulated: restarts (a failed container fails its Pod), init and sidecar containers,
 //! read-only mounts, resource limits, probes, user and security contexts.
 
@@ -62,12 +67,14 @@ impl ProcessKubelet {
         std::fs::create_dir_all(&root)
             .map_err(TestEnvError::io("creating the kubelet's directory"))?;
         let coffer_binary = options.coffer_binary.clone().or_else(default_coffer_binary);
+        let api_server = api_server(&kubeconfig)?;
         let (stop, stopped) = oneshot::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let kubelet = Kubelet {
             root: root.clone(),
             namespace_label: options.namespace_label,
             coffer_binary,
+            api_server,
             running: Arc::default(),
             namespaces: Arc::default(),
         };
@@ -142,6 +149,37 @@ fn default_coffer_binary() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// Where Pods reach the API server.
+#[derive(Clone, Debug)]
+struct ApiServer {
+    url: String,
+    ca_file: PathBuf,
+}
+
+/// The API server of the kubelet's own kubeconfig.
+fn api_server(kubeconfig: &Path) -> Result<ApiServer> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| {
+        TestEnvError::ControlPlane(format!("reading {}: {e}", kubeconfig.display()))
+    })?;
+    let cluster = config
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.clone())
+        .ok_or_else(|| TestEnvError::ControlPlane("the kubeconfig names no cluster".to_owned()))?;
+    match (cluster.server, cluster.certificate_authority) {
+        (Some(url), Some(ca)) => Ok(ApiServer {
+            url,
+            ca_file: PathBuf::from(ca),
+        }),
+        _ => Err(TestEnvError::ControlPlane(
+            "the kubeconfig's cluster has no server or certificate-authority file".to_owned(),
+        )),
+    }
+}
+
+/// Where a Pod with API access finds its ServiceAccount token, CA and namespace.
+const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
 type Running = Arc<Mutex<HashMap<String, watch::Sender<bool>>>>;
 
 #[derive(Clone)]
@@ -149,6 +187,8 @@ struct Kubelet {
     root: PathBuf,
     namespace_label: Option<String>,
     coffer_binary: Option<PathBuf>,
+    /// The API server's address and the CA file that verifies it, for Pods' in-cluster access.
+    api_server: ApiServer,
     /// Pods whose process was started, by uid, with the switch that kills it.
     running: Running,
     /// Whether a namespace is served, by name.
@@ -395,9 +435,62 @@ impl Kubelet {
                 .unwrap_or_else(|| "/dev/termination-log".to_owned()),
             host_path: termination_file.clone(),
         });
+        let mut env = env;
+        if let Some(account) = mounts
+            .iter()
+            .find(|m| m.container_path == SERVICE_ACCOUNT_DIR)
+        {
+            env.extend(self.in_cluster_access(&account.host_path, pod_dir)?);
+        }
         let spec = container::process_spec(container, &env, &mounts, self.coffer_binary.as_deref())
             .map_err(resolve::NotReady)?;
         Ok((spec, termination_file))
+    }
+}
+
+impl Kubelet {
+    /// A Pod that mounts a ServiceAccount token reaches the API server as that account. A
+    /// process cannot see the token at its in-cluster path, so a kubeconfig with the same
+    /// server, CA and token file is written for it and named in `KUBECONFIG` (clients try
+    /// that before the in-cluster files); `KUBERNETES_SERVICE_HOST`/`PORT` are set as a
+    /// kubelet sets them.
+    fn in_cluster_access(
+        &self,
+        account_dir: &Path,
+        pod_dir: &Path,
+    ) -> std::result::Result<Vec<(String, String)>, resolve::NotReady> {
+        let kubeconfig = pod_dir.join("in-cluster.kubeconfig");
+        let config = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "in-cluster", "cluster": {
+                "server": self.api_server.url,
+                "certificate-authority": self.api_server.ca_file,
+            }}],
+            "users": [{"name": "service-account", "user": {
+                "tokenFile": account_dir.join("token"),
+            }}],
+            "contexts": [{"name": "in-cluster", "context": {
+                "cluster": "in-cluster",
+                "user": "service-account",
+                "namespace": std::fs::read_to_string(account_dir.join("namespace")).unwrap_or_default(),
+            }}],
+            "current-context": "in-cluster",
+        });
+        std::fs::write(&kubeconfig, config.to_string())
+            .map_err(|e| resolve::NotReady(format!("writing {}: {e}", kubeconfig.display())))?;
+        let (host, port) = self
+            .api_server
+            .url
+            .trim_start_matches("https://")
+            .rsplit_once(':')
+            .map(|(h, p)| (h.to_owned(), p.to_owned()))
+            .unwrap_or_else(|| (self.api_server.url.clone(), "443".to_owned()));
+        Ok(vec![
+            ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
+            ("KUBERNETES_SERVICE_HOST".to_owned(), host),
+            ("KUBERNETES_SERVICE_PORT".to_owned(), port),
+        ])
     }
 }
 

@@ -3,10 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, EnvVarSource, PersistentVolumeClaim, Pod, Secret,
+    ConfigMap, Container, EnvVarSource, KeyToPath, PersistentVolumeClaim, Pod,
+    ProjectedVolumeSource, Secret, ServiceAccount, ServiceAccountTokenProjection,
 };
 use kube::Api;
+use kube::api::PostParams;
 
 use super::container::{Mount, expand};
 
@@ -150,7 +153,10 @@ where
 ///   by every Pod that mounts the claim (the claim must exist);
 /// - Secret and ConfigMap volumes are directories of files, one per key;
 /// - emptyDir is an empty directory of the Pod;
-/// - others (projected service-account tokens, ...) are not mounted.
+/// - a projected volume (the one the ServiceAccount admission plugin adds to Pods that mount
+///   a token) is a directory with a token from the TokenRequest API bound to the Pod, the
+///   ConfigMap keys and the Pod fields it lists;
+/// - others are not mounted.
 pub(crate) async fn mounts(
     client: &kube::Client,
     pod: &Pod,
@@ -187,6 +193,11 @@ pub(crate) async fn mounts(
                 .map(|(k, v)| (k, v.into_bytes()));
             write_files(&dir, files)?;
             dir
+        } else if let Some(projected) = &volume.projected {
+            let dir = pod_dir.join("volumes").join(&volume.name);
+            let files = projected_files(client, pod, projected).await?;
+            write_files(&dir, files.into_iter())?;
+            dir
         } else if volume.empty_dir.is_some() {
             pod_dir.join("volumes").join(&volume.name)
         } else {
@@ -217,6 +228,127 @@ pub(crate) async fn mounts(
 /// The host directory standing in for a PersistentVolumeClaim.
 pub(crate) fn claim_dir(root: &Path, namespace: &str, claim: &str) -> PathBuf {
     root.join("volumes").join(namespace).join(claim)
+}
+
+/// The files of a projected volume: ServiceAccount tokens (bound to the Pod, as a kubelet
+/// asks for them), ConfigMap and Secret keys, and downward-API fields.
+async fn projected_files(
+    client: &kube::Client,
+    pod: &Pod,
+    projected: &ProjectedVolumeSource,
+) -> Result<Vec<(String, Vec<u8>)>, NotReady> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut files = Vec::new();
+    for source in projected.sources.iter().flatten() {
+        if let Some(token) = &source.service_account_token {
+            files.push((
+                token.path.clone(),
+                pod_token(client, pod, token).await?.into_bytes(),
+            ));
+        }
+        if let Some(map) = &source.config_map {
+            let optional = map.optional.unwrap_or(false);
+            let data = get::<ConfigMap>(client, namespace, &map.name, optional)
+                .await?
+                .and_then(|m| m.data)
+                .unwrap_or_default();
+            files.extend(select_keys(
+                data.into_iter().map(|(k, v)| (k, v.into_bytes())),
+                map.items.as_deref(),
+            ));
+        }
+        if let Some(secret) = &source.secret {
+            let optional = secret.optional.unwrap_or(false);
+            let data = get::<Secret>(client, namespace, &secret.name, optional)
+                .await?
+                .and_then(|s| s.data)
+                .unwrap_or_default();
+            files.extend(select_keys(
+                data.into_iter().map(|(k, v)| (k, v.0)),
+                secret.items.as_deref(),
+            ));
+        }
+        for item in source
+            .downward_api
+            .iter()
+            .flat_map(|d| d.items.iter().flatten())
+        {
+            let Some(field) = &item.field_ref else {
+                continue;
+            };
+            let value = match field.field_path.as_str() {
+                "metadata.namespace" => pod.metadata.namespace.clone(),
+                "metadata.name" => pod.metadata.name.clone(),
+                "metadata.uid" => pod.metadata.uid.clone(),
+                other => {
+                    return Err(NotReady(format!(
+                        "the process kubelet does not support downward API field {other}"
+                    )));
+                }
+            };
+            files.push((item.path.clone(), value.unwrap_or_default().into_bytes()));
+        }
+    }
+    Ok(files)
+}
+
+/// The keys a volume lists (renamed to their paths), or all of them.
+fn select_keys(
+    data: impl Iterator<Item = (String, Vec<u8>)>,
+    items: Option<&[KeyToPath]>,
+) -> Vec<(String, Vec<u8>)> {
+    match items {
+        None => data.collect(),
+        Some(items) => {
+            let data: Vec<_> = data.collect();
+            items
+                .iter()
+                .filter_map(|item| {
+                    let (_, value) = data.iter().find(|(k, _)| *k == item.key)?;
+                    Some((item.path.clone(), value.clone()))
+                })
+                .collect()
+        }
+    }
+}
+
+/// A token for the Pod's ServiceAccount, bound to the Pod, from the TokenRequest API.
+async fn pod_token(
+    client: &kube::Client,
+    pod: &Pod,
+    projection: &ServiceAccountTokenProjection,
+) -> Result<String, NotReady> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".to_owned());
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: projection.audience.iter().cloned().collect(),
+            expiration_seconds: projection.expiration_seconds,
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".to_owned()),
+                kind: Some("Pod".to_owned()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+        },
+        ..TokenRequest::default()
+    };
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    accounts
+        .create_token_request(&account, &PostParams::default(), &request)
+        .await
+        .map_err(|e| {
+            NotReady(format!(
+                "requesting a token for ServiceAccount {account}: {e}"
+            ))
+        })?
+        .status
+        .map(|s| s.token)
+        .ok_or_else(|| NotReady(format!("no token issued for ServiceAccount {account}")))
 }
 
 fn write_files(dir: &Path, files: impl Iterator<Item = (String, Vec<u8>)>) -> Result<(), NotReady> {
