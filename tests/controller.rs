@@ -1,10 +1,9 @@
-//! The operator end to end: `coffer controller` runs as the non-admin user bound to
-//! `deploy/operator/rbac.yaml`, against the real control plane (the Job controller and the
+//! The operator end to end: `coffer controller` runs as the non-admin user bound to the
+//! chart's RBAC (`deploy/coffer.yaml`), against the real control plane (the Job controller and the
 //! process kubelet run the worker Pods), real Redis, PostgreSQL and an S3 server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -12,49 +11,20 @@ use coffer::api::{Backup, BackupPhase, BackupSchedule, RestorePhase, RestoreRequ
 use coffer_testenv::{PostgresServer, RedisServer, S3Server};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 mod support;
 use support::operator::{Operator, admin, eventually, plane, prepare};
+use support::resources::{
+    BUCKET, RUN, create, finished_backup, finished_restore, redis_source, s3_secret,
+    s3_with_bucket, secret, storage,
+};
 use support::s3_client;
-
-const RUN: Duration = Duration::from_secs(150);
-const BUCKET: &str = "backups";
-
-async fn s3_with_bucket() -> S3Server {
-    let s3 = S3Server::start().unwrap();
-    s3_client(&s3)
-        .create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .unwrap();
-    s3
-}
-
-fn storage(s3: &S3Server) -> Value {
-    json!({"s3": {
-        "bucket": BUCKET, "prefix": "ci/", "endpoint": s3.endpoint(), "region": s3.region(),
-        "forcePathStyle": true, "credentialsSecretRef": {"name": "s3-creds"},
-    }})
-}
-
-async fn secret(ns: &str, name: &str, data: &[(&str, &str)]) {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "stringData": data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(admin().await, ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-}
 
 /// A namespace of its own for a test, the operator's RBAC, an S3 server with the bucket, and
 /// its credentials in the Secret `s3-creds`. Keep the namespace handle: dropping it deletes
@@ -68,54 +38,9 @@ async fn setup(prefix: &str) -> (coffer_testenv::TestNamespace, String, S3Server
     (namespace, ns, s3)
 }
 
-async fn s3_secret(ns: &str, s3: &S3Server) {
-    secret(
-        ns,
-        "s3-creds",
-        &[
-            ("AWS_ACCESS_KEY_ID", s3.access_key()),
-            ("AWS_SECRET_ACCESS_KEY", s3.secret_key()),
-        ],
-    )
-    .await;
-}
-
-async fn create<K>(ns: &str, doc: Value) -> K
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(doc).unwrap();
-    Api::<K>::namespaced(admin().await, ns)
-        .create(&PostParams::default(), &object)
-        .await
-        .unwrap()
-}
-
-fn redis_source(redis: &RedisServer, secret: &str) -> Value {
-    json!({"redis": {"host": "127.0.0.1", "port": redis.port(), "passwordSecretRef": {"name": secret, "key": "password"}}})
-}
-
 fn pg_source(pg: &PostgresServer, secret: &str) -> Value {
     json!({"postgres": {"host": "127.0.0.1", "port": pg.port(), "user": pg.user(), "databases": ["shop"],
         "globals": false, "passwordSecretRef": {"name": secret, "key": "password"}}})
-}
-
-/// Waits until the Backup has finished, and returns it.
-async fn finished_backup(ns: &str, name: &str) -> Backup {
-    let api: Api<Backup> = Api::namespaced(admin().await, ns);
-    eventually(RUN, &format!("Backup {name} to finish"), || async {
-        let b = api.get_opt(name).await.unwrap()?;
-        matches!(
-            b.status.as_ref()?.phase?,
-            BackupPhase::Succeeded | BackupPhase::Failed
-        )
-        .then_some(b)
-    })
-    .await
 }
 
 fn ready(
@@ -503,19 +428,6 @@ async fn replicas(ns: &str, name: &str) -> i32 {
         .unwrap()
         .replicas
         .unwrap()
-}
-
-async fn finished_restore(ns: &str, name: &str) -> RestoreRequest {
-    let restores: Api<RestoreRequest> = Api::namespaced(admin().await, ns);
-    eventually(RUN, &format!("RestoreRequest {name}"), || async {
-        let r = restores.get(name).await.unwrap();
-        matches!(
-            r.status.as_ref()?.phase?,
-            RestorePhase::Succeeded | RestorePhase::Failed
-        )
-        .then_some(r)
-    })
-    .await
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! The image and the manifests agree on the version: the Dockerfile's label, the Deployment's
-//! images and the controller's default worker image all name Cargo.toml's version.
+//! The image and the manifests agree on the version: the Dockerfile's label, the chart's
+//! version and appVersion (its default image tag), the kustomize Deployment's images and the
+//! controller's default worker image all name Cargo.toml's version.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,7 +22,22 @@ fn the_image_tag_is_the_crate_version_everywhere() {
         dockerfile.contains("USER 65532:65532"),
         "a numeric non-root user"
     );
-    let deployment = read("deploy/operator/deployment.yaml");
+    let chart = read("charts/coffer/Chart.yaml");
+    assert!(
+        chart.contains(&format!("\nversion: {version}\n")),
+        "{chart}"
+    );
+    assert!(
+        chart.contains(&format!("\nappVersion: \"{version}\"\n")),
+        "{chart}"
+    );
+    let values = read("charts/coffer/values.yaml");
+    assert!(
+        values.contains("  repository: ghcr.io/coffer-dev/coffer\n")
+            && values.contains("  tag: \"\"\n"),
+        "the chart's default image is ghcr.io/coffer-dev/coffer at its appVersion"
+    );
+    let deployment = read("deploy/coffer.yaml");
     let images: Vec<&str> = deployment
         .lines()
         .filter(|l| l.contains("ghcr.io/coffer-dev/coffer"))

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod operator;
 pub mod pg_data;
 pub mod redis_data;
+pub mod resources;
 pub mod tree;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

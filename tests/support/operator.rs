@@ -1,5 +1,5 @@
 //! Running `coffer controller` against the test control plane as the non-admin user
-//! `coffer-operator`, bound to exactly the rules in `deploy/operator/rbac.yaml`.
+//! `coffer-operator`, bound to exactly the rules in `deploy/coffer.yaml` (the chart's RBAC).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -54,10 +54,12 @@ pub async fn install_crds(client: &kube::Client) -> Vec<String> {
     names
 }
 
-/// The documents of `deploy/operator/rbac.yaml`.
-fn rbac_documents() -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/operator/rbac.yaml");
-    serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap()
+/// The objects of `deploy/coffer.yaml` (the chart rendered with its default values).
+pub fn deployed_objects() -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/coffer.yaml");
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap();
+    docs.into_iter().filter(Value::is_object).collect()
 }
 
 async fn apply(client: &kube::Client, namespace: Option<&str>, mut doc: Value) {
@@ -84,13 +86,14 @@ async fn apply(client: &kube::Client, namespace: Option<&str>, mut doc: Value) {
 }
 
 /// Installs the CRDs and binds the operator's ClusterRole (cluster-wide) and leader-election
-/// Role (in `namespace`) from `deploy/operator/rbac.yaml` to [`OPERATOR_USER`].
+/// Role (in `namespace`) from `deploy/coffer.yaml` (the Helm chart's RBAC) to
+/// [`OPERATOR_USER`].
 pub async fn prepare(namespace: &str) {
     let client = admin().await;
     install_crds(&client).await;
     let user =
         json!([{"kind": "User", "name": OPERATOR_USER, "apiGroup": "rbac.authorization.k8s.io"}]);
-    for mut doc in rbac_documents() {
+    for mut doc in deployed_objects() {
         match doc["kind"].as_str().unwrap() {
             "ClusterRole" => apply(&client, None, doc).await,
             "ClusterRoleBinding" => {
@@ -116,7 +119,7 @@ pub struct Operator {
     pub identity: String,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -206,18 +209,21 @@ impl Operator {
 
     /// The body of an HTTP GET of `path` on the metrics address.
     pub async fn get(&self, path: &str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(&self.metrics_address)
-            .await
-            .unwrap();
-        stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
+        http_get(&self.metrics_address, path).await
     }
+}
+
+/// The response (head and body) of an HTTP/1.0 GET of `path` at `address`.
+pub async fn http_get(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
 }
 
 impl Drop for Operator {

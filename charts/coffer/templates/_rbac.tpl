@@ -1,0 +1,57 @@
+{{/*
+The controller's rules, shared by the ClusterRole (every namespace) and the Role
+(watchNamespace). Every rule says why it is there; the e2e tests run the controller bound to
+exactly these rules.
+*/}}
+{{- define "coffer.controllerRules" -}}
+# Watch the three kinds it reconciles.
+- apiGroups: ["coffer.dev"]
+  resources: ["backupschedules", "backups", "restorerequests"]
+  verbs: ["get", "list", "watch"]
+# Add and remove the data-deleting finalizer on Backups.
+- apiGroups: ["coffer.dev"]
+  resources: ["backups"]
+  verbs: ["patch"]
+# Schedules create their runs' Backups; Replace and retention delete them.
+- apiGroups: ["coffer.dev"]
+  resources: ["backups"]
+  verbs: ["create", "delete"]
+# Write the status of every kind (server-side apply).
+- apiGroups: ["coffer.dev"]
+  resources: ["backupschedules/status", "backups/status", "restorerequests/status"]
+  verbs: ["get", "patch", "update"]
+# Worker Jobs carry blockOwnerDeletion owner references to Backups and RestoreRequests.
+- apiGroups: ["coffer.dev"]
+  resources: ["backups/finalizers", "restorerequests/finalizers"]
+  verbs: ["update"]
+# Run workers as Jobs, watch them, and delete a running one when its Backup goes.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# Read a finished worker's summary from its Pod's termination message; during a restore,
+# see that the quiesced workloads' Pods are gone.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list"]
+# Check that referenced Secrets exist before making a Job. Only metadata is requested;
+# secret values reach workers through secretKeyRef and never the controller's logs.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# Check that referenced PersistentVolumeClaims exist.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get"]
+# Make the permission-less worker ServiceAccount in namespaces that run backups.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "create"]
+# Scale the workloads a RestoreRequest names to zero and back.
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["get", "patch"]
+# Record Events on the objects it reconciles.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}

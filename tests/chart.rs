@@ -1,0 +1,525 @@
+//! The Helm chart and the kustomize base, against the real control plane: lint, the
+//! generated `deploy/` kept in step, value sets dry-run by the API server, an install under
+//! the `restricted` Pod Security Standard whose operator (run by the process kubelet as its
+//! own ServiceAccount) backs Redis up and restores it, then upgrade and uninstall.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use coffer::api::{Backup, BackupPhase, RestorePhase};
+use coffer_testenv::RedisServer;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+mod support;
+use support::operator::{admin, eventually, free_port, http_get, install_crds, plane};
+use support::resources::{
+    RUN, create, finished_backup, finished_restore, redis_source, s3_secret, s3_with_bucket,
+    secret, storage,
+};
+
+const CHART: &str = "charts/coffer";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin(tool: &str) -> PathBuf {
+    coffer_testenv::k8s_bin_dir().unwrap().join(tool)
+}
+
+/// Runs helm or kubectl (as the admin of the test cluster) in the repository's root.
+fn run(tool: &str, args: &[&str]) -> Output {
+    Command::new(bin(tool))
+        .args(args)
+        .current_dir(root())
+        .env("KUBECONFIG", plane().kubeconfig())
+        .env("HELM_CACHE_HOME", plane().dir().join("helm/cache"))
+        .env("HELM_CONFIG_HOME", plane().dir().join("helm/config"))
+        .env("HELM_DATA_HOME", plane().dir().join("helm/data"))
+        .output()
+        .unwrap()
+}
+
+/// Like [`run`], and panics with its output unless it succeeds; returns stdout.
+fn ok(tool: &str, args: &[&str]) -> String {
+    let out = run(tool, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{tool} {}: {}\n{stdout}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Pipes `input` into `kubectl apply --dry-run=server -f -` and returns what it printed.
+fn server_dry_run(input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(bin("kubectl"))
+        .args(["apply", "--server-side", "--dry-run=server", "-f", "-"])
+        .env("KUBECONFIG", plane().kubeconfig())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "the API server refused the rendered chart: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+async fn label_restricted(ns: &str) {
+    Api::<Namespace>::all(admin().await)
+        .patch(
+            ns,
+            &PatchParams::apply("coffer-tests"),
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest"}}})),
+        )
+        .await
+        .unwrap();
+}
+
+#[test]
+fn deploy_is_the_chart_rendered() {
+    let out = Command::new(root().join("scripts/regen-deploy"))
+        .arg("--check")
+        .env("COFFER_K8S_BIN", coffer_testenv::k8s_bin_dir().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn helm_lint_passes_for_the_default_and_the_test_value_sets() {
+    for values in [
+        None,
+        Some("charts/coffer/ci/namespaced-values.yaml"),
+        Some("charts/coffer/ci/monitoring-values.yaml"),
+    ] {
+        let mut args = vec!["lint", CHART, "--strict", "--kube-version", "1.34.0"];
+        args.extend(values.iter().flat_map(|v| ["--values", v]));
+        let out = ok("helm", &args);
+        assert!(out.contains("0 chart(s) failed"), "{out}");
+    }
+}
+
+#[test]
+fn bad_values_are_refused_with_a_message_that_names_them() {
+    for (set, says) in [
+        ("replicaCount=0", "replicaCount"),
+        ("logFormat=yaml", "logFormat"),
+        (
+            "retention=3",
+            "additional properties 'retention' not allowed",
+        ),
+        (
+            "leaderElection.enabled=false",
+            "leaderElection.enabled must be true when replicaCount is more than 1",
+        ),
+    ] {
+        let out = run(
+            "helm",
+            &[
+                "template",
+                "x",
+                CHART,
+                "--kube-version",
+                "1.34.0",
+                "--set",
+                set,
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--set {set} was accepted");
+        assert!(stderr.contains(says), "--set {set}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn three_value_sets_and_the_kustomize_base_pass_a_server_side_dry_run() {
+    let client = admin().await;
+    install_crds(&client).await;
+    ok(
+        "kubectl",
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            "tests/fixtures/prometheus-operator-crds.yaml",
+        ],
+    );
+    ok(
+        "kubectl",
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/servicemonitors.monitoring.coreos.com",
+            "crd/prometheusrules.monitoring.coreos.com",
+        ],
+    );
+    let release = plane().namespace("dry-run").await.unwrap();
+    let watched = plane().namespace("dry-watched").await.unwrap();
+    let watch = format!("watchNamespace={}", watched.name());
+    let workers = format!("worker.serviceAccount.namespaces={{{}}}", watched.name());
+    let sets: [(&str, Vec<&str>, &[&str]); 3] = [
+        (
+            "default",
+            vec![],
+            &[
+                "deployment.apps/coffer-controller",
+                "clusterrole.rbac.authorization.k8s.io/coffer-controller",
+                "lease.coordination.k8s.io/coffer-controller",
+                "service/coffer-controller-metrics",
+                "poddisruptionbudget.policy/coffer-controller",
+            ],
+        ),
+        (
+            "namespaced",
+            vec![
+                "--values",
+                "charts/coffer/ci/namespaced-values.yaml",
+                "--set",
+                &watch,
+                "--set",
+                &workers,
+            ],
+            &[
+                "deployment.apps/backups-controller",
+                "role.rbac.authorization.k8s.io/backups-controller",
+                "rolebinding.rbac.authorization.k8s.io/backups-controller",
+                "serviceaccount/coffer-worker",
+            ],
+        ),
+        (
+            "monitoring",
+            vec!["--values", "charts/coffer/ci/monitoring-values.yaml"],
+            &[
+                "servicemonitor.monitoring.coreos.com/coffer-controller",
+                "prometheusrule.monitoring.coreos.com/coffer-controller",
+                "networkpolicy.networking.k8s.io/coffer-controller",
+                "poddisruptionbudget.policy/coffer-controller",
+            ],
+        ),
+    ];
+    for (name, values, expected) in sets {
+        let mut args = vec![
+            "template",
+            "coffer",
+            CHART,
+            "--namespace",
+            release.name(),
+            "--kube-version",
+            "1.34.0",
+        ];
+        args.extend(values);
+        let rendered = ok("helm", &args);
+        if name == "namespaced" {
+            assert!(!rendered.contains("kind: ClusterRole"), "{rendered}");
+            assert!(rendered.contains("--no-leader-election"), "{rendered}");
+        }
+        let applied = server_dry_run(&rendered);
+        for object in expected {
+            assert!(
+                applied.contains(&format!("{object} serverside-applied (server dry run)")),
+                "{name}: {object} missing from\n{applied}"
+            );
+        }
+    }
+
+    // The kustomize base, as `kubectl apply -k deploy/` (its namespace must exist first for
+    // a dry run of the objects in it; it is made for real).
+    let kustomized = ok("kubectl", &["kustomize", "deploy/"]);
+    let namespace_doc = kustomized
+        .split("\n---\n")
+        .find(|d| d.contains("kind: Namespace"))
+        .unwrap();
+    assert!(
+        namespace_doc.contains("pod-security.kubernetes.io/enforce: restricted"),
+        "{namespace_doc}"
+    );
+    ok(
+        "kubectl",
+        &["apply", "--server-side", "-f", "deploy/namespace.yaml"],
+    );
+    let applied = server_dry_run(&kustomized);
+    for object in [
+        "customresourcedefinition.apiextensions.k8s.io/backups.coffer.dev",
+        "deployment.apps/coffer-controller",
+        "clusterrolebinding.rbac.authorization.k8s.io/coffer-controller",
+    ] {
+        assert!(applied.contains(object), "{object} missing from\n{applied}");
+    }
+}
+
+/// The Pod of the Deployment `name` once it runs (its process started by the kubelet).
+async fn running_pod(ns: &str, selector: &str) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(admin().await, ns);
+    eventually(RUN, "the controller's Pod to run", || async {
+        pods.list(&ListParams::default().labels(selector))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    })
+    .await
+}
+
+fn can_i(account: &str, verb: &str, resource: &str, ns: &str) -> bool {
+    let out = run(
+        "kubectl",
+        &["auth", "can-i", verb, resource, "-n", ns, "--as", account],
+    );
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+#[tokio::test]
+async fn the_chart_installs_under_restricted_and_its_operator_backs_up_and_restores_redis() {
+    let client = admin().await;
+    install_crds(&client).await;
+    let system = plane().namespace("coffer-system").await.unwrap();
+    let sys = system.name().to_owned();
+    label_restricted(&sys).await;
+    let app_ns = plane().namespace("chart-app").await.unwrap();
+    let app = app_ns.name().to_owned();
+    label_restricted(&app).await;
+
+    let port = free_port();
+    let port_value = format!("metrics.port={port}");
+    ok(
+        "helm",
+        &[
+            "install",
+            "backups",
+            CHART,
+            "--namespace",
+            &sys,
+            "--set",
+            "replicaCount=1",
+            "--set",
+            &port_value,
+            "--set",
+            "logFormat=text",
+            "--set",
+            "logLevel=debug",
+        ],
+    );
+
+    // PodSecurity admission let the ReplicaSet make the Pod, and the kubelet runs it.
+    let pod = running_pod(&sys, "app.kubernetes.io/instance=backups").await;
+    let pod_name = pod.name_any();
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.service_account_name.as_deref(),
+        Some("backups-coffer-controller")
+    );
+    // It leads through the chart's Lease, so it reached the API server as its ServiceAccount.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &sys);
+    eventually(RUN, "the controller to hold the Lease", || async {
+        let lease = leases.get("backups-coffer-controller").await.unwrap();
+        (lease.spec?.holder_identity? == pod_name).then_some(())
+    })
+    .await;
+    let account = format!("system:serviceaccount:{sys}:backups-coffer-controller");
+    assert!(can_i(&account, "get", "secrets", &app));
+    assert!(
+        !can_i(&account, "list", "secrets", &app),
+        "no listing Secrets"
+    );
+    assert!(
+        !can_i(&account, "create", "pods", &app),
+        "no Pods of its own"
+    );
+    assert!(!can_i(&account, "update", "leases", "default"));
+
+    // One Redis backup and its restore, through the installed operator.
+    let s3 = s3_with_bucket().await;
+    s3_secret(&app, &s3).await;
+    let redis = RedisServer::start_with_password("chart-pw").unwrap();
+    let mut con = support::redis_data::connect(&redis.url()).await;
+    for i in 0..20 {
+        redis::cmd("SET")
+            .arg(format!("order:{i}"))
+            .arg(format!("paid {i}"))
+            .query_async::<()>(&mut con)
+            .await
+            .unwrap();
+    }
+    secret(&app, "redis-auth", &[("password", "chart-pw")]).await;
+    create::<Backup>(
+        &app,
+        json!({"metadata": {"name": "orders"}, "spec": {
+            "source": redis_source(&redis, "redis-auth"), "storage": storage(&s3)}}),
+    )
+    .await;
+    let backup = finished_backup(&app, "orders").await;
+    let status = backup.status.clone().unwrap();
+    assert_eq!(
+        status.phase,
+        Some(BackupPhase::Succeeded),
+        "{:?}\ncontroller log:\n{}",
+        status.conditions,
+        plane().pod_log(&sys, &pod_name).unwrap_or_default()
+    );
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    create::<coffer::api::RestoreRequest>(
+        &app,
+        json!({"metadata": {"name": "orders-back"}, "spec": {"backupRef": {"name": "orders"}}}),
+    )
+    .await;
+    let restore = finished_restore(&app, "orders-back").await;
+    assert_eq!(
+        restore.status.as_ref().unwrap().phase,
+        Some(RestorePhase::Succeeded),
+        "{:?}",
+        restore.status
+    );
+    let value: String = redis::cmd("GET")
+        .arg("order:7")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(value, "paid 7");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("order:*")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 20);
+    // Workers get no token: no projected volume in their Pods.
+    let worker_pods = Api::<Pod>::namespaced(client.clone(), &app)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(!worker_pods.is_empty());
+    for p in &worker_pods {
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert!(
+            spec.volumes.iter().flatten().all(|v| v.projected.is_none()),
+            "{}",
+            p.name_any()
+        );
+    }
+    let metrics = http_get(&format!("127.0.0.1:{port}"), "/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "coffer_backups_total{{namespace=\"{app}\",schedule=\"\",source_kind=\"redis\",result=\"succeeded\"}} 1"
+        )),
+        "{metrics}"
+    );
+
+    // An upgrade that drops the metrics Service removes it and keeps the running controller.
+    ok(
+        "helm",
+        &[
+            "upgrade",
+            "backups",
+            CHART,
+            "--namespace",
+            &sys,
+            "--reuse-values",
+            "--set",
+            "metrics.service.enabled=false",
+        ],
+    );
+    let services: Api<Service> = Api::namespaced(client.clone(), &sys);
+    assert!(
+        services
+            .get_opt("backups-coffer-controller-metrics")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let still = running_pod(&sys, "app.kubernetes.io/instance=backups").await;
+    assert_eq!(still.uid(), pod.uid(), "the upgrade did not restart it");
+
+    // Uninstall: nothing of the release is left; the CRDs and the Backup (and its data) stay.
+    ok(
+        "helm",
+        &["uninstall", "backups", "--namespace", &sys, "--wait"],
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &sys);
+    eventually(RUN, "the controller's Pod to go", || async {
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let instance = ListParams::default().labels("app.kubernetes.io/instance=backups");
+    macro_rules! none_left {
+        ($kind:ty, $api:expr) => {{
+            let api: Api<$kind> = $api;
+            let left: Vec<String> = api
+                .list(&instance)
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|o| o.name_any())
+                .collect();
+            assert!(left.is_empty(), "{} left: {left:?}", stringify!($kind));
+        }};
+    }
+    none_left!(Deployment, Api::namespaced(client.clone(), &sys));
+    none_left!(ReplicaSet, Api::namespaced(client.clone(), &sys));
+    none_left!(Service, Api::namespaced(client.clone(), &sys));
+    none_left!(ServiceAccount, Api::all(client.clone()));
+    none_left!(Role, Api::all(client.clone()));
+    none_left!(RoleBinding, Api::all(client.clone()));
+    none_left!(Lease, Api::namespaced(client.clone(), &sys));
+    none_left!(PodDisruptionBudget, Api::namespaced(client.clone(), &sys));
+    none_left!(ClusterRole, Api::all(client.clone()));
+    none_left!(ClusterRoleBinding, Api::all(client.clone()));
+    let leases_left = leases.list(&ListParams::default()).await.unwrap().items;
+    assert!(leases_left.is_empty(), "{leases_left:?}");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    assert!(crds.get_opt("backups.coffer.dev").await.unwrap().is_some());
+    let kept = Api::<Backup>::namespaced(client.clone(), &app)
+        .get("orders")
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.status.unwrap().phase,
+        Some(BackupPhase::Succeeded),
+        "the Backup stays"
+    );
+}

@@ -1,0 +1,108 @@
+//! Objects the operator's end-to-end tests make: Secrets, sources, storage, and waiting for
+//! Backups and RestoreRequests to finish.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use coffer::api::{Backup, BackupPhase, RestorePhase, RestoreRequest};
+use coffer_testenv::{RedisServer, S3Server};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::operator::{admin, eventually};
+use super::s3_client;
+
+/// How long a backup or restore may take in these tests.
+pub const RUN: Duration = Duration::from_secs(150);
+/// The bucket [`s3_with_bucket`] makes.
+pub const BUCKET: &str = "backups";
+
+pub async fn s3_with_bucket() -> S3Server {
+    let s3 = S3Server::start().unwrap();
+    s3_client(&s3)
+        .create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    s3
+}
+
+pub fn storage(s3: &S3Server) -> Value {
+    json!({"s3": {
+        "bucket": BUCKET, "prefix": "ci/", "endpoint": s3.endpoint(), "region": s3.region(),
+        "forcePathStyle": true, "credentialsSecretRef": {"name": "s3-creds"},
+    }})
+}
+
+pub async fn secret(ns: &str, name: &str, data: &[(&str, &str)]) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "stringData": data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(admin().await, ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+pub async fn s3_secret(ns: &str, s3: &S3Server) {
+    secret(
+        ns,
+        "s3-creds",
+        &[
+            ("AWS_ACCESS_KEY_ID", s3.access_key()),
+            ("AWS_SECRET_ACCESS_KEY", s3.secret_key()),
+        ],
+    )
+    .await;
+}
+
+pub async fn create<K>(ns: &str, doc: Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(doc).unwrap();
+    Api::<K>::namespaced(admin().await, ns)
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap()
+}
+
+pub fn redis_source(redis: &RedisServer, secret: &str) -> Value {
+    json!({"redis": {"host": "127.0.0.1", "port": redis.port(), "passwordSecretRef": {"name": secret, "key": "password"}}})
+}
+
+/// Waits until the Backup has finished, and returns it.
+pub async fn finished_backup(ns: &str, name: &str) -> Backup {
+    let api: Api<Backup> = Api::namespaced(admin().await, ns);
+    eventually(RUN, &format!("Backup {name} to finish"), || async {
+        let b = api.get_opt(name).await.unwrap()?;
+        matches!(
+            b.status.as_ref()?.phase?,
+            BackupPhase::Succeeded | BackupPhase::Failed
+        )
+        .then_some(b)
+    })
+    .await
+}
+
+pub async fn finished_restore(ns: &str, name: &str) -> RestoreRequest {
+    let restores: Api<RestoreRequest> = Api::namespaced(admin().await, ns);
+    eventually(RUN, &format!("RestoreRequest {name}"), || async {
+        let r = restores.get(name).await.unwrap();
+        matches!(
+            r.status.as_ref()?.phase?,
+            RestorePhase::Succeeded | RestorePhase::Failed
+        )
+        .then_some(r)
+    })
+    .await
+}
