@@ -1,6 +1,9 @@
 //! Runs the test services for hands-on use until SIGTERM or Ctrl-C: the control plane with
 //! the process kubelet (for every namespace), Redis, PostgreSQL and the S3 server. Writes
-//! the shell exports that point tools at them to `<state-dir>/env`. Driven by
+//! the shell exports that point tools at them to `<state-dir>/env`: KUBECONFIG, PATH (kubectl,
+//! helm), the S3 server's AWS_* variables and its bucket `backups`, Redis and PostgreSQL
+//! (REDIS_URL, REDIS_PORT, DATABASE_URL, PG*), and COFFER_DEV_VOLUMES, where the process
+//! kubelet keeps each claim's files (`<namespace>/<claim>`). Driven by
 //! `scripts/dev-cluster up|down|env`.
 
 use std::fmt::Write as _;
@@ -33,7 +36,8 @@ fn run(state_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         kubelet: Some(KubeletOptions::default()),
         keep_dir: false,
     })?;
-    let redis = RedisServer::start()?;
+    // With a password, as the examples' Redis has one (their Secret `redis-auth`).
+    let redis = RedisServer::start_with_password("coffer-dev")?;
     let postgres = PostgresServer::start()?;
     let s3 = S3Server::start()?;
 
@@ -45,8 +49,22 @@ fn run(state_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     for (key, value) in s3.env() {
         writeln!(env, "export {key}={value}")?;
     }
+    // A bucket for the examples and the demo (the S3 server keeps one directory per bucket).
+    std::fs::create_dir_all(s3.root().join("backups"))?;
+    writeln!(env, "export COFFER_DEV_BUCKET=backups")?;
     writeln!(env, "export REDIS_URL={}", redis.url())?;
+    writeln!(env, "export REDIS_PORT={}", redis.port())?;
+    writeln!(env, "export REDIS_PASSWORD=coffer-dev")?;
     writeln!(env, "export DATABASE_URL={}", postgres.url("postgres"))?;
+    writeln!(env, "export PGHOST=127.0.0.1")?;
+    writeln!(env, "export PGPORT={}", postgres.port())?;
+    writeln!(env, "export PGUSER={}", postgres.user())?;
+    writeln!(env, "export PGPASSWORD={}", postgres.password())?;
+    // The host directory of a PersistentVolumeClaim is <this>/<namespace>/<claim>.
+    if let Some(volumes) = plane.claim_dir("namespace", "claim") {
+        let volumes = volumes.parent().and_then(|p| p.parent()).unwrap_or(&volumes);
+        writeln!(env, "export COFFER_DEV_VOLUMES={}", volumes.display())?;
+    }
     writeln!(env, "export COFFER_DEV_CLUSTER_PID={}", std::process::id())?;
     // Written last and atomically: its presence means everything is up.
     let tmp = state_dir.join("env.tmp");
