@@ -245,6 +245,23 @@ async fn every_minute_schedules_back_up_redis_postgres_and_a_volume() {
             metrics.contains(&format!(r#"coffer_backups_total{{namespace="{ns}",schedule="{schedule}",source_kind="{schedule}",result="succeeded"}}"#)),
             "{metrics}"
         );
+        // What the alerts read: the interval, the last success, and that the run did not fail.
+        let series =
+            format!(r#"{{namespace="{ns}",schedule="{schedule}",source_kind="{schedule}"}}"#);
+        assert!(
+            metrics.contains(&format!("coffer_schedule_interval_seconds{series} 60")),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "coffer_schedule_last_success_timestamp_seconds{series} "
+            )),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!("coffer_schedule_last_run_failed{series} 0")),
+            "{metrics}"
+        );
     }
     assert!(_operator.get("/readyz").await.ends_with("ok"));
 }
@@ -536,6 +553,23 @@ async fn a_wrong_password_fails_the_backup_and_a_missing_secret_makes_no_job() {
     let backup = finished_backup(&ns, "cache-now").await;
     let status = backup.status.unwrap();
     assert_eq!(status.phase, Some(BackupPhase::Failed));
+    // The failure alert's metric names it; the schedule (never succeeded) has an interval and
+    // a creation time for the missing-backup alert, and no last success.
+    let metrics = _operator.get("/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            r#"coffer_backup_failed{{namespace="{ns}",backup="cache-now"}} 1"#
+        )),
+        "{metrics}"
+    );
+    let series = format!(r#"{{namespace="{ns}",schedule="cache",source_kind="redis"}}"#);
+    assert!(metrics.contains(&format!("coffer_schedule_interval_seconds{series} 31")));
+    assert!(metrics.contains(&format!(
+        "coffer_schedule_created_timestamp_seconds{series} "
+    )));
+    assert!(!metrics.contains(&format!(
+        "coffer_schedule_last_success_timestamp_seconds{series}"
+    )));
     let message = assert_not_ready(&status.conditions, "AuthenticationFailed");
     assert!(!message.contains("wrong\""), "{message}");
     let events = events_of(&ns, "cache-now").await;

@@ -9,6 +9,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+use super::state_metrics::StateCollector;
+
 /// A run of a backup or restore.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RunLabels {
@@ -49,6 +51,8 @@ pub struct Metrics {
     pub backup_stored_bytes: Family<ScheduleLabels, Counter>,
     pub last_success: Family<ScheduleLabels, Gauge<f64, AtomicU64>>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
+    /// Gauges read from the watched objects at each scrape.
+    pub state: StateCollector,
 }
 
 impl Default for Metrics {
@@ -93,6 +97,8 @@ impl Default for Metrics {
             "Reconciles that failed and will be retried, by controller and category",
             reconcile_errors.clone(),
         );
+        let state = StateCollector::default();
+        registry.register_collector(Box::new(state.clone()));
         Self {
             registry,
             backups,
@@ -101,6 +107,7 @@ impl Default for Metrics {
             backup_stored_bytes,
             last_success,
             reconcile_errors,
+            state,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod server;
+pub mod state_metrics;
 pub mod status;
 pub mod workers;
 
@@ -247,6 +248,7 @@ async fn controllers(
         watcher::Config::default(),
         schedule_writer,
     );
+    let schedules_seen = schedule_store.clone();
     let schedules = Controller::for_stream(schedule_stream, schedule_store)
         .with_config(config(SCHEDULE_CONCURRENCY))
         .watches_shared_stream(scheduled_changes, |backup: Arc<Backup>| {
@@ -263,6 +265,7 @@ async fn controllers(
         watcher::Config::default(),
         backup_writer,
     );
+    let backups_seen = backup_store.clone();
     let backups = Controller::for_stream(backup_stream, backup_store)
         .with_config(config(BACKUP_CONCURRENCY))
         .owns(api::<Job>(&client, ns), workers.clone())
@@ -273,11 +276,17 @@ async fn controllers(
     let restores = Controller::new(
         api::<RestoreRequest>(&client, ns),
         watcher::Config::default(),
-    )
-    .with_config(config(RESTORE_CONCURRENCY))
-    .owns(api::<Job>(&client, ns), workers)
-    .graceful_shutdown_on(shutdown.cancelled_owned())
-    .run(restore::reconcile, error_policy("restore"), ctx)
-    .for_each(|_| async {});
+    );
+    let _ = ctx.metrics.state.stores.set(state_metrics::Stores {
+        schedules: schedules_seen,
+        backups: backups_seen,
+        restores: restores.store(),
+    });
+    let restores = restores
+        .with_config(config(RESTORE_CONCURRENCY))
+        .owns(api::<Job>(&client, ns), workers)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(restore::reconcile, error_policy("restore"), ctx)
+        .for_each(|_| async {});
     tokio::join!(schedules, backups, restores);
 }
