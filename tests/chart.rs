@@ -523,3 +523,73 @@ async fn the_chart_installs_under_restricted_and_its_operator_backs_up_and_resto
         "the Backup stays"
     );
 }
+
+/// Every metric the controller can export: the registered families and the scrape-time
+/// gauges.
+fn exported_metrics() -> Vec<String> {
+    let encoded = coffer::controller::metrics::Metrics::default().encode();
+    let mut names: Vec<String> = encoded
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .flat_map(|n| {
+            // Counters are exported with _total, histograms with _bucket/_sum/_count.
+            ["", "_total", "_bucket", "_sum", "_count"].map(|s| format!("{n}{s}"))
+        })
+        .collect();
+    names.extend(
+        coffer::controller::state_metrics::GAUGES
+            .iter()
+            .map(|g| format!("coffer_{g}")),
+    );
+    names
+}
+
+#[test]
+fn the_alerts_are_valid_promql_over_metrics_the_controller_exports() {
+    let rendered = ok(
+        "helm",
+        &[
+            "template",
+            "coffer",
+            CHART,
+            "--kube-version",
+            "1.34.0",
+            "--values",
+            "charts/coffer/ci/monitoring-values.yaml",
+            "--show-only",
+            "templates/prometheusrule.yaml",
+        ],
+    );
+    let rule: serde_json::Value = serde_saphyr::from_str(&rendered).unwrap();
+    let exported = exported_metrics();
+    let mut alerts = vec![];
+    for group in rule["spec"]["groups"].as_array().unwrap() {
+        for r in group["rules"].as_array().unwrap() {
+            let name = r["alert"].as_str().unwrap().to_owned();
+            let expr = r["expr"].as_str().unwrap();
+            if let Err(e) = promql_parser::parser::parse(expr) {
+                panic!("{name}: {e}\n{expr}");
+            }
+            for metric in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("coffer_"))
+            {
+                assert!(
+                    exported.iter().any(|e| e == metric),
+                    "{name} uses {metric}, which the controller does not export: {exported:?}"
+                );
+            }
+            alerts.push(name);
+        }
+    }
+    assert_eq!(
+        alerts,
+        [
+            "CofferBackupFailed",
+            "CofferBackupMissing",
+            "CofferRestoreFailed",
+            "CofferControllerDown"
+        ]
+    );
+}

@@ -23,6 +23,16 @@ use super::location::SCHEDULE_LABEL;
 use crate::api::{Backup, BackupPhase, BackupSchedule, RestorePhase, RestoreRequest};
 use crate::schedule::CronSchedule;
 
+/// The gauges this collector exports (without the `coffer_` prefix), in encoding order.
+pub const GAUGES: [&str; 6] = [
+    "schedule_interval_seconds",
+    "schedule_last_success_timestamp_seconds",
+    "schedule_created_timestamp_seconds",
+    "schedule_last_run_failed",
+    "backup_failed",
+    "restore_failed",
+];
+
 /// A schedule's series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct ScheduleSeries {
@@ -199,37 +209,37 @@ impl Collector for StateCollector {
         let e = &mut encoder;
         encode_gauges(
             e,
-            "schedule_interval_seconds",
+            GAUGES[0],
             "Seconds between the schedule's next two runs (absent while suspended)",
             &s.interval,
         )?;
         encode_gauges(
             e,
-            "schedule_last_success_timestamp_seconds",
+            GAUGES[1],
             "When the schedule's newest successful backup completed (Unix time)",
             &s.last_success,
         )?;
         encode_gauges(
             e,
-            "schedule_created_timestamp_seconds",
+            GAUGES[2],
             "When the schedule was created (Unix time)",
             &s.created,
         )?;
         encode_gauges(
             e,
-            "schedule_last_run_failed",
+            GAUGES[3],
             "1 when the schedule's newest finished run failed, else 0",
             &s.last_run_failed,
         )?;
         encode_gauges(
             e,
-            "backup_failed",
+            GAUGES[4],
             "1 for each failed Backup that no schedule made",
             &s.backup_failed,
         )?;
         encode_gauges(
             e,
-            "restore_failed",
+            GAUGES[5],
             "1 for each failed RestoreRequest",
             &s.restore_failed,
         )
