@@ -593,3 +593,42 @@ fn the_alerts_are_valid_promql_over_metrics_the_controller_exports() {
         ]
     );
 }
+
+#[test]
+fn every_key_of_values_yaml_has_a_comment() {
+    // Keys under these are Kubernetes' own fields, documented by the comment on the parent.
+    const FREE_FORM: [&str; 3] = [
+        "podSecurityContext",
+        "containerSecurityContext",
+        "resources",
+    ];
+    let values = std::fs::read_to_string(root().join("charts/coffer/values.yaml")).unwrap();
+    let mut previous = "";
+    let mut top = "";
+    let mut missing = vec![];
+    for line in values.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() {
+            previous = "";
+            continue;
+        }
+        let is_key = !trimmed.starts_with('#')
+            && !trimmed.starts_with('-')
+            && trimmed.split_once(':').is_some_and(|(k, _)| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        if is_key {
+            let key = trimmed.split(':').next().unwrap_or_default();
+            if line.len() == trimmed.len() {
+                top = key;
+            }
+            let documented = previous.trim_start().starts_with('#')
+                || (line.len() != trimmed.len() && FREE_FORM.contains(&top));
+            if !documented {
+                missing.push(line.to_owned());
+            }
+        }
+        previous = line;
+    }
+    assert!(missing.is_empty(), "keys without a comment: {missing:#?}");
+}
