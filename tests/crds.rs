@@ -119,6 +119,15 @@ fn printer_columns_show_what_users_look_for() {
             ("Age", ".metadata.creationTimestamp"),
         ])
     );
+    // kubectl prints a future "date" column as "<invalid>", so the next run is a timestamp.
+    let schedule = by_kind("BackupSchedule");
+    let next = schedule.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .find(|c| c.name == "Next Run")
+        .unwrap();
+    assert_eq!(next.type_, "string");
     assert_eq!(
         columns(&by_kind("Backup")),
         pairs(&[

@@ -31,9 +31,10 @@ use super::storage::BackupStorage;
         type_ = "date",
         json_path = ".status.lastSuccessfulTime"
     ),
+    // A string, not a date: kubectl shows a future date as "<invalid>".
     printcolumn(
         name = "Next Run",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.nextScheduleTime"
     ),
     printcolumn(
