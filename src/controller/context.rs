@@ -79,6 +79,16 @@ impl Context {
         reason: &str,
         note: impl Into<String>,
     ) {
+        let note = crate::text::one_line(&note.into());
+        // Every Event is also a log line, so the operator's log tells the story on its own.
+        let kind = K::kind(&());
+        let namespace = object.meta().namespace.as_deref().unwrap_or_default();
+        let name = object.meta().name.as_deref().unwrap_or_default();
+        if warning {
+            tracing::warn!(%kind, namespace, name, reason, "{note}");
+        } else {
+            tracing::info!(%kind, namespace, name, reason, "{note}");
+        }
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -86,7 +96,7 @@ impl Context {
                 EventType::Normal
             },
             reason: reason.to_owned(),
-            note: Some(crate::text::one_line(&note.into())),
+            note: Some(note),
             action: reason.to_owned(),
             secondary: related,
         };
