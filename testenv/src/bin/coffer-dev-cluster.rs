@@ -62,7 +62,10 @@ fn run(state_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     writeln!(env, "export PGPASSWORD={}", postgres.password())?;
     // The host directory of a PersistentVolumeClaim is <this>/<namespace>/<claim>.
     if let Some(volumes) = plane.claim_dir("namespace", "claim") {
-        let volumes = volumes.parent().and_then(|p| p.parent()).unwrap_or(&volumes);
+        let volumes = volumes
+            .parent()
+            .and_then(|p| p.parent())
+            .unwrap_or(&volumes);
         writeln!(env, "export COFFER_DEV_VOLUMES={}", volumes.display())?;
     }
     writeln!(env, "export COFFER_DEV_CLUSTER_PID={}", std::process::id())?;
