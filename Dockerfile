@@ -1,10 +1,12 @@
 # Coffer's image: one slim binary for `coffer controller` and `coffer worker`.
 #
-#   docker build -t ghcr.io/coffer-dev/coffer:0.1.0 .
+#   docker build --build-arg REVISION=$(git rev-parse HEAD) -t ghcr.io/coffer-dev/coffer:0.1.0 .
 #
 # It cannot be built on the development machines (they have no Docker engine), so it is kept
-# short, with pinned base images, and reviewed by hand. The tag must match Cargo.toml's version,
-# the default of `coffer controller --worker-image` and deploy/operator/deployment.yaml.
+# short and reviewed by hand. Base images are pinned by tag (Rust 1.95, Debian 12); pin them by
+# digest (`@sha256:...`) in the pipeline that publishes the image. The tag must match
+# Cargo.toml's version, the chart's appVersion, the default of `coffer controller
+# --worker-image` and deploy/coffer.yaml (tests/packaging.rs checks them).
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
@@ -20,8 +22,11 @@ RUN cargo build --release --locked --bin coffer \
 
 FROM docker.io/library/debian:${DEBIAN_RELEASE}-slim
 ARG DEBIAN_RELEASE
-# pg_dump must be at least the server's major version, so the image carries the newest client
-# tools (PostgreSQL 17) from the PostgreSQL project's Debian repository, whatever the servers run.
+ARG REVISION=unknown
+# pg_dump must be at least the server's major version, so the image carries newer client tools
+# (PostgreSQL 17) than Debian's own (15), from the PostgreSQL project's repository: they back
+# up servers up to 17. A PostgreSQL 18 server needs postgresql-client-18 here (the worker
+# refuses an older pg_dump with a message naming the version).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && install -d /usr/share/postgresql-common/pgdg \
@@ -46,4 +51,5 @@ LABEL org.opencontainers.image.title="coffer" \
       org.opencontainers.image.description="Kubernetes operator that backs up Redis, PostgreSQL and volumes to S3-compatible storage and restores them" \
       org.opencontainers.image.source="https://github.com/coffer-dev/coffer" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="0.1.0"
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.revision="${REVISION}"

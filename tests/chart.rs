@@ -137,7 +137,11 @@ fn helm_lint_passes_for_the_default_and_the_test_value_sets() {
 #[test]
 fn bad_values_are_refused_with_a_message_that_names_them() {
     for (set, says) in [
-        ("replicaCount=0", "replicaCount"),
+        ("replicaCount=-1", "replicaCount"),
+        (
+            "fullnameOverride=a-name-longer-than-thirty-six-characters",
+            "fullnameOverride",
+        ),
         ("logFormat=yaml", "logFormat"),
         (
             "retention=3",
@@ -247,6 +251,8 @@ async fn three_value_sets_and_the_kustomize_base_pass_a_server_side_dry_run() {
         if name == "namespaced" {
             assert!(!rendered.contains("kind: ClusterRole"), "{rendered}");
             assert!(rendered.contains("--no-leader-election"), "{rendered}");
+            // Without a Lease, an upgrade must not run two controllers at once.
+            assert!(rendered.contains("type: Recreate"), "{rendered}");
         }
         let applied = server_dry_run(&rendered);
         for object in expected {
@@ -527,7 +533,36 @@ async fn the_chart_installs_under_restricted_and_its_operator_backs_up_and_resto
 /// Every metric the controller can export: the registered families and the scrape-time
 /// gauges.
 fn exported_metrics() -> Vec<String> {
-    let encoded = coffer::controller::metrics::Metrics::default().encode();
+    use coffer::controller::metrics::{ErrorLabels, Metrics, RunLabels, ScheduleLabels};
+    // A family is encoded only once it has a series: give each one.
+    let metrics = Metrics::default();
+    let run = RunLabels {
+        namespace: "ns".into(),
+        schedule: "s".into(),
+        source_kind: "redis".into(),
+        result: "succeeded".into(),
+    };
+    let schedule = ScheduleLabels {
+        namespace: "ns".into(),
+        schedule: "s".into(),
+        source_kind: "redis".into(),
+    };
+    metrics.backups.get_or_create(&run).inc();
+    metrics.restores.get_or_create(&run).inc();
+    metrics
+        .backup_duration
+        .get_or_create(&schedule)
+        .observe(1.0);
+    metrics.backup_stored_bytes.get_or_create(&schedule).inc();
+    metrics.last_success.get_or_create(&schedule).set(1.0);
+    metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: "backup".into(),
+            category: "kube".into(),
+        })
+        .inc();
+    let encoded = metrics.encode();
     let mut names: Vec<String> = encoded
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -587,9 +622,11 @@ fn the_alerts_are_valid_promql_over_metrics_the_controller_exports() {
         alerts,
         [
             "CofferBackupFailed",
+            "CofferBackupFailed",
             "CofferBackupMissing",
             "CofferRestoreFailed",
-            "CofferControllerDown"
+            "CofferControllerDown",
+            "CofferBackupsSlow"
         ]
     );
 }
@@ -631,4 +668,37 @@ fn every_key_of_values_yaml_has_a_comment() {
         previous = line;
     }
     assert!(missing.is_empty(), "keys without a comment: {missing:#?}");
+}
+
+#[test]
+fn the_readme_kustomize_overlay_sets_the_controller_and_worker_images() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme
+        .find("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../coffer/deploy]")
+        .expect("the overlay in the README's Install section");
+    let overlay = &readme[start..start + readme[start..].find("```").unwrap()];
+    // kustomize takes relative paths only: the overlay goes two levels below the repository.
+    let dir = root().join("target/chart-test-overlay");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        overlay.replace("../coffer/deploy", "../../deploy"),
+    )
+    .unwrap();
+    let rendered = ok("kubectl", &["kustomize", "target/chart-test-overlay"]);
+    assert!(
+        !rendered.contains("ghcr.io/coffer-dev/coffer"),
+        "{rendered}"
+    );
+    let deployment = rendered
+        .split("\n---\n")
+        .find(|d| d.contains("kind: Deployment"))
+        .unwrap();
+    assert_eq!(
+        deployment
+            .matches("registry.example.com/coffer:0.1.0")
+            .count(),
+        2,
+        "the controller's image and COFFER_WORKER_IMAGE: {deployment}"
+    );
 }

@@ -565,6 +565,9 @@ async fn a_wrong_password_fails_the_backup_and_a_missing_secret_makes_no_job() {
     let series = format!(r#"{{namespace="{ns}",schedule="cache",source_kind="redis"}}"#);
     assert!(metrics.contains(&format!("coffer_schedule_interval_seconds{series} 31")));
     assert!(metrics.contains(&format!(
+        "coffer_schedule_backup_due_timestamp_seconds{series} "
+    )));
+    assert!(metrics.contains(&format!(
         "coffer_schedule_created_timestamp_seconds{series} "
     )));
     assert!(!metrics.contains(&format!(

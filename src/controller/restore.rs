@@ -10,7 +10,6 @@ use std::time::Duration;
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -450,68 +449,63 @@ impl Step<'_> {
         }))
     }
 
-    /// The workload's replicas, or `None` if it does not exist.
+    /// The workload's replicas, or `None` if it does not exist. Read through the `scale`
+    /// subresource, the only access the controller has to workloads.
     async fn replicas(&self, kind: WorkloadKind, name: &str) -> Result<Option<i32>, Error> {
-        Ok(match kind {
-            WorkloadKind::Deployment => self
-                .deployments()
-                .get_opt(name)
-                .await?
-                .map(|d| d.spec.and_then(|s| s.replicas).unwrap_or(1)),
-            WorkloadKind::StatefulSet => self
-                .stateful_sets()
-                .get_opt(name)
-                .await?
-                .map(|s| s.spec.and_then(|s| s.replicas).unwrap_or(1)),
-        })
+        let scale = match kind {
+            WorkloadKind::Deployment => self.deployments().get_scale(name).await,
+            WorkloadKind::StatefulSet => self.stateful_sets().get_scale(name).await,
+        };
+        match scale {
+            Ok(scale) => Ok(Some(scale.spec.and_then(|s| s.replicas).unwrap_or(1))),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// Sets the workload's replicas; returns its Pod selector, or `None` if it is gone.
+    /// Sets the workload's replicas through its `scale` subresource; returns its Pod
+    /// selector (as a label selector string), or `None` if it is gone.
     async fn scale(
         &self,
         kind: WorkloadKind,
         name: &str,
         replicas: i32,
-    ) -> Result<Option<LabelSelector>, Error> {
+    ) -> Result<Option<String>, Error> {
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
         let params = PatchParams {
             field_manager: Some(MANAGER.to_owned()),
             ..PatchParams::default()
         };
         let result = match kind {
-            WorkloadKind::Deployment => self
-                .deployments()
-                .patch(name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|d| d.spec.map(|s| s.selector)),
-            WorkloadKind::StatefulSet => self
-                .stateful_sets()
-                .patch(name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|s| s.spec.map(|s| s.selector)),
+            WorkloadKind::Deployment => {
+                self.deployments()
+                    .patch_scale(name, &params, &Patch::Merge(&patch))
+                    .await
+            }
+            WorkloadKind::StatefulSet => {
+                self.stateful_sets()
+                    .patch_scale(name, &params, &Patch::Merge(&patch))
+                    .await
+            }
         };
         match result {
-            Ok(selector) => Ok(selector),
+            Ok(scale) => Ok(Some(
+                scale.status.and_then(|s| s.selector).unwrap_or_default(),
+            )),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// How many Pods match the selector.
-    async fn pods(&self, selector: &LabelSelector) -> Result<usize, Error> {
-        let labels = selector
-            .match_labels
-            .iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        if labels.is_empty() {
+    /// How many Pods match the selector (`matchLabels` and `matchExpressions`, as the
+    /// `scale` subresource spells them). An empty selector counts none.
+    async fn pods(&self, selector: &str) -> Result<usize, Error> {
+        if selector.is_empty() {
             return Ok(0);
         }
         let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), self.namespace);
         Ok(pods
-            .list(&ListParams::default().labels(&labels))
+            .list(&ListParams::default().labels(selector))
             .await?
             .items
             .len())

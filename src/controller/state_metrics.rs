@@ -24,8 +24,9 @@ use crate::api::{Backup, BackupPhase, BackupSchedule, RestorePhase, RestoreReque
 use crate::schedule::CronSchedule;
 
 /// The gauges this collector exports (without the `coffer_` prefix), in encoding order.
-pub const GAUGES: [&str; 6] = [
+pub const GAUGES: [&str; 7] = [
     "schedule_interval_seconds",
+    "schedule_backup_due_timestamp_seconds",
     "schedule_last_success_timestamp_seconds",
     "schedule_created_timestamp_seconds",
     "schedule_last_run_failed",
@@ -58,6 +59,9 @@ pub struct RestoreSeries {
 pub struct State {
     /// Seconds between a schedule's next two runs (not for suspended or invalid schedules).
     pub interval: BTreeMap<ScheduleSeries, f64>,
+    /// The first run due after the newest success (or after creation): a backup newer than
+    /// the last one has been expected since then. Not for suspended or invalid schedules.
+    pub backup_due: BTreeMap<ScheduleSeries, f64>,
     /// When a schedule's newest successful backup completed.
     pub last_success: BTreeMap<ScheduleSeries, f64>,
     /// When the schedule was created.
@@ -68,6 +72,10 @@ pub struct State {
     pub backup_failed: BTreeMap<BackupSeries, f64>,
     /// Failed RestoreRequests.
     pub restore_failed: BTreeMap<RestoreSeries, f64>,
+}
+
+fn chrono_time(time: &Time) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(time.0.as_millisecond())
 }
 
 fn seconds(time: &Time) -> f64 {
@@ -88,24 +96,35 @@ pub fn state(
             schedule: schedule.name_any(),
             source_kind: kind_word(schedule.spec.source.kind()).to_owned(),
         };
-        if !schedule.spec.suspend
-            && let Ok(parsed) =
-                CronSchedule::parse(&schedule.spec.schedule, &schedule.spec.time_zone)
-            && let Some(first) = parsed.next_after(now)
-            && let Some(second) = parsed.next_after(first)
-        {
-            let gap = (second - first).num_milliseconds() as f64 / 1000.0;
-            out.interval.insert(series.clone(), gap);
-        }
-        if let Some(t) = schedule
+        let last_success = schedule
             .status
             .as_ref()
-            .and_then(|s| s.last_successful_time.as_ref())
-        {
+            .and_then(|s| s.last_successful_time.as_ref());
+        let created = schedule.metadata.creation_timestamp.as_ref();
+        let parsed = CronSchedule::parse(&schedule.spec.schedule, &schedule.spec.time_zone);
+        if let (false, Ok(parsed)) = (schedule.spec.suspend, parsed) {
+            if let Some(first) = parsed.next_after(now)
+                && let Some(second) = parsed.next_after(first)
+            {
+                let gap = (second - first).num_milliseconds() as f64 / 1000.0;
+                out.interval.insert(series.clone(), gap);
+            }
+            if let Some(since) = last_success.or(created).and_then(chrono_time)
+                && let Some(due) = parsed.next_after(since)
+            {
+                let due = due.timestamp_millis() as f64 / 1000.0;
+                out.backup_due.insert(series.clone(), due);
+            }
+        }
+        if let Some(t) = last_success {
             out.last_success.insert(series.clone(), seconds(t));
         }
-        if let Some(t) = schedule.metadata.creation_timestamp.as_ref() {
+        if let Some(t) = created {
             out.created.insert(series.clone(), seconds(t));
+        }
+        if schedule.spec.suspend {
+            // Suspended on purpose: its old runs raise no alert.
+            continue;
         }
         let newest_finished = backups
             .iter()
@@ -216,30 +235,36 @@ impl Collector for StateCollector {
         encode_gauges(
             e,
             GAUGES[1],
+            "When the first run after the newest successful backup (or after creation) was or is due (Unix time)",
+            &s.backup_due,
+        )?;
+        encode_gauges(
+            e,
+            GAUGES[2],
             "When the schedule's newest successful backup completed (Unix time)",
             &s.last_success,
         )?;
         encode_gauges(
             e,
-            GAUGES[2],
+            GAUGES[3],
             "When the schedule was created (Unix time)",
             &s.created,
         )?;
         encode_gauges(
             e,
-            GAUGES[3],
+            GAUGES[4],
             "1 when the schedule's newest finished run failed, else 0",
             &s.last_run_failed,
         )?;
         encode_gauges(
             e,
-            GAUGES[4],
+            GAUGES[5],
             "1 for each failed Backup that no schedule made",
             &s.backup_failed,
         )?;
         encode_gauges(
             e,
-            GAUGES[5],
+            GAUGES[6],
             "1 for each failed RestoreRequest",
             &s.restore_failed,
         )
@@ -318,6 +343,13 @@ mod tests {
         let s = state(&schedules, &backups, &[], now);
         assert_eq!(s.interval.get(&series("daily")), Some(&86400.0));
         assert_eq!(s.interval.get(&series("paused")), None, "suspended");
+        // Succeeded at 16:00:05 UTC (midnight in Manila): the next backup is due a day later.
+        assert_eq!(
+            s.backup_due.get(&series("daily")),
+            Some(&1_795_449_600.0),
+            "2026-11-23T16:00:00Z"
+        );
+        assert_eq!(s.backup_due.get(&series("paused")), None, "suspended");
         assert_eq!(s.last_success.get(&series("daily")), Some(&1_795_363_205.0));
         assert_eq!(s.last_success.get(&series("paused")), None);
         assert_eq!(s.created.len(), 2);

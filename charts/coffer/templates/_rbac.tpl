@@ -16,10 +16,10 @@ exactly these rules.
 - apiGroups: ["coffer.dev"]
   resources: ["backups"]
   verbs: ["create", "delete"]
-# Write the status of every kind (server-side apply).
+# Write the status of every kind (server-side apply patches only).
 - apiGroups: ["coffer.dev"]
   resources: ["backupschedules/status", "backups/status", "restorerequests/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # Worker Jobs carry blockOwnerDeletion owner references to Backups and RestoreRequests.
 - apiGroups: ["coffer.dev"]
   resources: ["backups/finalizers", "restorerequests/finalizers"]
@@ -32,9 +32,10 @@ exactly these rules.
 # see that the quiesced workloads' Pods are gone.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list"]
-# Check that referenced Secrets exist before making a Job. Only metadata is requested;
-# secret values reach workers through secretKeyRef and never the controller's logs.
+  verbs: ["list"]
+# Check that referenced Secrets exist before making a Job. The controller requests only
+# their metadata, but RBAC cannot grant metadata alone: this rule would allow reading values.
+# Secret values reach workers through secretKeyRef, never through the controller.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
@@ -46,9 +47,10 @@ exactly these rules.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get", "create"]
-# Scale the workloads a RestoreRequest names to zero and back.
+# Scale the workloads a RestoreRequest names to zero and back, through the scale
+# subresource only: the controller cannot change anything else about them.
 - apiGroups: ["apps"]
-  resources: ["deployments", "statefulsets"]
+  resources: ["deployments/scale", "statefulsets/scale"]
   verbs: ["get", "patch"]
 # Record Events on the objects it reconciles.
 - apiGroups: ["events.k8s.io"]
