@@ -10,6 +10,9 @@ use std::process::{Command, Output};
 
 use coffer::api::{Backup, BackupPhase, RestorePhase};
 use coffer_testenv::RedisServer;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
@@ -368,6 +371,35 @@ async fn the_chart_installs_under_restricted_and_its_operator_backs_up_and_resto
         "no Pods of its own"
     );
     assert!(!can_i(&account, "update", "leases", "default"));
+    // RBAC lets it create Jobs; the chart's admission policy admits only its own kind. The
+    // API server takes a moment to load a new policy, and a server-side dry run goes through
+    // admission without making anything.
+    let stderr = eventually(
+        RUN,
+        "the admission policy to refuse a foreign Job",
+        || async {
+            let out = run(
+                "kubectl",
+                &[
+                    "create",
+                    "job",
+                    "miner",
+                    "--image=busybox:1.36",
+                    "--dry-run=server",
+                    "-n",
+                    &app,
+                    "--as",
+                    &account,
+                ],
+            );
+            (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        },
+    )
+    .await;
+    assert!(
+        stderr.contains("the controller's Jobs run only Coffer's own image"),
+        "{stderr}"
+    );
 
     // One Redis backup and its restore, through the installed operator.
     let s3 = s3_with_bucket().await;
@@ -515,6 +547,8 @@ async fn the_chart_installs_under_restricted_and_its_operator_backs_up_and_resto
     none_left!(PodDisruptionBudget, Api::namespaced(client.clone(), &sys));
     none_left!(ClusterRole, Api::all(client.clone()));
     none_left!(ClusterRoleBinding, Api::all(client.clone()));
+    none_left!(ValidatingAdmissionPolicy, Api::all(client.clone()));
+    none_left!(ValidatingAdmissionPolicyBinding, Api::all(client.clone()));
     let leases_left = leases.list(&ListParams::default()).await.unwrap().items;
     assert!(leases_left.is_empty(), "{leases_left:?}");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -700,5 +734,13 @@ fn the_readme_kustomize_overlay_sets_the_controller_and_worker_images() {
             .count(),
         2,
         "the controller's image and COFFER_WORKER_IMAGE: {deployment}"
+    );
+    let policy = rendered
+        .split("\n---\n")
+        .find(|d| d.contains("kind: ValidatingAdmissionPolicy\n"))
+        .unwrap();
+    assert!(
+        policy.contains("c.image == \"registry.example.com/coffer:0.1.0\""),
+        "{policy}"
     );
 }
