@@ -44,13 +44,15 @@ fn the_image_tag_is_the_crate_version_everywhere() {
         .collect();
     assert_eq!(
         images.len(),
-        2,
-        "the controller's image and COFFER_WORKER_IMAGE"
+        3,
+        "the controller's image, COFFER_WORKER_IMAGE and the admission policy's image check"
     );
     for line in images {
         assert!(
-            line.trim_end()
-                .ends_with(&format!("ghcr.io/coffer-dev/coffer:{version}")),
+            line.contains(&format!("ghcr.io/coffer-dev/coffer:{version}\""))
+                || line
+                    .trim_end()
+                    .ends_with(&format!("ghcr.io/coffer-dev/coffer:{version}")),
             "{line}"
         );
     }
