@@ -406,14 +406,7 @@ async fn the_chart_installs_under_restricted_and_its_operator_backs_up_and_resto
     s3_secret(&app, &s3).await;
     let redis = RedisServer::start_with_password("chart-pw").unwrap();
     let mut con = support::redis_data::connect(&redis.url()).await;
-    for i in 0..20 {
-        redis::cmd("SET")
-            .arg(format!("order:{i}"))
-            .arg(format!("paid {i}"))
-            .query_async::<()>(&mut con)
-            .await
-            .unwrap();
-    }
+    support::redis_data::set_numbered(&mut con, "order:", "paid ", 20).await;
     secret(&app, "redis-auth", &[("password", "chart-pw")]).await;
     create::<Backup>(
         &app,

@@ -141,14 +141,7 @@ async fn every_minute_schedules_back_up_redis_postgres_and_a_volume() {
     s3_secret(&ns, &s3).await;
     let redis = RedisServer::start_with_password("redis-pw").unwrap();
     let mut con = support::redis_data::connect(&redis.url()).await;
-    for i in 0..100 {
-        redis::cmd("SET")
-            .arg(format!("key:{i}"))
-            .arg(i)
-            .query_async::<()>(&mut con)
-            .await
-            .unwrap();
-    }
+    support::redis_data::set_numbered(&mut con, "key:", "", 100).await;
     secret(&ns, "redis-auth", &[("password", "redis-pw")]).await;
     let pg = PostgresServer::start().unwrap();
     support::pg_data::create(
@@ -286,14 +279,7 @@ async fn retention_deletes_old_backups_and_their_data_and_a_restore_brings_redis
     let (_namespace, ns, s3) = setup("retention").await;
     let redis = RedisServer::start_with_password("redis-pw").unwrap();
     let mut con = support::redis_data::connect(&redis.url()).await;
-    for i in 0..50 {
-        redis::cmd("SET")
-            .arg(format!("user:{i}"))
-            .arg(format!("v{i}"))
-            .query_async::<()>(&mut con)
-            .await
-            .unwrap();
-    }
+    support::redis_data::set_numbered(&mut con, "user:", "v", 50).await;
     secret(&ns, "redis-auth", &[("password", "redis-pw")]).await;
     let source = redis_source(&redis, "redis-auth");
     let storage = storage(&s3);
@@ -676,14 +662,7 @@ async fn a_suspended_schedule_takes_no_backups_and_says_so() {
 async fn stalling_redis() -> RedisServer {
     let redis = RedisServer::start_with(None, &[("repl-diskless-sync", "no")]).unwrap();
     let mut con = support::redis_data::connect(&redis.url()).await;
-    for i in 0..30 {
-        redis::cmd("SET")
-            .arg(format!("k{i}"))
-            .arg(i)
-            .query_async::<()>(&mut con)
-            .await
-            .unwrap();
-    }
+    support::redis_data::set_numbered(&mut con, "k", "", 30).await;
     redis::cmd("CONFIG")
         .arg("SET")
         .arg("rdb-key-save-delay")

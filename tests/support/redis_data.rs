@@ -409,3 +409,20 @@ pub fn assert_same(
         }
     }
 }
+
+/// Sets `count` string keys `{key_prefix}{i}` to `{value_prefix}{i}`, for i in 0..count.
+pub async fn set_numbered(
+    con: &mut MultiplexedConnection,
+    key_prefix: &str,
+    value_prefix: &str,
+    count: usize,
+) {
+    for i in 0..count {
+        redis::cmd("SET")
+            .arg(format!("{key_prefix}{i}"))
+            .arg(format!("{value_prefix}{i}"))
+            .query_async::<()>(con)
+            .await
+            .unwrap();
+    }
+}
