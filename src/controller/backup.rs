@@ -273,14 +273,7 @@ async fn wait(
     let first =
         status::condition(&status.conditions, "Ready").is_none_or(|c| c.reason != problem.reason);
     status.phase = Some(BackupPhase::Pending);
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        false,
-        problem.reason,
-        &problem.message,
-        backup.metadata.generation,
-    );
+    problem.mark_not_ready(&mut status.conditions, backup.metadata.generation);
     status::apply(api, backup, old, &status).await?;
     if first {
         ctx.event(backup, true, problem.reason, &problem.message)

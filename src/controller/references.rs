@@ -16,6 +16,24 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// Marks `Ready` False with this problem's reason and message.
+    pub fn mark_not_ready(
+        &self,
+        conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+        generation: Option<i64>,
+    ) {
+        super::status::set_condition(
+            conditions,
+            "Ready",
+            false,
+            self.reason,
+            &self.message,
+            generation,
+        );
+    }
+}
+
 /// The Secrets and claims that `source` and `storage` name, by kind.
 fn referenced(source: &BackupSource, storage: &BackupStorage) -> (Vec<String>, Vec<String>) {
     let mut secrets = Vec::new();

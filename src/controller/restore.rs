@@ -167,14 +167,7 @@ impl Step<'_> {
         problem: Problem,
     ) -> Result<Action, Error> {
         status.phase = Some(RestorePhase::Pending);
-        set_condition(
-            &mut status.conditions,
-            "Ready",
-            false,
-            problem.reason,
-            &problem.message,
-            self.generation(),
-        );
+        problem.mark_not_ready(&mut status.conditions, self.generation());
         self.save(&status).await?;
         Ok(Action::requeue(Duration::from_secs(10)))
     }

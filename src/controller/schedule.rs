@@ -249,14 +249,7 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
         (Some(problem), _) => {
             let first = status::condition(&status.conditions, "Ready")
                 .is_none_or(|c| c.reason != problem.reason);
-            set_condition(
-                &mut status.conditions,
-                "Ready",
-                false,
-                problem.reason,
-                &problem.message,
-                generation,
-            );
+            problem.mark_not_ready(&mut status.conditions, generation);
             if first {
                 ctx.event(schedule.as_ref(), true, problem.reason, &problem.message)
                     .await;

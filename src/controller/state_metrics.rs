@@ -5,7 +5,7 @@
 //! They are computed from the controllers' stores (only the leader has them), never stored,
 //! so a deleted schedule or RestoreRequest disappears from the next scrape.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
@@ -90,6 +90,7 @@ pub fn state(
     now: DateTime<Utc>,
 ) -> State {
     let mut out = State::default();
+    let newest_runs = newest_finished_runs(backups);
     for schedule in schedules {
         let series = ScheduleSeries {
             namespace: schedule.namespace().unwrap_or_default(),
@@ -126,16 +127,10 @@ pub fn state(
             // Suspended on purpose: its old runs raise no alert.
             continue;
         }
-        let newest_finished = backups
-            .iter()
-            .filter(|b| {
-                b.namespace() == schedule.namespace()
-                    && b.labels().get(SCHEDULE_LABEL) == Some(&series.schedule)
-            })
-            .filter_map(|b| Some((b, phase(b)?)))
-            .max_by_key(|(b, _)| (b.metadata.creation_timestamp.clone(), b.name_any()));
+        let key = (series.namespace.clone(), series.schedule.clone());
+        let newest_finished = newest_runs.get(&key);
         if let Some((_, finished)) = newest_finished {
-            let failed = if finished == BackupPhase::Failed {
+            let failed = if *finished == BackupPhase::Failed {
                 1.0
             } else {
                 0.0
@@ -165,6 +160,35 @@ pub fn state(
     }
     out
 }
+
+/// Each schedule's newest finished run (by creation time, then name) and how it ended, by
+/// (namespace, schedule), in one pass over the Backups.
+fn newest_finished_runs(
+    backups: &[Arc<Backup>],
+) -> HashMap<(String, String), (RunOrder, BackupPhase)> {
+    let mut newest: HashMap<(String, String), (RunOrder, BackupPhase)> = HashMap::new();
+    for backup in backups {
+        let (Some(schedule), Some(finished)) = (backup.labels().get(SCHEDULE_LABEL), phase(backup))
+        else {
+            continue;
+        };
+        let order = (
+            backup.metadata.creation_timestamp.clone(),
+            backup.name_any(),
+        );
+        let key = (backup.namespace().unwrap_or_default(), schedule.clone());
+        match newest.get(&key) {
+            Some((seen, _)) if *seen >= order => {}
+            _ => {
+                newest.insert(key, (order, finished));
+            }
+        }
+    }
+    newest
+}
+
+/// How runs are ordered: creation time, then name.
+type RunOrder = (Option<Time>, String);
 
 /// A finished Backup's phase; `None` while it runs.
 fn phase(backup: &Backup) -> Option<BackupPhase> {
