@@ -57,6 +57,7 @@ async fn take(
         compression,
         name: "test".to_owned(),
         folder: folder.to_owned(),
+        owner: None,
     };
     redis::backup(store, &request, &Progress::default()).await
 }

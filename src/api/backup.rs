@@ -145,6 +145,25 @@ pub struct BackupStatus {
     /// What was backed up, counted by the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<BackupStats>,
+    /// What this run resolved when it started: the source, the store and the folder. Later
+    /// deletions and restores use this record, never the schedule as it is now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<ResolvedRun>,
+}
+
+/// The settings a Backup ran with, recorded before its worker Job is created.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedRun {
+    /// What was backed up (Secrets are named, never copied).
+    pub source: BackupSource,
+    /// The store the backup was written to.
+    pub storage: BackupStorage,
+    /// The compression of the stored data.
+    pub compression: Compression,
+    /// The backup's folder in the store, relative to its prefix; unique to this run
+    /// (`<namespace>/<schedule or name>/<UTC time>-<UID prefix>/`).
+    pub folder: String,
 }
 
 /// Counts of what a backup holds; which ones are set depends on the source kind.

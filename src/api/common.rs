@@ -75,7 +75,8 @@ pub struct JobTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_annotations: Option<BTreeMap<String, String>>,
     /// Seconds the Job may run before Kubernetes stops it and the run is marked Failed.
-    /// Default: no limit.
+    /// Default: 21600 (6 hours) for backups and restores, 3600 for deletions, so that a stuck
+    /// run never blocks later ones forever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub active_deadline_seconds: Option<i64>,
@@ -85,8 +86,10 @@ pub struct JobTemplate {
     #[schemars(range(min = 0, max = 10))]
     pub backoff_limit: Option<i32>,
     /// Seconds a finished Job (and its Pod and logs) is kept before Kubernetes deletes it.
-    /// Default: 86400 (one day).
+    /// Default: 86400 (one day). At least 60, so that the controller reads the result first
+    /// (a run whose Job vanished unread is judged by what is in storage, and a restore is
+    /// never run twice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 60))]
     pub ttl_seconds_after_finished: Option<i32>,
 }

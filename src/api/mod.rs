@@ -12,7 +12,9 @@ pub mod retention;
 pub mod source;
 pub mod storage;
 
-pub use backup::{Backup, BackupPhase, BackupSpec, BackupStats, BackupStatus, DeletionPolicy};
+pub use backup::{
+    Backup, BackupPhase, BackupSpec, BackupStats, BackupStatus, DeletionPolicy, ResolvedRun,
+};
 pub use backup_schedule::{
     BackupSchedule, BackupScheduleSpec, BackupScheduleStatus, ConcurrencyPolicy,
 };

@@ -73,6 +73,7 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
             compression,
             name,
             folder: folder.clone(),
+            owner: None,
         };
         let display = Display::start(format!("backing up {target}"), progress.clone());
         let result = redis::backup(&store, &request, &progress).await;
@@ -100,6 +101,7 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
             compression,
             name,
             folder: folder.clone(),
+            owner: None,
             bin_dir: args.pg_bin_dir.clone(),
         };
         let display = Display::start(format!("backing up {target}"), progress.clone());
@@ -133,6 +135,7 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
             compression,
             name,
             folder: folder.clone(),
+            owner: None,
             skip_unreadable: args.skip_unreadable,
         };
         let display = Display::start(format!("backing up {}", path.display()), progress.clone());

@@ -43,6 +43,12 @@ pub struct ControllerArgs {
     /// Seconds a Lease holds without renewal.
     #[arg(long, value_name = "SECONDS", default_value_t = 15)]
     pub lease_duration: u64,
+    /// Seconds a deleted Backup may spend trying to delete its stored data (the deletion Job
+    /// failing, stuck, or refused) before the data is left in storage with a DataNotDeleted
+    /// Event naming it, and the Backup goes. Deletion gives up at once when the namespace is
+    /// being deleted or the store's credentials Secret is gone.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub deletion_timeout: u64,
 }
 
 pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
@@ -75,6 +81,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
                 service_account: args.worker_service_account,
             },
             namespace: args.namespace,
+            deletion_timeout: Duration::from_secs(args.deletion_timeout),
         },
         metrics_address: args.metrics_address,
         lease,

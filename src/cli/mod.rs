@@ -2,6 +2,7 @@
 
 mod backup;
 mod controller;
+mod delete;
 mod list;
 mod options;
 mod progress;
@@ -55,6 +56,9 @@ pub enum Command {
     List(list::ListArgs),
     /// Re-read a backup's objects and check them against its manifest (sizes, SHA-256).
     Verify(verify::VerifyArgs),
+    /// Delete one backup (or the leftovers of a failed one) from a store: its manifest
+    /// first, then its data objects.
+    Delete(delete::DeleteArgs),
     /// Print the version of Coffer.
     Version,
 }
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Restore(args) => ("restore", block_on(restore::run(args))),
         Command::List(args) => ("list", block_on(list::run(args))),
         Command::Verify(args) => ("verify", block_on(verify::run(args))),
+        Command::Delete(args) => ("delete", block_on(delete::run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,7 +32,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), CliError> {
                     password: std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
                 };
                 tracing::info!(operation = plan.operation(), "worker started");
-                worker::run(&plan, &env).await
+                until_terminated(worker::run(&plan, &env)).await
             }
             Err(e) => Summary::failed(
                 Failure::InvalidPlan,
@@ -60,5 +60,30 @@ pub async fn run(args: WorkerArgs) -> Result<(), CliError> {
             failure.as_str(),
             summary.message
         ))),
+    }
+}
+
+/// Runs the work until it ends or the Pod is told to stop (SIGTERM: a deleted Job, an
+/// `activeDeadlineSeconds` that ran out, a drained node). On SIGTERM the work is dropped at
+/// once, so nothing more is written (no manifest: the backup does not exist; a streamed
+/// object is abandoned), and the summary says it was interrupted.
+async fn until_terminated(work: impl std::future::Future<Output = Summary>) -> Summary {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!("cannot handle SIGTERM ({e}); it will end the worker abruptly");
+            return work.await;
+        }
+    };
+    tokio::select! {
+        summary = work => summary,
+        _ = term.recv() => {
+            tracing::warn!("SIGTERM: stopping without finishing");
+            crate::storage::s3::finish_cleanup(std::time::Duration::from_secs(5)).await;
+            Summary::failed(
+                Failure::Interrupted,
+                "the worker was stopped (SIGTERM) before it finished; it wrote nothing more (a backup without its manifest does not exist; a restore may have been applied in part)",
+            )
+        }
     }
 }

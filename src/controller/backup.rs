@@ -1,7 +1,8 @@
 //! The Backup reconciler: dereference (the schedule, if the Backup takes its settings from
-//! one) → validate (Secrets and claims exist) → build the worker Job (pure) → apply it →
-//! read the worker's summary into status. A finalizer deletes the stored data with the Backup
-//! when `deletionPolicy` is `Delete`.
+//! one) → record what the run resolved in status → validate (Secrets and claims exist) →
+//! build the worker Job (pure) → apply it → read the worker's summary into status. Every Job
+//! is matched by its owner's UID, never by name alone. The finalizer that deletes the stored
+//! data is in [`super::deletion`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,34 +19,21 @@ use super::location::{self, SCHEDULED_TIME_ANNOTATION};
 use super::metrics::{RunLabels, ScheduleLabels};
 use super::references::{self, Problem};
 use super::status::{self, set_condition};
-use super::workers::{self, JobState};
+use super::workers::{self, Created, Found, JobState};
 use crate::api::{
-    Backup, BackupPhase, BackupSchedule, BackupSource, BackupStatus, BackupStorage, Compression,
-    DeletionPolicy, JobTemplate, SourceKind,
+    Backup, BackupPhase, BackupSchedule, BackupStatus, JobTemplate, ResolvedRun, SourceKind,
 };
+use crate::storage::manifest::BackupOwner;
 use crate::worker::Plan;
-use crate::worker::plan::{BackupPlan, DeletePlan};
+use crate::worker::plan::{BackupPlan, InspectPlan};
 use crate::worker::{Failure, Summary};
 
-/// The finalizer that deletes a Backup's stored data before the Backup goes.
-pub const FINALIZER: &str = "coffer.dev/delete-data";
+pub use super::deletion::FINALIZER;
+
 /// How often a Backup waiting for something outside the controller's watch is looked at.
 const RECHECK: Duration = Duration::from_secs(15);
-
-/// A Backup with its settings taken from its schedule where it has none of its own.
-#[derive(Clone, Debug)]
-pub struct Resolved {
-    pub source: BackupSource,
-    pub storage: BackupStorage,
-    pub compression: Compression,
-    pub template: Option<JobTemplate>,
-    /// The folder name below the namespace: the schedule's name, or the Backup's own.
-    pub group: String,
-    /// The schedule's name, or empty.
-    pub schedule: String,
-    /// The backup's folder in the store.
-    pub folder: String,
-}
+/// How long a Backup whose worker Job the API server refused waits before trying again.
+const REFUSED_BACKOFF: Duration = Duration::from_secs(120);
 
 /// When the run was due (scheduled Backups) or asked for (its creation).
 pub fn run_time(backup: &Backup) -> DateTime<Utc> {
@@ -74,35 +62,49 @@ pub fn kind_word(kind: Option<SourceKind>) -> &'static str {
     }
 }
 
-/// Takes the Backup's settings from itself or its schedule.
+/// The schedule a Backup belongs to, or empty.
+pub fn schedule_name(backup: &Backup) -> String {
+    backup
+        .spec
+        .schedule_ref
+        .as_ref()
+        .map(|r| r.name.clone())
+        .unwrap_or_default()
+}
+
+/// The folder name below the namespace: the schedule's name, or the Backup's own.
+fn group(backup: &Backup) -> String {
+    let schedule = schedule_name(backup);
+    if schedule.is_empty() {
+        backup.name_any()
+    } else {
+        schedule
+    }
+}
+
+/// The Backup's UID: what tells it from an earlier object of the same name.
+pub fn uid(backup: &Backup) -> Result<String, Error> {
+    backup.uid().ok_or_else(|| Error::NoUid(backup.name_any()))
+}
+
+/// What a Backup runs with, from itself or, where it has nothing of its own, its schedule as
+/// it is now. Called once per run: the result is recorded in `status.resolved`.
 pub async fn resolve(
     ctx: &Context,
     namespace: &str,
     backup: &Backup,
-) -> Result<Result<Resolved, Problem>, Error> {
+) -> Result<Result<ResolvedRun, Problem>, Error> {
     let spec = &backup.spec;
-    let schedule = spec
-        .schedule_ref
-        .as_ref()
-        .map(|r| r.name.clone())
-        .unwrap_or_default();
-    let group = if schedule.is_empty() {
-        backup.name_any()
-    } else {
-        schedule.clone()
-    };
-    let folder = location::folder(namespace, &group, run_time(backup));
+    let folder = location::folder(namespace, &group(backup), run_time(backup), &uid(backup)?);
     if let (Some(source), Some(storage)) = (&spec.source, &spec.storage) {
-        return Ok(Ok(Resolved {
+        return Ok(Ok(ResolvedRun {
             source: source.clone(),
             storage: storage.clone(),
             compression: spec.compression.unwrap_or_default(),
-            template: spec.job_template.clone(),
-            group,
-            schedule,
             folder,
         }));
     }
+    let schedule = schedule_name(backup);
     let api: Api<BackupSchedule> = Api::namespaced(ctx.client.clone(), namespace);
     let Some(found) = api.get_opt(&schedule).await? else {
         return Ok(Err(Problem {
@@ -112,24 +114,34 @@ pub async fn resolve(
             ),
         }));
     };
-    Ok(Ok(Resolved {
+    Ok(Ok(ResolvedRun {
         source: found.spec.source.clone(),
         storage: found.spec.storage.clone(),
         compression: spec.compression.unwrap_or(found.spec.compression),
-        template: spec
-            .job_template
-            .clone()
-            .or(found.spec.job_template.clone()),
-        group,
-        schedule,
         folder,
     }))
+}
+
+/// The worker Job settings: the Backup's own, else its schedule's.
+pub async fn job_template(
+    ctx: &Context,
+    namespace: &str,
+    backup: &Backup,
+) -> Result<Option<JobTemplate>, Error> {
+    if backup.spec.job_template.is_some() || backup.spec.schedule_ref.is_none() {
+        return Ok(backup.spec.job_template.clone());
+    }
+    let api: Api<BackupSchedule> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(api
+        .get_opt(&schedule_name(backup))
+        .await?
+        .and_then(|s| s.spec.job_template))
 }
 
 pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let (name, namespace, api) = ctx.scope(backup.as_ref())?;
     if backup.metadata.deletion_timestamp.is_some() {
-        return finalize(&backup, &ctx, &namespace, &api).await;
+        return super::deletion::finalize(&backup, &ctx, &namespace, &api).await;
     }
     let old = backup.status.clone();
     let mut status = old.clone().unwrap_or_default();
@@ -145,82 +157,40 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
         set_finalizers(&api, &backup, finalizers).await?;
         return Ok(Action::await_change());
     }
-    let generation = backup.metadata.generation;
-    status.observed_generation = generation;
-
-    let resolved = match resolve(&ctx, &namespace, &backup).await? {
-        Ok(resolved) => resolved,
-        Err(problem) => return wait(&ctx, &api, &backup, old.as_ref(), status, problem).await,
+    let uid = uid(&backup)?;
+    status.observed_generation = backup.metadata.generation;
+    let run = match &status.resolved {
+        Some(run) => run.clone(),
+        None => match resolve(&ctx, &namespace, &backup).await? {
+            Ok(run) => run,
+            Err(problem) => return wait(&ctx, &api, &backup, old.as_ref(), status, problem).await,
+        },
     };
-    status.source_kind = resolved.source.kind();
-    status.location = Some(location::display(&resolved.storage, &resolved.folder));
+    status.source_kind = run.source.kind();
+    status.location = Some(location::display(&run.storage, &run.folder));
+    let run_ctx = Run {
+        ctx: &ctx,
+        api: &api,
+        backup: &backup,
+        namespace: &namespace,
+        uid: &uid,
+        old: old.as_ref(),
+    };
     let job_name = job::job_name(&name, "backup");
-
-    let job = match workers::get(&ctx, &namespace, &job_name).await? {
-        Some(job) => job,
-        None if status.job_name.is_some() => {
-            let summary = Summary::failed(
-                Failure::Internal,
-                format!("the worker Job {job_name} was deleted before it finished"),
-            );
-            return finish(
-                &ctx,
-                &api,
-                &backup,
-                old.as_ref(),
-                status,
-                &resolved,
-                summary,
-            )
-            .await;
+    let job = match workers::find(&ctx, &namespace, &job_name, &uid).await? {
+        Found::Mine(job) => *job,
+        Found::Foreign(job) => {
+            workers::clear_foreign(&ctx, &namespace, &job).await?;
+            return Ok(Action::requeue(Duration::from_secs(2)));
         }
-        None => {
-            if let Some(problem) =
-                references::check(&ctx, &namespace, &resolved.source, &resolved.storage).await?
-            {
-                return wait(&ctx, &api, &backup, old.as_ref(), status, problem).await;
-            }
-            references::ensure_worker_account(&ctx, &namespace).await?;
-            let plan = Plan::Backup(BackupPlan {
-                source: resolved.source.clone(),
-                storage: resolved.storage.clone(),
-                folder: resolved.folder.clone(),
-                name: resolved.group.clone(),
-                compression: resolved.compression,
-            });
-            let built = job::build(
-                &JobRequest {
-                    name: job_name.clone(),
-                    namespace: &namespace,
-                    owner: backup.controller_owner_ref(&()),
-                    owner_name: name.clone(),
-                    plan: &plan,
-                    template: resolved.template.as_ref(),
-                },
-                &ctx.settings.worker,
-            )?;
-            let job = workers::ensure(&ctx, &namespace, &built).await?;
-            ctx.event(
-                backup.as_ref(),
-                false,
-                "Started",
-                format!(
-                    "worker Job {job_name} backs up to {}",
-                    status.location.as_deref().unwrap_or_default()
-                ),
-            )
-            .await;
-            job
+        Found::None if status.job_name.is_some() => {
+            return run_ctx.recover(status, &run).await;
         }
+        Found::None => match run_ctx.start(&mut status, &run, &job_name).await? {
+            Ok(job) => job,
+            Err(action) => return Ok(action),
+        },
     };
-    status.job_name = Some(job_name);
-    if status.start_time.is_none() {
-        status.start_time = job
-            .status
-            .as_ref()
-            .and_then(|s| s.start_time.clone())
-            .or_else(|| Some(status::time(Utc::now())));
-    }
     match workers::observe(&ctx, &namespace, &job).await? {
         JobState::Running { waiting } => {
             status.phase = Some(BackupPhase::Running);
@@ -237,27 +207,286 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
                     "Running"
                 },
                 &message,
-                generation,
+                backup.metadata.generation,
             );
             status::apply(&api, backup.as_ref(), old.as_ref(), &status).await?;
-            // Job changes wake this Backup; a stuck container does not, so look again.
-            Ok(match waiting {
-                Some(_) => Action::requeue(RECHECK),
-                None => Action::await_change(),
+            // Job changes wake this Backup; a Pod stuck before it starts does not.
+            Ok(Action::requeue(RECHECK))
+        }
+        JobState::Finished(summary) => run_ctx.finish(status, &run, *summary).await,
+    }
+}
+
+/// One reconcile of a running Backup.
+struct Run<'a> {
+    ctx: &'a Context,
+    api: &'a Api<Backup>,
+    backup: &'a Backup,
+    namespace: &'a str,
+    uid: &'a str,
+    old: Option<&'a BackupStatus>,
+}
+
+impl Run<'_> {
+    /// Records what the run resolved, then creates its worker Job: `Err(action)` when the
+    /// run cannot start yet.
+    async fn start(
+        &self,
+        status: &mut BackupStatus,
+        run: &ResolvedRun,
+        job_name: &str,
+    ) -> Result<Result<k8s_openapi::api::batch::v1::Job, Action>, Error> {
+        let (ctx, namespace, backup) = (self.ctx, self.namespace, self.backup);
+        if let Some(problem) = references::check(ctx, namespace, &run.source, &run.storage).await? {
+            let status = status.clone();
+            return Ok(Err(
+                wait(ctx, self.api, backup, self.old, status, problem).await?
+            ));
+        }
+        references::ensure_worker_account(ctx, namespace).await?;
+        // The record comes first: whatever happens to the schedule later, deleting or
+        // restoring this Backup uses the store and folder it was written to.
+        if status.resolved.is_none() {
+            status.resolved = Some(run.clone());
+            status.phase = Some(BackupPhase::Pending);
+            status::apply(self.api, backup, self.old, status).await?;
+        }
+        let name = backup.name_any();
+        let plan = Plan::Backup(BackupPlan {
+            source: run.source.clone(),
+            storage: run.storage.clone(),
+            folder: run.folder.clone(),
+            name: group(backup),
+            compression: run.compression,
+            owner: Some(BackupOwner {
+                kind: "Backup".to_owned(),
+                namespace: namespace.to_owned(),
+                name: name.clone(),
+                uid: self.uid.to_owned(),
+            }),
+        });
+        let template = job_template(ctx, namespace, backup).await?;
+        let built = job::build(
+            &JobRequest {
+                name: job_name.to_owned(),
+                namespace,
+                owner: backup.controller_owner_ref(&()),
+                owner_name: name,
+                owner_uid: self.uid.to_owned(),
+                plan: &plan,
+                template: template.as_ref(),
+            },
+            &ctx.settings.worker,
+        )?;
+        let job = match workers::create(ctx, namespace, &built).await? {
+            Created::Job(job) => *job,
+            Created::Refused { message, .. } => {
+                let problem = Problem {
+                    reason: "JobRefused",
+                    message: format!("{message}; retrying in {}s", REFUSED_BACKOFF.as_secs()),
+                };
+                let status = status.clone();
+                wait(ctx, self.api, backup, self.old, status, problem).await?;
+                return Ok(Err(Action::requeue(REFUSED_BACKOFF)));
+            }
+        };
+        // The Job's name in status says the run started: from here on, a Job that vanishes
+        // is never replaced by a second run.
+        status.job_name = Some(job_name.to_owned());
+        status.phase = Some(BackupPhase::Running);
+        status.start_time = Some(status::time(Utc::now()));
+        status::apply(self.api, backup, self.old, status).await?;
+        ctx.event(
+            backup,
+            false,
+            "Started",
+            format!(
+                "worker Job {job_name} backs up to {}",
+                status.location.as_deref().unwrap_or_default()
+            ),
+        )
+        .await;
+        Ok(Ok(job))
+    }
+
+    /// The backup Job vanished before its result was read (deleted by hand, or its TTL ran
+    /// out while the operator was down): the run is judged by what is in storage. An
+    /// inspection Job reads the folder's manifest; one that names this Backup means the
+    /// backup succeeded.
+    async fn recover(&self, mut status: BackupStatus, run: &ResolvedRun) -> Result<Action, Error> {
+        let (ctx, namespace, backup) = (self.ctx, self.namespace, self.backup);
+        let name = backup.name_any();
+        let job_name = job::job_name(&name, "inspect");
+        let vanished = format!(
+            "the worker Job {} vanished before its result was read",
+            status.job_name.as_deref().unwrap_or_default()
+        );
+        let job = match workers::find(ctx, namespace, &job_name, self.uid).await? {
+            Found::Mine(job) => *job,
+            Found::Foreign(job) => {
+                workers::clear_foreign(ctx, namespace, &job).await?;
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+            Found::None => {
+                if let Some(problem) =
+                    references::check_storage(ctx, namespace, &run.storage).await?
+                {
+                    let summary = Summary::failed(
+                        Failure::WorkerVanished,
+                        format!(
+                            "{vanished}, and storage cannot be checked: {}",
+                            problem.message
+                        ),
+                    );
+                    return self.finish(status, run, summary).await;
+                }
+                let plan = Plan::Inspect(InspectPlan {
+                    storage: run.storage.clone(),
+                    folder: run.folder.clone(),
+                    owner_uid: self.uid.to_owned(),
+                });
+                let template = job_template(ctx, namespace, backup).await?;
+                let built = job::build(
+                    &JobRequest {
+                        name: job_name.clone(),
+                        namespace,
+                        owner: backup.controller_owner_ref(&()),
+                        owner_name: name,
+                        owner_uid: self.uid.to_owned(),
+                        plan: &plan,
+                        template: template.as_ref(),
+                    },
+                    &ctx.settings.worker,
+                )?;
+                match workers::create(ctx, namespace, &built).await? {
+                    Created::Job(job) => *job,
+                    Created::Refused { message, .. } => {
+                        let summary = Summary::failed(
+                            Failure::WorkerVanished,
+                            format!("{vanished}, and storage cannot be checked: {message}"),
+                        );
+                        return self.finish(status, run, summary).await;
+                    }
+                }
+            }
+        };
+        match workers::observe(ctx, namespace, &job).await? {
+            JobState::Running { waiting } => {
+                set_condition(
+                    &mut status.conditions,
+                    "Ready",
+                    false,
+                    "Recovering",
+                    &format!(
+                        "{vanished}; checking storage for this run's manifest{}",
+                        waiting.map(|w| format!(": {w}")).unwrap_or_default()
+                    ),
+                    backup.metadata.generation,
+                );
+                status::apply(self.api, backup, self.old, &status).await?;
+                Ok(Action::requeue(Duration::from_secs(5)))
+            }
+            JobState::Finished(summary) => {
+                let mut summary = *summary;
+                summary.message = match summary.failure {
+                    None => format!(
+                        "{vanished}; storage holds its manifest: {}",
+                        summary.message
+                    ),
+                    Some(_) => {
+                        summary.failure = Some(Failure::WorkerVanished);
+                        format!("{vanished}: {}", summary.message)
+                    }
+                };
+                self.finish(status, run, summary).await
+            }
+        }
+    }
+
+    /// The worker finished: the Backup's final status, an Event and metrics.
+    async fn finish(
+        &self,
+        mut status: BackupStatus,
+        run: &ResolvedRun,
+        summary: Summary,
+    ) -> Result<Action, Error> {
+        let backup = self.backup;
+        let completed = summary.completed_at.unwrap_or_else(Utc::now);
+        let started = summary
+            .started_at
+            .or(status.start_time.as_ref().map(status::chrono))
+            .unwrap_or(completed);
+        status.completion_time = Some(status::time(completed));
+        status.duration = Some(status::duration((completed - started).num_seconds()));
+        let succeeded = summary.failure.is_none();
+        let reason = summary.failure.map_or("Succeeded", Failure::as_str);
+        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        if succeeded {
+            status.phase = Some(BackupPhase::Succeeded);
+            status.raw_bytes = summary.raw_bytes.map(signed);
+            status.stored_bytes = summary.stored_bytes.map(signed);
+            status.stored_size = summary.stored_bytes.map(crate::units::bytes);
+            status.manifest_sha256 = summary.manifest_sha256.clone();
+            status.stats = summary.backup.clone();
+        } else {
+            status.phase = Some(BackupPhase::Failed);
+        }
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            succeeded,
+            reason,
+            &summary.message,
+            backup.metadata.generation,
+        );
+        status::apply(self.api, backup, self.old, &status).await?;
+        let first = self.old.and_then(|s| s.phase) != status.phase;
+        if !first {
+            return Ok(Action::await_change());
+        }
+        let ctx = self.ctx;
+        ctx.event(
+            backup,
+            !succeeded,
+            if succeeded { "Succeeded" } else { "Failed" },
+            format!("{reason}: {}", summary.message),
+        )
+        .await;
+        let source_kind = kind_word(run.source.kind()).to_owned();
+        let schedule = schedule_name(backup);
+        ctx.metrics
+            .backups
+            .get_or_create(&RunLabels {
+                namespace: self.namespace.to_owned(),
+                schedule: schedule.clone(),
+                source_kind: source_kind.clone(),
+                result: if succeeded {
+                    "succeeded".to_owned()
+                } else {
+                    reason.to_owned()
+                },
             })
+            .inc();
+        if succeeded {
+            let labels = ScheduleLabels {
+                namespace: self.namespace.to_owned(),
+                schedule,
+                source_kind,
+            };
+            ctx.metrics
+                .backup_duration
+                .get_or_create(&labels)
+                .observe((completed - started).num_milliseconds() as f64 / 1000.0);
+            ctx.metrics
+                .backup_stored_bytes
+                .get_or_create(&labels)
+                .inc_by(summary.stored_bytes.unwrap_or(0));
+            ctx.metrics
+                .last_success
+                .get_or_create(&labels)
+                .set(completed.timestamp() as f64);
         }
-        JobState::Finished(summary) => {
-            finish(
-                &ctx,
-                &api,
-                &backup,
-                old.as_ref(),
-                status,
-                &resolved,
-                *summary,
-            )
-            .await
-        }
+        Ok(Action::await_change())
     }
 }
 
@@ -282,196 +511,8 @@ async fn wait(
     Ok(Action::requeue(RECHECK))
 }
 
-/// The worker finished: the Backup's final status, an Event and metrics.
-async fn finish(
-    ctx: &Context,
-    api: &Api<Backup>,
-    backup: &Backup,
-    old: Option<&BackupStatus>,
-    mut status: BackupStatus,
-    resolved: &Resolved,
-    summary: Summary,
-) -> Result<Action, Error> {
-    let completed = summary.completed_at.unwrap_or_else(Utc::now);
-    let started = summary
-        .started_at
-        .or(status.start_time.as_ref().map(status::chrono))
-        .unwrap_or(completed);
-    status.completion_time = Some(status::time(completed));
-    status.duration = Some(status::duration((completed - started).num_seconds()));
-    let succeeded = summary.failure.is_none();
-    let reason = summary.failure.map_or("Succeeded", Failure::as_str);
-    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    if succeeded {
-        status.phase = Some(BackupPhase::Succeeded);
-        status.raw_bytes = summary.raw_bytes.map(signed);
-        status.stored_bytes = summary.stored_bytes.map(signed);
-        status.stored_size = summary.stored_bytes.map(crate::units::bytes);
-        status.manifest_sha256 = summary.manifest_sha256.clone();
-        status.stats = summary.backup.clone();
-    } else {
-        status.phase = Some(BackupPhase::Failed);
-    }
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        succeeded,
-        reason,
-        &summary.message,
-        backup.metadata.generation,
-    );
-    status::apply(api, backup, old, &status).await?;
-    let first = old.and_then(|s| s.phase) != status.phase;
-    if first {
-        ctx.event(
-            backup,
-            !succeeded,
-            if succeeded { "Succeeded" } else { "Failed" },
-            format!("{reason}: {}", summary.message),
-        )
-        .await;
-        let source_kind = kind_word(resolved.source.kind()).to_owned();
-        let namespace = backup.namespace().unwrap_or_default();
-        ctx.metrics
-            .backups
-            .get_or_create(&RunLabels {
-                namespace: namespace.clone(),
-                schedule: resolved.schedule.clone(),
-                source_kind: source_kind.clone(),
-                result: if succeeded {
-                    "succeeded".to_owned()
-                } else {
-                    reason.to_owned()
-                },
-            })
-            .inc();
-        if succeeded {
-            let labels = ScheduleLabels {
-                namespace,
-                schedule: resolved.schedule.clone(),
-                source_kind,
-            };
-            ctx.metrics
-                .backup_duration
-                .get_or_create(&labels)
-                .observe((completed - started).num_milliseconds() as f64 / 1000.0);
-            ctx.metrics
-                .backup_stored_bytes
-                .get_or_create(&labels)
-                .inc_by(summary.stored_bytes.unwrap_or(0));
-            ctx.metrics
-                .last_success
-                .get_or_create(&labels)
-                .set(completed.timestamp() as f64);
-        }
-    }
-    Ok(Action::await_change())
-}
-
-/// The Backup is being deleted: stop its worker, delete its data if the policy says so
-/// (through a deletion Job, manifest first), then let it go.
-async fn finalize(
-    backup: &Backup,
-    ctx: &Context,
-    namespace: &str,
-    api: &Api<Backup>,
-) -> Result<Action, Error> {
-    if !backup.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
-    }
-    let name = backup.name_any();
-    let backup_job = job::job_name(&name, "backup");
-    if let Some(running) = workers::get(ctx, namespace, &backup_job).await?
-        && workers::finished(&running).is_none()
-    {
-        workers::delete(ctx, namespace, &backup_job).await?;
-    }
-    let started = backup.status.as_ref().is_some_and(|s| s.job_name.is_some());
-    if backup.spec.deletion_policy == DeletionPolicy::Delete && started {
-        match resolve(ctx, namespace, backup).await? {
-            Err(problem) => {
-                ctx.event(
-                    backup,
-                    true,
-                    "DataNotDeleted",
-                    format!("the stored data is kept: {}", problem.message),
-                )
-                .await;
-            }
-            Ok(resolved) => {
-                if let Some(action) = delete_data(ctx, namespace, backup, &resolved).await? {
-                    return Ok(action);
-                }
-            }
-        }
-    }
-    let finalizers = backup
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    set_finalizers(api, backup, finalizers).await?;
-    Ok(Action::await_change())
-}
-
-/// Runs the deletion Job; `Some(action)` while it is not done.
-async fn delete_data(
-    ctx: &Context,
-    namespace: &str,
-    backup: &Backup,
-    resolved: &Resolved,
-) -> Result<Option<Action>, Error> {
-    let name = backup.name_any();
-    let job_name = job::job_name(&name, "delete");
-    let job = match workers::get(ctx, namespace, &job_name).await? {
-        Some(job) => job,
-        None => {
-            let plan = Plan::Delete(DeletePlan {
-                storage: resolved.storage.clone(),
-                folder: resolved.folder.clone(),
-            });
-            let mut template = resolved.template.clone().unwrap_or_default();
-            template.ttl_seconds_after_finished = Some(3600);
-            references::ensure_worker_account(ctx, namespace).await?;
-            let built = job::build(
-                &JobRequest {
-                    name: job_name.clone(),
-                    namespace,
-                    // Not owned by the Backup: it must outlive it, even under foreground deletion.
-                    owner: None,
-                    owner_name: name.clone(),
-                    plan: &plan,
-                    template: Some(&template),
-                },
-                &ctx.settings.worker,
-            )?;
-            workers::ensure(ctx, namespace, &built).await?
-        }
-    };
-    match workers::observe(ctx, namespace, &job).await? {
-        JobState::Running { .. } => Ok(Some(Action::requeue(Duration::from_secs(2)))),
-        JobState::Finished(summary) if summary.failure.is_none() => {
-            ctx.event(backup, false, "DataDeleted", &summary.message)
-                .await;
-            Ok(None)
-        }
-        JobState::Finished(summary) => {
-            ctx.event(
-                backup,
-                true,
-                "DeleteFailed",
-                format!("{}; retrying in a minute", summary.message),
-            )
-            .await;
-            workers::delete(ctx, namespace, &job_name).await?;
-            Ok(Some(Action::requeue(Duration::from_secs(60))))
-        }
-    }
-}
-
 /// Replaces the finalizers, failing if the Backup changed meanwhile.
-async fn set_finalizers(
+pub async fn set_finalizers(
     api: &Api<Backup>,
     backup: &Backup,
     finalizers: Vec<String>,

@@ -20,6 +20,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Watch only this namespace (`None`: every namespace).
     pub namespace: Option<String>,
+    /// How long a deleted Backup tries to delete its data before leaving it (with an Event).
+    pub deletion_timeout: std::time::Duration,
 }
 
 /// Shared by every reconcile.

@@ -9,6 +9,8 @@ pub enum Error {
     Plan(#[from] serde_json::Error),
     #[error("{0} has no namespace")]
     NoNamespace(String),
+    #[error("{0} has no UID")]
+    NoUid(String),
     #[error("the watch of {0} has not listed them yet")]
     NotSynced(&'static str),
 }
@@ -20,7 +22,7 @@ impl Error {
             Self::Kube(kube::Error::Api(_)) => "api",
             Self::Kube(_) => "transport",
             Self::Plan(_) => "plan",
-            Self::NoNamespace(_) => "invalid_object",
+            Self::NoNamespace(_) | Self::NoUid(_) => "invalid_object",
             Self::NotSynced(_) => "not_synced",
         }
     }

@@ -22,8 +22,11 @@ use crate::worker::plan::{
 
 /// The label every worker Job and Pod carries with the name of the object it works for.
 pub const OWNER_NAME_LABEL: &str = "coffer.dev/owner-name";
-/// The label with the worker's operation (`backup`, `restore`, `delete`).
+/// The label with the worker's operation (`backup`, `restore`, `delete`, `inspect`).
 pub const OPERATION_LABEL: &str = "coffer.dev/operation";
+/// The label with the UID of the object the Job works for: names are reused (a Backup
+/// deleted and created again), UIDs never, so a Job is only ever read by its own object.
+pub const OWNER_UID_LABEL: &str = "coffer.dev/owner-uid";
 /// The worker's container name.
 pub const CONTAINER: &str = "worker";
 /// The UID and GID the worker runs as (non-root, as the restricted Pod Security Standard
@@ -31,6 +34,11 @@ pub const CONTAINER: &str = "worker";
 pub const WORKER_UID: i64 = 65532;
 /// Seconds a finished Job is kept when the template does not say.
 pub const DEFAULT_TTL_SECONDS: i32 = 86_400;
+/// Seconds a backup or restore may run when the template does not say: a stuck run ends
+/// (Failed, with the reason) instead of blocking every later run of its schedule.
+pub const DEFAULT_RUN_DEADLINE_SECONDS: i64 = 6 * 3600;
+/// Seconds a deletion or an inspection may run when the template does not say.
+pub const DEFAULT_HOUSEKEEPING_DEADLINE_SECONDS: i64 = 3600;
 
 /// Operator-wide settings of worker Jobs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +59,8 @@ pub struct JobRequest<'a> {
     pub owner: Option<OwnerReference>,
     /// The name of the object the Job works for (a label on the Job and its Pods).
     pub owner_name: String,
+    /// The UID of the object the Job works for (a label on the Job and its Pods).
+    pub owner_uid: String,
     pub plan: &'a Plan,
     pub template: Option<&'a JobTemplate>,
 }
@@ -93,6 +103,7 @@ pub fn build(
             label_value(&request.owner_name),
         ),
         (OPERATION_LABEL.to_owned(), plan.operation().to_owned()),
+        (OWNER_UID_LABEL.to_owned(), label_value(&request.owner_uid)),
     ]);
     let job_labels = labels.clone();
     if let Some(extra) = &template.pod_labels {
@@ -182,7 +193,10 @@ pub fn build(
         },
         spec: Some(JobSpec {
             backoff_limit: Some(template.backoff_limit.unwrap_or(0)),
-            active_deadline_seconds: template.active_deadline_seconds,
+            active_deadline_seconds: Some(template.active_deadline_seconds.unwrap_or(match plan {
+                Plan::Backup(_) | Plan::Restore(_) => DEFAULT_RUN_DEADLINE_SECONDS,
+                Plan::Delete(_) | Plan::Inspect(_) => DEFAULT_HOUSEKEEPING_DEADLINE_SECONDS,
+            })),
             ttl_seconds_after_finished: Some(
                 template
                     .ttl_seconds_after_finished
@@ -337,6 +351,7 @@ mod tests {
             folder: "shop/redis/20261201T160000Z/".into(),
             name: "redis".into(),
             compression: Compression::Zstd,
+            owner: None,
         })
     }
 
@@ -365,6 +380,7 @@ mod tests {
                 namespace: "shop",
                 owner: Some(owner()),
                 owner_name: owner().name,
+                owner_uid: owner().uid,
                 plan,
                 template,
             },
@@ -494,6 +510,7 @@ mod tests {
             redis: None,
             postgres: None,
             volume: None,
+            manifest_sha256: None,
         });
         assert!(!claims(&job_for(&restore, None))[0].2);
         // No S3 credentials are asked for when the store is a claim.
@@ -523,7 +540,12 @@ mod tests {
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(0));
         assert_eq!(spec.ttl_seconds_after_finished, Some(DEFAULT_TTL_SECONDS));
-        assert_eq!(spec.active_deadline_seconds, None);
+        assert_eq!(
+            spec.active_deadline_seconds,
+            Some(DEFAULT_RUN_DEADLINE_SECONDS)
+        );
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[OWNER_UID_LABEL], "uid-1");
         assert!(
             !pod(&job).containers[0]
                 .env

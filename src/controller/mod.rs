@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod context;
+pub mod deletion;
 pub mod due;
 pub mod error;
 pub mod job;

@@ -35,9 +35,18 @@ impl Problem {
 }
 
 /// The Secrets and claims that `source` and `storage` name, by kind.
-fn referenced(source: &BackupSource, storage: &BackupStorage) -> (Vec<String>, Vec<String>) {
+fn referenced(
+    source: Option<&BackupSource>,
+    storage: &BackupStorage,
+) -> (Vec<String>, Vec<String>) {
     let mut secrets = Vec::new();
     let mut claims = Vec::new();
+    let none = BackupSource {
+        redis: None,
+        postgres: None,
+        volume: None,
+    };
+    let source = source.unwrap_or(&none);
     if let Some(r) = source
         .redis
         .as_ref()
@@ -73,6 +82,24 @@ pub async fn check(
     ctx: &Context,
     namespace: &str,
     source: &BackupSource,
+    storage: &BackupStorage,
+) -> Result<Option<Problem>, Error> {
+    check_refs(ctx, namespace, Some(source), storage).await
+}
+
+/// [`check`] for the store alone (deleting or inspecting a backup needs no source).
+pub async fn check_storage(
+    ctx: &Context,
+    namespace: &str,
+    storage: &BackupStorage,
+) -> Result<Option<Problem>, Error> {
+    check_refs(ctx, namespace, None, storage).await
+}
+
+async fn check_refs(
+    ctx: &Context,
+    namespace: &str,
+    source: Option<&BackupSource>,
     storage: &BackupStorage,
 ) -> Result<Option<Problem>, Error> {
     let (secrets, claims) = referenced(source, storage);

@@ -22,7 +22,7 @@ use super::location;
 use super::metrics::RunLabels;
 use super::references::{self, Problem};
 use super::status::{self, MANAGER, set_condition};
-use super::workers::{self, JobState};
+use super::workers::{self, Created, Found, JobState};
 use crate::api::{
     Backup, BackupPhase, BackupSource, BackupStorage, QuiescedWorkload, RestorePhase,
     RestoreRequest, RestoreRequestStatus, WorkloadKind,
@@ -41,6 +41,8 @@ struct Resolved {
     folder: String,
     latest: bool,
     target: BackupSource,
+    /// The manifest's SHA-256 recorded by the Backup (none for a restore from storage).
+    manifest_sha256: Option<String>,
 }
 
 /// Either wait (the backup is not there yet) or fail (it never will be).
@@ -196,10 +198,29 @@ impl Step<'_> {
 
     async fn run(&self, mut status: RestoreRequestStatus) -> Result<Action, Error> {
         let name = self.request.name_any();
+        let uid = self
+            .request
+            .uid()
+            .ok_or_else(|| Error::NoUid(name.clone()))?;
         let job_name = job::job_name(&name, "restore");
-        let job = match workers::get(self.ctx, self.namespace, &job_name).await? {
-            Some(job) => job,
-            None => {
+        let job = match workers::find(self.ctx, self.namespace, &job_name, &uid).await? {
+            Found::Mine(job) => *job,
+            Found::Foreign(job) => {
+                workers::clear_foreign(self.ctx, self.namespace, &job).await?;
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+            // The restore started and its Job is gone: it may have run, in part or whole. It
+            // is never run again by itself (a Flush or clean restore twice, with the app
+            // stopped, is worse than a clear failure).
+            Found::None if status.job_name.is_some() => {
+                let message = format!(
+                    "the restore Job {job_name} vanished before its result was read; the restore may have run in part and is not run again: check the target, then create a new RestoreRequest if needed"
+                );
+                return self
+                    .failed(status, Failure::WorkerVanished.as_str(), &message)
+                    .await;
+            }
+            Found::None => {
                 // Resolved again only to build the Job: once it exists, it holds the plan.
                 let resolved = match self.resolve().await? {
                     Ok(resolved) => resolved,
@@ -217,6 +238,7 @@ impl Step<'_> {
                     redis: spec.redis.clone(),
                     postgres: spec.postgres.clone(),
                     volume: spec.volume.clone(),
+                    manifest_sha256: resolved.manifest_sha256.clone(),
                 });
                 let built = job::build(
                     &JobRequest {
@@ -224,12 +246,23 @@ impl Step<'_> {
                         namespace: self.namespace,
                         owner: self.request.controller_owner_ref(&()),
                         owner_name: name.clone(),
+                        owner_uid: uid.clone(),
                         plan: &plan,
                         template: spec.job_template.as_ref(),
                     },
                     &self.ctx.settings.worker,
                 )?;
-                workers::ensure(self.ctx, self.namespace, &built).await?
+                match workers::create(self.ctx, self.namespace, &built).await? {
+                    Created::Job(job) => {
+                        // Recorded at once: from here on the restore is never started again.
+                        status.job_name = Some(job_name.clone());
+                        self.save(&status).await?;
+                        *job
+                    }
+                    Created::Refused { message, .. } => {
+                        return self.failed(status, "JobRefused", &message).await;
+                    }
+                }
             }
         };
         status.job_name = Some(job_name);
@@ -386,11 +419,15 @@ impl Step<'_> {
                     message: "a restore from storage needs spec.target: there is no Backup to take the source from".to_owned(),
                 })));
             };
+            if let Some(problem) = unsafe_location(&from.location) {
+                return Ok(Err(Unresolved::Fail(problem)));
+            }
             return Ok(Ok(Resolved {
                 storage: from.storage.clone(),
                 folder: from.location.clone(),
                 latest: from.latest,
                 target,
+                manifest_sha256: None,
             }));
         }
         let Some(reference) = &spec.backup_ref else {
@@ -430,15 +467,31 @@ impl Step<'_> {
                 })));
             }
         }
-        let resolved = match backup::resolve(self.ctx, self.namespace, &backup).await? {
-            Ok(resolved) => resolved,
-            Err(problem) => return Ok(Err(Unresolved::Fail(problem))),
+        if backup.metadata.deletion_timestamp.is_some() {
+            return Ok(Err(Unresolved::Fail(Problem {
+                reason: "BackupDeleting",
+                message: format!(
+                    "Backup {} is being deleted; choose another backup",
+                    reference.name
+                ),
+            })));
+        }
+        let status = backup.status.clone().unwrap_or_default();
+        // The store and folder the backup was written to, as recorded when it ran (Backups of
+        // earlier versions have no record: they are resolved as they are now).
+        let run = match status.resolved {
+            Some(run) => run,
+            None => match backup::resolve(self.ctx, self.namespace, &backup).await? {
+                Ok(run) => run,
+                Err(problem) => return Ok(Err(Unresolved::Fail(problem))),
+            },
         };
         Ok(Ok(Resolved {
-            storage: resolved.storage,
-            folder: resolved.folder,
+            storage: run.storage,
+            folder: run.folder,
             latest: false,
-            target: spec.target.clone().unwrap_or(resolved.source),
+            target: spec.target.clone().unwrap_or(run.source),
+            manifest_sha256: status.manifest_sha256,
         }))
     }
 
@@ -510,5 +563,38 @@ impl Step<'_> {
 
     fn stateful_sets(&self) -> Api<StatefulSet> {
         Api::namespaced(self.ctx.client.clone(), self.namespace)
+    }
+}
+
+/// Why a `from.location` is refused: it must be a relative path inside the store's prefix
+/// (no `..`, no leading `/`), or the worker could read outside it. Pure.
+fn unsafe_location(location: &str) -> Option<Problem> {
+    let bad = location.starts_with('/')
+        || location.contains('\\')
+        || location.split('/').any(|part| part == ".." || part == ".");
+    bad.then(|| Problem {
+        reason: "InvalidLocation",
+        message: format!(
+            "from.location {location:?} must be a relative path inside the store's prefix, without '..', '.' or a leading '/': fix it and create a new RestoreRequest"
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unsafe_location;
+
+    #[test]
+    fn locations_outside_the_prefix_are_refused() {
+        for bad in ["../other/", "/etc/", "shop/../../x/", "a/./b/", "a\\..\\b"] {
+            assert!(unsafe_location(bad).is_some(), "{bad}");
+        }
+        for good in [
+            "shop/shop-redis/20261201T160000Z-3f6c2a1e/",
+            "shop/shop-redis/",
+            "x..y/",
+        ] {
+            assert!(unsafe_location(good).is_none(), "{good}");
+        }
     }
 }

@@ -1,43 +1,123 @@
-//! Running worker Jobs: create one once, see whether it finished, and read its summary from
-//! the Pod's termination message.
+//! Running worker Jobs: find one by name and owner UID, create it once, see whether it
+//! finished or why it is stuck, and read its summary from the Pod's termination message.
 
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
 
 use super::context::Context;
 use super::error::Error;
+use super::job::{OPERATION_LABEL, OWNER_UID_LABEL};
 use crate::worker::{Failure, Summary};
 
 /// Where a worker Job is.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobState {
-    /// Not finished. `waiting` says why its container has not started, if it is stuck (for
-    /// example a Secret key that does not exist).
+    /// Not finished. `waiting` says why the worker has not started, if it is stuck (for
+    /// example a Secret key that does not exist, or a Pod that cannot be scheduled).
     Running { waiting: Option<String> },
     /// Finished; the summary says how.
     Finished(Box<Summary>),
 }
 
-/// Gets the Job named like `job`, creating it if it does not exist. The name is the run's
-/// identity: a restarted controller finds the Job it made before instead of making another.
-pub async fn ensure(ctx: &Context, namespace: &str, job: &Job) -> Result<Job, Error> {
+/// A Job looked up by name, told apart by the UID label of the object it works for.
+#[derive(Clone, Debug)]
+pub enum Found {
+    /// No Job of that name.
+    None,
+    /// The Job this object made.
+    Mine(Box<Job>),
+    /// A Job of that name made for another object (an earlier one of the same name): never
+    /// read as this object's result.
+    Foreign(Box<Job>),
+}
+
+/// The Job named `name`, told apart by whether it works for the object with `uid`.
+pub async fn find(ctx: &Context, namespace: &str, name: &str, uid: &str) -> Result<Found, Error> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(match api.get_opt(name).await? {
+        None => Found::None,
+        Some(job) if owned_by(&job, uid) => Found::Mine(Box::new(job)),
+        Some(job) => Found::Foreign(Box::new(job)),
+    })
+}
+
+/// Whether the Job carries the owner UID label of `uid`.
+pub fn owned_by(job: &Job, uid: &str) -> bool {
+    job.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(OWNER_UID_LABEL))
+        .is_some_and(|v| v == uid)
+}
+
+/// What became of a Job the controller asked for.
+#[derive(Clone, Debug)]
+pub enum Created {
+    Job(Box<Job>),
+    /// The API server refused it for good (admission, quota, an invalid object): retrying at
+    /// once would only repeat the refusal. `terminating`: the namespace is being deleted.
+    Refused {
+        terminating: bool,
+        message: String,
+    },
+}
+
+/// Creates the Job. A Job of the same name that appeared meanwhile (another replica made it
+/// an instant ago) is returned instead; the caller checks whose it is on its next look.
+pub async fn create(ctx: &Context, namespace: &str, job: &Job) -> Result<Created, Error> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let name = job.metadata.name.clone().unwrap_or_default();
-    if let Some(existing) = api.get_opt(&name).await? {
-        return Ok(existing);
-    }
     match api.create(&PostParams::default(), job).await {
-        Ok(created) => Ok(created),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(api.get(&name).await?),
+        Ok(created) => Ok(Created::Job(Box::new(created))),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            Ok(Created::Job(Box::new(api.get(&name).await?)))
+        }
+        Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => Ok(Created::Refused {
+            terminating: e.code == 403 && e.message.contains("being terminated"),
+            message: format!(
+                "the API server refused the worker Job {name}: {}",
+                e.message
+            ),
+        }),
         Err(e) => Err(e.into()),
     }
 }
 
-/// The Job named `name`, if it exists.
-pub async fn get(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Job>, Error> {
-    let api: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(api.get_opt(name).await?)
+/// Clears the way of a Job that belongs to another object so that this object's own can be
+/// made: deletes it, unless it is a deletion still running (it removes an earlier Backup's
+/// data and is left to finish). The caller looks again later.
+pub async fn clear_foreign(ctx: &Context, namespace: &str, job: &Job) -> Result<(), Error> {
+    let operation = job
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(OPERATION_LABEL))
+        .map(String::as_str);
+    if operation == Some("delete") && finished(job).is_none() {
+        return Ok(());
+    }
+    if job.metadata.deletion_timestamp.is_none() {
+        delete(
+            ctx,
+            namespace,
+            job.metadata.name.as_deref().unwrap_or_default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// How many Pods of the Job named `name` still exist (running or not).
+pub async fn pods_left(ctx: &Context, namespace: &str, name: &str) -> Result<usize, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
+        .await?
+        .items
+        .len())
 }
 
 /// Deletes a Job and its Pods (in the background).
@@ -78,7 +158,7 @@ pub async fn observe(ctx: &Context, namespace: &str, job: &Job) -> Result<JobSta
     pods.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
     match finished(job) {
         None => Ok(JobState::Running {
-            waiting: pods.last().and_then(waiting_reason),
+            waiting: stuck(job, pods.last(), Utc::now()),
         }),
         Some((succeeded, job_reason)) => Ok(JobState::Finished(Box::new(summary(
             succeeded,
@@ -88,20 +168,74 @@ pub async fn observe(ctx: &Context, namespace: &str, job: &Job) -> Result<JobSta
     }
 }
 
-/// Why the worker container is waiting, when it is stuck on its configuration.
-fn waiting_reason(pod: &Pod) -> Option<String> {
-    let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
-    let waiting = status.state.as_ref()?.waiting.as_ref()?;
-    let reason = waiting.reason.as_deref()?;
-    matches!(
-        reason,
-        "CreateContainerConfigError" | "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName"
-    )
-    .then(|| {
-        format!(
-            "{reason}: {}",
-            waiting.message.as_deref().unwrap_or_default()
-        )
+/// How long a Job may be without a Pod, or a Pod wait for a node or its volumes, before the
+/// wait is reported.
+pub const SLOW_START: chrono::TimeDelta = chrono::TimeDelta::seconds(45);
+
+fn age(meta: &ObjectMeta, now: DateTime<Utc>) -> chrono::TimeDelta {
+    meta.creation_timestamp
+        .as_ref()
+        .map_or(chrono::TimeDelta::zero(), |t| {
+            now - super::status::chrono(t)
+        })
+}
+
+/// Why the worker has not started, when it is stuck: no Pod (a quota or an admission policy
+/// refuses it), a Pod that cannot be scheduled or waits for its volumes, or a container that
+/// cannot be created (a missing Secret key, an image that cannot be pulled). Pure.
+pub fn stuck(job: &Job, pod: Option<&Pod>, now: DateTime<Utc>) -> Option<String> {
+    let job_name = job.metadata.name.as_deref().unwrap_or_default();
+    let Some(pod) = pod else {
+        let waited = age(&job.metadata, now);
+        return (waited > SLOW_START).then(|| {
+            format!(
+                "the Job {job_name} has no Pod after {}s: a quota or an admission policy may refuse it (kubectl describe job {job_name})",
+                waited.num_seconds()
+            )
+        });
+    };
+    let status = pod.status.as_ref()?;
+    if let Some(waiting) = status
+        .container_statuses
+        .as_ref()
+        .and_then(|c| c.first())
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.waiting.as_ref())
+    {
+        let reason = waiting.reason.as_deref().unwrap_or_default();
+        if matches!(
+            reason,
+            "CreateContainerConfigError"
+                | "CreateContainerError"
+                | "ErrImagePull"
+                | "ImagePullBackOff"
+                | "InvalidImageName"
+        ) {
+            return Some(format!(
+                "{reason}: {}",
+                waiting.message.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    let waited = age(&pod.metadata, now);
+    if status.phase.as_deref() != Some("Pending") || waited <= SLOW_START {
+        return None;
+    }
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    let unscheduled = status.conditions.as_ref().and_then(|c| {
+        c.iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+    });
+    Some(match unscheduled {
+        Some(c) => format!(
+            "{}: {} (kubectl describe pod {pod_name})",
+            c.reason.as_deref().unwrap_or("Unschedulable"),
+            c.message.as_deref().unwrap_or_default()
+        ),
+        None => format!(
+            "the Pod {pod_name} has been starting for {}s, usually waiting for a volume to attach or mount (kubectl describe pod {pod_name})",
+            waited.num_seconds()
+        ),
     })
 }
 
@@ -147,6 +281,7 @@ fn summary(succeeded: bool, job_reason: Option<&str>, pod: Option<&Pod>) -> Summ
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use serde_json::json;
 
     fn pod(message: &str, exit_code: i32) -> Pod {
         serde_json::from_value(serde_json::json!({
@@ -169,6 +304,69 @@ mod tests {
             ]},
         }))
         .unwrap()
+    }
+
+    fn created(seconds_ago: i64) -> serde_json::Value {
+        json!((Utc::now() - chrono::TimeDelta::seconds(seconds_ago)).to_rfc3339())
+    }
+
+    #[test]
+    fn a_stuck_worker_says_why_and_a_starting_one_does_not() {
+        let now = Utc::now();
+        let job: Job = serde_json::from_value(
+            json!({"metadata": {"name": "j", "creationTimestamp": created(120)}}),
+        )
+        .unwrap();
+        let young: Job = serde_json::from_value(
+            json!({"metadata": {"name": "j", "creationTimestamp": created(5)}}),
+        )
+        .unwrap();
+        // No Pod: refused by a quota or admission, said after a while.
+        assert!(stuck(&young, None, now).is_none());
+        assert!(stuck(&job, None, now).unwrap().contains("has no Pod"));
+        let pending = |age: i64, conditions: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "p", "creationTimestamp": created(age)},
+                "status": {"phase": "Pending", "conditions": conditions},
+            }))
+            .unwrap()
+        };
+        let unschedulable = json!([{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": "0/1 nodes are available"}]);
+        let got = stuck(&job, Some(&pending(120, unschedulable.clone())), now).unwrap();
+        assert!(got.starts_with("Unschedulable: 0/1 nodes"), "{got}");
+        assert!(stuck(&job, Some(&pending(5, unschedulable)), now).is_none());
+        let got = stuck(&job, Some(&pending(120, json!([]))), now).unwrap();
+        assert!(got.contains("waiting for a volume"), "{got}");
+        // A container that cannot be created is reported at once.
+        let config: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "creationTimestamp": created(1)},
+            "status": {"phase": "Pending", "containerStatuses": [{
+                "name": "worker", "image": "coffer", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"waiting": {"reason": "CreateContainerConfigError",
+                "message": "couldn't find key password in Secret shop/redis-auth"}}}]},
+        }))
+        .unwrap();
+        let got = stuck(&job, Some(&config), now).unwrap();
+        assert!(got.contains("couldn't find key password"), "{got}");
+        // A running Pod is not stuck.
+        let running: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "creationTimestamp": created(600)},
+            "status": {"phase": "Running"},
+        }))
+        .unwrap();
+        assert!(stuck(&job, Some(&running), now).is_none());
+    }
+
+    #[test]
+    fn foreign_jobs_are_told_apart_by_the_owner_uid_label() {
+        let job: Job = serde_json::from_value(
+            json!({"metadata": {"name": "j", "labels": {OWNER_UID_LABEL: "uid-1"}}}),
+        )
+        .unwrap();
+        assert!(owned_by(&job, "uid-1"));
+        assert!(!owned_by(&job, "uid-2"));
+        assert!(!owned_by(&Job::default(), "uid-1"));
     }
 
     #[test]

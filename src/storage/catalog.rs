@@ -115,10 +115,28 @@ pub enum ReadManifestError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Invalid(#[from] ManifestError),
+    #[error(
+        "{location} has SHA-256 {found}, but the Backup recorded {expected} when it was taken: the stored manifest was changed or replaced; nothing was restored (restore another backup, and find out who can write to the store)"
+    )]
+    Changed {
+        location: String,
+        expected: String,
+        found: String,
+    },
 }
 
 /// Reads the manifest of the backup in `folder`: a folder without one holds no backup.
 pub async fn read_manifest(store: &Store, folder: &str) -> Result<Manifest, ReadManifestError> {
+    read_manifest_expecting(store, folder, None).await
+}
+
+/// [`read_manifest`], refusing a manifest whose SHA-256 is not `expected` (the one recorded
+/// when the backup was taken), before anything of it is trusted.
+pub async fn read_manifest_expecting(
+    store: &Store,
+    folder: &str,
+    expected: Option<&str>,
+) -> Result<Manifest, ReadManifestError> {
     let key = format!("{folder}{MANIFEST}");
     let location = store.location(&key);
     let bytes = store
@@ -130,6 +148,17 @@ pub async fn read_manifest(store: &Store, folder: &str) -> Result<Manifest, Read
             },
             other => other.into(),
         })?;
+    if let Some(expected) = expected {
+        use sha2::{Digest, Sha256};
+        let found = hex::encode(Sha256::digest(&bytes));
+        if !found.eq_ignore_ascii_case(expected) {
+            return Err(ReadManifestError::Changed {
+                location,
+                expected: expected.to_owned(),
+                found,
+            });
+        }
+    }
     Ok(Manifest::from_json(&bytes, &location)?)
 }
 

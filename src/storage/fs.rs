@@ -15,6 +15,17 @@ pub struct FsStore {
     root: PathBuf,
 }
 
+/// Removes a file when dropped while it still holds its path.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Temporary files start with this; listings skip them.
 const TEMP_PREFIX: &str = ".coffer-tmp-";
 
@@ -68,6 +79,9 @@ impl FsStore {
         let location = self.location(key);
         self.create_parent(&path).await?;
         let temp = temp_path(&path);
+        // Removes the temporary file if this write is dropped before it ends (a cancelled
+        // backup), so that no half-written file is left in the store.
+        let mut guard = RemoveOnDrop(Some(temp.clone()));
         let written = write_temp(&temp, reader, &location).await;
         let committed = match written {
             Ok(bytes) => match commit.await {
@@ -78,6 +92,7 @@ impl FsStore {
             },
             Err(e) => Err(e),
         };
+        guard.0 = None;
         match committed {
             Ok(bytes) => {
                 tokio::fs::rename(&temp, &path)

@@ -31,6 +31,21 @@ pub struct Manifest {
     /// Every data object of the backup.
     pub objects: Vec<ObjectRecord>,
     pub stats: Stats,
+    /// The Kubernetes object this backup belongs to (backups taken by the operator); a
+    /// deletion for another object refuses to touch the folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<BackupOwner>,
+}
+
+/// The Backup object a backup was taken for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupOwner {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The object's UID: names are reused, UIDs never.
+    pub uid: String,
 }
 
 /// What was backed up.
@@ -253,6 +268,7 @@ mod tests {
                 keys_per_database: [(0, 7), (3, 3)].into(),
                 ..Stats::default()
             },
+            owner: None,
         }
     }
 

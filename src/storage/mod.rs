@@ -11,6 +11,7 @@ pub mod fs;
 pub mod location;
 pub mod manifest;
 pub mod parts;
+pub mod purge;
 pub mod s3;
 
 use tokio::io::AsyncRead;
@@ -93,17 +94,28 @@ impl Store {
     }
 
     /// Writes a backup's manifest into its folder (ending in `/`): the last object of every
-    /// backup, which makes it one.
+    /// backup, which makes it one. When the manifest cannot be written, the data objects it
+    /// lists are removed (best effort), so a failed backup leaves nothing behind.
     pub async fn put_manifest(
         &self,
         folder: &str,
         manifest: &manifest::Manifest,
     ) -> Result<(), StorageError> {
-        self.put_bytes(
-            &format!("{folder}{}", manifest::MANIFEST),
-            &manifest.to_json(),
-        )
-        .await
+        let written = self
+            .put_bytes(
+                &format!("{folder}{}", manifest::MANIFEST),
+                &manifest.to_json(),
+            )
+            .await;
+        if written.is_err() {
+            for object in &manifest.objects {
+                let key = format!("{folder}{}", object.name);
+                if let Err(e) = self.delete(&key).await {
+                    tracing::warn!("could not remove {key} of the failed backup: {e}");
+                }
+            }
+        }
+        written
     }
 
     /// Reads an object as a stream.

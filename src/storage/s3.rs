@@ -15,6 +15,53 @@ use tokio::task::JoinSet;
 use super::parts::{INITIAL_PART_SIZE, MAX_PARTS, part_size};
 use super::{Commit, ObjectInfo, ObjectReader, StorageError};
 
+/// Aborts of multipart uploads whose writer was dropped mid-way (a cancelled backup): a
+/// worker that stops early waits for them (see [`finish_cleanup`]), so that no open upload
+/// is left behind.
+static CLEANUP: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+
+/// Waits (at most `limit`) for the aborts of cancelled uploads to reach the store.
+pub async fn finish_cleanup(limit: std::time::Duration) {
+    CLEANUP.close();
+    if tokio::time::timeout(limit, CLEANUP.wait()).await.is_err() {
+        tracing::warn!(
+            "an open multipart upload may be left behind: `coffer gc` or a bucket lifecycle rule removes it"
+        );
+    }
+}
+
+/// Aborts a multipart upload when dropped while still armed (`upload_id` set).
+struct AbortOnDrop {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: Option<String>,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some(upload_id) = self.upload_id.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let abort = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(upload_id);
+        CLEANUP.spawn_on(
+            async move {
+                let _ = abort.send().await;
+            },
+            &runtime,
+        );
+    }
+}
+
 /// How to reach S3. Unset values come from the standard `AWS_*` environment variables and
 /// files (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, ...).
 #[derive(Clone, Default)]
@@ -193,9 +240,18 @@ impl S3Store {
                 detail: "the response has no upload id".to_owned(),
             });
         };
+        // Dropped before the upload ends (the backup was cancelled, for example on SIGTERM):
+        // the upload is aborted in the background, and the worker waits for that.
+        let mut guard = AbortOnDrop {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: self.key(key),
+            upload_id: Some(upload_id.clone()),
+        };
         let result = self
             .upload_parts(key, &upload_id, first, reader, commit)
             .await;
+        guard.upload_id = None;
         if result.is_err() {
             let _ = self
                 .client

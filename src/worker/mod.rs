@@ -24,8 +24,9 @@ use crate::engine::volume::{self, VolumeBackupRequest, VolumeRestoreRequest};
 use crate::pipeline::Progress;
 use crate::storage::catalog::{self, ReadManifestError};
 use crate::storage::manifest::{MANIFEST, Manifest};
+use crate::storage::purge::{self, PurgeError};
 use crate::storage::{Destination, S3Options, Store};
-use plan::{BackupPlan, DeletePlan, RestorePlan};
+use plan::{BackupPlan, DeletePlan, InspectPlan, RestorePlan};
 
 /// Where the worker finds its mounted claims and secrets.
 #[derive(Clone, Debug)]
@@ -45,6 +46,7 @@ pub async fn run(plan: &Plan, env: &Environment) -> Summary {
         Plan::Backup(p) => backup(p, env).await,
         Plan::Restore(p) => restore(p, env).await,
         Plan::Delete(p) => delete(p, env).await,
+        Plan::Inspect(p) => inspect(p, env).await,
     };
     let mut summary = result.unwrap_or_else(|f| Summary::failed(f.failure, f.message));
     summary.started_at = Some(started_at);
@@ -183,6 +185,7 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
             compression,
             name,
             folder,
+            owner: plan.owner.clone(),
         };
         redis::backup(&store, &request, &progress)
             .await
@@ -195,6 +198,7 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
             compression,
             name,
             folder,
+            owner: None,
             bin_dir: None,
         };
         postgres::backup(&store, &request, &progress)
@@ -206,6 +210,7 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
             compression,
             name,
             folder,
+            owner: None,
             skip_unreadable: false,
         };
         volume::backup(&store, &request, &progress)
@@ -214,19 +219,24 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
     } else {
         return Err(invalid("source"));
     };
-    Ok(Summary {
+    Ok(backed_up(&manifest, &plan.folder, &location))
+}
+
+/// A backup's summary, from its manifest.
+fn backed_up(manifest: &Manifest, folder: &str, location: &str) -> Summary {
+    Summary {
         message: format!(
             "backed up {} ({} stored) to {location}",
             crate::units::bytes(manifest.raw_bytes()),
             crate::units::bytes(manifest.stored_bytes())
         ),
-        folder: Some(plan.folder.clone()),
+        folder: Some(folder.to_owned()),
         raw_bytes: Some(manifest.raw_bytes()),
         stored_bytes: Some(manifest.stored_bytes()),
         manifest_sha256: Some(hex::encode(Sha256::digest(manifest.to_json()))),
-        backup: Some(backup_stats(&manifest)),
+        backup: Some(backup_stats(manifest)),
         ..Summary::default()
-    })
+    }
 }
 
 /// What the Backup's status shows of a manifest's statistics.
@@ -266,13 +276,10 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
         (format!("{}{found}", normalized(&plan.folder)), manifest)
     } else {
         let folder = normalized(&plan.folder);
-        let manifest = catalog::read_manifest(&root, &folder)
-            .await
-            .map_err(|e| match &e {
-                ReadManifestError::Missing { .. } => fail(Failure::BackupNotFound, &e),
-                ReadManifestError::Storage(s) => fail(s, &e),
-                ReadManifestError::Invalid(_) => fail(Failure::IntegrityCheckFailed, &e),
-            })?;
+        let manifest =
+            catalog::read_manifest_expecting(&root, &folder, plan.manifest_sha256.as_deref())
+                .await
+                .map_err(|e| manifest_failure(&e))?;
         (folder, manifest)
     };
     let (store, _) = open(&plan.storage, env, &folder).await?;
@@ -373,6 +380,16 @@ fn normalized(folder: &str) -> String {
     }
 }
 
+fn manifest_failure(e: &ReadManifestError) -> Failed {
+    match e {
+        ReadManifestError::Missing { .. } => fail(Failure::BackupNotFound, e),
+        ReadManifestError::Storage(s) => fail(s, e),
+        ReadManifestError::Invalid(_) | ReadManifestError::Changed { .. } => {
+            fail(Failure::IntegrityCheckFailed, e)
+        }
+    }
+}
+
 async fn delete(plan: &DeletePlan, env: &Environment) -> Outcome {
     let (store, destination) = open(&plan.storage, env, "").await?;
     let folder = normalized(&plan.folder);
@@ -380,25 +397,54 @@ async fn delete(plan: &DeletePlan, env: &Environment) -> Outcome {
         return Err(invalid("folder"));
     }
     let location = destination.join(&folder).to_string();
-    let objects = store.list(&folder).await.map_err(|e| fail(&e, &e))?;
-    let manifest = format!("{folder}{MANIFEST}");
-    // The manifest goes first: a backup that is half deleted is never taken for a good one.
-    let mut keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
-    keys.sort_by_key(|k| *k != manifest);
-    for key in &keys {
-        store.delete(key).await.map_err(|e| fail(&e, &e))?;
-    }
-    let stored: u64 = objects.iter().map(|o| o.size).sum();
+    let purged = purge::delete_backup(&store, &folder, plan.owner_uid.as_deref())
+        .await
+        .map_err(|e| match &e {
+            PurgeError::NotOwned { .. } => fail(Failure::NotOwned, &e),
+            PurgeError::Root => invalid("folder"),
+            PurgeError::Storage(s) => fail(s, &e),
+        })?;
     Ok(Summary {
         message: format!(
             "deleted {} objects ({}) at {location}",
-            keys.len(),
-            crate::units::bytes(stored)
+            purged.objects,
+            crate::units::bytes(purged.stored_bytes)
         ),
         folder: Some(folder),
-        stored_bytes: Some(stored),
+        stored_bytes: Some(purged.stored_bytes),
         ..Summary::default()
     })
+}
+
+/// The result of a backup whose Job vanished, judged by what is in storage: a manifest that
+/// names this run means it succeeded.
+async fn inspect(plan: &InspectPlan, env: &Environment) -> Outcome {
+    let (root, destination) = open(&plan.storage, env, "").await?;
+    let folder = normalized(&plan.folder);
+    if folder.is_empty() {
+        return Err(invalid("folder"));
+    }
+    let location = destination.join(&folder).to_string();
+    let manifest = catalog::read_manifest(&root, &folder)
+        .await
+        .map_err(|e| match &e {
+            ReadManifestError::Missing { .. } => fail(
+                Failure::Internal,
+                format!("the backup's worker stopped before it wrote a manifest at {location}: the backup is incomplete"),
+            ),
+            _ => manifest_failure(&e),
+        })?;
+    let owner = manifest.owner.as_ref().map(|o| o.uid.as_str());
+    if owner != Some(plan.owner_uid.as_str()) {
+        return Err(fail(
+            Failure::NotOwned,
+            format!(
+                "the manifest at {location} was not written for this Backup (UID {}): it is not this run's result",
+                plan.owner_uid
+            ),
+        ));
+    }
+    Ok(backed_up(&manifest, &folder, &location))
 }
 
 /// Writes the summary where Kubernetes reads the termination message. A failure to write it

@@ -8,6 +8,7 @@ use crate::api::{
     BackupSource, BackupStorage, Compression, PostgresRestoreOptions, RedisRestoreOptions,
     VolumeRestoreOptions,
 };
+use crate::storage::manifest::BackupOwner;
 
 /// The environment variable holding the plan as JSON.
 pub const PLAN_ENV: &str = "COFFER_PLAN";
@@ -32,6 +33,9 @@ pub enum Plan {
     Restore(RestorePlan),
     /// Delete the backup in `folder`: its manifest first, then its objects.
     Delete(DeletePlan),
+    /// Read the manifest in `folder` and report it as a backup's result (the backup Job
+    /// vanished before the controller read its summary). Writes nothing.
+    Inspect(InspectPlan),
 }
 
 /// Take one backup.
@@ -45,6 +49,9 @@ pub struct BackupPlan {
     /// The name recorded in the manifest (the schedule's or the Backup's).
     pub name: String,
     pub compression: Compression,
+    /// The Backup object this run is for, recorded in the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<BackupOwner>,
 }
 
 /// Restore one backup.
@@ -63,6 +70,10 @@ pub struct RestorePlan {
     pub postgres: Option<PostgresRestoreOptions>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeRestoreOptions>,
+    /// The SHA-256 of the manifest recorded when the backup was taken (restores of a Backup
+    /// object): a manifest that differs is refused before anything is restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
 }
 
 /// Delete one backup's objects.
@@ -71,6 +82,20 @@ pub struct RestorePlan {
 pub struct DeletePlan {
     pub storage: BackupStorage,
     pub folder: String,
+    /// The UID of the Backup whose data this is: a folder whose manifest names another
+    /// Backup is left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_uid: Option<String>,
+}
+
+/// Report the backup in `folder` (a run whose Job vanished).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectPlan {
+    pub storage: BackupStorage,
+    pub folder: String,
+    /// The UID of the Backup the run was for: only a manifest naming it counts.
+    pub owner_uid: String,
 }
 
 impl Plan {
@@ -90,6 +115,7 @@ impl Plan {
             Self::Backup(p) => &p.storage,
             Self::Restore(p) => &p.storage,
             Self::Delete(p) => &p.storage,
+            Self::Inspect(p) => &p.storage,
         }
     }
 
@@ -98,7 +124,7 @@ impl Plan {
         let source = match self {
             Self::Backup(p) => &p.source,
             Self::Restore(p) => &p.target,
-            Self::Delete(_) => return None,
+            Self::Delete(_) | Self::Inspect(_) => return None,
         };
         source.volume.as_ref().map(|v| v.claim_name.as_str())
     }
@@ -108,7 +134,7 @@ impl Plan {
         let source = match self {
             Self::Backup(p) => &p.source,
             Self::Restore(p) => &p.target,
-            Self::Delete(_) => return None,
+            Self::Delete(_) | Self::Inspect(_) => return None,
         };
         source
             .redis
@@ -122,12 +148,13 @@ impl Plan {
             })
     }
 
-    /// `backup`, `restore` or `delete`.
+    /// `backup`, `restore`, `delete` or `inspect`.
     pub fn operation(&self) -> &'static str {
         match self {
             Self::Backup(_) => "backup",
             Self::Restore(_) => "restore",
             Self::Delete(_) => "delete",
+            Self::Inspect(_) => "inspect",
         }
     }
 }

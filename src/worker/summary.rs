@@ -32,6 +32,12 @@ pub enum Failure {
     AlreadyExists,
     /// The backup to restore does not exist.
     BackupNotFound,
+    /// The folder holds another Backup's data; it was left alone.
+    NotOwned,
+    /// The worker was told to stop (SIGTERM) and stopped without finishing.
+    Interrupted,
+    /// The worker's Job disappeared before the controller read its result.
+    WorkerVanished,
     /// Anything else.
     Internal,
 }
@@ -49,6 +55,9 @@ impl Failure {
             Self::IntegrityCheckFailed => "IntegrityCheckFailed",
             Self::AlreadyExists => "AlreadyExists",
             Self::BackupNotFound => "BackupNotFound",
+            Self::NotOwned => "NotOwned",
+            Self::Interrupted => "Interrupted",
+            Self::WorkerVanished => "WorkerVanished",
             Self::Internal => "Internal",
         }
     }
@@ -92,19 +101,37 @@ impl Summary {
         }
     }
 
-    /// The summary as a termination message: JSON within Kubernetes' 4096-byte limit (a long
-    /// message is cut, never the JSON).
+    /// The summary as a termination message: JSON within Kubernetes' 4096-byte limit. A long
+    /// message is cut (on a character boundary, marked with `…`), never the JSON, whatever
+    /// the characters and however much escaping they need.
     pub fn to_termination_message(&self) -> String {
+        const FALLBACK: &str =
+            r#"{"failure":"Internal","message":"the worker could not write its summary"}"#;
         let mut summary = self.clone();
         summary.message = crate::text::one_line(&summary.message);
         if summary.message.chars().count() > MAX_MESSAGE_CHARS {
             summary.message = summary.message.chars().take(MAX_MESSAGE_CHARS).collect();
             summary.message.push('…');
         }
-        serde_json::to_string(&summary).unwrap_or_else(|_| {
-            r#"{"failure":"Internal","message":"the worker could not write its summary"}"#
-                .to_owned()
-        })
+        loop {
+            let Ok(json) = serde_json::to_string(&summary) else {
+                return FALLBACK.to_owned();
+            };
+            if json.len() <= MAX_TERMINATION_MESSAGE {
+                return json;
+            }
+            let over = json.len() - MAX_TERMINATION_MESSAGE;
+            let text = summary.message.trim_end_matches('…');
+            if text.is_empty() {
+                return FALLBACK.to_owned();
+            }
+            // Escapes take up to 6 bytes per character: cut at least that much more.
+            let mut keep = text.len().saturating_sub(over.max(6));
+            while !text.is_char_boundary(keep) {
+                keep -= 1;
+            }
+            summary.message = format!("{}…", &text[..keep]);
+        }
     }
 
     /// Reads a termination message; `None` when it is not a worker's summary (for example the
@@ -131,6 +158,29 @@ mod tests {
         let back = Summary::from_termination_message(&message).unwrap();
         assert_eq!(back.failure, Some(Failure::SourceError));
         assert!(!back.message.contains('\n'));
+    }
+
+    #[test]
+    fn any_characters_fit_in_bytes_and_stay_valid_json() {
+        // Multi-byte characters and characters JSON must escape: 1500 of them are far more
+        // than 4096 bytes.
+        for unit in ["é", "€", "𝄞", "\"", "\u{1}", "\\"] {
+            let mut summary = Summary::failed(Failure::SourceError, unit.repeat(3000));
+            summary.folder = Some("f".repeat(300));
+            let message = summary.to_termination_message();
+            assert!(
+                message.len() <= MAX_TERMINATION_MESSAGE,
+                "{unit:?}: {}",
+                message.len()
+            );
+            let back = Summary::from_termination_message(&message).unwrap();
+            assert_eq!(back.failure, Some(Failure::SourceError), "{unit:?}");
+            assert!(back.message.ends_with('…'), "{unit:?}");
+            if !unit.chars().any(char::is_control) {
+                assert!(back.message.starts_with(unit), "{unit:?}");
+            }
+            assert_eq!(back.folder, summary.folder);
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::api::Compression;
 use crate::pipeline::{self, ObjectSpec, Progress};
 use crate::storage::Store;
 use crate::storage::manifest::{
-    FORMAT_VERSION, Manifest, ObjectRecord, SourceInfo, Stats, TableRows,
+    BackupOwner, FORMAT_VERSION, Manifest, ObjectRecord, SourceInfo, Stats, TableRows,
 };
 
 /// The format names recorded for PostgreSQL objects.
@@ -37,6 +37,8 @@ pub struct PgBackupRequest {
     pub folder: String,
     /// Where `pg_dump` and friends are; default: `PATH` and Debian's directories.
     pub bin_dir: Option<PathBuf>,
+    /// The Backup object this backup is taken for, recorded in the manifest.
+    pub owner: Option<BackupOwner>,
 }
 
 /// The database PostgreSQL clients connect to for server-wide work.
@@ -139,6 +141,7 @@ pub async fn backup(
             table_rows,
             ..Stats::default()
         },
+        owner: request.owner.clone(),
     };
     let written = match dumped {
         Ok(()) => store

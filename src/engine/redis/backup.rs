@@ -18,7 +18,9 @@ use super::target::RedisTarget;
 use crate::api::Compression;
 use crate::pipeline::{self, ObjectSpec, Progress, TapReader};
 use crate::storage::Store;
-use crate::storage::manifest::{FORMAT_VERSION, Manifest, ObjectRecord, SourceInfo, Stats};
+use crate::storage::manifest::{
+    BackupOwner, FORMAT_VERSION, Manifest, ObjectRecord, SourceInfo, Stats,
+};
 
 /// How the data is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +50,8 @@ pub struct BackupRequest {
     pub name: String,
     /// The backup's folder in the store, ending in `/` (for example `name/20261201T160000Z/`).
     pub folder: String,
+    /// The Backup object this backup is taken for, recorded in the manifest.
+    pub owner: Option<BackupOwner>,
 }
 
 /// The format name recorded for each mode's data object.
@@ -113,6 +117,7 @@ pub async fn backup(
         compression: request.compression,
         objects: vec![record],
         stats: counted.stats,
+        owner: request.owner.clone(),
     };
     store.put_manifest(&request.folder, &manifest).await?;
     Ok(manifest)

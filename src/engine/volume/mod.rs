@@ -11,7 +11,7 @@ use tokio_util::io::SyncIoBridge;
 
 use crate::api::Compression;
 use crate::pipeline::{self, ObjectSpec, ObservedReader, Progress};
-use crate::storage::manifest::{FORMAT_VERSION, Manifest, SourceInfo, Stats};
+use crate::storage::manifest::{BackupOwner, FORMAT_VERSION, Manifest, SourceInfo, Stats};
 use crate::storage::{StorageError, Store};
 
 use archive::{ArchiveError, Counts};
@@ -65,6 +65,8 @@ pub struct VolumeBackupRequest {
     pub folder: String,
     /// Leave out files that cannot be read (they are listed) instead of failing.
     pub skip_unreadable: bool,
+    /// The Backup object this backup is taken for, recorded in the manifest.
+    pub owner: Option<BackupOwner>,
 }
 
 /// Archives the directory into the store; the manifest last.
@@ -137,6 +139,7 @@ pub async fn backup(
             unreadable: counts.unreadable,
             ..Stats::default()
         },
+        owner: request.owner.clone(),
     };
     store.put_manifest(&request.folder, &manifest).await?;
     Ok(manifest)

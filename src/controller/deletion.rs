@@ -1,0 +1,290 @@
+//! A deleted Backup's finalizer: wait while a restore reads the backup, stop its worker and
+//! wait for its Pods to be gone, then (with `deletionPolicy: Delete`) run a deletion Job on
+//! the folder recorded in status, and let the Backup go. Deleting a namespace always
+//! finishes: when the namespace is terminating, the store's credentials are gone or deletion
+//! keeps failing for `--deletion-timeout`, the data is left in storage with a
+//! `DataNotDeleted` Event that names it and how to delete it by hand.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
+
+use super::backup::{resolve, set_finalizers, uid};
+use super::context::Context;
+use super::error::Error;
+use super::job::{self, JobRequest};
+use super::location;
+use super::references;
+use super::status::{self, set_condition};
+use super::workers::{self, Created, Found, JobState};
+use crate::api::{Backup, DeletionPolicy, ResolvedRun, RestorePhase, RestoreRequest};
+use crate::worker::plan::DeletePlan;
+use crate::worker::{Failure, Plan};
+
+/// The finalizer that deletes a Backup's stored data before the Backup goes.
+pub const FINALIZER: &str = "coffer.dev/delete-data";
+/// The condition that tells how the deletion of the data is going.
+const DELETING: &str = "Deleting";
+
+/// Where the deletion of a Backup's data is.
+enum Deletion {
+    /// Deleted; the message says what.
+    Done(String),
+    /// Not yet: look again.
+    Waiting(Action),
+    /// Left in storage: why.
+    GaveUp(String),
+}
+
+/// Runs the finalizer of a Backup being deleted.
+pub async fn finalize(
+    backup: &Backup,
+    ctx: &Context,
+    namespace: &str,
+    api: &Api<Backup>,
+) -> Result<Action, Error> {
+    if !backup.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let name = backup.name_any();
+    let uid = uid(backup)?;
+    if let Some(restore) = restoring(ctx, namespace, &name).await? {
+        note(
+            ctx,
+            api,
+            backup,
+            "InUse",
+            &format!(
+                "RestoreRequest {restore} is restoring this backup; its data is deleted when the restore ends"
+            ),
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    // Stop the worker, and wait until its Pod is gone: a worker still running could write
+    // its manifest after the folder was purged.
+    for operation in ["backup", "inspect"] {
+        let job_name = job::job_name(&name, operation);
+        if let Found::Mine(job) = workers::find(ctx, namespace, &job_name, &uid).await?
+            && workers::finished(&job).is_none()
+            && job.metadata.deletion_timestamp.is_none()
+        {
+            workers::delete(ctx, namespace, &job_name).await?;
+        }
+        if workers::pods_left(ctx, namespace, &job_name).await? > 0 && !overdue(ctx, backup) {
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+    }
+    let started = backup
+        .status
+        .as_ref()
+        .is_some_and(|s| s.resolved.is_some() || s.job_name.is_some());
+    if backup.spec.deletion_policy == DeletionPolicy::Delete && started {
+        let run = match backup.status.as_ref().and_then(|s| s.resolved.clone()) {
+            Some(run) => Ok(run),
+            // Made by an earlier version, which did not record its run.
+            None => resolve(ctx, namespace, backup)
+                .await?
+                .map_err(|p| p.message),
+        };
+        let outcome = match &run {
+            Ok(run) => delete_data(ctx, api, backup, &uid, run).await?,
+            Err(why) => Deletion::GaveUp(why.clone()),
+        };
+        match outcome {
+            Deletion::Waiting(action) => return Ok(action),
+            Deletion::Done(message) => ctx.event(backup, false, "DataDeleted", message).await,
+            Deletion::GaveUp(why) => {
+                let left = match &run {
+                    Ok(run) => format!(
+                        "the backup's data is left at {}: {}",
+                        location::display(&run.storage, &run.folder),
+                        location::delete_hint(&run.storage, &run.folder)
+                    ),
+                    Err(_) => "the backup's data, if any, is left in storage".to_owned(),
+                };
+                ctx.event(backup, true, "DataNotDeleted", format!("{why}; {left}"))
+                    .await;
+            }
+        }
+    }
+    let finalizers = backup
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    set_finalizers(api, backup, finalizers).await?;
+    Ok(Action::await_change())
+}
+
+/// Whether deletion has gone on for longer than `--deletion-timeout`.
+fn overdue(ctx: &Context, backup: &Backup) -> bool {
+    let since = backup
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map_or_else(Utc::now, status::chrono);
+    (Utc::now() - since).to_std().unwrap_or_default() > ctx.settings.deletion_timeout
+}
+
+/// The running RestoreRequest (Quiescing or Running) that reads the Backup `name`, if any.
+async fn restoring(ctx: &Context, namespace: &str, name: &str) -> Result<Option<String>, Error> {
+    let api: Api<RestoreRequest> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .find(|r| {
+            r.spec.backup_ref.as_ref().is_some_and(|b| b.name == name)
+                && matches!(
+                    r.status.as_ref().and_then(|s| s.phase),
+                    Some(RestorePhase::Quiescing | RestorePhase::Running)
+                )
+        })
+        .map(|r| r.name_any()))
+}
+
+/// Records where deletion stands in the `Deleting` condition, with an Event the first time
+/// for each reason.
+async fn note(
+    ctx: &Context,
+    api: &Api<Backup>,
+    backup: &Backup,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
+    let old = backup.status.clone();
+    let mut status = old.clone().unwrap_or_default();
+    let first = status::condition(&status.conditions, DELETING).is_none_or(|c| c.reason != reason);
+    set_condition(
+        &mut status.conditions,
+        DELETING,
+        false,
+        reason,
+        message,
+        backup.metadata.generation,
+    );
+    status::apply(api, backup, old.as_ref(), &status).await?;
+    if first {
+        ctx.event(backup, false, reason, message).await;
+    }
+    Ok(())
+}
+
+/// Runs the deletion Job on the recorded folder.
+async fn delete_data(
+    ctx: &Context,
+    api: &Api<Backup>,
+    backup: &Backup,
+    uid: &str,
+    run: &ResolvedRun,
+) -> Result<Deletion, Error> {
+    let name = backup.name_any();
+    let namespace = backup.namespace().unwrap_or_default();
+    let overdue = overdue(ctx, backup);
+    let retry =
+        (ctx.settings.deletion_timeout / 4).clamp(Duration::from_secs(2), Duration::from_secs(60));
+    if let Some(problem) = references::check_storage(ctx, &namespace, &run.storage).await? {
+        return Ok(Deletion::GaveUp(format!(
+            "the store cannot be reached: {}",
+            problem.message
+        )));
+    }
+    let job_name = job::job_name(&name, "delete");
+    let job = match workers::find(ctx, &namespace, &job_name, uid).await? {
+        Found::Mine(job) => *job,
+        Found::Foreign(job) => {
+            if overdue {
+                return Ok(Deletion::GaveUp(format!(
+                    "the Job {job_name} of an earlier Backup of the same name is still running"
+                )));
+            }
+            workers::clear_foreign(ctx, &namespace, &job).await?;
+            return Ok(Deletion::Waiting(Action::requeue(Duration::from_secs(2))));
+        }
+        Found::None => {
+            let plan = Plan::Delete(DeletePlan {
+                storage: run.storage.clone(),
+                folder: run.folder.clone(),
+                owner_uid: Some(uid.to_owned()),
+            });
+            let mut template = backup.spec.job_template.clone().unwrap_or_default();
+            template.ttl_seconds_after_finished = Some(3600);
+            references::ensure_worker_account(ctx, &namespace).await?;
+            let built = job::build(
+                &JobRequest {
+                    name: job_name.clone(),
+                    namespace: &namespace,
+                    // Not owned by the Backup: it must outlive it, even under foreground
+                    // deletion.
+                    owner: None,
+                    owner_name: name.clone(),
+                    owner_uid: uid.to_owned(),
+                    plan: &plan,
+                    template: Some(&template),
+                },
+                &ctx.settings.worker,
+            )?;
+            match workers::create(ctx, &namespace, &built).await? {
+                Created::Job(job) => *job,
+                Created::Refused {
+                    terminating: true, ..
+                } => {
+                    return Ok(Deletion::GaveUp(format!(
+                        "namespace {namespace} is being deleted, so no deletion Job can run in it"
+                    )));
+                }
+                Created::Refused { message, .. } if overdue => {
+                    return Ok(Deletion::GaveUp(message));
+                }
+                Created::Refused { message, .. } => {
+                    note(ctx, api, backup, "DeleteFailed", &escape_hatch(&message)).await?;
+                    return Ok(Deletion::Waiting(Action::requeue(retry)));
+                }
+            }
+        }
+    };
+    match workers::observe(ctx, &namespace, &job).await? {
+        JobState::Running { waiting: Some(why) } if overdue => Ok(Deletion::GaveUp(why)),
+        JobState::Running { waiting: Some(why) } => {
+            note(ctx, api, backup, "DeletionWaiting", &escape_hatch(&why)).await?;
+            Ok(Deletion::Waiting(Action::requeue(Duration::from_secs(5))))
+        }
+        JobState::Running { waiting: None } => {
+            Ok(Deletion::Waiting(Action::requeue(Duration::from_secs(2))))
+        }
+        JobState::Finished(summary) => match summary.failure {
+            None => Ok(Deletion::Done(summary.message)),
+            // The folder holds another Backup's data: it is theirs to delete.
+            Some(Failure::NotOwned) => Ok(Deletion::GaveUp(summary.message)),
+            Some(_) if overdue => Ok(Deletion::GaveUp(summary.message)),
+            Some(_) => {
+                ctx.event(
+                    backup,
+                    true,
+                    "DeleteFailed",
+                    escape_hatch(&format!(
+                        "{}; retrying in {}s",
+                        summary.message,
+                        retry.as_secs()
+                    )),
+                )
+                .await;
+                workers::delete(ctx, &namespace, &job_name).await?;
+                Ok(Deletion::Waiting(Action::requeue(retry)))
+            }
+        },
+    }
+}
+
+/// A deletion problem, with the way out.
+fn escape_hatch(message: &str) -> String {
+    format!(
+        "{message} (to let the Backup go and keep its data, set spec.deletionPolicy: Retain; it gives up by itself after the operator's --deletion-timeout)"
+    )
+}
