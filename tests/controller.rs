@@ -10,9 +10,7 @@ use chrono::Utc;
 use coffer::api::{Backup, BackupPhase, BackupSchedule, RestorePhase, RestoreRequest};
 use coffer_testenv::{PostgresServer, RedisServer, S3Server};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde::de::DeserializeOwned;
@@ -21,10 +19,9 @@ use serde_json::{Value, json};
 mod support;
 use support::operator::{Operator, admin, eventually, plane, prepare};
 use support::resources::{
-    BUCKET, RUN, create, finished_backup, finished_restore, redis_source, s3_secret,
-    s3_with_bucket, secret, storage,
+    BUCKET, RUN, create, events_of, finished_backup, finished_restore, jobs, redis_source,
+    s3_secret, s3_with_bucket, secret, storage, stored_keys,
 };
-use support::s3_client;
 
 /// A namespace of its own for a test, the operator's RBAC, an S3 server with the bucket, and
 /// its credentials in the Secret `s3-creds`. Keep the namespace handle: dropping it deletes
@@ -78,46 +75,6 @@ where
             .then_some(object)
     })
     .await
-}
-
-async fn events_of(ns: &str, name: &str) -> Vec<(String, String, String)> {
-    Api::<Event>::namespaced(admin().await, ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| {
-            (
-                e.type_.unwrap_or_default(),
-                e.reason.unwrap_or_default(),
-                e.note.unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
-async fn stored_keys(s3: &S3Server, prefix: &str) -> Vec<String> {
-    s3_client(s3)
-        .list_objects_v2()
-        .bucket(BUCKET)
-        .prefix(prefix)
-        .send()
-        .await
-        .unwrap()
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_owned))
-        .collect()
-}
-
-async fn jobs(ns: &str) -> Vec<Job> {
-    Api::<Job>::namespaced(admin().await, ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
 }
 
 #[tokio::test]

@@ -250,7 +250,11 @@ async fn delete_data(
         }
     };
     match workers::observe(ctx, &namespace, &job).await? {
-        JobState::Running { waiting: Some(why) } if overdue => Ok(Deletion::GaveUp(why)),
+        JobState::Running { waiting: Some(why) } if overdue => {
+            // Its Pod would wait for ever: it goes with the Backup.
+            workers::delete(ctx, &namespace, &job_name).await?;
+            Ok(Deletion::GaveUp(why))
+        }
         JobState::Running { waiting: Some(why) } => {
             note(ctx, api, backup, "DeletionWaiting", &escape_hatch(&why)).await?;
             Ok(Deletion::Waiting(Action::requeue(Duration::from_secs(5))))

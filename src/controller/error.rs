@@ -11,6 +11,8 @@ pub enum Error {
     NoNamespace(String),
     #[error("{0} has no UID")]
     NoUid(String),
+    #[error("the Job {0} of an earlier object of the same name is still being deleted")]
+    JobBusy(String),
     #[error("the watch of {0} has not listed them yet")]
     NotSynced(&'static str),
 }
@@ -24,6 +26,7 @@ impl Error {
             Self::Plan(_) => "plan",
             Self::NoNamespace(_) | Self::NoUid(_) => "invalid_object",
             Self::NotSynced(_) => "not_synced",
+            Self::JobBusy(_) => "job_busy",
         }
     }
 }

@@ -65,15 +65,29 @@ pub enum Created {
     },
 }
 
-/// Creates the Job. A Job of the same name that appeared meanwhile (another replica made it
-/// an instant ago) is returned instead; the caller checks whose it is on its next look.
+/// Creates the Job. A Job of the same name made for the same object meanwhile (another
+/// replica made it an instant ago) is returned instead; one made for another object is an
+/// error, retried.
 pub async fn create(ctx: &Context, namespace: &str, job: &Job) -> Result<Created, Error> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let name = job.metadata.name.clone().unwrap_or_default();
     match api.create(&PostParams::default(), job).await {
         Ok(created) => Ok(Created::Job(Box::new(created))),
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            Ok(Created::Job(Box::new(api.get(&name).await?)))
+            let existing = api.get(&name).await?;
+            let uid = job
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(OWNER_UID_LABEL))
+                .map(String::as_str)
+                .unwrap_or_default();
+            if owned_by(&existing, uid) {
+                Ok(Created::Job(Box::new(existing)))
+            } else {
+                // An earlier object's Job, still being deleted: never taken for this one's.
+                Err(Error::JobBusy(name))
+            }
         }
         Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => Ok(Created::Refused {
             terminating: e.code == 403 && e.message.contains("being terminated"),
@@ -110,14 +124,20 @@ pub async fn clear_foreign(ctx: &Context, namespace: &str, job: &Job) -> Result<
     Ok(())
 }
 
-/// How many Pods of the Job named `name` still exist (running or not).
+/// How many Pods of the Job named `name` may still run: every Pod that has not ended
+/// (Succeeded or Failed), including those being deleted.
 pub async fn pods_left(ctx: &Context, namespace: &str, name: &str) -> Result<usize, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     Ok(pods
         .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
         .await?
         .items
-        .len())
+        .iter()
+        .filter(|p| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            !matches!(phase, Some("Succeeded" | "Failed"))
+        })
+        .count())
 }
 
 /// Deletes a Job and its Pods (in the background).

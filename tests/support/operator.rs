@@ -133,11 +133,26 @@ impl Operator {
         Self::start_binary(env!("CARGO_BIN_EXE_coffer").as_ref(), namespace, identity)
     }
 
+    /// [`Operator::start`] with more command-line arguments.
+    pub fn start_with(namespace: &str, identity: &str, extra: &[&str]) -> Self {
+        Self::spawn(
+            env!("CARGO_BIN_EXE_coffer").as_ref(),
+            namespace,
+            identity,
+            extra,
+        )
+    }
+
     /// [`Operator::start`] with another `coffer` binary (the benchmark's release build).
     pub fn start_binary(binary: &Path, namespace: &str, identity: &str) -> Self {
+        Self::spawn(binary, namespace, identity, &[])
+    }
+
+    fn spawn(binary: &Path, namespace: &str, identity: &str, extra: &[&str]) -> Self {
         let dir = plane().dir().join("operators");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("{namespace}-{identity}.log"));
+        // A restarted operator appends to the same log.
         let metrics_address = format!("127.0.0.1:{}", free_port());
         let child = Command::new(binary)
             .args([
@@ -153,6 +168,7 @@ impl Operator {
                 "--lease-duration",
                 "6",
             ])
+            .args(extra)
             .env(
                 "KUBECONFIG",
                 plane().user_kubeconfig(OPERATOR_USER).unwrap(),
@@ -160,7 +176,13 @@ impl Operator {
             .env("RUST_LOG", "info,coffer=debug,kube=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
             .spawn()
             .unwrap();
         Self {

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use coffer::api::{Backup, BackupPhase, RestorePhase, RestoreRequest};
 use coffer_testenv::{RedisServer, S3Server};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -106,3 +108,47 @@ pub async fn finished_restore(ns: &str, name: &str) -> RestoreRequest {
     })
     .await
 }
+
+/// The Events about the object `name`: (type, reason, note).
+pub async fn events_of(ns: &str, name: &str) -> Vec<(String, String, String)> {
+    Api::<Event>::namespaced(admin().await, ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The keys under `prefix` in the test bucket.
+pub async fn stored_keys(s3: &S3Server, prefix: &str) -> Vec<String> {
+    s3_client(s3)
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect()
+}
+
+/// Every Job in the namespace.
+pub async fn jobs(ns: &str) -> Vec<Job> {
+    Api::<Job>::namespaced(admin().await, ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+

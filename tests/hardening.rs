@@ -1,0 +1,464 @@
+//! No run ever adopts, repeats or deletes another run's work, and deletions always finish:
+//! each test reproduces one way this went wrong, against the real control plane (the Job and
+//! garbage-collector controllers, the process kubelet), Redis and the S3 server, with the
+//! operator running as the chart's RBAC.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use coffer::api::{Backup, BackupPhase, RestorePhase, RestoreRequest};
+use coffer_testenv::{RedisServer, S3Server};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use serde_json::{Value, json};
+
+mod support;
+use support::operator::{Operator, admin, eventually, plane, prepare};
+use support::resources::{
+    BUCKET, RUN, create, events_of, finished_backup, finished_restore, jobs, redis_source,
+    s3_secret, s3_with_bucket, secret, storage, stored_keys,
+};
+
+/// A namespace of its own, the operator's RBAC, an S3 server with the bucket and its
+/// credentials in `s3-creds`, and a Redis server with 20 keys and its password in
+/// `redis-auth`.
+async fn setup(prefix: &str) -> (coffer_testenv::TestNamespace, String, S3Server, RedisServer) {
+    let namespace = plane().namespace(prefix).await.unwrap();
+    let ns = namespace.name().to_owned();
+    prepare(&ns).await;
+    let s3 = s3_with_bucket().await;
+    s3_secret(&ns, &s3).await;
+    let redis = RedisServer::start_with_password("pw").unwrap();
+    let mut con = support::redis_data::connect(&redis.url()).await;
+    support::redis_data::set_numbered(&mut con, "key:", "", 20).await;
+    secret(&ns, "redis-auth", &[("password", "pw")]).await;
+    (namespace, ns, s3, redis)
+}
+
+fn backup_doc(name: &str, redis: &RedisServer, s3: &S3Server, secret: &str) -> Value {
+    json!({"metadata": {"name": name}, "spec": {
+        "source": redis_source(redis, secret), "storage": storage(s3)}})
+}
+
+/// The folder of a Backup's location, relative to the bucket.
+fn folder(backup: &Backup) -> String {
+    let location = backup.status.as_ref().unwrap().location.clone().unwrap();
+    location
+        .trim_start_matches(&format!("s3://{BUCKET}/"))
+        .to_owned()
+}
+
+async fn delete<K>(ns: &str, name: &str, propagation: PropagationPolicy)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let params = DeleteParams {
+        propagation_policy: Some(propagation),
+        ..DeleteParams::default()
+    };
+    Api::<K>::namespaced(admin().await, ns)
+        .delete(name, &params)
+        .await
+        .unwrap();
+}
+
+async fn gone<K>(ns: &str, name: &str, timeout: Duration)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(admin().await, ns);
+    eventually(timeout, &format!("{name} to be gone"), || async {
+        api.get_opt(name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+}
+
+async fn keys(redis: &RedisServer) -> usize {
+    let mut con = support::redis_data::connect(&redis.url()).await;
+    let n: usize = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    n
+}
+
+#[tokio::test]
+async fn two_backups_of_one_schedule_in_the_same_second_never_share_a_folder() {
+    let (_namespace, ns, s3, redis) = setup("samesecond").await;
+    let _operator = Operator::start(&ns, "solo");
+    // Two on-demand runs of one schedule, carrying the same scheduled time (two CI jobs in
+    // the same second, or a copied object): they used to share a folder.
+    for name in ["ci-a", "ci-b"] {
+        let mut doc = backup_doc(name, &redis, &s3, "redis-auth");
+        doc["metadata"]["annotations"] =
+            json!({"coffer.dev/scheduled-time": "2026-12-01T16:00:00Z"});
+        doc["spec"]["scheduleRef"] = json!({"name": "shop"});
+        create::<Backup>(&ns, doc).await;
+    }
+    let a = finished_backup(&ns, "ci-a").await;
+    let b = finished_backup(&ns, "ci-b").await;
+    for backup in [&a, &b] {
+        let status = backup.status.as_ref().unwrap();
+        assert_eq!(status.phase, Some(BackupPhase::Succeeded), "{status:?}");
+        // The run's settings are recorded, with its folder.
+        let resolved = status.resolved.as_ref().unwrap();
+        assert_eq!(format!("ci/{}", resolved.folder), folder(backup));
+    }
+    let (folder_a, folder_b) = (folder(&a), folder(&b));
+    assert_ne!(folder_a, folder_b);
+    assert!(folder_a.starts_with(&format!("ci/{ns}/shop/20261201T160000Z-")));
+    // The manifest names the Backup it was written for.
+    let manifest = s3_client_get(&s3, &format!("{folder_b}manifest.json")).await;
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(manifest["owner"]["uid"], json!(b.uid().unwrap()));
+    assert_eq!(manifest["owner"]["name"], json!("ci-b"));
+
+    // Deleting one deletes its data, and never the other's.
+    delete::<Backup>(&ns, "ci-a", PropagationPolicy::Background).await;
+    gone::<Backup>(&ns, "ci-a", RUN).await;
+    assert!(stored_keys(&s3, &folder_a).await.is_empty());
+    let left = stored_keys(&s3, &folder_b).await;
+    assert!(
+        left.contains(&format!("{folder_b}manifest.json")),
+        "{left:?}"
+    );
+}
+
+async fn s3_client_get(s3: &S3Server, key: &str) -> Vec<u8> {
+    support::s3_client(s3)
+        .get_object()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_backup_created_again_under_the_same_name_runs_and_deletes_its_own_data() {
+    let (_namespace, ns, s3, redis) = setup("samename").await;
+    secret(&ns, "wrong-auth", &[("password", "wrong")]).await;
+    let _operator = Operator::start(&ns, "solo");
+    // The first `nightly` fails (a wrong password); deleting it with Orphan keeps its Job.
+    create::<Backup>(&ns, backup_doc("nightly", &redis, &s3, "wrong-auth")).await;
+    let first = finished_backup(&ns, "nightly").await;
+    assert_eq!(
+        first.status.as_ref().unwrap().phase,
+        Some(BackupPhase::Failed)
+    );
+    delete::<Backup>(&ns, "nightly", PropagationPolicy::Orphan).await;
+    gone::<Backup>(&ns, "nightly", RUN).await;
+    let old_jobs: Vec<String> = jobs(&ns).await.iter().map(|j| j.name_any()).collect();
+    assert!(old_jobs.contains(&"nightly-backup".to_owned()), "{old_jobs:?}");
+    assert!(old_jobs.contains(&"nightly-delete".to_owned()), "{old_jobs:?}");
+
+    // The second `nightly` must not take the first one's failed Job as its result.
+    let second = create::<Backup>(&ns, backup_doc("nightly", &redis, &s3, "redis-auth")).await;
+    let done = finished_backup(&ns, "nightly").await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.phase, Some(BackupPhase::Succeeded), "{status:?}");
+    let job = Api::<Job>::namespaced(admin().await, &ns)
+        .get("nightly-backup")
+        .await
+        .unwrap();
+    assert_eq!(
+        job.labels().get("coffer.dev/owner-uid"),
+        second.uid().as_ref()
+    );
+    let data = folder(&done);
+    assert!(!stored_keys(&s3, &data).await.is_empty());
+
+    // Nor the first one's finished deletion Job as the deletion of its own data.
+    delete::<Backup>(&ns, "nightly", PropagationPolicy::Background).await;
+    gone::<Backup>(&ns, "nightly", RUN).await;
+    assert_eq!(stored_keys(&s3, &data).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_restore_request_created_again_under_the_same_name_restores_again() {
+    let (_namespace, ns, s3, redis) = setup("restoreagain").await;
+    let _operator = Operator::start(&ns, "solo");
+    create::<Backup>(&ns, backup_doc("base", &redis, &s3, "redis-auth")).await;
+    assert_eq!(
+        finished_backup(&ns, "base").await.status.unwrap().phase,
+        Some(BackupPhase::Succeeded)
+    );
+    let restore = json!({"metadata": {"name": "again"}, "spec": {
+        "backupRef": {"name": "base"}, "redis": {"conflict": "Overwrite"}}});
+    create::<RestoreRequest>(&ns, restore.clone()).await;
+    let first = finished_restore(&ns, "again").await;
+    assert_eq!(
+        first.status.unwrap().phase,
+        Some(RestorePhase::Succeeded)
+    );
+    delete::<RestoreRequest>(&ns, "again", PropagationPolicy::Orphan).await;
+    gone::<RestoreRequest>(&ns, "again", RUN).await;
+    assert!(
+        jobs(&ns)
+            .await
+            .iter()
+            .any(|j| j.name_any() == "again-restore")
+    );
+    let mut con = support::redis_data::connect(&redis.url()).await;
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+
+    // The old Job's success is not this request's: it runs its own restore.
+    create::<RestoreRequest>(&ns, restore).await;
+    let second = finished_restore(&ns, "again").await;
+    let status = second.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Succeeded), "{status:?}");
+    assert_eq!(keys(&redis).await, 20);
+}
+
+/// Waits until the object's status names its worker Job.
+async fn job_started<K>(ns: &str, name: &str) -> String
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(admin().await, ns);
+    eventually(RUN, &format!("{name}'s Job to start"), || async {
+        let value = serde_json::to_value(api.get(name).await.unwrap()).unwrap();
+        value["status"]["jobName"].as_str().map(str::to_owned)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_restore_whose_job_vanished_fails_and_never_runs_again() {
+    let (_namespace, ns, s3, redis) = setup("vanishrestore").await;
+    let _operator = Operator::start(&ns, "solo");
+    create::<Backup>(&ns, backup_doc("base", &redis, &s3, "redis-auth")).await;
+    finished_backup(&ns, "base").await;
+    let target = RedisServer::start_with_password("target-pw").unwrap();
+    // The target's Secret lacks the key: the worker waits (CreateContainerConfigError).
+    secret(&ns, "target-auth", &[("other", "x")]).await;
+    create::<RestoreRequest>(&ns, json!({"metadata": {"name": "lost"}, "spec": {
+        "backupRef": {"name": "base"}, "redis": {"conflict": "Flush"},
+        "target": redis_source(&target, "target-auth")}}))
+    .await;
+    let job = job_started::<RestoreRequest>(&ns, "lost").await;
+    delete::<Job>(&ns, &job, PropagationPolicy::Background).await;
+    let done = finished_restore(&ns, "lost").await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Failed));
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "WorkerVanished", "{}", ready.message);
+    assert!(ready.message.contains("not run again"), "{}", ready.message);
+    // With the key in place now, nothing runs the restore again.
+    let patch = json!({"stringData": {"password": "target-pw"}});
+    Api::<Secret>::namespaced(admin().await, &ns)
+        .patch("target-auth", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(!jobs(&ns).await.iter().any(|j| j.name_any() == job));
+    assert_eq!(keys(&target).await, 0);
+}
+
+#[tokio::test]
+async fn a_backup_whose_job_vanished_is_judged_by_what_is_in_storage() {
+    let (_namespace, ns, s3, redis) = setup("vanishbackup").await;
+    let mut operator = Operator::start(&ns, "solo");
+    // A run that completed while the operator was down, and whose Job was gone (its TTL ran
+    // out, or someone deleted it) before the operator came back.
+    create::<Backup>(&ns, backup_doc("complete", &redis, &s3, "redis-auth")).await;
+    let job = job_started::<Backup>(&ns, "complete").await;
+    operator.kill();
+    let job_api = Api::<Job>::namespaced(admin().await, &ns);
+    eventually(RUN, "the backup Job to complete", || async {
+        let job = job_api.get(&job).await.unwrap();
+        coffer::controller::workers::finished(&job).map(|_| ())
+    })
+    .await;
+    delete::<Job>(&ns, &job, PropagationPolicy::Background).await;
+    gone::<Job>(&ns, &job, RUN).await;
+    // A run whose worker never started, and whose Job vanished.
+    secret(&ns, "no-key", &[("other", "x")]).await;
+    let _operator = Operator::start(&ns, "solo");
+    create::<Backup>(&ns, backup_doc("never", &redis, &s3, "no-key")).await;
+    let never_job = job_started::<Backup>(&ns, "never").await;
+    delete::<Job>(&ns, &never_job, PropagationPolicy::Background).await;
+
+    let complete = finished_backup(&ns, "complete").await;
+    let status = complete.status.clone().unwrap();
+    assert_eq!(status.phase, Some(BackupPhase::Succeeded), "{status:?}");
+    assert_eq!(status.manifest_sha256.as_ref().map(String::len), Some(64));
+    assert_eq!(status.stats.as_ref().and_then(|s| s.keys), Some(20));
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("vanished"), "{}", ready.message);
+
+    let never = finished_backup(&ns, "never").await;
+    let status = never.status.unwrap();
+    assert_eq!(status.phase, Some(BackupPhase::Failed));
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "WorkerVanished", "{}", ready.message);
+    assert!(ready.message.contains("manifest"), "{}", ready.message);
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_finishes_and_says_where_the_data_was_left() {
+    let (namespace, ns, s3, redis) = setup("nsdelete").await;
+    // Its Lease must not live in the namespace that goes away.
+    let operator = Operator::start_with(&ns, "solo", &["--no-leader-election"]);
+    create::<Backup>(&ns, backup_doc("kept", &redis, &s3, "redis-auth")).await;
+    let done = finished_backup(&ns, "kept").await;
+    let data = folder(&done);
+    Api::<Namespace>::all(admin().await)
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+    let namespaces = Api::<Namespace>::all(admin().await);
+    eventually(Duration::from_secs(120), "the namespace to be gone", || async {
+        namespaces.get_opt(&ns).await.unwrap().is_none().then_some(())
+    })
+    .await;
+    drop(namespace);
+    // The data stays, and the operator says where and how to delete it.
+    assert!(
+        stored_keys(&s3, &data)
+            .await
+            .contains(&format!("{data}manifest.json"))
+    );
+    let log = operator.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("DataNotDeleted"))
+        .unwrap_or_else(|| panic!("no DataNotDeleted in the log:\n{log}"));
+    assert!(line.contains(&data) && line.contains("coffer delete"), "{line}");
+}
+
+#[tokio::test]
+async fn deletion_gives_up_when_the_credentials_are_gone_and_coffer_delete_finishes_the_job() {
+    let (_namespace, ns, s3, redis) = setup("credsgone").await;
+    let _operator = Operator::start_with(&ns, "solo", &["--deletion-timeout", "15"]);
+    create::<Backup>(&ns, backup_doc("orphan", &redis, &s3, "redis-auth")).await;
+    create::<Backup>(&ns, backup_doc("stuck", &redis, &s3, "redis-auth")).await;
+    let orphan = finished_backup(&ns, "orphan").await;
+    let stuck = finished_backup(&ns, "stuck").await;
+
+    // The deletion Job of `stuck` cannot start (its credentials lack a key): it waits, says
+    // so with the way out, and gives up after --deletion-timeout.
+    let patch = json!({"data": {"AWS_SECRET_ACCESS_KEY": null}});
+    let secrets = Api::<Secret>::namespaced(admin().await, &ns);
+    secrets
+        .patch("s3-creds", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    delete::<Backup>(&ns, "stuck", PropagationPolicy::Background).await;
+    gone::<Backup>(&ns, "stuck", Duration::from_secs(90)).await;
+    let events = events_of(&ns, "stuck").await;
+    let waiting = events.iter().find(|e| e.1 == "DeletionWaiting");
+    assert!(
+        waiting.is_some_and(|e| e.2.contains("deletionPolicy: Retain")),
+        "{events:?}"
+    );
+    let left = events
+        .iter()
+        .find(|e| e.1 == "DataNotDeleted")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert!(left.2.contains(&folder(&stuck)), "{left:?}");
+
+    // With the Secret gone, deletion gives up at once.
+    secrets
+        .delete("s3-creds", &DeleteParams::default())
+        .await
+        .unwrap();
+    delete::<Backup>(&ns, "orphan", PropagationPolicy::Background).await;
+    gone::<Backup>(&ns, "orphan", Duration::from_secs(30)).await;
+    let events = events_of(&ns, "orphan").await;
+    let left = events
+        .iter()
+        .find(|e| e.1 == "DataNotDeleted")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    let data = folder(&orphan);
+    assert!(left.2.contains(&data), "{left:?}");
+    assert!(!stored_keys(&s3, &data).await.is_empty());
+
+    // The command the Event names deletes it.
+    let command = left.2.split('`').nth(1).unwrap();
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(&args)
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stored_keys(&s3, &data).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_backup_is_not_deleted_while_a_restore_reads_it() {
+    let (_namespace, ns, s3, redis) = setup("inuse").await;
+    let _operator = Operator::start(&ns, "solo");
+    create::<Backup>(&ns, backup_doc("base", &redis, &s3, "redis-auth")).await;
+    let base = finished_backup(&ns, "base").await;
+    let data = folder(&base);
+    let target = RedisServer::start_with_password("target-pw").unwrap();
+    secret(&ns, "target-auth", &[("other", "x")]).await;
+    create::<RestoreRequest>(&ns, json!({"metadata": {"name": "reader"}, "spec": {
+        "backupRef": {"name": "base"}, "target": redis_source(&target, "target-auth")}}))
+    .await;
+    job_started::<RestoreRequest>(&ns, "reader").await;
+    delete::<Backup>(&ns, "base", PropagationPolicy::Background).await;
+    let backups = Api::<Backup>::namespaced(admin().await, &ns);
+    eventually(RUN, "base to say it is in use", || async {
+        let b = backups.get(&"base".to_owned()).await.unwrap();
+        let deleting = b.status?.conditions.into_iter().find(|c| c.type_ == "Deleting")?;
+        (deleting.reason == "InUse").then_some(())
+    })
+    .await;
+    assert!(!stored_keys(&s3, &data).await.is_empty());
+    // The restore can run now, and finishes; then the Backup and its data go.
+    let patch = json!({"stringData": {"password": "target-pw"}});
+    Api::<Secret>::namespaced(admin().await, &ns)
+        .patch("target-auth", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let restored = finished_restore(&ns, "reader").await;
+    assert_eq!(
+        restored.status.unwrap().phase,
+        Some(RestorePhase::Succeeded)
+    );
+    assert_eq!(keys(&target).await, 20);
+    gone::<Backup>(&ns, "base", RUN).await;
+    assert!(stored_keys(&s3, &data).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_restore_from_a_location_outside_the_prefix_is_refused() {
+    let (_namespace, ns, s3, redis) = setup("escape").await;
+    let _operator = Operator::start(&ns, "solo");
+    create::<RestoreRequest>(&ns, json!({"metadata": {"name": "escape"}, "spec": {
+        "from": {"storage": storage(&s3), "location": "../other-team/"},
+        "target": redis_source(&redis, "redis-auth")}}))
+    .await;
+    let done = finished_restore(&ns, "escape").await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Failed));
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "InvalidLocation", "{}", ready.message);
+    assert!(!jobs(&ns).await.iter().any(|j| j.name_any() == "escape-restore"));
+    assert_eq!(keys(&redis).await, 20);
+}
