@@ -400,3 +400,69 @@ fn a_full_disk_fails_backup_and_restore_in_one_line() {
     );
     assert!(err.contains("exit=1"), "{err}");
 }
+
+/// A read-only directory (0555) with files in it restores as a user other than root: its mode
+/// is applied after its files are written. Runs the restore as `nobody` when the tests run as
+/// root (as in CI), since root ignores directory permissions; says so when it cannot.
+#[test]
+fn a_read_only_directory_restores_with_its_files_as_a_non_root_user() {
+    use std::os::unix::process::CommandExt;
+    if !running_as_root() {
+        eprintln!("skipped: needs root to restore as another user (CI runs as root)");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    std::fs::create_dir_all(source.join("ro/inner")).unwrap();
+    std::fs::write(source.join("ro/a.txt"), "a").unwrap();
+    std::fs::write(source.join("ro/inner/b.txt"), "b").unwrap();
+    for dir in ["ro/inner", "ro"] {
+        std::fs::set_permissions(source.join(dir), std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let store = work.path().join("store");
+    let (location, _) = ok(
+        &[
+            "backup",
+            &source.display().to_string(),
+            "--to",
+            &store.display().to_string(),
+        ],
+        &[],
+    );
+    let target = work.path().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    // `nobody` must be able to reach and read the store, and write the target.
+    const NOBODY: u32 = 65534;
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+        .args([&store, &target])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args([
+            "restore",
+            location.trim(),
+            "--to",
+            &target.display().to_string(),
+        ])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(target.join("ro/inner/b.txt")).unwrap(),
+        "b"
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("ro/a.txt")).unwrap(),
+        "a"
+    );
+    let mode = std::fs::metadata(target.join("ro"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o555);
+}

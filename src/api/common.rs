@@ -74,6 +74,27 @@ pub struct JobTemplate {
     /// Extra annotations for the worker Pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_annotations: Option<BTreeMap<String, String>>,
+    /// The UID the worker runs as. Default: 65532 (the image's user). Set it to the owner
+    /// of a volume's files to back up files only their owner can read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub run_as_user: Option<i64>,
+    /// The GID the worker runs as. Default: 65532.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub run_as_group: Option<i64>,
+    /// The Pod's `fsGroup`: the kubelet makes every mounted volume (the volume backed up or
+    /// restored too) group-owned by it, recursively unless `fsGroupChangePolicy` says
+    /// otherwise. Default: 65532 only when the Pod mounts no volume source or target (a
+    /// filesystem store then becomes writable by the worker); none when it does, so a
+    /// backup or restore never changes the owners of your data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub fs_group: Option<i64>,
+    /// When the kubelet applies `fsGroup`: `OnRootMismatch` (the default here: only when the
+    /// volume's root does not match already) or `Always`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_group_change_policy: Option<FsGroupChangePolicy>,
     /// Seconds the Job may run before Kubernetes stops it and the run is marked Failed.
     /// Default: 21600 (6 hours) for backups and restores, 3600 for deletions, so that a stuck
     /// run never blocks later ones forever.
@@ -92,4 +113,14 @@ pub struct JobTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 60))]
     pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// When the kubelet changes a volume's group to the Pod's `fsGroup`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FsGroupChangePolicy {
+    /// Only when the volume's root directory does not have the group already.
+    #[default]
+    OnRootMismatch,
+    /// On every mount, recursively.
+    Always,
 }

@@ -18,7 +18,9 @@ pub use backup::{
 pub use backup_schedule::{
     BackupSchedule, BackupScheduleSpec, BackupScheduleStatus, ConcurrencyPolicy,
 };
-pub use common::{Compression, JobTemplate, LocalObjectReference, SecretKeySelector};
+pub use common::{
+    Compression, FsGroupChangePolicy, JobTemplate, LocalObjectReference, SecretKeySelector,
+};
 pub use restore_request::{
     PostgresRestoreOptions, QuiesceTarget, QuiescedWorkload, RedisConflict, RedisRestoreOptions,
     RestoreFrom, RestorePhase, RestoreRequest, RestoreRequestSpec, RestoreRequestStatus,

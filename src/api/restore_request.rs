@@ -143,6 +143,13 @@ pub struct VolumeRestoreOptions {
     /// Empty the volume before extracting the backup into it.
     #[serde(default)]
     pub clean: bool,
+    /// Give files back the owners (UID and GID) they had when backed up. This needs root:
+    /// the restore worker then runs as UID 0 with only the CHOWN, DAC_OVERRIDE, FOWNER and
+    /// FSETID capabilities (everything else dropped, no privilege escalation), which the
+    /// `baseline` Pod Security Standard admits and `restricted` does not. Default: false,
+    /// files belong to the worker's user (`jobTemplate.runAsUser`, 65532).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore_owners: bool,
 }
 
 /// A workload stopped during the restore.

@@ -139,4 +139,9 @@ pub struct VolumeSource {
     /// Name of the PersistentVolumeClaim.
     #[schemars(length(min = 1, max = 253))]
     pub claim_name: String,
+    /// Back up what can be read and list the files that cannot (in the manifest and the
+    /// worker's log) instead of failing the backup. The worker runs as UID 65532 (see
+    /// `jobTemplate.runAsUser`): files only their owner can read fail the backup without it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_unreadable: bool,
 }

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 
-use crate::api::{BackupStorage, JobTemplate, SecretKeySelector};
+use crate::api::{BackupStorage, FsGroupChangePolicy, JobTemplate, SecretKeySelector};
 use crate::worker::Plan;
 use crate::worker::plan::{
     PASSWORD_ENV, PLAN_ENV, SOURCE_MOUNT, STORE_MOUNT, TERMINATION_LOG, TMP_MOUNT,
@@ -32,6 +32,9 @@ pub const CONTAINER: &str = "worker";
 /// The UID and GID the worker runs as (non-root, as the restricted Pod Security Standard
 /// requires); the image's user.
 pub const WORKER_UID: i64 = 65532;
+/// The only capabilities a worker ever gets: those a volume restore with `restoreOwners`
+/// needs to give files their owners back (all within the `baseline` Pod Security Standard).
+pub const OWNER_CAPABILITIES: [&str; 4] = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"];
 /// Seconds a finished Job is kept when the template does not say.
 pub const DEFAULT_TTL_SECONDS: i32 = 86_400;
 /// Seconds a backup or restore may run when the template does not say: a stuck run ends
@@ -88,6 +91,9 @@ pub fn build(
 ) -> Result<Job, serde_json::Error> {
     let template = request.template.cloned().unwrap_or_default();
     let plan = request.plan;
+    // A volume restore that gives files back their owners runs as root with only the
+    // capabilities that takes (baseline, not restricted).
+    let owners = matches!(plan, Plan::Restore(p) if p.volume.as_ref().is_some_and(|v| v.restore_owners) && p.target.volume.is_some());
     let mut labels = BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), "coffer".to_owned()),
         (
@@ -172,10 +178,10 @@ pub fn build(
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
+            run_as_non_root: Some(!owners),
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".to_owned()]),
-                add: None,
+                add: owners.then(|| OWNER_CAPABILITIES.map(str::to_owned).to_vec()),
             }),
             seccomp_profile: Some(runtime_default()),
             ..SecurityContext::default()
@@ -219,10 +225,29 @@ pub fn build(
                     tolerations: template.tolerations.clone(),
                     priority_class_name: template.priority_class_name.clone(),
                     security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(WORKER_UID),
-                        run_as_group: Some(WORKER_UID),
-                        fs_group: Some(WORKER_UID),
+                        run_as_non_root: Some(!owners),
+                        run_as_user: Some(if owners {
+                            0
+                        } else {
+                            template.run_as_user.unwrap_or(WORKER_UID)
+                        }),
+                        run_as_group: Some(if owners {
+                            0
+                        } else {
+                            template.run_as_group.unwrap_or(WORKER_UID)
+                        }),
+                        // The kubelet would change the owners of every mounted volume: never
+                        // of the user's data unless asked.
+                        fs_group: template
+                            .fs_group
+                            .or_else(|| plan.volume_claim().is_none().then_some(WORKER_UID)),
+                        fs_group_change_policy: Some(
+                            match template.fs_group_change_policy.unwrap_or_default() {
+                                FsGroupChangePolicy::OnRootMismatch => "OnRootMismatch",
+                                FsGroupChangePolicy::Always => "Always",
+                            }
+                            .to_owned(),
+                        ),
                         seccomp_profile: Some(runtime_default()),
                         ..PodSecurityContext::default()
                     }),
@@ -306,7 +331,7 @@ mod tests {
     use super::*;
     use crate::api::{
         BackupSource, Compression, FilesystemStorage, LocalObjectReference, PostgresSource,
-        RedisMode, RedisSource, S3Storage, VolumeSource,
+        RedisMode, RedisSource, S3Storage, VolumeRestoreOptions, VolumeSource,
     };
     use crate::worker::plan::{BackupPlan, RestorePlan};
 
@@ -471,6 +496,7 @@ mod tests {
             postgres: None,
             volume: Some(VolumeSource {
                 claim_name: "app-data".into(),
+                skip_unreadable: false,
             }),
         };
         let storage = BackupStorage {
@@ -506,13 +532,69 @@ mod tests {
             storage,
             folder: "shop/data/20261201T160000Z/".into(),
             latest: false,
-            target: source,
+            target: source.clone(),
             redis: None,
             postgres: None,
             volume: None,
             manifest_sha256: None,
         });
         assert!(!claims(&job_for(&restore, None))[0].2);
+        // The kubelet never changes the owners of the data: no fsGroup when a volume source
+        // or target is mounted; the store-only Pods keep one, applied on root mismatch only.
+        for job in [
+            job_for(&restore, None),
+            job_for(&backup_plan(source.clone(), s3()), None),
+        ] {
+            let psc = pod(&job).security_context.clone().unwrap();
+            assert_eq!(psc.fs_group, None);
+            assert_eq!(psc.run_as_user, Some(WORKER_UID));
+        }
+        let redis_job = job_for(&backup_plan(redis(), s3()), None);
+        let psc = pod(&redis_job).security_context.clone().unwrap();
+        assert_eq!(psc.fs_group, Some(WORKER_UID));
+        assert_eq!(
+            psc.fs_group_change_policy.as_deref(),
+            Some("OnRootMismatch")
+        );
+        // Chosen by the user when asked.
+        let template = JobTemplate {
+            run_as_user: Some(999),
+            run_as_group: Some(999),
+            fs_group: Some(999),
+            fs_group_change_policy: Some(FsGroupChangePolicy::Always),
+            ..JobTemplate::default()
+        };
+        let psc = pod(&job_for(&restore, Some(&template)))
+            .security_context
+            .clone()
+            .unwrap();
+        assert_eq!(
+            (psc.run_as_user, psc.run_as_group, psc.fs_group),
+            (Some(999), Some(999), Some(999))
+        );
+        assert_eq!(psc.fs_group_change_policy.as_deref(), Some("Always"));
+        // Giving owners back runs as root with four capabilities, nothing more.
+        let Plan::Restore(mut owners) = restore.clone() else {
+            unreachable!()
+        };
+        owners.volume = Some(VolumeRestoreOptions {
+            clean: false,
+            restore_owners: true,
+        });
+        let job = job_for(&Plan::Restore(owners), None);
+        let psc = pod(&job).security_context.clone().unwrap();
+        assert_eq!(
+            (psc.run_as_user, psc.run_as_non_root),
+            (Some(0), Some(false))
+        );
+        let sc = pod(&job).containers[0].security_context.clone().unwrap();
+        let caps = sc.capabilities.unwrap();
+        assert_eq!(caps.drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(
+            caps.add,
+            Some(OWNER_CAPABILITIES.map(str::to_owned).to_vec())
+        );
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
         // No S3 credentials are asked for when the store is a claim.
         let env = pod(&job_for(&restore, None)).containers[0]
             .env

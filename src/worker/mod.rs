@@ -211,7 +211,11 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
             name,
             folder,
             owner: None,
-            skip_unreadable: false,
+            skip_unreadable: plan
+                .source
+                .volume
+                .as_ref()
+                .is_some_and(|v| v.skip_unreadable),
         };
         volume::backup(&store, &request, &progress)
             .await

@@ -85,8 +85,8 @@ fn relative(path: &Path) -> Option<PathBuf> {
 }
 
 /// Extracts an archive that [`check`] accepted into `target`, keeping modes, times and (when
-/// running as root) owners. Directory times are set last, deepest first, so extracting their
-/// contents does not change them.
+/// running as root) owners. Directory modes and times are set last, deepest first, so that
+/// extracting their contents neither is blocked by a read-only directory nor changes them.
 pub fn extract(
     reader: impl Read,
     target: &Path,
@@ -122,9 +122,11 @@ pub fn extract(
         };
         if entry.header().entry_type() == EntryType::Directory {
             let mtime = entry.header().mtime().unwrap_or(0);
+            let mode = entry.header().mode().unwrap_or(0o755) & 0o7777;
             directories.push((
                 target.join(relative(Path::new(&name)).unwrap_or_default()),
                 mtime,
+                mode,
             ));
         }
         let unpacked = entry.unpack_in(target).map_err(write_error)?;
@@ -134,16 +136,29 @@ pub fn extract(
                 reason: "refused while extracting",
             });
         }
+        // A directory's own mode comes last: until then its owner may write in it, so that a
+        // read-only directory (0555) does not keep its own files out.
+        if let Some((path, _, mode)) = directories.last()
+            && entry.header().entry_type() == EntryType::Directory
+            && mode & 0o700 != 0o700
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o700))
+                .map_err(write_error)?;
+        }
         count += 1;
     }
     directories.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
-    for (path, mtime) in directories {
-        let time = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(0), 0);
-        filetime::set_file_times(&path, time, time).map_err(|source| ExtractError::Write {
+    for (path, mtime, mode) in directories {
+        use std::os::unix::fs::PermissionsExt;
+        let failed = |source| ExtractError::Write {
             entry: path.display().to_string(),
             target: target.display().to_string(),
             source,
-        })?;
+        };
+        let time = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(0), 0);
+        filetime::set_file_times(&path, time, time).map_err(failed)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(failed)?;
     }
     Ok(count)
 }
