@@ -400,6 +400,29 @@ async fn the_chart_installs_under_restricted_and_its_operator_backs_up_and_resto
         stderr.contains("the controller's Jobs run only Coffer's own image"),
         "{stderr}"
     );
+    // Coffer's own image, as the worker account with no token, told to run a shell instead
+    // of the worker: refused too.
+    let shell = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "shell", "namespace": app},
+        "spec": {"template": {"spec": {
+            "restartPolicy": "Never", "serviceAccountName": "coffer-worker",
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "worker",
+                "image": format!("ghcr.io/coffer-dev/coffer:{}", env!("CARGO_PKG_VERSION")),
+                "command": ["sh", "-c", "id"],
+                "securityContext": {"allowPrivilegeEscalation": false,
+                    "capabilities": {"drop": ["ALL"]}}}]}}}});
+    let file = plane().dir().join(format!("{app}-shell-job.json"));
+    std::fs::write(&file, shell.to_string()).unwrap();
+    let file = file.display().to_string();
+    let out = run(
+        "kubectl",
+        &["create", "-f", &file, "--dry-run=server", "--as", &account],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("run only `coffer worker`"), "{stderr}");
 
     // One Redis backup and its restore, through the installed operator.
     let s3 = s3_with_bucket().await;

@@ -160,8 +160,14 @@ async fn a_backup_created_again_under_the_same_name_runs_and_deletes_its_own_dat
     delete::<Backup>(&ns, "nightly", PropagationPolicy::Orphan).await;
     gone::<Backup>(&ns, "nightly", RUN).await;
     let old_jobs: Vec<String> = jobs(&ns).await.iter().map(|j| j.name_any()).collect();
-    assert!(old_jobs.contains(&"nightly-backup".to_owned()), "{old_jobs:?}");
-    assert!(old_jobs.contains(&"nightly-delete".to_owned()), "{old_jobs:?}");
+    assert!(
+        old_jobs.contains(&"nightly-backup".to_owned()),
+        "{old_jobs:?}"
+    );
+    assert!(
+        old_jobs.contains(&"nightly-delete".to_owned()),
+        "{old_jobs:?}"
+    );
 
     // The second `nightly` must not take the first one's failed Job as its result.
     let second = create::<Backup>(&ns, backup_doc("nightly", &redis, &s3, "redis-auth")).await;
@@ -198,10 +204,7 @@ async fn a_restore_request_created_again_under_the_same_name_restores_again() {
         "backupRef": {"name": "base"}, "redis": {"conflict": "Overwrite"}}});
     create::<RestoreRequest>(&ns, restore.clone()).await;
     let first = finished_restore(&ns, "again").await;
-    assert_eq!(
-        first.status.unwrap().phase,
-        Some(RestorePhase::Succeeded)
-    );
+    assert_eq!(first.status.unwrap().phase, Some(RestorePhase::Succeeded));
     delete::<RestoreRequest>(&ns, "again", PropagationPolicy::Orphan).await;
     gone::<RestoreRequest>(&ns, "again", RUN).await;
     assert!(
@@ -250,22 +253,33 @@ async fn a_restore_whose_job_vanished_fails_and_never_runs_again() {
     let target = RedisServer::start_with_password("target-pw").unwrap();
     // The target's Secret lacks the key: the worker waits (CreateContainerConfigError).
     secret(&ns, "target-auth", &[("other", "x")]).await;
-    create::<RestoreRequest>(&ns, json!({"metadata": {"name": "lost"}, "spec": {
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "lost"}, "spec": {
         "backupRef": {"name": "base"}, "redis": {"conflict": "Flush"},
-        "target": redis_source(&target, "target-auth")}}))
+        "target": redis_source(&target, "target-auth")}}),
+    )
     .await;
     let job = job_started::<RestoreRequest>(&ns, "lost").await;
     delete::<Job>(&ns, &job, PropagationPolicy::Background).await;
     let done = finished_restore(&ns, "lost").await;
     let status = done.status.unwrap();
     assert_eq!(status.phase, Some(RestorePhase::Failed));
-    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
     assert_eq!(ready.reason, "WorkerVanished", "{}", ready.message);
     assert!(ready.message.contains("not run again"), "{}", ready.message);
     // With the key in place now, nothing runs the restore again.
     let patch = json!({"stringData": {"password": "target-pw"}});
     Api::<Secret>::namespaced(admin().await, &ns)
-        .patch("target-auth", &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            "target-auth",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -302,13 +316,21 @@ async fn a_backup_whose_job_vanished_is_judged_by_what_is_in_storage() {
     assert_eq!(status.phase, Some(BackupPhase::Succeeded), "{status:?}");
     assert_eq!(status.manifest_sha256.as_ref().map(String::len), Some(64));
     assert_eq!(status.stats.as_ref().and_then(|s| s.keys), Some(20));
-    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
     assert!(ready.message.contains("vanished"), "{}", ready.message);
 
     let never = finished_backup(&ns, "never").await;
     let status = never.status.unwrap();
     assert_eq!(status.phase, Some(BackupPhase::Failed));
-    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
     assert_eq!(ready.reason, "WorkerVanished", "{}", ready.message);
     assert!(ready.message.contains("manifest"), "{}", ready.message);
 }
@@ -326,9 +348,18 @@ async fn deleting_a_namespace_finishes_and_says_where_the_data_was_left() {
         .await
         .unwrap();
     let namespaces = Api::<Namespace>::all(admin().await);
-    eventually(Duration::from_secs(120), "the namespace to be gone", || async {
-        namespaces.get_opt(&ns).await.unwrap().is_none().then_some(())
-    })
+    eventually(
+        Duration::from_secs(120),
+        "the namespace to be gone",
+        || async {
+            namespaces
+                .get_opt(&ns)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
     .await;
     drop(namespace);
     // The data stays, and the operator says where and how to delete it.
@@ -342,7 +373,10 @@ async fn deleting_a_namespace_finishes_and_says_where_the_data_was_left() {
         .lines()
         .find(|l| l.contains("DataNotDeleted"))
         .unwrap_or_else(|| panic!("no DataNotDeleted in the log:\n{log}"));
-    assert!(line.contains(&data) && line.contains("coffer delete"), "{line}");
+    assert!(
+        line.contains(&data) && line.contains("coffer delete"),
+        "{line}"
+    );
 }
 
 #[tokio::test]
@@ -417,15 +451,22 @@ async fn a_backup_is_not_deleted_while_a_restore_reads_it() {
     let data = folder(&base);
     let target = RedisServer::start_with_password("target-pw").unwrap();
     secret(&ns, "target-auth", &[("other", "x")]).await;
-    create::<RestoreRequest>(&ns, json!({"metadata": {"name": "reader"}, "spec": {
-        "backupRef": {"name": "base"}, "target": redis_source(&target, "target-auth")}}))
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "reader"}, "spec": {
+        "backupRef": {"name": "base"}, "target": redis_source(&target, "target-auth")}}),
+    )
     .await;
     job_started::<RestoreRequest>(&ns, "reader").await;
     delete::<Backup>(&ns, "base", PropagationPolicy::Background).await;
     let backups = Api::<Backup>::namespaced(admin().await, &ns);
     eventually(RUN, "base to say it is in use", || async {
         let b = backups.get(&"base".to_owned()).await.unwrap();
-        let deleting = b.status?.conditions.into_iter().find(|c| c.type_ == "Deleting")?;
+        let deleting = b
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Deleting")?;
         (deleting.reason == "InUse").then_some(())
     })
     .await;
@@ -433,7 +474,11 @@ async fn a_backup_is_not_deleted_while_a_restore_reads_it() {
     // The restore can run now, and finishes; then the Backup and its data go.
     let patch = json!({"stringData": {"password": "target-pw"}});
     Api::<Secret>::namespaced(admin().await, &ns)
-        .patch("target-auth", &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            "target-auth",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
         .unwrap();
     let restored = finished_restore(&ns, "reader").await;
@@ -450,15 +495,27 @@ async fn a_backup_is_not_deleted_while_a_restore_reads_it() {
 async fn a_restore_from_a_location_outside_the_prefix_is_refused() {
     let (_namespace, ns, s3, redis) = setup("escape").await;
     let _operator = Operator::start(&ns, "solo");
-    create::<RestoreRequest>(&ns, json!({"metadata": {"name": "escape"}, "spec": {
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "escape"}, "spec": {
         "from": {"storage": storage(&s3), "location": "../other-team/"},
-        "target": redis_source(&redis, "redis-auth")}}))
+        "target": redis_source(&redis, "redis-auth")}}),
+    )
     .await;
     let done = finished_restore(&ns, "escape").await;
     let status = done.status.unwrap();
     assert_eq!(status.phase, Some(RestorePhase::Failed));
-    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
     assert_eq!(ready.reason, "InvalidLocation", "{}", ready.message);
-    assert!(!jobs(&ns).await.iter().any(|j| j.name_any() == "escape-restore"));
+    assert!(
+        !jobs(&ns)
+            .await
+            .iter()
+            .any(|j| j.name_any() == "escape-restore")
+    );
     assert_eq!(keys(&redis).await, 20);
 }

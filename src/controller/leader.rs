@@ -113,28 +113,50 @@ pub async fn acquire(client: &Client, settings: &LeaseSettings) {
     }
 }
 
-/// Renews the Lease until it is lost; returns why.
+/// How long before its Lease could expire a holder that could not renew stops acting: the
+/// clocks of two replicas and the time a request takes are never exact, and another replica
+/// may take over the moment the Lease expires by its own clock. Pure.
+pub fn safety_margin(duration: Duration) -> Duration {
+    (duration / 5).max(Duration::from_secs(1)).min(duration / 2)
+}
+
+/// Renews the Lease until it is lost; returns why. Each renewal has its own timeout, and the
+/// Lease counts as lost [`safety_margin`] before it could expire (counted from when the last
+/// successful renewal was sent), so this replica stops before another can start.
 pub async fn hold(client: &Client, settings: &LeaseSettings) -> LeaseLost {
-    let mut last_renewed = tokio::time::Instant::now();
+    let valid_for = settings.duration - safety_margin(settings.duration);
+    let mut renewed = tokio::time::Instant::now();
     let mut last_error = String::new();
     loop {
         tokio::time::sleep(settings.renew_every).await;
-        match try_acquire(client, settings).await {
-            Ok(true) => last_renewed = tokio::time::Instant::now(),
-            Ok(false) => {
+        let sent = tokio::time::Instant::now();
+        let left = (renewed + valid_for).saturating_duration_since(sent);
+        if left.is_zero() {
+            return LeaseLost::NotRenewed(settings.name.clone(), settings.duration, last_error);
+        }
+        let attempt = tokio::time::timeout(
+            settings.renew_every.min(left),
+            try_acquire(client, settings),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(true)) => renewed = sent,
+            Ok(Ok(false)) => {
                 let api: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
-                let holder = api
-                    .get_opt(&settings.name)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|l| l.spec?.holder_identity)
-                    .unwrap_or_default();
+                let holder =
+                    tokio::time::timeout(settings.renew_every, api.get_opt(&settings.name))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten()
+                        .and_then(|l| l.spec?.holder_identity)
+                        .unwrap_or_default();
                 return LeaseLost::TakenBy(settings.name.clone(), holder);
             }
-            Err(e) => last_error = e.to_string(),
+            Ok(Err(e)) => last_error = e.to_string(),
+            Err(_) => last_error = "the renewal timed out".to_owned(),
         }
-        if last_renewed.elapsed() >= settings.duration {
+        if renewed.elapsed() >= valid_for {
             return LeaseLost::NotRenewed(settings.name.clone(), settings.duration, last_error);
         }
     }
@@ -159,5 +181,28 @@ pub async fn release(client: &Client, settings: &LeaseSettings) {
         .await
     {
         tracing::warn!("cannot release the Lease: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_stops_before_its_lease_can_expire() {
+        for seconds in [3, 6, 15, 60, 137] {
+            let duration = Duration::from_secs(seconds);
+            let margin = safety_margin(duration);
+            assert!(margin >= Duration::from_secs(1), "{seconds}: {margin:?}");
+            // Renewing every third of the duration still leaves time to renew twice.
+            assert!(
+                duration - margin >= duration / 3 * 2,
+                "{seconds}: {margin:?}"
+            );
+        }
+        assert_eq!(
+            safety_margin(Duration::from_secs(15)),
+            Duration::from_secs(3)
+        );
     }
 }

@@ -151,4 +151,3 @@ pub async fn jobs(ns: &str) -> Vec<Job> {
         .unwrap()
         .items
 }
-
