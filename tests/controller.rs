@@ -9,7 +9,6 @@ use std::time::Duration;
 use chrono::Utc;
 use coffer::api::{Backup, BackupPhase, BackupSchedule, RestorePhase, RestoreRequest};
 use coffer_testenv::{PostgresServer, RedisServer, S3Server};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -19,8 +18,8 @@ use serde_json::{Value, json};
 mod support;
 use support::operator::{Operator, admin, eventually, plane, prepare};
 use support::resources::{
-    BUCKET, RUN, create, events_of, finished_backup, finished_restore, jobs, redis_source,
-    s3_secret, s3_with_bucket, secret, storage, stored_keys,
+    BUCKET, RUN, create, deployment, events_of, finished_backup, finished_restore, jobs,
+    redis_source, replicas, s3_secret, s3_with_bucket, secret, storage, stored_keys,
 };
 
 /// A namespace of its own for a test, the operator's RBAC, an S3 server with the bucket, and
@@ -366,28 +365,6 @@ async fn retention_deletes_old_backups_and_their_data_and_a_restore_brings_redis
     assert_eq!(status.location, newest, "the newest backup in the folder");
     let size: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
     assert_eq!(size, 50);
-}
-
-async fn deployment(ns: &str, name: &str, replicas: i32) {
-    create::<Deployment>(
-        ns,
-        json!({"metadata": {"name": name}, "spec": {
-        "replicas": replicas, "selector": {"matchLabels": {"app": name}},
-        "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [
-            {"name": "app", "image": "busybox", "command": ["sleep", "3600"]}]}}}}),
-    )
-    .await;
-}
-
-async fn replicas(ns: &str, name: &str) -> i32 {
-    Api::<Deployment>::namespaced(admin().await, ns)
-        .get(name)
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .replicas
-        .unwrap()
 }
 
 #[tokio::test]

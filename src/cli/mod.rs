@@ -3,6 +3,7 @@
 mod backup;
 mod controller;
 mod delete;
+mod gc;
 mod list;
 mod options;
 mod progress;
@@ -59,6 +60,9 @@ pub enum Command {
     /// Delete one backup (or the leftovers of a failed one) from a store: its manifest
     /// first, then its data objects.
     Delete(delete::DeleteArgs),
+    /// Report (and with --delete remove) what failed or killed backups left in a store:
+    /// folders without a manifest, open multipart uploads, temporary files.
+    Gc(gc::GcArgs),
     /// Print the version of Coffer.
     Version,
 }
@@ -82,6 +86,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::List(args) => ("list", block_on(list::run(args))),
         Command::Verify(args) => ("verify", block_on(verify::run(args))),
         Command::Delete(args) => ("delete", block_on(delete::run(args))),
+        Command::Gc(args) => ("gc", block_on(gc::run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

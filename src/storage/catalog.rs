@@ -72,7 +72,7 @@ const ENGINE_FOLDERS: [&str; 1] = ["postgres/"];
 /// The backup folder an object belongs to: the deepest folder above it that holds a
 /// manifest; for the remains of a failed backup (no manifest), the object's folder, or its
 /// parent when that is an engine's sub-folder.
-fn backup_folder(key: &str, keys: &HashSet<&str>) -> String {
+pub(crate) fn backup_folder(key: &str, keys: &HashSet<&str>) -> String {
     let mut folders = key
         .match_indices('/')
         .map(|(at, _)| &key[..=at])

@@ -206,6 +206,64 @@ async fn write_temp(
     }
 }
 
+impl FsStore {
+    /// The temporary files of writes that never finished (a worker killed mid-write).
+    pub async fn temp_files(&self) -> Result<Vec<ObjectInfo>, StorageError> {
+        let root = self.root.clone();
+        let location = self.root.display().to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            walk_temp(&root, &root, &mut found)
+                .map_err(|e| StorageError::io("listing", location.clone(), e))?;
+            Ok(found)
+        })
+        .await
+        .map_err(|e| StorageError::Io {
+            what: "listing",
+            location: self.root.display().to_string(),
+            source: std::io::Error::other(e),
+        })?
+    }
+
+    /// Removes a temporary file found by [`FsStore::temp_files`].
+    pub async fn remove_temp(&self, key: &str) -> Result<(), StorageError> {
+        match tokio::fs::remove_file(self.path(key)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io("deleting", self.location(key), e)),
+        }
+    }
+}
+
+fn walk_temp(root: &Path, dir: &Path, found: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            walk_temp(root, &path, found)?;
+        } else if file_type.is_file()
+            && entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+        {
+            let metadata = entry.metadata()?;
+            found.push(ObjectInfo {
+                key: path
+                    .strip_prefix(root)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                size: metadata.len(),
+                modified: metadata.modified().ok().map(chrono::DateTime::from),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn walk(root: &Path, dir: &Path, found: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -227,9 +285,11 @@ fn walk(root: &Path, dir: &Path, found: &mut Vec<ObjectInfo>) -> std::io::Result
                 .strip_prefix(root)
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            let metadata = entry.metadata()?;
             found.push(ObjectInfo {
                 key,
-                size: entry.metadata()?.len(),
+                size: metadata.len(),
+                modified: metadata.modified().ok().map(chrono::DateTime::from),
             });
         }
     }

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod parts;
 pub mod purge;
 pub mod s3;
+pub mod sweep;
 
 use tokio::io::AsyncRead;
 
@@ -34,6 +35,8 @@ pub struct ObjectInfo {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
+    /// When it was last written, if the store says.
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A destination opened for reading and writing.

@@ -131,6 +131,14 @@ impl S3Store {
         }
         let custom_endpoint = shared.endpoint_url().is_some();
         config = config.force_path_style(options.force_path_style.unwrap_or(custom_endpoint));
+        // A store that accepts connections and then stops answering fails the run instead of
+        // hanging it: connecting may take 10 s, and a response may pause for at most 60 s.
+        config = config.timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .read_timeout(std::time::Duration::from_secs(60))
+                .build(),
+        );
         if options.checksums_when_required {
             config = config
                 .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -417,10 +425,69 @@ impl S3Store {
                         .size()
                         .and_then(|s| u64::try_from(s).ok())
                         .unwrap_or(0),
+                    modified: object
+                        .last_modified()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0)),
                 });
             }
         }
         Ok(found)
+    }
+
+    /// Multipart uploads that were started and never completed nor aborted, below `prefix`:
+    /// (key, upload id, when it was started).
+    pub async fn open_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String, Option<chrono::DateTime<chrono::Utc>>)>, StorageError> {
+        let mut found = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(self.key(prefix))
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| self.error("ListMultipartUploads", prefix, e))?;
+            for upload in page.uploads() {
+                let (Some(full), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                let Some(key) = full.strip_prefix(&self.prefix) else {
+                    continue;
+                };
+                let started = upload
+                    .initiated()
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0));
+                found.push((key.to_owned(), id.to_owned(), started));
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(found);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && id_marker.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Aborts an open multipart upload.
+    pub async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| self.error("AbortMultipartUpload", key, e))?;
+        Ok(())
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use coffer::api::{Backup, BackupPhase, RestorePhase, RestoreRequest};
 use coffer_testenv::{RedisServer, S3Server};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
@@ -150,4 +151,28 @@ pub async fn jobs(ns: &str) -> Vec<Job> {
         .await
         .unwrap()
         .items
+}
+
+/// A Deployment of `replicas` sleeping busybox Pods labelled `app: <name>`.
+pub async fn deployment(ns: &str, name: &str, replicas: i32) {
+    create::<Deployment>(
+        ns,
+        json!({"metadata": {"name": name}, "spec": {
+        "replicas": replicas, "selector": {"matchLabels": {"app": name}},
+        "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [
+            {"name": "app", "image": "busybox", "command": ["sleep", "3600"]}]}}}}),
+    )
+    .await;
+}
+
+/// The Deployment's replicas.
+pub async fn replicas(ns: &str, name: &str) -> i32 {
+    Api::<Deployment>::namespaced(admin().await, ns)
+        .get(name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .replicas
+        .unwrap()
 }

@@ -244,9 +244,15 @@ impl Dumper<'_> {
             });
         }
         let mut dump = command(&self.tools.pg_dump, self.credentials);
-        dump.args(["--format=custom", "--compress=0"])
-            .arg(format!("--snapshot={snapshot}"))
-            .arg(format!("--dbname={}", conninfo(target, database)));
+        // A table locked exclusively by someone else (a long migration) fails the dump after
+        // two minutes instead of hanging the run until its deadline.
+        dump.args([
+            "--format=custom",
+            "--compress=0",
+            "--lock-wait-timeout=120s",
+        ])
+        .arg(format!("--snapshot={snapshot}"))
+        .arg(format!("--dbname={}", conninfo(target, database)));
         let name = format!(
             "postgres/{}.dump{}",
             object_name(database),
