@@ -7,8 +7,11 @@
 
 use std::time::Duration;
 
-use coffer::api::{Backup, BackupPhase, RestorePhase, RestoreRequest};
+use coffer::api::{Backup, BackupPhase, BackupSchedule, RestorePhase, RestoreRequest};
 use coffer_testenv::{RedisServer, S3Server};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt;
@@ -518,4 +521,153 @@ async fn a_restore_from_a_location_outside_the_prefix_is_refused() {
             .any(|j| j.name_any() == "escape-restore")
     );
     assert_eq!(keys(&redis).await, 20);
+}
+
+/// Makes the API server refuse every creation of `resource` (`jobs` in `batch`, or
+/// `backups` in `coffer.dev`) in `ns`, as an admission policy of the cluster's would; waits
+/// until it is enforced. [`allow`] lifts it.
+async fn refuse(ns: &str, group: &str, resource: &str) {
+    let name = format!("refuse-{resource}-{ns}");
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": [group], "apiVersions": ["*"],
+                "operations": ["CREATE"], "resources": [resource]}]},
+            "validations": [{"expression": "false", "message": "frozen by the test's policy"}]}}))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": ns}}}}}))
+    .unwrap();
+    let client = admin().await;
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .create(&Default::default(), &policy)
+        .await
+        .unwrap();
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .create(&Default::default(), &binding)
+        .await
+        .unwrap();
+    // Enforced once a dry-run creation is refused.
+    let probe: Value = if resource == "jobs" {
+        json!({"metadata": {"name": "probe"}, "spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}})
+    } else {
+        json!({"metadata": {"name": "probe"}, "spec": {"scheduleRef": {"name": "x"}}})
+    };
+    let dry = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually(RUN, "the test's policy to be enforced", || async {
+        let refused = if resource == "jobs" {
+            let job: Job = serde_json::from_value(probe.clone()).unwrap();
+            Api::<Job>::namespaced(client.clone(), ns)
+                .create(&dry, &job)
+                .await
+                .is_err()
+        } else {
+            let backup: Backup = serde_json::from_value(probe.clone()).unwrap();
+            Api::<Backup>::namespaced(client.clone(), ns)
+                .create(&dry, &backup)
+                .await
+                .is_err()
+        };
+        refused.then_some(())
+    })
+    .await;
+}
+
+/// Lifts [`refuse`].
+async fn allow(ns: &str, resource: &str) {
+    let name = format!("refuse-{resource}-{ns}");
+    let client = admin().await;
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(client)
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_run_is_said_once_and_retried_calmly_until_it_can_run() {
+    let (_namespace, ns, s3, redis) = setup("refused").await;
+    // No Jobs allowed in the namespace (an admission policy refuses them).
+    refuse(&ns, "batch", "jobs").await;
+    let _operator = Operator::start(&ns, "solo");
+    create::<Backup>(&ns, backup_doc("blocked", &redis, &s3, "redis-auth")).await;
+    let backups = Api::<Backup>::namespaced(admin().await, &ns);
+    eventually(RUN, "blocked to say JobRefused", || async {
+        let b = backups.get("blocked").await.unwrap();
+        let ready = b
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (ready.reason == "JobRefused" && ready.message.contains("frozen by the test's policy"))
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let refusals = events_of(&ns, "blocked")
+        .await
+        .into_iter()
+        .filter(|e| e.1 == "JobRefused")
+        .count();
+    assert_eq!(refusals, 1, "one Event, not one per retry");
+    // Once the cause is gone, the run happens.
+    allow(&ns, "jobs").await;
+    let done = finished_backup(&ns, "blocked").await;
+    assert_eq!(done.status.unwrap().phase, Some(BackupPhase::Succeeded));
+}
+
+#[tokio::test]
+async fn a_schedule_whose_backups_are_refused_says_so_once_and_runs_when_it_can() {
+    let (_namespace, ns, s3, redis) = setup("schedrefused").await;
+    refuse(&ns, "coffer.dev", "backups").await;
+    let _operator = Operator::start(&ns, "solo");
+    create::<BackupSchedule>(
+        &ns,
+        json!({"metadata": {"name": "minutely"}, "spec": {
+        "schedule": "* * * * *", "source": redis_source(&redis, "redis-auth"),
+        "storage": storage(&s3)}}),
+    )
+    .await;
+    let schedules = Api::<BackupSchedule>::namespaced(admin().await, &ns);
+    eventually(Duration::from_secs(120), "BackupRefused", || async {
+        let s = schedules.get("minutely").await.unwrap();
+        let ready = s
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (ready.reason == "BackupRefused").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let refusals = events_of(&ns, "minutely")
+        .await
+        .into_iter()
+        .filter(|e| e.1 == "BackupRefused")
+        .count();
+    assert_eq!(refusals, 1, "one Event, not one per retry");
+    allow(&ns, "backups").await;
+    let backups = Api::<Backup>::namespaced(admin().await, &ns);
+    let name = eventually(Duration::from_secs(120), "a Backup of minutely", || async {
+        backups
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .first()
+            .map(|b| b.name_any())
+    })
+    .await;
+    let done = finished_backup(&ns, &name).await;
+    assert_eq!(done.status.unwrap().phase, Some(BackupPhase::Succeeded));
 }

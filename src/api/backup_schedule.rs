@@ -41,7 +41,9 @@ use super::storage::BackupStorage;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    validation = Rule::new("self.metadata.name.size() <= 63")
+        .message("a BackupSchedule's name is at most 63 characters: it becomes a label on its Backups")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BackupScheduleSpec {

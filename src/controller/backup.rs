@@ -33,7 +33,7 @@ pub use super::deletion::FINALIZER;
 /// How often a Backup waiting for something outside the controller's watch is looked at.
 const RECHECK: Duration = Duration::from_secs(15);
 /// How long a Backup whose worker Job the API server refused waits before trying again.
-const REFUSED_BACKOFF: Duration = Duration::from_secs(120);
+const REFUSED_BACKOFF: Duration = Duration::from_secs(30);
 
 /// When the run was due (scheduled Backups) or asked for (its creation).
 pub fn run_time(backup: &Backup) -> DateTime<Utc> {

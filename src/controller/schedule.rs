@@ -15,7 +15,7 @@ use super::context::Context;
 use super::due::{self, Skipped, Step};
 use super::error::Error;
 use super::location::{SCHEDULE_LABEL, SCHEDULED_TIME_ANNOTATION};
-use super::references;
+use super::references::{self, Problem};
 use super::retention::{self, Outcome, Run};
 use super::status::{self, set_condition};
 use crate::api::{Backup, BackupPhase, BackupSchedule, BackupSpec, LocalObjectReference};
@@ -87,7 +87,7 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
     let spec_changed = old.as_ref().and_then(|s| s.observed_generation) != generation;
     let was_missing = status::condition(&status.conditions, "Ready")
         .is_some_and(|c| matches!(c.reason.as_str(), "SecretNotFound" | "ClaimNotFound"));
-    let problem = if due_now || spec_changed || was_missing {
+    let mut problem = if due_now || spec_changed || was_missing {
         references::check(&ctx, &namespace, &spec.source, &spec.storage).await?
     } else {
         None
@@ -164,9 +164,22 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
                     }
                     // Made before a restart, or by another replica: the name is the run.
                     Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    // Refused for good (an admission policy, a quota, an invalid object):
+                    // said once, tried again in a while, and the run stays due.
+                    Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => {
+                        problem = Some(Problem {
+                            reason: "BackupRefused",
+                            message: format!(
+                                "the API server refused Backup {backup_name} for the run due at {time}: {}; fix the cause, the run is tried again every 30s",
+                                e.message
+                            ),
+                        });
+                    }
                     Err(e) => return Err(e.into()),
                 }
-                status.last_schedule_time = Some(status::time(time));
+                if problem.is_none() {
+                    status.last_schedule_time = Some(status::time(time));
+                }
             }
         }
     }
