@@ -671,3 +671,99 @@ async fn a_schedule_whose_backups_are_refused_says_so_once_and_runs_when_it_can(
     let done = finished_backup(&ns, &name).await;
     assert_eq!(done.status.unwrap().phase, Some(BackupPhase::Succeeded));
 }
+
+#[tokio::test]
+async fn a_volume_restores_through_the_operator_from_a_claim_store_with_its_owners_under_baseline()
+{
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let namespace = plane().namespace("volrestore").await.unwrap();
+    let ns = namespace.name().to_owned();
+    prepare(&ns).await;
+    // Giving owners back needs root and four capabilities: `baseline`, not `restricted`.
+    let label = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "baseline"}}});
+    Api::<Namespace>::all(admin().await)
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+    for claim in ["app-data", "store"] {
+        create::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(
+            &ns,
+            json!({"metadata": {"name": claim}, "spec": {"accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}}}}),
+        )
+        .await;
+    }
+    let data = plane().claim_dir(&ns, "app-data").unwrap();
+    std::fs::create_dir_all(data.join("ro/inner")).unwrap();
+    std::fs::write(data.join("ro/inner/b.txt"), "b").unwrap();
+    std::fs::write(data.join("owned.txt"), "mine").unwrap();
+    std::os::unix::fs::chown(data.join("owned.txt"), Some(1234), Some(5678)).unwrap();
+    for dir in ["ro/inner", "ro"] {
+        std::fs::set_permissions(data.join(dir), std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let _operator = Operator::start(&ns, "solo");
+    create::<Backup>(
+        &ns,
+        json!({"metadata": {"name": "files"}, "spec": {
+        "source": {"volume": {"claimName": "app-data"}},
+        "storage": {"filesystem": {"claimName": "store"}}}}),
+    )
+    .await;
+    let done = finished_backup(&ns, "files").await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(BackupPhase::Succeeded), "{status:?}");
+    let location = status.location.unwrap();
+    assert!(
+        location.starts_with(&format!("pvc://store/{ns}/files/")),
+        "{location}"
+    );
+
+    // The data is lost; the restore brings it back, owners and the read-only directory too.
+    for dir in ["ro", "ro/inner"] {
+        std::fs::set_permissions(data.join(dir), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::remove_dir_all(data.join("ro")).unwrap();
+    std::fs::write(data.join("owned.txt"), "overwritten").unwrap();
+    std::fs::write(data.join("stray.txt"), "not in the backup").unwrap();
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "back"}, "spec": {
+        "backupRef": {"name": "files"}, "volume": {"clean": true, "restoreOwners": true}}}),
+    )
+    .await;
+    let restored = finished_restore(&ns, "back").await;
+    let status = restored.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Succeeded), "{status:?}");
+    assert_eq!(
+        std::fs::read_to_string(data.join("owned.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("ro/inner/b.txt")).unwrap(),
+        "b"
+    );
+    assert!(!data.join("stray.txt").exists());
+    let owned = std::fs::metadata(data.join("owned.txt")).unwrap();
+    assert_eq!((owned.uid(), owned.gid()), (1234, 5678));
+    let ro = std::fs::metadata(data.join("ro")).unwrap();
+    assert_eq!(ro.permissions().mode() & 0o7777, 0o555);
+    // The restore ran as root with only the capabilities it needs.
+    let job = Api::<Job>::namespaced(admin().await, &ns)
+        .get("back-restore")
+        .await
+        .unwrap();
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.security_context.as_ref().unwrap().run_as_user, Some(0));
+    let caps = pod.containers[0]
+        .security_context
+        .as_ref()
+        .unwrap()
+        .capabilities
+        .clone()
+        .unwrap();
+    assert_eq!(
+        caps.add.unwrap(),
+        ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"].map(str::to_owned)
+    );
+    assert_eq!(pod.security_context.unwrap().fs_group, None);
+}

@@ -439,7 +439,7 @@ impl Run<'_> {
             &summary.message,
             backup.metadata.generation,
         );
-        status::apply(self.api, backup, self.old, &status).await?;
+        status::apply_fresh(self.api, backup, self.old, &status).await?;
         let first = self.old.and_then(|s| s.phase) != status.phase;
         if !first {
             return Ok(Action::await_change());

@@ -377,7 +377,7 @@ impl Step<'_> {
             &message,
             self.generation(),
         );
-        self.save(&status).await?;
+        status::apply_fresh(self.api, self.request, self.old, &status).await?;
         self.ctx
             .event(
                 self.request,

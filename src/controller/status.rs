@@ -83,6 +83,38 @@ where
     Ok(())
 }
 
+/// [`apply`], only if the object is still at the resourceVersion this reconcile read: a
+/// reconcile that read stale status (a watch lagging behind its own write) fails with a
+/// conflict instead of recording a transition twice, so the Events and metrics that follow
+/// a transition happen once. For the writes that end a run.
+pub async fn apply_fresh<K, S>(
+    api: &Api<K>,
+    object: &K,
+    old: Option<&S>,
+    status: &S,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if old == Some(status) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"resourceVersion": object.resource_version()},
+        "status": status,
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
 /// `1m32s`, `4s`, `2h3m`.
 pub fn duration(seconds: i64) -> String {
     let s = seconds.max(0);
