@@ -9,6 +9,7 @@ use std::path::Path;
 
 use coffer_testenv::{PostgresServer, S3Server};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 mod support;
 use support::cli::{fails, nothing_stored, ok, stderr};
@@ -166,9 +167,10 @@ async fn two_databases_and_a_role_round_trip_through_s3() {
         ],
         &s3.env(),
     );
+    // app_owner is new; the target's superuser exists and is kept.
     assert!(
         line.starts_with("restored 2 database(s) (2 created); verified")
-            && line.contains("roles restored"),
+            && line.ends_with("; roles: 1 created, 1 kept, 0 replaced"),
         "{line}"
     );
     for database in ["shop", "crm"] {
@@ -474,4 +476,397 @@ async fn a_full_disk_fails_the_backup_and_leaves_no_file() {
     )
     .await;
     support::cli::backup_fails_on_a_full_disk(&server.url("app"), &["--compression", "none"]);
+}
+
+/// Whether `user` can log in to `server` with `password`.
+async fn logs_in(server: &PostgresServer, user: &str, password: &str) -> bool {
+    tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname=postgres",
+            server.port()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .is_ok()
+}
+
+/// One boolean about the target, by SQL.
+async fn check(server: &PostgresServer, sql: &str) -> bool {
+    connect(server, "postgres")
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_roles_keep_their_password_unless_replaced() {
+    let source = PostgresServer::start().unwrap();
+    create(&source, "app", APP).await;
+    connect(&source, "postgres")
+        .await
+        .batch_execute(
+            "CREATE ROLE keeper LOGIN PASSWORD 'backup-pw'; \
+             CREATE ROLE newbie LOGIN PASSWORD 'newbie-pw'; \
+             CREATE ROLE readers; GRANT readers TO keeper",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("d").display().to_string();
+    let (location, _) = ok(
+        &[
+            "backup",
+            &source.url("postgres"),
+            "--databases",
+            "app",
+            "--to",
+            &dest,
+        ],
+        &[],
+    );
+
+    // The target has its own keeper, with another password and CREATEDB.
+    let target = PostgresServer::start().unwrap();
+    connect(&target, "postgres")
+        .await
+        .batch_execute("CREATE ROLE keeper LOGIN CREATEDB PASSWORD 'target-pw'")
+        .await
+        .unwrap();
+    let url = server_url(&target);
+
+    // --roles needs --globals.
+    let out = support::cli::coffer(
+        &["restore", &location, "--to", &url, "--roles", "replace"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr(&out).contains("add --globals"), "{}", stderr(&out));
+
+    // By default existing roles are kept: keeper keeps its password and attributes, the
+    // missing roles are created, and the membership (which only adds) is granted.
+    let (line, _) = ok(
+        &["restore", &location, "--to", &url, "--create", "--globals"],
+        &[],
+    );
+    assert!(
+        line.ends_with("; roles: 2 created, 2 kept, 0 replaced"),
+        "{line}"
+    );
+    assert!(logs_in(&target, "keeper", "target-pw").await);
+    assert!(!logs_in(&target, "keeper", "backup-pw").await);
+    assert!(
+        check(
+            &target,
+            "SELECT rolcreatedb FROM pg_roles WHERE rolname = 'keeper'"
+        )
+        .await
+    );
+    assert!(logs_in(&target, "newbie", "newbie-pw").await);
+    assert!(check(&target, "SELECT pg_has_role('keeper', 'readers', 'MEMBER')").await);
+
+    // --roles replace gives existing roles the backup's password and attributes; the role
+    // the restore logs in as keeps its own.
+    let (line, _) = ok(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &format!("{url}/second"),
+            "--create",
+            "--globals",
+            "--roles",
+            "replace",
+        ],
+        &[],
+    );
+    assert!(
+        line.ends_with("; roles: 0 created, 1 kept, 3 replaced"),
+        "{line}"
+    );
+    assert!(logs_in(&target, "keeper", "backup-pw").await);
+    assert!(!logs_in(&target, "keeper", "target-pw").await);
+    assert!(
+        !check(
+            &target,
+            "SELECT rolcreatedb FROM pg_roles WHERE rolname = 'keeper'"
+        )
+        .await
+    );
+    assert!(logs_in(&target, "postgres", target.password()).await);
+}
+
+/// Replaces the roles script of an uncompressed backup in a directory and fixes the
+/// manifest's sizes and SHA-256 so that the integrity checks pass: what anyone who can
+/// write to the bucket can do.
+fn forge_globals(location: &str, script: &str) {
+    let folder = Path::new(location);
+    let manifest_path = folder.join("manifest.json");
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let object = manifest["objects"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|o| o["format"] == "pg-globals-sql")
+        .unwrap();
+    std::fs::write(folder.join(object["name"].as_str().unwrap()), script).unwrap();
+    let sha = hex::encode(Sha256::digest(script.as_bytes()));
+    object["rawBytes"] = Value::from(script.len());
+    object["storedBytes"] = Value::from(script.len());
+    object["rawSha256"] = Value::from(sha.clone());
+    object["sha256"] = Value::from(sha);
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+}
+
+/// `script` with `extra` inserted before its `\unrestrict` line (or at the end).
+fn with_before_unrestrict(script: &str, extra: &str) -> String {
+    match script.find("\n\\unrestrict ") {
+        Some(at) => format!("{}\n{extra}{}", &script[..at], &script[at..]),
+        None => format!("{script}{extra}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_roles_script_is_refused_and_a_failing_one_changes_nothing() {
+    let source = PostgresServer::start().unwrap();
+    create(&source, "app", APP).await;
+    connect(&source, "postgres")
+        .await
+        .batch_execute("CREATE ROLE newbie LOGIN PASSWORD 'newbie-pw'")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("d").display().to_string();
+    let (location, _) = ok(
+        &[
+            "backup",
+            &source.url("postgres"),
+            "--databases",
+            "app",
+            "--to",
+            &dest,
+            "--compression",
+            "none",
+        ],
+        &[],
+    );
+    let original =
+        std::fs::read_to_string(Path::new(&location).join("postgres/globals.sql")).unwrap();
+    let lines = original.lines().count();
+    let target = PostgresServer::start().unwrap();
+    let restore = [
+        "restore",
+        location.as_str(),
+        "--to",
+        &server_url(&target),
+        "--create",
+        "--globals",
+    ];
+    let untouched = async || {
+        assert_eq!(database_names(&target).await, ["postgres"]);
+        assert!(!role_exists(&target, "newbie").await);
+    };
+
+    // A shell command after the script's end: refused before anything runs.
+    let marker = dir.path().join("pwned");
+    forge_globals(
+        &location,
+        &format!("{original}\\! touch {}\n", marker.display()),
+    );
+    fails(
+        &restore,
+        &[],
+        &[
+            &format!(
+                "line {} of the backup's roles script holds the psql meta-command \\!,",
+                lines + 1
+            ),
+            "restore without --globals",
+        ],
+    );
+    assert!(!marker.exists(), "the meta-command ran");
+    untouched().await;
+
+    // Also in the middle of a line, and other meta-commands.
+    for (extra, command) in [
+        (
+            format!("CREATE ROLE x; \\! touch {}\n", marker.display()),
+            "\\!",
+        ),
+        (format!("\\o |touch {}\n", marker.display()), "\\o"),
+        ("\\copy (select 1) to program 'sh'\n".to_owned(), "\\copy"),
+    ] {
+        forge_globals(&location, &with_before_unrestrict(&original, &extra));
+        fails(&restore, &[], &[&format!("psql meta-command {command},")]);
+    }
+    assert!(!marker.exists(), "a meta-command ran");
+
+    // SQL that pg_dumpall does not write about roles is refused as well.
+    forge_globals(
+        &location,
+        &with_before_unrestrict(
+            &original,
+            &format!("COPY (SELECT 1) TO PROGRAM 'touch {}';\n", marker.display()),
+        ),
+    );
+    fails(
+        &restore,
+        &[],
+        &["holds COPY (SELECT, which is not a statement pg_dumpall --globals-only writes"],
+    );
+    assert!(!marker.exists());
+    untouched().await;
+
+    // A statement the server refuses: the whole roles transaction is rolled back, and the
+    // error names the statement.
+    forge_globals(
+        &location,
+        &with_before_unrestrict(&original, "GRANT nobody_here TO newbie;\n"),
+    );
+    fails(
+        &restore,
+        &[],
+        &[
+            "(GRANT nobody_here TO newbie): role \"nobody_here\" does not exist",
+            "no role or tablespace was changed",
+        ],
+    );
+    untouched().await;
+
+    // The script as pg_dumpall wrote it restores.
+    forge_globals(&location, &original);
+    let (line, _) = ok(&restore, &[]);
+    assert!(
+        line.ends_with("; roles: 1 created, 1 kept, 0 replaced"),
+        "{line}"
+    );
+    assert!(logs_in(&target, "newbie", "newbie-pw").await);
+}
+
+/// A directory for a tablespace of `server`, owned by the user the server runs as.
+fn tablespace_dir(server: &PostgresServer, name: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(server.dir()).unwrap();
+    let dir = server.dir().join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(owner.uid()), Some(owner.gid())).unwrap();
+    dir.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tablespaces_are_created_with_the_roles_or_not_at_all() {
+    let source = PostgresServer::start().unwrap();
+    create(&source, "app", APP).await;
+    let source_dir = tablespace_dir(&source, "fast");
+    let admin = connect(&source, "postgres").await;
+    admin
+        .batch_execute(&format!("CREATE TABLESPACE fast LOCATION '{source_dir}'"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(
+            "CREATE ROLE space_owner; CREATE ROLE newbie; \
+             ALTER TABLESPACE fast OWNER TO space_owner; \
+             ALTER TABLESPACE fast SET (random_page_cost = 1.1); \
+             GRANT CREATE ON TABLESPACE fast TO newbie",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("d").display().to_string();
+    let (location, _) = ok(
+        &[
+            "backup",
+            &source.url("postgres"),
+            "--databases",
+            "app",
+            "--to",
+            &dest,
+            "--compression",
+            "none",
+        ],
+        &[],
+    );
+    let original =
+        std::fs::read_to_string(Path::new(&location).join("postgres/globals.sql")).unwrap();
+    let target = PostgresServer::start().unwrap();
+    let url = server_url(&target);
+    let restore = |into: &'static str| {
+        vec![
+            "restore".to_owned(),
+            location.clone(),
+            "--to".to_owned(),
+            format!("{url}/{into}"),
+            "--create".to_owned(),
+            "--globals".to_owned(),
+        ]
+    };
+    let has_fast = "SELECT count(*) = 1 FROM pg_tablespace WHERE spcname = 'fast'";
+
+    // The source's directory is in use: CREATE TABLESPACE fails first, and nothing is left.
+    fails(
+        &strs(&restore("one")),
+        &[],
+        &[
+            "(CREATE TABLESPACE fast …)",
+            "no role or tablespace was changed",
+        ],
+    );
+    assert!(!check(&target, has_fast).await);
+    assert!(!role_exists(&target, "newbie").await);
+
+    // The tablespace is created, then a role statement fails: it is dropped again.
+    let target_dir = tablespace_dir(&target, "fast");
+    let moved = original.replace(&source_dir, &target_dir);
+    forge_globals(
+        &location,
+        &with_before_unrestrict(&moved, "GRANT nobody_here TO newbie;\n"),
+    );
+    fails(
+        &strs(&restore("one")),
+        &[],
+        &[
+            "role \"nobody_here\" does not exist",
+            "no role or tablespace was changed",
+        ],
+    );
+    assert!(!check(&target, has_fast).await);
+    assert!(!role_exists(&target, "newbie").await);
+
+    // Restored: owned by its owner, with its options and privileges.
+    forge_globals(&location, &moved);
+    let (line, _) = ok(&strs(&restore("one")), &[]);
+    assert!(
+        line.ends_with("; roles: 2 created, 1 kept, 0 replaced; tablespaces: 1 created, 0 kept"),
+        "{line}"
+    );
+    assert!(
+        check(
+            &target,
+            "SELECT pg_get_userbyid(spcowner) = 'space_owner' \
+             AND spcoptions = '{random_page_cost=1.1}' FROM pg_tablespace WHERE spcname = 'fast'"
+        )
+        .await
+    );
+    assert!(
+        check(
+            &target,
+            "SELECT has_tablespace_privilege('newbie', 'fast', 'CREATE')"
+        )
+        .await
+    );
+
+    // Restored again, the tablespace exists and is kept.
+    let (line, _) = ok(&strs(&restore("two")), &[]);
+    assert!(
+        line.ends_with("; roles: 0 created, 3 kept, 0 replaced; tablespaces: 0 created, 1 kept"),
+        "{line}"
+    );
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }

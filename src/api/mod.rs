@@ -24,7 +24,7 @@ pub use common::{
 pub use restore_request::{
     PostgresRestoreOptions, QuiesceTarget, QuiescedWorkload, RedisConflict, RedisRestoreOptions,
     RestoreFrom, RestorePhase, RestoreRequest, RestoreRequestSpec, RestoreRequestStatus,
-    RestoreStats, VolumeRestoreOptions, WorkloadKind,
+    RestoreStats, RoleConflict, VolumeRestoreOptions, WorkloadKind,
 };
 pub use retention::Retention;
 pub use source::{BackupSource, PostgresSource, RedisMode, RedisSource, SourceKind, VolumeSource};

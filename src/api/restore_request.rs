@@ -131,9 +131,34 @@ pub struct PostgresRestoreOptions {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub databases: Vec<String>,
-    /// Also restore roles and tablespaces from the backup.
+    /// Also restore roles and tablespaces from the backup. Roles that do not exist in the
+    /// target are created with the backup's attributes and password; what happens to roles
+    /// that exist is `roles`. The role the restore logs in as is never changed. Role
+    /// memberships and privileges on configuration parameters from the backup are added
+    /// (nothing is revoked). Tablespaces that exist are left as they are. It all happens in
+    /// one transaction: if any statement fails, no role or tablespace is changed and the
+    /// restore fails naming it. A roles script holding anything but the role and tablespace
+    /// statements pg_dumpall writes (psql meta-commands such as `\!` in particular) is
+    /// refused before anything is restored.
     #[serde(default)]
     pub globals: bool,
+    /// With `globals`: what to do with roles that already exist in the target. `Keep` (the
+    /// default) leaves their password, attributes (`LOGIN`, `SUPERUSER`, `VALID UNTIL`...),
+    /// settings and comment as they are. `Replace` gives them the backup's (settings and
+    /// comments the backup does not have stay; a backup taken without role passwords leaves
+    /// passwords alone).
+    #[serde(default)]
+    pub roles: RoleConflict,
+}
+
+/// What a PostgreSQL restore of roles does with roles that already exist in the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RoleConflict {
+    /// Leave existing roles as they are, password and attributes included (the default).
+    #[default]
+    Keep,
+    /// Give existing roles the backup's attributes, password, settings and comment.
+    Replace,
 }
 
 /// Options for restoring a volume.

@@ -8,6 +8,7 @@ use clap::Args;
 use super::options::{ConflictArg, S3Args};
 use super::progress::Display;
 use super::{CliError, open_store, pg_target, read_manifest};
+use crate::api::restore_request::RoleConflict;
 use crate::engine::postgres::{self, PgRestoreRequest};
 use crate::engine::redis::{self, RedisTarget, RestoreRequest};
 use crate::engine::volume::{self, VolumeRestoreRequest};
@@ -44,14 +45,39 @@ pub struct RestoreArgs {
     /// PostgreSQL: create target databases that do not exist.
     #[arg(long)]
     pub create: bool,
-    /// PostgreSQL: also restore roles and tablespaces.
+    /// PostgreSQL: also restore roles and tablespaces, in one transaction. Missing roles are
+    /// created; existing ones are kept or replaced (--roles); the role logging in is never
+    /// changed. A roles script with psql meta-commands or other statements than pg_dumpall
+    /// writes is refused.
     #[arg(long)]
     pub globals: bool,
+    /// PostgreSQL, with --globals: roles that already exist in the target keep their
+    /// password and attributes (keep, the default) or get the backup's (replace).
+    #[arg(long, value_enum, value_name = "keep|replace")]
+    pub roles: Option<RolesArg>,
     /// PostgreSQL: the directory with pg_restore and psql.
     #[arg(long, value_name = "DIR")]
     pub pg_bin_dir: Option<PathBuf>,
     #[command(flatten)]
     pub s3: S3Args,
+}
+
+/// `--roles`: what a PostgreSQL restore does with roles that exist in the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RolesArg {
+    /// Leave their password and attributes as they are.
+    Keep,
+    /// Give them the backup's password and attributes.
+    Replace,
+}
+
+impl From<RolesArg> for RoleConflict {
+    fn from(r: RolesArg) -> Self {
+        match r {
+            RolesArg::Keep => Self::Keep,
+            RolesArg::Replace => Self::Replace,
+        }
+    }
 }
 
 pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
@@ -67,6 +93,11 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
     } else {
         "volume"
     };
+    if args.roles.is_some() && !(kind == "postgres" && args.globals) {
+        return Err(CliError::usage(
+            "--roles applies to PostgreSQL roles restored with --globals: add --globals, or leave --roles out",
+        ));
+    }
     let (store, destination) = open_store(&args.backup, &args.s3).await?;
     let (folder, manifest) = if args.latest {
         catalog::latest(&store)
@@ -125,6 +156,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
                 clean: args.clean,
                 create: args.create,
                 globals: args.globals,
+                roles: args.roles.map_or(RoleConflict::Keep, RoleConflict::from),
                 bin_dir: args.pg_bin_dir.clone(),
             };
             postgres::restore(&store, &folder, &manifest, &request, &progress)
@@ -136,9 +168,15 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
                     );
                     if args.globals {
                         summary.push_str(&format!(
-                            "; roles restored ({} already existed)",
-                            stats.globals_existing
+                            "; roles: {} created, {} kept, {} replaced",
+                            stats.roles_created, stats.roles_kept, stats.roles_replaced
                         ));
+                        if stats.tablespaces_created + stats.tablespaces_kept > 0 {
+                            summary.push_str(&format!(
+                                "; tablespaces: {} created, {} kept",
+                                stats.tablespaces_created, stats.tablespaces_kept
+                            ));
+                        }
                     }
                     summary
                 })

@@ -333,6 +333,7 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
             clean: options.clean,
             create: options.create,
             globals: options.globals,
+            roles: options.roles,
             bin_dir: None,
         };
         let s = postgres::restore(&store, "", &manifest, &request, &progress)

@@ -68,6 +68,9 @@ pub enum PgError {
     },
     #[error("{0}")]
     Usage(String),
+    /// The backup's roles script was refused before anything was restored.
+    #[error(transparent)]
+    Globals(#[from] super::restore::ScriptError),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]

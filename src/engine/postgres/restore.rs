@@ -1,17 +1,29 @@
-//! Restoring a PostgreSQL backup with `pg_restore` (and `psql` for roles), then proving it:
-//! every table's rows are counted and compared with the counts taken in the backup's
-//! snapshot.
+//! Restoring a PostgreSQL backup with `pg_restore` (and its roles statement by statement),
+//! then proving it: every table's rows are counted and compared with the counts taken in
+//! the backup's snapshot.
 //!
 //! Before anything is written: every object is checked against the manifest, `pg_restore`
-//! is checked to read the archive's version, and every target database must exist (or
-//! `--create` be given). Each database is restored in a single transaction, so a failed
-//! restore leaves it as it was.
+//! is checked to read the archive's version, every target database must exist (or
+//! `--create` be given), and the roles script (with `--globals`) must hold nothing but the
+//! role and tablespace statements pg_dumpall writes (see [`globals`]). The roles are
+//! restored in one transaction, and each database in another, so a failure leaves what it
+//! was restoring as it was.
+//!
+//! The database dumps are custom-format archives that `pg_restore` sends to the server
+//! itself over libpq: nothing in them is read by `psql`, so they cannot run psql
+//! meta-commands (`\!` and the like) on the machine doing the restore. The SQL they hold
+//! does run on the server, as the restoring role.
+
+mod globals;
+
+pub use globals::ScriptError;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
+use tokio_postgres::Client;
 
 use super::backup::{DUMP_FORMAT, GLOBALS_FORMAT};
 use super::catalog::{self, connect, display_table, quote_ident};
@@ -19,6 +31,7 @@ use super::error::PgError;
 use super::process::{Credentials, Running, command, conninfo};
 use super::target::PgTarget;
 use super::tools::{PgTools, parse_version};
+use crate::api::restore_request::RoleConflict;
 use crate::pipeline::{self, ObservedReader, Progress};
 use crate::storage::Store;
 use crate::storage::manifest::{Manifest, ObjectRecord};
@@ -34,6 +47,9 @@ pub struct PgRestoreRequest {
     pub create: bool,
     /// Restore roles and tablespaces first.
     pub globals: bool,
+    /// With `globals`: whether roles that exist in the target keep their attributes and
+    /// password (`Keep`) or get the backup's (`Replace`).
+    pub roles: RoleConflict,
     pub bin_dir: Option<PathBuf>,
 }
 
@@ -44,8 +60,17 @@ pub struct PgRestoreStats {
     pub created: u64,
     pub tables_verified: u64,
     pub rows_verified: u64,
-    /// Roles (or other globals) that already existed and were left as they are.
-    pub globals_existing: u64,
+    /// With `globals`: roles of the backup that did not exist in the target.
+    pub roles_created: u64,
+    /// Roles of the backup that exist in the target and were left as they are (all of them
+    /// with `RoleConflict::Keep`, and always the role the restore logs in as).
+    pub roles_kept: u64,
+    /// Roles of the backup that exist in the target and got the backup's attributes
+    /// (`RoleConflict::Replace`).
+    pub roles_replaced: u64,
+    pub tablespaces_created: u64,
+    /// Tablespaces of the backup that exist in the target: always left as they are.
+    pub tablespaces_kept: u64,
 }
 
 pub async fn restore(
@@ -57,7 +82,7 @@ pub async fn restore(
 ) -> Result<PgRestoreStats, PgError> {
     let target = &request.target;
     let plan = plan(manifest, request)?;
-    let globals = if request.globals {
+    let globals_record = if request.globals {
         Some(
             manifest
                 .objects
@@ -74,7 +99,7 @@ pub async fn restore(
     };
 
     // 1. The backup is intact.
-    for record in plan.iter().map(|(record, _)| *record).chain(globals) {
+    for record in plan.iter().map(|(record, _)| *record).chain(globals_record) {
         pipeline::verify_object(
             store,
             &format!("{folder}{}", record.name),
@@ -113,21 +138,22 @@ pub async fn restore(
         }
     }
 
+    // The roles script holds nothing but what pg_dumpall writes about roles.
+    let globals = match globals_record {
+        Some(record) => Some(read_globals(store, folder, manifest, record, progress).await?),
+        None => None,
+    };
+
     // 3. Now the target is changed.
     let credentials = Credentials::new(target)?;
     let mut stats = PgRestoreStats::default();
-    if let Some(record) = globals {
-        stats.globals_existing = restore_globals(
-            store,
-            folder,
-            manifest,
-            record,
-            &tools,
-            &credentials,
-            target,
-            progress,
-        )
-        .await?;
+    if let Some(script) = &globals {
+        let counts = restore_globals(script, target, request.roles).await?;
+        stats.roles_created = counts.roles_created;
+        stats.roles_kept = counts.roles_kept;
+        stats.roles_replaced = counts.roles_replaced;
+        stats.tablespaces_created = counts.tablespaces_created;
+        stats.tablespaces_kept = counts.tablespaces_kept;
     }
     for (record, into) in &plan {
         if !existing.contains(into) {
@@ -240,7 +266,8 @@ fn plan<'m>(
     }
 }
 
-/// Streams an object, decompressed, into a program's stdin.
+/// Streams an object, decompressed, into a program's stdin (`pg_restore`, which sends what
+/// it reads to the server over libpq and has no meta-commands).
 #[allow(clippy::too_many_arguments)]
 async fn feed(
     store: &Store,
@@ -279,24 +306,18 @@ async fn feed(
 /// The most a roles-and-tablespaces script may hold once decompressed.
 const MAX_GLOBALS_BYTES: u64 = 64 << 20;
 
-/// Runs the roles and tablespaces script with `psql`, leaving out the statements that would
-/// re-create or alter the role the restore logs in as (its password and attributes on the
-/// target stay the target's). Statements for objects that already exist fail harmlessly and
-/// are counted; any other error fails the restore.
-#[allow(clippy::too_many_arguments)]
-async fn restore_globals(
+/// Reads the backup's roles script and checks it (see [`globals`]), before anything is
+/// changed.
+async fn read_globals(
     store: &Store,
     folder: &str,
     manifest: &Manifest,
     record: &ObjectRecord,
-    tools: &PgTools,
-    credentials: &Credentials,
-    target: &PgTarget,
     progress: &Progress,
-) -> Result<u64, PgError> {
+) -> Result<globals::Script, PgError> {
     if record.raw_bytes > MAX_GLOBALS_BYTES {
         return Err(PgError::Usage(format!(
-            "the backup's roles script is {} (more than {}): restore it with psql yourself",
+            "the backup's roles script is {} (more than {}): restore without --globals and load it with psql yourself",
             crate::units::bytes(record.raw_bytes),
             crate::units::bytes(MAX_GLOBALS_BYTES)
         )));
@@ -311,65 +332,156 @@ async fn restore_globals(
         .read_to_end(&mut script)
         .await
         .map_err(|e| PgError::Internal(format!("reading the roles script: {e}")))?;
-    let script = without_own_role(&String::from_utf8_lossy(&script), &target.user);
-
-    let mut psql = command(&tools.psql, credentials);
-    psql.args([
-        "--quiet",
-        "--no-psqlrc",
-        "--set=ON_ERROR_STOP=0",
-        "--file=-",
-    ])
-    .arg(format!("--dbname={}", conninfo(target, "postgres")))
-    .stdin(Stdio::piped());
-    let mut running = Running::spawn(psql, "psql", "of the globals".to_owned())?;
-    let mut stdin = running
-        .child
-        .stdin
-        .take()
-        .ok_or_else(|| PgError::Internal("psql has no stdin".to_owned()))?;
-    let written = async {
-        let result = stdin.write_all(script.as_bytes()).await;
-        drop(stdin);
-        result
-    };
-    let (written, said) = tokio::join!(written, running.finish());
-    let said = said?;
-    written.map_err(|e| PgError::Internal(format!("feeding psql: {e}")))?;
-    if let Some(first) = said.first_errors.first() {
-        return Err(PgError::Tool {
-            tool: "psql",
-            subject: "of the globals".to_owned(),
-            status: format!("{} error(s)", said.other_errors),
-            stderr: first.clone(),
-        });
-    }
-    Ok(said.already_exists)
+    Ok(globals::Script::parse(&script)?)
 }
 
-/// `pg_dumpall --globals-only` output without the `CREATE ROLE` and `ALTER ROLE ... WITH`
-/// lines of `user`, so that restoring roles cannot change the password of the role doing it.
-pub fn without_own_role(script: &str, user: &str) -> String {
-    let plain = user
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !user.starts_with(|c: char| c.is_ascii_digit());
-    let mut names = vec![quote_ident(user)];
-    if plain {
-        names.push(user.to_owned());
-    }
-    let own = |line: &str| {
-        names.iter().any(|name| {
-            line == format!("CREATE ROLE {name};")
-                || line.starts_with(&format!("ALTER ROLE {name} WITH "))
-        })
+/// Restores the roles and tablespaces of a checked script, statement by statement over the
+/// PostgreSQL protocol (never through `psql`):
+///
+/// - Roles that do not exist in the target are created with the backup's attributes,
+///   password, settings and comment. Roles that exist keep all of those with
+///   [`RoleConflict::Keep`], or get the backup's with [`RoleConflict::Replace`] (settings
+///   and comments the backup does not have stay). The role the restore logs in as is never
+///   changed, so its password stays the target's.
+/// - Role memberships and privileges on configuration parameters only add and are always
+///   applied, also to roles that existed; nothing is revoked.
+/// - Tablespaces that exist are left alone, their privileges included. Missing ones are
+///   created first, outside the transaction (`CREATE TABLESPACE` cannot run in one), owned by
+///   the restoring role until the transaction gives them their owner.
+/// - Everything else runs in one transaction. If any statement fails, the transaction is
+///   rolled back and the tablespaces just created are dropped again: the error names the
+///   statement (its line in the script, and the role or tablespace) and nothing is changed.
+async fn restore_globals(
+    script: &globals::Script,
+    target: &PgTarget,
+    roles: RoleConflict,
+) -> Result<globals::Counts, PgError> {
+    let client = connect(target, "postgres").await?;
+    let names = |sql: &'static str, what: &'static str| {
+        let client = &client;
+        async move {
+            let fail = |e: tokio_postgres::Error| {
+                PgError::from_pg(&target.address(), &target.user, what, &e)
+            };
+            client
+                .query(sql, &[])
+                .await
+                .map_err(fail)?
+                .iter()
+                .map(|row| row.try_get::<_, String>(0).map_err(fail))
+                .collect::<Result<_, _>>()
+        }
     };
-    let mut out = String::with_capacity(script.len());
-    for line in script.lines().filter(|line| !own(line)) {
-        out.push_str(line);
-        out.push('\n');
+    let existing = globals::Existing {
+        roles: names("SELECT rolname::text FROM pg_roles", "listing roles").await?,
+        tablespaces: names(
+            "SELECT spcname::text FROM pg_tablespace",
+            "listing tablespaces",
+        )
+        .await?,
+    };
+    let plan = script.plan(&existing, &target.user, roles);
+    let mut created = Vec::new();
+    let mut begun = false;
+    let result = async {
+        // Notices ("role x is already a member of role y") are expected, not news.
+        client
+            .batch_execute("SET client_min_messages = warning")
+            .await
+            .map_err(|e| PgError::from_pg(&target.address(), &target.user, "setting up", &e))?;
+        for step in &plan.settings {
+            run(&client, target, step).await?;
+        }
+        for (name, step) in &plan.tablespaces {
+            run(&client, target, step).await?;
+            created.push(name.clone());
+        }
+        client.batch_execute("BEGIN").await.map_err(|e| {
+            PgError::from_pg(
+                &target.address(),
+                &target.user,
+                "starting the roles transaction",
+                &e,
+            )
+        })?;
+        begun = true;
+        for step in &plan.transaction {
+            run(&client, target, step).await?;
+        }
+        client.batch_execute("COMMIT").await.map_err(|e| {
+            PgError::from_pg(&target.address(), &target.user, "committing the roles", &e)
+        })
     }
-    out
+    .await;
+    match result {
+        Ok(()) => Ok(plan.counts),
+        Err(error) => Err(undo(&client, begun, &created, error).await),
+    }
+}
+
+/// Runs one statement of the roles script; a failure names it.
+async fn run(client: &Client, target: &PgTarget, step: &globals::Step) -> Result<(), PgError> {
+    // The extended protocol runs exactly one statement, whatever the text holds.
+    client
+        .execute(step.sql.as_str(), &[])
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            PgError::from_pg(
+                &target.address(),
+                &target.user,
+                &format!(
+                    "restoring line {} of the backup's roles script ({})",
+                    step.line, step.head
+                ),
+                &e,
+            )
+        })
+}
+
+/// After a failed roles restore: rolls the transaction back and drops the tablespaces it
+/// created, and says so in the error.
+async fn undo(client: &Client, begun: bool, created: &[String], error: PgError) -> PgError {
+    if begun {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    let mut left = Vec::new();
+    for name in created {
+        if let Err(e) = client
+            .batch_execute(&format!("DROP TABLESPACE {}", quote_ident(name)))
+            .await
+        {
+            let detail = e
+                .as_db_error()
+                .map(|d| crate::text::one_line(d.message()))
+                .unwrap_or_else(|| e.to_string());
+            left.push(format!("{name:?} ({detail})"));
+        }
+    }
+    let outcome = if left.is_empty() {
+        "no role or tablespace was changed: fix the cause in the target (or the backup), or restore without --globals".to_owned()
+    } else {
+        format!(
+            "no role was changed, but tablespace(s) {} created for it could not be dropped again: drop them, then fix the cause or restore without --globals",
+            left.join(", ")
+        )
+    };
+    match error {
+        PgError::Query {
+            address,
+            what,
+            detail,
+        } => PgError::Query {
+            address,
+            what,
+            detail: format!("{detail}; {outcome}"),
+        },
+        PgError::Connect { address, detail } => PgError::Connect {
+            address,
+            detail: format!("{detail}; {outcome}"),
+        },
+        other => other,
+    }
 }
 
 /// Counts every table the backup counted and compares.
@@ -408,24 +520,4 @@ async fn verify_rows(
         rows += found;
     }
     Ok((expected.len() as u64, rows))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_restoring_role_is_left_alone() {
-        let script = "CREATE ROLE app;\nALTER ROLE app WITH LOGIN PASSWORD 'SCRAM-SHA-256$x';\n\
-                      CREATE ROLE postgres;\nALTER ROLE postgres WITH SUPERUSER PASSWORD 'y';\n\
-                      CREATE ROLE \"Admin\";\nALTER ROLE \"Admin\" WITH LOGIN;\n\
-                      GRANT app TO postgres;\n";
-        let kept = without_own_role(script, "postgres");
-        assert!(!kept.contains("ROLE postgres"), "{kept}");
-        assert!(kept.contains("CREATE ROLE app;") && kept.contains("GRANT app TO postgres;"));
-        let kept = without_own_role(script, "Admin");
-        assert!(!kept.contains("\"Admin\"") && kept.contains("ALTER ROLE postgres WITH"));
-        // A role whose name merely starts like the restoring one stays.
-        assert!(without_own_role(script, "ap").contains("CREATE ROLE app;"));
-    }
 }
