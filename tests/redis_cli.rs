@@ -331,3 +331,51 @@ async fn verify_and_restore_catch_a_damaged_or_incomplete_backup() {
         &["holds no complete backup"],
     );
 }
+
+#[tokio::test]
+async fn restore_warns_when_the_target_does_not_check_payloads() {
+    let source = RedisServer::start().unwrap();
+    let mut con = connect(&source.url()).await;
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("d").display().to_string();
+    let (location, _) = ok(
+        &["backup", &source.url(), "--to", &dest, "--mode", "keys"],
+        &[],
+    );
+
+    // Redis' default, sanitize-dump-payload no: restored, with a warning naming the fix.
+    let unchecked = RedisServer::start().unwrap();
+    let (line, out) = ok(&["restore", &location, "--to", &unchecked.url()], &[]);
+    assert!(line.starts_with("restored 1 keys"), "{line}");
+    let warnings = stderr(&out);
+    let warning = warnings
+        .lines()
+        .find(|l| l.contains("WARN"))
+        .unwrap_or_else(|| panic!("no warning: {warnings}"));
+    for fragment in [
+        &format!("127.0.0.1:{}", unchecked.port()),
+        "does not deep-check the payloads it restores (sanitize-dump-payload is \"no\")",
+        "a tampered backup could crash it",
+        "CONFIG SET sanitize-dump-payload yes",
+    ] {
+        assert!(warning.contains(fragment), "{fragment:?} not in {warning}");
+    }
+
+    // A target that checks them: no warning.
+    for setting in ["yes", "clients"] {
+        let checked = RedisServer::start_with(None, &[("sanitize-dump-payload", setting)]).unwrap();
+        let (line, out) = ok(&["restore", &location, "--to", &checked.url()], &[]);
+        assert!(line.starts_with("restored 1 keys"), "{line}");
+        assert!(
+            !stderr(&out).contains("sanitize-dump-payload"),
+            "{setting}: {}",
+            stderr(&out)
+        );
+    }
+}

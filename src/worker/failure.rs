@@ -21,7 +21,7 @@ impl From<&RedisError> for Failure {
     fn from(e: &RedisError) -> Self {
         match e {
             RedisError::Url(_) => Self::InvalidPlan,
-            RedisError::Connect { .. } => Self::SourceUnreachable,
+            RedisError::Connect { .. } | RedisError::Dropped { .. } => Self::SourceUnreachable,
             RedisError::Auth { .. } => Self::AuthenticationFailed,
             RedisError::Storage(e) => e.into(),
             RedisError::Integrity(_) | RedisError::Manifest(_) => Self::IntegrityCheckFailed,
@@ -38,9 +38,10 @@ impl From<&PgError> for Failure {
             PgError::Connect { .. } => Self::SourceUnreachable,
             PgError::Auth { .. } => Self::AuthenticationFailed,
             PgError::Storage(e) => e.into(),
-            PgError::Integrity(_) | PgError::Manifest(_) | PgError::RowCount { .. } => {
-                Self::IntegrityCheckFailed
-            }
+            PgError::Integrity(_)
+            | PgError::Manifest(_)
+            | PgError::RowCount { .. }
+            | PgError::Globals(_) => Self::IntegrityCheckFailed,
             PgError::Internal(_) => Self::Internal,
             _ => Self::SourceError,
         }

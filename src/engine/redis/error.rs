@@ -14,6 +14,15 @@ pub enum RedisError {
     Url(#[from] RedisUrlError),
     #[error("cannot connect to Redis at {address}: {detail}; check the host and port")]
     Connect { address: String, detail: String },
+    /// The connection broke after it was made (a restart, a failover, `CLIENT KILL`).
+    #[error(
+        "Redis at {address} closed the connection during {command} ({detail}): the run stopped there (a backup stores nothing; a restore may have restored part of the keys); check the server's log (a restart, a failover, a killed client) and run it again"
+    )]
+    Dropped {
+        address: String,
+        command: &'static str,
+        detail: String,
+    },
     #[error(
         "Redis at {address} refused the login ({detail}): check the user and password in the URL"
     )]
@@ -24,6 +33,16 @@ pub enum RedisError {
     SyncRefused { address: String, detail: String },
     #[error("Redis at {address}: {detail}")]
     Protocol { address: String, detail: String },
+    /// The server stopped answering: nothing came back, and it took none of what was sent,
+    /// for `seconds`.
+    #[error("Redis at {address} sent nothing for {seconds}s {during}: {fix}")]
+    Silent {
+        address: String,
+        seconds: u64,
+        /// What Coffer was waiting for, for example `while it prepared the snapshot`.
+        during: String,
+        fix: &'static str,
+    },
     #[error("Redis at {address} answered {command} with an error: {detail}")]
     Command {
         address: String,
@@ -70,6 +89,13 @@ impl RedisError {
         if auth {
             return Self::Auth {
                 address: address.to_owned(),
+                detail,
+            };
+        }
+        if command != "CONNECT" && (e.is_connection_dropped() || e.is_io_error()) {
+            return Self::Dropped {
+                address: address.to_owned(),
+                command,
                 detail,
             };
         }

@@ -10,7 +10,8 @@ pub mod replication;
 pub mod restore;
 pub mod target;
 
-pub use backup::{BackupRequest, Mode, backup};
+pub use backup::{BackupRequest, Mode, backup, backup_with};
+pub use client::Limits;
 pub use error::RedisError;
-pub use restore::{RestoreRequest, RestoreStats, restore};
+pub use restore::{RestoreRequest, RestoreStats, restore, restore_with};
 pub use target::RedisTarget;

@@ -2,22 +2,25 @@
 //! `AUTH`, `REPLCONF capa eof`, `REPLCONF rdb-only 1`, `SYNC`; then either `$<len>` and that
 //! many bytes, or `$EOF:<40-byte mark>` and bytes up to the mark (diskless replication).
 //! Bare newlines the server sends while it prepares the snapshot are skipped.
+//!
+//! The login waits at most [`Limits::connect_timeout`] for each answer; after `SYNC`, every
+//! wait is bounded by [`Limits::idle_timeout`] and restarts with each byte received: while
+//! it prepares a snapshot on disk, which can take an hour, Redis sends a newline every
+//! second, and each one restarts the wait. Only a server that sends nothing at all for that
+//! long is given up on.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+use super::client::{self, Limits};
 use super::error::RedisError;
 use super::target::RedisTarget;
 use crate::text::one_line;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The server sends a newline every second while it prepares the snapshot; a minute of
-/// silence means it is gone.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const EOF_MARK_LEN: usize = 40;
 const PIPE_BUFFER: usize = 1 << 20;
 
@@ -40,20 +43,15 @@ pub struct Snapshot {
 }
 
 /// Logs in, asks for a snapshot and starts receiving it.
-pub async fn start(target: &RedisTarget) -> Result<Snapshot, RedisError> {
+pub async fn start(target: &RedisTarget, limits: &Limits) -> Result<Snapshot, RedisError> {
     let address = target.address();
-    let connect_error = |detail: String| RedisError::Connect {
+    let stream = client::tcp_connect(target, limits.connect_timeout).await?;
+    let mut conn = Conn {
+        io: BufReader::with_capacity(256 << 10, stream),
         address: address.clone(),
-        detail,
+        idle: limits.idle_timeout,
     };
-    let stream = timeout(
-        CONNECT_TIMEOUT,
-        TcpStream::connect((target.host.as_str(), target.port)),
-    )
-    .await
-    .map_err(|_| connect_error(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
-    .map_err(|e| connect_error(e.to_string()))?;
-    let mut conn = BufReader::with_capacity(256 << 10, stream);
+    let login = Wait::Login(limits.connect_timeout);
 
     if let Some(password) = &target.password {
         let mut args = vec!["AUTH"];
@@ -61,8 +59,8 @@ pub async fn start(target: &RedisTarget) -> Result<Snapshot, RedisError> {
             args.push(user);
         }
         args.push(password);
-        send(&mut conn, &args, &address).await?;
-        let reply = read_reply_line(&mut conn, &address).await?;
+        conn.send(&args, login).await?;
+        let reply = conn.reply_line(login).await?;
         if reply.starts_with('-') {
             return Err(RedisError::Auth {
                 address,
@@ -71,16 +69,16 @@ pub async fn start(target: &RedisTarget) -> Result<Snapshot, RedisError> {
         }
     }
     for args in [["REPLCONF", "capa", "eof"], ["REPLCONF", "rdb-only", "1"]] {
-        send(&mut conn, &args, &address).await?;
-        let reply = read_reply_line(&mut conn, &address).await?;
+        conn.send(&args, login).await?;
+        let reply = conn.reply_line(login).await?;
         // Servers before 7.0 do not know rdb-only; that only means the replication stream
         // follows the snapshot, which the end-mark reader stops before.
         if reply.starts_with("-NOPERM") || reply.starts_with("-NOAUTH") {
             return Err(refused(&address, &reply));
         }
     }
-    send(&mut conn, &["SYNC"], &address).await?;
-    let header = read_reply_line(&mut conn, &address).await?;
+    conn.send(&["SYNC"], login).await?;
+    let header = conn.reply_line(Wait::Preparing).await?;
     let framing = parse_header(&header).map_err(|detail| {
         if header.starts_with('-') {
             refused(&address, &header)
@@ -92,7 +90,7 @@ pub async fn start(target: &RedisTarget) -> Result<Snapshot, RedisError> {
         }
     })?;
     let (writer, reader) = tokio::io::duplex(PIPE_BUFFER);
-    let task = tokio::spawn(receive(conn, writer, framing.clone(), address));
+    let task = tokio::spawn(receive(conn, writer, framing.clone()));
     Ok(Snapshot {
         reader,
         framing,
@@ -127,71 +125,120 @@ pub fn parse_header(line: &str) -> Result<Framing, String> {
     Err(format!("unexpected SYNC reply {line:?}"))
 }
 
-async fn send(
-    conn: &mut BufReader<TcpStream>,
-    args: &[&str],
-    address: &str,
-) -> Result<(), RedisError> {
-    let mut command = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        command.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        command.extend_from_slice(arg.as_bytes());
-        command.extend_from_slice(b"\r\n");
-    }
-    conn.get_mut()
-        .write_all(&command)
-        .await
-        .map_err(|e| RedisError::Connect {
-            address: address.to_owned(),
-            detail: e.to_string(),
-        })
+/// What the server is being waited for, to say so when it goes silent.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Answers to AUTH and REPLCONF, within the connect timeout.
+    Login(Duration),
+    /// The line announcing the snapshot, after keep-alive newlines.
+    Preparing,
+    /// The snapshot's bytes.
+    Sending,
 }
 
-/// Reads the next non-empty line (skipping keep-alive newlines), without its `\r\n`.
-async fn read_reply_line(
-    conn: &mut BufReader<TcpStream>,
-    address: &str,
-) -> Result<String, RedisError> {
-    loop {
-        let mut line = Vec::new();
-        let read = timeout(IDLE_TIMEOUT, conn.read_until(b'\n', &mut line))
+/// The replication connection.
+struct Conn {
+    io: BufReader<TcpStream>,
+    address: String,
+    idle: Duration,
+}
+
+impl Conn {
+    fn limit(&self, wait: Wait) -> Duration {
+        match wait {
+            Wait::Login(limit) => limit,
+            Wait::Preparing | Wait::Sending => self.idle,
+        }
+    }
+
+    fn silent(&self, wait: Wait) -> RedisError {
+        let (during, fix) = match wait {
+            Wait::Login(_) => (
+                "after accepting the connection (logging in)",
+                "check that a Redis server listens there (not another service, or a proxy with nothing behind it)",
+            ),
+            Wait::Preparing => (
+                "while Coffer waited for the snapshot to start (Redis sends a newline every second while it prepares one)",
+                "check that it is up and not paused, overloaded or cut off by the network, then try again",
+            ),
+            Wait::Sending => (
+                "in the middle of the snapshot",
+                "check that it is up and not paused, overloaded or cut off by the network, then try again",
+            ),
+        };
+        RedisError::Silent {
+            address: self.address.clone(),
+            seconds: self.limit(wait).as_secs(),
+            during: during.to_owned(),
+            fix,
+        }
+    }
+
+    fn broken(&self, e: &std::io::Error) -> RedisError {
+        RedisError::Connect {
+            address: self.address.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    async fn send(&mut self, args: &[&str], wait: Wait) -> Result<(), RedisError> {
+        let mut command = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            command.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            command.extend_from_slice(arg.as_bytes());
+            command.extend_from_slice(b"\r\n");
+        }
+        timeout(self.limit(wait), self.io.get_mut().write_all(&command))
             .await
-            .map_err(|_| RedisError::Protocol {
-                address: address.to_owned(),
-                detail: format!("no answer within {}s", IDLE_TIMEOUT.as_secs()),
-            })?
-            .map_err(|e| RedisError::Connect {
-                address: address.to_owned(),
-                detail: e.to_string(),
-            })?;
-        if read == 0 {
-            return Err(RedisError::Connect {
-                address: address.to_owned(),
-                detail: "the server closed the connection".to_owned(),
-            });
+            .map_err(|_| self.silent(wait))?
+            .map_err(|e| self.broken(&e))
+    }
+
+    /// Reads the next non-empty line (skipping keep-alive newlines), without its `\r\n`.
+    /// Each line received, empty or not, restarts the wait.
+    async fn reply_line(&mut self, wait: Wait) -> Result<String, RedisError> {
+        loop {
+            let mut line = Vec::new();
+            let read = timeout(self.limit(wait), self.io.read_until(b'\n', &mut line))
+                .await
+                .map_err(|_| self.silent(wait))?
+                .map_err(|e| self.broken(&e))?;
+            if read == 0 {
+                return Err(RedisError::Connect {
+                    address: self.address.clone(),
+                    detail: "the server closed the connection".to_owned(),
+                });
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches(['\r', '\n']);
+            if !text.is_empty() {
+                return Ok(text.to_owned());
+            }
         }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches(['\r', '\n']);
-        if !text.is_empty() {
-            return Ok(text.to_owned());
-        }
+    }
+
+    /// Reads what is there, waiting at most the idle timeout for the first byte.
+    async fn read_some(&mut self, buffer: &mut [u8]) -> Result<usize, RedisError> {
+        timeout(self.idle, self.io.read(buffer))
+            .await
+            .map_err(|_| self.silent(Wait::Sending))?
+            .map_err(|e| self.broken(&e))
     }
 }
 
 async fn receive(
-    mut conn: BufReader<TcpStream>,
+    mut conn: Conn,
     mut out: DuplexStream,
     framing: Framing,
-    address: String,
 ) -> Result<u64, RedisError> {
+    let address = conn.address.clone();
     let broken = |detail: String| RedisError::Protocol {
         address: address.clone(),
         detail,
     };
     let total = match framing {
         Framing::Sized(len) => {
-            let copied =
-                copy_with_idle_timeout(&mut (&mut conn).take(len), &mut out, &address).await?;
+            let copied = copy_sized(&mut conn, len, &mut out).await?;
             if copied != len {
                 return Err(broken(format!(
                     "the connection closed after {copied} of {len} snapshot bytes"
@@ -199,7 +246,7 @@ async fn receive(
             }
             copied
         }
-        Framing::EndMark(mark) => receive_until_mark(&mut conn, &mut out, &mark, &address).await?,
+        Framing::EndMark(mark) => receive_until_mark(&mut conn, &mut out, &mark).await?,
     };
     out.shutdown()
         .await
@@ -207,38 +254,22 @@ async fn receive(
     Ok(total)
 }
 
-async fn copy_with_idle_timeout(
-    from: &mut (impl AsyncRead + Unpin),
-    to: &mut DuplexStream,
-    address: &str,
-) -> Result<u64, RedisError> {
+/// Passes on up to `len` bytes; fewer if the connection closes first.
+async fn copy_sized(conn: &mut Conn, len: u64, to: &mut DuplexStream) -> Result<u64, RedisError> {
     let mut buffer = vec![0u8; 256 << 10];
     let mut total = 0u64;
-    loop {
-        let n = read_some(from, &mut buffer, address).await?;
+    while total < len {
+        let want = usize::try_from(len - total)
+            .unwrap_or(usize::MAX)
+            .min(buffer.len());
+        let n = conn.read_some(&mut buffer[..want]).await?;
         if n == 0 {
-            return Ok(total);
+            break;
         }
-        write_on(to, &buffer[..n], address).await?;
+        write_on(to, &buffer[..n], &conn.address).await?;
         total += n as u64;
     }
-}
-
-async fn read_some(
-    from: &mut (impl AsyncRead + Unpin),
-    buffer: &mut [u8],
-    address: &str,
-) -> Result<usize, RedisError> {
-    timeout(IDLE_TIMEOUT, from.read(buffer))
-        .await
-        .map_err(|_| RedisError::Protocol {
-            address: address.to_owned(),
-            detail: format!("the snapshot stalled for {}s", IDLE_TIMEOUT.as_secs()),
-        })?
-        .map_err(|e| RedisError::Connect {
-            address: address.to_owned(),
-            detail: e.to_string(),
-        })
+    Ok(total)
 }
 
 async fn write_on(to: &mut DuplexStream, bytes: &[u8], address: &str) -> Result<(), RedisError> {
@@ -252,19 +283,18 @@ async fn write_on(to: &mut DuplexStream, bytes: &[u8], address: &str) -> Result<
 /// they are not the mark. Anything after the mark (the replication stream of servers that
 /// ignore `rdb-only`) is dropped.
 async fn receive_until_mark(
-    conn: &mut BufReader<TcpStream>,
+    conn: &mut Conn,
     out: &mut DuplexStream,
     mark: &[u8],
-    address: &str,
 ) -> Result<u64, RedisError> {
     let mut buffer = vec![0u8; 256 << 10];
     let mut held: Vec<u8> = Vec::with_capacity(buffer.len() + mark.len());
     let mut total = 0u64;
     loop {
-        let n = read_some(conn, &mut buffer, address).await?;
+        let n = conn.read_some(&mut buffer).await?;
         if n == 0 {
             return Err(RedisError::Protocol {
-                address: address.to_owned(),
+                address: conn.address.clone(),
                 detail: format!(
                     "the connection closed after {total} snapshot bytes, before the end mark"
                 ),
@@ -272,12 +302,12 @@ async fn receive_until_mark(
         }
         held.extend_from_slice(&buffer[..n]);
         if let Some(at) = memchr::memmem::find(&held, mark) {
-            write_on(out, &held[..at], address).await?;
+            write_on(out, &held[..at], &conn.address).await?;
             return Ok(total + at as u64);
         }
         let keep = mark.len().min(held.len());
         let ready = held.len() - keep;
-        write_on(out, &held[..ready], address).await?;
+        write_on(out, &held[..ready], &conn.address).await?;
         total += ready as u64;
         held.drain(..ready);
     }

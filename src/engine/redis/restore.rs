@@ -4,17 +4,34 @@
 //! through and checked against the manifest (size, SHA-256, and again after
 //! decompression); the target is reached and checked to load this data's RDB version; only
 //! then is anything written (`FLUSHDB` first with `Flush`).
+//!
+//! A `coffer-keys` stream holds each key once (see [`mod@super::backup`]), so a key that
+//! `RESTORE` finds already there existed before the restore: `Skip` counts it as skipped.
+//! A stream that repeats a key (not one Coffer wrote) still restores and verifies; the
+//! repeat then counts as skipped (`Skip`, `Flush`) or is restored again over the first
+//! (`Overwrite`), because telling it from a key that existed before would mean remembering
+//! every key restored.
+//!
+//! ## Payloads from the bucket
+//!
+//! `RESTORE` trusts its payload's structure unless the target checks it deeply, and a
+//! crafted payload (written by someone who can write the bucket, with a manifest to
+//! match) can then crash the server or corrupt its memory. `RESTORE` has no option to ask
+//! for the check; the target's `sanitize-dump-payload` setting decides (Redis 6.2+:
+//! `yes`, or `clients` for connections whose ACL user lacks `skip-sanitize-payload`; the
+//! default, `no`, checks only lengths and the checksum). Coffer reads the setting before
+//! it writes and warns when payloads will not be checked, naming the fix; it does not
+//! change the server's configuration itself.
 
 use std::collections::BTreeMap;
 
 use chrono::Utc;
 use redis::Value;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
 use super::backup::{KEYS_FORMAT, RDB_FORMAT};
-use super::client;
+use super::client::{self, Connection, FLUSH_SILENCE, Limits, ServerInfo, version_parts};
 use super::error::RedisError;
 use super::frames::{FrameReader, Record};
 use super::rdb::{Item, RdbReader, dump_payload};
@@ -64,12 +81,32 @@ enum Work {
     FunctionDump(Vec<u8>),
 }
 
-/// Restores the backup in `folder`, described by `manifest`, into `request.target`.
+/// Restores the backup with the default [`Limits`].
 pub async fn restore(
     store: &Store,
     folder: &str,
     manifest: &Manifest,
     request: &RestoreRequest,
+    progress: &Progress,
+) -> Result<RestoreStats, RedisError> {
+    restore_with(
+        store,
+        folder,
+        manifest,
+        request,
+        &Limits::default(),
+        progress,
+    )
+    .await
+}
+
+/// Restores the backup in `folder`, described by `manifest`, into `request.target`.
+pub async fn restore_with(
+    store: &Store,
+    folder: &str,
+    manifest: &Manifest,
+    request: &RestoreRequest,
+    limits: &Limits,
     progress: &Progress,
 ) -> Result<RestoreStats, RedisError> {
     let record = data_object(manifest)?;
@@ -82,22 +119,22 @@ pub async fn restore(
     // 2. The target is reachable and can load this data.
     let target = &request.target;
     let address = target.address();
-    let mut con = client::connect(target, 0).await?;
-    client::server_info(&mut con, &address).await?;
+    let mut con = Connection::open(target, 0, limits).await?;
+    let info = client::server_info(&mut con).await?;
     if let Some(version) = manifest.source.rdb_version {
-        check_target_loads(&mut con, &address, &plan, version).await?;
+        check_target_loads(&mut con, &plan, version).await?;
+    }
+    if let Some(warning) = payload_check_warning(&address, &info, payload_checks(&mut con).await?) {
+        tracing::warn!("{warning}");
     }
 
     // 3. Now the target is changed.
     if request.conflict == RedisConflict::Flush {
         for db in plan.targets() {
-            redis::pipe()
-                .cmd("SELECT")
-                .arg(db)
-                .cmd("FLUSHDB")
-                .query_async::<()>(&mut con)
-                .await
-                .map_err(|e| RedisError::from_redis(&address, "FLUSHDB", &e))?;
+            con.query::<()>("SELECT", redis::cmd("SELECT").arg(db))
+                .await?;
+            con.query_within::<()>("FLUSHDB", &redis::cmd("FLUSHDB"), FLUSH_SILENCE)
+                .await?;
         }
     }
     let stored = ObservedReader::new(store.get(&key).await?, progress.clone());
@@ -219,25 +256,19 @@ impl DatabasePlan {
 /// dumping one of its existing keys (an empty target loses nothing if the first RESTORE
 /// fails).
 async fn check_target_loads(
-    con: &mut MultiplexedConnection,
-    address: &str,
+    con: &mut Connection,
     plan: &DatabasePlan,
     backup_version: u16,
 ) -> Result<(), RedisError> {
     for db in plan.targets() {
-        let (_, key): ((), Option<Vec<u8>>) = redis::pipe()
-            .cmd("SELECT")
-            .arg(db)
-            .cmd("RANDOMKEY")
-            .query_async(con)
-            .await
-            .map_err(|e| RedisError::from_redis(address, "RANDOMKEY", &e))?;
+        let (_, key): ((), Option<Vec<u8>>) = con
+            .pipeline(
+                "RANDOMKEY",
+                redis::pipe().cmd("SELECT").arg(db).cmd("RANDOMKEY"),
+            )
+            .await?;
         let Some(key) = key else { continue };
-        let dump: Option<Vec<u8>> = redis::cmd("DUMP")
-            .arg(&key)
-            .query_async(con)
-            .await
-            .map_err(|e| RedisError::from_redis(address, "DUMP", &e))?;
+        let dump: Option<Vec<u8>> = con.query("DUMP", redis::cmd("DUMP").arg(&key)).await?;
         let Some(dump) = dump.filter(|d| d.len() >= 10) else {
             continue;
         };
@@ -245,13 +276,66 @@ async fn check_target_loads(
         let target_version = u16::from_le_bytes([dump[at], dump[at + 1]]);
         if target_version < backup_version {
             return Err(RedisError::TargetTooOld {
-                address: address.to_owned(),
+                address: con.address().to_owned(),
                 rdb_version: backup_version,
             });
         }
         return Ok(());
     }
     Ok(())
+}
+
+/// What the target's `sanitize-dump-payload` setting is: `Ok(None)` when the server has no
+/// such setting (before 6.2), `Err` with the server's reason when it refuses to say
+/// (`CONFIG` is often not allowed on managed services).
+async fn payload_checks(
+    con: &mut Connection,
+) -> Result<Result<Option<String>, String>, RedisError> {
+    let reply = con
+        .query::<Vec<String>>(
+            "CONFIG GET",
+            redis::cmd("CONFIG").arg("GET").arg("sanitize-dump-payload"),
+        )
+        .await;
+    match reply {
+        // [name, value] (RESP2), as a flat list.
+        Ok(pair) => Ok(Ok(pair.into_iter().nth(1))),
+        Err(RedisError::Command { detail, .. } | RedisError::Auth { detail, .. }) => {
+            Ok(Err(detail))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The warning to give before restoring into a target that will not deep-check the
+/// payloads it is sent (`sanitize-dump-payload`), if any.
+fn payload_check_warning(
+    address: &str,
+    info: &ServerInfo,
+    setting: Result<Option<String>, String>,
+) -> Option<String> {
+    const RISK: &str = "a tampered backup could crash it or corrupt its memory";
+    match setting {
+        Ok(Some(value)) if value == "yes" || value == "clients" => None,
+        Ok(Some(value)) => Some(format!(
+            "{address} does not deep-check the payloads it restores (sanitize-dump-payload is {value:?}): {RISK}; restore only backups from a bucket you trust, or run CONFIG SET sanitize-dump-payload yes on it first"
+        )),
+        Ok(None) if version_parts(&info.version) < (6, 2) => Some(format!(
+            "{address} (Redis {}) cannot deep-check the payloads it restores: {RISK}; restore only backups from a bucket you trust, or into Redis 6.2 or newer with sanitize-dump-payload yes",
+            if info.version.is_empty() {
+                "of an unknown version"
+            } else {
+                &info.version
+            }
+        )),
+        Ok(None) => None,
+        Err(reason) => {
+            tracing::info!(
+                "cannot tell whether {address} deep-checks the payloads it restores (CONFIG GET sanitize-dump-payload: {reason}); unless it does, {RISK}"
+            );
+            None
+        }
+    }
 }
 
 /// Parses the decompressed data object and sends what to restore. Runs on a blocking thread.
@@ -315,7 +399,7 @@ struct Batch {
 }
 
 struct Restorer {
-    con: MultiplexedConnection,
+    con: Connection,
     address: String,
     conflict: RedisConflict,
     batch: Batch,
@@ -363,13 +447,9 @@ impl Restorer {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
-        let replies: Vec<redis::RedisResult<Value>> = batch
-            .pipe
-            .clone()
-            .ignore_errors()
-            .query_async(&mut self.con)
-            .await
-            .map_err(|e| RedisError::from_redis(&self.address, "RESTORE", &e))?;
+        let mut pipe = batch.pipe;
+        let replies: Vec<redis::RedisResult<Value>> =
+            self.con.pipeline("RESTORE", pipe.ignore_errors()).await?;
         for (key, reply) in batch.keys.iter().zip(replies) {
             match (key, reply) {
                 (None, Ok(_)) => {}
@@ -416,12 +496,14 @@ impl Restorer {
         if !is_load {
             command.arg(if replace { "REPLACE" } else { "APPEND" });
         }
-        match command.query_async::<Value>(&mut self.con).await {
+        match self.con.query::<Value>("FUNCTION", &command).await {
             Ok(_) => self.stats.functions_restored += 1,
-            Err(e) if !replace && e.to_string().contains("already exists") => {
+            Err(RedisError::Command { detail, .. })
+                if !replace && detail.contains("already exists") =>
+            {
                 self.stats.functions_skipped += 1
             }
-            Err(e) => return Err(RedisError::from_redis(&self.address, "FUNCTION", &e)),
+            Err(e) => return Err(e),
         }
         Ok(())
     }
@@ -430,4 +512,48 @@ impl Restorer {
 /// A key for messages: text when printable, else escaped bytes.
 fn show_key(key: &[u8]) -> String {
     format!("\"{}\"", key.escape_ascii())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(version: &str) -> ServerInfo {
+        ServerInfo {
+            version: version.to_owned(),
+            ..ServerInfo::default()
+        }
+    }
+
+    #[test]
+    fn warns_when_the_target_will_not_check_payloads() {
+        let seven = server("7.0.15");
+        for checked in ["yes", "clients"] {
+            assert_eq!(
+                payload_check_warning("r:6379", &seven, Ok(Some(checked.to_owned()))),
+                None
+            );
+        }
+        let warning =
+            payload_check_warning("r:6379", &seven, Ok(Some("no".to_owned()))).unwrap_or_default();
+        for fragment in [
+            "r:6379 does not deep-check",
+            "(sanitize-dump-payload is \"no\")",
+            "a tampered backup could crash it",
+            "run CONFIG SET sanitize-dump-payload yes on it first",
+        ] {
+            assert!(warning.contains(fragment), "{fragment:?} not in {warning}");
+        }
+        let old = payload_check_warning("r:6379", &server("6.0.9"), Ok(None)).unwrap_or_default();
+        assert!(
+            old.contains("r:6379 (Redis 6.0.9) cannot deep-check") && old.contains("6.2 or newer"),
+            "{old}"
+        );
+        // A server that hides the setting or refuses CONFIG: nothing to warn about for sure.
+        assert_eq!(payload_check_warning("r:6379", &seven, Ok(None)), None);
+        assert_eq!(
+            payload_check_warning("r:6379", &seven, Err("NOPERM".to_owned())),
+            None
+        );
+    }
 }
