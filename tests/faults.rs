@@ -304,12 +304,12 @@ async fn the_operator_killed_at_random_points_never_loses_repeats_or_misreports_
     // Restores with the app quiesced, the operator killed at a random point of each: the
     // restore ends, and the app always comes back to its replicas.
     let restores: Api<coffer::api::RestoreRequest> = Api::namespaced(admin().await, &ns);
-    for run in 0..RUNS {
+    for (run, backup) in names.iter().enumerate() {
         let name = format!("restore-{run}");
         create::<coffer::api::RestoreRequest>(
             &ns,
             json!({"metadata": {"name": name}, "spec": {
-            "backupRef": {"name": names[run]}, "redis": {"conflict": "Overwrite"},
+            "backupRef": {"name": backup}, "redis": {"conflict": "Overwrite"},
             "quiesce": [{"kind": "Deployment", "name": "app"}]}}),
         )
         .await;
@@ -335,4 +335,124 @@ async fn the_operator_killed_at_random_points_never_loses_repeats_or_misreports_
     }
     drop(restores);
     let _ = BUCKET;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_drops_the_backup_mid_way_fails_it_and_leaves_nothing_that_lies() {
+    let mut random = Random::new("source-drops");
+    let pg = coffer_testenv::PostgresServer::start().unwrap();
+    support::pg_data::create(
+        &pg,
+        "shop",
+        "CREATE TABLE events (id int, body text);
+         INSERT INTO events SELECT g, md5(g::text) || repeat(md5((g * 7)::text), 8)
+           FROM generate_series(1, 150000) g;",
+    )
+    .await;
+    let redis = big_redis().await;
+    let admin_pg = support::pg_data::connect(&pg, "postgres").await;
+    let mut admin_redis = support::redis_data::connect(&redis.url()).await;
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("store").display().to_string();
+    let mut failed = 0;
+    for run in 0..RUNS {
+        for source in [pg.url("shop"), redis.url()] {
+            let is_pg = source.starts_with("postgres");
+            let mut args = vec!["backup", source.as_str(), "--to", dest.as_str()];
+            if !is_pg {
+                args.extend(["--mode", "keys"]);
+            }
+            args.extend(["--compression", "gzip"]);
+            let child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let delay = random.between(Duration::from_millis(100), Duration::from_millis(900));
+            tokio::time::sleep(delay).await;
+            // The database drops the backup's connections (a restart, a failover, a kill).
+            if is_pg {
+                admin_pg
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE pid <> pg_backend_pid() AND datname = 'shop'",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+            } else {
+                redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("normal")
+                    .arg("SKIPME")
+                    .arg("yes")
+                    .query_async::<i64>(&mut admin_redis)
+                    .await
+                    .unwrap();
+            }
+            let out = child.wait_with_output().unwrap();
+            let message = String::from_utf8_lossy(&out.stderr).into_owned();
+            eprintln!(
+                "run {run} {}: dropped after {delay:?}: {}",
+                if is_pg { "postgres" } else { "redis" },
+                message.lines().last().unwrap_or_default()
+            );
+            if !out.status.success() {
+                failed += 1;
+                // One line that names the problem, and no backup.
+                assert_eq!(message.trim_end().lines().count(), 1, "{message}");
+                if !is_pg {
+                    assert!(message.contains("closed the connection"), "{message}");
+                }
+            }
+            every_listed_backup_verifies(&dest, &[]);
+            sweep(&dest, &[]);
+        }
+    }
+    assert!(failed > 0, "the source never dropped a backup mid-way");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_going_away_mid_upload_fails_the_backup_and_the_next_one_succeeds() {
+    let mut random = Random::new("s3-away");
+    let redis = big_redis().await;
+    let mut s3 = s3_with_bucket("faults").await;
+    let env = s3.env();
+    let dest = "s3://faults/away";
+    let mut failed = 0;
+    for run in 0..RUNS {
+        let child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .args(["backup", &redis.url(), "--to", dest, "--mode", "keys"])
+            .args(["--compression", "gzip"])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let delay = random.between(Duration::from_millis(100), Duration::from_millis(900));
+        tokio::time::sleep(delay).await;
+        s3.stop();
+        let out = child.wait_with_output().unwrap();
+        let message = String::from_utf8_lossy(&out.stderr).into_owned();
+        eprintln!(
+            "run {run}: store stopped after {delay:?}: {}",
+            message.lines().last().unwrap_or_default()
+        );
+        s3.restart().unwrap();
+        if !out.status.success() {
+            failed += 1;
+            assert_eq!(message.trim_end().lines().count(), 1, "{message}");
+        }
+        // Whatever it left, nothing lies; and the store works again for the next backup.
+        let complete = every_listed_backup_verifies(dest, &env);
+        let out = coffer(
+            &["backup", &redis.url(), "--to", dest, "--mode", "keys"],
+            &env,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(every_listed_backup_verifies(dest, &env), complete + 1);
+    }
+    assert!(failed > 0, "the store never went away mid-upload");
 }

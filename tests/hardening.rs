@@ -464,7 +464,7 @@ async fn a_backup_is_not_deleted_while_a_restore_reads_it() {
     delete::<Backup>(&ns, "base", PropagationPolicy::Background).await;
     let backups = Api::<Backup>::namespaced(admin().await, &ns);
     eventually(RUN, "base to say it is in use", || async {
-        let b = backups.get(&"base".to_owned()).await.unwrap();
+        let b = backups.get("base").await.unwrap();
         let deleting = b
             .status?
             .conditions

@@ -40,25 +40,55 @@ impl S3Server {
             .map_err(TestEnvError::io("creating a directory for the S3 server"))?;
         let access_key = format!("AK{}", random_token().to_uppercase());
         let secret_key = random_token();
-        let store = s3s_fs::FileSystem::new(root.path()).map_err(|e| TestEnvError::Io {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(TestEnvError::io("binding the S3 server's port"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(TestEnvError::io("reading the S3 server's address"))?;
+        let mut server = Self {
+            addr,
+            access_key,
+            secret_key,
+            shutdown: None,
+            thread: None,
+            root,
+        };
+        server.serve_on(listener)?;
+        Ok(server)
+    }
+
+    /// Stops serving (open connections get 2 s to finish): a store that went away.
+    pub fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Serves again, on the same port, with the same objects and keys.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        let listener = std::net::TcpListener::bind(self.addr)
+            .map_err(TestEnvError::io("binding the S3 server's port again"))?;
+        self.serve_on(listener)
+    }
+
+    fn serve_on(&mut self, listener: std::net::TcpListener) -> Result<()> {
+        let store = s3s_fs::FileSystem::new(self.root.path()).map_err(|e| TestEnvError::Io {
             what: "opening the S3 server's store".to_owned(),
             source: std::io::Error::other(format!("{e:?}")),
         })?;
         let mut builder = S3ServiceBuilder::new(store);
         builder.set_auth(SimpleAuth::from_single(
-            access_key.clone(),
-            secret_key.clone(),
+            self.access_key.clone(),
+            self.secret_key.clone(),
         ));
         let service = builder.build();
-
-        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .map_err(TestEnvError::io("binding the S3 server's port"))?;
         listener
             .set_nonblocking(true)
             .map_err(TestEnvError::io("configuring the S3 server's socket"))?;
-        let addr = listener
-            .local_addr()
-            .map_err(TestEnvError::io("reading the S3 server's address"))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("s3-server")
@@ -70,14 +100,9 @@ impl S3Server {
             .name("s3-server".to_owned())
             .spawn(move || runtime.block_on(serve(listener, service, stop)))
             .map_err(TestEnvError::io("starting the S3 server's thread"))?;
-        Ok(Self {
-            addr,
-            access_key,
-            secret_key,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-            root,
-        })
+        self.shutdown = Some(shutdown);
+        self.thread = Some(thread);
+        Ok(())
     }
 
     /// The endpoint URL, for example `http://127.0.0.1:40123`.
@@ -134,12 +159,7 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.stop();
     }
 }
 
