@@ -265,20 +265,7 @@ impl Run<'_> {
                 uid: self.uid.to_owned(),
             }),
         });
-        let template = job_template(ctx, namespace, backup).await?;
-        let built = job::build(
-            &JobRequest {
-                name: job_name.to_owned(),
-                namespace,
-                owner: backup.controller_owner_ref(&()),
-                owner_name: name,
-                owner_uid: self.uid.to_owned(),
-                plan: &plan,
-                template: template.as_ref(),
-            },
-            &ctx.settings.worker,
-        )?;
-        let job = match workers::create(ctx, namespace, &built).await? {
+        let job = match self.create_job(job_name, &plan).await? {
             Created::Job(job) => *job,
             Created::Refused { message, .. } => {
                 let problem = Problem {
@@ -307,6 +294,25 @@ impl Run<'_> {
         )
         .await;
         Ok(Ok(job))
+    }
+
+    /// Creates a worker Job of this Backup (owned by it, labelled with its UID).
+    async fn create_job(&self, job_name: &str, plan: &Plan) -> Result<Created, Error> {
+        let (ctx, namespace, backup) = (self.ctx, self.namespace, self.backup);
+        let template = job_template(ctx, namespace, backup).await?;
+        let built = job::build(
+            &JobRequest {
+                name: job_name.to_owned(),
+                namespace,
+                owner: backup.controller_owner_ref(&()),
+                owner_name: backup.name_any(),
+                owner_uid: self.uid.to_owned(),
+                plan,
+                template: template.as_ref(),
+            },
+            &ctx.settings.worker,
+        )?;
+        workers::create(ctx, namespace, &built).await
     }
 
     /// The backup Job vanished before its result was read (deleted by hand, or its TTL ran
@@ -345,20 +351,7 @@ impl Run<'_> {
                     folder: run.folder.clone(),
                     owner_uid: self.uid.to_owned(),
                 });
-                let template = job_template(ctx, namespace, backup).await?;
-                let built = job::build(
-                    &JobRequest {
-                        name: job_name.clone(),
-                        namespace,
-                        owner: backup.controller_owner_ref(&()),
-                        owner_name: name,
-                        owner_uid: self.uid.to_owned(),
-                        plan: &plan,
-                        template: template.as_ref(),
-                    },
-                    &ctx.settings.worker,
-                )?;
-                match workers::create(ctx, namespace, &built).await? {
+                match self.create_job(&job_name, &plan).await? {
                     Created::Job(job) => *job,
                     Created::Refused { message, .. } => {
                         let summary = Summary::failed(

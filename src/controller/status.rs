@@ -66,27 +66,14 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
-    if old == Some(status) {
-        return Ok(());
-    }
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &object.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    write(api, object, old, status, None).await
 }
 
 /// [`apply`], only if the object is still at the resourceVersion this reconcile read: a
 /// reconcile that read stale status (a watch lagging behind its own write) fails with a
 /// conflict instead of recording a transition twice, so the Events and metrics that follow
-/// a transition happen once. For the writes that end a run.
+/// a transition happen once. For the writes that end a run (the first write of their
+/// reconcile: a second one would conflict with the first).
 pub async fn apply_fresh<K, S>(
     api: &Api<K>,
     object: &K,
@@ -97,15 +84,31 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
+    write(api, object, old, status, object.resource_version()).await
+}
+
+async fn write<K, S>(
+    api: &Api<K>,
+    object: &K,
+    old: Option<&S>,
+    status: &S,
+    resource_version: Option<String>,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
     if old == Some(status) {
         return Ok(());
     }
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "metadata": {"resourceVersion": object.resource_version()},
         "status": status,
     });
+    if let Some(version) = resource_version {
+        patch["metadata"] = serde_json::json!({"resourceVersion": version});
+    }
     api.patch_status(
         &object.name_any(),
         &PatchParams::apply(MANAGER).force(),

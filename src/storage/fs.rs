@@ -140,7 +140,7 @@ impl FsStore {
         let location = start.display().to_string();
         tokio::task::spawn_blocking(move || {
             let mut found = Vec::new();
-            walk(&root, &start, &mut found)
+            walk(&root, &start, &mut found, false)
                 .map_err(|e| StorageError::io("listing", location.clone(), e))?;
             found.sort_by(|a: &ObjectInfo, b| a.key.cmp(&b.key));
             Ok(found)
@@ -213,7 +213,7 @@ impl FsStore {
         let location = self.root.display().to_string();
         tokio::task::spawn_blocking(move || {
             let mut found = Vec::new();
-            walk_temp(&root, &root, &mut found)
+            walk(&root, &root, &mut found, true)
                 .map_err(|e| StorageError::io("listing", location.clone(), e))?;
             Ok(found)
         })
@@ -235,7 +235,14 @@ impl FsStore {
     }
 }
 
-fn walk_temp(root: &Path, dir: &Path, found: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
+/// The files below `dir`: the objects, or with `temporary` the temporary files of writes
+/// that never finished.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    found: &mut Vec<ObjectInfo>,
+    temporary: bool,
+) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -243,51 +250,18 @@ fn walk_temp(root: &Path, dir: &Path, found: &mut Vec<ObjectInfo>) -> std::io::R
     };
     for entry in entries {
         let entry = entry?;
-        let path = entry.path();
+        let is_temp = entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
         let file_type = entry.file_type()?;
+        let path = entry.path();
         if file_type.is_dir() {
-            walk_temp(root, &path, found)?;
-        } else if file_type.is_file()
-            && entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
-        {
+            walk(root, &path, found, temporary)?;
+        } else if file_type.is_file() && is_temp == temporary {
             let metadata = entry.metadata()?;
             found.push(ObjectInfo {
                 key: path
                     .strip_prefix(root)
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                size: metadata.len(),
-                modified: metadata.modified().ok().map(chrono::DateTime::from),
-            });
-        }
-    }
-    Ok(())
-}
-
-fn walk(root: &Path, dir: &Path, found: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with(TEMP_PREFIX) {
-            continue;
-        }
-        let file_type = entry.file_type()?;
-        let path = entry.path();
-        if file_type.is_dir() {
-            walk(root, &path, found)?;
-        } else if file_type.is_file() {
-            let key = path
-                .strip_prefix(root)
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let metadata = entry.metadata()?;
-            found.push(ObjectInfo {
-                key,
                 size: metadata.len(),
                 modified: metadata.modified().ok().map(chrono::DateTime::from),
             });
