@@ -297,7 +297,9 @@ async fn a_backup_whose_job_vanished_is_judged_by_what_is_in_storage() {
     // A run that completed while the operator was down, and whose Job was gone (its TTL ran
     // out, or someone deleted it) before the operator came back.
     create::<Backup>(&ns, backup_doc("complete", &redis, &s3, "redis-auth")).await;
+    create::<Backup>(&ns, backup_doc("podless", &redis, &s3, "redis-auth")).await;
     let job = job_started::<Backup>(&ns, "complete").await;
+    let podless_job = job_started::<Backup>(&ns, "podless").await;
     operator.kill();
     let job_api = Api::<Job>::namespaced(admin().await, &ns);
     eventually(RUN, "the backup Job to complete", || async {
@@ -307,6 +309,32 @@ async fn a_backup_whose_job_vanished_is_judged_by_what_is_in_storage() {
     .await;
     delete::<Job>(&ns, &job, PropagationPolicy::Background).await;
     gone::<Job>(&ns, &job, RUN).await;
+    // Of `podless`, only the Pod (with the result in its status) goes; the Job stays.
+    eventually(RUN, "podless's Job to complete", || async {
+        let job = job_api.get(&podless_job).await.unwrap();
+        coffer::controller::workers::finished(&job).map(|_| ())
+    })
+    .await;
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin().await, &ns);
+    pods.delete_collection(
+        &DeleteParams::default(),
+        &kube::api::ListParams::default()
+            .labels(&format!("batch.kubernetes.io/job-name={podless_job}")),
+    )
+    .await
+    .unwrap();
+    eventually(RUN, "podless's Pod to be gone", || async {
+        pods.list(
+            &kube::api::ListParams::default()
+                .labels(&format!("batch.kubernetes.io/job-name={podless_job}")),
+        )
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+        .then_some(())
+    })
+    .await;
     // A run whose worker never started, and whose Job vanished.
     secret(&ns, "no-key", &[("other", "x")]).await;
     let _operator = Operator::start(&ns, "solo");
@@ -324,7 +352,18 @@ async fn a_backup_whose_job_vanished_is_judged_by_what_is_in_storage() {
         .iter()
         .find(|c| c.type_ == "Ready")
         .unwrap();
-    assert!(ready.message.contains("vanished"), "{}", ready.message);
+    assert!(ready.message.contains("was lost"), "{}", ready.message);
+
+    let podless = finished_backup(&ns, "podless").await;
+    let status = podless.status.unwrap();
+    assert_eq!(status.phase, Some(BackupPhase::Succeeded), "{status:?}");
+    assert_eq!(status.stats.as_ref().and_then(|s| s.keys), Some(20));
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(ready.message.contains("Pod is gone"), "{}", ready.message);
 
     let never = finished_backup(&ns, "never").await;
     let status = never.status.unwrap();
@@ -766,4 +805,47 @@ async fn a_volume_restores_through_the_operator_from_a_claim_store_with_its_owne
         ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"].map(str::to_owned)
     );
     assert_eq!(pod.security_context.unwrap().fs_group, None);
+}
+
+#[tokio::test]
+async fn a_restore_refuses_a_manifest_replaced_since_the_backup() {
+    let (_namespace, ns, s3, redis) = setup("tampered").await;
+    let _operator = Operator::start(&ns, "solo");
+    create::<Backup>(&ns, backup_doc("base", &redis, &s3, "redis-auth")).await;
+    let base = finished_backup(&ns, "base").await;
+    // Someone who can write the bucket replaces the manifest with one that still parses and
+    // still matches the data (only its name differs).
+    let key = format!("{}manifest.json", folder(&base));
+    let mut manifest: Value = serde_json::from_slice(&s3_client_get(&s3, &key).await).unwrap();
+    manifest["name"] = json!("someone-else");
+    support::s3_client(&s3)
+        .put_object()
+        .bucket(BUCKET)
+        .key(&key)
+        .body(serde_json::to_vec_pretty(&manifest).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    let target = RedisServer::start_with_password("pw").unwrap();
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "tampered"}, "spec": {
+        "backupRef": {"name": "base"}, "target": redis_source(&target, "redis-auth")}}),
+    )
+    .await;
+    let done = finished_restore(&ns, "tampered").await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Failed));
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason, "IntegrityCheckFailed", "{}", ready.message);
+    assert!(
+        ready.message.contains("changed or replaced"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(keys(&target).await, 0);
 }

@@ -260,3 +260,69 @@ fn enospc_is_reported_as_a_full_disk() {
     );
     assert!(err.to_string().contains("no space left"), "{err}");
 }
+
+/// A backup whose manifest cannot be written leaves none of its data objects behind (they
+/// would be an incomplete backup for ever), and a cancelled write leaves no temporary file.
+#[tokio::test]
+async fn a_manifest_that_cannot_be_written_takes_the_data_with_it() {
+    use coffer::storage::manifest::{FORMAT_VERSION, Manifest, ObjectRecord, SourceInfo, Stats};
+    let dir = tempfile::tempdir().unwrap();
+    let store = fs_store(&dir);
+    put(&store, "run/data.bin", b"data").await.unwrap();
+    // Something in the manifest's way: a directory where the file must go.
+    std::fs::create_dir_all(dir.path().join("store/run/manifest.json/x")).unwrap();
+    let now = chrono::Utc::now();
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        coffer_version: "test".into(),
+        name: "run".into(),
+        source: SourceInfo {
+            kind: "volume".into(),
+            address: "/".into(),
+            server_version: None,
+            mode: None,
+            database: None,
+            rdb_version: None,
+            tool: None,
+        },
+        started_at: now,
+        completed_at: now,
+        compression: coffer::api::Compression::None,
+        objects: vec![ObjectRecord {
+            name: "data.bin".into(),
+            format: "tar".into(),
+            raw_bytes: 4,
+            raw_sha256: "a".repeat(64),
+            stored_bytes: 4,
+            sha256: "a".repeat(64),
+            database: None,
+        }],
+        stats: Stats::default(),
+        owner: None,
+    };
+    assert!(store.put_manifest("run/", &manifest).await.is_err());
+    assert!(!dir.path().join("store/run/data.bin").exists());
+
+    // A write dropped half-way (a cancelled backup) leaves no temporary file.
+    let (_commit, never) = tokio::sync::oneshot::channel::<()>();
+    let (mut writer, mut reader) = tokio::io::duplex(64);
+    let mut write = Box::pin(store.put_stream("run/other.bin", &mut reader, never));
+    tokio::io::AsyncWriteExt::write_all(&mut writer, b"partial")
+        .await
+        .unwrap();
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), &mut write).await;
+    drop(write);
+    let left: Vec<_> = walk_all(&dir.path().join("store/run"));
+    assert!(
+        left.iter().all(|name| !name.starts_with(".coffer-tmp-")),
+        "{left:?}"
+    );
+}
+
+fn walk_all(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}

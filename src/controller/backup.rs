@@ -213,6 +213,10 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
             // Job changes wake this Backup; a Pod stuck before it starts does not.
             Ok(Action::requeue(RECHECK))
         }
+        // The result is lost with the worker's Pod: storage says whether the backup is there.
+        JobState::Finished(summary) if summary.failure == Some(Failure::WorkerVanished) => {
+            run_ctx.recover(status, &run).await
+        }
         JobState::Finished(summary) => run_ctx.finish(status, &run, *summary).await,
     }
 }
@@ -315,8 +319,9 @@ impl Run<'_> {
         workers::create(ctx, namespace, &built).await
     }
 
-    /// The backup Job vanished before its result was read (deleted by hand, or its TTL ran
-    /// out while the operator was down): the run is judged by what is in storage. An
+    /// The backup Job's result was lost before it was read (the Job or its Pod deleted by
+    /// hand, or its TTL ran out while the operator was down): the run is judged by what is in
+    /// storage. An
     /// inspection Job reads the folder's manifest; one that names this Backup means the
     /// backup succeeded.
     async fn recover(&self, mut status: BackupStatus, run: &ResolvedRun) -> Result<Action, Error> {
@@ -324,7 +329,7 @@ impl Run<'_> {
         let name = backup.name_any();
         let job_name = job::job_name(&name, "inspect");
         let vanished = format!(
-            "the worker Job {} vanished before its result was read",
+            "the result of worker Job {} was lost before it was read (the Job or its Pod is gone)",
             status.job_name.as_deref().unwrap_or_default()
         );
         let job = match workers::find(ctx, namespace, &job_name, self.uid).await? {

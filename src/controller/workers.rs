@@ -275,6 +275,17 @@ fn summary(succeeded: bool, job_reason: Option<&str>, pod: Option<&Pod>) -> Summ
     {
         return summary;
     }
+    // The Pod, and the result with it, is gone (deleted, or collected) while the Job stays:
+    // not a failure of the run, a result that cannot be read. Backups then look in storage.
+    if pod.is_none() && job_reason != Some("DeadlineExceeded") {
+        return Summary::failed(
+            Failure::WorkerVanished,
+            format!(
+                "the worker's Pod is gone, and its result with it (its Job reports that it {})",
+                if succeeded { "completed" } else { "failed" }
+            ),
+        );
+    }
     if succeeded {
         return Summary::failed(
             Failure::Internal,
@@ -415,6 +426,10 @@ mod tests {
         let got = summary(false, None, Some(&pod("thread 'main' panicked", 101)));
         assert_eq!(got.failure, Some(Failure::Internal));
         assert!(got.message.contains("exit code 101") && got.message.contains("panicked"));
+        // A Pod that is gone is a lost result, not a failed run.
+        let got = summary(true, None, None);
+        assert_eq!(got.failure, Some(Failure::WorkerVanished));
+        assert!(got.message.contains("completed"), "{}", got.message);
         let got = summary(false, Some("DeadlineExceeded"), None);
         assert!(
             got.message.contains("activeDeadlineSeconds"),

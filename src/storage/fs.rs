@@ -94,12 +94,13 @@ impl FsStore {
         };
         guard.0 = None;
         match committed {
-            Ok(bytes) => {
-                tokio::fs::rename(&temp, &path)
-                    .await
-                    .map_err(|e| StorageError::io("renaming into", location, e))?;
-                Ok(bytes)
-            }
+            Ok(bytes) => match tokio::fs::rename(&temp, &path).await {
+                Ok(()) => Ok(bytes),
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&temp).await;
+                    Err(StorageError::io("renaming into", location, e))
+                }
+            },
             Err(e) => {
                 let _ = tokio::fs::remove_file(&temp).await;
                 Err(e)
