@@ -652,7 +652,8 @@ async fn a_refused_run_is_said_once_and_retried_calmly_until_it_can_run() {
             .then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    // Long enough for two retries: still one Event.
+    tokio::time::sleep(Duration::from_secs(70)).await;
     let refusals = events_of(&ns, "blocked")
         .await
         .into_iter()
@@ -688,7 +689,7 @@ async fn a_schedule_whose_backups_are_refused_says_so_once_and_runs_when_it_can(
         (ready.reason == "BackupRefused").then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(35)).await;
+    tokio::time::sleep(Duration::from_secs(70)).await;
     let refusals = events_of(&ns, "minutely")
         .await
         .into_iter()
@@ -756,6 +757,14 @@ async fn a_volume_restores_through_the_operator_from_a_claim_store_with_its_owne
         location.starts_with(&format!("pvc://store/{ns}/files/")),
         "{location}"
     );
+    // Every engine's manifest names the Backup it was written for.
+    let manifest = plane()
+        .claim_dir(&ns, "store")
+        .unwrap()
+        .join(location.trim_start_matches("pvc://store/"))
+        .join("manifest.json");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    assert_eq!(manifest["owner"]["name"], json!("files"));
 
     // The data is lost; the restore brings it back, owners and the read-only directory too.
     for dir in ["ro", "ro/inner"] {

@@ -103,6 +103,7 @@ pub struct JobTemplate {
     pub active_deadline_seconds: Option<i64>,
     /// How many times a failed worker Pod is retried before the run is marked Failed.
     /// Default: 0 (a failed backup is reported at once; the next scheduled run is the retry).
+    /// Restores ignore it: a restore is never run twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10))]
     pub backoff_limit: Option<i32>,

@@ -64,7 +64,7 @@ pub async fn run(args: DeleteArgs) -> Result<(), CliError> {
     let purged = purge::delete_backup(&store, &folder, args.owner_uid.as_deref())
         .await
         .map_err(|e| match e {
-            PurgeError::Root => CliError::usage(e.to_string()),
+            PurgeError::Root | PurgeError::Nested { .. } => CliError::usage(e.to_string()),
             other => CliError::from_display(other),
         })?;
     if purged.objects == 0 {

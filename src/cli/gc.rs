@@ -15,7 +15,7 @@ pub struct GcArgs {
     #[arg(value_name = "DEST")]
     pub dest: String,
     /// Only leftovers at least this old, so that a backup still running is never touched
-    /// (`30m`, `6h`, `2d`). Keep it above your longest backup.
+    /// (`6h`, `2d`). Keep it above your longest backup (runs stop after 6 hours by default).
     #[arg(long, value_name = "AGE", default_value = "24h", value_parser = parse_age)]
     pub min_age: chrono::TimeDelta,
     /// Remove what is reported (default: only report it).

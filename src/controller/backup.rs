@@ -324,7 +324,7 @@ impl Run<'_> {
     /// storage. An
     /// inspection Job reads the folder's manifest; one that names this Backup means the
     /// backup succeeded.
-    async fn recover(&self, mut status: BackupStatus, run: &ResolvedRun) -> Result<Action, Error> {
+    async fn recover(&self, status: BackupStatus, run: &ResolvedRun) -> Result<Action, Error> {
         let (ctx, namespace, backup) = (self.ctx, self.namespace, self.backup);
         let name = backup.name_any();
         let job_name = job::job_name(&name, "inspect");
@@ -332,6 +332,25 @@ impl Run<'_> {
             "the result of worker Job {} was lost before it was read (the Job or its Pod is gone)",
             status.job_name.as_deref().unwrap_or_default()
         );
+        // Until the storage can say, the Backup says why it waits; nothing here is a verdict.
+        let lost = vanished.clone();
+        let waiting = |mut status: BackupStatus, why: String| async move {
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "Recovering",
+                &format!("{lost}; {why}"),
+                backup.metadata.generation,
+            );
+            status::apply(self.api, backup, self.old, &status).await?;
+            Ok::<_, Error>(Action::requeue(Duration::from_secs(10)))
+        };
+        // A worker orphaned from its Job may still be writing: the verdict waits for it.
+        let worker = job::job_name(&name, "backup");
+        if workers::pods_left(ctx, namespace, &worker).await? > 0 {
+            return waiting(status, "waiting for the worker's Pod to end".to_owned()).await;
+        }
         let job = match workers::find(ctx, namespace, &job_name, self.uid).await? {
             Found::Mine(job) => *job,
             Found::Foreign(job) => {
@@ -342,14 +361,8 @@ impl Run<'_> {
                 if let Some(problem) =
                     references::check_storage(ctx, namespace, &run.storage).await?
                 {
-                    let summary = Summary::failed(
-                        Failure::WorkerVanished,
-                        format!(
-                            "{vanished}, and storage cannot be checked: {}",
-                            problem.message
-                        ),
-                    );
-                    return self.finish(status, run, summary).await;
+                    let why = format!("storage cannot be checked yet: {}", problem.message);
+                    return waiting(status, why).await;
                 }
                 let plan = Plan::Inspect(InspectPlan {
                     storage: run.storage.clone(),
@@ -359,43 +372,49 @@ impl Run<'_> {
                 match self.create_job(&job_name, &plan).await? {
                     Created::Job(job) => *job,
                     Created::Refused { message, .. } => {
-                        let summary = Summary::failed(
-                            Failure::WorkerVanished,
-                            format!("{vanished}, and storage cannot be checked: {message}"),
-                        );
-                        return self.finish(status, run, summary).await;
+                        let why = format!("storage cannot be checked yet: {message}");
+                        return waiting(status, why).await;
                     }
                 }
             }
         };
         match workers::observe(ctx, namespace, &job).await? {
-            JobState::Running { waiting } => {
-                set_condition(
-                    &mut status.conditions,
-                    "Ready",
-                    false,
-                    "Recovering",
-                    &format!(
-                        "{vanished}; checking storage for this run's manifest{}",
-                        waiting.map(|w| format!(": {w}")).unwrap_or_default()
-                    ),
-                    backup.metadata.generation,
+            JobState::Running { waiting: stuck } => {
+                let why = format!(
+                    "checking storage for this run's manifest{}",
+                    stuck.map(|w| format!(": {w}")).unwrap_or_default()
                 );
-                status::apply(self.api, backup, self.old, &status).await?;
-                Ok(Action::requeue(Duration::from_secs(5)))
+                waiting(status, why).await
             }
             JobState::Finished(summary) => {
                 let mut summary = *summary;
-                summary.message = match summary.failure {
-                    None => format!(
-                        "{vanished}; storage holds its manifest: {}",
-                        summary.message
-                    ),
-                    Some(_) => {
-                        summary.failure = Some(Failure::WorkerVanished);
-                        format!("{vanished}: {}", summary.message)
+                match summary.failure {
+                    None => {
+                        summary.message = format!(
+                            "{vanished}; storage holds its manifest: {}",
+                            summary.message
+                        );
                     }
-                };
+                    // A verdict: no manifest, one of another run, or one that is damaged.
+                    Some(
+                        Failure::Internal
+                        | Failure::NotOwned
+                        | Failure::IntegrityCheckFailed
+                        | Failure::InvalidPlan,
+                    ) => {
+                        summary.failure = Some(Failure::WorkerVanished);
+                        summary.message = format!("{vanished}: {}", summary.message);
+                    }
+                    // The store could not answer: look again later, never a verdict.
+                    Some(_) => {
+                        workers::delete(ctx, namespace, &job_name).await?;
+                        let why = format!(
+                            "storage could not be read ({}); trying again",
+                            summary.message
+                        );
+                        return waiting(status, why).await;
+                    }
+                }
                 self.finish(status, run, summary).await
             }
         }

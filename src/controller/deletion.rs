@@ -37,6 +37,8 @@ enum Deletion {
     Waiting(Action),
     /// Left in storage: why.
     GaveUp(String),
+    /// The folder holds another Backup's data: left alone, and not ours to point at.
+    NotOurs(String),
 }
 
 /// Runs the finalizer of a Backup being deleted.
@@ -51,7 +53,7 @@ pub async fn finalize(
     }
     let name = backup.name_any();
     let uid = uid(backup)?;
-    if let Some(restore) = restoring(ctx, namespace, &name).await? {
+    if let Some(restore) = restoring(ctx, namespace, backup).await? {
         note(
             ctx,
             api,
@@ -63,6 +65,22 @@ pub async fn finalize(
         )
         .await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    if backup
+        .status
+        .as_ref()
+        .and_then(|s| status::condition(&s.conditions, DELETING))
+        .is_none_or(|c| c.status != "True")
+    {
+        note(
+            ctx,
+            api,
+            backup,
+            "Deleting",
+            "stopping the worker, then deleting the stored data",
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_millis(500)));
     }
     // Stop the worker, and wait until its Pod is gone: a worker still running could write
     // its manifest after the folder was purged.
@@ -91,18 +109,36 @@ pub async fn finalize(
                 .map_err(|p| p.message),
         };
         let outcome = match &run {
-            Ok(run) => delete_data(ctx, api, backup, &uid, run).await?,
+            Ok(run) => match delete_data(ctx, api, backup, &uid, run).await {
+                Ok(outcome) => outcome,
+                // A namespace being deleted refuses everything new (the worker's
+                // ServiceAccount too); and no error holds a Backup for ever.
+                Err(e) if terminating(&e) => Deletion::GaveUp(format!(
+                    "namespace {namespace} is being deleted, so no deletion Job can run in it"
+                )),
+                Err(e) if overdue(ctx, backup) => Deletion::GaveUp(e.to_string()),
+                Err(e) => return Err(e),
+            },
             Err(why) => Deletion::GaveUp(why.clone()),
         };
         match outcome {
             Deletion::Waiting(action) => return Ok(action),
             Deletion::Done(message) => ctx.event(backup, false, "DataDeleted", message).await,
+            Deletion::NotOurs(why) => {
+                ctx.event(
+                    backup,
+                    true,
+                    "DataNotDeleted",
+                    format!("{why}; the folder was left as it is"),
+                )
+                .await;
+            }
             Deletion::GaveUp(why) => {
                 let left = match &run {
                     Ok(run) => format!(
                         "the backup's data is left at {}: {}",
                         location::display(&run.storage, &run.folder),
-                        location::delete_hint(&run.storage, &run.folder)
+                        location::delete_hint(&run.storage, &run.folder, &uid)
                     ),
                     Err(_) => "the backup's data, if any, is left in storage".to_owned(),
                 };
@@ -121,18 +157,32 @@ pub async fn finalize(
     Ok(Action::await_change())
 }
 
-/// Whether deletion has gone on for longer than `--deletion-timeout`.
+/// Whether the finalizer has worked on the data for longer than `--deletion-timeout`
+/// (counted from when the `Deleting` condition became True).
 fn overdue(ctx: &Context, backup: &Backup) -> bool {
     let since = backup
-        .metadata
-        .deletion_timestamp
+        .status
         .as_ref()
-        .map_or_else(Utc::now, status::chrono);
+        .and_then(|s| status::condition(&s.conditions, DELETING))
+        .filter(|c| c.status == "True")
+        .map_or_else(Utc::now, |c| status::chrono(&c.last_transition_time));
     (Utc::now() - since).to_std().unwrap_or_default() > ctx.settings.deletion_timeout
 }
 
-/// The running RestoreRequest (Quiescing or Running) that reads the Backup `name`, if any.
-async fn restoring(ctx: &Context, namespace: &str, name: &str) -> Result<Option<String>, Error> {
+/// Whether the API server refused a request because the namespace is being deleted.
+fn terminating(error: &Error) -> bool {
+    matches!(error, Error::Kube(kube::Error::Api(e)) if e.code == 403 && e.message.contains("being terminated"))
+}
+
+/// The running RestoreRequest (Quiescing or Running) that reads this Backup, if any: by
+/// `backupRef`, or by `from` a location that is the Backup's folder or holds it (`latest`).
+async fn restoring(
+    ctx: &Context,
+    namespace: &str,
+    backup: &Backup,
+) -> Result<Option<String>, Error> {
+    let name = backup.name_any();
+    let location = backup.status.as_ref().and_then(|s| s.location.clone());
     let api: Api<RestoreRequest> = Api::namespaced(ctx.client.clone(), namespace);
     Ok(api
         .list(&ListParams::default())
@@ -140,11 +190,18 @@ async fn restoring(ctx: &Context, namespace: &str, name: &str) -> Result<Option<
         .items
         .into_iter()
         .find(|r| {
-            r.spec.backup_ref.as_ref().is_some_and(|b| b.name == name)
-                && matches!(
-                    r.status.as_ref().and_then(|s| s.phase),
-                    Some(RestorePhase::Quiescing | RestorePhase::Running)
-                )
+            let running = matches!(
+                r.status.as_ref().and_then(|s| s.phase),
+                Some(RestorePhase::Quiescing | RestorePhase::Running)
+            );
+            let by_ref = r.spec.backup_ref.as_ref().is_some_and(|b| b.name == name);
+            let by_location = r.spec.from.is_some()
+                && r.status
+                    .as_ref()
+                    .and_then(|s| s.location.as_deref())
+                    .zip(location.as_deref())
+                    .is_some_and(|(reading, ours)| ours.starts_with(reading));
+            running && (by_ref || by_location)
         })
         .map(|r| r.name_any()))
 }
@@ -161,10 +218,12 @@ async fn note(
     let old = backup.status.clone();
     let mut status = old.clone().unwrap_or_default();
     let first = status::condition(&status.conditions, DELETING).is_none_or(|c| c.reason != reason);
+    // True once the finalizer works on the data: its transition time starts the clock of
+    // --deletion-timeout (waiting for a restore does not count).
     set_condition(
         &mut status.conditions,
         DELETING,
-        false,
+        reason != "InUse",
         reason,
         message,
         backup.metadata.generation,
@@ -265,7 +324,7 @@ async fn delete_data(
         JobState::Finished(summary) => match summary.failure {
             None => Ok(Deletion::Done(summary.message)),
             // The folder holds another Backup's data: it is theirs to delete.
-            Some(Failure::NotOwned) => Ok(Deletion::GaveUp(summary.message)),
+            Some(Failure::NotOwned) => Ok(Deletion::NotOurs(summary.message)),
             Some(_) if overdue => Ok(Deletion::GaveUp(summary.message)),
             Some(_) => {
                 ctx.event(

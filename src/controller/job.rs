@@ -198,7 +198,11 @@ pub fn build(
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
-            backoff_limit: Some(template.backoff_limit.unwrap_or(0)),
+            // A restore is never run twice by Kubernetes either (a Flush or a clean twice).
+            backoff_limit: Some(match plan {
+                Plan::Restore(_) => 0,
+                _ => template.backoff_limit.unwrap_or(0),
+            }),
             active_deadline_seconds: Some(template.active_deadline_seconds.unwrap_or(match plan {
                 Plan::Backup(_) | Plan::Restore(_) => DEFAULT_RUN_DEADLINE_SECONDS,
                 Plan::Delete(_) | Plan::Inspect(_) => DEFAULT_HOUSEKEEPING_DEADLINE_SECONDS,

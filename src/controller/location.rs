@@ -29,10 +29,13 @@ pub fn folder(namespace: &str, group: &str, time: DateTime<Utc>, uid: &str) -> S
 
 /// How a user deletes a backup's data by hand (a Backup whose finalizer gave up): a
 /// `coffer delete` command line for S3, or the folder to delete on a claim.
-pub fn delete_hint(storage: &BackupStorage, folder: &str) -> String {
+pub fn delete_hint(storage: &BackupStorage, folder: &str, owner_uid: &str) -> String {
     match (&storage.s3, &storage.filesystem) {
         (Some(s3), _) => {
-            let mut command = format!("coffer delete {}", display(storage, folder));
+            let mut command = format!(
+                "coffer delete {} --owner-uid {owner_uid}",
+                display(storage, folder)
+            );
             if let Some(endpoint) = &s3.endpoint {
                 command.push_str(&format!(" --s3-endpoint {endpoint}"));
             }
@@ -43,7 +46,7 @@ pub fn delete_hint(storage: &BackupStorage, folder: &str) -> String {
             format!("delete it with `{command}` and the store's credentials")
         }
         (None, Some(fs)) => format!(
-            "delete the folder {folder} of PersistentVolumeClaim {} (or run `coffer delete <mount point>/{folder}` where it is mounted)",
+            "delete the folder {folder} of PersistentVolumeClaim {} (or run `coffer delete <mount point>/{folder} --owner-uid {owner_uid}` where it is mounted)",
             fs.claim_name
         ),
         (None, None) => format!("delete the folder {folder}"),

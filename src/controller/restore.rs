@@ -34,6 +34,9 @@ use crate::worker::{Failure, Summary};
 /// The condition that records the restore's own result while the workloads are resumed.
 const RESTORED: &str = "Restored";
 const POLL: Duration = Duration::from_secs(2);
+/// How long the quiesced workloads' Pods may take to stop before the restore gives up (and
+/// scales them back) instead of waiting for ever with the app down.
+const QUIESCE_TIMEOUT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 /// What to restore, from where, into what.
 struct Resolved {
@@ -189,6 +192,19 @@ impl Step<'_> {
             }
         }
         if remaining > 0 {
+            let waited = status
+                .start_time
+                .as_ref()
+                .map_or(chrono::TimeDelta::zero(), |t| {
+                    Utc::now() - status::chrono(t)
+                });
+            if waited > QUIESCE_TIMEOUT {
+                let message = format!(
+                    "{remaining} Pod(s) of the quiesced workloads were still running after {}s: nothing was restored; find out what keeps them (kubectl get pods), then create a new RestoreRequest",
+                    waited.num_seconds()
+                );
+                return self.failed(status, "QuiesceTimeout", &message).await;
+            }
             return Ok(Action::requeue(POLL));
         }
         status.phase = Some(RestorePhase::Running);
@@ -214,7 +230,7 @@ impl Step<'_> {
             // stopped, is worse than a clear failure).
             Found::None if status.job_name.is_some() => {
                 let message = format!(
-                    "the restore Job {job_name} vanished before its result was read; the restore may have run in part and is not run again: check the target, then create a new RestoreRequest if needed"
+                    "the restore Job {job_name} is gone before its result was read (or its creation was interrupted); the restore may have run in part and is not run again: check the target, then create a new RestoreRequest if needed"
                 );
                 return self
                     .failed(status, Failure::WorkerVanished.as_str(), &message)
@@ -252,13 +268,22 @@ impl Step<'_> {
                     },
                     &self.ctx.settings.worker,
                 )?;
-                match workers::create(self.ctx, self.namespace, &built).await? {
-                    Created::Job(job) => {
-                        // Recorded at once: from here on the restore is never started again.
-                        status.job_name = Some(job_name.clone());
-                        self.save(&status).await?;
-                        *job
+                // Recorded before the Job exists: from here on the restore is never started
+                // again (a crash between the two, or a Job that vanishes, fails it instead).
+                status.job_name = Some(job_name.clone());
+                self.save(&status).await?;
+                let created = match workers::create(self.ctx, self.namespace, &built).await {
+                    Ok(created) => created,
+                    Err(e) => {
+                        // Not created (as far as this process knows): the intent is taken
+                        // back so that the next look tries again.
+                        status.job_name = None;
+                        let _ = status::apply(self.api, self.request, None, &status).await;
+                        return Err(e);
                     }
+                };
+                match created {
+                    Created::Job(job) => *job,
                     Created::Refused { message, .. } => {
                         return self.failed(status, "JobRefused", &message).await;
                     }
@@ -550,11 +575,18 @@ impl Step<'_> {
             return Ok(0);
         }
         let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        // Pods that ended (Succeeded, or Failed such as Evicted) stay until collected, and
+        // run nothing: they do not hold up the restore.
         Ok(pods
             .list(&ListParams::default().labels(selector))
             .await?
             .items
-            .len())
+            .iter()
+            .filter(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                !matches!(phase, Some("Succeeded" | "Failed"))
+            })
+            .count())
     }
 
     fn deployments(&self) -> Api<Deployment> {

@@ -270,8 +270,11 @@ fn summary(succeeded: bool, job_reason: Option<&str>, pod: Option<&Pod>) -> Summ
     let message = terminated
         .and_then(|t| t.message.as_deref())
         .unwrap_or_default();
+    // A worker stopped by its deadline says it was interrupted: the deadline is the cause.
     if let Some(summary) = Summary::from_termination_message(message)
         && succeeded == summary.failure.is_none()
+        && !(job_reason == Some("DeadlineExceeded")
+            && summary.failure == Some(Failure::Interrupted))
     {
         return summary;
     }
@@ -426,6 +429,18 @@ mod tests {
         let got = summary(false, None, Some(&pod("thread 'main' panicked", 101)));
         assert_eq!(got.failure, Some(Failure::Internal));
         assert!(got.message.contains("exit code 101") && got.message.contains("panicked"));
+        // A worker stopped by the deadline: the deadline is named, not the SIGTERM.
+        let interrupted = Summary::failed(Failure::Interrupted, "stopped");
+        let got = summary(
+            false,
+            Some("DeadlineExceeded"),
+            Some(&pod(&interrupted.to_termination_message(), 1)),
+        );
+        assert!(
+            got.message.contains("activeDeadlineSeconds"),
+            "{}",
+            got.message
+        );
         // A Pod that is gone is a lost result, not a failed run.
         let got = summary(true, None, None);
         assert_eq!(got.failure, Some(Failure::WorkerVanished));

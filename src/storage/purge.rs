@@ -29,6 +29,10 @@ pub enum PurgeError {
     },
     #[error("refusing to delete the store's root: name a backup's folder")]
     Root,
+    #[error(
+        "{location} holds {count} other backup(s) in folders below it: name one backup's folder (`coffer list` shows them); nothing was deleted"
+    )]
+    Nested { location: String, count: usize },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -62,6 +66,17 @@ pub async fn delete_backup(
     }
     let objects = store.list(folder).await?;
     let manifest = format!("{folder}{MANIFEST}");
+    // A parent of backups is not a backup: deleting it would take every backup below it.
+    let nested = objects
+        .iter()
+        .filter(|o| o.key != manifest && o.key.ends_with(&format!("/{MANIFEST}")))
+        .count();
+    if nested > 0 {
+        return Err(PurgeError::Nested {
+            location: store.location(folder),
+            count: nested,
+        });
+    }
     if let Some(expected) = owner_uid
         && objects.iter().any(|o| o.key == manifest)
     {

@@ -166,6 +166,15 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
         .iter()
         .any(|o| o.key == format!("{}{MANIFEST}", plan.folder))
     {
+        // This run's own manifest (a retried Pod, or a Job made again after the first one
+        // finished unread): the backup is there, and it is this one.
+        if let (Some(owner), Ok(manifest)) = (
+            &plan.owner,
+            catalog::read_manifest(&store, &plan.folder).await,
+        ) && manifest.owner.as_ref().is_some_and(|o| o.uid == owner.uid)
+        {
+            return Ok(backed_up(&manifest, &plan.folder, &location));
+        }
         return Err(fail(
             Failure::AlreadyExists,
             format!("a backup already exists at {location}; nothing was written"),
@@ -198,7 +207,7 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
             compression,
             name,
             folder,
-            owner: None,
+            owner: plan.owner.clone(),
             bin_dir: None,
         };
         postgres::backup(&store, &request, &progress)
@@ -210,7 +219,7 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
             compression,
             name,
             folder,
-            owner: None,
+            owner: plan.owner.clone(),
             skip_unreadable: plan
                 .source
                 .volume
@@ -406,7 +415,7 @@ async fn delete(plan: &DeletePlan, env: &Environment) -> Outcome {
         .await
         .map_err(|e| match &e {
             PurgeError::NotOwned { .. } => fail(Failure::NotOwned, &e),
-            PurgeError::Root => invalid("folder"),
+            PurgeError::Root | PurgeError::Nested { .. } => fail(Failure::InvalidPlan, &e),
             PurgeError::Storage(s) => fail(s, &e),
         })?;
     Ok(Summary {
