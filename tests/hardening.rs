@@ -858,3 +858,88 @@ async fn a_restore_refuses_a_manifest_replaced_since_the_backup() {
     );
     assert_eq!(keys(&target).await, 0);
 }
+
+#[tokio::test]
+async fn a_schedule_sweeps_what_failed_runs_left_in_its_folder_and_nothing_else() {
+    let namespace = plane().namespace("sweep").await.unwrap();
+    let ns = namespace.name().to_owned();
+    prepare(&ns).await;
+    for claim in ["app-data", "store"] {
+        create::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(
+            &ns,
+            json!({"metadata": {"name": claim}, "spec": {"accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}}}}),
+        )
+        .await;
+    }
+    let store = plane().claim_dir(&ns, "store").unwrap();
+    let days_ago =
+        filetime::FileTime::from_unix_time(chrono::Utc::now().timestamp() - 3 * 86_400, 0);
+    let put = |folder: &str, file: &str, old: bool| {
+        let dir = store.join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(file), "bytes").unwrap();
+        if old {
+            filetime::set_file_mtime(dir.join(file), days_ago).unwrap();
+        }
+        dir
+    };
+    // A failed run's data, days old: swept. The rest stays: a leftover too young (it could
+    // be a run still going), a complete backup, and another schedule's folder.
+    let stale = put(
+        &format!("{ns}/nightly/20250101T000000Z-deadbeef/"),
+        "volume.tar.gz",
+        true,
+    );
+    let young = put(
+        &format!("{ns}/nightly/20261129T000000Z-cafe0000/"),
+        "volume.tar.gz",
+        false,
+    );
+    let complete = put(
+        &format!("{ns}/nightly/20250102T000000Z-0000aaaa/"),
+        "manifest.json",
+        true,
+    );
+    let other = put(
+        &format!("{ns}/other/20250101T000000Z-deadbeef/"),
+        "volume.tar.gz",
+        true,
+    );
+    let _operator = Operator::start(&ns, "solo");
+    create::<BackupSchedule>(
+        &ns,
+        json!({"metadata": {"name": "nightly"}, "spec": {
+        "schedule": "0 0 1 1 *", "source": {"volume": {"claimName": "app-data"}},
+        "storage": {"filesystem": {"claimName": "store"}}}}),
+    )
+    .await;
+    let schedules = Api::<BackupSchedule>::namespaced(admin().await, &ns);
+    let sweep = eventually(RUN, "the schedule's first sweep", || async {
+        schedules.get("nightly").await.unwrap().status?.last_sweep
+    })
+    .await;
+    assert_eq!(sweep.removed, 1, "{}", sweep.message);
+    assert!(
+        sweep.message.contains("20250101T000000Z-deadbeef"),
+        "{}",
+        sweep.message
+    );
+    assert!(!stale.join("volume.tar.gz").exists());
+    assert!(young.join("volume.tar.gz").exists());
+    assert!(complete.join("manifest.json").exists());
+    assert!(other.join("volume.tar.gz").exists());
+    let events = events_of(&ns, "nightly").await;
+    assert!(events.iter().any(|e| e.1 == "Swept"), "{events:?}");
+    // Daily: the next look does not sweep again.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let again = schedules
+        .get("nightly")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .last_sweep
+        .unwrap();
+    assert_eq!(again.time, sweep.time);
+}

@@ -133,4 +133,23 @@ pub struct BackupScheduleStatus {
     /// Names of this schedule's Backups that are running now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub active: Vec<String>,
+    /// The last daily sweep of this schedule's folder in the store: what failed or killed
+    /// runs left behind (data without a manifest, open multipart uploads, temporary files)
+    /// that was older than a day, and was removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sweep: Option<SweepRecord>,
+}
+
+/// One sweep of a schedule's folder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepRecord {
+    /// When the sweep finished.
+    pub time: Time,
+    /// Leftovers removed.
+    pub removed: i64,
+    /// Bytes they held.
+    pub removed_bytes: i64,
+    /// What was removed, or why the sweep failed.
+    pub message: String,
 }

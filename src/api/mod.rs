@@ -16,7 +16,7 @@ pub use backup::{
     Backup, BackupPhase, BackupSpec, BackupStats, BackupStatus, DeletionPolicy, ResolvedRun,
 };
 pub use backup_schedule::{
-    BackupSchedule, BackupScheduleSpec, BackupScheduleStatus, ConcurrencyPolicy,
+    BackupSchedule, BackupScheduleSpec, BackupScheduleStatus, ConcurrencyPolicy, SweepRecord,
 };
 pub use common::{
     Compression, FsGroupChangePolicy, JobTemplate, LocalObjectReference, SecretKeySelector,

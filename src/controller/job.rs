@@ -205,7 +205,9 @@ pub fn build(
             }),
             active_deadline_seconds: Some(template.active_deadline_seconds.unwrap_or(match plan {
                 Plan::Backup(_) | Plan::Restore(_) => DEFAULT_RUN_DEADLINE_SECONDS,
-                Plan::Delete(_) | Plan::Inspect(_) => DEFAULT_HOUSEKEEPING_DEADLINE_SECONDS,
+                Plan::Delete(_) | Plan::Inspect(_) | Plan::Sweep(_) => {
+                    DEFAULT_HOUSEKEEPING_DEADLINE_SECONDS
+                }
             })),
             ttl_seconds_after_finished: Some(
                 template

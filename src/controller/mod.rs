@@ -19,6 +19,7 @@ pub mod schedule;
 pub mod server;
 pub mod state_metrics;
 pub mod status;
+pub mod sweep;
 pub mod workers;
 
 use std::net::SocketAddr;

@@ -582,10 +582,7 @@ impl Step<'_> {
             .await?
             .items
             .iter()
-            .filter(|p| {
-                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-                !matches!(phase, Some("Succeeded" | "Failed"))
-            })
+            .filter(|p| workers::may_run(p))
             .count())
     }
 

@@ -288,6 +288,13 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
             generation,
         ),
     }
+    // The daily sweep of the schedule's folder; it never holds up the schedule.
+    let sweeping = super::sweep::step(&ctx, &schedule, &namespace, &mut status)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(schedule = %name, "cannot sweep: {e}");
+            false
+        });
     status::apply(&api, schedule.as_ref(), old.as_ref(), &status).await?;
 
     let sleep = match (problem.is_some(), next) {
@@ -297,6 +304,12 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
             .unwrap_or_default()
             .min(MAX_SLEEP),
         (false, None) => MAX_SLEEP,
+    };
+    // A sweep in progress is looked at again soon.
+    let sleep = if sweeping {
+        sleep.min(Duration::from_secs(5))
+    } else {
+        sleep
     };
     // Wake just after the due time, so that it is in the past when looked at.
     Ok(Action::requeue(sleep + Duration::from_millis(50)))

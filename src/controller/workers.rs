@@ -44,13 +44,22 @@ pub async fn find(ctx: &Context, namespace: &str, name: &str, uid: &str) -> Resu
     })
 }
 
-/// Whether the Job carries the owner UID label of `uid`.
+/// Whether the Job works for the object with `uid`: it carries that owner UID label, or
+/// (a Job made before the label existed) an owner reference with that UID.
 pub fn owned_by(job: &Job, uid: &str) -> bool {
-    job.metadata
+    let labelled = job
+        .metadata
         .labels
         .as_ref()
-        .and_then(|l| l.get(OWNER_UID_LABEL))
-        .is_some_and(|v| v == uid)
+        .and_then(|l| l.get(OWNER_UID_LABEL));
+    match labelled {
+        Some(label) => label == uid,
+        None => job
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_some_and(|refs| refs.iter().any(|r| r.uid == uid)),
+    }
 }
 
 /// What became of a Job the controller asked for.
@@ -133,11 +142,14 @@ pub async fn pods_left(ctx: &Context, namespace: &str, name: &str) -> Result<usi
         .await?
         .items
         .iter()
-        .filter(|p| {
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-            !matches!(phase, Some("Succeeded" | "Failed"))
-        })
+        .filter(|p| may_run(p))
         .count())
+}
+
+/// Whether a Pod has not ended (Succeeded or Failed, such as Evicted): it may still run.
+pub fn may_run(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    !matches!(phase, Some("Succeeded" | "Failed"))
 }
 
 /// Deletes a Job and its Pods (in the background).
@@ -401,6 +413,13 @@ mod tests {
         assert!(owned_by(&job, "uid-1"));
         assert!(!owned_by(&job, "uid-2"));
         assert!(!owned_by(&Job::default(), "uid-1"));
+        // A Job from before the label: its owner reference says whose it is.
+        let unlabelled: Job = serde_json::from_value(json!({"metadata": {"name": "j",
+            "ownerReferences": [{"apiVersion": "coffer.dev/v1alpha1", "kind": "Backup",
+                "name": "b", "uid": "uid-1"}]}}))
+        .unwrap();
+        assert!(owned_by(&unlabelled, "uid-1"));
+        assert!(!owned_by(&unlabelled, "uid-2"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::storage::catalog::{self, ReadManifestError};
 use crate::storage::manifest::{MANIFEST, Manifest};
 use crate::storage::purge::{self, PurgeError};
 use crate::storage::{Destination, S3Options, Store};
-use plan::{BackupPlan, DeletePlan, InspectPlan, RestorePlan};
+use plan::{BackupPlan, DeletePlan, InspectPlan, RestorePlan, SweepPlan};
 
 /// Where the worker finds its mounted claims and secrets.
 #[derive(Clone, Debug)]
@@ -47,6 +47,7 @@ pub async fn run(plan: &Plan, env: &Environment) -> Summary {
         Plan::Restore(p) => restore(p, env).await,
         Plan::Delete(p) => delete(p, env).await,
         Plan::Inspect(p) => inspect(p, env).await,
+        Plan::Sweep(p) => sweep(p, env).await,
     };
     let mut summary = result.unwrap_or_else(|f| Summary::failed(f.failure, f.message));
     summary.started_at = Some(started_at);
@@ -459,6 +460,48 @@ async fn inspect(plan: &InspectPlan, env: &Environment) -> Outcome {
         ));
     }
     Ok(backed_up(&manifest, &folder, &location))
+}
+
+/// Removes what failed runs left in the plan's folder, older than its minimum age.
+async fn sweep(plan: &SweepPlan, env: &Environment) -> Outcome {
+    let folder = normalized(&plan.folder);
+    if folder.is_empty() {
+        return Err(invalid("folder"));
+    }
+    let (store, destination) = open(&plan.storage, env, &folder).await?;
+    let min_age = chrono::TimeDelta::seconds(plan.min_age_seconds.max(0));
+    let found = crate::storage::sweep::find(&store, Utc::now(), min_age)
+        .await
+        .map_err(|e| fail(&e, &e))?;
+    let mut removed = Vec::new();
+    let mut bytes = 0;
+    for leftover in &found.leftovers {
+        crate::storage::sweep::remove(&store, leftover)
+            .await
+            .map_err(|e| fail(&e, &e))?;
+        removed.push(format!("{} {}", leftover.kind.as_str(), leftover.key));
+        bytes += leftover.bytes;
+    }
+    let mut message = if removed.is_empty() {
+        format!("nothing to sweep in {destination}")
+    } else {
+        format!(
+            "removed {} leftover(s) ({}) from {destination}: {}",
+            removed.len(),
+            crate::units::bytes(bytes),
+            removed.join(", ")
+        )
+    };
+    for blind in &found.blind_spots {
+        message.push_str(&format!("; {blind}"));
+    }
+    Ok(Summary {
+        message,
+        folder: Some(folder),
+        stored_bytes: Some(bytes),
+        swept: Some(removed.len() as u64),
+        ..Summary::default()
+    })
 }
 
 /// Writes the summary where Kubernetes reads the termination message. A failure to write it

@@ -36,6 +36,8 @@ pub enum Plan {
     /// Read the manifest in `folder` and report it as a backup's result (the backup Job
     /// vanished before the controller read its summary). Writes nothing.
     Inspect(InspectPlan),
+    /// Remove what failed runs left in `folder` (a schedule's), older than `minAgeSeconds`.
+    Sweep(SweepPlan),
 }
 
 /// Take one backup.
@@ -88,6 +90,15 @@ pub struct DeletePlan {
     pub owner_uid: Option<String>,
 }
 
+/// Sweep one folder of the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepPlan {
+    pub storage: BackupStorage,
+    pub folder: String,
+    pub min_age_seconds: i64,
+}
+
 /// Report the backup in `folder` (a run whose Job vanished).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -116,6 +127,7 @@ impl Plan {
             Self::Restore(p) => &p.storage,
             Self::Delete(p) => &p.storage,
             Self::Inspect(p) => &p.storage,
+            Self::Sweep(p) => &p.storage,
         }
     }
 
@@ -124,7 +136,7 @@ impl Plan {
         let source = match self {
             Self::Backup(p) => &p.source,
             Self::Restore(p) => &p.target,
-            Self::Delete(_) | Self::Inspect(_) => return None,
+            Self::Delete(_) | Self::Inspect(_) | Self::Sweep(_) => return None,
         };
         source.volume.as_ref().map(|v| v.claim_name.as_str())
     }
@@ -134,7 +146,7 @@ impl Plan {
         let source = match self {
             Self::Backup(p) => &p.source,
             Self::Restore(p) => &p.target,
-            Self::Delete(_) | Self::Inspect(_) => return None,
+            Self::Delete(_) | Self::Inspect(_) | Self::Sweep(_) => return None,
         };
         source
             .redis
@@ -155,6 +167,7 @@ impl Plan {
             Self::Restore(_) => "restore",
             Self::Delete(_) => "delete",
             Self::Inspect(_) => "inspect",
+            Self::Sweep(_) => "sweep",
         }
     }
 }

@@ -85,6 +85,9 @@ pub struct Summary {
     pub backup: Option<BackupStats>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreStats>,
+    /// A sweep: leftovers removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swept: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
