@@ -14,6 +14,7 @@ use coffer_testenv::{RedisServer, S3Server};
 use serde_json::{Value, json};
 
 mod support;
+use kube::ResourceExt;
 use kube::api::Api;
 use support::cli::{coffer, ok, stderr, stdout};
 use support::operator::{Operator, admin, plane, prepare};
@@ -477,4 +478,101 @@ async fn the_store_going_away_mid_upload_fails_the_backup_and_the_next_one_succe
         assert_eq!(every_listed_backup_verifies(dest, &env), complete + 1);
     }
     assert!(failed > 0, "the store never went away mid-upload");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_operators_handing_the_lease_over_mid_run_never_lose_or_repeat_a_run() {
+    let mut random = Random::new("lease-handover");
+    let namespace = plane().namespace("handover").await.unwrap();
+    let ns = namespace.name().to_owned();
+    prepare(&ns).await;
+    let s3 = support::resources::s3_with_bucket().await;
+    s3_secret(&ns, &s3).await;
+    let redis = RedisServer::start_with_password("pw").unwrap();
+    let mut con = support::redis_data::connect(&redis.url()).await;
+    support::redis_data::set_numbered(&mut con, "key:", "", 30).await;
+    secret(&ns, "redis-auth", &[("password", "pw")]).await;
+    let mut operators = [Operator::start(&ns, "a"), Operator::start(&ns, "b")];
+    let mut names = Vec::new();
+    for run in 0..RUNS {
+        let name = format!("handover-{run}");
+        create::<Backup>(
+            &ns,
+            json!({"metadata": {"name": name}, "spec": {
+            "source": redis_source(&redis, "redis-auth"), "storage": storage(&s3)}}),
+        )
+        .await;
+        let delay = random.between(Duration::ZERO, Duration::from_secs(3));
+        tokio::time::sleep(delay).await;
+        // The replica that leads now (the Lease's holder) dies without a word; the other
+        // takes over once the Lease runs out.
+        let holder = lease_holder(&ns).await;
+        let leader = operators
+            .iter()
+            .position(|o| o.identity == holder)
+            .unwrap_or(0);
+        let identity = operators[leader].identity.clone();
+        operators[leader].kill();
+        eprintln!("backup {run}: leader {identity} killed after {delay:?}");
+        // The other replica takes the Lease over while the run goes on.
+        support::operator::eventually(Duration::from_secs(60), "the Lease to change hands", || {
+            let ns = ns.clone();
+            let identity = identity.clone();
+            async move {
+                let holder = lease_holder(&ns).await;
+                (!holder.is_empty() && holder != identity).then_some(())
+            }
+        })
+        .await;
+        operators[leader] = Operator::start(&ns, &identity);
+        names.push(name);
+    }
+    let env = s3.env();
+    let mut locations = Vec::new();
+    for name in &names {
+        let status = finished_backup(&ns, name).await.status.unwrap();
+        assert_eq!(
+            status.phase,
+            Some(BackupPhase::Succeeded),
+            "{name}: {status:?}"
+        );
+        let location = status.location.unwrap();
+        ok(&["verify", &location], &env);
+        locations.push(location);
+    }
+    // One worker Pod per run (a repeated run would have made a second), and no manifest that
+    // no Succeeded Backup names.
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin().await, &ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    for name in &names {
+        let job = format!("{name}-backup");
+        let count = pods
+            .iter()
+            .filter(|p| p.labels().get("batch.kubernetes.io/job-name") == Some(&job))
+            .count();
+        assert_eq!(count, 1, "{name}");
+    }
+    let manifests: Vec<String> = stored_keys(&s3, &format!("ci/{ns}/"))
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with("manifest.json"))
+        .collect();
+    assert_eq!(manifests.len(), names.len(), "{manifests:?}");
+    for manifest in &manifests {
+        let folder = manifest.trim_end_matches("manifest.json");
+        assert!(locations.iter().any(|l| l.ends_with(folder)), "{manifest}");
+    }
+}
+
+/// Who holds the operator's Lease in `ns` now.
+async fn lease_holder(ns: &str) -> String {
+    Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin().await, ns)
+        .get_opt("coffer-controller")
+        .await
+        .unwrap()
+        .and_then(|l| l.spec?.holder_identity)
+        .unwrap_or_default()
 }
