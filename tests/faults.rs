@@ -17,10 +17,10 @@ mod support;
 use kube::ResourceExt;
 use kube::api::Api;
 use support::cli::{coffer, ok, stderr, stdout};
-use support::operator::{Operator, admin, plane, prepare};
+use support::operator::{Operator, admin};
 use support::resources::{
     BUCKET, create, deployment, finished_backup, finished_restore, jobs, redis_source, replicas,
-    s3_secret, secret, storage, stored_keys,
+    storage, stored_keys,
 };
 
 /// Runs of each scenario.
@@ -246,15 +246,7 @@ async fn a_worker_told_to_stop_stops_promptly_writes_nothing_more_and_leaves_no_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_killed_at_random_points_never_loses_repeats_or_misreports_a_run() {
     let mut random = Random::new("sigkill-operator");
-    let namespace = plane().namespace("opkill").await.unwrap();
-    let ns = namespace.name().to_owned();
-    prepare(&ns).await;
-    let s3 = support::resources::s3_with_bucket().await;
-    s3_secret(&ns, &s3).await;
-    let redis = RedisServer::start_with_password("pw").unwrap();
-    let mut con = support::redis_data::connect(&redis.url()).await;
-    support::redis_data::set_numbered(&mut con, "key:", "", 50).await;
-    secret(&ns, "redis-auth", &[("password", "pw")]).await;
+    let (_namespace, ns, s3, redis) = support::resources::redis_namespace("opkill", 50).await;
     deployment(&ns, "app", 2).await;
 
     let mut operator = Operator::start(&ns, "a");
@@ -347,7 +339,7 @@ async fn the_operator_killed_at_random_points_never_loses_repeats_or_misreports_
     // Each restore ran exactly once: the server saw one RESTORE per key per restore.
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
-        .query_async(&mut con)
+        .query_async(&mut support::redis_data::connect(&redis.url()).await)
         .await
         .unwrap();
     let calls: usize = stats
@@ -483,15 +475,7 @@ async fn the_store_going_away_mid_upload_fails_the_backup_and_the_next_one_succe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_operators_handing_the_lease_over_mid_run_never_lose_or_repeat_a_run() {
     let mut random = Random::new("lease-handover");
-    let namespace = plane().namespace("handover").await.unwrap();
-    let ns = namespace.name().to_owned();
-    prepare(&ns).await;
-    let s3 = support::resources::s3_with_bucket().await;
-    s3_secret(&ns, &s3).await;
-    let redis = RedisServer::start_with_password("pw").unwrap();
-    let mut con = support::redis_data::connect(&redis.url()).await;
-    support::redis_data::set_numbered(&mut con, "key:", "", 30).await;
-    secret(&ns, "redis-auth", &[("password", "pw")]).await;
+    let (_namespace, ns, s3, redis) = support::resources::redis_namespace("handover", 30).await;
     let mut operators = [Operator::start(&ns, "a"), Operator::start(&ns, "b")];
     let mut names = Vec::new();
     for run in 0..RUNS {

@@ -21,24 +21,13 @@ use serde_json::{Value, json};
 mod support;
 use support::operator::{Operator, admin, eventually, plane, prepare};
 use support::resources::{
-    BUCKET, RUN, create, events_of, finished_backup, finished_restore, jobs, redis_source,
-    s3_secret, s3_with_bucket, secret, storage, stored_keys,
+    BUCKET, RUN, create, events_of, finished_backup, finished_restore, jobs, redis_source, secret,
+    storage, stored_keys,
 };
 
-/// A namespace of its own, the operator's RBAC, an S3 server with the bucket and its
-/// credentials in `s3-creds`, and a Redis server with 20 keys and its password in
-/// `redis-auth`.
+/// A namespace with the operator's RBAC, an S3 server and a Redis server with 20 keys.
 async fn setup(prefix: &str) -> (coffer_testenv::TestNamespace, String, S3Server, RedisServer) {
-    let namespace = plane().namespace(prefix).await.unwrap();
-    let ns = namespace.name().to_owned();
-    prepare(&ns).await;
-    let s3 = s3_with_bucket().await;
-    s3_secret(&ns, &s3).await;
-    let redis = RedisServer::start_with_password("pw").unwrap();
-    let mut con = support::redis_data::connect(&redis.url()).await;
-    support::redis_data::set_numbered(&mut con, "key:", "", 20).await;
-    secret(&ns, "redis-auth", &[("password", "pw")]).await;
-    (namespace, ns, s3, redis)
+    support::resources::redis_namespace(prefix, 20).await
 }
 
 fn backup_doc(name: &str, redis: &RedisServer, s3: &S3Server, secret: &str) -> Value {

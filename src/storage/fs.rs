@@ -136,14 +136,31 @@ impl FsStore {
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        let mut found = self
+            .walked(self.path(prefix.trim_end_matches('/')), false)
+            .await?;
+        found.sort_by(|a: &ObjectInfo, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
+    /// The temporary files of writes that never finished (a worker killed mid-write); they
+    /// are removed with [`FsStore::delete`] like any object.
+    pub async fn temp_files(&self) -> Result<Vec<ObjectInfo>, StorageError> {
+        self.walked(self.root.clone(), true).await
+    }
+
+    /// [`walk`] from `start` on a blocking thread.
+    async fn walked(
+        &self,
+        start: PathBuf,
+        temporary: bool,
+    ) -> Result<Vec<ObjectInfo>, StorageError> {
         let root = self.root.clone();
-        let start = self.path(prefix.trim_end_matches('/'));
         let location = start.display().to_string();
         tokio::task::spawn_blocking(move || {
             let mut found = Vec::new();
-            walk(&root, &start, &mut found, false)
+            walk(&root, &start, &mut found, temporary)
                 .map_err(|e| StorageError::io("listing", location.clone(), e))?;
-            found.sort_by(|a: &ObjectInfo, b| a.key.cmp(&b.key));
             Ok(found)
         })
         .await
@@ -203,35 +220,6 @@ async fn write_temp(
         Err(e) => {
             let _ = tokio::fs::remove_file(temp).await;
             Err(StorageError::io("writing", location.to_owned(), e))
-        }
-    }
-}
-
-impl FsStore {
-    /// The temporary files of writes that never finished (a worker killed mid-write).
-    pub async fn temp_files(&self) -> Result<Vec<ObjectInfo>, StorageError> {
-        let root = self.root.clone();
-        let location = self.root.display().to_string();
-        tokio::task::spawn_blocking(move || {
-            let mut found = Vec::new();
-            walk(&root, &root, &mut found, true)
-                .map_err(|e| StorageError::io("listing", location.clone(), e))?;
-            Ok(found)
-        })
-        .await
-        .map_err(|e| StorageError::Io {
-            what: "listing",
-            location: self.root.display().to_string(),
-            source: std::io::Error::other(e),
-        })?
-    }
-
-    /// Removes a temporary file found by [`FsStore::temp_files`].
-    pub async fn remove_temp(&self, key: &str) -> Result<(), StorageError> {
-        match tokio::fs::remove_file(self.path(key)).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::io("deleting", self.location(key), e)),
         }
     }
 }

@@ -194,7 +194,7 @@ pub async fn remove(store: &Store, leftover: &Leftover) -> Result<(), StorageErr
             )
             .await
         }
-        (Kind::TempFile, Store::Fs(fs)) => fs.remove_temp(&leftover.key).await,
+        (Kind::TempFile, Store::Fs(_)) => store.delete(&leftover.key).await,
         _ => Ok(()),
     }
 }

@@ -176,3 +176,23 @@ pub async fn replicas(ns: &str, name: &str) -> i32 {
         .replicas
         .unwrap()
 }
+
+/// A namespace of its own with the operator's RBAC, an S3 server with the bucket and its
+/// credentials in `s3-creds`, and a Redis server (password `pw`, in Secret `redis-auth`)
+/// holding `keys` numbered keys. Keep the namespace handle: dropping it deletes the
+/// namespace.
+pub async fn redis_namespace(
+    prefix: &str,
+    keys: usize,
+) -> (coffer_testenv::TestNamespace, String, S3Server, RedisServer) {
+    let namespace = super::operator::plane().namespace(prefix).await.unwrap();
+    let ns = namespace.name().to_owned();
+    super::operator::prepare(&ns).await;
+    let s3 = s3_with_bucket().await;
+    s3_secret(&ns, &s3).await;
+    let redis = RedisServer::start_with_password("pw").unwrap();
+    let mut con = super::redis_data::connect(&redis.url()).await;
+    super::redis_data::set_numbered(&mut con, "key:", "", keys).await;
+    secret(&ns, "redis-auth", &[("password", "pw")]).await;
+    (namespace, ns, s3, redis)
+}
