@@ -184,7 +184,14 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
         Found::None if status.job_name.is_some() => {
-            return run_ctx.recover(status, &run).await;
+            let lost = Summary::failed(
+                Failure::WorkerVanished,
+                format!(
+                    "the result of worker Job {} was lost before it was read (the Job or its Pod is gone)",
+                    status.job_name.as_deref().unwrap_or_default()
+                ),
+            );
+            return run_ctx.recover(status, &run, lost).await;
         }
         Found::None => match run_ctx.start(&mut status, &run, &job_name).await? {
             Ok(job) => job,
@@ -213,9 +220,16 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
             // Job changes wake this Backup; a Pod stuck before it starts does not.
             Ok(Action::requeue(RECHECK))
         }
-        // The result is lost with the worker's Pod: storage says whether the backup is there.
-        JobState::Finished(summary) if summary.failure == Some(Failure::WorkerVanished) => {
-            run_ctx.recover(status, &run).await
+        // The result is lost with the worker's Pod, or the worker was killed before it could
+        // report (perhaps after its manifest was written): storage says whether the backup is
+        // there.
+        JobState::Finished(summary)
+            if matches!(
+                summary.failure,
+                Some(Failure::WorkerVanished | Failure::WorkerKilled)
+            ) =>
+        {
+            run_ctx.recover(status, &run, *summary).await
         }
         JobState::Finished(summary) => run_ctx.finish(status, &run, *summary).await,
     }
@@ -320,18 +334,21 @@ impl Run<'_> {
     }
 
     /// The backup Job's result was lost before it was read (the Job or its Pod deleted by
-    /// hand, or its TTL ran out while the operator was down): the run is judged by what is in
-    /// storage. An
+    /// hand, or its TTL ran out while the operator was down), or its worker was killed before
+    /// it reported (`lost` says which): the run is judged by what is in storage. An
     /// inspection Job reads the folder's manifest; one that names this Backup means the
-    /// backup succeeded.
-    async fn recover(&self, status: BackupStatus, run: &ResolvedRun) -> Result<Action, Error> {
+    /// backup succeeded; anything else fails the run with `lost`'s category.
+    async fn recover(
+        &self,
+        status: BackupStatus,
+        run: &ResolvedRun,
+        lost: Summary,
+    ) -> Result<Action, Error> {
         let (ctx, namespace, backup) = (self.ctx, self.namespace, self.backup);
         let name = backup.name_any();
         let job_name = job::job_name(&name, "inspect");
-        let vanished = format!(
-            "the result of worker Job {} was lost before it was read (the Job or its Pod is gone)",
-            status.job_name.as_deref().unwrap_or_default()
-        );
+        let category = lost.failure;
+        let vanished = lost.message;
         // Until the storage can say, the Backup says why it waits; nothing here is a verdict.
         let lost = vanished.clone();
         let waiting = |mut status: BackupStatus, why: String| async move {
@@ -402,7 +419,7 @@ impl Run<'_> {
                         | Failure::IntegrityCheckFailed
                         | Failure::InvalidPlan,
                     ) => {
-                        summary.failure = Some(Failure::WorkerVanished);
+                        summary.failure = category;
                         summary.message = format!("{vanished}: {}", summary.message);
                     }
                     // The store could not answer: look again later, never a verdict.

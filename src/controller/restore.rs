@@ -31,6 +31,9 @@ use crate::worker::Plan;
 use crate::worker::plan::RestorePlan;
 use crate::worker::{Failure, Summary};
 
+/// What a restore that ended without its result tells the user to do.
+const PARTLY_RUN: &str = "the restore may have run in part and is not run again: check the target, then create a new RestoreRequest if needed";
+
 /// The condition that records the restore's own result while the workloads are resumed.
 const RESTORED: &str = "Restored";
 const POLL: Duration = Duration::from_secs(2);
@@ -230,7 +233,7 @@ impl Step<'_> {
             // stopped, is worse than a clear failure).
             Found::None if status.job_name.is_some() => {
                 let message = format!(
-                    "the restore Job {job_name} is gone before its result was read (or its creation was interrupted); the restore may have run in part and is not run again: check the target, then create a new RestoreRequest if needed"
+                    "the restore Job {job_name} is gone before its result was read (or its creation was interrupted); {PARTLY_RUN}"
                 );
                 return self
                     .failed(status, Failure::WorkerVanished.as_str(), &message)
@@ -306,7 +309,15 @@ impl Step<'_> {
                 self.save(&status).await?;
                 Ok(Action::requeue(Duration::from_secs(15)))
             }
-            JobState::Finished(summary) => {
+            JobState::Finished(mut summary) => {
+                // A restore that ended without its result may have applied part of the
+                // backup; it is never run again by itself.
+                if matches!(
+                    summary.failure,
+                    Some(Failure::WorkerKilled | Failure::WorkerVanished)
+                ) {
+                    summary.message = format!("{}; {PARTLY_RUN}", summary.message);
+                }
                 // With `from.latest`, the worker says which backup it found.
                 if let (Some(from), Some(folder)) = (&self.request.spec.from, &summary.folder)
                     && from.latest

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
 
@@ -312,15 +312,38 @@ fn summary(succeeded: bool, job_reason: Option<&str>, pod: Option<&Pod>) -> Summ
             Failure::Internal,
             "the worker did not finish within activeDeadlineSeconds: raise jobTemplate.activeDeadlineSeconds",
         ),
-        _ => Summary::failed(
-            Failure::Internal,
-            format!(
-                "the worker failed without a summary (exit code {}): {}",
-                terminated.map(|t| t.exit_code).unwrap_or(-1),
-                crate::text::one_line(message)
+        _ => match terminated.and_then(killed) {
+            Some(how) => Summary::failed(
+                Failure::WorkerKilled,
+                format!("the worker was killed before it reported a result, {how}"),
             ),
-        ),
+            None => Summary::failed(
+                Failure::Internal,
+                format!(
+                    "the worker failed without a summary (exit code {}): {}",
+                    terminated.map(|t| t.exit_code).unwrap_or(-1),
+                    crate::text::one_line(message)
+                ),
+            ),
+        },
     }
+}
+
+/// How a worker that left no summary was killed, if a signal ended it: the container runtime
+/// reports 128 + the signal's number, or `OOMKilled`.
+fn killed(terminated: &ContainerStateTerminated) -> Option<String> {
+    let code = terminated.exit_code;
+    if terminated.reason.as_deref() == Some("OOMKilled") {
+        return Some(format!(
+            "for using more memory than its limit (OOMKilled, exit code {code}): raise jobTemplate.resources.limits.memory"
+        ));
+    }
+    (code > 128 && code < 128 + 65).then(|| {
+        format!(
+            "by signal {} (exit code {code}): the node's out-of-memory killer, the node going away or a person",
+            code - 128
+        )
+    })
 }
 
 #[cfg(test)]
@@ -470,6 +493,25 @@ mod tests {
             "{}",
             got.message
         );
+        // A worker killed by a signal (SIGKILL: 137) or the OOM killer says so.
+        let got = summary(false, None, Some(&pod("", 137)));
+        assert_eq!(got.failure, Some(Failure::WorkerKilled));
+        assert!(got.message.contains("signal 9"), "{}", got.message);
+        let mut oom = pod("", 137);
+        if let Some(t) = oom
+            .status
+            .as_mut()
+            .and_then(|s| s.container_statuses.as_mut())
+            .and_then(|c| c[0].state.as_mut())
+            .and_then(|s| s.terminated.as_mut())
+        {
+            t.reason = Some("OOMKilled".into());
+        }
+        let got = summary(false, None, Some(&oom));
+        assert!(got.message.contains("limits.memory"), "{}", got.message);
+        // The deadline's kill names the deadline.
+        let got = summary(false, Some("DeadlineExceeded"), Some(&pod("", 137)));
+        assert_eq!(got.failure, Some(Failure::Internal));
         // A successful Job never reports a failure summary as success, and vice versa.
         let got = summary(true, None, Some(&pod(&failed.to_termination_message(), 0)));
         assert_eq!(got.failure, Some(Failure::Internal));

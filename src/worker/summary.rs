@@ -38,6 +38,9 @@ pub enum Failure {
     Interrupted,
     /// The worker's Job disappeared before the controller read its result.
     WorkerVanished,
+    /// The worker was killed (a signal: the out-of-memory killer, the node going away, or by
+    /// hand) before it could report its result.
+    WorkerKilled,
     /// Anything else.
     Internal,
 }
@@ -58,6 +61,7 @@ impl Failure {
             Self::NotOwned => "NotOwned",
             Self::Interrupted => "Interrupted",
             Self::WorkerVanished => "WorkerVanished",
+            Self::WorkerKilled => "WorkerKilled",
             Self::Internal => "Internal",
         }
     }

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod operator;
 pub mod pg_data;
+pub mod random;
 pub mod redis_data;
 pub mod resources;
 pub mod tree;

@@ -24,7 +24,7 @@ mod resolve;
 mod status;
 
 use std::collections::HashMap;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -108,15 +108,31 @@ impl ProcessKubelet {
 
     /// What a Pod's container wrote to stdout and stderr (the newest run of that name).
     pub fn pod_log(&self, namespace: &str, pod: &str) -> Option<String> {
+        std::fs::read(self.newest_pod_dir(namespace, pod)?.join("log"))
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// The process ID of a Pod's container while it runs (the newest run of that name), which
+    /// is also the ID of the process group holding what the container started:
+    /// fault-injection tests kill it as the node would (SIGKILL by the OOM killer).
+    pub fn pod_pid(&self, namespace: &str, pod: &str) -> Option<u32> {
+        std::fs::read_to_string(self.newest_pod_dir(namespace, pod)?.join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The directory of the newest run of a Pod of that name.
+    fn newest_pod_dir(&self, namespace: &str, pod: &str) -> Option<PathBuf> {
         let prefix = format!("{namespace}_{pod}_");
         let newest = std::fs::read_dir(self.root.join("pods"))
             .ok()?
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
             .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())?;
-        std::fs::read(newest.path().join("log"))
-            .ok()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
+        Some(newest.path())
     }
 
     /// The host directory standing in for a PersistentVolumeClaim.
@@ -378,6 +394,8 @@ impl Kubelet {
         let (exit_code, reason) = match spawn_container(&spec, &pod_dir, &log_path) {
             Err(e) => (128, Err(e.to_string())),
             Ok(child) => {
+                // Tests find the process here to kill it as a node would (OOM, SIGKILL).
+                let _ = std::fs::write(pod_dir.join("pid"), child.0.id().to_string());
                 let running = status::running(&container.name, &image, &started_at);
                 patch_status(&pods, &name, running).await;
                 let deadline = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds);
@@ -512,6 +530,9 @@ fn spawn_container(
         .env("HOME", pod_dir)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(pod_dir)
+        // A process group per container: killing it kills what the container started too,
+        // as the end of a container's PID namespace does.
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
@@ -625,12 +646,27 @@ async fn bind(pods: &Api<Pod>, name: &str) -> std::result::Result<(), kube::Erro
     }
 }
 
+/// Writes a Pod's status; like a kubelet, it keeps trying (for two minutes) while the API
+/// server cannot be reached or is not ready, so that a restart of it loses no result.
 async fn patch_status(pods: &Api<Pod>, name: &str, patch: serde_json::Value) {
-    if let Err(e) = pods
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        tracing::warn!("process kubelet: updating the status of pod {name}: {e}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let e = match pods
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return,
+            Err(e) => e,
+        };
+        let transient = match &e {
+            kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+            _ => true,
+        };
+        if !transient || Instant::now() >= deadline {
+            tracing::warn!("process kubelet: updating the status of pod {name}: {e}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
