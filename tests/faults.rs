@@ -18,6 +18,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use support::cli::{coffer, ok, stderr, stdout};
 use support::operator::{Operator, admin};
+use support::random::Random;
 use support::resources::{
     BUCKET, create, deployment, finished_backup, finished_restore, jobs, redis_source, replicas,
     storage, stored_keys,
@@ -25,36 +26,6 @@ use support::resources::{
 
 /// Runs of each scenario.
 const RUNS: usize = 5;
-
-/// A small deterministic random source, seeded from the clock unless `COFFER_FAULT_SEED`
-/// says otherwise; the seed is printed so that a failure can be replayed.
-struct Random(u64);
-
-impl Random {
-    fn new(scenario: &str) -> Self {
-        let seed = std::env::var("COFFER_FAULT_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
-        eprintln!("{scenario}: COFFER_FAULT_SEED={seed}");
-        Self(seed)
-    }
-
-    /// A duration in `[low, high)`.
-    fn between(&mut self, low: Duration, high: Duration) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let span = (high - low).as_millis().max(1) as u64;
-        low + Duration::from_millis(self.0 % span)
-    }
-}
 
 /// A Redis server with about 24 MiB of incompressible values, so that a backup streams a
 /// multipart upload for a while.
@@ -548,6 +519,89 @@ async fn two_operators_handing_the_lease_over_mid_run_never_lose_or_repeat_a_run
     for manifest in &manifests {
         let folder = manifest.trim_end_matches("manifest.json");
         assert!(locations.iter().any(|l| l.ends_with(folder)), "{manifest}");
+    }
+}
+
+/// Deletions with the operator SIGKILLed at a random point of each: every Backup goes, its
+/// folder is emptied by exactly one deletion Pod, and the Backup kept beside them still
+/// verifies; nothing gives up (`DataNotDeleted`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_killed_at_random_points_of_deletions_deletes_each_backup_once() {
+    let mut random = Random::new("sigkill-operator-deletion");
+    let (_namespace, ns, s3, redis) = support::resources::redis_namespace("opdelete", 30).await;
+    let mut operator = Operator::start(&ns, "a");
+    let names: Vec<String> = std::iter::once("keep".to_owned())
+        .chain((0..RUNS).map(|run| format!("gone-{run}")))
+        .collect();
+    for name in &names {
+        create::<Backup>(
+            &ns,
+            json!({"metadata": {"name": name}, "spec": {
+            "source": redis_source(&redis, "redis-auth"), "storage": storage(&s3)}}),
+        )
+        .await;
+    }
+    let mut folders = Vec::new();
+    for name in &names {
+        let status = finished_backup(&ns, name).await.status.unwrap();
+        assert_eq!(
+            status.phase,
+            Some(BackupPhase::Succeeded),
+            "{name}: {status:?}"
+        );
+        let location = status.location.unwrap();
+        folders.push(
+            location
+                .split_once(&format!("{BUCKET}/"))
+                .unwrap()
+                .1
+                .to_owned(),
+        );
+    }
+    let backups: Api<Backup> = Api::namespaced(admin().await, &ns);
+    for name in &names[1..] {
+        backups.delete(name, &Default::default()).await.unwrap();
+        let delay = random.between(Duration::ZERO, Duration::from_secs(3));
+        tokio::time::sleep(delay).await;
+        operator.kill();
+        eprintln!("deletion of {name}: operator killed after {delay:?}");
+        operator = Operator::start(&ns, "a");
+        support::operator::eventually(support::resources::RUN, &format!("{name} to go"), || {
+            let backups = backups.clone();
+            async move { backups.get_opt(name).await.unwrap().is_none().then_some(()) }
+        })
+        .await;
+    }
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin().await, &ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    for (name, folder) in names.iter().zip(&folders).skip(1) {
+        assert_eq!(
+            stored_keys(&s3, folder).await,
+            Vec::<String>::new(),
+            "{name}"
+        );
+        let job = format!("{name}-delete");
+        let count = pods
+            .iter()
+            .filter(|p| p.labels().get("batch.kubernetes.io/job-name") == Some(&job))
+            .count();
+        assert_eq!(count, 1, "{name}: deletion Pods");
+    }
+    ok(
+        &["verify", &format!("s3://{BUCKET}/{}", folders[0])],
+        &s3.env(),
+    );
+    for name in &names {
+        let events = support::resources::events_of(&ns, name).await;
+        assert!(
+            !events
+                .iter()
+                .any(|(_, reason, _)| reason == "DataNotDeleted"),
+            "{name}: {events:?}"
+        );
     }
 }
 

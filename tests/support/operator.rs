@@ -165,9 +165,13 @@ impl Operator {
                 "ghcr.io/coffer-dev/coffer:test",
                 "--identity",
                 identity,
-                "--lease-duration",
-                "6",
             ])
+            // A short Lease unless the test chooses another.
+            .args(if extra.contains(&"--lease-duration") {
+                &[][..]
+            } else {
+                &["--lease-duration", "6"][..]
+            })
             .args(extra)
             .env(
                 "KUBECONFIG",
@@ -201,6 +205,13 @@ impl Operator {
     /// What the controller logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process has exited by itself (for example after losing its Lease).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
     /// Kills the process at once (SIGKILL: no clean shutdown, the Lease is not released).

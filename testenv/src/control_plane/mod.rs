@@ -17,7 +17,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use namespace::TestNamespace;
@@ -52,8 +52,10 @@ pub struct ControlPlaneOptions {
 /// A running control plane. Dropping it stops every process it started.
 #[derive(Debug)]
 pub struct ControlPlane {
-    // Stopped in reverse order of start when dropped.
-    processes: Vec<ChildGuard>,
+    // etcd, kube-apiserver, kube-controller-manager; the API server can be restarted.
+    processes: Mutex<Vec<ChildGuard>>,
+    etcd_port: u16,
+    api_port: u16,
     kubelet: Option<ProcessKubelet>,
     server: String,
     tokens: BTreeMap<String, String>,
@@ -131,7 +133,9 @@ impl ControlPlane {
         processes.push(start_apiserver(&bin, &dir, etcd_port, api_port)?);
         let server = format!("https://127.0.0.1:{api_port}");
         let mut plane = Self {
-            processes,
+            processes: Mutex::new(processes),
+            etcd_port,
+            api_port,
             kubelet: None,
             server,
             tokens,
@@ -149,7 +153,11 @@ impl ControlPlane {
         }
         plane.wait_ready()?;
         let kcm = start_controller_manager(&bin, &plane.dir, &plane.kubeconfig())?;
-        plane.processes.push(kcm);
+        plane
+            .processes
+            .get_mut()
+            .map_err(|_| TestEnvError::ControlPlane("a poisoned lock".to_owned()))?
+            .push(kcm);
         if let Some(kubelet) = options.kubelet {
             plane.kubelet = Some(ProcessKubelet::start(
                 plane.kubeconfig(),
@@ -164,6 +172,28 @@ impl ControlPlane {
             started.elapsed().as_secs_f64()
         );
         Ok(plane)
+    }
+
+    /// Stops kube-apiserver, waits `down`, and starts it again on the same port and etcd (the
+    /// cluster's state survives), returning once it is ready: an API server restarted under
+    /// running clients, as in an upgrade of the control plane.
+    pub fn restart_apiserver(&self, down: Duration) -> Result<()> {
+        let bin = bin_dir()?;
+        let mut processes = self
+            .processes
+            .lock()
+            .map_err(|_| TestEnvError::ControlPlane("a poisoned lock".to_owned()))?;
+        let Some(apiserver) = processes.get_mut(1) else {
+            return Err(TestEnvError::ControlPlane(
+                "no API server to restart".to_owned(),
+            ));
+        };
+        let _ = apiserver.0.kill();
+        let _ = apiserver.0.wait();
+        std::thread::sleep(down);
+        processes[1] = start_apiserver(&bin, &self.dir, self.etcd_port, self.api_port)?;
+        drop(processes);
+        self.wait_ready()
     }
 
     /// The API server's URL, for example `https://127.0.0.1:40123`.
@@ -227,6 +257,11 @@ impl ControlPlane {
     /// captured it (`None` if it never ran the Pod).
     pub fn pod_log(&self, namespace: &str, pod: &str) -> Option<String> {
         self.kubelet.as_ref()?.pod_log(namespace, pod)
+    }
+
+    /// The process ID of a Pod's running container (`None` if it never ran the Pod).
+    pub fn pod_pid(&self, namespace: &str, pod: &str) -> Option<u32> {
+        self.kubelet.as_ref()?.pod_pid(namespace, pod)
     }
 
     /// The directory the process kubelet maps a PersistentVolumeClaim to.
@@ -313,7 +348,11 @@ fn write(path: &Path, contents: &str) -> Result<()> {
 
 fn log_file(dir: &Path, name: &str) -> Result<(std::fs::File, PathBuf)> {
     let path = dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&path)
+    // Appended to: a restarted component keeps its earlier log.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
         .map_err(TestEnvError::io(format!("creating {}", path.display())))?;
     Ok((file, path))
 }
