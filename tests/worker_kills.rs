@@ -378,6 +378,7 @@ async fn workers_killed_at_random_points(engine: Engine) {
     let out = coffer(&["gc", &dest, "--min-age", "0s"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "", "left after the sweep");
+    assert_eq!(fixture.s3.open_multipart_uploads(), 0, "open uploads");
     for location in &succeeded {
         ok(&["verify", location], &env);
     }

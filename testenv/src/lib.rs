@@ -4,7 +4,8 @@
 //! - [`RedisServer`]: a `redis-server` process.
 //! - [`PostgresServer`]: a PostgreSQL cluster made with `initdb` and run with `pg_ctl`, as a
 //!   non-root user when the tests run as root.
-//! - [`S3Server`]: an S3-compatible server (`s3s-fs`) in this process, serving real HTTP.
+//! - [`S3Server`]: an S3-compatible server (`s3s-fs`, plus ListMultipartUploads) in this
+//!   process, serving real HTTP.
 //! - [`ControlPlane`]: etcd, kube-apiserver and kube-controller-manager built from their Go
 //!   modules (`tools/k8s/build`), with the [`ProcessKubelet`] running Pods as processes.
 //!
@@ -19,6 +20,7 @@ mod postgres;
 mod process;
 mod redis;
 mod s3;
+mod s3_uploads;
 
 pub use control_plane::{
     ControlPlane, ControlPlaneOptions, NODE_NAME, TEST_NAMESPACE_LABEL, TestNamespace, USERS,

@@ -1,5 +1,6 @@
-//! An S3-compatible server (`s3s-fs`, which stores objects as files) serving real HTTP on a
-//! free loopback port, in a thread of this process.
+//! An S3-compatible server (`s3s-fs`, which stores objects as files, with ListMultipartUploads
+//! added: see [`crate::s3_uploads`]) serving real HTTP on a free loopback port, in a thread of
+//! this process.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -14,6 +15,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 use crate::process::random_token;
+use crate::s3_uploads::{Store, open_upload_ids};
 use crate::{Result, TestEnvError};
 
 /// The region the server is addressed with.
@@ -80,7 +82,7 @@ impl S3Server {
             what: "opening the S3 server's store".to_owned(),
             source: std::io::Error::other(format!("{e:?}")),
         })?;
-        let mut builder = S3ServiceBuilder::new(store);
+        let mut builder = S3ServiceBuilder::new(Store::new(store, self.root.path()));
         builder.set_auth(SimpleAuth::from_single(
             self.access_key.clone(),
             self.secret_key.clone(),
@@ -133,17 +135,7 @@ impl S3Server {
     /// Multipart uploads that were started and neither completed nor aborted (s3s-fs keeps
     /// one `.upload-<id>.json` file in its root for each).
     pub fn open_multipart_uploads(&self) -> usize {
-        std::fs::read_dir(self.root.path())
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        name.starts_with(".upload-") && name.ends_with(".json")
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
+        open_upload_ids(self.root.path()).len()
     }
 
     /// The standard AWS environment variables that point an S3 client at this server.

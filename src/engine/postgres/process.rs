@@ -98,6 +98,7 @@ impl Said {
     const KEPT_ERRORS: usize = 5;
 
     fn line(&mut self, line: &str) {
+        let line = &without_row_data(line);
         if line.contains("ERROR:") {
             if line.contains("already exists") {
                 self.already_exists += 1;
@@ -118,6 +119,31 @@ impl Said {
             self.tail.drain(..start);
         }
     }
+}
+
+/// A line of a PostgreSQL tool's stderr without the table data some messages quote (the
+/// row a COPY failed at, a failing row, a duplicate key's values): errors end up in logs,
+/// status and Events, and the data may be personal.
+fn without_row_data(line: &str) -> String {
+    // `CONTEXT:  COPY events, line 82042: "82042	secret…"` → `…, line 82042`.
+    if let Some(at) = line.find("COPY ")
+        && let Some(quote) = line[at..].find(": \"")
+    {
+        return format!("{} (row data left out)", &line[..at + quote]);
+    }
+    // `DETAIL:  Failing row contains (1, secret).`
+    if let Some(at) = line.find("Failing row contains") {
+        return format!("{}Failing row contains (row data left out).", &line[..at]);
+    }
+    // `DETAIL:  Key (email)=(a@example.com) already exists.` → `Key (email)=(…) …`.
+    if let Some(at) = line.find("Key (")
+        && let Some(equals) = line[at..].find(")=(")
+        && let Some(end) = line[at + equals + 3..].find(") ")
+    {
+        let rest = &line[at + equals + 3 + end + 1..];
+        return format!("{}=(…){rest}", &line[..at + equals + 1]);
+    }
+    line.to_owned()
 }
 
 /// A running program and the collector of its stderr.
@@ -196,6 +222,24 @@ impl Running {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_data_is_left_out_of_what_a_tool_said() {
+        let copy = "pg_restore: error: COPY failed for table \"events\": FATAL: terminating connection\nCONTEXT:  COPY events, line 82042: \"82042\tjane@example.com\"";
+        let got = without_row_data(copy);
+        assert!(
+            got.ends_with("COPY events, line 82042 (row data left out)"),
+            "{got}"
+        );
+        assert!(!got.contains("jane"), "{got}");
+        let got = without_row_data("DETAIL:  Failing row contains (1, jane@example.com).");
+        assert_eq!(got, "DETAIL:  Failing row contains (row data left out).");
+        let got = without_row_data("DETAIL:  Key (email)=(jane@example.com) already exists.");
+        assert_eq!(got, "DETAIL:  Key (email)=(…) already exists.");
+        let plain =
+            "pg_restore: error: could not execute query: ERROR:  relation \"x\" already exists";
+        assert_eq!(without_row_data(plain), plain);
+    }
 
     #[test]
     fn conninfo_quotes_values() {
