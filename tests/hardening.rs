@@ -932,3 +932,64 @@ async fn a_schedule_sweeps_what_failed_runs_left_in_its_folder_and_nothing_else(
         .unwrap();
     assert_eq!(again.time, sweep.time);
 }
+
+/// A Backup made by a version before `status.resolved` (its folder had no UID in it): a
+/// restore and the deletion find its data where `status.location` says, not where a Backup
+/// of this version would have put it.
+#[tokio::test]
+async fn a_backup_made_by_an_earlier_version_is_restored_and_deleted_where_it_was_written() {
+    let (_namespace, ns, s3, redis) = setup("legacy").await;
+    let env = s3.env();
+    // The data, where an earlier version wrote it (no UID in the folder), and a neighbour.
+    let (location, _) = support::cli::ok(
+        &[
+            "backup",
+            &redis.url(),
+            "--to",
+            &format!("s3://{BUCKET}/ci/{ns}/legacy/"),
+        ],
+        &env,
+    );
+    let location = location.trim().to_owned();
+    let (neighbour, _) = support::cli::ok(
+        &[
+            "backup",
+            &redis.url(),
+            "--to",
+            &format!("s3://{BUCKET}/ci/{ns}/neighbour/"),
+        ],
+        &env,
+    );
+    // The Backup as that version left it: Succeeded, a location, no record of its run.
+    let mut doc = backup_doc("legacy", &redis, &s3, "redis-auth");
+    doc["metadata"]["finalizers"] = json!(["coffer.dev/delete-data"]);
+    create::<Backup>(&ns, doc).await;
+    let api: Api<Backup> = Api::namespaced(admin().await, &ns);
+    let status = json!({"status": {"phase": "Succeeded", "location": location,
+        "jobName": "legacy-backup"}});
+    api.patch_status("legacy", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    let _operator = Operator::start(&ns, "solo");
+
+    let mut con = support::redis_data::connect(&redis.url()).await;
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "back"}, "spec": {"backupRef": {"name": "legacy"}}}),
+    )
+    .await;
+    let done = finished_restore(&ns, "back").await.status.unwrap();
+    assert_eq!(done.phase, Some(RestorePhase::Succeeded), "{done:?}");
+    assert_eq!(done.location.as_deref(), Some(location.as_str()));
+    assert_eq!(keys(&redis).await, 20);
+
+    delete::<Backup>(&ns, "legacy", PropagationPolicy::Background).await;
+    gone::<Backup>(&ns, "legacy", RUN).await;
+    let folder = location.trim_start_matches(&format!("s3://{BUCKET}/"));
+    assert_eq!(stored_keys(&s3, folder).await, Vec::<String>::new());
+    support::cli::ok(&["verify", neighbour.trim()], &env);
+}

@@ -122,6 +122,43 @@ pub async fn resolve(
     }))
 }
 
+/// What a finished or running Backup ran with: its record in `status.resolved`. A Backup made
+/// by a version before that record existed is resolved as it is now, with the folder its
+/// `status.location` names; if that location is not in the store it resolves to now (the
+/// schedule's bucket or prefix changed), the run cannot be found and the problem says what
+/// to do.
+pub async fn recorded_run(
+    ctx: &Context,
+    namespace: &str,
+    backup: &Backup,
+) -> Result<Result<ResolvedRun, Problem>, Error> {
+    let status = backup.status.clone().unwrap_or_default();
+    if let Some(run) = status.resolved {
+        return Ok(Ok(run));
+    }
+    let mut run = match resolve(ctx, namespace, backup).await? {
+        Ok(run) => run,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    let Some(recorded) = status.location else {
+        return Ok(Ok(run));
+    };
+    match location::folder_in(&run.storage, &recorded) {
+        Some(folder) => {
+            run.folder = folder;
+            Ok(Ok(run))
+        }
+        None => Ok(Err(Problem {
+            reason: "StorageChanged",
+            message: format!(
+                "Backup {namespace}/{} was made by an earlier Coffer version and its data at {recorded} is not in the store its schedule names now ({}): restore with from: {{storage, location}}, or delete the data with `coffer delete {recorded}`",
+                backup.name_any(),
+                location::display(&run.storage, "")
+            ),
+        })),
+    }
+}
+
 /// The worker Job settings: the Backup's own, else its schedule's.
 pub async fn job_template(
     ctx: &Context,
@@ -159,12 +196,9 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
     }
     let uid = uid(&backup)?;
     status.observed_generation = backup.metadata.generation;
-    let run = match &status.resolved {
-        Some(run) => run.clone(),
-        None => match resolve(&ctx, &namespace, &backup).await? {
-            Ok(run) => run,
-            Err(problem) => return wait(&ctx, &api, &backup, old.as_ref(), status, problem).await,
-        },
+    let run = match recorded_run(&ctx, &namespace, &backup).await? {
+        Ok(run) => run,
+        Err(problem) => return wait(&ctx, &api, &backup, old.as_ref(), status, problem).await,
     };
     status.source_kind = run.source.kind();
     status.location = Some(location::display(&run.storage, &run.folder));

@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 
-use super::backup::{resolve, set_finalizers, uid};
+use super::backup::{recorded_run, set_finalizers, uid};
 use super::context::Context;
 use super::error::Error;
 use super::job::{self, JobRequest};
@@ -101,13 +101,9 @@ pub async fn finalize(
         .as_ref()
         .is_some_and(|s| s.resolved.is_some() || s.job_name.is_some());
     if backup.spec.deletion_policy == DeletionPolicy::Delete && started {
-        let run = match backup.status.as_ref().and_then(|s| s.resolved.clone()) {
-            Some(run) => Ok(run),
-            // Made by an earlier version, which did not record its run.
-            None => resolve(ctx, namespace, backup)
-                .await?
-                .map_err(|p| p.message),
-        };
+        let run = recorded_run(ctx, namespace, backup)
+            .await?
+            .map_err(|p| p.message);
         let outcome = match &run {
             Ok(run) => match delete_data(ctx, api, backup, &uid, run).await {
                 Ok(outcome) => outcome,

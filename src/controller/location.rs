@@ -69,6 +69,13 @@ pub fn display(storage: &BackupStorage, folder: &str) -> String {
     }
 }
 
+/// The folder in `location` (as [`display`] wrote it) if that location is in `storage`: how
+/// a Backup made before `status.resolved` existed finds its folder again.
+pub fn folder_in(storage: &BackupStorage, location: &str) -> Option<String> {
+    let folder = location.strip_prefix(&display(storage, ""))?;
+    (!folder.is_empty()).then(|| folder.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -116,5 +123,10 @@ mod tests {
             display(&fs, &f),
             "pvc://store/shop/shop-redis/20261201T160000Z-3f6c2a1e/"
         );
+        // A recorded location gives its folder back, in the same store only.
+        let old = "shop/shop-redis/20261201T160000Z/";
+        assert_eq!(folder_in(&s3, &display(&s3, old)).as_deref(), Some(old));
+        assert_eq!(folder_in(&fs, &display(&s3, old)), None);
+        assert_eq!(folder_in(&s3, "s3://backups/prod/"), None);
     }
 }

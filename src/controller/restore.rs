@@ -513,14 +513,10 @@ impl Step<'_> {
             })));
         }
         let status = backup.status.clone().unwrap_or_default();
-        // The store and folder the backup was written to, as recorded when it ran (Backups of
-        // earlier versions have no record: they are resolved as they are now).
-        let run = match status.resolved {
-            Some(run) => run,
-            None => match backup::resolve(self.ctx, self.namespace, &backup).await? {
-                Ok(run) => run,
-                Err(problem) => return Ok(Err(Unresolved::Fail(problem))),
-            },
+        // The store and folder the backup was written to, as recorded when it ran.
+        let run = match backup::recorded_run(self.ctx, self.namespace, &backup).await? {
+            Ok(run) => run,
+            Err(problem) => return Ok(Err(Unresolved::Fail(problem))),
         };
         Ok(Ok(Resolved {
             storage: run.storage,
