@@ -564,6 +564,94 @@ async fn a_target_that_drops_the_restore_mid_way_fails_it_in_one_line_and_loses_
     assert!(failed > 0, "the target never dropped a restore mid-way");
 }
 
+/// Fills `redis` with 3000 incompressible 8 KiB values.
+async fn fill(redis: &RedisServer) {
+    let mut con = support::redis_data::connect(&redis.url()).await;
+    let value = support::noise(8 << 10);
+    let mut pipe = redis::pipe();
+    for i in 0..3000u64 {
+        let mut v = value.clone();
+        v[..8].copy_from_slice(&i.to_le_bytes());
+        pipe.set(format!("blob:{i}"), v).ignore();
+    }
+    pipe.query_async::<()>(&mut con).await.unwrap();
+}
+
+/// The database server itself killed (SIGKILL, as a crash or the OOM killer would) at a
+/// random point of a backup, then started again: the backup fails with one line or
+/// completes and verifies, nothing incomplete is left after the sweep, and the next backup
+/// succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_killed_mid_dump_fails_the_backup_in_one_line_and_the_next_succeeds() {
+    let mut random = Random::new("database-killed");
+    let mut pg = coffer_testenv::PostgresServer::start().unwrap();
+    support::pg_data::create(
+        &pg,
+        "shop",
+        "CREATE TABLE events (id int, body text);
+         INSERT INTO events SELECT g, md5(g::text) || repeat(md5((g * 7)::text), 8)
+           FROM generate_series(1, 150000) g;",
+    )
+    .await;
+    let mut redis = RedisServer::start_with_password("pw").unwrap();
+    fill(&redis).await;
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("store").display().to_string();
+    let mut failed = 0;
+    for is_pg in [true, false] {
+        let source = if is_pg { pg.url("shop") } else { redis.url() };
+        let backup = || {
+            Command::new(env!("CARGO_BIN_EXE_coffer"))
+                .args(["backup", &source, "--to", &dest])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let started = Instant::now();
+        assert!(backup().wait().unwrap().success());
+        let length = started.elapsed();
+        for run in 0..RUNS {
+            let child = backup();
+            let delay = random.between(Duration::ZERO, length);
+            tokio::time::sleep(delay).await;
+            if is_pg {
+                tokio::task::block_in_place(|| pg.crash_and_restart()).unwrap();
+            } else {
+                redis.crash_and_restart().unwrap();
+            }
+            let out = child.wait_with_output().unwrap();
+            let message = String::from_utf8_lossy(&out.stderr).into_owned();
+            eprintln!(
+                "run {run} {}: killed after {delay:?} of {length:?}: {}",
+                if is_pg { "postgres" } else { "redis" },
+                message.lines().last().unwrap_or_default()
+            );
+            if !out.status.success() {
+                failed += 1;
+                assert_eq!(failure_lines(&message, "backup"), 1, "{message}");
+                assert!(message.contains("127.0.0.1"), "{message}");
+                // A server that went away mid-run is not a wrong address.
+                assert!(!message.contains("check the host and port"), "{message}");
+            }
+            every_listed_backup_verifies(&dest, &[]);
+            sweep(&dest, &[]);
+            if !is_pg {
+                fill(&redis).await;
+            }
+        }
+        // The server is back: the next backup succeeds.
+        let out = backup().wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(failed > 0, "the database was never killed mid-dump");
+    every_listed_backup_verifies(&dest, &[]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_going_away_mid_upload_fails_the_backup_and_the_next_one_succeeds() {
     let mut random = Random::new("s3-away");

@@ -263,7 +263,11 @@ async fn restore_into_another_database_and_over_existing_data() {
     let message = fails(
         &into_copy(&[]),
         &[],
-        &["pg_restore into database \"copy\" failed", "already exists"],
+        &[
+            "pg_restore into database \"copy\" at 127.0.0.1:",
+            "failed",
+            "already exists",
+        ],
     );
     assert!(!message.contains(server.password()), "{message}");
     assert_eq!(fingerprint(&copy).await, changed, "rolled back");
@@ -409,7 +413,8 @@ async fn failures_are_one_line_store_nothing_and_touch_nothing() {
         ],
         &[],
         &[
-            "pg_dump of database \"halfway\" failed",
+            "pg_dump of database \"halfway\" at 127.0.0.1:",
+            "failed",
             "row-level security policy for table \"zz_guarded\"",
         ],
     );

@@ -35,7 +35,7 @@ impl From<&PgError> for Failure {
     fn from(e: &PgError) -> Self {
         match e {
             PgError::Url(_) | PgError::Usage(_) => Self::InvalidPlan,
-            PgError::Connect { .. } => Self::SourceUnreachable,
+            PgError::Connect { .. } | PgError::Dropped { .. } => Self::SourceUnreachable,
             PgError::Auth { .. } => Self::AuthenticationFailed,
             PgError::Storage(e) => e.into(),
             PgError::Integrity(_)

@@ -144,6 +144,39 @@ impl PostgresServer {
         text.lines().next()?.trim().parse().ok()
     }
 
+    /// Kills the server as a crash would (SIGKILL to the postmaster; its backends notice and
+    /// exit), then starts it again on the same port: it recovers from its write-ahead log.
+    pub fn crash_and_restart(&mut self) -> Result<()> {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let gone = crate::process::wait_until(std::time::Duration::from_secs(30), || {
+                !Path::new(&format!("/proc/{pid}")).exists()
+            });
+            if !gone {
+                return Err(TestEnvError::Io {
+                    what: "killing PostgreSQL".to_owned(),
+                    source: std::io::Error::other("the postmaster did not exit"),
+                });
+            }
+        }
+        // Backends still exiting hold the old shared memory for a moment: try for a while.
+        let port = self.port;
+        let mut last_error = None;
+        for _ in 0..20 {
+            match self.start_on(port) {
+                Ok(()) => return Ok(()),
+                Err(e) => last_error = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        Err(last_error.unwrap_or_else(|| TestEnvError::Io {
+            what: "restarting PostgreSQL".to_owned(),
+            source: std::io::Error::other("no attempt was made"),
+        }))
+    }
+
     /// The cluster's directory (data and `postgres.log`), removed when the server is dropped.
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -23,6 +23,8 @@ pub struct RedisServer {
     _process: ChildGuard,
     port: u16,
     password: Option<String>,
+    program: PathBuf,
+    config: Vec<(String, String)>,
     dir: TempDir,
 }
 
@@ -61,20 +63,57 @@ impl RedisServer {
             .tempdir()
             .map_err(TestEnvError::io("creating a directory for redis-server"))?;
         let port = free_port()?;
-        let log = dir.path().join("redis.log");
+        let config: Vec<(String, String)> = config
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let process = Self::run(program, port, password.as_deref(), &config, dir.path())?;
+        Ok(Self {
+            _process: process,
+            port,
+            password,
+            program: program.clone(),
+            config,
+            dir,
+        })
+    }
+
+    /// Kills the server (SIGKILL, as a crash or the OOM killer would) and starts it again on
+    /// the same port, empty: persistence is off.
+    pub fn crash_and_restart(&mut self) -> Result<()> {
+        let _ = self._process.0.kill();
+        let _ = self._process.0.wait();
+        self._process = Self::run(
+            &self.program,
+            self.port,
+            self.password.as_deref(),
+            &self.config,
+            self.dir.path(),
+        )?;
+        Ok(())
+    }
+
+    fn run(
+        program: &PathBuf,
+        port: u16,
+        password: Option<&str>,
+        config: &[(String, String)],
+        dir: &std::path::Path,
+    ) -> Result<ChildGuard> {
+        let log = dir.join("redis.log");
         let mut command = tied_command(program);
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--protected-mode", "no"])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir)
             .arg("--logfile")
             .arg(&log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if let Some(password) = &password {
+        if let Some(password) = password {
             command.args(["--requirepass", password]);
         }
         for (directive, value) in config {
@@ -91,12 +130,7 @@ impl RedisServer {
                 log,
             });
         }
-        Ok(Self {
-            _process: process,
-            port,
-            password,
-            dir,
-        })
+        Ok(process)
     }
 
     /// The port the server listens on, on 127.0.0.1.

@@ -258,7 +258,10 @@ impl Dumper<'_> {
             object_name(database),
             pipeline::extension(self.request.compression)
         );
-        let subject = format!("of database {database:?}");
+        let subject = format!(
+            "of database {database:?} at {}",
+            self.request.target.address()
+        );
         let mut record = self
             .run(&name, DUMP_FORMAT, dump, "pg_dump", subject)
             .await?;

@@ -13,6 +13,15 @@ pub enum PgError {
     Url(#[from] PgUrlError),
     #[error("cannot connect to PostgreSQL at {address}: {detail}; check the host and port")]
     Connect { address: String, detail: String },
+    /// The connection broke after it was made (a restart, a failover, a killed backend).
+    #[error(
+        "PostgreSQL at {address} closed the connection while {what} ({detail}): a restart, a failover or a killed backend; check its log, then run it again"
+    )]
+    Dropped {
+        address: String,
+        what: String,
+        detail: String,
+    },
     #[error(
         "PostgreSQL at {address} refused user {user:?} ({detail}): check the user and password (URL, PGPASSWORD or ~/.pgpass)"
     )]
@@ -107,6 +116,24 @@ impl PgError {
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| e.to_string()),
         );
+        // An established connection that broke: the server went away, not a wrong address.
+        let reset = std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::UnexpectedEof
+                )
+            });
+        if e.is_closed() || reset {
+            return Self::Dropped {
+                address: address.to_owned(),
+                what: what.to_owned(),
+                detail,
+            };
+        }
         // The server asked for a password and none was given.
         if detail == "password missing" {
             return Self::Auth {

@@ -121,6 +121,18 @@ impl Said {
     }
 }
 
+/// Whether a tool's stderr says the server went away under it.
+fn dropped(said: &str) -> bool {
+    [
+        "server closed the connection unexpectedly",
+        "terminating connection due to",
+        "could not receive data from server",
+        "no connection to the server",
+    ]
+    .iter()
+    .any(|m| said.contains(m))
+}
+
 /// A line of a PostgreSQL tool's stderr without the table data some messages quote (the
 /// row a COPY failed at, a failing row, a duplicate key's values): errors end up in logs,
 /// status and Events, and the data may be personal.
@@ -206,6 +218,11 @@ impl Running {
         } else {
             text
         };
+        let hint = if dropped(&tail) {
+            ": the server dropped the connection (a restart, a failover, a killed backend); check its log, then run it again"
+        } else {
+            ""
+        };
         Err(PgError::Tool {
             tool: self.tool,
             subject: self.subject,
@@ -213,7 +230,7 @@ impl Running {
             stderr: if tail.is_empty() {
                 "no message".to_owned()
             } else {
-                tail
+                format!("{tail}{hint}")
             },
         })
     }
@@ -236,6 +253,10 @@ mod tests {
         assert_eq!(got, "DETAIL:  Failing row contains (row data left out).");
         let got = without_row_data("DETAIL:  Key (email)=(jane@example.com) already exists.");
         assert_eq!(got, "DETAIL:  Key (email)=(…) already exists.");
+        assert!(dropped(
+            "pg_dump: detail: server closed the connection unexpectedly"
+        ));
+        assert!(!dropped("ERROR:  relation \"x\" already exists"));
         let plain =
             "pg_restore: error: could not execute query: ERROR:  relation \"x\" already exists";
         assert_eq!(without_row_data(plain), plain);

@@ -188,7 +188,7 @@ pub async fn restore(
             record,
             pg_restore,
             "pg_restore",
-            format!("into database {into:?}"),
+            format!("into database {into:?} at {}", target.address()),
             progress,
         )
         .await?;
@@ -478,6 +478,15 @@ async fn undo(client: &Client, begun: bool, created: &[String], error: PgError) 
         },
         PgError::Connect { address, detail } => PgError::Connect {
             address,
+            detail: format!("{detail}; {outcome}"),
+        },
+        PgError::Dropped {
+            address,
+            what,
+            detail,
+        } => PgError::Dropped {
+            address,
+            what,
             detail: format!("{detail}; {outcome}"),
         },
         other => other,

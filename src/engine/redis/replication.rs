@@ -174,10 +174,17 @@ impl Conn {
         }
     }
 
+    /// The connection broke after it was made: the server restarted, failed over, or was
+    /// killed, not a wrong address.
     fn broken(&self, e: &std::io::Error) -> RedisError {
-        RedisError::Connect {
+        self.dropped(e.to_string())
+    }
+
+    fn dropped(&self, detail: String) -> RedisError {
+        RedisError::Dropped {
             address: self.address.clone(),
-            detail: e.to_string(),
+            command: "SYNC",
+            detail,
         }
     }
 
@@ -204,10 +211,7 @@ impl Conn {
                 .map_err(|_| self.silent(wait))?
                 .map_err(|e| self.broken(&e))?;
             if read == 0 {
-                return Err(RedisError::Connect {
-                    address: self.address.clone(),
-                    detail: "the server closed the connection".to_owned(),
-                });
+                return Err(self.dropped("before the snapshot began".to_owned()));
             }
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end_matches(['\r', '\n']);
@@ -240,9 +244,7 @@ async fn receive(
         Framing::Sized(len) => {
             let copied = copy_sized(&mut conn, len, &mut out).await?;
             if copied != len {
-                return Err(broken(format!(
-                    "the connection closed after {copied} of {len} snapshot bytes"
-                )));
+                return Err(conn.dropped(format!("after {copied} of {len} snapshot bytes")));
             }
             copied
         }
@@ -293,12 +295,7 @@ async fn receive_until_mark(
     loop {
         let n = conn.read_some(&mut buffer).await?;
         if n == 0 {
-            return Err(RedisError::Protocol {
-                address: conn.address.clone(),
-                detail: format!(
-                    "the connection closed after {total} snapshot bytes, before the end mark"
-                ),
-            });
+            return Err(conn.dropped(format!("after {total} snapshot bytes, before the end mark")));
         }
         held.extend_from_slice(&buffer[..n]);
         if let Some(at) = memchr::memmem::find(&held, mark) {
