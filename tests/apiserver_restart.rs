@@ -12,6 +12,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -37,9 +39,8 @@ fn start_operator(ns: &str) -> Operator {
     Operator::start_with(ns, "a", &["--lease-duration", "15"])
 }
 
-/// Restarts the API server after a random delay, down for a random while; starts the
-/// operator again if it exited meanwhile.
-async fn restart_api_server(random: &mut Random, operator: &mut Operator, ns: &str, what: &str) {
+/// Restarts the API server after a random delay, down for a random while.
+async fn restart_api_server(random: &mut Random, what: &str) {
     let delay = random.between(Duration::ZERO, Duration::from_secs(4));
     tokio::time::sleep(delay).await;
     let down = random.between(Duration::from_millis(200), Duration::from_secs(12));
@@ -47,15 +48,27 @@ async fn restart_api_server(random: &mut Random, operator: &mut Operator, ns: &s
         .await
         .unwrap()
         .unwrap();
-    // Give a leader that lost its Lease the moment to notice and exit.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let exited = operator.exited();
-    eprintln!(
-        "{what}: API server restarted after {delay:?}, down {down:?}; operator exited: {exited}"
-    );
-    if exited {
-        *operator = start_operator(ns);
-    }
+    eprintln!("{what}: API server restarted after {delay:?}, down {down:?}");
+}
+
+/// Starts the operator again whenever it exits (as its Deployment would), for as long as
+/// the returned task runs, and counts how often.
+fn supervise(ns: &str) -> (tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
+    let restarts = Arc::new(AtomicUsize::new(0));
+    let counted = restarts.clone();
+    let ns = ns.to_owned();
+    let task = tokio::spawn(async move {
+        let mut operator = start_operator(&ns);
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if operator.exited() {
+                counted.fetch_add(1, Ordering::Relaxed);
+                eprintln!("the operator exited (its Lease lost); started again");
+                operator = start_operator(&ns);
+            }
+        }
+    });
+    (task, restarts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +88,7 @@ async fn the_api_server_restarted_mid_run_loses_repeats_or_misreports_nothing() 
             .unwrap();
     }
     deployment(&ns, "app", 1).await;
-    let mut operator = start_operator(&ns);
+    let (supervisor, restarts) = supervise(&ns);
     create::<BackupSchedule>(
         &ns,
         json!({"metadata": {"name": "minutely"}, "spec": {"schedule": "* * * * *",
@@ -92,7 +105,7 @@ async fn the_api_server_restarted_mid_run_loses_repeats_or_misreports_nothing() 
             "source": redis_source(&redis, "redis-auth"), "storage": storage(&s3)}}),
         )
         .await;
-        restart_api_server(&mut random, &mut operator, &ns, &name).await;
+        restart_api_server(&mut random, &name).await;
         names.push(name);
     }
     create::<RestoreRequest>(
@@ -102,7 +115,7 @@ async fn the_api_server_restarted_mid_run_loses_repeats_or_misreports_nothing() 
         "quiesce": [{"kind": "Deployment", "name": "app"}]}}),
     )
     .await;
-    restart_api_server(&mut random, &mut operator, &ns, "restore").await;
+    restart_api_server(&mut random, "restore").await;
     let restarted = Utc::now();
 
     let env = s3.env();
@@ -175,4 +188,9 @@ async fn the_api_server_restarted_mid_run_loses_repeats_or_misreports_nothing() 
             );
         }
     }
+    eprintln!(
+        "the operator was started again {} time(s)",
+        restarts.load(Ordering::Relaxed)
+    );
+    supervisor.abort();
 }

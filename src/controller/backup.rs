@@ -257,16 +257,20 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
         // The result is lost with the worker's Pod, or the worker was killed before it could
         // report (perhaps after its manifest was written): storage says whether the backup is
         // there.
-        JobState::Finished(summary)
-            if matches!(
-                summary.failure,
-                Some(Failure::WorkerVanished | Failure::WorkerKilled)
-            ) =>
-        {
+        JobState::Finished(summary) if judged_by_storage(&summary) => {
             run_ctx.recover(status, &run, *summary).await
         }
         JobState::Finished(summary) => run_ctx.finish(status, &run, *summary).await,
     }
+}
+
+/// Whether a finished backup's outcome must be read from storage: the worker left no
+/// verdict of its own (killed, crashed, stopped by its deadline, its Pod gone), or it was
+/// told to stop (SIGTERM), which can land after the store took its manifest but before the
+/// worker heard so.
+fn judged_by_storage(summary: &Summary) -> bool {
+    summary.failure.is_some()
+        && (summary.unreported || summary.failure == Some(Failure::Interrupted))
 }
 
 /// One reconcile of a running Backup.
@@ -448,15 +452,14 @@ impl Run<'_> {
                     }
                     // A verdict: no manifest, one of another run, or one that is damaged.
                     Some(
-                        Failure::Internal
-                        | Failure::NotOwned
-                        | Failure::IntegrityCheckFailed
-                        | Failure::InvalidPlan,
-                    ) => {
+                        Failure::BackupNotFound | Failure::NotOwned | Failure::IntegrityCheckFailed,
+                    ) if !summary.unreported => {
                         summary.failure = category;
                         summary.message = format!("{vanished}: {}", summary.message);
                     }
-                    // The store could not answer: look again later, never a verdict.
+                    // The store could not answer, or the inspection itself did not finish
+                    // (killed, its deadline, a worker too old for it): look again later,
+                    // never a verdict.
                     Some(_) => {
                         workers::delete(ctx, namespace, &job_name).await?;
                         let why = format!(
@@ -466,7 +469,10 @@ impl Run<'_> {
                         return waiting(status, why).await;
                     }
                 }
-                self.finish(status, run, summary).await
+                let action = self.finish(status, run, summary).await?;
+                // The verdict is recorded: the inspection has nothing more to say.
+                workers::delete(ctx, namespace, &job_name).await?;
+                Ok(action)
             }
         }
     }

@@ -271,28 +271,52 @@ pub fn stuck(job: &Job, pod: Option<&Pod>, now: DateTime<Utc>) -> Option<String>
     })
 }
 
-/// The run's summary from the finished Job and its last Pod.
+/// The run's summary from the finished Job and its last Pod: the worker's own, or one the
+/// controller makes (marked `unreported`) when the worker left none.
 fn summary(succeeded: bool, job_reason: Option<&str>, pod: Option<&Pod>) -> Summary {
     let terminated = pod
         .and_then(|p| p.status.as_ref())
         .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c.first())
+        .and_then(|c| c.iter().find(|c| c.name == super::job::CONTAINER))
         .and_then(|c| c.state.as_ref())
         .and_then(|s| s.terminated.as_ref());
     let message = terminated
         .and_then(|t| t.message.as_deref())
         .unwrap_or_default();
     // A worker stopped by its deadline says it was interrupted: the deadline is the cause.
-    if let Some(summary) = Summary::from_termination_message(message)
+    if let Some(mut summary) = Summary::from_termination_message(message)
         && succeeded == summary.failure.is_none()
         && !(job_reason == Some("DeadlineExceeded")
             && summary.failure == Some(Failure::Interrupted))
     {
+        // The worker survived the OOM killer (it killed pg_dump, say) and reported: its
+        // message alone would not say that memory was the cause.
+        if summary.failure.is_some()
+            && terminated.and_then(|t| t.reason.as_deref()) == Some("OOMKilled")
+        {
+            summary.message.push_str(
+                "; the container ran out of memory (OOMKilled): raise jobTemplate.resources.limits.memory",
+            );
+        }
         return summary;
     }
+    Summary {
+        unreported: true,
+        ..unreported(succeeded, job_reason, pod.is_some(), terminated, message)
+    }
+}
+
+/// What the controller says of a run whose worker left no usable summary.
+fn unreported(
+    succeeded: bool,
+    job_reason: Option<&str>,
+    has_pod: bool,
+    terminated: Option<&ContainerStateTerminated>,
+    message: &str,
+) -> Summary {
     // The Pod, and the result with it, is gone (deleted, or collected) while the Job stays:
     // not a failure of the run, a result that cannot be read. Backups then look in storage.
-    if pod.is_none() && job_reason != Some("DeadlineExceeded") {
+    if !has_pod && job_reason != Some("DeadlineExceeded") {
         return Summary::failed(
             Failure::WorkerVanished,
             format!(
@@ -338,12 +362,16 @@ fn killed(terminated: &ContainerStateTerminated) -> Option<String> {
             "for using more memory than its limit (OOMKilled, exit code {code}): raise jobTemplate.resources.limits.memory"
         ));
     }
-    (code > 128 && code < 128 + 65).then(|| {
-        format!(
-            "by signal {} (exit code {code}): the node's out-of-memory killer, the node going away or a person",
-            code - 128
-        )
-    })
+    match code {
+        137 => Some(format!(
+            "by signal 9 (exit code {code}): the node's out-of-memory killer, the node going away or a person; see `kubectl describe pod` and the node's events, and raise jobTemplate.resources.limits.memory if it ran out of memory"
+        )),
+        143 => Some(format!(
+            "by signal 15 (exit code {code}) before it could report: a drain, an eviction or a deletion of its Pod"
+        )),
+        // Other signals (SIGSEGV, SIGABRT, …) are crashes of the worker itself: not a kill.
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -512,6 +540,44 @@ mod tests {
         // The deadline's kill names the deadline.
         let got = summary(false, Some("DeadlineExceeded"), Some(&pod("", 137)));
         assert_eq!(got.failure, Some(Failure::Internal));
+        assert!(got.unreported);
+        // A crash is not a kill; SIGTERM before a report is.
+        assert_eq!(
+            summary(false, None, Some(&pod("", 139))).failure,
+            Some(Failure::Internal)
+        );
+        assert_eq!(
+            summary(false, None, Some(&pod("", 143))).failure,
+            Some(Failure::WorkerKilled)
+        );
+        // The worker reported, but the OOM killer took a child: memory is named.
+        let mut survived = pod(&failed.to_termination_message(), 1);
+        if let Some(t) = survived
+            .status
+            .as_mut()
+            .and_then(|s| s.container_statuses.as_mut())
+            .and_then(|c| c[0].state.as_mut())
+            .and_then(|s| s.terminated.as_mut())
+        {
+            t.reason = Some("OOMKilled".into());
+        }
+        let got = summary(false, None, Some(&survived));
+        assert_eq!(got.failure, Some(Failure::AuthenticationFailed));
+        assert!(!got.unreported);
+        assert!(got.message.contains("OOMKilled"), "{}", got.message);
+        // The worker's container is read, whatever sidecar comes first.
+        let mut with_sidecar = pod(&ok.to_termination_message(), 0);
+        if let Some(statuses) = with_sidecar
+            .status
+            .as_mut()
+            .and_then(|s| s.container_statuses.as_mut())
+        {
+            let mut sidecar = statuses[0].clone();
+            sidecar.name = "istio-proxy".into();
+            sidecar.state = None;
+            statuses.insert(0, sidecar);
+        }
+        assert_eq!(summary(true, None, Some(&with_sidecar)).raw_bytes, Some(10));
         // A successful Job never reports a failure summary as success, and vice versa.
         let got = summary(true, None, Some(&pod(&failed.to_termination_message(), 0)));
         assert_eq!(got.failure, Some(Failure::Internal));

@@ -444,7 +444,7 @@ async fn inspect(plan: &InspectPlan, env: &Environment) -> Outcome {
         .await
         .map_err(|e| match &e {
             ReadManifestError::Missing { .. } => fail(
-                Failure::Internal,
+                Failure::BackupNotFound,
                 format!("the backup's worker stopped before it wrote a manifest at {location}: the backup is incomplete"),
             ),
             _ => manifest_failure(&e),

@@ -96,6 +96,11 @@ pub struct Summary {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<DateTime<Utc>>,
+    /// Set by the controller when the worker left no summary of its own (killed, crashed,
+    /// stopped by its deadline, its Pod gone): the outcome is not the worker's verdict, and
+    /// a backup so ended is judged by what is in storage. Never serialised.
+    #[serde(skip)]
+    pub unreported: bool,
 }
 
 impl Summary {

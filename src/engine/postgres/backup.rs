@@ -213,7 +213,7 @@ impl Dumper<'_> {
             GLOBALS_FORMAT,
             dumpall,
             "pg_dumpall",
-            "of the globals".to_owned(),
+            format!("of the globals at {}", self.request.target.address()),
         )
         .await
     }

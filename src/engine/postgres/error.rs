@@ -11,7 +11,9 @@ use crate::text::one_line;
 pub enum PgError {
     #[error(transparent)]
     Url(#[from] PgUrlError),
-    #[error("cannot connect to PostgreSQL at {address}: {detail}; check the host and port")]
+    #[error(
+        "cannot connect to PostgreSQL at {address}: {detail}; check the host and port, and that the server is running"
+    )]
     Connect { address: String, detail: String },
     /// The connection broke after it was made (a restart, a failover, a killed backend).
     #[error(

@@ -92,13 +92,22 @@ pub struct Said {
     pub already_exists: u64,
     pub other_errors: u64,
     pub first_errors: Vec<String>,
+    /// Whether it said the server dropped the connection.
+    pub dropped: bool,
+    after_detail: bool,
 }
 
 impl Said {
     const KEPT_ERRORS: usize = 5;
 
-    fn line(&mut self, line: &str) {
-        let line = &without_row_data(line);
+    fn line(&mut self, raw: &str) {
+        self.dropped |= dropped(raw);
+        let known = LINE_STARTS.iter().any(|p| raw.trim_start().starts_with(p));
+        if self.after_detail && !known {
+            return;
+        }
+        self.after_detail = is_detail(raw);
+        let line = &without_row_data(raw);
         if line.contains("ERROR:") {
             if line.contains("already exists") {
                 self.already_exists += 1;
@@ -133,29 +142,54 @@ fn dropped(said: &str) -> bool {
     .any(|m| said.contains(m))
 }
 
+/// The beginnings of the lines PostgreSQL's tools and server messages start with; any other
+/// line after a `DETAIL:` or `CONTEXT:` line continues a value quoted there (a newline in
+/// the data) and is left out.
+const LINE_STARTS: [&str; 13] = [
+    "pg_dump:",
+    "pg_restore:",
+    "pg_dumpall:",
+    "psql:",
+    "ERROR:",
+    "DETAIL:",
+    "CONTEXT:",
+    "HINT:",
+    "WARNING:",
+    "FATAL:",
+    "STATEMENT:",
+    "Command was:",
+    "LINE ",
+];
+
+/// Whether a line is a server's `DETAIL:`/`CONTEXT:` (or a tool's `detail:`), the lines that
+/// quote table data.
+fn is_detail(line: &str) -> bool {
+    ["DETAIL:", "CONTEXT:", "detail:"]
+        .iter()
+        .any(|m| line.contains(m))
+}
+
 /// A line of a PostgreSQL tool's stderr without the table data some messages quote (the
-/// row a COPY failed at, a failing row, a duplicate key's values): errors end up in logs,
-/// status and Events, and the data may be personal.
+/// row a COPY failed at, a failing row, a key's values, a value that is not valid): errors
+/// end up in logs, status and Events, and the data may be personal. What follows the first
+/// `(`, `=` or `"` of a `DETAIL:`/`CONTEXT:` line, and what follows `: "` anywhere, is left
+/// out; identifiers (`relation "x"`) and the rest of the message stay.
 fn without_row_data(line: &str) -> String {
-    // `CONTEXT:  COPY events, line 82042: "82042	secret…"` → `…, line 82042`.
-    if let Some(at) = line.find("COPY ")
-        && let Some(quote) = line[at..].find(": \"")
+    const LEFT_OUT: &str = "(data left out)";
+    let mut line = line.to_owned();
+    if let Some(at) = line.find(": \"") {
+        line = format!("{}: {LEFT_OUT}", &line[..at]);
+    }
+    let marker = ["DETAIL:", "CONTEXT:", "detail:"]
+        .iter()
+        .filter_map(|m| line.find(m).map(|at| at + m.len()))
+        .min();
+    if let Some(after) = marker
+        && let Some(cut) = line[after..].find(['(', '=', '"'])
     {
-        return format!("{} (row data left out)", &line[..at + quote]);
+        line = format!("{}{LEFT_OUT}", &line[..after + cut]);
     }
-    // `DETAIL:  Failing row contains (1, secret).`
-    if let Some(at) = line.find("Failing row contains") {
-        return format!("{}Failing row contains (row data left out).", &line[..at]);
-    }
-    // `DETAIL:  Key (email)=(a@example.com) already exists.` → `Key (email)=(…) …`.
-    if let Some(at) = line.find("Key (")
-        && let Some(equals) = line[at..].find(")=(")
-        && let Some(end) = line[at + equals + 3..].find(") ")
-    {
-        let rest = &line[at + equals + 3 + end + 1..];
-        return format!("{}=(…){rest}", &line[..at + equals + 1]);
-    }
-    line.to_owned()
+    line
 }
 
 /// A running program and the collector of its stderr.
@@ -218,7 +252,7 @@ impl Running {
         } else {
             text
         };
-        let hint = if dropped(&tail) {
+        let hint = if said.dropped {
             ": the server dropped the connection (a restart, a failover, a killed backend); check its log, then run it again"
         } else {
             ""
@@ -242,17 +276,39 @@ mod tests {
 
     #[test]
     fn row_data_is_left_out_of_what_a_tool_said() {
-        let copy = "pg_restore: error: COPY failed for table \"events\": FATAL: terminating connection\nCONTEXT:  COPY events, line 82042: \"82042\tjane@example.com\"";
-        let got = without_row_data(copy);
+        let mut said = Said::default();
+        for line in [
+            "pg_restore: error: COPY failed for table \"events\": FATAL: terminating connection",
+            "CONTEXT:  COPY events, line 82042: \"82042\tjane@example.com\"",
+            "CONTEXT:  COPY t, line 3, column email: \"jane@example.com\"",
+            "DETAIL:  Failing row contains (1, jane@example.com).",
+            "DETAIL:  Key (email)=(jane@example.com) already exists.",
+            "DETAIL:  Key (name)=(Smith) Jr) already exists.",
+            "DETAIL:  Key (period)=([2026-01-01,2026-02-01)) conflicts with existing key (period)=([2026-01-15,2026-03-01)).",
+            "DETAIL:  Partition key of the failing row contains (email) = (jane@example.com).",
+            "DETAIL:  Failing row contains (1, first line of a secret",
+            "second secret line).",
+            "pg_restore: error: could not execute query: ERROR:  invalid input syntax for type integer: \"jane\"",
+            "pg_dump: detail: Error message from server: server closed the connection unexpectedly",
+        ] {
+            said.line(line);
+        }
+        for secret in ["jane", "Jr", "2026-01-15", "second secret", "82042\t"] {
+            assert!(!said.tail.contains(secret), "{secret} in {}", said.tail);
+        }
+        // What helps stays: the table, the line, the column names' owner, the cause.
         assert!(
-            got.ends_with("COPY events, line 82042 (row data left out)"),
-            "{got}"
+            said.tail.contains("COPY events, line 82042"),
+            "{}",
+            said.tail
         );
-        assert!(!got.contains("jane"), "{got}");
-        let got = without_row_data("DETAIL:  Failing row contains (1, jane@example.com).");
-        assert_eq!(got, "DETAIL:  Failing row contains (row data left out).");
-        let got = without_row_data("DETAIL:  Key (email)=(jane@example.com) already exists.");
-        assert_eq!(got, "DETAIL:  Key (email)=(…) already exists.");
+        assert!(said.tail.contains("relation") || said.tail.contains("integer"));
+        assert!(
+            said.tail.contains("server closed the connection"),
+            "{}",
+            said.tail
+        );
+        assert!(said.dropped);
         assert!(dropped(
             "pg_dump: detail: server closed the connection unexpectedly"
         ));

@@ -12,7 +12,9 @@ use crate::text::one_line;
 pub enum RedisError {
     #[error(transparent)]
     Url(#[from] RedisUrlError),
-    #[error("cannot connect to Redis at {address}: {detail}; check the host and port")]
+    #[error(
+        "cannot connect to Redis at {address}: {detail}; check the host and port, and that the server is running"
+    )]
     Connect { address: String, detail: String },
     /// The connection broke after it was made (a restart, a failover, `CLIENT KILL`).
     #[error(
