@@ -75,18 +75,7 @@ fn supervise(ns: &str) -> (tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
 async fn the_api_server_restarted_mid_run_loses_repeats_or_misreports_nothing() {
     let mut random = Random::new("apiserver-restart");
     let (_namespace, ns, s3, redis) = support::resources::redis_namespace("apirestart", 0).await;
-    let mut con = support::redis_data::connect(&redis.url()).await;
-    let value = support::noise(8 << 10);
-    for i in 0..1500u64 {
-        let mut v = value.clone();
-        v[..8].copy_from_slice(&i.to_le_bytes());
-        let _: () = redis::cmd("SET")
-            .arg(format!("blob:{i}"))
-            .arg(v)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-    }
+    support::redis_data::fill_blobs(&redis.url(), 1500).await;
     deployment(&ns, "app", 1).await;
     let (supervisor, restarts) = supervise(&ns);
     create::<BackupSchedule>(

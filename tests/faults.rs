@@ -31,17 +31,7 @@ const RUNS: usize = 5;
 /// multipart upload for a while.
 async fn big_redis() -> RedisServer {
     let redis = RedisServer::start_with_password("pw").unwrap();
-    let mut con = support::redis_data::connect(&redis.url()).await;
-    let value = support::noise(8 << 10);
-    for batch in 0..30 {
-        let mut pipe = redis::pipe();
-        for i in 0..100 {
-            let mut v = value.clone();
-            v[..8].copy_from_slice(&((batch * 100 + i) as u64).to_le_bytes());
-            pipe.set(format!("blob:{batch}:{i}"), v).ignore();
-        }
-        pipe.query_async::<()>(&mut con).await.unwrap();
-    }
+    support::redis_data::fill_blobs(&redis.url(), 3000).await;
     redis
 }
 
@@ -359,26 +349,7 @@ async fn a_source_that_drops_the_backup_mid_way_fails_it_and_leaves_nothing_that
             let delay = random.between(Duration::from_millis(100), Duration::from_millis(900));
             tokio::time::sleep(delay).await;
             // The database drops the backup's connections (a restart, a failover, a kill).
-            if is_pg {
-                admin_pg
-                    .execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                         WHERE pid <> pg_backend_pid() AND datname = 'shop'",
-                        &[],
-                    )
-                    .await
-                    .unwrap();
-            } else {
-                redis::cmd("CLIENT")
-                    .arg("KILL")
-                    .arg("TYPE")
-                    .arg("normal")
-                    .arg("SKIPME")
-                    .arg("yes")
-                    .query_async::<i64>(&mut admin_redis)
-                    .await
-                    .unwrap();
-            }
+            drop_connections(&admin_pg, &mut admin_redis, is_pg).await;
             let out = child.wait_with_output().unwrap();
             let message = String::from_utf8_lossy(&out.stderr).into_owned();
             eprintln!(
@@ -399,6 +370,35 @@ async fn a_source_that_drops_the_backup_mid_way_fails_it_and_leaves_nothing_that
         }
     }
     assert!(failed > 0, "the source never dropped a backup mid-way");
+}
+
+/// The database drops every other client's connection (a restart, a failover, a kill):
+/// PostgreSQL `pg_terminate_backend` on database `shop`, or Redis `CLIENT KILL`.
+async fn drop_connections(
+    admin_pg: &tokio_postgres::Client,
+    admin_redis: &mut redis::aio::MultiplexedConnection,
+    is_pg: bool,
+) {
+    if is_pg {
+        admin_pg
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE pid <> pg_backend_pid() AND datname = 'shop'",
+                &[],
+            )
+            .await
+            .unwrap();
+    } else {
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query_async::<i64>(admin_redis)
+            .await
+            .unwrap();
+    }
 }
 
 /// What a restore target holds, in comparable form: PostgreSQL's fingerprint of every table,
@@ -437,18 +437,8 @@ async fn a_target_that_drops_the_restore_mid_way_fails_it_in_one_line_and_loses_
     )
     .await;
     let redis = RedisServer::start_with(Some("pw"), &[("enable-debug-command", "yes")]).unwrap();
+    support::redis_data::fill_blobs(&redis.url(), 3000).await;
     let mut admin_redis = support::redis_data::connect(&redis.url()).await;
-    let value = support::noise(8 << 10);
-    for i in 0..3000u64 {
-        let mut v = value.clone();
-        v[..8].copy_from_slice(&i.to_le_bytes());
-        let _: () = redis::cmd("SET")
-            .arg(format!("blob:{i}"))
-            .arg(v)
-            .query_async(&mut admin_redis)
-            .await
-            .unwrap();
-    }
     let admin_pg = support::pg_data::connect(&pg, "postgres").await;
     let work = tempfile::tempdir().unwrap();
     let dest = work.path().join("store").display().to_string();
@@ -500,26 +490,7 @@ async fn a_target_that_drops_the_restore_mid_way_fails_it_in_one_line_and_loses_
             let child = restore();
             let delay = random.between(Duration::ZERO, length);
             tokio::time::sleep(delay).await;
-            if is_pg {
-                admin_pg
-                    .execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                         WHERE pid <> pg_backend_pid() AND datname = 'shop'",
-                        &[],
-                    )
-                    .await
-                    .unwrap();
-            } else {
-                redis::cmd("CLIENT")
-                    .arg("KILL")
-                    .arg("TYPE")
-                    .arg("normal")
-                    .arg("SKIPME")
-                    .arg("yes")
-                    .query_async::<i64>(&mut admin_redis)
-                    .await
-                    .unwrap();
-            }
+            drop_connections(&admin_pg, &mut admin_redis, is_pg).await;
             let out = child.wait_with_output().unwrap();
             let message = String::from_utf8_lossy(&out.stderr).into_owned();
             eprintln!(
@@ -568,19 +539,6 @@ async fn a_target_that_drops_the_restore_mid_way_fails_it_in_one_line_and_loses_
     }
 }
 
-/// Fills `redis` with 3000 incompressible 8 KiB values.
-async fn fill(redis: &RedisServer) {
-    let mut con = support::redis_data::connect(&redis.url()).await;
-    let value = support::noise(8 << 10);
-    let mut pipe = redis::pipe();
-    for i in 0..3000u64 {
-        let mut v = value.clone();
-        v[..8].copy_from_slice(&i.to_le_bytes());
-        pipe.set(format!("blob:{i}"), v).ignore();
-    }
-    pipe.query_async::<()>(&mut con).await.unwrap();
-}
-
 /// The database server itself killed (SIGKILL, as a crash or the OOM killer would) at a
 /// random point of a backup, then started again: the backup fails with one line or
 /// completes and verifies, nothing incomplete is left after the sweep, and the next backup
@@ -598,7 +556,7 @@ async fn a_database_killed_mid_dump_fails_the_backup_in_one_line_and_the_next_su
     )
     .await;
     let mut redis = RedisServer::start_with_password("pw").unwrap();
-    fill(&redis).await;
+    support::redis_data::fill_blobs(&redis.url(), 3000).await;
     let work = tempfile::tempdir().unwrap();
     let dest = work.path().join("store").display().to_string();
     for is_pg in [true, false] {
@@ -645,7 +603,7 @@ async fn a_database_killed_mid_dump_fails_the_backup_in_one_line_and_the_next_su
             every_listed_backup_verifies(&dest, &[]);
             sweep(&dest, &[]);
             if !is_pg {
-                fill(&redis).await;
+                support::redis_data::fill_blobs(&redis.url(), 3000).await;
             }
         }
         assert!(

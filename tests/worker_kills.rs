@@ -76,17 +76,7 @@ impl Fixture {
         match engine {
             Engine::Redis => {
                 let redis = RedisServer::start_with_password("pw").unwrap();
-                let mut con = support::redis_data::connect(&redis.url()).await;
-                let value = support::noise(8 << 10);
-                for batch in 0..20 {
-                    let mut pipe = redis::pipe();
-                    for i in 0..100u64 {
-                        let mut v = value.clone();
-                        v[..8].copy_from_slice(&(batch * 100 + i).to_le_bytes());
-                        pipe.set(format!("blob:{batch}:{i}"), v).ignore();
-                    }
-                    pipe.query_async::<()>(&mut con).await.unwrap();
-                }
+                support::redis_data::fill_blobs(&redis.url(), 2000).await;
                 secret(&ns, "redis-auth", &[("password", "pw")]).await;
                 fixture.redis = Some(redis);
             }

@@ -392,6 +392,20 @@ mod tests {
         .unwrap()
     }
 
+    /// `pod` with its worker's termination reason `OOMKilled`.
+    fn oom_killed(mut pod: Pod) -> Pod {
+        if let Some(t) = pod
+            .status
+            .as_mut()
+            .and_then(|s| s.container_statuses.as_mut())
+            .and_then(|c| c[0].state.as_mut())
+            .and_then(|s| s.terminated.as_mut())
+        {
+            t.reason = Some("OOMKilled".into());
+        }
+        pod
+    }
+
     fn job(condition: &str, reason: Option<&str>) -> Job {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "j"},
@@ -525,16 +539,7 @@ mod tests {
         let got = summary(false, None, Some(&pod("", 137)));
         assert_eq!(got.failure, Some(Failure::WorkerKilled));
         assert!(got.message.contains("signal 9"), "{}", got.message);
-        let mut oom = pod("", 137);
-        if let Some(t) = oom
-            .status
-            .as_mut()
-            .and_then(|s| s.container_statuses.as_mut())
-            .and_then(|c| c[0].state.as_mut())
-            .and_then(|s| s.terminated.as_mut())
-        {
-            t.reason = Some("OOMKilled".into());
-        }
+        let oom = oom_killed(pod("", 137));
         let got = summary(false, None, Some(&oom));
         assert!(got.message.contains("limits.memory"), "{}", got.message);
         // The deadline's kill names the deadline.
@@ -551,16 +556,7 @@ mod tests {
             Some(Failure::WorkerKilled)
         );
         // The worker reported, but the OOM killer took a child: memory is named.
-        let mut survived = pod(&failed.to_termination_message(), 1);
-        if let Some(t) = survived
-            .status
-            .as_mut()
-            .and_then(|s| s.container_statuses.as_mut())
-            .and_then(|c| c[0].state.as_mut())
-            .and_then(|s| s.terminated.as_mut())
-        {
-            t.reason = Some("OOMKilled".into());
-        }
+        let survived = oom_killed(pod(&failed.to_termination_message(), 1));
         let got = summary(false, None, Some(&survived));
         assert_eq!(got.failure, Some(Failure::AuthenticationFailed));
         assert!(!got.unreported);
