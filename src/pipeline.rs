@@ -24,7 +24,9 @@ use crate::api::Compression;
 use crate::storage::manifest::ObjectRecord;
 use crate::storage::{StorageError, Store};
 
-const READ_BUFFER: usize = 256 << 10;
+pub mod fetch;
+
+pub(crate) const READ_BUFFER: usize = 256 << 10;
 const PIPE_BUFFER: usize = 1 << 20;
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
@@ -222,38 +224,56 @@ pub enum IntegrityError {
         #[source]
         source: std::io::Error,
     },
+    /// The object matched when it was checked, but a later read of it for the restore did not:
+    /// the store served other bytes the second time.
+    #[error(
+        "{location} changed while it was restored: {what} of what was read is {found}, the manifest says {expected} (it matched when it was checked before the restore; the store served other bytes)"
+    )]
+    Changed {
+        location: String,
+        what: &'static str,
+        found: String,
+        expected: String,
+    },
+    #[error("reading {location} for the restore stopped: {detail}")]
+    Interrupted { location: String, detail: String },
 }
 
-/// Reads a stored object through and checks its size and SHA-256 against the manifest;
-/// with `raw`, also decompresses it and checks the raw size and SHA-256.
-pub async fn verify_object(
-    store: &Store,
-    key: &str,
+impl IntegrityError {
+    /// The same finding, about bytes read again after the object had been checked.
+    fn changed(self) -> Self {
+        match self {
+            Self::Mismatch {
+                location,
+                what,
+                found,
+                expected,
+            } => Self::Changed {
+                location,
+                what,
+                found,
+                expected,
+            },
+            other => other,
+        }
+    }
+}
+
+/// Compares what was read of an object with its manifest entry: the stored size and SHA-256,
+/// then (when it was decompressed) whether that worked and the raw size and SHA-256.
+fn judge(
+    location: &str,
     record: &ObjectRecord,
-    compression: Compression,
-    raw: bool,
+    stored: (u64, String),
+    decoded: Option<Result<(u64, String), std::io::Error>>,
 ) -> Result<(), IntegrityError> {
-    let location = store.location(key);
     let mismatch = |what, found: String, expected: String| IntegrityError::Mismatch {
-        location: location.clone(),
+        location: location.to_owned(),
         what,
         found,
         expected,
     };
-    let mut stored = hashing(store.get(key).await?);
-    let decoded = if raw {
-        let mut decoded = hashing(decoder(compression, &mut stored));
-        let copied = tokio::io::copy(&mut decoded, &mut tokio::io::sink()).await;
-        let finished = decoded.into_observer().finish();
-        Some(copied.map(|_| finished))
-    } else {
-        None
-    };
-    // Whatever the decoder did not need still counts towards the stored size and hash.
-    tokio::io::copy(&mut stored, &mut tokio::io::sink())
-        .await
-        .map_err(|e| StorageError::io("reading", location.clone(), e))?;
-    let (bytes, sha) = stored.into_observer().finish();
+    let (bytes, sha) = stored;
     // A damaged object usually also breaks decompression; the checksum is the clearer
     // message, so it is checked first.
     if bytes != record.stored_bytes {
@@ -268,7 +288,10 @@ pub async fn verify_object(
     }
     match decoded {
         None => Ok(()),
-        Some(Err(source)) => Err(IntegrityError::Decompress { location, source }),
+        Some(Err(source)) => Err(IntegrityError::Decompress {
+            location: location.to_owned(),
+            source,
+        }),
         Some(Ok((raw_bytes, raw_sha))) => {
             if raw_bytes != record.raw_bytes {
                 return Err(mismatch(
@@ -287,6 +310,32 @@ pub async fn verify_object(
             Ok(())
         }
     }
+}
+
+/// Reads a stored object through and checks its size and SHA-256 against the manifest;
+/// with `raw`, also decompresses it and checks the raw size and SHA-256.
+pub async fn verify_object(
+    store: &Store,
+    key: &str,
+    record: &ObjectRecord,
+    compression: Compression,
+    raw: bool,
+) -> Result<(), IntegrityError> {
+    let location = store.location(key);
+    let mut stored = hashing(store.get(key).await?);
+    let decoded = if raw {
+        let mut decoded = hashing(decoder(compression, &mut stored));
+        let copied = tokio::io::copy(&mut decoded, &mut tokio::io::sink()).await;
+        let finished = decoded.into_observer().finish();
+        Some(copied.map(|_| finished))
+    } else {
+        None
+    };
+    // Whatever the decoder did not need still counts towards the stored size and hash.
+    tokio::io::copy(&mut stored, &mut tokio::io::sink())
+        .await
+        .map_err(|e| StorageError::io("reading", location.clone(), e))?;
+    judge(&location, record, stored.into_observer().finish(), decoded)
 }
 
 /// Something that looks at every byte an [`ObservedReader`] passes on.

@@ -11,6 +11,7 @@ use coffer::engine::redis::{
     self, BackupRequest, Limits, Mode, RedisTarget, RestoreRequest, RestoreStats,
 };
 use coffer::pipeline::Progress;
+use coffer::pipeline::fetch::Spool;
 use coffer::storage::manifest::{MANIFEST, Manifest};
 use coffer::storage::{Destination, S3Options, Store};
 use coffer_testenv::{RedisServer, S3Server};
@@ -76,6 +77,7 @@ async fn put_back(
         target: target(url),
         conflict,
         database,
+        spool: Spool::default(),
     };
     redis::restore(store, folder, manifest, &request, &Progress::default()).await
 }
@@ -1038,6 +1040,7 @@ async fn a_server_that_accepts_and_never_answers_fails_within_the_timeout() {
         target: target(&silent),
         conflict: RedisConflict::Skip,
         database: None,
+        spool: Spool::default(),
     };
     let err = tokio::time::timeout(
         Duration::from_secs(60),

@@ -13,6 +13,7 @@ use crate::engine::postgres::{self, PgRestoreRequest};
 use crate::engine::redis::{self, RedisTarget, RestoreRequest};
 use crate::engine::volume::{self, VolumeRestoreRequest};
 use crate::pipeline::Progress;
+use crate::pipeline::fetch::Spool;
 use crate::storage::catalog;
 use crate::units;
 
@@ -58,6 +59,15 @@ pub struct RestoreArgs {
     /// PostgreSQL: the directory with pg_restore and psql.
     #[arg(long, value_name = "DIR")]
     pub pg_bin_dir: Option<PathBuf>,
+    /// Redis, PostgreSQL: where the backup is downloaded once and checked before it is
+    /// restored, when it fits (leaving 256 MiB free). Without room, the backup is checked in
+    /// the store and read again for the restore. Default: TMPDIR.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_spool")]
+    pub spool_dir: Option<PathBuf>,
+    /// Redis, PostgreSQL: never download the backup before restoring it: check it in the
+    /// store, then read it again for the restore.
+    #[arg(long)]
+    pub no_spool: bool,
     #[command(flatten)]
     pub s3: S3Args,
 }
@@ -131,6 +141,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
                 target: RedisTarget::parse(&args.to).map_err(CliError::from_display)?,
                 conflict: args.conflict.into(),
                 database: args.database,
+                spool: spool(&args),
             };
             redis::restore(&store, &folder, &manifest, &request, &progress)
                 .await
@@ -158,6 +169,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
                 globals: args.globals,
                 roles: args.roles.map_or(RoleConflict::Keep, RoleConflict::from),
                 bin_dir: args.pg_bin_dir.clone(),
+                spool: spool(&args),
             };
             postgres::restore(&store, &folder, &manifest, &request, &progress)
                 .await
@@ -203,6 +215,15 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
     );
     println!("{summary}");
     Ok(())
+}
+
+/// Where the backup may be downloaded before it is restored.
+fn spool(args: &RestoreArgs) -> Spool {
+    match (&args.spool_dir, args.no_spool) {
+        (_, true) => Spool::off(),
+        (Some(dir), false) => Spool::in_dir(dir.clone()),
+        (None, false) => Spool::default(),
+    }
 }
 
 /// The target without its password.

@@ -24,7 +24,9 @@ impl From<&RedisError> for Failure {
             RedisError::Connect { .. } | RedisError::Dropped { .. } => Self::SourceUnreachable,
             RedisError::Auth { .. } => Self::AuthenticationFailed,
             RedisError::Storage(e) => e.into(),
-            RedisError::Integrity(_) | RedisError::Manifest(_) => Self::IntegrityCheckFailed,
+            RedisError::Integrity(_)
+            | RedisError::RestoreRefused { .. }
+            | RedisError::Manifest(_) => Self::IntegrityCheckFailed,
             RedisError::Internal(_) => Self::Internal,
             _ => Self::SourceError,
         }
@@ -39,6 +41,7 @@ impl From<&PgError> for Failure {
             PgError::Auth { .. } => Self::AuthenticationFailed,
             PgError::Storage(e) => e.into(),
             PgError::Integrity(_)
+            | PgError::RestoreRefused { .. }
             | PgError::Manifest(_)
             | PgError::RowCount { .. }
             | PgError::Globals(_) => Self::IntegrityCheckFailed,

@@ -22,6 +22,7 @@ use crate::engine::postgres::{self, PgBackupRequest, PgRestoreRequest, PgTarget}
 use crate::engine::redis::{self, RedisTarget};
 use crate::engine::volume::{self, VolumeBackupRequest, VolumeRestoreRequest};
 use crate::pipeline::Progress;
+use crate::pipeline::fetch::Spool;
 use crate::storage::catalog::{self, ReadManifestError};
 use crate::storage::manifest::{MANIFEST, Manifest};
 use crate::storage::purge::{self, PurgeError};
@@ -324,6 +325,8 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
                 .database
                 .map(|d| u32::try_from(d).map_err(|_| invalid("redis database")))
                 .transpose()?,
+            // The Pod's TMPDIR (an emptyDir), when the backup fits.
+            spool: Spool::default(),
         };
         let s = redis::restore(&store, "", &manifest, &request, &progress)
             .await
@@ -345,6 +348,7 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
             globals: options.globals,
             roles: options.roles,
             bin_dir: None,
+            spool: Spool::default(),
         };
         let s = postgres::restore(&store, "", &manifest, &request, &progress)
             .await

@@ -15,6 +15,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 use crate::process::random_token;
+use crate::s3_tamper::{Shared, Tampering};
 use crate::s3_uploads::{Store, open_upload_ids};
 use crate::{Result, TestEnvError};
 
@@ -31,6 +32,7 @@ pub struct S3Server {
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     root: TempDir,
+    tampering: Shared,
 }
 
 impl S3Server {
@@ -54,6 +56,7 @@ impl S3Server {
             shutdown: None,
             thread: None,
             root,
+            tampering: Shared::default(),
         };
         server.serve_on(listener)?;
         Ok(server)
@@ -82,7 +85,8 @@ impl S3Server {
             what: "opening the S3 server's store".to_owned(),
             source: std::io::Error::other(format!("{e:?}")),
         })?;
-        let mut builder = S3ServiceBuilder::new(Store::new(store, self.root.path()));
+        let mut builder =
+            S3ServiceBuilder::new(Store::new(store, self.root.path(), self.tampering.clone()));
         builder.set_auth(SimpleAuth::from_single(
             self.access_key.clone(),
             self.secret_key.clone(),
@@ -136,6 +140,29 @@ impl S3Server {
     /// one `.upload-<id>.json` file in its root for each).
     pub fn open_multipart_uploads(&self) -> usize {
         open_upload_ids(self.root.path()).len()
+    }
+
+    /// From now on, the `read`th GET (counting from 1, all reads so far included) of the
+    /// object whose key ends with `suffix` serves it with the byte in its middle changed (see
+    /// [`crate::s3_tamper`]): a store that lies.
+    pub fn tamper(&self, suffix: &str, read: u32) {
+        Tampering::add(&self.tampering, suffix, read, false);
+    }
+
+    /// Like [`S3Server::tamper`], and that response is also longer than the object: after its
+    /// bytes it pauses, then sends more (see [`crate::s3_tamper`]).
+    pub fn tamper_lengthening(&self, suffix: &str, read: u32) {
+        Tampering::add(&self.tampering, suffix, read, true);
+    }
+
+    /// How many responses were served changed so far.
+    pub fn tampered(&self) -> u32 {
+        Tampering::changed(&self.tampering)
+    }
+
+    /// How many times objects whose key ends with `suffix` were read so far.
+    pub fn reads(&self, suffix: &str) -> u32 {
+        Tampering::reads(&self.tampering, suffix)
     }
 
     /// The standard AWS environment variables that point an S3 client at this server.

@@ -26,6 +26,8 @@ use s3s::dto::{
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 use serde::{Deserialize, Serialize};
 
+use crate::s3_tamper::{Shared, Tampering};
+
 /// What an operation returns: the signature `#[async_trait]` gives the methods of [`S3`].
 type Op<'a, T> = Pin<Box<dyn Future<Output = S3Result<S3Response<T>>> + Send + 'a>>;
 
@@ -37,6 +39,7 @@ const MAX_UPLOADS: usize = 1000;
 pub(crate) struct Store {
     fs: s3s_fs::FileSystem,
     root: PathBuf,
+    tampering: Shared,
 }
 
 /// What is recorded of an open upload, next to `s3s-fs`'s own file.
@@ -58,10 +61,21 @@ struct Upload {
 
 impl Store {
     /// `s3s-fs` on `root`, which must be the directory it was opened on.
-    pub(crate) fn new(fs: s3s_fs::FileSystem, root: &Path) -> Self {
+    pub(crate) fn new(fs: s3s_fs::FileSystem, root: &Path, tampering: Shared) -> Self {
         Self {
             fs,
             root: root.to_owned(),
+            tampering,
+        }
+    }
+
+    /// GetObject, with a byte changed on the reads [`Tampering`] names.
+    async fn get(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let change = Tampering::count(&self.tampering, &req.input.bucket, &req.input.key);
+        let response = self.fs.get_object(req).await?;
+        match change {
+            Some(lengthen) => crate::s3_tamper::changed(response, lengthen).await,
+            None => Ok(response),
         }
     }
 
@@ -263,7 +277,7 @@ impl S3 for Store {
         delete_object(DeleteObjectInput) -> DeleteObjectOutput;
         delete_objects(DeleteObjectsInput) -> DeleteObjectsOutput;
         get_bucket_location(GetBucketLocationInput) -> GetBucketLocationOutput;
-        get_object(GetObjectInput) -> GetObjectOutput;
+        get_object(GetObjectInput) -> GetObjectOutput by get;
         head_bucket(HeadBucketInput) -> HeadBucketOutput;
         head_object(HeadObjectInput) -> HeadObjectOutput;
         list_buckets(ListBucketsInput) -> ListBucketsOutput;

@@ -86,6 +86,13 @@ pub enum PgError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Integrity(#[from] IntegrityError),
+    /// The bytes read for the restore did not match the manifest; `outcome` says what the
+    /// target holds now.
+    #[error("{source}: {outcome}")]
+    RestoreRefused {
+        source: IntegrityError,
+        outcome: String,
+    },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error("{0}")]

@@ -231,6 +231,21 @@ impl Running {
         })
     }
 
+    /// Like [`Running::finish`], but kills the program when `stop` is sent before it exited
+    /// (so that it never sees the end of its input).
+    pub async fn finish_unless(
+        mut self,
+        stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> Result<Said, PgError> {
+        tokio::select! {
+            Ok(()) = stop => {
+                let _ = self.child.start_kill();
+            }
+            _ = self.child.wait() => {}
+        }
+        self.finish().await
+    }
+
     /// Waits for the program; a failure carries the end of its stderr. Returns what it said.
     pub async fn finish(mut self) -> Result<Said, PgError> {
         let status = self

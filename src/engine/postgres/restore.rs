@@ -2,12 +2,20 @@
 //! then proving it: every table's rows are counted and compared with the counts taken in
 //! the backup's snapshot.
 //!
-//! Before anything is written: every object is checked against the manifest, `pg_restore`
+//! Before anything is written: every object is checked against the manifest (downloaded
+//! once into the spool when there is room, see [`crate::pipeline::fetch`]), `pg_restore`
 //! is checked to read the archive's version, every target database must exist (or
 //! `--create` be given), and the roles script (with `--globals`) must hold nothing but the
 //! role and tablespace statements pg_dumpall writes (see [`globals`]). The roles are
 //! restored in one transaction, and each database in another, so a failure leaves what it
 //! was restoring as it was.
+//!
+//! What `pg_restore` reads is hashed as it passes, and its last bytes are held back until
+//! the whole object matched the manifest: `pg_restore --single-transaction` cannot commit
+//! before it has read them, so bytes that do not match (a store that served other bytes
+//! than it did for the check) are never committed: `pg_restore` is killed and that
+//! database's transaction rolled back. Databases restored before it (only possible when the
+//! backup was not spooled) stay restored, and the error names them.
 //!
 //! The database dumps are custom-format archives that `pg_restore` sends to the server
 //! itself over libpq: nothing in them is read by `psql`, so they cannot run psql
@@ -23,6 +31,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use tokio::io::AsyncReadExt;
+use tokio::sync::oneshot;
 use tokio_postgres::Client;
 
 use super::backup::{DUMP_FORMAT, GLOBALS_FORMAT};
@@ -32,7 +41,8 @@ use super::process::{Credentials, Running, command, conninfo};
 use super::target::PgTarget;
 use super::tools::{PgTools, parse_version};
 use crate::api::restore_request::RoleConflict;
-use crate::pipeline::{self, ObservedReader, Progress};
+use crate::pipeline::Progress;
+use crate::pipeline::fetch::{self, Prepared, Spool};
 use crate::storage::Store;
 use crate::storage::manifest::{Manifest, ObjectRecord};
 
@@ -51,6 +61,8 @@ pub struct PgRestoreRequest {
     /// password (`Keep`) or get the backup's (`Replace`).
     pub roles: RoleConflict,
     pub bin_dir: Option<PathBuf>,
+    /// Where the objects may be downloaded once before they are restored.
+    pub spool: Spool,
 }
 
 /// What a restore did.
@@ -99,16 +111,21 @@ pub async fn restore(
     };
 
     // 1. The backup is intact.
-    for record in plan.iter().map(|(record, _)| *record).chain(globals_record) {
-        pipeline::verify_object(
-            store,
-            &format!("{folder}{}", record.name),
-            record,
-            manifest.compression,
-            true,
-        )
-        .await?;
-    }
+    let records: Vec<&ObjectRecord> = plan
+        .iter()
+        .map(|(record, _)| *record)
+        .chain(globals_record)
+        .collect();
+    let (_, mut prepared) = fetch::prepare(
+        store,
+        folder,
+        &records,
+        manifest.compression,
+        &request.spool,
+        progress,
+    )
+    .await?;
+    let globals_object = globals_record.and_then(|_| prepared.pop());
     // 2. pg_restore can read it, and the target is ready for it.
     let archive_major = manifest
         .source
@@ -139,8 +156,8 @@ pub async fn restore(
     }
 
     // The roles script holds nothing but what pg_dumpall writes about roles.
-    let globals = match globals_record {
-        Some(record) => Some(read_globals(store, folder, manifest, record, progress).await?),
+    let globals = match &globals_object {
+        Some(object) => Some(read_globals(store, object, progress).await?),
         None => None,
     };
 
@@ -155,7 +172,8 @@ pub async fn restore(
         stats.tablespaces_created = counts.tablespaces_created;
         stats.tablespaces_kept = counts.tablespaces_kept;
     }
-    for (record, into) in &plan {
+    let mut restored: Vec<&str> = Vec::new();
+    for ((record, into), object) in plan.iter().zip(&prepared) {
         if !existing.contains(into) {
             admin
                 .batch_execute(&format!(
@@ -183,15 +201,21 @@ pub async fn restore(
         let source = record.database.clone().unwrap_or_default();
         feed(
             store,
-            folder,
-            manifest,
-            record,
+            object,
             pg_restore,
             "pg_restore",
             format!("into database {into:?} at {}", target.address()),
             progress,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            PgError::Integrity(source) => PgError::RestoreRefused {
+                source,
+                outcome: refused_outcome(into, &restored, globals.is_some()),
+            },
+            other => other,
+        })?;
+        restored.push(into);
         let (tables, rows) = verify_rows(
             target,
             into,
@@ -266,40 +290,79 @@ fn plan<'m>(
     }
 }
 
+/// What the target holds after the bytes for database `into` did not match.
+fn refused_outcome(into: &str, restored: &[&str], roles: bool) -> String {
+    let mut outcome = format!(
+        "nothing was restored into database {into:?} (pg_restore was stopped before it could commit)"
+    );
+    let before: Vec<String> = restored.iter().map(|d| format!("{d:?}")).collect();
+    match (before.is_empty(), roles) {
+        (true, false) => {}
+        (true, true) => outcome.push_str("; the roles had been restored and stay"),
+        (false, false) => outcome.push_str(&format!(
+            "; database(s) {} had been restored and stay",
+            before.join(", ")
+        )),
+        (false, true) => outcome.push_str(&format!(
+            "; the roles and database(s) {} had been restored and stay",
+            before.join(", ")
+        )),
+    }
+    outcome.push_str(": check the store, then restore again from a good copy");
+    outcome
+}
+
 /// Streams an object, decompressed, into a program's stdin (`pg_restore`, which sends what
-/// it reads to the server over libpq and has no meta-commands).
-#[allow(clippy::too_many_arguments)]
+/// it reads to the server over libpq and has no meta-commands). When the bytes do not match
+/// the manifest, the program is killed before it sees the end of its input.
 async fn feed(
     store: &Store,
-    folder: &str,
-    manifest: &Manifest,
-    record: &ObjectRecord,
+    object: &Prepared,
     mut program: tokio::process::Command,
     tool: &'static str,
     subject: String,
     progress: &Progress,
 ) -> Result<(), PgError> {
     program.stdin(Stdio::piped());
+    let running_subject = subject.clone();
     let mut running = Running::spawn(program, tool, subject)?;
     let mut stdin = running
         .child
         .stdin
         .take()
         .ok_or_else(|| PgError::Internal(format!("{tool} has no stdin")))?;
-    let stored = ObservedReader::new(
-        store.get(&format!("{folder}{}", record.name)).await?,
-        progress.clone(),
-    );
-    let mut decoded = pipeline::decoder(manifest.compression, stored);
+    let (mut restoring, verdict) = object.open(store, progress).await?;
+    let (stop, stopped) = oneshot::channel();
     let copied = async {
-        let result = tokio::io::copy(&mut decoded, &mut stdin).await;
+        let result = tokio::io::copy(&mut restoring, &mut stdin).await;
+        if result.is_err() {
+            // Killed first: closing stdin would tell it the input ended.
+            let _ = stop.send(());
+        }
         drop(stdin);
         result
     };
-    let (copied, finished) = tokio::join!(copied, running.finish());
-    // The program's own failure explains a broken pipe better than the pipe does.
-    finished?;
-    copied.map_err(|e| PgError::Internal(format!("feeding {tool}: {e}")))?;
+    let (copied, finished) = tokio::join!(copied, running.finish_unless(stopped));
+    if copied.is_err() || finished.is_err() {
+        if let Some(mismatch) = verdict.after_failure().await {
+            if finished.is_ok() {
+                // It finished before the verdict, so it needed less than the whole object
+                // (bytes the store changed into a shorter complete archive) and committed.
+                return Err(PgError::RestoreRefused {
+                    source: mismatch,
+                    outcome: format!(
+                        "{tool} had already finished {running_subject}: what it restored does not match the backup; restore it again from a good copy (with a spool directory that has room, the backup is checked before it is restored)"
+                    ),
+                });
+            }
+            return Err(mismatch.into());
+        }
+        // The program's own failure explains a broken pipe better than the pipe does.
+        finished?;
+        copied.map_err(|e| PgError::Internal(format!("feeding {tool}: {e}")))?;
+        return Ok(());
+    }
+    verdict.wait().await?;
     Ok(())
 }
 
@@ -310,11 +373,10 @@ const MAX_GLOBALS_BYTES: u64 = 64 << 20;
 /// changed.
 async fn read_globals(
     store: &Store,
-    folder: &str,
-    manifest: &Manifest,
-    record: &ObjectRecord,
+    object: &Prepared,
     progress: &Progress,
 ) -> Result<globals::Script, PgError> {
+    let record = object.record();
     if record.raw_bytes > MAX_GLOBALS_BYTES {
         return Err(PgError::Usage(format!(
             "the backup's roles script is {} (more than {}): restore without --globals and load it with psql yourself",
@@ -322,16 +384,15 @@ async fn read_globals(
             crate::units::bytes(MAX_GLOBALS_BYTES)
         )));
     }
-    let stored = ObservedReader::new(
-        store.get(&format!("{folder}{}", record.name)).await?,
-        progress.clone(),
-    );
+    let (restoring, verdict) = object.open(store, progress).await?;
     let mut script = Vec::new();
-    pipeline::decoder(manifest.compression, stored)
+    let read = restoring
         .take(MAX_GLOBALS_BYTES)
         .read_to_end(&mut script)
-        .await
-        .map_err(|e| PgError::Internal(format!("reading the roles script: {e}")))?;
+        .await;
+    // The whole script is read before any of it is used: it matched, or it is refused.
+    verdict.wait().await?;
+    read.map_err(|e| PgError::Internal(format!("reading the roles script: {e}")))?;
     Ok(globals::Script::parse(&script)?)
 }
 

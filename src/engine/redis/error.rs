@@ -10,6 +10,13 @@ use crate::text::one_line;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
+    /// The bytes read for the restore did not match the manifest; `outcome` says what the
+    /// target holds now.
+    #[error("{source}: {outcome}")]
+    RestoreRefused {
+        source: IntegrityError,
+        outcome: String,
+    },
     #[error(transparent)]
     Url(#[from] RedisUrlError),
     #[error(
@@ -80,6 +87,14 @@ pub enum RedisError {
 }
 
 impl RedisError {
+    /// The server could not be reached, or stopped answering.
+    pub fn is_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::Dropped { .. } | Self::Silent { .. } | Self::Auth { .. }
+        )
+    }
+
     /// Classifies an error of the `redis` crate talking to `address` while running
     /// `command`.
     pub fn from_redis(address: &str, command: &'static str, e: &redis::RedisError) -> Self {

@@ -1,9 +1,16 @@
 //! Restoring a Redis backup into a running server with `RESTORE … ABSTTL`.
 //!
-//! Order of work, so a bad backup or a bad target loses nothing: the stored object is read
-//! through and checked against the manifest (size, SHA-256, and again after
-//! decompression); the target is reached and checked to load this data's RDB version; only
-//! then is anything written (`FLUSHDB` first with `Flush`).
+//! Order of work, so a bad backup or a bad target loses nothing: the stored object is
+//! checked against the manifest (size, SHA-256, and again after decompression), downloaded
+//! once into the spool when there is room (see [`crate::pipeline::fetch`]); the target is
+//! reached and checked to load this data's RDB version; only then is anything written
+//! (`FLUSHDB` first with `Flush`).
+//!
+//! What is restored is hashed again as it is read. From the spool it is the checked copy
+//! itself. When there was no room to spool, the object is read from the store a second
+//! time; if those bytes do not match the manifest, the restore stops at the end of the
+//! object and the last batch of keys (up to 512 keys or 8 MiB) is never sent, but the keys
+//! sent before stay in the target: the error counts them.
 //!
 //! A `coffer-keys` stream holds each key once (see [`mod@super::backup`]), so a key that
 //! `RESTORE` finds already there existed before the restore: `Skip` counts it as skipped.
@@ -37,7 +44,8 @@ use super::frames::{FrameReader, Record};
 use super::rdb::{Item, RdbReader, dump_payload};
 use super::target::RedisTarget;
 use crate::api::RedisConflict;
-use crate::pipeline::{self, ObservedReader, Progress};
+use crate::pipeline::Progress;
+use crate::pipeline::fetch::{self, Checked, Spool};
 use crate::storage::Store;
 use crate::storage::manifest::{Manifest, ObjectRecord};
 
@@ -48,6 +56,8 @@ pub struct RestoreRequest {
     pub conflict: RedisConflict,
     /// Restore only this database of the backup.
     pub database: Option<u32>,
+    /// Where the object may be downloaded once before it is restored.
+    pub spool: Spool,
 }
 
 /// What a restore did.
@@ -110,11 +120,21 @@ pub async fn restore_with(
     progress: &Progress,
 ) -> Result<RestoreStats, RedisError> {
     let record = data_object(manifest)?;
-    let key = format!("{folder}{}", record.name);
     let plan = DatabasePlan::new(manifest, request)?;
 
     // 1. The backup is intact.
-    pipeline::verify_object(store, &key, record, manifest.compression, true).await?;
+    let (checked, prepared) = fetch::prepare(
+        store,
+        folder,
+        &[record],
+        manifest.compression,
+        &request.spool,
+        progress,
+    )
+    .await?;
+    let object = prepared
+        .first()
+        .ok_or_else(|| RedisError::Internal("the data object was not prepared".to_owned()))?;
 
     // 2. The target is reachable and can load this data.
     let target = &request.target;
@@ -137,12 +157,12 @@ pub async fn restore_with(
                 .await?;
         }
     }
-    let stored = ObservedReader::new(store.get(&key).await?, progress.clone());
-    let decoded = pipeline::decoder(manifest.compression, stored);
+    let (restoring, verdict) = object.open(store, progress).await?;
     let (work, mut incoming) = mpsc::channel::<Work>(64);
     let format = record.format.clone();
-    let parser =
-        tokio::task::spawn_blocking(move || read_backup(&format, SyncIoBridge::new(decoded), work));
+    let parser = tokio::task::spawn_blocking(move || {
+        read_backup(&format, SyncIoBridge::new(restoring), work)
+    });
     let mut restorer = Restorer {
         con,
         address,
@@ -178,12 +198,53 @@ pub async fn restore_with(
         }
     }
     drop(incoming);
-    result?;
-    restorer.flush().await?;
-    parser
+    let parsed = parser
         .await
-        .map_err(|e| RedisError::Internal(format!("the backup reader failed: {e}")))??;
+        .map_err(|e| RedisError::Internal(format!("the backup reader failed: {e}")))
+        .and_then(|parsed| parsed);
+    let refused = |mismatch, stats: &RestoreStats| RedisError::RestoreRefused {
+        source: mismatch,
+        outcome: refused_outcome(stats, request.conflict, checked),
+    };
+    if let Err(e) = result.and(parsed) {
+        // Bytes that did not parse or that the target refused may be bytes the store
+        // changed: the rest is read for the verdict, unless the target went away.
+        let mismatch = if e.is_connection() {
+            verdict.after_failure().await
+        } else {
+            verdict.wait().await.err()
+        };
+        return Err(match mismatch {
+            Some(mismatch) => refused(mismatch, &restorer.stats),
+            None => e,
+        });
+    }
+    // The last batch waits for the verdict on the whole object.
+    if let Err(mismatch) = verdict.wait().await {
+        return Err(refused(mismatch, &restorer.stats));
+    }
+    restorer.flush().await?;
     Ok(restorer.stats)
+}
+
+/// What the target holds after the bytes read for the restore did not match the manifest.
+fn refused_outcome(stats: &RestoreStats, conflict: RedisConflict, checked: Checked) -> String {
+    let flushed = if conflict == RedisConflict::Flush {
+        "the target's databases were emptied first and "
+    } else {
+        ""
+    };
+    let mut outcome = format!(
+        "{flushed}{} key(s) and {} function librar(ies) had been restored into the target and stay there",
+        stats.restored, stats.functions_restored
+    );
+    if checked == Checked::Streamed {
+        outcome.push_str(
+            " (the backup was not spooled, so it was read from the store twice, once to check it and once to restore it: give the restore a spool directory with room for it)",
+        );
+    }
+    outcome.push_str("; check the store, then restore again from a good copy");
+    outcome
 }
 
 /// The backup's data object.
@@ -450,6 +511,8 @@ impl Restorer {
         let mut pipe = batch.pipe;
         let replies: Vec<redis::RedisResult<Value>> =
             self.con.pipeline("RESTORE", pipe.ignore_errors()).await?;
+        // Every reply is counted, also after an error: the keys after it were restored too.
+        let mut first_error = None;
         for (key, reply) in batch.keys.iter().zip(replies) {
             match (key, reply) {
                 (None, Ok(_)) => {}
@@ -459,26 +522,28 @@ impl Restorer {
                 {
                     self.stats.skipped += 1;
                 }
+                (_, Err(_)) if first_error.is_some() => {}
                 (key, Err(e)) => {
                     let detail = e.to_string();
-                    if detail.contains("payload version or checksum") {
-                        return Err(RedisError::TargetTooOld {
+                    first_error = Some(if detail.contains("payload version or checksum") {
+                        RedisError::TargetTooOld {
                             address: self.address.clone(),
                             rdb_version: self.rdb_version,
-                        });
-                    }
-                    return Err(RedisError::Restore {
-                        address: self.address.clone(),
-                        key: key
-                            .as_deref()
-                            .map(show_key)
-                            .unwrap_or_else(|| "(SELECT)".to_owned()),
-                        detail: crate::text::one_line(&detail),
+                        }
+                    } else {
+                        RedisError::Restore {
+                            address: self.address.clone(),
+                            key: key
+                                .as_deref()
+                                .map(show_key)
+                                .unwrap_or_else(|| "(SELECT)".to_owned()),
+                            detail: crate::text::one_line(&detail),
+                        }
                     });
                 }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// `FUNCTION LOAD` (code) or `FUNCTION RESTORE` (dump); existing libraries are skipped

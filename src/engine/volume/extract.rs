@@ -1,17 +1,23 @@
-//! Checking and extracting a tar stream into a directory, never writing outside it. Runs on a
-//! blocking thread.
+//! Extracting a tar stream into a directory, never writing outside it, and only once the
+//! whole archive was read and matched: the archive is extracted into a staging directory
+//! inside the target ([`extract`], every entry checked before it is written), and moved into
+//! place ([`place`]) only after the caller has the verdict on the bytes. Runs on a blocking
+//! thread.
 
 use std::collections::HashSet;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
-use tar::{Archive, EntryType};
+use tar::{Archive, Entry, EntryType};
+
+/// The name prefix of the staging directory a restore creates in its target.
+pub const STAGING_PREFIX: &str = ".coffer-restore-";
 
 /// An archive that cannot be extracted safely, or an extraction that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     #[error(
-        "archive entry {entry:?} would land outside the target ({reason}): refused, nothing was restored"
+        "archive entry {entry:?} would land outside the target ({reason}): refused, nothing in the target was changed"
     )]
     Escape { entry: String, reason: &'static str },
     #[error("the backup's archive is unreadable: {0}")]
@@ -24,20 +30,22 @@ pub enum ExtractError {
         source: io::Error,
     },
     #[error(
-        "no space left on the device holding {target} (while restoring {entry:?}): free space or choose another target"
+        "no space left on the device holding {target} (while restoring {entry:?}; the restore needs room for the backup beside what the target holds until it is moved into place): free space or choose another target"
     )]
     NoSpace { entry: String, target: String },
 }
 
-/// Reads the whole archive and refuses it if any entry would land outside the target: an
+/// Refuses entries that would land outside the directory they are extracted into: an
 /// absolute path, a `..` component, a hard link to such a path, or a path under a symbolic
-/// link that the archive itself creates (a write through a link). Returns the entry count.
-pub fn check(reader: impl Read) -> Result<u64, ExtractError> {
-    let mut archive = Archive::new(reader);
-    let mut links: HashSet<PathBuf> = HashSet::new();
-    let mut count = 0;
-    for entry in archive.entries().map_err(ExtractError::Archive)? {
-        let entry = entry.map_err(ExtractError::Archive)?;
+/// link that the archive itself created (a write through a link).
+#[derive(Default)]
+struct Guard {
+    links: HashSet<PathBuf>,
+}
+
+impl Guard {
+    /// Checks one entry, before it is written.
+    fn admit<R: Read>(&mut self, entry: &Entry<'_, R>) -> Result<(), ExtractError> {
         let path = entry.path().map_err(ExtractError::Archive)?.into_owned();
         let shown = path.display().to_string();
         let escape = |reason| ExtractError::Escape {
@@ -45,12 +53,16 @@ pub fn check(reader: impl Read) -> Result<u64, ExtractError> {
             reason,
         };
         let normalized = relative(&path).ok_or_else(|| escape("absolute path or '..'"))?;
-        if normalized.ancestors().skip(1).any(|a| links.contains(a)) {
+        if normalized
+            .ancestors()
+            .skip(1)
+            .any(|a| self.links.contains(a))
+        {
             return Err(escape("it is under a symbolic link of the archive"));
         }
         match entry.header().entry_type() {
             EntryType::Symlink => {
-                links.insert(normalized);
+                self.links.insert(normalized);
             }
             EntryType::Link => {
                 let target = entry
@@ -60,12 +72,25 @@ pub fn check(reader: impl Read) -> Result<u64, ExtractError> {
                     .unwrap_or_default();
                 let target = relative(&target)
                     .ok_or_else(|| escape("a hard link to an absolute path or '..'"))?;
-                if target.ancestors().any(|a| links.contains(a)) {
+                if target.ancestors().any(|a| self.links.contains(a)) {
                     return Err(escape("a hard link through a symbolic link of the archive"));
                 }
             }
             _ => {}
         }
+        Ok(())
+    }
+}
+
+/// Reads the whole archive and refuses it if any entry would land outside the target (see
+/// [`Guard`]). Returns the entry count.
+#[cfg(test)]
+fn check(reader: impl Read) -> Result<u64, ExtractError> {
+    let mut archive = Archive::new(reader);
+    let mut guard = Guard::default();
+    let mut count = 0;
+    for entry in archive.entries().map_err(ExtractError::Archive)? {
+        guard.admit(&entry.map_err(ExtractError::Archive)?)?;
         count += 1;
     }
     Ok(count)
@@ -84,83 +109,206 @@ fn relative(path: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
-/// Extracts an archive that [`check`] accepted into `target`, keeping modes, times and (when
-/// running as root) owners. Directory modes and times are set last, deepest first, so that
-/// extracting their contents neither is blocked by a read-only directory nor changes them.
+/// A directory of the archive, whose owner, mode and times are set once everything is in
+/// place.
+#[derive(Debug)]
+pub struct Directory {
+    relative: PathBuf,
+    mtime: u64,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+}
+
+/// What [`extract`] wrote into the staging directory.
+#[derive(Debug, Default)]
+pub struct Extracted {
+    pub entries: u64,
+    directories: Vec<Directory>,
+}
+
+/// Extracts an archive into `staging` (inside `target`, which errors name), checking every
+/// entry before it is written (see [`Guard`]) and keeping modes, times and (when running as
+/// root) owners. Directories stay writable by their owner until [`place`] gives them their
+/// own mode.
 pub fn extract(
     reader: impl Read,
+    staging: &Path,
     target: &Path,
     preserve_owners: bool,
-) -> Result<u64, ExtractError> {
+) -> Result<Extracted, ExtractError> {
     let mut archive = Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
     archive.set_preserve_ownerships(preserve_owners);
     archive.set_overwrite(true);
-    let mut directories = Vec::new();
-    let mut count = 0;
+    let mut guard = Guard::default();
+    let mut extracted = Extracted::default();
     for entry in archive.entries().map_err(ExtractError::Archive)? {
         let mut entry = entry.map_err(ExtractError::Archive)?;
+        guard.admit(&entry)?;
         let name = entry
             .path()
             .map_err(ExtractError::Archive)?
             .display()
             .to_string();
-        let write_error = |source: io::Error| {
-            if source.kind() == io::ErrorKind::StorageFull {
-                ExtractError::NoSpace {
-                    entry: name.clone(),
-                    target: target.display().to_string(),
-                }
-            } else {
-                ExtractError::Write {
-                    entry: name.clone(),
-                    target: target.display().to_string(),
-                    source,
-                }
-            }
-        };
-        if entry.header().entry_type() == EntryType::Directory {
-            let mtime = entry.header().mtime().unwrap_or(0);
-            let mode = entry.header().mode().unwrap_or(0o755) & 0o7777;
-            directories.push((
-                target.join(relative(Path::new(&name)).unwrap_or_default()),
-                mtime,
-                mode,
-            ));
-        }
-        let unpacked = entry.unpack_in(target).map_err(write_error)?;
+        let write_error = |source: io::Error| write_error(&name, target, source);
+        let header = entry.header();
+        let directory = (header.entry_type() == EntryType::Directory).then(|| Directory {
+            relative: relative(Path::new(&name)).unwrap_or_default(),
+            mtime: header.mtime().unwrap_or(0),
+            mode: header.mode().unwrap_or(0o755) & 0o7777,
+            owner: preserve_owners
+                .then(|| {
+                    Some((
+                        u32::try_from(header.uid().ok()?).ok()?,
+                        u32::try_from(header.gid().ok()?).ok()?,
+                    ))
+                })
+                .flatten(),
+        });
+        let unpacked = entry.unpack_in(staging).map_err(write_error)?;
         if !unpacked {
             return Err(ExtractError::Escape {
                 entry: name,
                 reason: "refused while extracting",
             });
         }
-        // A directory's own mode comes last: until then its owner may write in it, so that a
-        // read-only directory (0555) does not keep its own files out.
-        if let Some((path, _, mode)) = directories.last()
-            && entry.header().entry_type() == EntryType::Directory
-            && mode & 0o700 != 0o700
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o700))
+        if let Some(directory) = directory {
+            // Until `place`, the directory's owner may write in it, so that a read-only
+            // directory (0555) does not keep its own files out.
+            if directory.mode & 0o700 != 0o700 {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(
+                    staging.join(&directory.relative),
+                    std::fs::Permissions::from_mode(directory.mode | 0o700),
+                )
                 .map_err(write_error)?;
+            }
+            extracted.directories.push(directory);
         }
-        count += 1;
+        extracted.entries += 1;
     }
-    directories.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
-    for (path, mtime, mode) in directories {
-        use std::os::unix::fs::PermissionsExt;
-        let failed = |source| ExtractError::Write {
-            entry: path.display().to_string(),
+    Ok(extracted)
+}
+
+fn write_error(entry: &str, target: &Path, source: io::Error) -> ExtractError {
+    if source.kind() == io::ErrorKind::StorageFull {
+        ExtractError::NoSpace {
+            entry: entry.to_owned(),
+            target: target.display().to_string(),
+        }
+    } else {
+        ExtractError::Write {
+            entry: entry.to_owned(),
             target: target.display().to_string(),
             source,
-        };
-        let time = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(0), 0);
-        filetime::set_file_times(&path, time, time).map_err(failed)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(failed)?;
+        }
     }
-    Ok(count)
+}
+
+/// Moves what [`extract`] wrote into `staging` (a directory inside `target`) into `target`:
+/// with `clean`, everything else in the target is removed first. An entry replaces what the
+/// target has at its path (a directory is merged with the target's directory of the same
+/// name); symbolic links in the target are replaced, never followed. Then the archive's
+/// directories get their owners, modes and times, deepest first.
+pub fn place(
+    staging: &Path,
+    target: &Path,
+    clean: bool,
+    extracted: &Extracted,
+) -> Result<(), ExtractError> {
+    let failed = |entry: &Path, source| write_error(&entry.display().to_string(), target, source);
+    if clean {
+        for entry in std::fs::read_dir(target).map_err(|e| failed(target, e))? {
+            let path = entry.map_err(|e| failed(target, e))?.path();
+            if path != staging {
+                remove(&path).map_err(|e| failed(&path, e))?;
+            }
+        }
+    }
+    merge(staging, target).map_err(|(path, e)| failed(&path, e))?;
+    let mut directories: Vec<&Directory> = extracted.directories.iter().collect();
+    directories.sort_by_key(|d| std::cmp::Reverse(d.relative.components().count()));
+    for directory in directories {
+        use std::os::unix::fs::PermissionsExt;
+        let path = target.join(&directory.relative);
+        let failed = |e| failed(&path, e);
+        if let Some((uid, gid)) = directory.owner {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(failed)?;
+        }
+        let time =
+            filetime::FileTime::from_unix_time(i64::try_from(directory.mtime).unwrap_or(0), 0);
+        filetime::set_file_times(&path, time, time).map_err(failed)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(directory.mode))
+            .map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// Moves the entries of `from` into `into`, merging directories.
+fn merge(from: &Path, into: &Path) -> Result<(), (PathBuf, io::Error)> {
+    let at = |path: &Path| {
+        let path = path.to_owned();
+        move |e| (path, e)
+    };
+    for entry in std::fs::read_dir(from).map_err(at(from))? {
+        let entry = entry.map_err(at(from))?;
+        let source = entry.path();
+        let destination = into.join(entry.file_name());
+        let is_dir = entry.file_type().map_err(at(&source))?.is_dir();
+        match std::fs::symlink_metadata(&destination) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err((destination, e)),
+            Ok(existing) if existing.is_dir() && is_dir => {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = existing.permissions().mode();
+                if mode & 0o700 != 0o700 {
+                    std::fs::set_permissions(
+                        &destination,
+                        std::fs::Permissions::from_mode(mode | 0o700),
+                    )
+                    .map_err(at(&destination))?;
+                }
+                merge(&source, &destination)?;
+                std::fs::remove_dir(&source).map_err(at(&source))?;
+                continue;
+            }
+            Ok(existing) if existing.is_dir() || is_dir => {
+                remove(&destination).map_err(at(&destination))?;
+            }
+            // A file over a file or link: the rename replaces it in one step.
+            Ok(_) => {}
+        }
+        std::fs::rename(&source, &destination).map_err(at(&destination))?;
+    }
+    Ok(())
+}
+
+/// Removes a file, a link or a whole directory, never following links.
+fn remove(path: &Path) -> io::Result<()> {
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
+/// Removes staging directories that restores which were stopped left in `target`.
+pub fn remove_stale_staging(target: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(target)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(STAGING_PREFIX)
+            && entry.file_type()?.is_dir()
+        {
+            std::fs::remove_dir_all(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
 }
 
 /// The message of the deepest cause of an error (the `tar` crate wraps the system's error
@@ -171,19 +319,6 @@ fn innermost(error: &io::Error) -> String {
         current = next;
     }
     current.to_string()
-}
-
-/// Removes everything inside `target` (not `target` itself), without following links.
-pub fn empty(target: &Path) -> io::Result<()> {
-    for entry in std::fs::read_dir(target)? {
-        let path = entry?.path();
-        if std::fs::symlink_metadata(&path)?.is_dir() {
-            std::fs::remove_dir_all(&path)?;
-        } else {
-            std::fs::remove_file(&path)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

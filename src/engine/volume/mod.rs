@@ -10,7 +10,8 @@ use chrono::Utc;
 use tokio_util::io::SyncIoBridge;
 
 use crate::api::Compression;
-use crate::pipeline::{self, ObjectSpec, ObservedReader, Progress};
+use crate::pipeline::fetch::Prepared;
+use crate::pipeline::{self, ObjectSpec, Progress};
 use crate::storage::manifest::{BackupOwner, FORMAT_VERSION, Manifest, SourceInfo, Stats};
 use crate::storage::{StorageError, Store};
 
@@ -152,9 +153,11 @@ pub struct VolumeRestoreRequest {
     pub clean: bool,
 }
 
-/// Restores the archive into the target directory (created if missing): first the object is
-/// checked against the manifest and every entry is checked to stay inside the target; then
-/// the target is emptied (with `clean`) and the archive extracted.
+/// Restores the archive into the target directory (created if missing), reading it from
+/// the store once: it is extracted into a staging directory inside the target, every entry
+/// checked to stay inside, while its bytes are hashed; only when all of them matched the
+/// manifest is it moved into place (with `clean`, after the rest of the target was removed).
+/// A damaged, changed or escaping archive leaves the target as it was.
 pub async fn restore(
     store: &Store,
     folder: &str,
@@ -167,32 +170,55 @@ pub async fn restore(
         .iter()
         .find(|o| o.format == TAR_FORMAT)
         .ok_or_else(|| VolumeError::Internal("the manifest lists no archive".to_owned()))?;
-    let key = format!("{folder}{}", record.name);
-    pipeline::verify_object(store, &key, record, manifest.compression, true).await?;
-    let decoded = pipeline::decoder(manifest.compression, store.get(&key).await?);
-    tokio::task::spawn_blocking(move || extract::check(SyncIoBridge::new(decoded)))
-        .await
-        .map_err(joined)??;
-
     let target = request.target.clone();
     let io = |source| VolumeError::Io {
         path: target.display().to_string(),
         source,
     };
     std::fs::create_dir_all(&target).map_err(io)?;
-    if request.clean {
-        extract::empty(&target).map_err(io)?;
+    for stale in extract::remove_stale_staging(&target).map_err(io)? {
+        tracing::info!(
+            "removed {}, left by a restore that was stopped",
+            stale.display()
+        );
     }
-    let stored = ObservedReader::new(store.get(&key).await?, progress.clone());
-    let decoded = pipeline::decoder(manifest.compression, stored);
+    let staging = tempfile::Builder::new()
+        .prefix(extract::STAGING_PREFIX)
+        .tempdir_in(&target)
+        .map_err(io)?;
+    let object = Prepared::unchecked(store, folder, record, manifest.compression);
+    let (restoring, verdict) = object.open(store, progress).await?;
     let owners = running_as_root();
+    let into = staging.path().to_owned();
+    let shown = target.clone();
     let extracted = tokio::task::spawn_blocking(move || {
-        let reader = std::io::BufReader::with_capacity(256 << 10, SyncIoBridge::new(decoded));
-        extract::extract(reader, &target, owners)
+        let reader = std::io::BufReader::with_capacity(256 << 10, SyncIoBridge::new(restoring));
+        extract::extract(reader, &into, &shown, owners)
     })
     .await
-    .map_err(joined)??;
-    Ok(extracted)
+    .map_err(joined)?;
+    let extracted = match extracted {
+        Ok(extracted) => extracted,
+        // The target's own trouble: no need to read the rest of the archive.
+        Err(e @ (ExtractError::NoSpace { .. } | ExtractError::Write { .. })) => {
+            verdict.after_failure().await;
+            return Err(e.into());
+        }
+        // Bytes that are not an archive, or not a safe one: damaged ones are named as such.
+        Err(e) => {
+            verdict.wait().await?;
+            return Err(e.into());
+        }
+    };
+    verdict.wait().await?;
+    let stage = staging.path().to_owned();
+    let clean = request.clean;
+    tokio::task::spawn_blocking(move || {
+        extract::place(&stage, &target, clean, &extracted).map(|()| extracted.entries)
+    })
+    .await
+    .map_err(joined)?
+    .map_err(VolumeError::from)
 }
 
 fn running_as_root() -> bool {

@@ -1,0 +1,462 @@
+//! Reading a backup's objects back for a restore, so that what is restored is exactly what
+//! was checked against the manifest.
+//!
+//! [`prepare`] checks every object a restore needs before anything is written, in one of two
+//! ways, chosen by room:
+//!
+//! - **Spooled** (when the stored objects fit in the spool directory, `TMPDIR` by default,
+//!   leaving [`SPOOL_RESERVE`] free): each object is downloaded once into an unnamed file
+//!   there while its size and SHA-256 are taken, and compared with the manifest. The restore
+//!   then reads that copy, which nothing else can write: a store that serves other bytes on a
+//!   later read cannot change what is restored. One read from the store.
+//! - **Streamed** (no room, or spooling turned off): each object is read through once and
+//!   checked (stored and decompressed size and SHA-256), so an object damaged in the store is
+//!   refused before anything is written; the restore then reads it again.
+//!
+//! Either way, [`Prepared::open`] gives the restore a stream of the decompressed bytes that
+//! are hashed again as they pass, and **holds back the object's last byte** (by the
+//! manifest's count) until every stored byte has been read and matched the manifest. On a
+//! mismatch the stream ends with an error instead: a consumer that needs the whole object
+//! before it commits (`pg_restore` reading its archive to the end, in one transaction) never
+//! commits bytes that did not match, and the [`Verdict`] names the mismatch
+//! ([`IntegrityError::Changed`] when the object had matched before). What a consumer that
+//! applies as it reads (Redis keys) has applied by then is the engine's to say.
+//!
+//! The limit of the streamed way: bytes that the store changed so that they form a shorter
+//! complete input (a crafted archive that ends early) can be committed by a consumer before
+//! the end of the object is read. Only a spooled restore rules that out; a store that can
+//! rewrite objects can rewrite the manifest too, which no checksum stored beside the data
+//! can catch.
+
+use std::io::{self, SeekFrom};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, ReadBuf};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{IntegrityError, ObservedReader, Progress, READ_BUFFER, decoder, hashing, judge};
+use crate::api::Compression;
+use crate::storage::manifest::ObjectRecord;
+use crate::storage::{ObjectReader, StorageError, Store};
+
+/// Space left free in the spool directory's filesystem when deciding whether to spool.
+pub const SPOOL_RESERVE: u64 = 256 << 20;
+
+/// Chunks in flight between the reader of an object and its restore.
+const CHANNEL_CHUNKS: usize = 8;
+
+/// Where a restore may keep its own copy of the objects it restores.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spool {
+    dir: Option<PathBuf>,
+}
+
+impl Default for Spool {
+    /// The temporary directory (`TMPDIR`, else `/tmp`).
+    fn default() -> Self {
+        Self::in_dir(std::env::temp_dir())
+    }
+}
+
+impl Spool {
+    /// Never spool: check each object with one read, restore it with another.
+    pub fn off() -> Self {
+        Self { dir: None }
+    }
+
+    /// Spool into `dir` when there is room.
+    pub fn in_dir(dir: PathBuf) -> Self {
+        Self { dir: Some(dir) }
+    }
+
+    /// The directory, if it can take `bytes` and still leave [`SPOOL_RESERVE`] free.
+    fn room_for(&self, bytes: u64) -> Option<&PathBuf> {
+        let dir = self.dir.as_ref()?;
+        let stats = rustix::fs::statvfs(dir).ok()?;
+        let available = stats.f_bavail.saturating_mul(stats.f_frsize);
+        (available.saturating_sub(SPOOL_RESERVE) >= bytes).then_some(dir)
+    }
+}
+
+/// How [`prepare`] checked the objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// Downloaded once into the spool and checked there; the restore reads that copy.
+    Spooled,
+    /// Read through once from the store; the restore reads the store again.
+    Streamed,
+}
+
+/// An object that matched its manifest entry, ready to be restored.
+#[derive(Debug)]
+pub struct Prepared {
+    key: String,
+    location: String,
+    record: ObjectRecord,
+    compression: Compression,
+    spooled: Option<std::fs::File>,
+    /// Read through and matched once before: a mismatch now means the store changed it.
+    checked: bool,
+}
+
+/// Checks the objects `records` of the backup in `folder` against the manifest before a
+/// restore (see the module's documentation), spooling them when `spool` has room for all.
+pub async fn prepare(
+    store: &Store,
+    folder: &str,
+    records: &[&ObjectRecord],
+    compression: Compression,
+    spool: &Spool,
+    progress: &Progress,
+) -> Result<(Checked, Vec<Prepared>), IntegrityError> {
+    let total = records.iter().map(|r| r.stored_bytes).sum();
+    if let Some(dir) = spool.room_for(total) {
+        let mut prepared = Vec::new();
+        let mut spooled = true;
+        for record in records {
+            let mut object = Prepared::new(store, folder, record, compression);
+            match download(store, &object, dir, progress).await {
+                Ok(file) => object.spooled = Some(file),
+                // Someone else took the room: check in the store instead.
+                Err(Spooling::Full) => {
+                    spooled = false;
+                    break;
+                }
+                Err(Spooling::Failed(e)) => return Err(e),
+            }
+            prepared.push(object);
+        }
+        if spooled {
+            return Ok((Checked::Spooled, prepared));
+        }
+        tracing::info!(
+            "the spool directory {} filled up; checking the backup in the store instead",
+            dir.display()
+        );
+    }
+    let mut prepared = Vec::new();
+    for record in records {
+        let mut object = Prepared::new(store, folder, record, compression);
+        super::verify_object(store, &object.key, record, compression, true).await?;
+        object.checked = true;
+        prepared.push(object);
+    }
+    Ok((Checked::Streamed, prepared))
+}
+
+enum Spooling {
+    Full,
+    Failed(IntegrityError),
+}
+
+/// Copies an object into an unnamed file in `dir`, checking its size and SHA-256.
+async fn download(
+    store: &Store,
+    object: &Prepared,
+    dir: &PathBuf,
+    progress: &Progress,
+) -> Result<std::fs::File, Spooling> {
+    let spool_error = |e: io::Error| {
+        if e.kind() == io::ErrorKind::StorageFull {
+            Spooling::Full
+        } else {
+            Spooling::Failed(IntegrityError::Interrupted {
+                location: object.location.clone(),
+                detail: format!("spooling it in {}: {e}", dir.display()),
+            })
+        }
+    };
+    let file = tempfile::tempfile_in(dir).map_err(spool_error)?;
+    let mut writer = tokio::fs::File::from_std(file.try_clone().map_err(spool_error)?);
+    let source = store
+        .get(&object.key)
+        .await
+        .map_err(|e| Spooling::Failed(e.into()))?;
+    let mut stored = hashing(ObservedReader::new(source, progress.clone()));
+    let mut buffer = vec![0u8; READ_BUFFER];
+    loop {
+        let n = stored.read(&mut buffer).await.map_err(|e| {
+            Spooling::Failed(StorageError::io("reading", object.location.clone(), e).into())
+        })?;
+        if n == 0 {
+            break;
+        }
+        writer.write_all(&buffer[..n]).await.map_err(spool_error)?;
+    }
+    writer.flush().await.map_err(spool_error)?;
+    judge(
+        &object.location,
+        &object.record,
+        stored.into_observer().finish(),
+        None,
+    )
+    .map_err(Spooling::Failed)?;
+    Ok(file)
+}
+
+impl Prepared {
+    fn new(store: &Store, folder: &str, record: &ObjectRecord, compression: Compression) -> Self {
+        let key = format!("{folder}{}", record.name);
+        Self {
+            location: store.location(&key),
+            key,
+            record: record.clone(),
+            compression,
+            spooled: None,
+            checked: false,
+        }
+    }
+
+    /// An object that is read once, for the restore, and checked only as it is restored: for
+    /// a restore that keeps what it writes apart until the verdict (a volume restore into
+    /// its staging directory).
+    pub fn unchecked(
+        store: &Store,
+        folder: &str,
+        record: &ObjectRecord,
+        compression: Compression,
+    ) -> Self {
+        Self::new(store, folder, record, compression)
+    }
+
+    /// The object's manifest entry.
+    pub fn record(&self) -> &ObjectRecord {
+        &self.record
+    }
+
+    /// Opens the object for the restore: its decompressed bytes, checked as they pass, the
+    /// last chunk held back until all matched (see the module's documentation).
+    pub async fn open(
+        &self,
+        store: &Store,
+        progress: &Progress,
+    ) -> Result<(Restoring, Verdict), IntegrityError> {
+        let (source, local): (ObjectReader, bool) = match &self.spooled {
+            Some(file) => {
+                let interrupted = |e: io::Error| IntegrityError::Interrupted {
+                    location: self.location.clone(),
+                    detail: format!("reading its spooled copy: {e}"),
+                };
+                let mut copy = tokio::fs::File::from_std(file.try_clone().map_err(interrupted)?);
+                copy.seek(SeekFrom::Start(0)).await.map_err(interrupted)?;
+                (Box::new(copy), true)
+            }
+            None => (store.get(&self.key).await?, false),
+        };
+        let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
+        let judged = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(pass(
+            ObservedReader::new(source, progress.clone()),
+            sender,
+            self.location.clone(),
+            self.record.clone(),
+            self.compression,
+            self.checked,
+            judged.clone(),
+        ));
+        Ok((
+            Restoring {
+                receiver,
+                current: Bytes::new(),
+                ended: false,
+            },
+            Verdict {
+                task,
+                location: self.location.clone(),
+                local,
+                judged,
+            },
+        ))
+    }
+}
+
+/// Reads `source` to its end, sending its decompressed bytes but the last one the manifest
+/// counts, then judges it: that last byte and the end when everything matched, an error
+/// otherwise. A stream longer than the manifest says is judged as soon as it is. Once the
+/// restore stops reading, the rest is still read and hashed, for the verdict.
+async fn pass(
+    source: ObservedReader<ObjectReader, Progress>,
+    sender: mpsc::Sender<io::Result<Bytes>>,
+    location: String,
+    record: ObjectRecord,
+    compression: Compression,
+    again: bool,
+    judged: Arc<AtomicBool>,
+) -> Result<(), IntegrityError> {
+    let mut stored = hashing(source);
+    let mut decoded = hashing(decoder(compression, &mut stored));
+    // What may reach the restore before the verdict: all but the last byte of the object as
+    // the manifest has it. A consumer that needs the whole object (pg_restore reading to the
+    // end of its archive) cannot finish before the verdict, whatever the store sends.
+    let may_pass = record.raw_bytes.saturating_sub(1);
+    let mut passed = 0u64;
+    let mut read_so_far = 0u64;
+    let mut held = Vec::new();
+    let mut listening = true;
+    let mut buffer = vec![0u8; READ_BUFFER];
+    let read = loop {
+        match decoded.read(&mut buffer).await {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                read_so_far += n as u64;
+                if read_so_far > record.raw_bytes {
+                    // Longer than it should be: no need to read on for the verdict.
+                    break Ok(());
+                }
+                let now = usize::try_from(may_pass - passed)
+                    .unwrap_or(usize::MAX)
+                    .min(n);
+                held.extend_from_slice(&buffer[now..n]);
+                passed += now as u64;
+                if now > 0
+                    && listening
+                    && sender
+                        .send(Ok(Bytes::copy_from_slice(&buffer[..now])))
+                        .await
+                        .is_err()
+                {
+                    listening = false;
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    if read_so_far > record.raw_bytes {
+        let verdict = Err(IntegrityError::Mismatch {
+            location: location.clone(),
+            what: "the decompressed size",
+            found: format!("more than {}", record.raw_bytes),
+            expected: record.raw_bytes.to_string(),
+        });
+        return finish(verdict, again, &judged, &sender, held).await;
+    }
+    let raw = decoded.into_observer().finish();
+    let drained = tokio::io::copy(&mut stored, &mut tokio::io::sink())
+        .await
+        .map_err(|e| StorageError::io("reading", location.clone(), e));
+    let verdict = drained.map_err(IntegrityError::from).and_then(|_| {
+        judge(
+            &location,
+            &record,
+            stored.into_observer().finish(),
+            Some(read.map(|()| raw)),
+        )
+    });
+    finish(verdict, again, &judged, &sender, held).await
+}
+
+/// Gives the restore the verdict: the bytes held back and the end, or the error.
+async fn finish(
+    verdict: Result<(), IntegrityError>,
+    again: bool,
+    judged: &AtomicBool,
+    sender: &mpsc::Sender<io::Result<Bytes>>,
+    held: Vec<u8>,
+) -> Result<(), IntegrityError> {
+    let verdict = if again {
+        verdict.map_err(IntegrityError::changed)
+    } else {
+        verdict
+    };
+    judged.store(true, Ordering::Release);
+    match &verdict {
+        Ok(()) => {
+            if !held.is_empty() {
+                let _ = sender.send(Ok(Bytes::from(held))).await;
+            }
+            // The explicit end: a stream that stops without it failed.
+            let _ = sender.send(Ok(Bytes::new())).await;
+        }
+        Err(e) => {
+            let _ = sender
+                .send(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    e.to_string(),
+                )))
+                .await;
+        }
+    }
+    verdict
+}
+
+/// The decompressed bytes of an object being restored (see [`Prepared::open`]). It ends only
+/// after the whole object matched the manifest; otherwise it fails with the reason.
+#[derive(Debug)]
+pub struct Restoring {
+    receiver: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+    ended: bool,
+}
+
+impl AsyncRead for Restoring {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.current.is_empty() {
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(self.receiver.poll_recv(cx)) {
+                Some(Ok(chunk)) if chunk.is_empty() => self.ended = true,
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Poll::Ready(Err(e)),
+                None => {
+                    return Poll::Ready(Err(io::Error::other(
+                        "the object's reader stopped before the end",
+                    )));
+                }
+            }
+        }
+        let n = buf.remaining().min(self.current.len());
+        let chunk = self.current.split_to(n);
+        buf.put_slice(&chunk);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Whether the bytes a restore read matched the manifest.
+#[derive(Debug)]
+pub struct Verdict {
+    task: JoinHandle<Result<(), IntegrityError>>,
+    location: String,
+    /// The object is read from the spool: reading the rest is quick.
+    local: bool,
+    /// The whole object has been read and judged.
+    judged: Arc<AtomicBool>,
+}
+
+impl Verdict {
+    /// Waits until the whole object has been read (also after the restore stopped reading)
+    /// and says whether it matched.
+    pub async fn wait(self) -> Result<(), IntegrityError> {
+        match self.task.await {
+            Ok(verdict) => verdict,
+            Err(e) => Err(IntegrityError::Interrupted {
+                location: self.location,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// After the restore failed: whether the bytes it was given did not match, which then
+    /// explains the failure better than the consumer's own error (`pg_restore` or a parser
+    /// meeting bytes that are not what was backed up). A spooled object is read to its end
+    /// for the answer; one read from the store only when it has been judged already, so that
+    /// a restore that failed for another reason does not download the rest first.
+    pub async fn after_failure(self) -> Option<IntegrityError> {
+        if self.local || self.judged.load(Ordering::Acquire) {
+            self.wait().await.err()
+        } else {
+            self.task.abort();
+            None
+        }
+    }
+}
