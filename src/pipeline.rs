@@ -237,9 +237,19 @@ pub enum IntegrityError {
     },
     #[error("reading {location} for the restore stopped: {detail}")]
     Interrupted { location: String, detail: String },
+    #[error("{0}")]
+    Spool(String),
 }
 
 impl IntegrityError {
+    /// The bytes do not match the manifest (as opposed to: they could not be read).
+    pub fn is_mismatch(&self) -> bool {
+        matches!(
+            self,
+            Self::Mismatch { .. } | Self::Changed { .. } | Self::Decompress { .. }
+        )
+    }
+
     /// The same finding, about bytes read again after the object had been checked.
     fn changed(self) -> Self {
         match self {
@@ -356,6 +366,11 @@ impl<R, O> ObservedReader<R, O> {
 
     pub fn into_observer(self) -> O {
         self.observer
+    }
+
+    /// The reader inside.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
     }
 }
 

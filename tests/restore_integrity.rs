@@ -63,6 +63,16 @@ async fn redis_keys(url: &str) -> Vec<String> {
     keys
 }
 
+async fn function_libraries(url: &str) -> usize {
+    let mut con = redis_connect(url).await;
+    let libraries: Vec<redis::Value> = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    libraries.len()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restores_only_bytes_that_matched() {
     let s3 = S3Server::start().unwrap();
@@ -71,97 +81,111 @@ async fn redis_restores_only_bytes_that_matched() {
     let source = RedisServer::start().unwrap();
     let mut con = redis_connect(&source.url()).await;
     set_numbered(&mut con, "key:", &"letters".repeat(64), 3000).await;
-    let (location, _) = ok(
-        &[
-            "backup",
-            &source.url(),
-            "--to",
-            "s3://backups/redis",
-            "--mode",
-            "keys",
-            "--compression",
-            "none",
-        ],
-        &env,
-    );
-    let object = data_object(&s3, &location, "coffer-keys");
-    // Payloads are deep-checked (and Coffer does not warn that they are not).
-    let target = RedisServer::start_with(None, &[("sanitize-dump-payload", "yes")]).unwrap();
-    let mut tcon = redis_connect(&target.url()).await;
-    redis::cmd("SET")
-        .arg("existing")
-        .arg("keep")
-        .query_async::<()>(&mut tcon)
+    redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("#!lua name=shop\nredis.register_function('ping', function() return 1 end)")
+        .query_async::<String>(&mut con)
         .await
         .unwrap();
-    let restore = |extra: &[&str]| {
-        let mut args = vec![
-            "restore",
-            &location,
-            "--to",
-            &target.url(),
-            "--conflict",
-            "flush",
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .collect::<Vec<_>>();
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        args
-    };
+    // Snapshot mode: a changed byte in a value goes unnoticed by Redis itself (payloads are
+    // rebuilt from the RDB); keys mode: the changed payload fails RESTORE's own checksum.
+    for (mode, format) in [("snapshot", "rdb"), ("keys", "coffer-keys")] {
+        let (location, _) = ok(
+            &[
+                "backup",
+                &source.url(),
+                "--to",
+                &format!("s3://backups/redis-{mode}"),
+                "--mode",
+                mode,
+                "--compression",
+                "none",
+            ],
+            &env,
+        );
+        let object = data_object(&s3, &location, format);
+        // Payloads are deep-checked (and Coffer does not warn that they are not).
+        let target = RedisServer::start_with(None, &[("sanitize-dump-payload", "yes")]).unwrap();
+        let mut tcon = redis_connect(&target.url()).await;
+        redis::cmd("SET")
+            .arg("existing")
+            .arg("keep")
+            .query_async::<()>(&mut tcon)
+            .await
+            .unwrap();
+        let restore = |extra: &[&str]| -> Vec<String> {
+            let mut args: Vec<String> = [
+                "restore",
+                location.as_str(),
+                "--to",
+                &target.url(),
+                "--conflict",
+                "flush",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            args.extend(extra.iter().map(|s| (*s).to_owned()));
+            args
+        };
 
-    // The check's read changed: refused before the target is touched (not even flushed).
-    tamper_ahead(&s3, &object, 1);
-    let args = restore(&[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    fails(
-        &args,
-        &env,
-        &[&format!("{object} is damaged: the SHA-256 is")],
-    );
-    assert_eq!(redis_keys(&target.url()).await, ["existing"]);
+        // The check's read changed: refused before the target is touched (not even flushed).
+        tamper_ahead(&s3, &object, 1);
+        let owned = restore(&[]);
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        fails(
+            &args,
+            &env,
+            &[&format!("{object} is damaged: the SHA-256 is")],
+        );
+        assert_eq!(redis_keys(&target.url()).await, ["existing"], "{mode}");
 
-    // Without a spool the store is read twice; the second read changed: the restore stops at
-    // the end of the object and says how many keys it had restored (they stay).
-    tamper_ahead(&s3, &object, 2);
-    let args = restore(&["--no-spool"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let message = fails(
-        &args,
-        &env,
-        &[
-            &format!("{object} changed while it was restored"),
-            "had been restored into the target and stay there",
-            "read from the store twice",
-        ],
-    );
-    let restored: usize = message
-        .split(" key(s) and ")
-        .next()
-        .and_then(|head| head.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no key count in {message}"));
-    // Keys of the batches before the changed byte were restored; the changed payload was
-    // refused by the target, or the last batch waited for the verdict and was not sent.
-    assert!(restored > 0 && restored < 3000, "{message}");
-    assert_eq!(redis_keys(&target.url()).await.len(), restored, "{message}");
-    let tampered = s3.tampered();
-    assert_eq!(tampered, 2);
+        // Without a spool the store is read twice; the second read changed: the restore
+        // stops, says how many keys it had restored (they stay), and never sends its last
+        // batch or the function library.
+        tamper_ahead(&s3, &object, 2);
+        let owned = restore(&["--no-spool"]);
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let message = fails(
+            &args,
+            &env,
+            &[
+                &format!("{object} changed while it was restored"),
+                "had been restored into the target and stay there (no function library was)",
+                "read from the store twice",
+            ],
+        );
+        let restored: usize = message
+            .split(" key(s) had been restored")
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no key count in {message}"));
+        assert!(restored > 0 && restored < 3000, "{mode}: {message}");
+        assert_eq!(
+            redis_keys(&target.url()).await.len(),
+            restored,
+            "{mode}: {message}"
+        );
+        assert_eq!(function_libraries(&target.url()).await, 0, "{mode}");
 
-    // Spooled (the default): one read of the store, so a change on the read after it is
-    // never served to the restore, which gives back exactly the source's keys.
-    let reads = s3.reads(&object);
-    tamper_ahead(&s3, &object, 2);
-    let args = restore(&[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (line, _) = ok(&args, &env);
-    assert!(line.starts_with("restored 3000 keys"), "{line}");
-    assert_eq!(s3.reads(&object), reads + 1, "read once");
-    assert_eq!(s3.tampered(), tampered, "the changed read never happened");
-    assert_eq!(
-        redis_keys(&target.url()).await,
-        redis_keys(&source.url()).await
-    );
+        // Spooled (the default): one read of the store, so a change on the read after it is
+        // never served to the restore, which gives back exactly the source's keys.
+        let tampered = s3.tampered();
+        let reads = s3.reads(&object);
+        tamper_ahead(&s3, &object, 2);
+        let owned = restore(&[]);
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let (line, _) = ok(&args, &env);
+        assert!(line.starts_with("restored 3000 keys"), "{line}");
+        assert_eq!(s3.reads(&object), reads + 1, "read once");
+        assert_eq!(s3.tampered(), tampered, "the changed read never happened");
+        assert_eq!(
+            redis_keys(&target.url()).await,
+            redis_keys(&source.url()).await
+        );
+        assert_eq!(function_libraries(&target.url()).await, 1, "{mode}");
+    }
 }
 
 async fn tables(server: &PostgresServer, database: &str) -> Vec<String> {
@@ -190,7 +214,7 @@ async fn postgres_never_commits_bytes_that_did_not_match() {
         &server,
         "app",
         "CREATE TABLE items (id int PRIMARY KEY, body text NOT NULL);
-         INSERT INTO items SELECT i, repeat('abcdefghij', 50) FROM generate_series(1, 4000) i;",
+         INSERT INTO items SELECT i, repeat('abcdefghij', 50) FROM generate_series(1, 8000) i;",
     )
     .await;
     let (location, _) = ok(
@@ -252,7 +276,7 @@ async fn postgres_never_commits_bytes_that_did_not_match() {
         &["restore", &location, "--to", &target, "--databases", "app"],
         &env,
     );
-    assert!(line.contains("verified 1 tables, 4000 rows"), "{line}");
+    assert!(line.contains("verified 1 tables, 8000 rows"), "{line}");
     assert_eq!(s3.reads(&object), reads + 1, "read once");
     assert_eq!(s3.tampered(), 2);
     let client = connect(&server, "restored").await;
@@ -265,6 +289,23 @@ async fn postgres_never_commits_bytes_that_did_not_match() {
         .unwrap()
         .get(0);
     assert_eq!(mismatched, 0);
+
+    // The read planned to change is still ahead: `verify` makes it, and says so.
+    fails(
+        &["verify", &location],
+        &env,
+        &[&format!("{object} is damaged: the SHA-256 is")],
+    );
+    assert_eq!(s3.tampered(), 3);
+
+    // pg_restore failing for its own reason (the table exists), several MiB before the end of
+    // a spooled dump: the failure is reported (the reader of the copy does not wait for a
+    // pg_restore that is gone).
+    fails(
+        &["restore", &location, "--to", &target, "--databases", "app"],
+        &env,
+        &["pg_restore into database \"restored\"", "already exists"],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

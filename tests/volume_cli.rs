@@ -468,3 +468,60 @@ fn a_read_only_directory_restores_with_its_files_as_a_non_root_user() {
         .mode();
     assert_eq!(mode & 0o7777, 0o555);
 }
+
+/// A restore replaces what the target has at the backup's paths, but never a directory of
+/// the target by a file of the backup unless told to (`--clean`): that is refused before
+/// anything moves. With `--clean`, what the target held goes only once the backup is in
+/// place, and nothing of the restore's own working directories stays.
+#[test]
+fn a_directory_is_replaced_by_a_file_only_with_clean() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("data"), b"a file in the backup").unwrap();
+    std::fs::write(source.join("other"), b"other").unwrap();
+    let dest = work.path().join("backups").display().to_string();
+    let (location, _) = ok(
+        &["backup", &source.display().to_string(), "--to", &dest],
+        &[],
+    );
+    let target = work.path().join("target");
+    std::fs::create_dir_all(target.join("data")).unwrap();
+    std::fs::write(target.join("data/inner"), b"the target's own").unwrap();
+    std::fs::write(target.join("unrelated"), b"kept").unwrap();
+    let target_str = target.display().to_string();
+    let before = walk(&target);
+
+    fails(
+        &["restore", &location, "--to", &target_str],
+        &[],
+        &[&format!(
+            "{} is a directory in the target but not in the backup",
+            target.join("data").display()
+        )],
+    );
+    let mut after = walk(&target);
+    after.sort();
+    let mut expected = before.clone();
+    expected.sort();
+    assert_eq!(after, expected, "nothing moved");
+    assert_eq!(
+        std::fs::read(target.join("data/inner")).unwrap(),
+        b"the target's own"
+    );
+
+    ok(&["restore", &location, "--to", &target_str, "--clean"], &[]);
+    let mut left = walk(&target);
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            target.join("data").display().to_string(),
+            target.join("other").display().to_string()
+        ]
+    );
+    assert_eq!(
+        std::fs::read(target.join("data")).unwrap(),
+        b"a file in the backup"
+    );
+}

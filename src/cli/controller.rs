@@ -49,6 +49,11 @@ pub struct ControllerArgs {
     /// being deleted or the store's credentials Secret is gone.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub deletion_timeout: u64,
+    /// MiB a Redis or PostgreSQL restore Job may download into its temporary volume to check
+    /// the backup before restoring it (its emptyDir gets this size limit, plus 64 MiB).
+    /// Larger backups are checked in the store and read again for the restore. 0: never.
+    #[arg(long, value_name = "MIB", default_value_t = 2048)]
+    pub restore_spool_mib: u64,
 }
 
 pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
@@ -79,6 +84,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
             worker: WorkerSettings {
                 image: args.worker_image,
                 service_account: args.worker_service_account,
+                restore_spool_bytes: args.restore_spool_mib.saturating_mul(1 << 20),
             },
             namespace: args.namespace,
             deletion_timeout: Duration::from_secs(args.deletion_timeout),

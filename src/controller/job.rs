@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{
     SeccompProfile, SecretKeySelector as KubeSecretKeySelector, SecurityContext, Volume,
     VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 
@@ -51,7 +52,17 @@ pub struct WorkerSettings {
     /// The ServiceAccount the worker Pods run as; it has no permissions and no token is
     /// mounted.
     pub service_account: String,
+    /// Bytes a Redis or PostgreSQL restore may spool into its temporary volume (see
+    /// [`crate::pipeline::fetch`]); the volume gets this size limit plus [`TMP_ROOM`].
+    pub restore_spool_bytes: u64,
 }
+
+/// Room in a worker's temporary volume beside a restore's spool (the PostgreSQL password
+/// file, `HOME`).
+pub const TMP_ROOM: u64 = 64 << 20;
+
+/// The environment variable that tells a restore worker how much it may spool.
+pub const SPOOL_ENV: &str = "COFFER_SPOOL_BYTES";
 
 /// What one Job is for.
 #[derive(Clone, Debug)]
@@ -144,9 +155,22 @@ pub fn build(
         }
     }
 
+    // A Redis or PostgreSQL restore may keep a copy of the backup in its temporary volume,
+    // up to a limit the kubelet enforces.
+    let spools = matches!(plan, Plan::Restore(r) if r.target.volume.is_none());
+    let mut tmp = EmptyDirVolumeSource::default();
+    if spools {
+        env.push(value(SPOOL_ENV, settings.restore_spool_bytes.to_string()));
+        tmp.size_limit = Some(Quantity(
+            settings
+                .restore_spool_bytes
+                .saturating_add(TMP_ROOM)
+                .to_string(),
+        ));
+    }
     let mut volumes = vec![Volume {
         name: "tmp".to_owned(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
+        empty_dir: Some(tmp),
         ..Volume::default()
     }];
     let mut mounts = vec![mount("tmp", TMP_MOUNT, false)];
@@ -390,6 +414,7 @@ mod tests {
         WorkerSettings {
             image: "ghcr.io/coffer-dev/coffer:0.1.0".into(),
             service_account: "coffer-worker".into(),
+            restore_spool_bytes: 2 << 30,
         }
     }
 

@@ -45,43 +45,95 @@ use crate::api::Compression;
 use crate::storage::manifest::ObjectRecord;
 use crate::storage::{ObjectReader, StorageError, Store};
 
-/// Space left free in the spool directory's filesystem when deciding whether to spool.
+/// Space always left free in the spool directory's filesystem: this, or a tenth of the
+/// filesystem, whichever is more.
 pub const SPOOL_RESERVE: u64 = 256 << 20;
 
 /// Chunks in flight between the reader of an object and its restore.
 const CHANNEL_CHUNKS: usize = 8;
 
+/// `statfs`'s filesystem type of tmpfs (memory).
+const TMPFS_MAGIC: u64 = 0x0102_1994;
+
 /// Where a restore may keep its own copy of the objects it restores.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spool {
     dir: Option<PathBuf>,
+    /// Given by the user: used even on tmpfs, and an error when it cannot be used.
+    explicit: bool,
+    /// The most it may hold.
+    limit: Option<u64>,
 }
 
 impl Default for Spool {
-    /// The temporary directory (`TMPDIR`, else `/tmp`).
+    /// The temporary directory (`TMPDIR`, else `/tmp`), unless it is in memory (tmpfs).
     fn default() -> Self {
-        Self::in_dir(std::env::temp_dir())
+        Self {
+            dir: Some(std::env::temp_dir()),
+            explicit: false,
+            limit: None,
+        }
     }
 }
 
 impl Spool {
     /// Never spool: check each object with one read, restore it with another.
     pub fn off() -> Self {
-        Self { dir: None }
+        Self {
+            dir: None,
+            explicit: false,
+            limit: None,
+        }
     }
 
-    /// Spool into `dir` when there is room.
+    /// Spool into `dir` (given by the user) when there is room.
     pub fn in_dir(dir: PathBuf) -> Self {
-        Self { dir: Some(dir) }
+        Self {
+            dir: Some(dir),
+            explicit: true,
+            limit: None,
+        }
     }
 
-    /// The directory, if it can take `bytes` and still leave [`SPOOL_RESERVE`] free.
-    fn room_for(&self, bytes: u64) -> Option<&PathBuf> {
-        let dir = self.dir.as_ref()?;
-        let stats = rustix::fs::statvfs(dir).ok()?;
-        let available = stats.f_bavail.saturating_mul(stats.f_frsize);
-        (available.saturating_sub(SPOOL_RESERVE) >= bytes).then_some(dir)
+    /// Spool at most `bytes` (0: never).
+    pub fn limited(mut self, bytes: u64) -> Self {
+        self.limit = Some(bytes);
+        self
     }
+
+    /// The directory, if it can take `bytes` within the limit and still leave
+    /// [`SPOOL_RESERVE`] (or a tenth of its filesystem) free. A directory the user gave that
+    /// cannot be examined is an error.
+    fn room_for(&self, bytes: u64) -> Result<Option<&PathBuf>, IntegrityError> {
+        let Some(dir) = self.dir.as_ref() else {
+            return Ok(None);
+        };
+        if self.limit.is_some_and(|limit| bytes > limit) {
+            return Ok(None);
+        }
+        let stats = match rustix::fs::statvfs(dir) {
+            Ok(stats) => stats,
+            Err(e) if self.explicit => {
+                return Err(IntegrityError::Spool(format!(
+                    "the spool directory {} cannot be used ({e}): give another --spool-dir, or --no-spool",
+                    dir.display()
+                )));
+            }
+            Err(_) => return Ok(None),
+        };
+        if !self.explicit && in_memory(dir) {
+            return Ok(None);
+        }
+        let size = stats.f_blocks.saturating_mul(stats.f_frsize);
+        let available = stats.f_bavail.saturating_mul(stats.f_frsize);
+        let reserve = SPOOL_RESERVE.max(size / 10);
+        Ok((available.saturating_sub(reserve) >= bytes).then_some(dir))
+    }
+}
+
+/// Whether `dir` is on tmpfs, where a spool would take memory.
+fn in_memory(dir: &std::path::Path) -> bool {
+    rustix::fs::statfs(dir).is_ok_and(|s| u64::try_from(s.f_type).is_ok_and(|t| t == TMPFS_MAGIC))
 }
 
 /// How [`prepare`] checked the objects.
@@ -116,15 +168,20 @@ pub async fn prepare(
     progress: &Progress,
 ) -> Result<(Checked, Vec<Prepared>), IntegrityError> {
     let total = records.iter().map(|r| r.stored_bytes).sum();
-    if let Some(dir) = spool.room_for(total) {
+    if let Some(dir) = spool.room_for(total)? {
         let mut prepared = Vec::new();
         let mut spooled = true;
         for record in records {
             let mut object = Prepared::new(store, folder, record, compression);
             match download(store, &object, dir, progress).await {
                 Ok(file) => object.spooled = Some(file),
-                // Someone else took the room: check in the store instead.
-                Err(Spooling::Full) => {
+                // The spool cannot take it after all (someone else took the room, or the
+                // directory refuses): check in the store instead.
+                Err(Spooling::Local(e)) => {
+                    tracing::info!(
+                        "cannot keep a copy of the backup in {} ({e}); checking it in the store instead",
+                        dir.display()
+                    );
                     spooled = false;
                     break;
                 }
@@ -135,10 +192,6 @@ pub async fn prepare(
         if spooled {
             return Ok((Checked::Spooled, prepared));
         }
-        tracing::info!(
-            "the spool directory {} filled up; checking the backup in the store instead",
-            dir.display()
-        );
     }
     let mut prepared = Vec::new();
     for record in records {
@@ -151,29 +204,22 @@ pub async fn prepare(
 }
 
 enum Spooling {
-    Full,
+    /// The spool directory failed.
+    Local(io::Error),
+    /// The store failed, or the object does not match.
     Failed(IntegrityError),
 }
 
-/// Copies an object into an unnamed file in `dir`, checking its size and SHA-256.
+/// Copies an object into an unnamed file in `dir`, checking its size and SHA-256, then
+/// decompresses that copy to check the raw size and SHA-256 too.
 async fn download(
     store: &Store,
     object: &Prepared,
     dir: &PathBuf,
     progress: &Progress,
 ) -> Result<std::fs::File, Spooling> {
-    let spool_error = |e: io::Error| {
-        if e.kind() == io::ErrorKind::StorageFull {
-            Spooling::Full
-        } else {
-            Spooling::Failed(IntegrityError::Interrupted {
-                location: object.location.clone(),
-                detail: format!("spooling it in {}: {e}", dir.display()),
-            })
-        }
-    };
-    let file = tempfile::tempfile_in(dir).map_err(spool_error)?;
-    let mut writer = tokio::fs::File::from_std(file.try_clone().map_err(spool_error)?);
+    let file = tempfile::tempfile_in(dir).map_err(Spooling::Local)?;
+    let mut writer = tokio::fs::File::from_std(file.try_clone().map_err(Spooling::Local)?);
     let source = store
         .get(&object.key)
         .await
@@ -187,14 +233,33 @@ async fn download(
         if n == 0 {
             break;
         }
-        writer.write_all(&buffer[..n]).await.map_err(spool_error)?;
+        writer
+            .write_all(&buffer[..n])
+            .await
+            .map_err(Spooling::Local)?;
     }
-    writer.flush().await.map_err(spool_error)?;
+    writer.flush().await.map_err(Spooling::Local)?;
     judge(
         &object.location,
         &object.record,
         stored.into_observer().finish(),
         None,
+    )
+    .map_err(Spooling::Failed)?;
+    // The copy matched; now what it decompresses to, before anything is restored.
+    let mut copy = tokio::fs::File::from_std(file.try_clone().map_err(Spooling::Local)?);
+    copy.seek(SeekFrom::Start(0))
+        .await
+        .map_err(Spooling::Local)?;
+    let mut decoded = hashing(decoder(object.compression, &mut copy));
+    let copied = tokio::io::copy(&mut decoded, &mut tokio::io::sink()).await;
+    let raw = decoded.into_observer().finish();
+    let stored = (object.record.stored_bytes, object.record.sha256.clone());
+    judge(
+        &object.location,
+        &object.record,
+        stored,
+        Some(copied.map(|_| raw)),
     )
     .map_err(Spooling::Failed)?;
     Ok(file)
@@ -289,7 +354,10 @@ async fn pass(
     again: bool,
     judged: Arc<AtomicBool>,
 ) -> Result<(), IntegrityError> {
-    let mut stored = hashing(source);
+    let mut stored = hashing(Latched {
+        inner: source,
+        error: None,
+    });
     let mut decoded = hashing(decoder(compression, &mut stored));
     // What may reach the restore before the verdict: all but the last byte of the object as
     // the manifest has it. A consumer that needs the whole object (pg_restore reading to the
@@ -337,18 +405,48 @@ async fn pass(
         return finish(verdict, again, &judged, &sender, held).await;
     }
     let raw = decoded.into_observer().finish();
-    let drained = tokio::io::copy(&mut stored, &mut tokio::io::sink())
-        .await
-        .map_err(|e| StorageError::io("reading", location.clone(), e));
-    let verdict = drained.map_err(IntegrityError::from).and_then(|_| {
-        judge(
-            &location,
-            &record,
-            stored.into_observer().finish(),
-            Some(read.map(|()| raw)),
-        )
-    });
+    let drained = tokio::io::copy(&mut stored, &mut tokio::io::sink()).await;
+    // The store failing to serve the object is not the object failing to match.
+    if let Some(e) = stored.get_mut().error.take() {
+        let failed = Err(StorageError::io("reading", location.clone(), e).into());
+        return finish(failed, false, &judged, &sender, held).await;
+    }
+    let verdict = drained
+        .map_err(|e| StorageError::io("reading", location.clone(), e).into())
+        .and_then(|_| {
+            judge(
+                &location,
+                &record,
+                stored.into_observer().finish(),
+                Some(read.map(|()| raw)),
+            )
+        });
     finish(verdict, again, &judged, &sender, held).await
+}
+
+/// A reader that keeps its first error (the store's), so that it is not taken for the
+/// object's bytes failing to decompress.
+struct Latched<R> {
+    inner: R,
+    error: Option<io::Error>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Latched<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match ready!(Pin::new(&mut this.inner).poll_read(cx, buf)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(e) => {
+                let kept = io::Error::new(e.kind(), e.to_string());
+                this.error.get_or_insert(e);
+                Poll::Ready(Err(kept))
+            }
+        }
+    }
 }
 
 /// Gives the restore the verdict: the bytes held back and the end, or the error.

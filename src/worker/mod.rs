@@ -325,8 +325,7 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
                 .database
                 .map(|d| u32::try_from(d).map_err(|_| invalid("redis database")))
                 .transpose()?,
-            // The Pod's TMPDIR (an emptyDir), when the backup fits.
-            spool: Spool::default(),
+            spool: spool(),
         };
         let s = redis::restore(&store, "", &manifest, &request, &progress)
             .await
@@ -348,7 +347,7 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
             globals: options.globals,
             roles: options.roles,
             bin_dir: None,
-            spool: Spool::default(),
+            spool: spool(),
         };
         let s = postgres::restore(&store, "", &manifest, &request, &progress)
             .await
@@ -387,6 +386,18 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
         restore: Some(stats),
         ..Summary::default()
     })
+}
+
+/// Where a restore may keep its copy of the backup: the Pod's TMPDIR (an emptyDir), up to
+/// what the Job allows (`COFFER_SPOOL_BYTES`, which is also the volume's size limit).
+fn spool() -> Spool {
+    let limit = std::env::var(crate::controller::job::SPOOL_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    match limit {
+        Some(bytes) => Spool::default().limited(bytes),
+        None => Spool::default(),
+    }
 }
 
 /// `a/b` → `a/b/`; `` stays ``.

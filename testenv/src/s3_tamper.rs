@@ -20,7 +20,7 @@ use s3s::dto::{GetObjectOutput, StreamingBlob};
 use s3s::{S3Response, S3Result};
 
 /// How long a lengthened response waits before the bytes it adds.
-pub const TAIL_PAUSE: Duration = Duration::from_secs(2);
+pub const TAIL_PAUSE: Duration = Duration::from_secs(5);
 
 /// How many bytes a lengthened response adds.
 pub const APPENDED: usize = 4096;

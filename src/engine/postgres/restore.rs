@@ -41,8 +41,8 @@ use super::process::{Credentials, Running, command, conninfo};
 use super::target::PgTarget;
 use super::tools::{PgTools, parse_version};
 use crate::api::restore_request::RoleConflict;
-use crate::pipeline::Progress;
 use crate::pipeline::fetch::{self, Prepared, Spool};
+use crate::pipeline::{self, Progress};
 use crate::storage::Store;
 use crate::storage::manifest::{Manifest, ObjectRecord};
 
@@ -209,9 +209,14 @@ pub async fn restore(
         )
         .await
         .map_err(|e| match e {
-            PgError::Integrity(source) => PgError::RestoreRefused {
+            PgError::Integrity(source) if source.is_mismatch() => PgError::RestoreRefused {
                 source,
-                outcome: refused_outcome(into, &restored, globals.is_some()),
+                outcome: refused_outcome(
+                    into,
+                    &restored,
+                    globals.is_some(),
+                    !existing.contains(into),
+                ),
             },
             other => other,
         })?;
@@ -291,10 +296,13 @@ fn plan<'m>(
 }
 
 /// What the target holds after the bytes for database `into` did not match.
-fn refused_outcome(into: &str, restored: &[&str], roles: bool) -> String {
+fn refused_outcome(into: &str, restored: &[&str], roles: bool, created: bool) -> String {
     let mut outcome = format!(
         "nothing was restored into database {into:?} (pg_restore was stopped before it could commit)"
     );
+    if created {
+        outcome.push_str("; it had been created for the restore and stays, empty");
+    }
     let before: Vec<String> = restored.iter().map(|d| format!("{d:?}")).collect();
     match (before.is_empty(), roles) {
         (true, false) => {}
@@ -325,36 +333,51 @@ async fn feed(
 ) -> Result<(), PgError> {
     program.stdin(Stdio::piped());
     let running_subject = subject.clone();
+    let (restoring, verdict) = object.open(store, progress).await?;
     let mut running = Running::spawn(program, tool, subject)?;
     let mut stdin = running
         .child
         .stdin
         .take()
         .ok_or_else(|| PgError::Internal(format!("{tool} has no stdin")))?;
-    let (mut restoring, verdict) = object.open(store, progress).await?;
     let (stop, stopped) = oneshot::channel();
-    let copied = async {
+    let copied = async move {
+        let mut restoring = restoring;
         let result = tokio::io::copy(&mut restoring, &mut stdin).await;
-        if result.is_err() {
-            // Killed first: closing stdin would tell it the input ended.
-            let _ = stop.send(());
+        // Stop reading: the object's reader then reads on (to judge it) without waiting.
+        drop(restoring);
+        if result.is_ok() {
+            // The whole object matched: the end of its input.
+            drop(stdin);
+            return (result, None);
         }
-        drop(stdin);
-        result
+        let _ = stop.send(());
+        // Its stdin stays open until it was killed (see below): closing it first would tell
+        // it the input ended.
+        (result, Some(stdin))
     };
-    let (copied, finished) = tokio::join!(copied, running.finish_unless(stopped));
+    let ((copied, stdin), finished) = tokio::join!(copied, running.finish_unless(stopped));
+    drop(stdin);
     if copied.is_err() || finished.is_err() {
-        if let Some(mismatch) = verdict.after_failure().await {
-            if finished.is_ok() {
-                // It finished before the verdict, so it needed less than the whole object
-                // (bytes the store changed into a shorter complete archive) and committed.
+        if finished.is_ok() {
+            // It finished although its input did not end well: it needed less than the
+            // whole object (bytes the store changed into a shorter complete archive) and
+            // committed. Whether the bytes matched decides what to say.
+            if let Err(mismatch) = verdict.wait().await
+                && mismatch.is_mismatch()
+            {
                 return Err(PgError::RestoreRefused {
                     source: mismatch,
                     outcome: format!(
-                        "{tool} had already finished {running_subject}: what it restored does not match the backup; restore it again from a good copy (with a spool directory that has room, the backup is checked before it is restored)"
+                        "{tool} had already finished {running_subject} and committed: what it restored does not match the backup; restore it again from a good copy (with a spool directory that has room, the backup is checked before it is restored)"
                     ),
                 });
             }
+        } else if let Some(mismatch) = verdict
+            .after_failure()
+            .await
+            .filter(pipeline::IntegrityError::is_mismatch)
+        {
             return Err(mismatch.into());
         }
         // The program's own failure explains a broken pipe better than the pipe does.

@@ -9,8 +9,9 @@
 //! What is restored is hashed again as it is read. From the spool it is the checked copy
 //! itself. When there was no room to spool, the object is read from the store a second
 //! time; if those bytes do not match the manifest, the restore stops at the end of the
-//! object and the last batch of keys (up to 512 keys or 8 MiB) is never sent, but the keys
-//! sent before stay in the target: the error counts them.
+//! object: the last batch of keys (up to 512 keys or 8 MiB) and the function libraries
+//! (which are code) are never sent, but the keys sent before stay in the target: the error
+//! counts them.
 //!
 //! A `coffer-keys` stream holds each key once (see [`mod@super::backup`]), so a key that
 //! `RESTORE` finds already there existed before the restore: `Skip` counts it as skipped.
@@ -44,8 +45,8 @@ use super::frames::{FrameReader, Record};
 use super::rdb::{Item, RdbReader, dump_payload};
 use super::target::RedisTarget;
 use crate::api::RedisConflict;
-use crate::pipeline::Progress;
 use crate::pipeline::fetch::{self, Checked, Spool};
+use crate::pipeline::{IntegrityError, Progress};
 use crate::storage::Store;
 use crate::storage::manifest::{Manifest, ObjectRecord};
 
@@ -174,6 +175,7 @@ pub async fn restore_with(
     };
     let now_ms = Utc::now().timestamp_millis();
     let mut result = Ok(());
+    let mut functions: Vec<(&[&str], Vec<u8>)> = Vec::new();
     while let Some(item) = incoming.recv().await {
         let step = match item {
             Work::Key {
@@ -189,8 +191,15 @@ pub async fn restore_with(
                 }
                 Some(to) => restorer.add_key(to, key, expire_at_ms, payload).await,
             },
-            Work::FunctionCode(code) => restorer.function(&["LOAD"], code).await,
-            Work::FunctionDump(dump) => restorer.function(&["RESTORE"], dump).await,
+            // Function libraries are code: they wait for the verdict.
+            Work::FunctionCode(code) => {
+                functions.push((&["LOAD"][..], code));
+                Ok(())
+            }
+            Work::FunctionDump(dump) => {
+                functions.push((&["RESTORE"][..], dump));
+                Ok(())
+            }
         };
         if let Err(e) = step {
             result = Err(e);
@@ -206,24 +215,39 @@ pub async fn restore_with(
         source: mismatch,
         outcome: refused_outcome(stats, request.conflict, checked),
     };
-    if let Err(e) = result.and(parsed) {
-        // Bytes that did not parse or that the target refused may be bytes the store
-        // changed: the rest is read for the verdict, unless the target went away.
-        let mismatch = if e.is_connection() {
-            verdict.after_failure().await
-        } else {
+    let failed = match (result, parsed) {
+        (Err(e), _) => Some((e, false)),
+        (Ok(()), Err(e)) => Some((e, true)),
+        (Ok(()), Ok(())) => None,
+    };
+    if let Some((e, unparsable)) = failed {
+        // Bytes that did not parse may be bytes the store changed: the rest is read for the
+        // verdict. The target's own refusals are reported as they are (unless the verdict
+        // is already in).
+        // A payload the target says is damaged or too new may be bytes the store changed.
+        let unparsable = unparsable || matches!(e, RedisError::TargetTooOld { .. });
+        let mismatch = if unparsable {
             verdict.wait().await.err()
+        } else {
+            verdict.after_failure().await
         };
-        return Err(match mismatch {
+        return Err(match mismatch.filter(IntegrityError::is_mismatch) {
             Some(mismatch) => refused(mismatch, &restorer.stats),
             None => e,
         });
     }
-    // The last batch waits for the verdict on the whole object.
+    // The last batch and the function libraries wait for the verdict on the whole object.
     if let Err(mismatch) = verdict.wait().await {
-        return Err(refused(mismatch, &restorer.stats));
+        return Err(if mismatch.is_mismatch() {
+            refused(mismatch, &restorer.stats)
+        } else {
+            mismatch.into()
+        });
     }
     restorer.flush().await?;
+    for (verb, body) in functions {
+        restorer.function(verb, body).await?;
+    }
     Ok(restorer.stats)
 }
 
@@ -235,8 +259,8 @@ fn refused_outcome(stats: &RestoreStats, conflict: RedisConflict, checked: Check
         ""
     };
     let mut outcome = format!(
-        "{flushed}{} key(s) and {} function librar(ies) had been restored into the target and stay there",
-        stats.restored, stats.functions_restored
+        "{flushed}{} key(s) had been restored into the target and stay there (no function library was)",
+        stats.restored
     );
     if checked == Checked::Streamed {
         outcome.push_str(
@@ -482,6 +506,11 @@ impl Restorer {
             self.batch.keys.push(None);
             self.current_db = Some(db);
         }
+        // A full batch is sent when the next key comes, so that the last one always waits
+        // for the verdict on the whole object.
+        if self.batch.keys.len() >= BATCH_COMMANDS || self.batch.bytes >= BATCH_BYTES {
+            self.flush().await?;
+        }
         self.batch.bytes += payload.len() + key.len();
         let command = self
             .batch
@@ -497,9 +526,6 @@ impl Restorer {
             command.arg("REPLACE");
         }
         self.batch.keys.push(Some(key));
-        if self.batch.keys.len() >= BATCH_COMMANDS || self.batch.bytes >= BATCH_BYTES {
-            self.flush().await?;
-        }
         Ok(())
     }
 

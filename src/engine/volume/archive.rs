@@ -109,6 +109,14 @@ impl<W: Write> TreeWriter<W> {
             .map_err(self.io(relative))?;
         names.sort();
         for name in names {
+            // A restore's own working directories at the top of a volume are not its data.
+            if relative.as_os_str().is_empty() && super::extract::is_working_directory(&name) {
+                tracing::warn!(
+                    "left out {}: a restore's working directory",
+                    self.root.join(&name).display()
+                );
+                continue;
+            }
             self.entry(&relative.join(name))?;
         }
         Ok(())

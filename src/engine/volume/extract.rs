@@ -13,6 +13,17 @@ use tar::{Archive, Entry, EntryType};
 /// The name prefix of the staging directory a restore creates in its target.
 pub const STAGING_PREFIX: &str = ".coffer-restore-";
 
+/// The name prefix of the directory where a restore with `clean` keeps what the target held
+/// until the backup is in place.
+pub const REPLACED_PREFIX: &str = ".coffer-replaced-";
+
+/// Whether a top-level name of a target is one of a restore's own working directories
+/// (never backed up, never removed by `clean`).
+pub fn is_working_directory(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with(STAGING_PREFIX) || name.starts_with(REPLACED_PREFIX)
+}
+
 /// An archive that cannot be extracted safely, or an extraction that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -33,6 +44,21 @@ pub enum ExtractError {
         "no space left on the device holding {target} (while restoring {entry:?}; the restore needs room for the backup beside what the target holds until it is moved into place): free space or choose another target"
     )]
     NoSpace { entry: String, target: String },
+    #[error(
+        "{path} is a directory in the target but not in the backup: it is left as it is and nothing was restored; restore with clean (which replaces the target's contents), or move it away"
+    )]
+    WouldReplaceDirectory { path: String },
+    #[error(
+        "moving the restored files into {target} failed at {entry:?} ({detail}): the target holds part of the backup; the rest is in {staging}{replaced}"
+    )]
+    PlaceFailed {
+        target: String,
+        entry: String,
+        detail: String,
+        staging: String,
+        /// Where what the target held is kept, with `clean`.
+        replaced: String,
+    },
 }
 
 /// Refuses entries that would land outside the directory they are extracted into: an
@@ -146,15 +172,12 @@ pub fn extract(
     for entry in archive.entries().map_err(ExtractError::Archive)? {
         let mut entry = entry.map_err(ExtractError::Archive)?;
         guard.admit(&entry)?;
-        let name = entry
-            .path()
-            .map_err(ExtractError::Archive)?
-            .display()
-            .to_string();
+        let path = entry.path().map_err(ExtractError::Archive)?.into_owned();
+        let name = path.display().to_string();
         let write_error = |source: io::Error| write_error(&name, target, source);
         let header = entry.header();
         let directory = (header.entry_type() == EntryType::Directory).then(|| Directory {
-            relative: relative(Path::new(&name)).unwrap_or_default(),
+            relative: relative(&path).unwrap_or_default(),
             mtime: header.mtime().unwrap_or(0),
             mode: header.mode().unwrap_or(0o755) & 0o7777,
             owner: preserve_owners
@@ -206,11 +229,16 @@ fn write_error(entry: &str, target: &Path, source: io::Error) -> ExtractError {
     }
 }
 
-/// Moves what [`extract`] wrote into `staging` (a directory inside `target`) into `target`:
-/// with `clean`, everything else in the target is removed first. An entry replaces what the
-/// target has at its path (a directory is merged with the target's directory of the same
-/// name); symbolic links in the target are replaced, never followed. Then the archive's
-/// directories get their owners, modes and times, deepest first.
+/// Moves what [`extract`] wrote into `staging` (a directory inside `target`) into `target`.
+/// An entry replaces what the target has at its path (a directory is merged with the
+/// target's directory of the same name; symbolic links in the target are replaced, never
+/// followed), except that a directory of the target is never replaced by a file of the
+/// backup without `clean`: that refuses the restore before anything moves. With `clean`,
+/// what the target held is first moved aside and removed only once everything is in place.
+/// Then the archive's directories get their owners, modes and times, deepest first.
+///
+/// A failure part-way leaves the target with part of the backup; the error names where the
+/// rest (and, with `clean`, the target's former contents) are: nothing is deleted.
 pub fn place(
     staging: &Path,
     target: &Path,
@@ -218,21 +246,52 @@ pub fn place(
     extracted: &Extracted,
 ) -> Result<(), ExtractError> {
     let failed = |entry: &Path, source| write_error(&entry.display().to_string(), target, source);
+    if !clean
+        && let Some(path) = replaced_directory(staging, target).map_err(|(p, e)| failed(&p, e))?
+    {
+        return Err(ExtractError::WouldReplaceDirectory {
+            path: path.display().to_string(),
+        });
+    }
+    let mut replaced = None;
     if clean {
+        let aside = tempfile::Builder::new()
+            .prefix(REPLACED_PREFIX)
+            .tempdir_in(target)
+            .map_err(|e| failed(target, e))?
+            .keep();
         for entry in std::fs::read_dir(target).map_err(|e| failed(target, e))? {
-            let path = entry.map_err(|e| failed(target, e))?.path();
-            if path != staging {
-                remove(&path).map_err(|e| failed(&path, e))?;
+            let entry = entry.map_err(|e| failed(target, e))?;
+            if !is_working_directory(&entry.file_name()) {
+                std::fs::rename(entry.path(), aside.join(entry.file_name()))
+                    .map_err(|e| failed(&entry.path(), e))?;
             }
         }
+        replaced = Some(aside);
     }
-    merge(staging, target).map_err(|(path, e)| failed(&path, e))?;
+    let place_failed = |(entry, source): (PathBuf, io::Error)| ExtractError::PlaceFailed {
+        target: target.display().to_string(),
+        entry: entry.display().to_string(),
+        detail: innermost(&source),
+        staging: staging.display().to_string(),
+        replaced: replaced
+            .as_ref()
+            .map(|r| format!(", and what the target held before is in {}", r.display()))
+            .unwrap_or_default(),
+    };
+    let mut opened = Vec::new();
+    merge(staging, target, &mut opened).map_err(place_failed)?;
+    let listed: HashSet<PathBuf> = extracted
+        .directories
+        .iter()
+        .map(|d| target.join(&d.relative))
+        .collect();
     let mut directories: Vec<&Directory> = extracted.directories.iter().collect();
     directories.sort_by_key(|d| std::cmp::Reverse(d.relative.components().count()));
     for directory in directories {
         use std::os::unix::fs::PermissionsExt;
         let path = target.join(&directory.relative);
-        let failed = |e| failed(&path, e);
+        let failed = |e| place_failed((path.clone(), e));
         if let Some((uid, gid)) = directory.owner {
             std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(failed)?;
         }
@@ -242,11 +301,53 @@ pub fn place(
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(directory.mode))
             .map_err(failed)?;
     }
+    // Directories of the target that the backup does not list get their own mode back.
+    for (path, mode) in opened {
+        if !listed.contains(&path) {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| place_failed((path.clone(), e)))?;
+        }
+    }
+    if let Some(aside) = replaced {
+        std::fs::remove_dir_all(&aside).map_err(|e| failed(&aside, e))?;
+    }
     Ok(())
 }
 
-/// Moves the entries of `from` into `into`, merging directories.
-fn merge(from: &Path, into: &Path) -> Result<(), (PathBuf, io::Error)> {
+/// The first directory of the target (not a link to one) that a non-directory of the staged
+/// tree would replace.
+fn replaced_directory(from: &Path, into: &Path) -> Result<Option<PathBuf>, (PathBuf, io::Error)> {
+    let at = |path: &Path| {
+        let path = path.to_owned();
+        move |e| (path, e)
+    };
+    for entry in std::fs::read_dir(from).map_err(at(from))? {
+        let entry = entry.map_err(at(from))?;
+        let destination = into.join(entry.file_name());
+        let is_dir = entry.file_type().map_err(at(&entry.path()))?.is_dir();
+        match std::fs::symlink_metadata(&destination) {
+            Ok(existing) if existing.is_dir() && !is_dir => return Ok(Some(destination)),
+            Ok(existing) if existing.is_dir() => {
+                if let Some(found) = replaced_directory(&entry.path(), &destination)? {
+                    return Ok(Some(found));
+                }
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err((destination, e)),
+        }
+    }
+    Ok(None)
+}
+
+/// Moves the entries of `from` into `into`, merging directories. Directories of the target
+/// that had to be opened for their owner to write in are listed with their former mode.
+fn merge(
+    from: &Path,
+    into: &Path,
+    opened: &mut Vec<(PathBuf, u32)>,
+) -> Result<(), (PathBuf, io::Error)> {
     let at = |path: &Path| {
         let path = path.to_owned();
         move |e| (path, e)
@@ -261,18 +362,21 @@ fn merge(from: &Path, into: &Path) -> Result<(), (PathBuf, io::Error)> {
             Err(e) => return Err((destination, e)),
             Ok(existing) if existing.is_dir() && is_dir => {
                 use std::os::unix::fs::PermissionsExt;
-                let mode = existing.permissions().mode();
+                let mode = existing.permissions().mode() & 0o7777;
                 if mode & 0o700 != 0o700 {
                     std::fs::set_permissions(
                         &destination,
                         std::fs::Permissions::from_mode(mode | 0o700),
                     )
                     .map_err(at(&destination))?;
+                    opened.push((destination.clone(), mode));
                 }
-                merge(&source, &destination)?;
+                merge(&source, &destination, opened)?;
                 std::fs::remove_dir(&source).map_err(at(&source))?;
                 continue;
             }
+            // A file or link where the backup has a directory (a directory replaced by a
+            // file was refused before, or cleaned away).
             Ok(existing) if existing.is_dir() || is_dir => {
                 remove(&destination).map_err(at(&destination))?;
             }
@@ -293,22 +397,17 @@ fn remove(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Removes staging directories that restores which were stopped left in `target`.
-pub fn remove_stale_staging(target: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
+/// Working directories of restores that were stopped, left in `target`: they are not
+/// removed (another restore may be running), only reported.
+pub fn left_behind(target: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
     for entry in std::fs::read_dir(target)? {
         let entry = entry?;
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(STAGING_PREFIX)
-            && entry.file_type()?.is_dir()
-        {
-            std::fs::remove_dir_all(entry.path())?;
-            removed.push(entry.path());
+        if is_working_directory(&entry.file_name()) && entry.file_type()?.is_dir() {
+            found.push(entry.path());
         }
     }
-    Ok(removed)
+    Ok(found)
 }
 
 /// The message of the deepest cause of an error (the `tar` crate wraps the system's error

@@ -171,21 +171,19 @@ pub async fn restore(
         .find(|o| o.format == TAR_FORMAT)
         .ok_or_else(|| VolumeError::Internal("the manifest lists no archive".to_owned()))?;
     let target = request.target.clone();
-    let io = |source| VolumeError::Io {
-        path: target.display().to_string(),
-        source,
-    };
-    std::fs::create_dir_all(&target).map_err(io)?;
-    for stale in extract::remove_stale_staging(&target).map_err(io)? {
-        tracing::info!(
-            "removed {}, left by a restore that was stopped",
-            stale.display()
+    let needed = record.raw_bytes;
+    let (staging, left) = tokio::task::spawn_blocking({
+        let target = target.clone();
+        move || prepare_target(&target, needed)
+    })
+    .await
+    .map_err(joined)??;
+    for path in left {
+        tracing::warn!(
+            "{} was left by a restore that was stopped (or is running): remove it when no restore runs",
+            path.display()
         );
     }
-    let staging = tempfile::Builder::new()
-        .prefix(extract::STAGING_PREFIX)
-        .tempdir_in(&target)
-        .map_err(io)?;
     let object = Prepared::unchecked(store, folder, record, manifest.compression);
     let (restoring, verdict) = object.open(store, progress).await?;
     let owners = running_as_root();
@@ -195,30 +193,85 @@ pub async fn restore(
         let reader = std::io::BufReader::with_capacity(256 << 10, SyncIoBridge::new(restoring));
         extract::extract(reader, &into, &shown, owners)
     })
-    .await
-    .map_err(joined)?;
+    .await;
     let extracted = match extracted {
-        Ok(extracted) => extracted,
-        // The target's own trouble: no need to read the rest of the archive.
-        Err(e @ (ExtractError::NoSpace { .. } | ExtractError::Write { .. })) => {
-            verdict.after_failure().await;
-            return Err(e.into());
+        Ok(Ok(extracted)) => extracted,
+        Ok(Err(e)) => {
+            // Bytes that are not an archive may be damaged ones: named as such. The target's
+            // own trouble, or an escape, is reported as it is (without reading the rest).
+            let mismatch = if matches!(e, ExtractError::Archive(_)) {
+                verdict.wait().await.err()
+            } else {
+                verdict.after_failure().await
+            };
+            discard(staging).await;
+            return Err(
+                match mismatch.filter(pipeline::IntegrityError::is_mismatch) {
+                    Some(mismatch) => mismatch.into(),
+                    None => e.into(),
+                },
+            );
         }
-        // Bytes that are not an archive, or not a safe one: damaged ones are named as such.
         Err(e) => {
-            verdict.wait().await?;
-            return Err(e.into());
+            verdict.after_failure().await;
+            discard(staging).await;
+            return Err(joined(e));
         }
     };
-    verdict.wait().await?;
-    let stage = staging.path().to_owned();
+    if let Err(e) = verdict.wait().await {
+        discard(staging).await;
+        return Err(e.into());
+    }
     let clean = request.clean;
     tokio::task::spawn_blocking(move || {
-        extract::place(&stage, &target, clean, &extracted).map(|()| extracted.entries)
+        let placed = extract::place(staging.path(), &target, clean, &extracted);
+        if matches!(placed, Err(ExtractError::PlaceFailed { .. })) {
+            // Named in the error: the part of the backup that is not in place yet.
+            let _ = staging.keep();
+        }
+        placed.map(|()| extracted.entries)
     })
     .await
     .map_err(joined)?
     .map_err(VolumeError::from)
+}
+
+/// Removes a staging directory (and what was extracted into it) off the async threads.
+async fn discard(staging: tempfile::TempDir) {
+    let _ = tokio::task::spawn_blocking(move || drop(staging)).await;
+}
+
+/// Creates the target if needed, checks it has room for the archive, lists working
+/// directories that stopped restores left, and creates this restore's staging directory.
+fn prepare_target(
+    target: &std::path::Path,
+    needed: u64,
+) -> Result<(tempfile::TempDir, Vec<PathBuf>), VolumeError> {
+    let io = |source| VolumeError::Io {
+        path: target.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(target).map_err(io)?;
+    if let Ok(stats) = rustix::fs::statvfs(target) {
+        let available = stats.f_bavail.saturating_mul(stats.f_frsize);
+        if available < needed {
+            return Err(ExtractError::NoSpace {
+                entry: format!(
+                    "the backup's {} (the device has {} free)",
+                    crate::units::bytes(needed),
+                    crate::units::bytes(available)
+                ),
+                target: target.display().to_string(),
+            }
+            .into());
+        }
+    }
+    let left = extract::left_behind(target).map_err(io)?;
+    let staging = tempfile::Builder::new()
+        .prefix(extract::STAGING_PREFIX)
+        .tempdir_in(target)
+        .map_err(io)?;
+    Ok((staging, left))
 }
 
 fn running_as_root() -> bool {
