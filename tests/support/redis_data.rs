@@ -250,8 +250,8 @@ pub async fn populate(con: &mut MultiplexedConnection) {
 pub struct KeyState {
     pub kind: String,
     pub content: String,
-    /// Milliseconds left, if the key expires.
-    pub pttl: Option<i64>,
+    /// When the key expires (Unix milliseconds, `PEXPIRETIME`), if it does.
+    pub expire_at: Option<i64>,
 }
 
 /// Every key of every database, and the function libraries.
@@ -306,13 +306,13 @@ pub async fn state(
                 "stream" => stream_state(con, &key).await,
                 other => panic!("unexpected type {other}"),
             };
-            let pttl: i64 = q(con, redis::cmd("PTTL").arg(&key)).await;
+            let expire_at: i64 = q(con, redis::cmd("PEXPIRETIME").arg(&key)).await;
             out.insert(
                 (db, key),
                 KeyState {
                     kind,
                     content,
-                    pttl: (pttl >= 0).then_some(pttl),
+                    expire_at: (expire_at >= 0).then_some(expire_at),
                 },
             );
         }
@@ -378,7 +378,10 @@ async fn stream_state(con: &mut MultiplexedConnection, key: &[u8]) -> String {
     text
 }
 
-/// Asserts two pictures hold the same keys, values and TTLs (within 2 seconds).
+/// Asserts two pictures hold the same keys, values and expiry times, exactly: an RDB holds
+/// each key's absolute expiry, and keys mode reads it with PEXPIRETIME (Redis 7+), so a
+/// restore gives back the very millisecond (no tolerance, no dependence on when the pictures
+/// are taken).
 pub fn assert_same(
     expected: &BTreeMap<(u32, Vec<u8>), KeyState>,
     actual: &BTreeMap<(u32, Vec<u8>), KeyState>,
@@ -402,11 +405,7 @@ pub fn assert_same(
             (&want.kind, &want.content),
             "key {key:?}"
         );
-        match (want.pttl, got.pttl) {
-            (None, None) => {}
-            (Some(a), Some(b)) => assert!((a - b).abs() <= 2000, "TTL of {key:?}: {a} vs {b}"),
-            other => panic!("TTL of {key:?}: {other:?}"),
-        }
+        assert_eq!(got.expire_at, want.expire_at, "expiry time of {key:?}");
     }
 }
 

@@ -209,11 +209,13 @@ async fn keys(
         None => info.keyspace.keys().copied().collect(),
     };
     let (writer, mut reader) = tokio::io::duplex(1 << 20);
-    let with_functions = major_version(&info.version) >= 7;
+    // Redis 7 has function libraries, and PEXPIRETIME: the exact expiry time.
+    let redis7 = major_version(&info.version) >= 7;
     let producer = tokio::spawn(write_keys(
         con,
         databases,
-        with_functions,
+        redis7,
+        redis7,
         limits.keys_per_pass,
         writer,
     ));
@@ -231,8 +233,10 @@ async fn keys(
 /// Keys per SCAN call.
 const SCAN_COUNT: usize = 1000;
 
-/// Writes every key of `databases` as `coffer-keys` frames: SCAN, then DUMP and PTTL in one
-/// pipeline per batch, each key exactly once.
+/// Writes every key of `databases` as `coffer-keys` frames: SCAN, then DUMP and the expiry in
+/// one pipeline per batch, each key exactly once. The expiry is the server's own absolute
+/// time with `absolute_expiry` (`PEXPIRETIME`, Redis 7+), else PTTL added to the time the
+/// pipeline's answer came back (which may be a few milliseconds late).
 ///
 /// SCAN returns every key that exists throughout the scan at least once, but may return
 /// one more than once (when the server's table shrinks or rehashes). Dropping the repeats
@@ -254,9 +258,15 @@ async fn write_keys(
     mut con: Connection,
     databases: Vec<u32>,
     with_functions: bool,
+    absolute_expiry: bool,
     keys_per_pass: u64,
     mut out: DuplexStream,
 ) -> Result<Counted, RedisError> {
+    let expiry = if absolute_expiry {
+        "PEXPIRETIME"
+    } else {
+        "PTTL"
+    };
     let write_error = |e: std::io::Error| {
         RedisError::Internal(format!("the backup stopped reading the keys ({e})"))
     };
@@ -298,20 +308,24 @@ async fn write_keys(
                     let batch = &fresh[batch];
                     let mut pipe = redis::pipe();
                     for key in batch {
-                        pipe.cmd("DUMP").arg(key).cmd("PTTL").arg(key);
+                        pipe.cmd("DUMP").arg(key).cmd(expiry).arg(key);
                     }
                     let replies: Vec<(Option<Vec<u8>>, i64)> = con.pipeline("DUMP", &pipe).await?;
                     let now_ms = Utc::now().timestamp_millis();
-                    for (key, (payload, pttl)) in batch.iter().zip(replies) {
+                    for (key, (payload, expires)) in batch.iter().zip(replies) {
                         // Gone between SCAN and DUMP.
-                        let Some(payload) = payload.filter(|_| pttl != -2) else {
+                        let Some(payload) = payload.filter(|_| expires != -2) else {
                             continue;
                         };
                         if rdb_version.is_none() && payload.len() >= 10 {
                             let at = payload.len() - 10;
                             rdb_version = Some(u16::from_le_bytes([payload[at], payload[at + 1]]));
                         }
-                        let expire_at = (pttl >= 0).then(|| now_ms + pttl);
+                        let expire_at = match (expires >= 0, absolute_expiry) {
+                            (false, _) => None,
+                            (true, true) => Some(expires),
+                            (true, false) => Some(now_ms + expires),
+                        };
                         expiring += u64::from(expire_at.is_some());
                         out.write_all(&frames::entry(key, expire_at, &payload))
                             .await
