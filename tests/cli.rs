@@ -4,6 +4,10 @@
 
 use std::process::{Command, Output};
 
+use coffer_testenv::{PostgresServer, S3Server};
+
+mod support;
+
 fn coffer(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_coffer"))
         .args(args)
@@ -56,7 +60,7 @@ fn the_worker_reports_a_missing_or_unknown_plan_in_one_line_and_its_summary() {
 }
 
 #[test]
-fn the_worker_runs_a_plan_and_deletes_what_it_made_manifest_first() {
+fn the_worker_runs_a_plan_and_deletes_what_it_made() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("source/sub")).unwrap();
     std::fs::write(dir.path().join("source/sub/a.txt"), "coffer").unwrap();
@@ -189,5 +193,59 @@ fn json_logs_go_to_stderr_one_object_per_line() {
     assert!(
         stderr.contains("WARN") && stderr.contains("RUST_LOG is not a valid filter"),
         "{stderr}"
+    );
+}
+
+/// The order that makes a backup exist only when whole, observed at the S3 server: every
+/// data object is written before the manifest, and a deletion removes the manifest before
+/// any data object (so that an interrupted deletion never leaves a manifest that lists
+/// missing objects).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_write_the_manifest_last_and_deletions_remove_it_first() {
+    let s3 = S3Server::start().unwrap();
+    support::s3_client(&s3)
+        .create_bucket()
+        .bucket("order")
+        .send()
+        .await
+        .unwrap();
+    let server = PostgresServer::start().unwrap();
+    support::pg_data::create(
+        &server,
+        "app",
+        "CREATE TABLE t (n int); INSERT INTO t VALUES (1);",
+    )
+    .await;
+    let env = s3.env();
+    let (location, _) = support::cli::ok(
+        &["backup", &server.url("app"), "--to", "s3://order/pg"],
+        &env,
+    );
+    let folder = format!("order/{}", location.strip_prefix("s3://order/").unwrap());
+    let written: Vec<String> = s3
+        .journal()
+        .into_iter()
+        .filter_map(|e| e.strip_prefix("put ").map(str::to_owned))
+        .filter(|key| key.starts_with(&folder))
+        .collect();
+    // The roles script, two databases' dumps, then the manifest.
+    assert_eq!(written.len(), 4, "{written:?}");
+    assert_eq!(
+        written.last(),
+        Some(&format!("{folder}manifest.json")),
+        "{written:?}"
+    );
+
+    support::cli::ok(&["delete", &location], &env);
+    let deleted: Vec<String> = s3
+        .journal()
+        .into_iter()
+        .filter_map(|e| e.strip_prefix("delete ").map(str::to_owned))
+        .collect();
+    assert_eq!(deleted.len(), 4, "{deleted:?}");
+    assert_eq!(
+        deleted.first(),
+        Some(&format!("{folder}manifest.json")),
+        "{deleted:?}"
     );
 }

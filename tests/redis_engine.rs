@@ -497,7 +497,9 @@ async fn an_interrupted_backup_leaves_no_manifest_no_object_and_no_open_upload()
     let store = s3_store(&s3, Some(5 << 20)).await;
     let source = RedisServer::start_with(None, DISKLESS).unwrap();
     let mut src = connect(&source.url()).await;
-    let value = vec![b'v'; 1 << 20];
+    // Incompressible values: Redis would compress repeated bytes in its RDB to almost
+    // nothing, and the backup would fit in one part.
+    let value = support::noise(1 << 20);
     for i in 0..40 {
         let _: () = ::redis::cmd("SET")
             .arg(format!("k{i}"))
@@ -514,30 +516,33 @@ async fn an_interrupted_backup_leaves_no_manifest_no_object_and_no_open_upload()
         .query_async(&mut src)
         .await
         .unwrap();
-    let killer = {
+    // The replication link is cut once a multipart upload is open (polled, not timed), so the
+    // test proves that an upload under way is aborted.
+    let killer = async {
         let mut src = src.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            let _: i64 = ::redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg("replica")
-                .query_async(&mut src)
-                .await
-                .unwrap();
-        })
+        let started = std::time::Instant::now();
+        while s3.open_multipart_uploads() == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no multipart upload was opened"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _: i64 = ::redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("replica")
+            .query_async(&mut src)
+            .await
+            .unwrap();
     };
     // No compression: the bytes reach the store as they arrive.
-    let err = take(
-        &store,
-        &source.url(),
-        Mode::Snapshot,
-        Compression::None,
-        "broken/",
-    )
-    .await
-    .unwrap_err();
-    killer.await.unwrap();
+    let url = source.url();
+    let (taken, ()) = tokio::join!(
+        take(&store, &url, Mode::Snapshot, Compression::None, "broken/",),
+        killer
+    );
+    let err = taken.unwrap_err();
     assert!(err.to_string().contains("Redis at"), "{err}");
     assert!(
         store.list("").await.unwrap().is_empty(),

@@ -178,8 +178,11 @@ async fn s3_backend_uses_8_mib_parts_by_default() {
         big.len() as u64
     );
     assert_eq!(get(&store, "big.bin").await, big);
-    // s3s-fs keeps the parts' sizes in nothing we can query; the object is whole and no
-    // upload is left open.
+    // Two parts of 8 MiB and the rest, as the server received them.
+    assert_eq!(
+        server.part_sizes("big.bin"),
+        [8 << 20, 8 << 20, (20 << 20) - (16 << 20)]
+    );
     assert_eq!(server.open_multipart_uploads(), 0);
 }
 

@@ -20,6 +20,7 @@ mod postgres;
 mod process;
 mod redis;
 mod s3;
+mod s3_journal;
 mod s3_tamper;
 mod s3_uploads;
 

@@ -33,6 +33,7 @@ pub struct S3Server {
     thread: Option<JoinHandle<()>>,
     root: TempDir,
     tampering: Shared,
+    journal: crate::s3_journal::Shared,
 }
 
 impl S3Server {
@@ -57,6 +58,7 @@ impl S3Server {
             thread: None,
             root,
             tampering: Shared::default(),
+            journal: crate::s3_journal::Shared::default(),
         };
         server.serve_on(listener)?;
         Ok(server)
@@ -85,8 +87,12 @@ impl S3Server {
             what: "opening the S3 server's store".to_owned(),
             source: std::io::Error::other(format!("{e:?}")),
         })?;
-        let mut builder =
-            S3ServiceBuilder::new(Store::new(store, self.root.path(), self.tampering.clone()));
+        let mut builder = S3ServiceBuilder::new(Store::new(
+            store,
+            self.root.path(),
+            self.tampering.clone(),
+            self.journal.clone(),
+        ));
         builder.set_auth(SimpleAuth::from_single(
             self.access_key.clone(),
             self.secret_key.clone(),
@@ -158,6 +164,18 @@ impl S3Server {
     /// How many responses were served changed so far.
     pub fn tampered(&self) -> u32 {
         Tampering::changed(&self.tampering)
+    }
+
+    /// The sizes of the parts uploaded (multipart) to the object whose key ends with
+    /// `suffix`, in the order they came.
+    pub fn part_sizes(&self, suffix: &str) -> Vec<u64> {
+        self.journal.part_sizes(suffix)
+    }
+
+    /// Every object written and deleted so far, in the order the server finished them:
+    /// `put bucket/key` or `delete bucket/key`.
+    pub fn journal(&self) -> Vec<String> {
+        self.journal.events()
     }
 
     /// How many times objects whose key ends with `suffix` were read so far.

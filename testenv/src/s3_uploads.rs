@@ -40,6 +40,7 @@ pub(crate) struct Store {
     fs: s3s_fs::FileSystem,
     root: PathBuf,
     tampering: Shared,
+    journal: crate::s3_journal::Shared,
 }
 
 /// What is recorded of an open upload, next to `s3s-fs`'s own file.
@@ -61,12 +62,80 @@ struct Upload {
 
 impl Store {
     /// `s3s-fs` on `root`, which must be the directory it was opened on.
-    pub(crate) fn new(fs: s3s_fs::FileSystem, root: &Path, tampering: Shared) -> Self {
+    pub(crate) fn new(
+        fs: s3s_fs::FileSystem,
+        root: &Path,
+        tampering: Shared,
+        journal: crate::s3_journal::Shared,
+    ) -> Self {
         Self {
             fs,
             root: root.to_owned(),
             tampering,
+            journal,
         }
+    }
+
+    async fn put(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let response = self.fs.put_object(req).await?;
+        self.journal.written(&bucket, &key);
+        Ok(response)
+    }
+
+    async fn copy(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let response = self.fs.copy_object(req).await?;
+        self.journal.written(&bucket, &key);
+        Ok(response)
+    }
+
+    async fn delete(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let response = self.fs.delete_object(req).await?;
+        self.journal.deleted(&bucket, &key);
+        Ok(response)
+    }
+
+    async fn delete_many(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let bucket = req.input.bucket.clone();
+        let keys: Vec<String> = req
+            .input
+            .delete
+            .objects
+            .iter()
+            .map(|o| o.key.clone())
+            .collect();
+        let response = self.fs.delete_objects(req).await?;
+        for key in keys {
+            self.journal.deleted(&bucket, &key);
+        }
+        Ok(response)
+    }
+
+    /// UploadPart, recording the part's size.
+    async fn upload_part_recorded(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let size = req
+            .input
+            .content_length
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| s3_error!(MissingContentLength))?;
+        let response = self.fs.upload_part(req).await?;
+        self.journal.part(&bucket, &key, size);
+        Ok(response)
     }
 
     /// GetObject, with a byte changed on the reads [`Tampering`] names.
@@ -112,8 +181,12 @@ impl Store {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let id = req.input.upload_id.clone();
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
         let result = self.fs.complete_multipart_upload(req).await;
         self.forget_if_closed(&id);
+        if result.is_ok() {
+            self.journal.written(&bucket, &key);
+        }
         result
     }
 
@@ -272,10 +345,10 @@ macro_rules! operations {
 impl S3 for Store {
     operations! {
         create_bucket(CreateBucketInput) -> CreateBucketOutput;
-        copy_object(CopyObjectInput) -> CopyObjectOutput;
+        copy_object(CopyObjectInput) -> CopyObjectOutput by copy;
         delete_bucket(DeleteBucketInput) -> DeleteBucketOutput;
-        delete_object(DeleteObjectInput) -> DeleteObjectOutput;
-        delete_objects(DeleteObjectsInput) -> DeleteObjectsOutput;
+        delete_object(DeleteObjectInput) -> DeleteObjectOutput by delete;
+        delete_objects(DeleteObjectsInput) -> DeleteObjectsOutput by delete_many;
         get_bucket_location(GetBucketLocationInput) -> GetBucketLocationOutput;
         get_object(GetObjectInput) -> GetObjectOutput by get;
         head_bucket(HeadBucketInput) -> HeadBucketOutput;
@@ -283,8 +356,8 @@ impl S3 for Store {
         list_buckets(ListBucketsInput) -> ListBucketsOutput;
         list_objects(ListObjectsInput) -> ListObjectsOutput;
         list_objects_v2(ListObjectsV2Input) -> ListObjectsV2Output;
-        put_object(PutObjectInput) -> PutObjectOutput;
-        upload_part(UploadPartInput) -> UploadPartOutput;
+        put_object(PutObjectInput) -> PutObjectOutput by put;
+        upload_part(UploadPartInput) -> UploadPartOutput by upload_part_recorded;
         upload_part_copy(UploadPartCopyInput) -> UploadPartCopyOutput;
         list_parts(ListPartsInput) -> ListPartsOutput;
         create_multipart_upload(CreateMultipartUploadInput) -> CreateMultipartUploadOutput
