@@ -6,6 +6,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 use coffer_testenv::{PostgresServer, S3Server};
 use serde_json::Value;
@@ -13,7 +14,8 @@ use sha2::{Digest, Sha256};
 
 mod support;
 use support::cli::{fails, nothing_stored, ok, stderr};
-use support::pg_data::{SHOP, connect, connect_to, create, fingerprint, schema};
+use support::operator::eventually;
+use support::pg_data::{SHOP, SHOP_ROLES, connect, connect_to, create, fingerprint, roles, schema};
 
 /// A URL for the server as its superuser, without a database.
 fn server_url(server: &PostgresServer) -> String {
@@ -51,14 +53,15 @@ async fn role_exists(server: &PostgresServer, role: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_databases_and_a_role_round_trip_through_s3() {
     let source = PostgresServer::start().unwrap();
-    create(&source, "shop", SHOP).await;
     let admin = connect(&source, "postgres").await;
     for sql in [
+        SHOP_ROLES,
         "CREATE ROLE app_owner LOGIN PASSWORD 'owner-pw'",
         "CREATE DATABASE crm OWNER app_owner",
     ] {
         admin.batch_execute(sql).await.unwrap();
     }
+    create(&source, "shop", SHOP).await;
     connect(&source, "crm")
         .await
         .batch_execute(
@@ -167,12 +170,59 @@ async fn two_databases_and_a_role_round_trip_through_s3() {
         ],
         &s3.env(),
     );
-    // app_owner is new; the target's superuser exists and is kept.
+    // app_owner and the shop's two roles are new; the target's superuser exists and is kept.
     assert!(
         line.starts_with("restored 2 database(s) (2 created); verified")
-            && line.ends_with("; roles: 1 created, 1 kept, 0 replaced"),
+            && line.ends_with("; roles: 3 created, 1 kept, 0 replaced"),
         "{line}"
     );
+    // The roles came back whole: attributes, passwords, settings, comments, memberships.
+    let source_roles = roles(&source);
+    for held in [
+        "ALTER ROLE shop_clerk WITH NOSUPERUSER INHERIT NOCREATEROLE CREATEDB LOGIN NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 7 PASSWORD 'SCRAM-SHA-256$",
+        "' VALID UNTIL '2099-12-31 ",
+        "ALTER ROLE shop_clerk SET search_path TO 'sales', 'public';",
+        "ALTER ROLE shop_clerk SET statement_timeout TO '5min';",
+        "COMMENT ON ROLE shop_reader IS 'Reads the shop, happy customers only';",
+        "GRANT shop_reader TO shop_clerk WITH ADMIN OPTION GRANTED BY postgres;",
+        "ALTER ROLE app_owner WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS PASSWORD 'SCRAM-SHA-256$",
+    ] {
+        assert!(
+            source_roles.contains(held),
+            "{held:?} not in {source_roles}"
+        );
+    }
+    assert_eq!(source_roles, roles(&target), "roles");
+    // The schema dumps compare privileges, default privileges, comments, row-level
+    // security and the extension too.
+    let shop_schema = schema(&source, "shop");
+    for held in [
+        "CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public;",
+        "    email public.citext",
+        "GRANT USAGE ON SCHEMA sales TO shop_reader;",
+        "GRANT USAGE ON SCHEMA \"Données Clients\" TO shop_clerk WITH GRANT OPTION;",
+        "GRANT SELECT ON TABLE sales.events TO shop_reader;",
+        "GRANT SELECT ON TABLE public.customers TO shop_reader;",
+        "GRANT INSERT ON TABLE public.customers TO shop_clerk;",
+        "GRANT UPDATE(email) ON TABLE public.customers TO shop_clerk;",
+        "GRANT USAGE ON SEQUENCE sales.invoice_no TO shop_clerk;",
+        "REVOKE ALL ON FUNCTION public.\"größe\"(x integer) FROM PUBLIC;",
+        "GRANT ALL ON FUNCTION public.\"größe\"(x integer) TO shop_clerk;",
+        "ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA sales GRANT SELECT ON TABLES  TO shop_reader;",
+        "COMMENT ON SCHEMA sales IS 'Orders, and what follows from them';",
+        "COMMENT ON TABLE public.customers IS 'Everyone who bought — or nearly did';",
+        "COMMENT ON COLUMN public.customers.email IS 'Case-insensitive; NULL when it''s unknown';",
+        "COMMENT ON FUNCTION public.\"größe\"(x integer) IS 'Doubles its argument';",
+        "ALTER TABLE public.customers ENABLE ROW LEVEL SECURITY;",
+        "ALTER TABLE ONLY public.customers FORCE ROW LEVEL SECURITY;",
+        "CREATE POLICY happy_only ON public.customers FOR SELECT TO shop_reader USING ((mood = 'happy'::public.mood));",
+        "CREATE POLICY known_email ON public.customers AS RESTRICTIVE FOR UPDATE TO shop_clerk USING ((email IS NOT NULL)) WITH CHECK ((email OPERATOR(public.~~) '%@example.com'::public.citext));",
+    ] {
+        assert!(
+            shop_schema.contains(held),
+            "{held:?} not in the shop's schema"
+        );
+    }
     for database in ["shop", "crm"] {
         assert_eq!(
             schema(&source, database),
@@ -198,6 +248,24 @@ async fn two_databases_and_a_role_round_trip_through_s3() {
         .unwrap()
         .get(0);
     assert_eq!(notes, 100);
+    // shop_clerk logs in with its password, reads the customers through its membership of
+    // shop_reader and sees the happy ones only, as the policy says; its setting applies.
+    let clerk = connect_to(&format!(
+        "host=127.0.0.1 port={} user=shop_clerk password=clerk-pw dbname=shop",
+        target.port()
+    ))
+    .await;
+    let row = clerk
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE mood = 'happy'), \
+             current_setting('statement_timeout') FROM customers",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 500);
+    assert_eq!(row.get::<_, i64>(1), 500);
+    assert_eq!(row.get::<_, String>(2), "5min");
 }
 
 const APP: &str = "CREATE TABLE items (id int PRIMARY KEY, name text); \
@@ -874,4 +942,225 @@ async fn tablespaces_are_created_with_the_roles_or_not_at_all() {
 
 fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
+}
+
+const ACCOUNTS: i64 = 1000;
+const OPENING_BALANCE: i64 = 1000;
+
+/// The transfers `bank` holds (committed ones, as of now).
+async fn transfers(bank: &tokio_postgres::Client) -> i64 {
+    bank.query_one("SELECT count(*) FROM transfers", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_the_backup_restore_as_one_snapshot_with_the_counted_rows() {
+    let server = PostgresServer::start().unwrap();
+    create(
+        &server,
+        "bank",
+        &format!(
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, balance bigint NOT NULL); \
+             INSERT INTO accounts SELECT i, {OPENING_BALANCE} FROM generate_series(1, {ACCOUNTS}) AS i; \
+             CREATE TABLE archive AS SELECT i AS id, md5(i::text) AS note FROM generate_series(1, 100000) AS i; \
+             CREATE TABLE transfers (id bigserial PRIMARY KEY, \
+                 source bigint NOT NULL REFERENCES accounts, target bigint NOT NULL REFERENCES accounts, \
+                 amount bigint NOT NULL)"
+        ),
+    )
+    .await;
+
+    // A writer moves money between accounts, the total staying the same, and logs each
+    // transfer, one transaction each, until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let client = connect(&server, "bank").await;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n: i64 = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                // 6n + 3 is odd, never a multiple of ACCOUNTS: source and target differ.
+                let (source, target) = (1 + n % ACCOUNTS, 1 + (7 * n + 3) % ACCOUNTS);
+                let amount = 1 + n % 50;
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; \
+                         UPDATE accounts SET balance = balance - {amount} WHERE id = {source}; \
+                         UPDATE accounts SET balance = balance + {amount} WHERE id = {target}; \
+                         INSERT INTO transfers (source, target, amount) VALUES ({source}, {target}, {amount}); \
+                         COMMIT"
+                    ))
+                    .await
+                    .unwrap();
+            }
+            n
+        })
+    };
+    let watcher = connect(&server, "bank").await;
+    let watcher = &watcher;
+    eventually(
+        Duration::from_secs(30),
+        "the writer's first transfers",
+        || async { (transfers(watcher).await >= 100).then_some(()) },
+    )
+    .await;
+
+    // Someone holds a lock on archive (a migration, say): the backup takes its snapshot,
+    // then waits to count archive's rows, while the transfers go on. This makes sure writes
+    // commit between the snapshot and the dump, whatever the machine's speed.
+    let locker = connect(&server, "bank").await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE archive IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let before = transfers(watcher).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("d").display().to_string();
+    let backup = {
+        let args = [
+            "backup".to_owned(),
+            server.url("postgres"),
+            "--databases".to_owned(),
+            "bank".to_owned(),
+            "--to".to_owned(),
+            dest,
+        ];
+        tokio::task::spawn_blocking(move || ok(&strs(&args), &[]).0)
+    };
+    eventually(
+        Duration::from_secs(60),
+        "the backup to wait for archive's lock",
+        || async {
+            assert!(!backup.is_finished(), "the backup ended before archive's lock");
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'archive'::regclass \
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+    // The snapshot was taken before the wait began: it holds at most these transfers.
+    let at_most = transfers(watcher).await;
+    eventually(
+        Duration::from_secs(30),
+        "transfers after the snapshot",
+        || async { (transfers(watcher).await >= at_most + 100).then_some(()) },
+    )
+    .await;
+    locker.batch_execute("COMMIT").await.unwrap();
+    let location = backup.await.unwrap();
+    let after = transfers(watcher).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.await.unwrap();
+    let last = transfers(watcher).await;
+    assert_eq!(last, written);
+    assert!(
+        after - before >= 100,
+        "{} transfers during the backup",
+        after - before
+    );
+
+    let (line, _) = ok(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &server.url("copy"),
+            "--databases",
+            "bank",
+            "--create",
+        ],
+        &[],
+    );
+    assert!(
+        line.starts_with("restored 1 database(s) (1 created)"),
+        "{line}"
+    );
+    let copy = connect(&server, "copy").await;
+
+    // Every table holds the rows the backup counted in its snapshot.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&location).join("manifest.json")).unwrap())
+            .unwrap();
+    let counted: Vec<(String, i64)> = manifest["stats"]["tableRows"]["bank"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                format!(
+                    "{}.{}",
+                    t["schema"].as_str().unwrap(),
+                    t["table"].as_str().unwrap()
+                ),
+                t["rows"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let mut restored = Vec::new();
+    for row in copy
+        .query(
+            "SELECT format('%s.%s', schemaname, relname) FROM pg_stat_user_tables ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let table: String = row.get(0);
+        let rows: i64 = copy
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        restored.push((table, rows));
+    }
+    assert_eq!(restored, counted);
+    assert_eq!(
+        restored.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        ["public.accounts", "public.archive", "public.transfers"]
+    );
+
+    // One snapshot: the money is all there, each balance is what the restored transfers
+    // made of it, and the transfers are the first ones, without a gap.
+    let row = copy
+        .query_one(
+            &format!(
+                "SELECT (SELECT sum(balance) FROM accounts)::bigint, \
+                 (SELECT count(*) FROM accounts a WHERE balance <> {OPENING_BALANCE} \
+                    - coalesce((SELECT sum(amount) FROM transfers WHERE source = a.id), 0) \
+                    + coalesce((SELECT sum(amount) FROM transfers WHERE target = a.id), 0)), \
+                 (SELECT count(*) FROM transfers), \
+                 (SELECT coalesce(max(id), 0) FROM transfers)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), ACCOUNTS * OPENING_BALANCE, "total");
+    assert_eq!(
+        row.get::<_, i64>(1),
+        0,
+        "accounts that disagree with the transfers"
+    );
+    let restored_transfers: i64 = row.get(2);
+    assert_eq!(
+        row.get::<_, i64>(3),
+        restored_transfers,
+        "a gap in the transfers"
+    );
+    // What was written before the backup began is in it; what was written after its
+    // snapshot is not.
+    assert!(
+        before <= restored_transfers && restored_transfers <= at_most && at_most + 100 <= last,
+        "before the backup {before}, restored {restored_transfers}, at most {at_most}, in the end {last}"
+    );
 }

@@ -8,8 +8,22 @@ use tokio_postgres::Client;
 
 /// The shop schema of `tests/fixtures/shop.sql`: schemas, quoted and non-ASCII identifiers,
 /// an enum, arrays, jsonb, bytea with every byte, large objects, sequences, a view, a
-/// materialized view, functions, a trigger, a partitioned table and a 1M-row table.
+/// materialized view, functions, a trigger, a partitioned table, a 1M-row table, an
+/// extension's type (citext), privileges granted to the roles of [`SHOP_ROLES`] (which must
+/// exist first), comments and row-level security policies.
 pub const SHOP: &str = include_str!("../fixtures/shop.sql");
+
+/// The roles [`SHOP`] grants to, with attributes, settings, a comment and a membership with
+/// its admin option. Roles belong to the cluster, not to a database: run this in the
+/// server's `postgres` database before creating the shop.
+pub const SHOP_ROLES: &str = "\
+    CREATE ROLE shop_reader NOLOGIN; \
+    COMMENT ON ROLE shop_reader IS 'Reads the shop, happy customers only'; \
+    CREATE ROLE shop_clerk LOGIN CREATEDB CONNECTION LIMIT 7 PASSWORD 'clerk-pw' \
+        VALID UNTIL '2099-12-31 23:59:59+00'; \
+    ALTER ROLE shop_clerk SET search_path = sales, public; \
+    ALTER ROLE shop_clerk SET statement_timeout = '5min'; \
+    GRANT shop_reader TO shop_clerk WITH ADMIN OPTION";
 
 /// A connection to `database` of `server` as its superuser.
 pub async fn connect(server: &PostgresServer, database: &str) -> Client {
@@ -100,8 +114,8 @@ pub async fn fingerprint(client: &Client) -> Fingerprint {
     }
 }
 
-/// `pg_dump --schema-only` of `database`, without the random `\restrict` keys newer
-/// versions add.
+/// `pg_dump --schema-only` of `database`, privileges, comments and policies included,
+/// without the random `\restrict` keys newer versions add.
 pub fn schema(server: &PostgresServer, database: &str) -> String {
     let out = Command::new(server.bin_dir().join("pg_dump"))
         .args(["--schema-only", "--dbname"])
@@ -115,4 +129,39 @@ pub fn schema(server: &PostgresServer, database: &str) -> String {
         .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `pg_dumpall --roles-only` of `server` in comparable form: its statements only (no
+/// comments, blank lines, `SET`s or `\restrict` keys), sorted, with the bootstrap
+/// superuser's password left out (each server has its own). Every other role keeps its
+/// password's SCRAM verifier: a superuser's backup carries them.
+pub fn roles(server: &PostgresServer) -> String {
+    let out = Command::new(server.bin_dir().join("pg_dumpall"))
+        .args(["--roles-only", "--dbname"])
+        .arg(server.connection_string("postgres"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_dumpall --roles-only: {out:?}");
+    let superuser = format!("ALTER ROLE {} WITH ", server.user());
+    let password = regex::Regex::new(" PASSWORD '[^']*'").unwrap();
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with("--")
+                && !l.starts_with("SET ")
+                && !l.starts_with("\\restrict")
+                && !l.starts_with("\\unrestrict")
+        })
+        .map(|l| {
+            if l.starts_with(&superuser) {
+                password.replace(l, "").into_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
 }
