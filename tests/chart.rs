@@ -524,10 +524,39 @@ async fn the_chart_installs_under_restricted_and_its_operator_backs_up_and_resto
     assert_eq!(still.uid(), pod.uid(), "the upgrade did not restart it");
 
     // Uninstall: nothing of the release is left; the CRDs and the Backup (and its data) stay.
+    // Everything the release created, as Helm recorded it, is looked up again afterwards.
+    let manifest = ok("helm", &["get", "manifest", "backups", "--namespace", &sys]);
+    let created = plane().dir().join(format!("{sys}-release.yaml"));
+    std::fs::write(&created, &manifest).unwrap();
+    let created = created.display().to_string();
+    let listed = ok(
+        "kubectl",
+        &["get", "-f", &created, "--namespace", &sys, "-o", "name"],
+    );
+    assert!(
+        listed.contains("deployment.apps/backups-coffer-controller")
+            && listed.contains("clusterrole.rbac.authorization.k8s.io/")
+            && listed.lines().count() >= 8,
+        "the release's objects before the uninstall: {listed}"
+    );
     ok(
         "helm",
         &["uninstall", "backups", "--namespace", &sys, "--wait"],
     );
+    let left = ok(
+        "kubectl",
+        &[
+            "get",
+            "-f",
+            &created,
+            "--namespace",
+            &sys,
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ],
+    );
+    assert!(left.trim().is_empty(), "left after the uninstall: {left}");
     let pods: Api<Pod> = Api::namespaced(client.clone(), &sys);
     eventually(RUN, "the controller's Pod to go", || async {
         pods.list(&ListParams::default())
