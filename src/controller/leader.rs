@@ -126,16 +126,18 @@ pub fn safety_margin(duration: Duration) -> Duration {
 pub async fn hold(client: &Client, settings: &LeaseSettings) -> LeaseLost {
     let valid_for = settings.duration - safety_margin(settings.duration);
     let mut renewed = tokio::time::Instant::now();
+    let mut next = renewed + settings.renew_every;
     let mut last_error = String::new();
     loop {
-        tokio::time::sleep(settings.renew_every).await;
+        // Never sleep past the moment the Lease stops being safe to hold.
+        let deadline = renewed + valid_for;
+        tokio::time::sleep_until(next.min(deadline)).await;
         let sent = tokio::time::Instant::now();
-        let left = (renewed + valid_for).saturating_duration_since(sent);
-        if left.is_zero() {
+        if sent >= deadline {
             return LeaseLost::NotRenewed(settings.name.clone(), settings.duration, last_error);
         }
         let attempt = tokio::time::timeout(
-            settings.renew_every.min(left),
+            settings.renew_every.min(deadline - sent),
             try_acquire(client, settings),
         )
         .await;
@@ -156,9 +158,7 @@ pub async fn hold(client: &Client, settings: &LeaseSettings) -> LeaseLost {
             Ok(Err(e)) => last_error = e.to_string(),
             Err(_) => last_error = "the renewal timed out".to_owned(),
         }
-        if renewed.elapsed() >= valid_for {
-            return LeaseLost::NotRenewed(settings.name.clone(), settings.duration, last_error);
-        }
+        next = sent + settings.renew_every;
     }
 }
 

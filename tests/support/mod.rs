@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod operator;
+pub mod partition;
 pub mod pg_data;
 pub mod random;
 pub mod redis_data;

@@ -148,7 +148,39 @@ impl Operator {
         Self::spawn(binary, namespace, identity, &[])
     }
 
+    /// [`Operator::start`], reaching the API server at `api` (for example through a
+    /// [`super::partition::Partition`]) instead of its own address.
+    pub fn start_via(namespace: &str, identity: &str, api: std::net::SocketAddr) -> Self {
+        let original = plane().user_kubeconfig(OPERATOR_USER).unwrap();
+        let text = std::fs::read_to_string(&original).unwrap();
+        let server = plane().server();
+        assert!(text.contains(server), "{text}");
+        let via = plane().dir().join(format!(
+            "kubeconfig-{namespace}-{identity}-via-{}",
+            api.port()
+        ));
+        std::fs::write(&via, text.replace(server, &format!("https://{api}"))).unwrap();
+        Self::spawn_with(
+            env!("CARGO_BIN_EXE_coffer").as_ref(),
+            namespace,
+            identity,
+            &[],
+            &via,
+        )
+    }
+
     fn spawn(binary: &Path, namespace: &str, identity: &str, extra: &[&str]) -> Self {
+        let kubeconfig = plane().user_kubeconfig(OPERATOR_USER).unwrap();
+        Self::spawn_with(binary, namespace, identity, extra, &kubeconfig)
+    }
+
+    fn spawn_with(
+        binary: &Path,
+        namespace: &str,
+        identity: &str,
+        extra: &[&str],
+        kubeconfig: &Path,
+    ) -> Self {
         let dir = plane().dir().join("operators");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("{namespace}-{identity}.log"));
@@ -173,10 +205,7 @@ impl Operator {
                 &["--lease-duration", "6"][..]
             })
             .args(extra)
-            .env(
-                "KUBECONFIG",
-                plane().user_kubeconfig(OPERATOR_USER).unwrap(),
-            )
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,coffer=debug,kube=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
