@@ -350,6 +350,18 @@ impl Step<'_> {
         Ok(Action::requeue(Duration::ZERO))
     }
 
+    /// The kind of the source of the Backup this restore restores, as its run recorded it.
+    async fn backup_source_kind(&self) -> Option<String> {
+        let reference = self.request.spec.backup_ref.as_ref()?;
+        let backups: Api<Backup> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        let backup = backups.get_opt(&reference.name).await.ok()??;
+        let run = backup::recorded_run(self.ctx, self.namespace, &backup)
+            .await
+            .ok()?
+            .ok()?;
+        run.source.kind().map(|k| kind_word(Some(k)).to_owned())
+    }
+
     /// Fails the restore before or during quiescing; what was stopped is started again.
     async fn failed(
         &self,
@@ -422,16 +434,20 @@ impl Step<'_> {
                 format!("{reason}: {message}"),
             )
             .await;
-        let source_kind = self
+        let source_kind = match self
             .request
             .spec
             .target
             .as_ref()
             .and_then(BackupSource::kind)
-            .map_or_else(
-                || "from-backup".to_owned(),
-                |k| kind_word(Some(k)).to_owned(),
-            );
+        {
+            Some(kind) => kind_word(Some(kind)).to_owned(),
+            // Restored into the Backup's own source: its kind.
+            None => self
+                .backup_source_kind()
+                .await
+                .unwrap_or_else(|| "unknown".to_owned()),
+        };
         self.ctx
             .metrics
             .restores
