@@ -455,6 +455,34 @@ async fn a_postgres_restore_quiesces_the_app_and_scales_it_back_even_when_it_fai
     assert!(!message.contains("not-the-password"), "{message}");
     assert!(message.contains("scaled back web to 2"), "{message}");
     assert_eq!(replicas(&ns, "web").await, 2);
+
+    // What the restore alert reads: the failed RestoreRequest, and not the one that worked;
+    // each run counted by its result.
+    let metrics = _operator.get("/metrics").await;
+    for (series, present) in [
+        (
+            format!(r#"coffer_restore_failed{{namespace="{ns}",restore_request="refused"}} 1"#),
+            true,
+        ),
+        (
+            format!(r#"coffer_restore_failed{{namespace="{ns}",restore_request="rollback"}}"#),
+            false,
+        ),
+        (
+            format!(
+                r#"coffer_restores_total{{namespace="{ns}",schedule="",source_kind="postgres",result="succeeded"}} 1"#
+            ),
+            true,
+        ),
+        (
+            format!(
+                r#"coffer_restores_total{{namespace="{ns}",schedule="",source_kind="postgres",result="AuthenticationFailed"}} 1"#
+            ),
+            true,
+        ),
+    ] {
+        assert_eq!(metrics.contains(&series), present, "{series} in {metrics}");
+    }
 }
 
 #[tokio::test]
@@ -557,37 +585,167 @@ async fn a_wrong_password_fails_the_backup_and_a_missing_secret_makes_no_job() {
     until_ready_reason(&schedules, "mars", "UnknownTimeZone").await;
 }
 
+/// A leader cut off from the API server (a network partition, its requests unanswered)
+/// stops before its Lease could expire: it exits before the standby, which reaches the API
+/// server, takes over. Observed every 20 ms, not assumed from the Lease arithmetic.
 #[tokio::test]
-async fn a_suspended_schedule_takes_no_backups_and_says_so() {
-    let ns = plane().namespace("suspend").await.unwrap();
+async fn a_leader_that_cannot_renew_exits_before_another_takes_over() {
+    let ns = plane().namespace("partition").await.unwrap();
     let ns = ns.name().to_owned();
     prepare(&ns).await;
-    let _operator = Operator::start(&ns, "solo");
-    create::<BackupSchedule>(
-        &ns,
-        json!({"metadata": {"name": "paused"}, "spec": {
-        "schedule": "* * * * *", "suspend": true,
-        "source": {"redis": {"host": "127.0.0.1"}},
-        "storage": {"s3": {"bucket": BUCKET}}}}),
-    )
-    .await;
-    let schedules: Api<BackupSchedule> = Api::namespaced(admin().await, &ns);
-    let status = eventually(RUN, "paused's status", || async {
-        schedules.get("paused").await.unwrap().status
+    let api: std::net::SocketAddr = plane()
+        .server()
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let partition = support::partition::Partition::start(api).await;
+    let mut cut_off = Operator::start_via(&ns, "cut-off", partition.addr());
+    eventually(RUN, "cut-off to lead", || async {
+        cut_off.log().contains("leading").then_some(())
     })
     .await;
-    assert_eq!(ready(&status.conditions).1, "Suspended");
-    assert_eq!(status.next_schedule_time, None);
-    // Past a minute boundary, still nothing.
-    tokio::time::sleep(Duration::from_secs(61)).await;
-    let backups: Api<Backup> = Api::namespaced(admin().await, &ns);
-    assert!(
-        backups
-            .list(&ListParams::default())
-            .await
+    let standby = Operator::start(&ns, "standby");
+    eventually(RUN, "the standby to stand by", || async {
+        standby.log().contains("standing by").then_some(())
+    })
+    .await;
+    partition.cut();
+    let cut = std::time::Instant::now();
+    // Its last renewal, as the API server has it (nothing reaches the server any more).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin().await, &ns)
+        .get("coffer-controller")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(lease.holder_identity.as_deref(), Some("cut-off"));
+    let renewed = chrono::DateTime::parse_from_rfc3339(
+        serde_json::to_value(lease.renew_time.unwrap())
             .unwrap()
-            .items
-            .is_empty()
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap()
+    .with_timezone(&Utc);
+    let expires =
+        renewed + chrono::Duration::seconds(i64::from(lease.lease_duration_seconds.unwrap()));
+    let (mut exited, mut took_over) = (None, None);
+    let mut exited_at = None;
+    while exited.is_none() || took_over.is_none() {
+        assert!(
+            cut.elapsed() < Duration::from_secs(60),
+            "exited {exited:?}, took over {took_over:?}: {}",
+            cut_off.log()
+        );
+        if exited.is_none() && cut_off.exited() {
+            exited = Some(cut.elapsed());
+            exited_at = Some(Utc::now());
+        }
+        if took_over.is_none() && standby.log().contains("leading") {
+            took_over = Some(cut.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        exited < took_over,
+        "the cut-off leader exited {exited:?} after the cut, the standby led {took_over:?} after it"
+    );
+    assert!(
+        cut_off.log().contains("could not be renewed"),
+        "{}",
+        cut_off.log()
+    );
+    // And by the Lease: it stopped with time to spare before the Lease it last renewed could
+    // expire (the earliest moment another replica may take over), not at that moment.
+    let margin = chrono::Duration::milliseconds(300);
+    assert!(
+        exited_at.unwrap() + margin < expires,
+        "exited at {exited_at:?}, its Lease expired at {expires}"
+    );
+    eprintln!(
+        "the cut-off leader exited {} ms before its Lease expired",
+        (expires - exited_at.unwrap()).num_milliseconds()
+    );
+}
+
+/// After a long downtime a schedule makes one catch-up run (the newest it missed), not one
+/// per missed time; with `startingDeadlineSeconds` a run that is too late is skipped and said
+/// so. The downtime is recorded in the schedules' status before the operator starts (a
+/// yearly schedule last run in 2020), so no clock boundary is waited for.
+#[tokio::test]
+async fn a_schedule_catches_up_once_and_skips_a_run_past_its_deadline() {
+    let (_namespace, ns, s3) = setup("catch-up").await;
+    let closed = support::operator::free_port();
+    for (name, deadline) in [("yearly", None), ("strict", Some(3600))] {
+        let mut spec = json!({
+            "schedule": "0 0 1 1 *", "timeZone": "UTC",
+            "source": {"redis": {"host": "127.0.0.1", "port": closed}}, "storage": storage(&s3)});
+        if let Some(seconds) = deadline {
+            spec["startingDeadlineSeconds"] = json!(seconds);
+        }
+        create::<BackupSchedule>(&ns, json!({"metadata": {"name": name}, "spec": spec})).await;
+    }
+    let schedules: Api<BackupSchedule> = Api::namespaced(admin().await, &ns);
+    for name in ["yearly", "strict"] {
+        schedules
+            .patch_status(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(
+                    json!({"status": {"lastScheduleTime": "2020-01-01T00:00:00Z"}}),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    // The newest 1 January 00:00 UTC that has passed: the one run to catch up.
+    let now = Utc::now();
+    let year = if now.format("%m%d%H%M").to_string() == "01010000" {
+        now.format("%Y").to_string().parse::<i32>().unwrap() - 1
+    } else {
+        now.format("%Y").to_string().parse::<i32>().unwrap()
+    };
+    let due = format!("{year}-01-01T00:00:00Z");
+    let _operator = Operator::start(&ns, "solo");
+    for name in ["yearly", "strict"] {
+        eventually(
+            RUN,
+            &format!("{name} to record its newest due time"),
+            || async {
+                let status = schedules.get(name).await.unwrap().status?;
+                (serde_json::to_value(status.last_schedule_time?).unwrap() == json!(due))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    let backups: Api<Backup> = Api::namespaced(admin().await, &ns);
+    let of = |schedule: &'static str| {
+        let backups = backups.clone();
+        async move {
+            backups
+                .list(&ListParams::default().labels(&format!("coffer.dev/schedule={schedule}")))
+                .await
+                .unwrap()
+                .items
+        }
+    };
+    let caught_up = of("yearly").await;
+    assert_eq!(caught_up.len(), 1, "one catch-up run, not six");
+    let scheduled = caught_up[0].annotations()["coffer.dev/scheduled-time"].clone();
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(&scheduled).unwrap(),
+        chrono::DateTime::parse_from_rfc3339(&due).unwrap(),
+        "the newest missed time"
+    );
+    assert!(of("strict").await.is_empty(), "too late to start: skipped");
+    let events = events_of(&ns, "strict").await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "MissedSchedule"),
+        "{events:?}"
     );
 }
 
@@ -674,13 +832,37 @@ async fn a_restarted_or_second_controller_never_duplicates_a_run() {
     );
 }
 
+/// Forbid and Replace with runs that stall, and beside them (this test crosses at least two
+/// minute boundaries anyway): a suspended schedule, which takes no backup and says so, and a
+/// schedule whose runs fail, whose metric says that its last run failed.
 #[tokio::test]
-async fn forbid_skips_and_replace_stops_a_run_that_is_still_going() {
+async fn forbid_skips_replace_stops_a_run_that_is_still_going_and_suspend_takes_none() {
     let (_namespace, ns, s3) = setup("concurrency").await;
     let stalling = stalling_redis().await;
     let port = stalling.port();
     let _operator = Operator::start(&ns, "solo");
-    for (name, policy) in [("forbid", "Forbid"), ("replace", "Replace")] {
+    let closed = support::operator::free_port();
+    for (name, suspend, port) in [("paused", true, port), ("broken", false, closed)] {
+        create::<BackupSchedule>(
+            &ns,
+            json!({"metadata": {"name": name}, "spec": {
+            "schedule": "* * * * *", "suspend": suspend,
+            "source": {"redis": {"host": "127.0.0.1", "port": port}}, "storage": storage(&s3)}}),
+        )
+        .await;
+    }
+    let schedules: Api<BackupSchedule> = Api::namespaced(admin().await, &ns);
+    let status = eventually(RUN, "paused's status", || async {
+        schedules.get("paused").await.unwrap().status
+    })
+    .await;
+    assert_eq!(ready(&status.conditions).1, "Suspended");
+    assert_eq!(status.next_schedule_time, None);
+    for (name, policy) in [
+        ("forbid", "Forbid"),
+        ("replace", "Replace"),
+        ("allow", "Allow"),
+    ] {
         create::<BackupSchedule>(
             &ns,
             json!({"metadata": {"name": name}, "spec": {
@@ -743,5 +925,50 @@ async fn forbid_skips_and_replace_stops_a_run_that_is_still_going() {
     assert!(
         runs.iter().any(|r| *r > first),
         "a newer run replaced {first}: {runs:?}"
+    );
+
+    // Allow: the second run starts while the first still runs.
+    eventually(RUN, "two allow runs at once", || async {
+        let running = backups
+            .list(&ListParams::default().labels("coffer.dev/schedule=allow"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(BackupPhase::Running))
+            .count();
+        (running >= 2).then_some(())
+    })
+    .await;
+
+    // Two minute boundaries later: the suspended schedule took nothing, the broken one ran
+    // and failed, and the alert's metric says so (for it only).
+    assert!(
+        of("paused").await.is_empty(),
+        "a suspended schedule runs nothing"
+    );
+    let broken = of("broken").await;
+    assert!(!broken.is_empty(), "the broken schedule ran");
+    let failed = finished_backup(&ns, &broken[0]).await;
+    assert_eq!(failed.status.unwrap().phase, Some(BackupPhase::Failed));
+    let series = |schedule: &str| {
+        format!(r#"{{namespace="{ns}",schedule="{schedule}",source_kind="redis"}}"#)
+    };
+    let metrics = eventually(RUN, "the broken schedule's failure in /metrics", || async {
+        let metrics = _operator.get("/metrics").await;
+        metrics
+            .contains(&format!(
+                "coffer_schedule_last_run_failed{} 1",
+                series("broken")
+            ))
+            .then_some(metrics)
+    })
+    .await;
+    assert!(
+        !metrics.contains(&format!(
+            "coffer_schedule_last_run_failed{}",
+            series("paused")
+        )),
+        "{metrics}"
     );
 }

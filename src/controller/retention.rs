@@ -341,6 +341,59 @@ mod tests {
     }
 
     #[test]
+    fn hours_are_wall_clock_hours_of_the_time_zone_and_a_repeated_hour_counts_once() {
+        // Berlin falls back on 2026-10-25 at 01:00 UTC: 02:00-03:00 local happens twice
+        // (CEST, then CET). Runs every 30 minutes from 23:30 UTC the day before.
+        let history = vec![
+            run("0330-cet", "2026-10-25T02:30:00Z", Outcome::Succeeded),
+            run("0300-cet", "2026-10-25T02:00:00Z", Outcome::Succeeded),
+            run("0230-cet", "2026-10-25T01:30:00Z", Outcome::Succeeded),
+            run("0200-cet", "2026-10-25T01:00:00Z", Outcome::Succeeded),
+            run("0230-cest", "2026-10-25T00:30:00Z", Outcome::Succeeded),
+            run("0200-cest", "2026-10-25T00:00:00Z", Outcome::Succeeded),
+            run("0130-cest", "2026-10-24T23:30:00Z", Outcome::Succeeded),
+        ];
+        let p = policy(|p| p.keep_hourly = Some(3));
+        let now = at("2026-10-25T03:00:00Z");
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        assert_eq!(
+            kept(&select(&history, &p, berlin, now).unwrap()),
+            ["0330-cet", "0230-cet", "0130-cest"],
+            "local hours 3, 2 (twice: one period), 1"
+        );
+        // In UTC the same runs fall in three different hours.
+        assert_eq!(
+            kept(&select(&history, &p, UTC, now).unwrap()),
+            ["0330-cet", "0230-cet", "0230-cest"]
+        );
+    }
+
+    #[test]
+    fn years_are_counted_in_the_schedules_time_zone() {
+        // 20:00 UTC on 31 December is already 1 January in Manila (UTC+8).
+        let history = vec![
+            run(
+                "new-year-in-manila",
+                "2025-12-31T20:00:00Z",
+                Outcome::Succeeded,
+            ),
+            run("new-years-eve", "2025-12-31T10:00:00Z", Outcome::Succeeded),
+            run("summer", "2024-06-01T12:00:00Z", Outcome::Succeeded),
+        ];
+        let p = policy(|p| p.keep_yearly = Some(2));
+        let now = at("2026-01-02T00:00:00Z");
+        assert_eq!(
+            kept(&select(&history, &p, UTC, now).unwrap()),
+            ["new-year-in-manila", "summer"]
+        );
+        let manila: Tz = "Asia/Manila".parse().unwrap();
+        assert_eq!(
+            kept(&select(&history, &p, manila, now).unwrap()),
+            ["new-year-in-manila", "new-years-eve"]
+        );
+    }
+
+    #[test]
     fn periods_with_no_backup_do_not_count() {
         // A week of downtime: keepDaily 3 still keeps three backups.
         let history = vec![
