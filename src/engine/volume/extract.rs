@@ -150,6 +150,8 @@ pub struct Directory {
 pub struct Extracted {
     pub entries: u64,
     directories: Vec<Directory>,
+    /// What stopped restores left in the target (set by the caller).
+    pub left: LeftBehind,
 }
 
 /// Extracts an archive into `staging` (inside `target`, which errors name), checking every
@@ -254,12 +256,14 @@ pub fn place(
         });
     }
     let mut replaced = None;
+    let mut _claim = None;
     if clean {
         let aside = tempfile::Builder::new()
             .prefix(REPLACED_PREFIX)
             .tempdir_in(target)
             .map_err(|e| failed(target, e))?
             .keep();
+        _claim = Claim::take(&aside).map_err(|e| failed(&aside, e))?;
         for entry in std::fs::read_dir(target).map_err(|e| failed(target, e))? {
             let entry = entry.map_err(|e| failed(target, e))?;
             if !is_working_directory(&entry.file_name()) {
@@ -311,6 +315,13 @@ pub fn place(
     }
     if let Some(aside) = replaced {
         std::fs::remove_dir_all(&aside).map_err(|e| failed(&aside, e))?;
+    }
+    // What stopped restores with clean had moved aside goes too: the target now holds the
+    // backup alone, as clean asks.
+    if clean {
+        for (path, _claim) in &extracted.left.replaced {
+            std::fs::remove_dir_all(path).map_err(|e| failed(path, e))?;
+        }
     }
     Ok(())
 }
@@ -397,14 +408,60 @@ fn remove(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Working directories of restores that were stopped, left in `target`: they are not
-/// removed (another restore may be running), only reported.
-pub fn left_behind(target: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
+/// A restore's claim on one of its working directories: an exclusive `flock` on the
+/// directory, held while the restore runs and released by the kernel when its process ends,
+/// so that a later restore can tell a directory left by a stopped restore from one in use.
+#[derive(Debug)]
+pub struct Claim(#[allow(dead_code)] std::fs::File);
+
+impl Claim {
+    /// Claims `dir`; `None` when another process holds it.
+    pub fn take(dir: &Path) -> io::Result<Option<Self>> {
+        let file = std::fs::File::open(dir)?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(Self(file))),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What stopped restores left in a target.
+#[derive(Debug, Default)]
+pub struct LeftBehind {
+    /// Their staging directories (part of a backup), removed.
+    pub removed: Vec<PathBuf>,
+    /// What they had moved aside with `clean` (the target's former contents), claimed: a
+    /// restore with `clean` removes them once its backup is in place; others leave them.
+    pub replaced: Vec<(PathBuf, Claim)>,
+    /// Working directories of restores that are still running.
+    pub in_use: Vec<PathBuf>,
+}
+
+/// Finds the working directories of other restores in `target`: those of stopped restores
+/// (no one holds their [`Claim`]) are removed (staging) or claimed (moved-aside contents);
+/// those of running restores are listed and left alone.
+pub fn left_behind(target: &Path) -> io::Result<LeftBehind> {
+    let mut found = LeftBehind::default();
     for entry in std::fs::read_dir(target)? {
         let entry = entry?;
-        if is_working_directory(&entry.file_name()) && entry.file_type()?.is_dir() {
-            found.push(entry.path());
+        if !is_working_directory(&entry.file_name()) || !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let path = entry.path();
+        match Claim::take(&path)? {
+            None => found.in_use.push(path),
+            Some(claim)
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(STAGING_PREFIX) =>
+            {
+                std::fs::remove_dir_all(&path)?;
+                drop(claim);
+                found.removed.push(path);
+            }
+            Some(claim) => found.replaced.push((path, claim)),
         }
     }
     Ok(found)
@@ -441,6 +498,40 @@ mod tests {
             builder.append(&header, io::empty()).unwrap();
         }
         builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn working_directories_of_stopped_restores_are_told_from_running_ones() {
+        let target = tempfile::tempdir().unwrap();
+        let running = target.path().join(".coffer-restore-running");
+        let stopped = target.path().join(".coffer-restore-stopped");
+        let aside = target.path().join(".coffer-replaced-stopped");
+        let data = target.path().join(".coffer-restored-data");
+        for dir in [&running, &stopped, &aside, &data] {
+            std::fs::create_dir_all(dir.join("inside")).unwrap();
+        }
+        let _held = Claim::take(&running).unwrap().unwrap();
+        let found = left_behind(target.path()).unwrap();
+        assert_eq!(found.removed, std::slice::from_ref(&stopped));
+        assert!(!stopped.exists());
+        assert_eq!(found.in_use, std::slice::from_ref(&running));
+        assert!(
+            running.join("inside").exists(),
+            "a running restore's directory stays"
+        );
+        assert_eq!(
+            found
+                .replaced
+                .iter()
+                .map(|(p, _)| p.clone())
+                .collect::<Vec<_>>(),
+            std::slice::from_ref(&aside)
+        );
+        assert!(
+            aside.join("inside").exists(),
+            "moved-aside contents are not removed here"
+        );
+        assert!(data.exists(), "not a working directory");
     }
 
     #[test]

@@ -172,17 +172,31 @@ pub async fn restore(
         .ok_or_else(|| VolumeError::Internal("the manifest lists no archive".to_owned()))?;
     let target = request.target.clone();
     let needed = record.raw_bytes;
-    let (staging, left) = tokio::task::spawn_blocking({
+    let (staging, claim, left) = tokio::task::spawn_blocking({
         let target = target.clone();
         move || prepare_target(&target, needed)
     })
     .await
     .map_err(joined)??;
-    for path in left {
-        tracing::warn!(
-            "{} was left by a restore that was stopped (or is running): remove it when no restore runs",
+    for path in &left.removed {
+        tracing::info!(
+            "removed {}, left by a restore that was stopped",
             path.display()
         );
+    }
+    for path in &left.in_use {
+        tracing::warn!(
+            "{} belongs to another restore into the same directory, which is still running",
+            path.display()
+        );
+    }
+    if !request.clean {
+        for (path, _) in &left.replaced {
+            tracing::warn!(
+                "{} holds what a stopped restore with clean had moved aside (the target's former contents): remove it once you no longer need it",
+                path.display()
+            );
+        }
     }
     let object = Prepared::unchecked(store, folder, record, manifest.compression);
     let (restoring, verdict) = object.open(store, progress).await?;
@@ -223,7 +237,10 @@ pub async fn restore(
         return Err(e.into());
     }
     let clean = request.clean;
+    let mut extracted = extracted;
+    extracted.left = left;
     tokio::task::spawn_blocking(move || {
+        let _claim = claim;
         let placed = extract::place(staging.path(), &target, clean, &extracted);
         if matches!(placed, Err(ExtractError::PlaceFailed { .. })) {
             // Named in the error: the part of the backup that is not in place yet.
@@ -241,17 +258,20 @@ async fn discard(staging: tempfile::TempDir) {
     let _ = tokio::task::spawn_blocking(move || drop(staging)).await;
 }
 
-/// Creates the target if needed, checks it has room for the archive, lists working
-/// directories that stopped restores left, and creates this restore's staging directory.
+/// Creates the target if needed, checks it has room for the archive, deals with working
+/// directories that stopped restores left (see [`extract::left_behind`]), and creates and
+/// claims this restore's staging directory.
 fn prepare_target(
     target: &std::path::Path,
     needed: u64,
-) -> Result<(tempfile::TempDir, Vec<PathBuf>), VolumeError> {
+) -> Result<(tempfile::TempDir, extract::Claim, extract::LeftBehind), VolumeError> {
     let io = |source| VolumeError::Io {
         path: target.display().to_string(),
         source,
     };
     std::fs::create_dir_all(target).map_err(io)?;
+    // First, so that what stopped restores left does not count against the room.
+    let left = extract::left_behind(target).map_err(io)?;
     if let Ok(stats) = rustix::fs::statvfs(target) {
         let available = stats.f_bavail.saturating_mul(stats.f_frsize);
         if available < needed {
@@ -266,12 +286,16 @@ fn prepare_target(
             .into());
         }
     }
-    let left = extract::left_behind(target).map_err(io)?;
     let staging = tempfile::Builder::new()
         .prefix(extract::STAGING_PREFIX)
         .tempdir_in(target)
         .map_err(io)?;
-    Ok((staging, left))
+    let claim = extract::Claim::take(staging.path())
+        .map_err(io)?
+        .ok_or_else(|| {
+            VolumeError::Internal("a new staging directory is claimed already".to_owned())
+        })?;
+    Ok((staging, claim, left))
 }
 
 fn running_as_root() -> bool {
