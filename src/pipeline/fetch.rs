@@ -316,8 +316,14 @@ impl Prepared {
         };
         let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
         let judged = Arc::new(AtomicBool::new(false));
+        // A spooled copy's bytes were counted when they were downloaded.
+        let counted = if local {
+            Progress::default()
+        } else {
+            progress.clone()
+        };
         let task = tokio::spawn(pass(
-            ObservedReader::new(source, progress.clone()),
+            ObservedReader::new(source, counted),
             sender,
             self.location.clone(),
             self.record.clone(),
