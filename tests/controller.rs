@@ -215,16 +215,16 @@ async fn every_minute_schedules_back_up_redis_postgres_and_a_volume() {
     assert!(_operator.get("/readyz").await.ends_with("ok"));
 }
 
-/// A scheduled-looking Backup of `schedule` due `hours_ago` hours ago.
+/// A scheduled-looking Backup of `schedule` due at `due`.
 fn history_backup(
     name: &str,
     schedule: &str,
-    hours_ago: i64,
+    due: chrono::DateTime<Utc>,
     source: &Value,
     storage: &Value,
     policy: &str,
 ) -> Value {
-    let time = (Utc::now() - chrono::Duration::hours(hours_ago)).to_rfc3339();
+    let time = due.to_rfc3339();
     json!({"metadata": {"name": name, "labels": {"coffer.dev/schedule": schedule},
         "annotations": {"coffer.dev/scheduled-time": time}},
         "spec": {"scheduleRef": {"name": schedule}, "source": source, "storage": storage, "deletionPolicy": policy}})
@@ -248,6 +248,10 @@ async fn retention_deletes_old_backups_and_their_data_and_a_restore_brings_redis
         "retention": {"keepLast": 1}}}),
     )
     .await;
+    // One clock reading for the history and for the folders it is stored in (no hour may
+    // turn between the two).
+    let base = Utc::now();
+    let due = |hours: i64| base - chrono::Duration::hours(hours);
     for (name, hours, policy) in [
         ("bot-old", 3, "Retain"),
         ("bot-mid", 2, "Delete"),
@@ -255,7 +259,7 @@ async fn retention_deletes_old_backups_and_their_data_and_a_restore_brings_redis
     ] {
         create::<Backup>(
             &ns,
-            history_backup(name, "bot", hours, &source, &storage, policy),
+            history_backup(name, "bot", due(hours), &source, &storage, policy),
         )
         .await;
     }
@@ -278,10 +282,7 @@ async fn retention_deletes_old_backups_and_their_data_and_a_restore_brings_redis
     })
     .await;
     // bot-mid's data went with it (manifest first); bot-old was Retain, so its data stays.
-    let folder_of = |hours: i64| {
-        let t = Utc::now() - chrono::Duration::hours(hours);
-        format!("ci/{ns}/bot/{}", t.format("%Y%m%dT%H"))
-    };
+    let folder_of = |hours: i64| format!("ci/{ns}/bot/{}", due(hours).format("%Y%m%dT%H"));
     let old_keys = stored_keys(&s3, &folder_of(3)).await;
     assert!(
         old_keys.iter().any(|k| k.ends_with("/manifest.json")),
