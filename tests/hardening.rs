@@ -13,7 +13,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
 use serde_json::{Value, json};
@@ -992,4 +992,102 @@ async fn a_backup_made_by_an_earlier_version_is_restored_and_deleted_where_it_wa
     let folder = location.trim_start_matches(&format!("s3://{BUCKET}/"));
     assert_eq!(stored_keys(&s3, folder).await, Vec::<String>::new());
     support::cli::ok(&["verify", neighbour.trim()], &env);
+}
+
+/// Secrets are never shown: a distinctive random password (refused by the server, so that it
+/// is in every error path) and the S3 secret key appear in no operator log, worker log,
+/// status, Event, Job or Pod (termination messages included), for a failed backup and a
+/// failed restore.
+#[tokio::test]
+async fn secrets_appear_nowhere_the_operator_and_its_workers_write() {
+    let (_namespace, ns, s3, redis) = setup("secrets").await;
+    let password = format!(
+        "pw-{}",
+        std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+            .unwrap()
+            .trim()
+    );
+    secret(&ns, "wrong-auth", &[("password", &password)]).await;
+    let operator = Operator::start(&ns, "solo");
+    create::<Backup>(&ns, backup_doc("refused", &redis, &s3, "wrong-auth")).await;
+    create::<Backup>(&ns, backup_doc("good", &redis, &s3, "redis-auth")).await;
+    let refused = finished_backup(&ns, "refused").await;
+    assert_eq!(refused.status.unwrap().phase, Some(BackupPhase::Failed));
+    assert_eq!(
+        finished_backup(&ns, "good").await.status.unwrap().phase,
+        Some(BackupPhase::Succeeded)
+    );
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "refused-restore"}, "spec": {
+            "backupRef": {"name": "good"}, "target": redis_source(&redis, "wrong-auth")}}),
+    )
+    .await;
+    let restore = finished_restore(&ns, "refused-restore").await;
+    assert_eq!(
+        restore.status.as_ref().unwrap().phase,
+        Some(coffer::api::RestorePhase::Failed)
+    );
+
+    let client = admin().await;
+    let mut written = vec![("the operator's log", operator.log())];
+    written.push((
+        "Backups",
+        serde_json::to_string(
+            &Api::<Backup>::namespaced(client.clone(), &ns)
+                .list(&Default::default())
+                .await
+                .unwrap(),
+        )
+        .unwrap(),
+    ));
+    written.push((
+        "RestoreRequests",
+        serde_json::to_string(
+            &Api::<RestoreRequest>::namespaced(client.clone(), &ns)
+                .list(&Default::default())
+                .await
+                .unwrap(),
+        )
+        .unwrap(),
+    ));
+    written.push((
+        "Events",
+        serde_json::to_string(
+            &Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns)
+                .list(&Default::default())
+                .await
+                .unwrap(),
+        )
+        .unwrap(),
+    ));
+    written.push(("Jobs", serde_json::to_string(&jobs(&ns).await).unwrap()));
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        pods.items.len() >= 3,
+        "the workers' Pods are kept: {}",
+        pods.items.len()
+    );
+    written.push(("Pods", serde_json::to_string(&pods).unwrap()));
+    for pod in &pods.items {
+        let log = plane().pod_log(&ns, &pod.name_any()).unwrap_or_default();
+        assert!(!log.is_empty(), "{} logged nothing", pod.name_any());
+        written.push(("a worker's log", log));
+    }
+    // The password did reach the server (the failures are the server's refusal).
+    assert!(
+        written[1].1.contains("AuthenticationFailed"),
+        "{}",
+        written[1].1
+    );
+    for (what, text) in &written {
+        assert!(!text.contains(&password), "the password is in {what}");
+        assert!(
+            !text.contains(s3.secret_key()),
+            "the S3 secret key is in {what}"
+        );
+    }
 }
