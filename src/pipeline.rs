@@ -322,6 +322,17 @@ fn judge(
     }
 }
 
+/// Decompresses `stored` to its end: the raw size and SHA-256, or why it cannot be
+/// decompressed.
+async fn decoded_digest(
+    stored: impl AsyncRead + Unpin + Send,
+    compression: Compression,
+) -> Result<(u64, String), std::io::Error> {
+    let mut decoded = hashing(decoder(compression, stored));
+    tokio::io::copy(&mut decoded, &mut tokio::io::sink()).await?;
+    Ok(decoded.into_observer().finish())
+}
+
 /// Reads a stored object through and checks its size and SHA-256 against the manifest;
 /// with `raw`, also decompresses it and checks the raw size and SHA-256.
 pub async fn verify_object(
@@ -334,10 +345,7 @@ pub async fn verify_object(
     let location = store.location(key);
     let mut stored = hashing(store.get(key).await?);
     let decoded = if raw {
-        let mut decoded = hashing(decoder(compression, &mut stored));
-        let copied = tokio::io::copy(&mut decoded, &mut tokio::io::sink()).await;
-        let finished = decoded.into_observer().finish();
-        Some(copied.map(|_| finished))
+        Some(decoded_digest(&mut stored, compression).await)
     } else {
         None
     };

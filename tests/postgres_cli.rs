@@ -27,17 +27,12 @@ fn server_url(server: &PostgresServer) -> String {
 }
 
 async fn database_names(server: &PostgresServer) -> Vec<String> {
-    connect(server, "postgres")
-        .await
-        .query(
-            "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    support::pg_data::texts(
+        server,
+        "postgres",
+        "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1",
+    )
+    .await
 }
 
 async fn role_exists(server: &PostgresServer, role: &str) -> bool {

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 mod support;
 use support::cli::{fails, ok, stderr, walk};
-use support::pg_data::{connect, create};
+use support::pg_data::{connect, create, texts};
 use support::redis_data::{connect as redis_connect, set_numbered};
 
 async fn bucket(s3: &S3Server, name: &str) {
@@ -189,17 +189,12 @@ async fn redis_restores_only_bytes_that_matched() {
 }
 
 async fn tables(server: &PostgresServer, database: &str) -> Vec<String> {
-    connect(server, database)
-        .await
-        .query(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    texts(
+        server,
+        database,
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

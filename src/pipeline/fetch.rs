@@ -251,17 +251,9 @@ async fn download(
     copy.seek(SeekFrom::Start(0))
         .await
         .map_err(Spooling::Local)?;
-    let mut decoded = hashing(decoder(object.compression, &mut copy));
-    let copied = tokio::io::copy(&mut decoded, &mut tokio::io::sink()).await;
-    let raw = decoded.into_observer().finish();
+    let raw = super::decoded_digest(&mut copy, object.compression).await;
     let stored = (object.record.stored_bytes, object.record.sha256.clone());
-    judge(
-        &object.location,
-        &object.record,
-        stored,
-        Some(copied.map(|_| raw)),
-    )
-    .map_err(Spooling::Failed)?;
+    judge(&object.location, &object.record, stored, Some(raw)).map_err(Spooling::Failed)?;
     Ok(file)
 }
 

@@ -38,6 +38,18 @@ pub async fn connect_to(conninfo: &str) -> Client {
     client
 }
 
+/// The first column of every row `sql` returns in `database`, as text.
+pub async fn texts(server: &PostgresServer, database: &str, sql: &str) -> Vec<String> {
+    connect(server, database)
+        .await
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// Creates `database` on `server` and runs `sql` in it.
 pub async fn create(server: &PostgresServer, database: &str, sql: &str) {
     let admin = connect(server, "postgres").await;
