@@ -20,6 +20,7 @@ mod postgres;
 mod process;
 mod redis;
 mod s3;
+mod s3_hold;
 mod s3_journal;
 mod s3_tamper;
 mod s3_uploads;
@@ -34,6 +35,7 @@ pub use postgres::PostgresServer;
 pub use process::find_program;
 pub use redis::RedisServer;
 pub use s3::S3Server;
+pub use s3_hold::Held;
 
 /// Results of this crate.
 pub type Result<T, E = TestEnvError> = std::result::Result<T, E>;

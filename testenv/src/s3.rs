@@ -15,6 +15,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 use crate::process::random_token;
+use crate::s3_hold::Held;
 use crate::s3_tamper::{Shared, Tampering};
 use crate::s3_uploads::{Store, open_upload_ids};
 use crate::{Result, TestEnvError};
@@ -34,6 +35,7 @@ pub struct S3Server {
     root: TempDir,
     tampering: Shared,
     journal: crate::s3_journal::Shared,
+    holds: crate::s3_hold::Shared,
 }
 
 impl S3Server {
@@ -59,6 +61,7 @@ impl S3Server {
             root,
             tampering: Shared::default(),
             journal: crate::s3_journal::Shared::default(),
+            holds: crate::s3_hold::Shared::default(),
         };
         server.serve_on(listener)?;
         Ok(server)
@@ -92,6 +95,7 @@ impl S3Server {
             self.root.path(),
             self.tampering.clone(),
             self.journal.clone(),
+            self.holds.clone(),
         ));
         builder.set_auth(SimpleAuth::from_single(
             self.access_key.clone(),
@@ -176,6 +180,13 @@ impl S3Server {
     /// `put bucket/key` or `delete bucket/key`.
     pub fn journal(&self) -> Vec<String> {
         self.journal.events()
+    }
+
+    /// Holds back the answer to the next write (PutObject or CompleteMultipartUpload) of an
+    /// object whose key ends with `suffix`, after storing it, until the [`Held`] is dropped
+    /// (or two minutes pass): see [`crate::s3_hold`].
+    pub fn hold_answer(&self, suffix: &str) -> Held {
+        self.holds.add(suffix)
     }
 
     /// How many times objects whose key ends with `suffix` were read so far.

@@ -41,6 +41,7 @@ pub(crate) struct Store {
     root: PathBuf,
     tampering: Shared,
     journal: crate::s3_journal::Shared,
+    holds: crate::s3_hold::Shared,
 }
 
 /// What is recorded of an open upload, next to `s3s-fs`'s own file.
@@ -67,12 +68,14 @@ impl Store {
         root: &Path,
         tampering: Shared,
         journal: crate::s3_journal::Shared,
+        holds: crate::s3_hold::Shared,
     ) -> Self {
         Self {
             fs,
             root: root.to_owned(),
             tampering,
             journal,
+            holds,
         }
     }
 
@@ -80,6 +83,7 @@ impl Store {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
         let response = self.fs.put_object(req).await?;
         self.journal.written(&bucket, &key);
+        self.holds.written(&bucket, &key).await;
         Ok(response)
     }
 
@@ -186,6 +190,7 @@ impl Store {
         self.forget_if_closed(&id);
         if result.is_ok() {
             self.journal.written(&bucket, &key);
+            self.holds.written(&bucket, &key).await;
         }
         result
     }
