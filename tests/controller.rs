@@ -973,3 +973,188 @@ async fn forbid_skips_replace_stops_a_run_that_is_still_going_and_suspend_takes_
         "{metrics}"
     );
 }
+
+/// The app's Pods stop slowly, as real ones do: on SIGTERM they take 3 s to exit.
+const SLOW_TO_STOP: &str = "trap 'sleep 3; exit 0' TERM; sleep 3600 & wait";
+
+/// Every value a Deployment's or StatefulSet's `spec.replicas` took, in order, from now
+/// until the returned switch is dropped: `kind/name` → values.
+fn replicas_history(
+    ns: &str,
+) -> (
+    std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<i32>>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use kube::runtime::{WatchStreamExt, watcher};
+    let history = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+        String,
+        Vec<i32>,
+    >::new()));
+    let (ns, record) = (ns.to_owned(), history.clone());
+    let task = tokio::spawn(async move {
+        let client = admin().await;
+        let push = |key: String, replicas: Option<i32>| {
+            let mut all = record.lock().unwrap();
+            let values = all.entry(key).or_default();
+            if let Some(n) = replicas
+                && values.last() != Some(&n)
+            {
+                values.push(n);
+            }
+        };
+        let deployments = watcher(
+            Api::<Deployment>::namespaced(client.clone(), &ns),
+            watcher::Config::default(),
+        )
+        .applied_objects()
+        .map(|d| {
+            d.map(|d| {
+                (
+                    format!("Deployment/{}", d.name_any()),
+                    d.spec.and_then(|s| s.replicas),
+                )
+            })
+        });
+        let sets = watcher(
+            Api::<StatefulSet>::namespaced(client, &ns),
+            watcher::Config::default(),
+        )
+        .applied_objects()
+        .map(|s| {
+            s.map(|s| {
+                (
+                    format!("StatefulSet/{}", s.name_any()),
+                    s.spec.and_then(|s| s.replicas),
+                )
+            })
+        });
+        let mut both = std::pin::pin!(futures::stream::select(deployments, sets));
+        while let Some(event) = both.next().await {
+            if let Ok((key, replicas)) = event {
+                push(key, replicas);
+            }
+        }
+    });
+    (history, task)
+}
+
+/// The restore's worker starts only once every quiesced Pod has stopped (they take their
+/// time, as real ones do), a StatefulSet is quiesced beside a Deployment, and the restore
+/// carries on across two operator restarts (one while the app is stopping, one while the
+/// worker runs): each workload goes to zero once and comes back once, to its own replicas.
+#[tokio::test]
+async fn a_restore_waits_for_the_quiesced_pods_to_stop_and_scales_back_once_across_restarts() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Pod;
+    let (_namespace, ns, s3, redis) = support::resources::redis_namespace("quiesce", 200).await;
+    let mut operator = Operator::start(&ns, "a");
+    create::<Backup>(
+        &ns,
+        json!({"metadata": {"name": "base"}, "spec": {
+        "source": redis_source(&redis, "redis-auth"), "storage": storage(&s3)}}),
+    )
+    .await;
+    let base = finished_backup(&ns, "base").await;
+    assert_eq!(base.status.unwrap().phase, Some(BackupPhase::Succeeded));
+
+    let pod_spec = json!({"terminationGracePeriodSeconds": 30, "containers": [
+        {"name": "app", "image": "busybox", "command": ["sh", "-c", SLOW_TO_STOP]}]});
+    create::<k8s_openapi::api::apps::v1::Deployment>(
+        &ns,
+        json!({"metadata": {"name": "web"}, "spec": {
+        "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec}}}),
+    )
+    .await;
+    create::<StatefulSet>(
+        &ns,
+        json!({"metadata": {"name": "db"}, "spec": {
+        "replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db"}}, "spec": pod_spec}}}),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(admin().await, &ns);
+    let app = ListParams::default().labels("app in (web,db)");
+    let running = |list: Vec<Pod>| {
+        list.into_iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .collect::<Vec<_>>()
+    };
+    eventually(RUN, "three app Pods running", || async {
+        (running(pods.list(&app).await.unwrap().items).len() == 3).then_some(())
+    })
+    .await;
+    let (history, watching) = replicas_history(&ns);
+    eventually(RUN, "the watch's first values", || async {
+        (history.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+
+    let mut con = support::redis_data::connect(&redis.url()).await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "back"}, "spec": {
+        "backupRef": {"name": "base"}, "redis": {"conflict": "Overwrite"},
+        "quiesce": [{"kind": "Deployment", "name": "web"}, {"kind": "StatefulSet", "name": "db"}]}}),
+    )
+    .await;
+    let job_api: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(admin().await, &ns);
+    let (mut saw_stopping, mut restarted_while_stopping) = (false, false);
+    let deadline = std::time::Instant::now() + RUN;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no restore Job");
+        let job = job_api.get_opt("back-restore").await.unwrap();
+        let still = running(pods.list(&app).await.unwrap().items);
+        if job.is_some() {
+            // The Job exists: every app Pod had stopped before it was made.
+            assert!(
+                still.is_empty(),
+                "the restore Job runs beside {} app Pod(s)",
+                still.len()
+            );
+            break;
+        }
+        if !still.is_empty()
+            && still
+                .iter()
+                .all(|p| p.metadata.deletion_timestamp.is_some())
+        {
+            saw_stopping = true;
+            if !restarted_while_stopping {
+                operator.kill();
+                operator = Operator::start(&ns, "a");
+                restarted_while_stopping = true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        saw_stopping,
+        "the app's Pods were never seen stopping: the order was not tested"
+    );
+    // The worker runs: the operator goes away and comes back.
+    operator.kill();
+    let _operator = Operator::start(&ns, "a");
+    let done = finished_restore(&ns, "back").await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Succeeded), "{status:?}");
+    let size: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert_eq!(size, 200);
+    eventually(RUN, "three app Pods running again", || async {
+        (running(pods.list(&app).await.unwrap().items).len() == 3).then_some(())
+    })
+    .await;
+    watching.abort();
+    let history = history.lock().unwrap().clone();
+    assert_eq!(history["Deployment/web"], [2, 0, 2], "{history:?}");
+    assert_eq!(history["StatefulSet/db"], [1, 0, 1], "{history:?}");
+    let made = jobs(&ns)
+        .await
+        .iter()
+        .filter(|j| j.metadata.name.as_deref() == Some("back-restore"))
+        .count();
+    assert_eq!(made, 1);
+}

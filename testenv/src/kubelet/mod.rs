@@ -196,7 +196,11 @@ fn api_server(kubeconfig: &Path) -> Result<ApiServer> {
 /// Where a Pod with API access finds its ServiceAccount token, CA and namespace.
 const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-type Running = Arc<Mutex<HashMap<String, watch::Sender<bool>>>>;
+/// A running Pod's switch: `Some(grace)` once it is to stop (SIGTERM to its processes, and
+/// SIGKILL if they still run after `grace`).
+type Stop = watch::Sender<Option<Duration>>;
+
+type Running = Arc<Mutex<HashMap<String, Stop>>>;
 
 #[derive(Clone)]
 struct Kubelet {
@@ -205,7 +209,7 @@ struct Kubelet {
     coffer_binary: Option<PathBuf>,
     /// The API server's address and the CA file that verifies it, for Pods' in-cluster access.
     api_server: ApiServer,
-    /// Pods whose process was started, by uid, with the switch that kills it.
+    /// Pods whose process was started, by uid, with the switch that stops it.
     running: Running,
     /// Whether a namespace is served, by name.
     namespaces: Arc<Mutex<HashMap<String, bool>>>,
@@ -252,7 +256,7 @@ impl Kubelet {
             .map(|mut r| r.drain().collect::<Vec<_>>())
             .unwrap_or_default()
         {
-            let _ = kill.send(true);
+            stop_within(&kill, Duration::ZERO);
         }
     }
 
@@ -270,11 +274,19 @@ impl Kubelet {
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         if pod.metadata.deletion_timestamp.is_some() {
+            // As a kubelet does: SIGTERM, and SIGKILL once the deletion's grace period ran out.
+            let grace = Duration::from_secs(
+                pod.metadata
+                    .deletion_grace_period_seconds
+                    .unwrap_or(0)
+                    .max(0)
+                    .unsigned_abs(),
+            );
             let killed = self
                 .running
                 .lock()
                 .ok()
-                .and_then(|r| r.get(&uid).map(|kill| kill.send(true).is_ok()))
+                .and_then(|r| r.get(&uid).map(|stop| stop_within(stop, grace)))
                 .unwrap_or(false);
             // A running process is killed and its task deletes the Pod; otherwise nothing
             // runs for it and it can go now.
@@ -294,7 +306,7 @@ impl Kubelet {
                 if matches!(phase, Some("Succeeded") | Some("Failed")) {
                     return;
                 }
-                let (kill, killed) = watch::channel(false);
+                let (kill, killed) = watch::channel(None);
                 {
                     let Ok(mut running) = self.running.lock() else {
                         return;
@@ -342,7 +354,12 @@ impl Kubelet {
         served
     }
 
-    async fn run_pod(self, client: kube::Client, pod: Pod, mut killed: watch::Receiver<bool>) {
+    async fn run_pod(
+        self,
+        client: kube::Client,
+        pod: Pod,
+        mut killed: watch::Receiver<Option<Duration>>,
+    ) {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -398,8 +415,12 @@ impl Kubelet {
                 let _ = std::fs::write(pod_dir.join("pid"), child.0.id().to_string());
                 let running = status::running(&container.name, &image, &started_at);
                 patch_status(&pods, &name, running).await;
-                let deadline = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds);
-                let (code, reason) = wait_for_exit(child, &killed, deadline).await;
+                let spec = pod.spec.as_ref();
+                let deadline = spec.and_then(|s| s.active_deadline_seconds);
+                let grace = spec
+                    .and_then(|s| s.termination_grace_period_seconds)
+                    .unwrap_or(30);
+                let (code, reason) = wait_for_exit(child, &killed, deadline, grace).await;
                 (code, Ok(reason))
             }
         };
@@ -430,7 +451,7 @@ impl Kubelet {
             status::terminated(&container.name, &image, &end),
         )
         .await;
-        if *killed.borrow() {
+        if killed.borrow().is_some() {
             force_delete(&pods, &name, &uid).await;
         }
     }
@@ -539,27 +560,48 @@ fn spawn_container(
     Ok(ChildGuard(spawn_tied(&spec.argv[0], command)?))
 }
 
-/// Waits for the process to exit, killing it when the Pod is deleted or its
-/// `activeDeadlineSeconds` pass. Returns the exit code (128 + signal for a killed process)
-/// and the reason Kubernetes would give.
+/// Waits for the process to exit, stopping it when the Pod is deleted or its
+/// `activeDeadlineSeconds` pass: SIGTERM to its process group, then SIGKILL once the grace
+/// period (the deletion's, or the Pod's `terminationGracePeriodSeconds` for a deadline) ran
+/// out. Returns the exit code (128 + signal for a killed process) and the reason Kubernetes
+/// would give.
 async fn wait_for_exit(
     mut child: ChildGuard,
-    killed: &watch::Receiver<bool>,
+    killed: &watch::Receiver<Option<Duration>>,
     active_deadline_seconds: Option<i64>,
+    termination_grace_seconds: i64,
 ) -> (i32, &'static str) {
     let deadline = active_deadline_seconds
         .map(|s| Instant::now() + Duration::from_secs(s.max(0).unsigned_abs()));
+    let pid = child.0.id();
     let mut reason = None;
+    // When SIGTERM was sent, and how long the process then has.
+    let mut stopping: Option<(Instant, Duration)> = None;
     let exit = loop {
         if let Ok(Some(exit)) = child.0.try_wait() {
             break exit;
         }
-        if *killed.borrow() {
-            reason.get_or_insert("Killed");
-            let _ = child.0.kill();
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline.is_some_and(|d| Instant::now() >= d) && stopping.is_none() {
             reason.get_or_insert("DeadlineExceeded");
+            let grace = Duration::from_secs(termination_grace_seconds.max(0).unsigned_abs());
+            stopping = Some((Instant::now(), grace));
+            signal_group(pid, "TERM");
+        }
+        if let Some(grace) = *killed.borrow() {
+            match &mut stopping {
+                None => {
+                    stopping = Some((Instant::now(), grace));
+                    signal_group(pid, "TERM");
+                }
+                // A later deletion may shorten the grace period (a forced one ends it).
+                Some((_, left)) => *left = (*left).min(grace),
+            }
+        }
+        if let Some((since, grace)) = stopping
+            && since.elapsed() >= grace
+        {
+            reason.get_or_insert("Killed");
+            signal_group(pid, "KILL");
             let _ = child.0.kill();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -571,6 +613,28 @@ async fn wait_for_exit(
         code,
         reason.unwrap_or(if code == 0 { "Completed" } else { "Error" }),
     )
+}
+
+/// Tells a running Pod to stop within `grace` (or sooner, if it was told so already);
+/// whether it was still running.
+fn stop_within(stop: &Stop, grace: Duration) -> bool {
+    stop.send_if_modified(|current| match current {
+        Some(old) if *old <= grace => false,
+        _ => {
+            *current = Some(grace);
+            true
+        }
+    });
+    !stop.is_closed()
+}
+
+/// Sends `signal` (a name, such as `TERM`) to the process group `pgid`: a container's
+/// processes, as the end of its PID namespace would reach them all.
+fn signal_group(pgid: u32, signal: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([format!("-{signal}"), "--".to_owned(), format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status();
 }
 
 async fn register_node(client: &kube::Client) -> std::result::Result<(), kube::Error> {
