@@ -977,14 +977,12 @@ async fn forbid_skips_replace_stops_a_run_that_is_still_going_and_suspend_takes_
 /// The app's Pods stop slowly, as real ones do: on SIGTERM they take 3 s to exit.
 const SLOW_TO_STOP: &str = "trap 'sleep 3; exit 0' TERM; sleep 3600 & wait";
 
+/// Replicas values by `kind/name`, in the order they were seen.
+type History = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<i32>>>>;
+
 /// Every value a Deployment's or StatefulSet's `spec.replicas` took, in order, from now
 /// until the returned switch is dropped: `kind/name` → values.
-fn replicas_history(
-    ns: &str,
-) -> (
-    std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<i32>>>>,
-    tokio::task::JoinHandle<()>,
-) {
+fn replicas_history(ns: &str) -> (History, tokio::task::JoinHandle<()>) {
     use futures::StreamExt;
     use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
     use kube::runtime::{WatchStreamExt, watcher};
