@@ -374,7 +374,8 @@ async fn a_postgres_restore_quiesces_the_app_and_scales_it_back_even_when_it_fai
     let pg = PostgresServer::start().unwrap();
     support::pg_data::create(&pg, "shop", "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders SELECT g, 'n' || g FROM generate_series(1, 1000) g;").await;
     secret(&ns, "pg-auth", &[("password", pg.password())]).await;
-    secret(&ns, "bad-auth", &[("password", "not-the-password")]).await;
+    let refused = support::distinctive_secret("pg-pw");
+    secret(&ns, "bad-auth", &[("password", &refused)]).await;
     let _operator = Operator::start(&ns, "solo");
     create::<Backup>(
         &ns,
@@ -453,7 +454,7 @@ async fn a_postgres_restore_quiesces_the_app_and_scales_it_back_even_when_it_fai
     let status = failed.status.unwrap();
     assert_eq!(status.phase, Some(RestorePhase::Failed));
     let message = assert_not_ready(&status.conditions, "AuthenticationFailed");
-    assert!(!message.contains("not-the-password"), "{message}");
+    assert!(!message.contains(&refused), "{message}");
     assert!(message.contains("scaled back web to 2"), "{message}");
     assert_eq!(replicas(&ns, "web").await, 2);
 
@@ -490,7 +491,8 @@ async fn a_postgres_restore_quiesces_the_app_and_scales_it_back_even_when_it_fai
 async fn a_wrong_password_fails_the_backup_and_a_missing_secret_makes_no_job() {
     let (_namespace, ns, s3) = setup("failures").await;
     let redis = RedisServer::start_with_password("right").unwrap();
-    secret(&ns, "wrong-auth", &[("password", "wrong")]).await;
+    let wrong = support::distinctive_secret("redis-pw");
+    secret(&ns, "wrong-auth", &[("password", &wrong)]).await;
     let _operator = Operator::start(&ns, "solo");
     create::<BackupSchedule>(&ns, json!({"metadata": {"name": "cache"}, "spec": {
         "schedule": "0 0 1 1 *", "source": redis_source(&redis, "wrong-auth"), "storage": storage(&s3)}})).await;
@@ -523,7 +525,7 @@ async fn a_wrong_password_fails_the_backup_and_a_missing_secret_makes_no_job() {
         "coffer_schedule_last_success_timestamp_seconds{series}"
     )));
     let message = assert_not_ready(&status.conditions, "AuthenticationFailed");
-    assert!(!message.contains("wrong\""), "{message}");
+    assert!(!message.contains(&wrong), "{message}");
     let events = events_of(&ns, "cache-now").await;
     assert!(
         events
@@ -766,21 +768,40 @@ async fn stalling_redis() -> RedisServer {
     redis
 }
 
+/// A scheduled run in progress when its controller dies: the standby takes over, reconciles
+/// the schedule (its `observedGeneration` says so) and the run's Backup, and neither makes a
+/// second Backup or Job for the same scheduled time.
 #[tokio::test]
 async fn a_restarted_or_second_controller_never_duplicates_a_run() {
     let (_namespace, ns, s3) = setup("leader").await;
     let stalling = stalling_redis().await;
     let port = stalling.port();
-    let mut operators = [Operator::start(&ns, "a"), Operator::start(&ns, "b")];
-    create::<Backup>(
+    // A yearly schedule whose last run was long ago: one catch-up run, due at once.
+    create::<BackupSchedule>(
         &ns,
-        json!({"metadata": {"name": "stuck"}, "spec": {
+        json!({"metadata": {"name": "nightly"}, "spec": {
+        "schedule": "0 0 1 1 *", "timeZone": "UTC",
         "source": {"redis": {"host": "127.0.0.1", "port": port}}, "storage": storage(&s3)}}),
     )
     .await;
+    let schedules: Api<BackupSchedule> = Api::namespaced(admin().await, &ns);
+    schedules
+        .patch_status(
+            "nightly",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"status": {"lastScheduleTime": "2020-01-01T00:00:00Z"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let mut operators = [Operator::start(&ns, "a"), Operator::start(&ns, "b")];
     let backups: Api<Backup> = Api::namespaced(admin().await, &ns);
-    eventually(RUN, "stuck to run", || async {
-        (backups.get("stuck").await.unwrap().status?.phase? == BackupPhase::Running).then_some(())
+    let runs = ListParams::default().labels("coffer.dev/schedule=nightly");
+    let run = eventually(RUN, "the scheduled run to be running", || async {
+        let list = backups.list(&runs).await.unwrap().items;
+        let run = list.first()?;
+        (run.status.as_ref()?.phase? == BackupPhase::Running).then(|| run.name_any())
     })
     .await;
     let [first, second] = &mut operators;
@@ -798,26 +819,61 @@ async fn a_restarted_or_second_controller_never_duplicates_a_run() {
         standby.log().contains("leading").then_some(())
     })
     .await;
-    let stuck: Vec<String> = jobs(&ns).await.iter().map(|j| j.name_any()).collect();
-    assert_eq!(stuck, ["stuck-backup"], "one Job, not one per controller");
+    // A change to the schedule that only a reconcile records: once its observedGeneration
+    // is the new one, the new leader has looked at the schedule and its running run.
+    let changed = schedules
+        .patch(
+            "nightly",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"compression": "gzip"}})),
+        )
+        .await
+        .unwrap();
+    let generation = changed.metadata.generation;
+    eventually(RUN, "the new leader to reconcile the schedule", || async {
+        (schedules
+            .get("nightly")
+            .await
+            .unwrap()
+            .status?
+            .observed_generation
+            == generation)
+            .then_some(())
+    })
+    .await;
+    let names: Vec<String> = backups
+        .list(&runs)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|b| b.name_any())
+        .collect();
     assert_eq!(
-        backups.get("stuck").await.unwrap().status.unwrap().phase,
+        names,
+        std::slice::from_ref(&run),
+        "one Backup for the scheduled time"
+    );
+    let stuck: Vec<String> = jobs(&ns).await.iter().map(|j| j.name_any()).collect();
+    assert_eq!(
+        stuck,
+        [format!("{run}-backup")],
+        "one Job, not one per controller"
+    );
+    assert_eq!(
+        backups.get(&run).await.unwrap().status.unwrap().phase,
         Some(BackupPhase::Running)
     );
     // The source goes away: the worker fails, and the new leader records it.
     drop(stalling);
-    let done = finished_backup(&ns, "stuck").await;
+    let done = finished_backup(&ns, &run).await;
     assert_eq!(done.status.unwrap().phase, Some(BackupPhase::Failed));
     assert_eq!(jobs(&ns).await.len(), 1);
+    assert_eq!(backups.list(&runs).await.unwrap().items.len(), 1);
     // Deleting a Backup whose data never got written still goes through the finalizer.
-    backups.delete("stuck", &Default::default()).await.unwrap();
-    eventually(RUN, "stuck to be gone", || async {
-        backups
-            .get_opt("stuck")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
+    backups.delete(&run, &Default::default()).await.unwrap();
+    eventually(RUN, "the run to be gone", || async {
+        backups.get_opt(&run).await.unwrap().is_none().then_some(())
     })
     .await;
     // SIGTERM: a clean exit that gives the Lease up at once.

@@ -994,40 +994,73 @@ async fn a_backup_made_by_an_earlier_version_is_restored_and_deleted_where_it_wa
     support::cli::ok(&["verify", neighbour.trim()], &env);
 }
 
-/// Secrets are never shown: a distinctive random password (refused by the server, so that it
-/// is in every error path) and the S3 secret key appear in no operator log, worker log,
+/// Secrets are never shown: a distinctive random password (refused by the servers, so that
+/// it is in every error path) and the S3 secret key appear in no operator log, worker log,
 /// status, Event, Job or Pod (termination messages included), for a failed backup and a
-/// failed restore.
+/// failed restore of Redis and of PostgreSQL.
 #[tokio::test]
 async fn secrets_appear_nowhere_the_operator_and_its_workers_write() {
     let (_namespace, ns, s3, redis) = setup("secrets").await;
-    let password = format!(
-        "pw-{}",
-        std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-            .unwrap()
-            .trim()
-    );
+    let password = support::distinctive_secret("pw");
     secret(&ns, "wrong-auth", &[("password", &password)]).await;
     let operator = Operator::start(&ns, "solo");
-    create::<Backup>(&ns, backup_doc("refused", &redis, &s3, "wrong-auth")).await;
-    create::<Backup>(&ns, backup_doc("good", &redis, &s3, "redis-auth")).await;
-    let refused = finished_backup(&ns, "refused").await;
-    assert_eq!(refused.status.unwrap().phase, Some(BackupPhase::Failed));
-    assert_eq!(
-        finished_backup(&ns, "good").await.status.unwrap().phase,
-        Some(BackupPhase::Succeeded)
-    );
-    create::<RestoreRequest>(
-        &ns,
-        json!({"metadata": {"name": "refused-restore"}, "spec": {
-            "backupRef": {"name": "good"}, "target": redis_source(&redis, "wrong-auth")}}),
+    // The same password refused by PostgreSQL, whose tools take it another way (PGPASSFILE).
+    let pg = coffer_testenv::PostgresServer::start().unwrap();
+    support::pg_data::create(
+        &pg,
+        "shop",
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1);",
     )
     .await;
-    let restore = finished_restore(&ns, "refused-restore").await;
-    assert_eq!(
-        restore.status.as_ref().unwrap().phase,
-        Some(coffer::api::RestorePhase::Failed)
-    );
+    secret(&ns, "pg-auth", &[("password", pg.password())]).await;
+    let pg_source = |secret: &str| {
+        json!({"postgres": {"host": "127.0.0.1", "port": pg.port(), "user": pg.user(),
+            "databases": ["shop"], "globals": false,
+            "passwordSecretRef": {"name": secret, "key": "password"}}})
+    };
+    for (name, source) in [
+        ("refused", redis_source(&redis, "wrong-auth")),
+        ("good", redis_source(&redis, "redis-auth")),
+        ("pg-refused", pg_source("wrong-auth")),
+        ("pg-good", pg_source("pg-auth")),
+    ] {
+        create::<Backup>(
+            &ns,
+            json!({"metadata": {"name": name}, "spec": {"source": source, "storage": storage(&s3)}}),
+        )
+        .await;
+    }
+    for (name, phase) in [
+        ("refused", BackupPhase::Failed),
+        ("good", BackupPhase::Succeeded),
+        ("pg-refused", BackupPhase::Failed),
+        ("pg-good", BackupPhase::Succeeded),
+    ] {
+        let status = finished_backup(&ns, name).await.status.unwrap();
+        assert_eq!(status.phase, Some(phase), "{name}: {status:?}");
+    }
+    for (name, backup, target) in [
+        (
+            "refused-restore",
+            "good",
+            redis_source(&redis, "wrong-auth"),
+        ),
+        ("pg-refused-restore", "pg-good", pg_source("wrong-auth")),
+    ] {
+        create::<RestoreRequest>(
+            &ns,
+            json!({"metadata": {"name": name}, "spec": {
+                "backupRef": {"name": backup}, "target": target}}),
+        )
+        .await;
+        let restore = finished_restore(&ns, name).await;
+        let status = restore.status.unwrap();
+        assert_eq!(
+            status.phase,
+            Some(RestorePhase::Failed),
+            "{name}: {status:?}"
+        );
+    }
 
     let client = admin().await;
     let mut written = vec![("the operator's log", operator.log())];
@@ -1067,7 +1100,7 @@ async fn secrets_appear_nowhere_the_operator_and_its_workers_write() {
         .await
         .unwrap();
     assert!(
-        pods.items.len() >= 3,
+        pods.items.len() >= 6,
         "the workers' Pods are kept: {}",
         pods.items.len()
     );
@@ -1077,12 +1110,11 @@ async fn secrets_appear_nowhere_the_operator_and_its_workers_write() {
         assert!(!log.is_empty(), "{} logged nothing", pod.name_any());
         written.push(("a worker's log", log));
     }
-    // The password did reach the server (the failures are the server's refusal).
-    assert!(
-        written[1].1.contains("AuthenticationFailed"),
-        "{}",
-        written[1].1
-    );
+    // The password did reach the servers (the failures are their refusals).
+    for (what, text) in &written[1..3] {
+        let refusals = text.matches("AuthenticationFailed").count();
+        assert!(refusals >= 2, "{what}: {text}");
+    }
     for (what, text) in &written {
         assert!(!text.contains(&password), "the password is in {what}");
         assert!(

@@ -368,17 +368,19 @@ async fn failures_are_one_line_store_nothing_and_touch_nothing() {
     let dest = dest_path.display().to_string();
     let port = server.port();
 
-    let message = fails(
+    let refused = support::distinctive_secret("pg-pw");
+    let message = support::cli::fails_hiding(
+        &refused,
         &[
             "backup",
-            &format!("postgres://postgres:not-the-password@127.0.0.1:{port}/app"),
+            &format!("postgres://postgres:{refused}@127.0.0.1:{port}/app"),
             "--to",
             &dest,
         ],
         &[],
         &["refused user \"postgres\"", "check the user and password"],
     );
-    assert!(!message.contains("not-the-password"), "{message}");
+    assert!(!message.contains(&refused), "{message}");
     fails(
         &[
             "backup",

@@ -154,14 +154,16 @@ async fn login_and_connection_failures_are_one_line_and_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("d");
     let dest_str = dest.display().to_string();
-    let wrong = format!("redis://:wrong@127.0.0.1:{}", source.port());
-    let message = fails(
+    let password = support::distinctive_secret("redis-pw");
+    let wrong = format!("redis://:{password}@127.0.0.1:{}", source.port());
+    let message = support::cli::fails_hiding(
+        &password,
         &["backup", &wrong, "--to", &dest_str],
         &[],
         &["refused the login", "check the user and password"],
     );
     assert!(
-        !message.contains("wrong@"),
+        !message.contains(&password),
         "the password is not echoed: {message}"
     );
     fails(

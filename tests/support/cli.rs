@@ -36,9 +36,12 @@ pub fn ok(args: &[&str], env: &[(&str, String)]) -> (String, Output) {
 /// Runs a command that must fail with exit status 1 and a one-line message containing
 /// every fragment; returns the message.
 pub fn fails(args: &[&str], env: &[(&str, String)], fragments: &[&str]) -> String {
-    let out = coffer(args, env);
+    one_line_failure(&coffer(args, env), args, fragments)
+}
+
+fn one_line_failure(out: &std::process::Output, args: &[&str], fragments: &[&str]) -> String {
     assert_eq!(out.status.code(), Some(1), "coffer {args:?}: {out:?}");
-    let message = stderr(&out);
+    let message = stderr(out);
     assert_eq!(message.trim_end().lines().count(), 1, "one line: {message}");
     let command = format!("coffer {}: ", args[0]);
     assert!(message.starts_with(&command), "{message}");
@@ -46,6 +49,23 @@ pub fn fails(args: &[&str], env: &[(&str, String)], fragments: &[&str]) -> Strin
         assert!(message.contains(fragment), "{fragment:?} not in {message}");
     }
     message
+}
+
+/// [`fails`], and `secret` is in neither its stdout nor its stderr.
+pub fn fails_hiding(
+    secret: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+    fragments: &[&str],
+) -> String {
+    let out = coffer(args, env);
+    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(
+            !String::from_utf8_lossy(bytes).contains(secret),
+            "the secret is in coffer's {stream}: {out:?}"
+        );
+    }
+    one_line_failure(&out, args, fragments)
 }
 
 /// Asserts that no file exists under `dest`.

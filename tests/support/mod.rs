@@ -13,6 +13,14 @@ pub mod tree;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
 
+/// A secret no message could contain by chance (a random UUID after `prefix`): a test that
+/// finds it nowhere has shown that it was not shown, where a word such as `wrong` could be
+/// missing for other reasons.
+pub fn distinctive_secret(prefix: &str) -> String {
+    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
+    format!("{prefix}-{}", uuid.trim())
+}
+
 /// The openAPIV3Schema of a CRD's only version, as JSON.
 pub fn openapi_schema(crd: &CustomResourceDefinition) -> Value {
     let schema = crd.spec.versions[0]
