@@ -22,7 +22,7 @@ mod support;
 use support::operator::{Operator, admin, eventually, plane, prepare};
 use support::resources::{
     BUCKET, RUN, create, events_of, finished_backup, finished_restore, jobs, redis_source, secret,
-    storage, stored_keys,
+    storage, stored_keys, times_said,
 };
 
 /// A namespace with the operator's RBAC, an S3 server and a Redis server with 20 keys.
@@ -627,7 +627,7 @@ async fn a_refused_run_is_said_once_and_retried_calmly_until_it_can_run() {
     let (_namespace, ns, s3, redis) = setup("refused").await;
     // No Jobs allowed in the namespace (an admission policy refuses them).
     refuse(&ns, "batch", "jobs").await;
-    let _operator = Operator::start(&ns, "solo");
+    let operator = Operator::start(&ns, "solo");
     create::<Backup>(&ns, backup_doc("blocked", &redis, &s3, "redis-auth")).await;
     let backups = Api::<Backup>::namespaced(admin().await, &ns);
     eventually(RUN, "blocked to say JobRefused", || async {
@@ -641,14 +641,17 @@ async fn a_refused_run_is_said_once_and_retried_calmly_until_it_can_run() {
             .then_some(())
     })
     .await;
-    // Long enough for two retries: still one Event.
-    tokio::time::sleep(Duration::from_secs(70)).await;
-    let refusals = events_of(&ns, "blocked")
-        .await
-        .into_iter()
-        .filter(|e| e.1 == "JobRefused")
-        .count();
-    assert_eq!(refusals, 1, "one Event, not one per retry");
+    // Two retries (the operator logs every attempt), and still one Event.
+    let attempts = "refused the worker Job; tried again later";
+    eventually(RUN, "two retries", || async {
+        (operator.log().matches(attempts).count() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        times_said(&ns, "blocked", "JobRefused").await,
+        1,
+        "one Event, not one per retry"
+    );
     // Once the cause is gone, the run happens.
     allow(&ns, "jobs").await;
     let done = finished_backup(&ns, "blocked").await;
@@ -659,7 +662,7 @@ async fn a_refused_run_is_said_once_and_retried_calmly_until_it_can_run() {
 async fn a_schedule_whose_backups_are_refused_says_so_once_and_runs_when_it_can() {
     let (_namespace, ns, s3, redis) = setup("schedrefused").await;
     refuse(&ns, "coffer.dev", "backups").await;
-    let _operator = Operator::start(&ns, "solo");
+    let operator = Operator::start(&ns, "solo");
     create::<BackupSchedule>(
         &ns,
         json!({"metadata": {"name": "minutely"}, "spec": {
@@ -678,13 +681,16 @@ async fn a_schedule_whose_backups_are_refused_says_so_once_and_runs_when_it_can(
         (ready.reason == "BackupRefused").then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(70)).await;
-    let refusals = events_of(&ns, "minutely")
-        .await
-        .into_iter()
-        .filter(|e| e.1 == "BackupRefused")
-        .count();
-    assert_eq!(refusals, 1, "one Event, not one per retry");
+    let attempts = "refused a scheduled Backup; tried again later";
+    eventually(Duration::from_secs(120), "two retries", || async {
+        (operator.log().matches(attempts).count() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        times_said(&ns, "minutely", "BackupRefused").await,
+        1,
+        "one Event, not one per retry"
+    );
     allow(&ns, "backups").await;
     let backups = Api::<Backup>::namespaced(admin().await, &ns);
     let name = eventually(Duration::from_secs(120), "a Backup of minutely", || async {

@@ -167,6 +167,8 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
                     // Refused for good (an admission policy, a quota, an invalid object):
                     // said once, tried again in a while, and the run stays due.
                     Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => {
+                        // Logged at every attempt (the Event and condition say it once).
+                        tracing::info!(namespace = %schedule.namespace().unwrap_or_default(), backup = %backup_name, reason = %e.message, "the API server refused a scheduled Backup; tried again later");
                         problem = Some(Problem {
                             reason: "BackupRefused",
                             message: format!(

@@ -98,13 +98,17 @@ pub async fn create(ctx: &Context, namespace: &str, job: &Job) -> Result<Created
                 Err(Error::JobBusy(name))
             }
         }
-        Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => Ok(Created::Refused {
-            terminating: e.code == 403 && e.message.contains("being terminated"),
-            message: format!(
-                "the API server refused the worker Job {name}: {}",
-                e.message
-            ),
-        }),
+        Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => {
+            // Logged at every attempt (the Event and condition say it once).
+            tracing::info!(%namespace, job = %name, reason = %e.message, "the API server refused the worker Job; tried again later");
+            Ok(Created::Refused {
+                terminating: e.code == 403 && e.message.contains("being terminated"),
+                message: format!(
+                    "the API server refused the worker Job {name}: {}",
+                    e.message
+                ),
+            })
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -129,6 +129,22 @@ pub async fn events_of(ns: &str, name: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// How many times Events with `reason` were recorded about `name`: one per Event object, or
+/// its `series.count` when the recorder folded repeats into one object (as kube's does for
+/// the same note within minutes).
+pub async fn times_said(ns: &str, name: &str, reason: &str) -> i32 {
+    Api::<Event>::namespaced(admin().await, ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| e.series.map_or(1, |s| s.count))
+        .sum()
+}
+
 /// The keys under `prefix` in the test bucket.
 pub async fn stored_keys(s3: &S3Server, prefix: &str) -> Vec<String> {
     s3_client(s3)
