@@ -889,8 +889,8 @@ async fn a_restarted_or_second_controller_never_duplicates_a_run() {
     );
 }
 
-/// Forbid and Replace with runs that stall, and beside them (this test crosses at least two
-/// minute boundaries anyway): a suspended schedule, which takes no backup and says so, and a
+/// Forbid, Replace and Allow with runs that stall, and beside them (this test crosses a minute
+/// boundary anyway): a suspended schedule, which takes no backup and says so, and a
 /// schedule whose runs fail, whose metric says that its last run failed.
 #[tokio::test]
 async fn forbid_skips_replace_stops_a_run_that_is_still_going_and_suspend_takes_none() {
@@ -915,6 +915,23 @@ async fn forbid_skips_replace_stops_a_run_that_is_still_going_and_suspend_takes_
     .await;
     assert_eq!(ready(&status.conditions).1, "Suspended");
     assert_eq!(status.next_schedule_time, None);
+    // The run each policy's schedule made at the last minute boundary (as if before this
+    // test), still running when the next one comes: one boundary shows every policy.
+    let previous = {
+        use chrono::DurationRound;
+        Utc::now()
+            .duration_trunc(chrono::TimeDelta::minutes(1))
+            .unwrap()
+    };
+    let stalled = json!({"redis": {"host": "127.0.0.1", "port": port}});
+    for name in ["forbid", "replace", "allow"] {
+        let run = coffer::controller::due::backup_name(name, previous);
+        create::<Backup>(
+            &ns,
+            history_backup(&run, name, previous, &stalled, &storage(&s3), "Delete"),
+        )
+        .await;
+    }
     for (name, policy) in [
         ("forbid", "Forbid"),
         ("replace", "Replace"),
@@ -928,8 +945,8 @@ async fn forbid_skips_replace_stops_a_run_that_is_still_going_and_suspend_takes_
         )
         .await;
     }
-    let two_runs = Duration::from_secs(200);
-    let skipped = eventually(two_runs, "Forbid to skip the second run", || async {
+    let next_boundary = Duration::from_secs(140);
+    let skipped = eventually(next_boundary, "Forbid to skip the second run", || async {
         let events = events_of(&ns, "forbid").await;
         events
             .into_iter()
@@ -960,7 +977,7 @@ async fn forbid_skips_replace_stops_a_run_that_is_still_going_and_suspend_takes_
         }
     };
     assert_eq!(of("forbid").await.len(), 1, "the first run goes on alone");
-    let replaced = eventually(two_runs, "Replace to stop the first run", || async {
+    let replaced = eventually(next_boundary, "Replace to stop the first run", || async {
         events_of(&ns, "replace")
             .await
             .into_iter()
@@ -998,7 +1015,7 @@ async fn forbid_skips_replace_stops_a_run_that_is_still_going_and_suspend_takes_
     })
     .await;
 
-    // Two minute boundaries later: the suspended schedule took nothing, the broken one ran
+    // A minute boundary later: the suspended schedule took nothing, the broken one ran
     // and failed, and the alert's metric says so (for it only).
     assert!(
         of("paused").await.is_empty(),
