@@ -382,11 +382,18 @@ async fn keys_that_expired_since_the_backup_are_not_restored() {
     let store = dir_store(&dir);
     let source = RedisServer::start_with(None, DISKLESS).unwrap();
     let mut src = connect(&source.url()).await;
+    // Long enough for both backups to hold it however slow the machine (checked below);
+    // the restores then wait for the expiry time itself, not a guess at it.
     let _: () = ::redis::cmd("SET")
         .arg("short")
         .arg("v")
         .arg("PX")
-        .arg(1500)
+        .arg(8000)
+        .query_async(&mut src)
+        .await
+        .unwrap();
+    let expires_ms: u64 = ::redis::cmd("PEXPIRETIME")
+        .arg("short")
         .query_async(&mut src)
         .await
         .unwrap();
@@ -416,7 +423,17 @@ async fn keys_that_expired_since_the_backup_are_not_restored() {
     let keys = take(&store, &source.url(), Mode::Keys, Compression::Zstd, "k/")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    for manifest in [&snapshot, &keys] {
+        assert_eq!(
+            manifest.stats.keys,
+            Some(3),
+            "the backup holds the short-lived key"
+        );
+    }
+    let expires = std::time::UNIX_EPOCH + Duration::from_millis(expires_ms);
+    while std::time::SystemTime::now() <= expires {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for (folder, manifest) in [("s/", &snapshot), ("k/", &keys)] {
         let target_server = RedisServer::start().unwrap();
         let stats = put_back(
