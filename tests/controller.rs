@@ -1229,3 +1229,80 @@ async fn a_restore_waits_for_the_quiesced_pods_to_stop_and_scales_back_once_acro
         .count();
     assert_eq!(made, 1);
 }
+
+/// A reconcile that reads a RestoreRequest as it was earlier (a watch lagging behind the
+/// restore's later writes) changes nothing: read while its app was being stopped, it does
+/// not stop the app again (it was given back, and nothing would scale it back twice); read
+/// as it was created, it does not start the finished restore again.
+#[tokio::test]
+async fn a_stale_read_of_a_quiescing_restore_never_stops_the_app_again() {
+    let (_namespace, ns, s3, redis) = support::resources::redis_namespace("stale", 20).await;
+    let _operator = Operator::start(&ns, "solo");
+    create::<Backup>(
+        &ns,
+        json!({"metadata": {"name": "base"}, "spec": {
+        "source": redis_source(&redis, "redis-auth"), "storage": storage(&s3)}}),
+    )
+    .await;
+    finished_backup(&ns, "base").await;
+    let pod_spec = json!({"terminationGracePeriodSeconds": 30, "containers": [
+        {"name": "app", "image": "busybox", "command": ["sh", "-c", SLOW_TO_STOP]}]});
+    create::<k8s_openapi::api::apps::v1::Deployment>(
+        &ns,
+        json!({"metadata": {"name": "web"}, "spec": {
+        "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec}}}),
+    )
+    .await;
+    let created: RestoreRequest = create(
+        &ns,
+        json!({"metadata": {"name": "back"}, "spec": {
+        "backupRef": {"name": "base"}, "redis": {"conflict": "Overwrite"},
+        "quiesce": [{"kind": "Deployment", "name": "web"}]}}),
+    )
+    .await;
+    // The app's Pods take 3 s to stop: the request is seen while Quiescing.
+    let restores: Api<RestoreRequest> = Api::namespaced(admin().await, &ns);
+    let stale = eventually(RUN, "the restore to be quiescing", || async {
+        let r = restores.get("back").await.unwrap();
+        (r.status.as_ref()?.phase? == RestorePhase::Quiescing).then_some(r)
+    })
+    .await;
+    let done = finished_restore(&ns, "back").await;
+    let phase = done.status.as_ref().unwrap().phase;
+    assert_eq!(phase, Some(RestorePhase::Succeeded));
+    assert_eq!(replicas(&ns, "web").await, 2);
+
+    let (store, _writer) = kube::runtime::reflector::store::<Backup>();
+    let settings = coffer::controller::context::Settings {
+        worker: coffer::controller::job::WorkerSettings {
+            image: "coffer".to_owned(),
+            service_account: "coffer-worker".to_owned(),
+            restore_spool_bytes: 0,
+        },
+        namespace: Some(ns.clone()),
+        deletion_timeout: Duration::from_secs(60),
+    };
+    let ctx = coffer::controller::context::Context::new(
+        admin().await,
+        settings,
+        std::sync::Arc::default(),
+        "stale-reader".to_owned(),
+        store,
+    );
+    let ctx = std::sync::Arc::new(ctx);
+    // Read while Quiescing: the app is not stopped again.
+    let outcome =
+        coffer::controller::restore::reconcile(std::sync::Arc::new(stale), ctx.clone()).await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(replicas(&ns, "web").await, 2, "the app was stopped again");
+    // Read as it was created, before any status: the restore does not start again.
+    let outcome = coffer::controller::restore::reconcile(std::sync::Arc::new(created), ctx).await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(replicas(&ns, "web").await, 2, "the app was stopped again");
+    let now = restores.get("back").await.unwrap();
+    assert_eq!(
+        now.status, done.status,
+        "the finished restore's status was rewritten"
+    );
+}

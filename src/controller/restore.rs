@@ -69,6 +69,19 @@ pub async fn reconcile(request: Arc<RestoreRequest>, ctx: Arc<Context>) -> Resul
         namespace: &namespace,
         old: old.as_ref(),
     };
+    if matches!(
+        status.phase,
+        Some(RestorePhase::Succeeded | RestorePhase::Failed)
+    ) {
+        return Ok(Action::await_change());
+    }
+    // A restore acts only on the version the server holds: a reconcile that read a watch
+    // lagging behind this restore's own later writes would otherwise start a finished
+    // restore again (writing Quiescing over Succeeded), or stop an app that was already
+    // given back, with nothing left to scale it back.
+    if !step.current().await? {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     match status.phase {
         Some(RestorePhase::Succeeded | RestorePhase::Failed) => Ok(Action::await_change()),
         None | Some(RestorePhase::Pending) => step.start(status).await,
@@ -541,6 +554,12 @@ impl Step<'_> {
             target: spec.target.clone().unwrap_or(run.source),
             manifest_sha256: status.manifest_sha256,
         }))
+    }
+
+    /// Whether the RestoreRequest on the server is the version this reconcile read.
+    async fn current(&self) -> Result<bool, Error> {
+        let fresh = self.api.get(&self.request.name_any()).await?;
+        Ok(fresh.resource_version() == self.request.resource_version())
     }
 
     /// The workload's replicas, or `None` if it does not exist. Read through the `scale`
