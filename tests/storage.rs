@@ -232,12 +232,14 @@ async fn s3_errors_are_one_line_and_name_the_fix() {
     );
 
     let mut wrong = options.clone();
-    wrong.credentials = Some((server.access_key().to_owned(), "wrong-secret".to_owned()));
+    let secret = support::distinctive_secret("s3-secret");
+    wrong.credentials = Some((server.access_key().to_owned(), secret.clone()));
     let refused = preflight("s3://backups/x", wrong).await;
     assert!(
         refused.contains("S3 refused the credentials") && refused.contains("AWS_SECRET_ACCESS_KEY"),
         "{refused}"
     );
+    assert!(!refused.contains(&secret), "{refused}");
 
     let mut unreachable = options.clone();
     unreachable.endpoint = Some("http://127.0.0.1:9".to_owned());
