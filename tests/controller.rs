@@ -1048,7 +1048,7 @@ async fn forbid_skips_replace_stops_a_run_that_is_still_going_and_suspend_takes_
 }
 
 /// The app's Pods stop slowly, as real ones do: on SIGTERM they take 3 s to exit.
-const SLOW_TO_STOP: &str = "trap 'sleep 3; exit 0' TERM; sleep 3600 & wait";
+const SLOW_TO_STOP: &str = "trap 'sleep 3; exit 0' TERM; sleep 300 & wait";
 
 /// Replicas values by `kind/name`, in the order they were seen.
 type History = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<i32>>>>;
@@ -1079,6 +1079,7 @@ fn replicas_history(ns: &str) -> (History, tokio::task::JoinHandle<()>) {
             Api::<Deployment>::namespaced(client.clone(), &ns),
             watcher::Config::default(),
         )
+        .default_backoff()
         .applied_objects()
         .map(|d| {
             d.map(|d| {
@@ -1092,6 +1093,7 @@ fn replicas_history(ns: &str) -> (History, tokio::task::JoinHandle<()>) {
             Api::<StatefulSet>::namespaced(client, &ns),
             watcher::Config::default(),
         )
+        .default_backoff()
         .applied_objects()
         .map(|s| {
             s.map(|s| {
@@ -1218,8 +1220,14 @@ async fn a_restore_waits_for_the_quiesced_pods_to_stop_and_scales_back_once_acro
         (running(pods.list(&app).await.unwrap().items).len() == 3).then_some(())
     })
     .await;
+    // The watch has seen each workload come back (it may lag behind the Pods).
+    let history = eventually(RUN, "the watch to see both workloads back", || async {
+        let seen = history.lock().unwrap().clone();
+        let back = |key: &str| seen.get(key).is_some_and(|values| values.len() >= 3);
+        (back("Deployment/web") && back("StatefulSet/db")).then_some(seen)
+    })
+    .await;
     watching.abort();
-    let history = history.lock().unwrap().clone();
     assert_eq!(history["Deployment/web"], [2, 0, 2], "{history:?}");
     assert_eq!(history["StatefulSet/db"], [1, 0, 1], "{history:?}");
     let made = jobs(&ns)

@@ -80,6 +80,7 @@ pub async fn reconcile(request: Arc<RestoreRequest>, ctx: Arc<Context>) -> Resul
     // restore again (writing Quiescing over Succeeded), or stop an app that was already
     // given back, with nothing left to scale it back.
     if !step.current().await? {
+        tracing::debug!(%namespace, restore = %request.name_any(), "read an older version than the server's; looking again");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     match status.phase {

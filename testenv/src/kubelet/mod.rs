@@ -406,6 +406,11 @@ impl Kubelet {
             }
         };
 
+        // Deleted while its container was being prepared: it never starts.
+        if killed.borrow().is_some() {
+            force_delete(&pods, &name, &uid).await;
+            return;
+        }
         let started_at = now();
         let log_path = pod_dir.join("log");
         let (exit_code, reason) = match spawn_container(&spec, &pod_dir, &log_path) {
@@ -451,7 +456,17 @@ impl Kubelet {
             status::terminated(&container.name, &image, &end),
         )
         .await;
-        if killed.borrow().is_some() {
+        // Whether the Pod is to go is decided under the lock that `handle` takes to stop
+        // it: either it saw this task still there (and left the deletion to it, as read
+        // here), or it saw the task gone (and deletes the Pod itself).
+        drop(killed);
+        let stopped = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&uid).map(|stop| stop.borrow().is_some()))
+            .unwrap_or(false);
+        if stopped {
             force_delete(&pods, &name, &uid).await;
         }
     }
