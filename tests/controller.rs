@@ -1058,7 +1058,6 @@ type History = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String
 fn replicas_history(ns: &str) -> (History, tokio::task::JoinHandle<()>) {
     use futures::StreamExt;
     use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-    use kube::runtime::{WatchStreamExt, watcher};
     let history = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
         String,
         Vec<i32>,
@@ -1075,42 +1074,51 @@ fn replicas_history(ns: &str) -> (History, tokio::task::JoinHandle<()>) {
                 values.push(n);
             }
         };
-        let deployments = watcher(
+        let deployments = replicas_changes(
             Api::<Deployment>::namespaced(client.clone(), &ns),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .applied_objects()
-        .map(|d| {
-            d.map(|d| {
-                (
-                    format!("Deployment/{}", d.name_any()),
-                    d.spec.and_then(|s| s.replicas),
-                )
-            })
-        });
-        let sets = watcher(
+            "Deployment",
+            |d| d.spec.and_then(|s| s.replicas),
+        );
+        let sets = replicas_changes(
             Api::<StatefulSet>::namespaced(client, &ns),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .applied_objects()
-        .map(|s| {
-            s.map(|s| {
-                (
-                    format!("StatefulSet/{}", s.name_any()),
-                    s.spec.and_then(|s| s.replicas),
-                )
-            })
-        });
+            "StatefulSet",
+            |s| s.spec.and_then(|s| s.replicas),
+        );
         let mut both = std::pin::pin!(futures::stream::select(deployments, sets));
-        while let Some(event) = both.next().await {
-            if let Ok((key, replicas)) = event {
-                push(key, replicas);
-            }
+        while let Some((key, replicas)) = both.next().await {
+            push(key, replicas);
         }
     });
     (history, task)
+}
+
+/// `kind/name` and the replicas `replicas` reads, for every change to the objects `api`
+/// lists (watch errors skipped: the watch retries with backoff).
+fn replicas_changes<K>(
+    api: Api<K>,
+    kind: &'static str,
+    replicas: fn(K) -> Option<i32>,
+) -> impl futures::Stream<Item = (String, Option<i32>)> + Send
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .filter_map(move |object| {
+            std::future::ready(
+                object
+                    .ok()
+                    .map(|o| (format!("{kind}/{}", o.name_any()), replicas(o))),
+            )
+        })
 }
 
 /// The restore's worker starts only once every quiesced Pod has stopped (they take their

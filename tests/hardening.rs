@@ -630,6 +630,35 @@ async fn allow(ns: &str, resource: &str) {
         .unwrap();
 }
 
+/// Waits for three attempts the operator logs as `attempt`, asserts they were spread out
+/// (retried every 30 s, not in a loop), and that the Event `reason` about `name` was
+/// recorded once, not once per retry.
+async fn retried_calmly_and_said_once(
+    operator: &Operator,
+    attempt: &str,
+    (ns, name, reason): (&str, &str, &str),
+    timeout: Duration,
+) {
+    let first = eventually(timeout, "a first attempt", || async {
+        (operator.log().matches(attempt).count() >= 1).then(std::time::Instant::now)
+    })
+    .await;
+    eventually(timeout, "two retries", || async {
+        (operator.log().matches(attempt).count() >= 3).then_some(())
+    })
+    .await;
+    assert!(
+        first.elapsed() >= Duration::from_secs(15),
+        "{:?}",
+        first.elapsed()
+    );
+    assert_eq!(
+        times_said(ns, name, reason).await,
+        1,
+        "one Event, not one per retry"
+    );
+}
+
 #[tokio::test]
 async fn a_refused_run_is_said_once_and_retried_calmly_until_it_can_run() {
     let (_namespace, ns, s3, redis) = setup("refused").await;
@@ -650,26 +679,13 @@ async fn a_refused_run_is_said_once_and_retried_calmly_until_it_can_run() {
     })
     .await;
     // Two retries (the operator logs every attempt), and still one Event.
-    let attempts = "refused the worker Job; tried again later";
-    let first = eventually(RUN, "a first attempt", || async {
-        (operator.log().matches(attempts).count() >= 1).then(std::time::Instant::now)
-    })
+    retried_calmly_and_said_once(
+        &operator,
+        "refused the worker Job; tried again later",
+        (&ns, "blocked", "JobRefused"),
+        RUN,
+    )
     .await;
-    eventually(RUN, "two retries", || async {
-        (operator.log().matches(attempts).count() >= 3).then_some(())
-    })
-    .await;
-    // Calmly: retried every 30 s, not in a loop.
-    assert!(
-        first.elapsed() >= Duration::from_secs(15),
-        "{:?}",
-        first.elapsed()
-    );
-    assert_eq!(
-        times_said(&ns, "blocked", "JobRefused").await,
-        1,
-        "one Event, not one per retry"
-    );
     // Once the cause is gone, the run happens.
     allow(&ns, "jobs").await;
     let done = finished_backup(&ns, "blocked").await;
@@ -699,26 +715,13 @@ async fn a_schedule_whose_backups_are_refused_says_so_once_and_runs_when_it_can(
         (ready.reason == "BackupRefused").then_some(())
     })
     .await;
-    let attempts = "refused a scheduled Backup; tried again later";
-    let first = eventually(Duration::from_secs(120), "a first attempt", || async {
-        (operator.log().matches(attempts).count() >= 1).then(std::time::Instant::now)
-    })
+    retried_calmly_and_said_once(
+        &operator,
+        "refused a scheduled Backup; tried again later",
+        (&ns, "minutely", "BackupRefused"),
+        Duration::from_secs(120),
+    )
     .await;
-    eventually(Duration::from_secs(120), "two retries", || async {
-        (operator.log().matches(attempts).count() >= 3).then_some(())
-    })
-    .await;
-    // Calmly: retried every 30 s, not in a loop.
-    assert!(
-        first.elapsed() >= Duration::from_secs(15),
-        "{:?}",
-        first.elapsed()
-    );
-    assert_eq!(
-        times_said(&ns, "minutely", "BackupRefused").await,
-        1,
-        "one Event, not one per retry"
-    );
     allow(&ns, "backups").await;
     let backups = Api::<Backup>::namespaced(admin().await, &ns);
     let name = eventually(Duration::from_secs(120), "a Backup of minutely", || async {

@@ -110,8 +110,8 @@ pub async fn finished_restore(ns: &str, name: &str) -> RestoreRequest {
     .await
 }
 
-/// The Events about the object `name`: (type, reason, note).
-pub async fn events_of(ns: &str, name: &str) -> Vec<(String, String, String)> {
+/// The Event objects about the object `name`.
+async fn events_about(ns: &str, name: &str) -> Vec<Event> {
     Api::<Event>::namespaced(admin().await, ns)
         .list(&ListParams::default())
         .await
@@ -119,6 +119,14 @@ pub async fn events_of(ns: &str, name: &str) -> Vec<(String, String, String)> {
         .items
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+/// The Events about the object `name`: (type, reason, note).
+pub async fn events_of(ns: &str, name: &str) -> Vec<(String, String, String)> {
+    events_about(ns, name)
+        .await
+        .into_iter()
         .map(|e| {
             (
                 e.type_.unwrap_or_default(),
@@ -131,15 +139,11 @@ pub async fn events_of(ns: &str, name: &str) -> Vec<(String, String, String)> {
 
 /// How many times Events with `reason` were recorded about `name`: one per Event object, or
 /// its `series.count` when the recorder folded repeats into one object (as kube's does for
-/// the same note within minutes).
+/// the same reason, object and reporter within minutes).
 pub async fn times_said(ns: &str, name: &str, reason: &str) -> i32 {
-    Api::<Event>::namespaced(admin().await, ns)
-        .list(&ListParams::default())
+    events_about(ns, name)
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .filter(|e| e.reason.as_deref() == Some(reason))
         .map(|e| e.series.map_or(1, |s| s.count))
         .sum()
