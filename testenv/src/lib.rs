@@ -7,7 +7,9 @@
 //! - [`S3Server`]: an S3-compatible server (`s3s-fs`, plus ListMultipartUploads) in this
 //!   process, serving real HTTP.
 //! - [`ControlPlane`]: etcd, kube-apiserver and kube-controller-manager built from their Go
-//!   modules (`tools/k8s/build`), with the [`ProcessKubelet`] running Pods as processes.
+//!   modules (`tools/k8s/build`), with the [`ProcessKubelet`] running Pods as processes, or
+//!   a [`RealNode`] (containerd, runc, CNI, kubelet, kube-proxy, CoreDNS) running them in
+//!   containers.
 //!
 //! No mocks: every service speaks its real protocol over TCP.
 
@@ -16,6 +18,7 @@
 mod control_plane;
 mod error;
 mod kubelet;
+mod node;
 mod postgres;
 mod process;
 mod redis;
@@ -31,6 +34,7 @@ pub use control_plane::{
 };
 pub use error::TestEnvError;
 pub use kubelet::{KubeletOptions, ProcessKubelet};
+pub use node::{RealNode, built_images, config as node_config};
 pub use postgres::PostgresServer;
 pub use process::find_program;
 pub use redis::RedisServer;

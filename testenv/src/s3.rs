@@ -3,7 +3,7 @@
 //! this process.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -32,7 +32,9 @@ pub struct S3Server {
     secret_key: String,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
-    root: TempDir,
+    root: PathBuf,
+    // The store's directory when the server made it (removed when dropped).
+    _temp: Option<TempDir>,
     tampering: Shared,
     journal: crate::s3_journal::Shared,
     holds: crate::s3_hold::Shared,
@@ -41,13 +43,47 @@ pub struct S3Server {
 impl S3Server {
     /// Starts a server with an empty store (create buckets through the S3 API).
     pub fn start() -> Result<Self> {
-        let root = tempfile::Builder::new()
+        let temp = tempfile::Builder::new()
             .prefix("coffer-s3-")
             .tempdir()
             .map_err(TestEnvError::io("creating a directory for the S3 server"))?;
         let access_key = format!("AK{}", random_token().to_uppercase());
         let secret_key = random_token();
-        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        let root = temp.path().to_owned();
+        Self::serve(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            root,
+            Some(temp),
+            access_key,
+            secret_key,
+        )
+    }
+
+    /// Serves the store in `root` (kept when dropped) on `listen`, with the given keys: the
+    /// server in a container of the real node's tests (`coffer-s3-server`).
+    pub fn start_in(
+        listen: SocketAddr,
+        root: &Path,
+        access_key: &str,
+        secret_key: &str,
+    ) -> Result<Self> {
+        Self::serve(
+            listen,
+            root.to_owned(),
+            None,
+            access_key.to_owned(),
+            secret_key.to_owned(),
+        )
+    }
+
+    fn serve(
+        listen: SocketAddr,
+        root: PathBuf,
+        temp: Option<TempDir>,
+        access_key: String,
+        secret_key: String,
+    ) -> Result<Self> {
+        let listener = std::net::TcpListener::bind(listen)
             .map_err(TestEnvError::io("binding the S3 server's port"))?;
         let addr = listener
             .local_addr()
@@ -59,6 +95,7 @@ impl S3Server {
             shutdown: None,
             thread: None,
             root,
+            _temp: temp,
             tampering: Shared::default(),
             journal: crate::s3_journal::Shared::default(),
             holds: crate::s3_hold::Shared::default(),
@@ -86,13 +123,13 @@ impl S3Server {
     }
 
     fn serve_on(&mut self, listener: std::net::TcpListener) -> Result<()> {
-        let store = s3s_fs::FileSystem::new(self.root.path()).map_err(|e| TestEnvError::Io {
+        let store = s3s_fs::FileSystem::new(&self.root).map_err(|e| TestEnvError::Io {
             what: "opening the S3 server's store".to_owned(),
             source: std::io::Error::other(format!("{e:?}")),
         })?;
         let mut builder = S3ServiceBuilder::new(Store::new(
             store,
-            self.root.path(),
+            &self.root,
             self.tampering.clone(),
             self.journal.clone(),
             self.holds.clone(),
@@ -143,13 +180,13 @@ impl S3Server {
 
     /// The directory holding the buckets (one sub-directory per bucket).
     pub fn root(&self) -> &Path {
-        self.root.path()
+        &self.root
     }
 
     /// Multipart uploads that were started and neither completed nor aborted (s3s-fs keeps
     /// one `.upload-<id>.json` file in its root for each).
     pub fn open_multipart_uploads(&self) -> usize {
-        open_upload_ids(self.root.path()).len()
+        open_upload_ids(&self.root).len()
     }
 
     /// From now on, the `read`th GET (counting from 1, all reads so far included) of the

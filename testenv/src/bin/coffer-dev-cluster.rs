@@ -5,6 +5,11 @@
 //! (REDIS_URL, REDIS_PORT, DATABASE_URL, PG*), and COFFER_DEV_VOLUMES, where the process
 //! kubelet keeps each claim's files (`<namespace>/<claim>`). Driven by
 //! `scripts/dev-cluster up|down|env`.
+//!
+//! With `--real-node` (root only): the control plane with a real node instead (containerd,
+//! kubelet, kube-proxy, CoreDNS, the images of `tools/images/build` loaded) and no services
+//! on loopback, which Pods could not reach; the exports name the images instead
+//! (COFFER_IMAGE, COFFER_SERVICES_IMAGE).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -16,11 +21,20 @@ use coffer_testenv::{
 };
 
 fn main() -> ExitCode {
-    let Some(state_dir) = std::env::args().nth(1).map(PathBuf::from) else {
-        eprintln!("usage: coffer-dev-cluster STATE_DIR");
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let real_node = args.iter().any(|a| a == "--real-node");
+    args.retain(|a| a != "--real-node");
+    let [state_dir] = args.as_slice() else {
+        eprintln!("usage: coffer-dev-cluster [--real-node] STATE_DIR");
         return ExitCode::from(2);
     };
-    match run(&state_dir) {
+    let state_dir = PathBuf::from(state_dir);
+    let result = if real_node {
+        run_real_node(&state_dir)
+    } else {
+        run(&state_dir)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("coffer-dev-cluster: {e}");
@@ -35,6 +49,7 @@ fn run(state_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let plane = ControlPlane::start(ControlPlaneOptions {
         kubelet: Some(KubeletOptions::default()),
         keep_dir: false,
+        real_node: false,
     })?;
     // With a password, as the examples' Redis has one (their Secret `redis-auth`).
     let redis = RedisServer::start_with_password("coffer-dev")?;
@@ -68,6 +83,55 @@ fn run(state_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(&volumes);
         writeln!(env, "export COFFER_DEV_VOLUMES={}", volumes.display())?;
     }
+    serve_until_stopped(state_dir, &plane, env)?;
+    // Stop in reverse order: the kubelet's processes and the control plane last.
+    drop((s3, postgres, redis, plane));
+    Ok(())
+}
+
+/// The control plane with a real node, and the exports that point kubectl, helm and the
+/// images at it.
+fn run_real_node(state_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(state_dir)?;
+    let plane = ControlPlane::start(ControlPlaneOptions {
+        kubelet: None,
+        keep_dir: false,
+        real_node: true,
+    })?;
+    let node = plane
+        .real_node()
+        .ok_or("the control plane started no real node")?;
+    let kubeconfig = state_dir.join("kubeconfig");
+    std::fs::copy(plane.kubeconfig(), &kubeconfig)?;
+    let mut env = String::new();
+    writeln!(env, "export KUBECONFIG={}", kubeconfig.display())?;
+    writeln!(env, "export PATH={}:$PATH", k8s_bin_dir()?.display())?;
+    writeln!(
+        env,
+        "export COFFER_IMAGE={}",
+        node.image("coffer").unwrap_or_default()
+    )?;
+    writeln!(
+        env,
+        "export COFFER_SERVICES_IMAGE={}",
+        node.image("services").unwrap_or_default()
+    )?;
+    writeln!(
+        env,
+        "export COFFER_NODE_STATE={}",
+        node.state_dir().display()
+    )?;
+    serve_until_stopped(state_dir, &plane, env)?;
+    drop(plane);
+    Ok(())
+}
+
+/// Writes the exports (with this process's PID), then waits for SIGTERM or Ctrl-C.
+fn serve_until_stopped(
+    state_dir: &std::path::Path,
+    plane: &ControlPlane,
+    mut env: String,
+) -> Result<(), Box<dyn std::error::Error>> {
     writeln!(env, "export COFFER_DEV_CLUSTER_PID={}", std::process::id())?;
     // Written last and atomically: its presence means everything is up.
     let tmp = state_dir.join("env.tmp");
@@ -92,7 +156,5 @@ fn run(state_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         })?;
     eprintln!("coffer-dev-cluster: stopping");
     let _ = std::fs::remove_file(state_dir.join("env"));
-    // Stop in reverse order: the kubelet's processes and the control plane last.
-    drop((s3, postgres, redis, plane));
     Ok(())
 }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 pub use namespace::TestNamespace;
 
 use crate::kubelet::{KubeletOptions, ProcessKubelet};
+use crate::node::{self, NodeInputs, RealNode, config::NODE_IP};
 use crate::process::{ChildGuard, free_port, log_tail, random_token, spawn_tied, tied_command};
 use crate::{Result, TestEnvError};
 
@@ -40,6 +41,14 @@ pub const NODE_NAME: &str = "coffer-process-kubelet";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The identities of a real node's programs (token authentication), bound by the API
+/// server's default RBAC (the kubelet's by the Node authorizer).
+const NODE_USERS: [(&str, &str); 3] = [
+    ("system:node:coffer-node", "system:nodes"),
+    ("system:kube-proxy", ""),
+    ("system:kube-scheduler", ""),
+];
+
 /// What to start besides etcd, kube-apiserver and kube-controller-manager.
 #[derive(Clone, Debug, Default)]
 pub struct ControlPlaneOptions {
@@ -47,6 +56,10 @@ pub struct ControlPlaneOptions {
     pub kubelet: Option<KubeletOptions>,
     /// Keep the directory (certificates, logs, etcd data) when dropped.
     pub keep_dir: bool,
+    /// Run a [real node](crate::RealNode) (containerd, kubelet, kube-proxy, CoreDNS) and the
+    /// scheduler instead of the process kubelet; the API server then listens on the node's
+    /// address on the project's bridge, where Pods reach it. Needs root.
+    pub real_node: bool,
 }
 
 /// A running control plane. Dropping it stops every process it started.
@@ -57,6 +70,8 @@ pub struct ControlPlane {
     etcd_port: u16,
     api_port: u16,
     kubelet: Option<ProcessKubelet>,
+    node: Option<RealNode>,
+    host: &'static str,
     server: String,
     tokens: BTreeMap<String, String>,
     dir: PathBuf,
@@ -77,6 +92,30 @@ impl ControlPlane {
                         coffer_binary: None,
                     }),
                     keep_dir: std::env::var_os("COFFER_TEST_KEEP").is_some_and(|v| v == "1"),
+                    real_node: false,
+                };
+                let plane = ControlPlane::start(options).map_err(|e| e.to_string())?;
+                if plane._temp.is_some() {
+                    remove_when_gone(&plane.dir);
+                }
+                Ok(plane)
+            })
+            .as_ref()
+            .map_err(|e| TestEnvError::ControlPlane(e.clone()))
+    }
+
+    /// The control plane shared by every test of this test binary with a [real
+    /// node](crate::RealNode) (and the scheduler) instead of the process kubelet, started on
+    /// first use. Only one real node runs on a machine: a second test binary waits for the
+    /// first one's node to be torn down.
+    pub fn real_node_global() -> Result<&'static ControlPlane> {
+        static GLOBAL: OnceLock<std::result::Result<ControlPlane, String>> = OnceLock::new();
+        GLOBAL
+            .get_or_init(|| {
+                let options = ControlPlaneOptions {
+                    kubelet: None,
+                    keep_dir: std::env::var_os("COFFER_TEST_KEEP").is_some_and(|v| v == "1"),
+                    real_node: true,
                 };
                 let plane = ControlPlane::start(options).map_err(|e| e.to_string())?;
                 if plane._temp.is_some() {
@@ -114,11 +153,15 @@ impl ControlPlane {
         write(&dir.join("apiserver.key"), &pki.serving_key)?;
         write(&dir.join("sa.key"), &pki.service_account_key)?;
         write(&dir.join("sa.pub"), &pki.service_account_public_key)?;
+        write(&dir.join("kubelet-client.crt"), &pki.kubelet_client_cert)?;
+        write(&dir.join("kubelet-client.key"), &pki.kubelet_client_key)?;
 
         let mut tokens = BTreeMap::new();
         let mut csv = String::new();
+        let node_users: &[(&str, &str)] = if options.real_node { &NODE_USERS } else { &[] };
         for (user, groups) in std::iter::once(("admin", "system:masters"))
             .chain(USERS.iter().map(|u| (*u, "coffer:test-users")))
+            .chain(node_users.iter().copied())
         {
             let token = random_token();
             csv.push_str(&format!("{token},{user},{user},\"{groups}\"\n"));
@@ -126,17 +169,34 @@ impl ControlPlane {
         }
         write(&dir.join("tokens.csv"), &csv)?;
 
+        // The real node's claim (one per machine) and bridge come first: the API server
+        // listens on the bridge.
+        let claim = if options.real_node {
+            // Outside the control plane's directory, which is removed when this process
+            // exits, maybe before the node's watcher has torn it down.
+            let state = std::env::temp_dir().join(format!("coffer-node-{}", std::process::id()));
+            Some(RealNode::prepare(&state, &bin)?)
+        } else {
+            None
+        };
+        let host = if options.real_node {
+            NODE_IP
+        } else {
+            "127.0.0.1"
+        };
         let mut processes = Vec::new();
         let etcd_port = free_port()?;
         processes.push(start_etcd(&bin, &dir, etcd_port)?);
         let api_port = free_port()?;
-        processes.push(start_apiserver(&bin, &dir, etcd_port, api_port)?);
-        let server = format!("https://127.0.0.1:{api_port}");
+        processes.push(start_apiserver(&bin, &dir, etcd_port, host, api_port)?);
+        let server = format!("https://{host}:{api_port}");
         let mut plane = Self {
             processes: Mutex::new(processes),
             etcd_port,
             api_port,
             kubelet: None,
+            node: None,
+            host,
             server,
             tokens,
             dir,
@@ -152,12 +212,37 @@ impl ControlPlane {
             )?;
         }
         plane.wait_ready()?;
-        let kcm = start_controller_manager(&bin, &plane.dir, &plane.kubeconfig())?;
+        let controllers = if options.real_node { "*" } else { CONTROLLERS };
+        let kcm = start_controller_manager(&bin, &plane.dir, &plane.kubeconfig(), controllers)?;
         plane
             .processes
             .get_mut()
             .map_err(|_| TestEnvError::ControlPlane("a poisoned lock".to_owned()))?
             .push(kcm);
+        if let Some(claim) = claim {
+            let scheduler = start_scheduler(
+                &bin,
+                &plane.dir,
+                &plane.kubeconfig_path("system:kube-scheduler"),
+            )?;
+            plane
+                .processes
+                .get_mut()
+                .map_err(|_| TestEnvError::ControlPlane("a poisoned lock".to_owned()))?
+                .push(scheduler);
+            plane.node = Some(RealNode::start(
+                claim,
+                NodeInputs {
+                    bin: &bin,
+                    ca: &plane.dir.join("ca.crt"),
+                    node_kubeconfig: plane
+                        .kubeconfig_path(&format!("system:node:{}", node::config::NODE_NAME)),
+                    proxy_kubeconfig: plane.kubeconfig_path("system:kube-proxy"),
+                    dns_kubeconfig: plane.kubeconfig(),
+                    admin_kubeconfig: plane.kubeconfig(),
+                },
+            )?);
+        }
         if let Some(kubelet) = options.kubelet {
             plane.kubelet = Some(ProcessKubelet::start(
                 plane.kubeconfig(),
@@ -191,7 +276,7 @@ impl ControlPlane {
         let _ = apiserver.0.kill();
         let _ = apiserver.0.wait();
         std::thread::sleep(down);
-        processes[1] = start_apiserver(&bin, &self.dir, self.etcd_port, self.api_port)?;
+        processes[1] = start_apiserver(&bin, &self.dir, self.etcd_port, self.host, self.api_port)?;
         drop(processes);
         self.wait_ready()
     }
@@ -264,6 +349,11 @@ impl ControlPlane {
         self.kubelet.as_ref()?.pod_pid(namespace, pod)
     }
 
+    /// The real node, when the control plane runs one.
+    pub fn real_node(&self) -> Option<&RealNode> {
+        self.node.as_ref()
+    }
+
     /// The directory the process kubelet maps a PersistentVolumeClaim to.
     pub fn claim_dir(&self, namespace: &str, claim: &str) -> Option<PathBuf> {
         Some(self.kubelet.as_ref()?.claim_dir(namespace, claim))
@@ -327,14 +417,14 @@ pub fn bin_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn write(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn write(path: &Path, contents: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
@@ -357,7 +447,7 @@ fn log_file(dir: &Path, name: &str) -> Result<(std::fs::File, PathBuf)> {
     Ok((file, path))
 }
 
-fn spawn_logged(
+pub(crate) fn spawn_logged(
     what: &str,
     mut command: std::process::Command,
     dir: &Path,
@@ -420,27 +510,54 @@ fn etcd_healthy(port: u16) -> bool {
     reply.contains("\"health\":\"true\"")
 }
 
-fn start_apiserver(bin: &Path, dir: &Path, etcd_port: u16, port: u16) -> Result<ChildGuard> {
+fn start_apiserver(
+    bin: &Path,
+    dir: &Path,
+    etcd_port: u16,
+    host: &str,
+    port: u16,
+) -> Result<ChildGuard> {
     let file = |name: &str| dir.join(name).display().to_string();
     let mut command = tied_command(bin.join("kube-apiserver"));
+    if host == NODE_IP {
+        // A real node: the Node authorizer for the kubelet's identity, the kubelet reached by
+        // its address (never a name looked up in the machine's DNS) with a client
+        // certificate, and the `kubernetes` Service's endpoints kept (Pods use it).
+        command
+            .arg("--authorization-mode=Node,RBAC")
+            .arg("--kubelet-preferred-address-types=InternalIP")
+            .arg(format!(
+                "--kubelet-client-certificate={}",
+                file("kubelet-client.crt")
+            ))
+            .arg(format!(
+                "--kubelet-client-key={}",
+                file("kubelet-client.key")
+            ));
+    } else {
+        command
+            .arg("--authorization-mode=RBAC")
+            .arg("--endpoint-reconciler-type=none");
+    }
     command
         .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
-        .arg("--bind-address=127.0.0.1")
-        .arg("--advertise-address=127.0.0.1")
+        .arg(format!("--bind-address={host}"))
+        .arg(format!("--advertise-address={host}"))
         .arg(format!("--secure-port={port}"))
         .arg(format!("--tls-cert-file={}", file("apiserver.crt")))
         .arg(format!("--tls-private-key-file={}", file("apiserver.key")))
         .arg(format!("--client-ca-file={}", file("ca.crt")))
         .arg(format!("--token-auth-file={}", file("tokens.csv")))
-        .arg("--authorization-mode=RBAC")
         .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
         .arg(format!("--service-account-key-file={}", file("sa.pub")))
         .arg(format!(
             "--service-account-signing-key-file={}",
             file("sa.key")
         ))
-        .arg("--service-cluster-ip-range=10.96.0.0/16")
-        .arg("--endpoint-reconciler-type=none")
+        .arg(format!(
+            "--service-cluster-ip-range={}",
+            node::config::SERVICE_CIDR
+        ))
         .arg("--enable-priority-and-fairness=false")
         .arg("--profiling=false")
         .arg(format!("--cert-dir={}", file("apiserver-certs")))
@@ -456,11 +573,16 @@ const CONTROLLERS: &str = "job-controller,garbage-collector-controller,ttl-after
 namespace-controller,serviceaccount-controller,deployment-controller,replicaset-controller,\
 statefulset-controller,root-ca-cert-publisher";
 
-fn start_controller_manager(bin: &Path, dir: &Path, kubeconfig: &Path) -> Result<ChildGuard> {
+fn start_controller_manager(
+    bin: &Path,
+    dir: &Path,
+    kubeconfig: &Path,
+    controllers: &str,
+) -> Result<ChildGuard> {
     let mut command = tied_command(bin.join("kube-controller-manager"));
     command
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg(format!("--controllers={CONTROLLERS}"))
+        .arg(format!("--controllers={controllers}"))
         .arg("--leader-elect=false")
         .arg(format!("--root-ca-file={}", dir.join("ca.crt").display()))
         .arg("--secure-port=0")
@@ -477,6 +599,18 @@ fn start_controller_manager(bin: &Path, dir: &Path, kubeconfig: &Path) -> Result
         )));
     }
     Ok(process)
+}
+
+/// The scheduler of a real node's cluster, as its own user (`system:kube-scheduler`, which the
+/// API server's default RBAC binds).
+fn start_scheduler(bin: &Path, dir: &Path, kubeconfig: &Path) -> Result<ChildGuard> {
+    let mut command = tied_command(bin.join("kube-scheduler"));
+    command
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg("--secure-port=0")
+        .arg("--leader-elect=false")
+        .arg("--v=1");
+    Ok(spawn_logged("kube-scheduler", command, dir)?.0)
 }
 
 /// Removes `dir` once this process has exited: the global control plane is never dropped,

@@ -1,0 +1,107 @@
+//! One real node per machine: a lock held by a small watcher shell for the node's whole life,
+//! which tears the node down when its owner exits (however it exits) and only then lets the
+//! next node start.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::config::{BRIDGE, CGROUP_ROOT, POD_CIDR};
+use crate::{Result, TestEnvError};
+
+/// The machine-wide lock (flock) that the watcher holds.
+const LOCK: &str = "/run/coffer-node.lock";
+/// The state directory of the node that holds the lock, for cleaning up after a watcher that
+/// was itself killed.
+const CURRENT: &str = "/run/coffer-node.current";
+/// How long to wait for another node (another test binary's) to be torn down.
+const WAIT_FOR_OTHER: Duration = Duration::from_secs(40 * 60);
+
+const TEARDOWN: &str = include_str!("teardown.sh");
+
+// $1 lock, $2 state, $3 owner PID, $4.. teardown's arguments. It takes the lock, says so,
+// waits for its owner to exit or ask (a file `stop`), tears down, and only then exits,
+// releasing the lock.
+const WATCHER: &str = r#"exec 9>>"$1" || exit 1
+flock 9 || exit 1
+if [ -s /run/coffer-node.current ]; then
+  previous=$(cat /run/coffer-node.current)
+  [ -f "$previous/teardown.sh" ] && sh "$previous/teardown.sh" "$previous" "$4" "$5" "$6" "$7"
+fi
+printf '%s' "$2" > /run/coffer-node.current
+: > "$2/claimed"
+while kill -0 "$3" 2>/dev/null && [ ! -e "$2/stop" ]; do sleep 0.5; done
+sh "$2/teardown.sh" "$2" "$4" "$5" "$6" "$7" >>"$2.teardown.log" 2>&1
+[ -s "$2.teardown.log" ] || rm -f "$2.teardown.log"
+rm -f /run/coffer-node.current
+"#;
+
+/// The right to run the real node, held until dropped (or the process exits), after which
+/// the node is torn down.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    state: PathBuf,
+    watcher: Child,
+}
+
+impl Claim {
+    /// Waits until no other node runs on this machine (tearing down one whose owner died),
+    /// then claims `state` for a new one.
+    pub(crate) fn acquire(state: &Path, kube_proxy: &Path) -> Result<Self> {
+        std::fs::create_dir_all(state)
+            .map_err(TestEnvError::io(format!("creating {}", state.display())))?;
+        let teardown = state.join("teardown.sh");
+        std::fs::write(&teardown, TEARDOWN)
+            .map_err(TestEnvError::io(format!("writing {}", teardown.display())))?;
+        let setsid = crate::find_program("setsid", "util-linux", &[])?;
+        crate::find_program("flock", "util-linux", &[])?;
+        // In a session of its own, not tied to this process: it must outlive it.
+        let watcher = Command::new(setsid)
+            .args(["sh", "-c", WATCHER, "coffer-node-watcher", LOCK])
+            .arg(state)
+            .arg(std::process::id().to_string())
+            .arg(BRIDGE)
+            .arg(CGROUP_ROOT)
+            .arg(kube_proxy)
+            .arg(POD_CIDR)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(TestEnvError::io("starting the real node's watcher"))?;
+        let mut claim = Self {
+            state: state.to_owned(),
+            watcher,
+        };
+        let claimed = state.join("claimed");
+        if !crate::process::wait_until(WAIT_FOR_OTHER, || {
+            claimed.exists() || !matches!(claim.watcher.try_wait(), Ok(None))
+        }) || !claimed.exists()
+        {
+            return Err(TestEnvError::ControlPlane(format!(
+                "another real node kept {LOCK} for {} minutes (or its watcher failed); stop it with scripts/dev-cluster down, or see {CURRENT}",
+                WAIT_FOR_OTHER.as_secs() / 60
+            )));
+        }
+        // Reaped by the watcher's own exit; `claim` is returned.
+        let _ = claim.watcher.try_wait();
+        Ok(claim)
+    }
+
+    /// The node's state directory.
+    pub(crate) fn state(&self) -> &Path {
+        &self.state
+    }
+
+    /// Asks the watcher to tear the node down now, and waits until it has.
+    pub(crate) fn release(&mut self) {
+        let _ = std::fs::write(self.state.join("stop"), b"");
+        let _ = self.watcher.wait();
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

@@ -1,0 +1,309 @@
+//! A real node: containerd, runc and CNI from Debian, the kubelet, kube-proxy and CoreDNS
+//! built from the pinned modules (`tools/k8s/build`), and images built here
+//! (`tools/images/build`) imported into containerd. Pods run in real containers on the
+//! project's own bridge, with Services and cluster DNS; nothing they send leaves the machine
+//! (see [`network`]).
+//!
+//! One real node runs on a machine at a time ([`claim`]); it is torn down, whatever way its
+//! owner exits, by `teardown.sh`.
+
+pub(crate) mod claim;
+pub mod config;
+pub(crate) mod network;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::control_plane::{spawn_logged, write};
+use crate::process::{ChildGuard, free_port, log_tail, run, tied_command};
+use crate::{Result, TestEnvError};
+use claim::Claim;
+use config::{CGROUP_ROOT, NODE_IP};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Paths outside the state directory that the kubelet, CNI or containerd write to; the
+/// teardown removes those that did not exist before the node started.
+const FIXED_PLACES: [&str; 4] = [
+    "/var/lib/kubelet",
+    "/var/log/containers",
+    "/var/lib/cni",
+    "/run/containerd",
+];
+
+/// The images `tools/images/build` made, by short name (`pause`, `coffer`, `services`):
+/// the image reference and its archive.
+pub fn built_images() -> Result<BTreeMap<String, (String, PathBuf)>> {
+    let dir = std::env::var_os("COFFER_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::control_plane::workspace_root().join(".cache/images"));
+    let index = dir.join("index");
+    let text = std::fs::read_to_string(&index).map_err(|_| {
+        TestEnvError::ControlPlane(format!(
+            "no images in {}: run tools/images/build (./scripts/test runs it)",
+            dir.display()
+        ))
+    })?;
+    let mut images = BTreeMap::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        if let (Some(short), Some(reference), Some(file)) =
+            (fields.next(), fields.next(), fields.next())
+        {
+            images.insert(
+                short.to_owned(),
+                (reference.to_owned(), PathBuf::from(file)),
+            );
+        }
+    }
+    for short in ["pause", "coffer", "services"] {
+        if !images.get(short).is_some_and(|(_, file)| file.is_file()) {
+            return Err(TestEnvError::ControlPlane(format!(
+                "the {short} image is missing from {}: run tools/images/build",
+                index.display()
+            )));
+        }
+    }
+    Ok(images)
+}
+
+/// What [`RealNode::start`] needs from the control plane.
+pub(crate) struct NodeInputs<'a> {
+    pub bin: &'a Path,
+    pub ca: &'a Path,
+    pub node_kubeconfig: PathBuf,
+    pub proxy_kubeconfig: PathBuf,
+    pub dns_kubeconfig: PathBuf,
+    pub admin_kubeconfig: PathBuf,
+}
+
+/// The running node. Dropping it tears it down.
+#[derive(Debug)]
+pub struct RealNode {
+    // Dropped first: the node's programs (the teardown would kill them anyway).
+    processes: Vec<ChildGuard>,
+    images: BTreeMap<String, String>,
+    state: PathBuf,
+    claim: Claim,
+}
+
+impl RealNode {
+    /// Claims the machine's one real node for `state` and creates the bridge (the API
+    /// server must bind to the node's address before the node starts).
+    pub(crate) fn prepare(state: &Path, bin: &Path) -> Result<Claim> {
+        for (program, package) in [
+            ("containerd", "containerd"),
+            ("runc", "runc"),
+            ("ctr", "containerd"),
+            ("mount", "mount"),
+        ] {
+            crate::find_program(program, package, &[])?;
+        }
+        if !Path::new("/usr/lib/cni/bridge").is_file() {
+            return Err(TestEnvError::ControlPlane(
+                "the CNI plugins are missing: apt-get install containernetworking-plugins"
+                    .to_owned(),
+            ));
+        }
+        if !is_root() {
+            return Err(TestEnvError::ControlPlane(
+                "a real node needs root (containers, mounts, the bridge, iptables): run the tests as root".to_owned(),
+            ));
+        }
+        let claim = Claim::acquire(state, &bin.join("kube-proxy"))?;
+        let preexisting: String = FIXED_PLACES
+            .iter()
+            .filter(|p| Path::new(p).exists())
+            .map(|p| format!("{p}\n"))
+            .collect();
+        write(&state.join("preexisting"), &preexisting)?;
+        network::create()?;
+        Ok(claim)
+    }
+
+    /// Starts containerd (and imports the images), the kubelet, kube-proxy and CoreDNS, and
+    /// waits until the Node is Ready.
+    pub(crate) fn start(claim: Claim, inputs: NodeInputs<'_>) -> Result<Self> {
+        let started = Instant::now();
+        let state = claim.state().to_owned();
+        let images = built_images()?;
+        let mut node = Self {
+            processes: Vec::new(),
+            images: images
+                .iter()
+                .map(|(short, (reference, _))| (short.clone(), reference.clone()))
+                .collect(),
+            state: state.clone(),
+            claim,
+        };
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .map_err(TestEnvError::io("reading /sys/fs/cgroup"))?
+            .flatten()
+        {
+            if hierarchy.path().is_dir() {
+                let dir = hierarchy.path().join(CGROUP_ROOT);
+                std::fs::create_dir_all(&dir)
+                    .map_err(TestEnvError::io(format!("creating {}", dir.display())))?;
+            }
+        }
+
+        // containerd, then the images (nothing can pull them).
+        let containerd_dir = state.join("containerd");
+        let cni_dir = state.join("cni");
+        std::fs::create_dir_all(cni_dir.join("net.d"))
+            .and_then(|()| std::fs::create_dir_all(&containerd_dir))
+            .map_err(TestEnvError::io("creating the node's directories"))?;
+        write(
+            &cni_dir.join("net.d/10-coffer.conflist"),
+            &config::cni(&cni_dir.join("ipam")),
+        )?;
+        let containerd_config = containerd_dir.join("config.toml");
+        write(
+            &containerd_config,
+            &config::containerd(&containerd_dir, &cni_dir.join("net.d")),
+        )?;
+        let socket = containerd_dir.join("containerd.sock");
+        let mut command = tied_command("containerd");
+        command.arg("--config").arg(&containerd_config);
+        node.spawn("containerd", command)?;
+        if !crate::process::wait_until(Duration::from_secs(30), || socket.exists()) {
+            return Err(node.not_ready("containerd", 30));
+        }
+        for (short, (_, file)) in &images {
+            run(
+                &format!("importing the {short} image"),
+                Command::new("ctr")
+                    .arg("--address")
+                    .arg(&socket)
+                    .args(["--namespace", "k8s.io", "images", "import"])
+                    .arg(file),
+            )?;
+        }
+
+        // The kubelet.
+        let resolv = state.join("resolv.conf");
+        write(&resolv, &config::resolv_conf())?;
+        let kubelet_config = state.join("kubelet.json");
+        write(
+            &kubelet_config,
+            &config::kubelet(&config::KubeletPaths {
+                containerd_socket: &socket,
+                client_ca: inputs.ca,
+                resolv_conf: &resolv,
+                pod_logs: &state.join("pod-logs"),
+                port: free_port()?,
+                healthz_port: free_port()?,
+            }),
+        )?;
+        let mut command = tied_command(inputs.bin.join("kubelet"));
+        command
+            .arg(format!("--config={}", kubelet_config.display()))
+            .arg(format!("--kubeconfig={}", inputs.node_kubeconfig.display()))
+            .arg(format!("--hostname-override={}", config::NODE_NAME))
+            .arg(format!("--node-ip={NODE_IP}"))
+            .arg(format!("--root-dir={}", state.join("kubelet").display()))
+            .arg(format!(
+                "--cert-dir={}",
+                state.join("kubelet/pki").display()
+            ))
+            .arg("--v=1");
+        node.spawn("kubelet", command)?;
+
+        // kube-proxy and CoreDNS.
+        let proxy_config = state.join("kube-proxy.json");
+        write(
+            &proxy_config,
+            &config::kube_proxy(&inputs.proxy_kubeconfig, free_port()?, free_port()?),
+        )?;
+        let mut command = tied_command(inputs.bin.join("kube-proxy"));
+        command
+            .arg(format!("--config={}", proxy_config.display()))
+            .arg("--v=1");
+        node.spawn("kube-proxy", command)?;
+        let corefile = state.join("Corefile");
+        write(&corefile, &config::corefile(&inputs.dns_kubeconfig))?;
+        let mut command = tied_command(inputs.bin.join("coredns"));
+        command.arg("-conf").arg(&corefile);
+        node.spawn("coredns", command)?;
+
+        node.wait_ready(inputs.bin, &inputs.admin_kubeconfig)?;
+        tracing::info!("real node ready in {:.1}s", started.elapsed().as_secs_f64());
+        Ok(node)
+    }
+
+    /// The reference of an image `tools/images/build` made (`coffer`, `services`, `pause`).
+    pub fn image(&self, short: &str) -> Option<&str> {
+        self.images.get(short).map(String::as_str)
+    }
+
+    /// Where the node keeps its state and each program's log.
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    fn spawn(&mut self, what: &'static str, command: Command) -> Result<()> {
+        let (process, _) = spawn_logged(what, command, &self.state)?;
+        self.processes.push(process);
+        Ok(())
+    }
+
+    fn not_ready(&self, service: &'static str, seconds: u64) -> TestEnvError {
+        let log = self.state.join(format!("{service}.log"));
+        TestEnvError::NotReady {
+            service,
+            seconds,
+            tail: log_tail(&log),
+            log,
+        }
+    }
+
+    fn wait_ready(&mut self, bin: &Path, kubeconfig: &Path) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            for (i, process) in self.processes.iter_mut().enumerate() {
+                if !process.is_running() {
+                    let name = ["containerd", "kubelet", "kube-proxy", "coredns"]
+                        .get(i)
+                        .copied()
+                        .unwrap_or("a node program");
+                    return Err(self.not_ready(name, 0));
+                }
+            }
+            let ready = Command::new(bin.join("kubectl"))
+                .arg(format!("--kubeconfig={}", kubeconfig.display()))
+                .args([
+                    "get",
+                    "node",
+                    config::NODE_NAME,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ])
+                .output()
+                .is_ok_and(|o| o.status.success() && o.stdout == b"True");
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(self.not_ready("kubelet", READY_TIMEOUT.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Stops the node and removes every trace of it now (dropping it does the same).
+    pub fn stop(mut self) {
+        self.processes.clear();
+        self.claim.release();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}

@@ -1,0 +1,785 @@
+//! The end-to-end suite on a real node: containerd and runc run the Coffer image built from
+//! the repository's Dockerfile (`tools/images/build`), the kubelet enforces security
+//! contexts, probes and grace periods, kube-proxy and CoreDNS give Services and cluster DNS.
+//! The chart is installed with `helm install` as a user would; the sources and the S3 server
+//! run as Pods; the examples back up by service DNS name.
+//!
+//! Needs root (containers, mounts, a bridge, iptables); `scripts/test` runs it. Only one real
+//! node runs on a machine at a time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use coffer_testenv::{ControlPlane, RealNode};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams};
+
+mod support;
+
+fn plane() -> &'static ControlPlane {
+    ControlPlane::real_node_global().unwrap()
+}
+
+fn node() -> &'static RealNode {
+    plane().real_node().unwrap()
+}
+
+fn image(short: &str) -> String {
+    node().image(short).unwrap().to_owned()
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin(tool: &str) -> PathBuf {
+    coffer_testenv::k8s_bin_dir().unwrap().join(tool)
+}
+
+/// Runs kubectl or helm as the cluster's admin in the repository's root, with `input` on
+/// stdin; panics with the output unless it succeeds, returns stdout.
+fn run(tool: &str, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let helm = plane().dir().join("helm");
+    let mut child = Command::new(bin(tool))
+        .args(args)
+        .current_dir(root())
+        .env("KUBECONFIG", plane().kubeconfig())
+        .env("HELM_CACHE_HOME", helm.join("cache"))
+        .env("HELM_CONFIG_HOME", helm.join("config"))
+        .env("HELM_DATA_HOME", helm.join("data"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{tool} {}: {}\n{stdout}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn kubectl(args: &[&str]) -> String {
+    run("kubectl", args, "")
+}
+
+fn apply(yaml: &str) {
+    run("kubectl", &["apply", "-f", "-"], yaml);
+}
+
+/// A namespace of its own for a test, where the `restricted` Pod Security Standard is
+/// enforced (every Pod of the suite must pass it).
+fn namespace(name: &str) -> String {
+    let _ = Command::new(bin("kubectl"))
+        .args([
+            "delete",
+            "namespace",
+            name,
+            "--ignore-not-found",
+            "--wait=true",
+        ])
+        .env("KUBECONFIG", plane().kubeconfig())
+        .output();
+    apply(&format!(
+        "apiVersion: v1
+kind: Namespace
+metadata:
+  name: {name}
+  labels:
+    pod-security.kubernetes.io/enforce: restricted
+    pod-security.kubernetes.io/enforce-version: latest
+"
+    ));
+    name.to_owned()
+}
+
+/// Waits until `what` holds, polling every half second, or panics after `timeout`.
+async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The restricted Pod Security Standard's container settings, as YAML lines at `indent`.
+fn restricted(indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    [
+        "securityContext:",
+        "  allowPrivilegeEscalation: false",
+        "  readOnlyRootFilesystem: true",
+        "  capabilities: {drop: [ALL]}",
+    ]
+    .iter()
+    .map(|l| format!("{pad}{l}\n"))
+    .collect()
+}
+
+/// The Pod-level part of the restricted settings, running as `uid`.
+fn restricted_pod(indent: usize, uid: u32) -> String {
+    let pad = " ".repeat(indent);
+    format!(
+        "{pad}securityContext:\n{pad}  runAsNonRoot: true\n{pad}  runAsUser: {uid}\n{pad}  runAsGroup: {uid}\n{pad}  fsGroup: {uid}\n{pad}  seccompProfile: {{type: RuntimeDefault}}\n"
+    )
+}
+
+async fn finished_pod_log(ns: &str, pod: &str) -> String {
+    let client = plane().admin_client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, ns);
+    eventually(
+        Duration::from_secs(120),
+        &format!("pod {pod} to finish"),
+        || {
+            let pods = pods.clone();
+            async move {
+                let phase = pods.get(pod).await.ok()?.status?.phase?;
+                matches!(phase.as_str(), "Succeeded" | "Failed").then_some(())
+            }
+        },
+    )
+    .await;
+    kubectl(&["logs", "-n", ns, pod])
+}
+
+#[tokio::test]
+async fn pods_run_in_containers_with_cluster_dns_and_no_way_out() {
+    let ns = namespace("e2e-node");
+    // Bash's /dev/tcp connects like any client would; nothing here is special to the test.
+    let script = r#"
+echo "uid: $(id -u)"
+touch /written 2>/dev/null && echo "root filesystem: writable" || echo "root filesystem: read-only"
+getent hosts kubernetes.default.svc.cluster.local >/dev/null && echo "cluster name: resolved" || echo "cluster name: not resolved"
+getent hosts deb.debian.org >/dev/null && echo "outside name: resolved" || echo "outside name: not resolved"
+timeout 5 bash -c 'exec 3<>/dev/tcp/kubernetes.default.svc/443' && echo "api service: reached" || echo "api service: not reached"
+timeout 5 bash -c 'exec 3<>/dev/tcp/192.0.2.1/80' 2>/dev/null && echo "outside address: REACHED" || echo "outside address: unreachable"
+grep -q '^00000000' /proc/net/route && echo "default route: yes" || echo "default route: none"
+"#;
+    let services = image("services");
+    apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: probe, namespace: {ns}}}
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+{pod_security}  containers:
+  - name: probe
+    image: {services}
+    imagePullPolicy: Never
+    command: [bash, -c, {script:?}]
+{security}",
+        pod_security = restricted_pod(2, 65532),
+        security = restricted(4),
+    ));
+    let log = finished_pod_log(&ns, "probe").await;
+    for line in [
+        "uid: 65532",
+        "root filesystem: read-only",
+        "cluster name: resolved",
+        "outside name: not resolved",
+        "api service: reached",
+        "outside address: unreachable",
+        "default route: none",
+    ] {
+        assert!(
+            log.contains(line),
+            "expected {line:?} in the probe's log:\n{log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_chart_runs_two_replicas_and_hands_the_lease_over_when_the_leader_goes() {
+    let ns = namespace("e2e-chart");
+    let coffer = image("coffer");
+    let (repository, tag) = coffer.rsplit_once(':').unwrap();
+    run(
+        "helm",
+        &[
+            "install",
+            "coffer",
+            "charts/coffer",
+            "--namespace",
+            &ns,
+            "--set",
+            &format!("image.repository={repository}"),
+            "--set",
+            "image.pullPolicy=Never",
+            "--wait",
+            "--timeout=180s",
+        ],
+        "",
+    );
+    assert_eq!(
+        tag,
+        env!("CARGO_PKG_VERSION"),
+        "the chart's appVersion is the image's tag"
+    );
+    let client = plane().admin_client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let selector = ListParams::default().labels("app.kubernetes.io/instance=coffer");
+    let ready = |pod: &Pod| {
+        pod.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let running = pods.list(&selector).await.unwrap().items;
+    assert_eq!(
+        running.iter().filter(|p| ready(p)).count(),
+        2,
+        "both replicas Ready (probes pass)"
+    );
+    for pod in &running {
+        let container = &pod.spec.as_ref().unwrap().containers[0];
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+    }
+
+    let holder = |lease: Lease| lease.spec?.holder_identity.filter(|h| !h.is_empty());
+    let leader = eventually(Duration::from_secs(60), "a leader", || {
+        let leases = leases.clone();
+        async move { holder(leases.get("coffer-controller").await.ok()?) }
+    })
+    .await;
+    assert!(
+        running.iter().any(|p| p.name_any() == leader),
+        "the Lease is held by one of the replicas: {leader}"
+    );
+    pods.delete(&leader, &DeleteParams::default())
+        .await
+        .unwrap();
+    let next =
+        eventually(
+            Duration::from_secs(90),
+            "another replica to take the Lease",
+            || {
+                let leases = leases.clone();
+                let leader = leader.clone();
+                async move {
+                    holder(leases.get("coffer-controller").await.ok()?).filter(|h| *h != leader)
+                }
+            },
+        )
+        .await;
+    let standby: Vec<String> = running
+        .iter()
+        .map(|p| p.name_any())
+        .filter(|n| *n != leader)
+        .collect();
+    assert_eq!(standby, [next.clone()], "the standby replica took over");
+    // The deleted leader's replacement comes up and stands by, Ready.
+    eventually(Duration::from_secs(120), "two Ready replicas again", || {
+        let pods = pods.clone();
+        let selector = selector.clone();
+        async move {
+            let items = pods.list(&selector).await.ok()?.items;
+            (items
+                .iter()
+                .filter(|p| ready(p) && p.metadata.deletion_timestamp.is_none())
+                .count()
+                == 2)
+                .then_some(())
+        }
+    })
+    .await;
+    run(
+        "helm",
+        &["uninstall", "coffer", "--namespace", &ns, "--wait"],
+        "",
+    );
+}
+
+// ---- The examples, end to end ------------------------------------------------------------
+
+/// A `local` PersistentVolume on the node for the claim `ns/claim`, bound to it ahead of time
+/// (static provisioning), in a new directory of the node's.
+fn volume_for(ns: &str, claim: &str) -> String {
+    let dir = node()
+        .state_dir()
+        .join("volumes")
+        .join(format!("{ns}-{claim}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    format!(
+        "apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {ns}-{claim}}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Delete
+  storageClassName: ''
+  claimRef: {{namespace: {ns}, name: {claim}}}
+  local: {{path: {path}}}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [{node}]}}]
+",
+        path = dir.display(),
+        node = coffer_testenv::node_config::NODE_NAME,
+    )
+}
+
+/// A one-replica StatefulSet of the services image running `command` as `uid`, with a
+/// claim `data` at `/data`, an emptyDir at `/tmp`, and a Service of the same name on `port`.
+fn stateful(ns: &str, name: &str, uid: u32, port: u16, command: &str, env: &str) -> String {
+    format!(
+        "{volume}---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{port: {port}}}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  serviceName: {name}
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 10
+{pod_security}      containers:
+      - name: {name}
+        image: {image}
+        imagePullPolicy: Never
+        command: {command}
+        env: {env}
+        ports: [{{containerPort: {port}}}]
+        readinessProbe: {{tcpSocket: {{port: {port}}}, periodSeconds: 1}}
+        volumeMounts: [{{name: data, mountPath: /data}}, {{name: tmp, mountPath: /tmp}}]
+{security}      volumes: [{{name: tmp, emptyDir: {{}}}}]
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      storageClassName: ''
+      resources: {{requests: {{storage: 1Gi}}}}
+",
+        volume = volume_for(ns, &format!("data-{name}-0")),
+        image = image("services"),
+        pod_security = restricted_pod(6, uid),
+        security = restricted(8),
+    )
+}
+
+fn secret(ns: &str, name: &str, data: &[(&str, &str)]) {
+    let data: String = data
+        .iter()
+        .map(|(k, v)| format!("  {k}: {v:?}\n"))
+        .collect();
+    apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\nstringData:\n{data}"
+    ));
+}
+
+/// The ClusterIP of a Service (this host reaches it through kube-proxy's rules, as Pods do).
+fn cluster_ip(ns: &str, service: &str) -> String {
+    kubectl(&[
+        "get",
+        "service",
+        "-n",
+        ns,
+        service,
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ])
+}
+
+fn rollout(ns: &str, what: &str) {
+    kubectl(&["rollout", "status", "-n", ns, what, "--timeout=180s"]);
+}
+
+/// An example file as JSON, with the S3 endpoint of its storage (at `storage_path`) set to
+/// the S3 server in the cluster: the one change the examples need here.
+fn example(name: &str, storage_path: &[&str]) -> serde_json::Value {
+    let text = std::fs::read_to_string(root().join("deploy/examples").join(name)).unwrap();
+    let mut doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    if !storage_path.is_empty() {
+        let mut s3 = &mut doc;
+        for key in storage_path {
+            s3 = &mut s3[*key];
+        }
+        s3["endpoint"] = "http://minio.storage.svc:9000".into();
+        s3["forcePathStyle"] = true.into();
+    }
+    doc
+}
+
+fn apply_json(doc: &serde_json::Value) {
+    run("kubectl", &["apply", "-f", "-"], &doc.to_string());
+}
+
+async fn finished<K>(ns: &str, name: &str, phase_of: impl Fn(&K) -> Option<String>) -> K
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let client = plane().admin_client().await.unwrap();
+    let api: Api<K> = Api::namespaced(client, ns);
+    eventually(
+        Duration::from_secs(300),
+        &format!("{name} to finish"),
+        || {
+            let api = api.clone();
+            let phase_of = &phase_of;
+            async move {
+                let object = api.get(name).await.ok()?;
+                matches!(phase_of(&object).as_deref(), Some("Succeeded" | "Failed"))
+                    .then_some(object)
+            }
+        },
+    )
+    .await
+}
+
+fn phase(object: &impl serde::Serialize) -> Option<String> {
+    serde_json::to_value(object).ok()?["status"]["phase"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// A connection through a Service, tried for a while: kube-proxy programs a new Service's
+/// rules within a second or two of its creation.
+async fn pg_connect(conninfo: &str) -> tokio_postgres::Client {
+    for _ in 0..60 {
+        if let Ok((client, connection)) =
+            tokio_postgres::connect(conninfo, tokio_postgres::NoTls).await
+        {
+            tokio::spawn(connection);
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    support::pg_data::connect_to(conninfo).await
+}
+
+#[tokio::test]
+async fn the_examples_back_up_by_service_name_and_restore_with_the_app_stopped() {
+    let storage = namespace("storage");
+    let shop = namespace("shop");
+    let system = namespace("coffer-system");
+    let coffer = image("coffer");
+    let (repository, _) = coffer.rsplit_once(':').unwrap();
+    run(
+        "helm",
+        &[
+            "install",
+            "coffer",
+            "charts/coffer",
+            "--namespace",
+            &system,
+            "--set",
+            &format!("image.repository={repository}"),
+            "--set",
+            "image.pullPolicy=Never",
+            "--wait",
+            "--timeout=180s",
+        ],
+        "",
+    );
+
+    // The store: the tests' S3 server in a Deployment of namespace `storage`.
+    let (access, secret_key) = ("AKE2EREALNODE", "e2e-real-node-secret-key");
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", access),
+        ("AWS_SECRET_ACCESS_KEY", secret_key),
+    ];
+    secret(&storage, "s3-creds", &keys);
+    secret(&shop, "s3-creds", &keys);
+    apply(&format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: minio, namespace: {storage}}}
+spec:
+  selector: {{app: minio}}
+  ports: [{{port: 9000}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: minio, namespace: {storage}}}
+spec:
+  selector: {{matchLabels: {{app: minio}}}}
+  template:
+    metadata: {{labels: {{app: minio}}}}
+    spec:
+      automountServiceAccountToken: false
+{pod_security}      containers:
+      - name: s3
+        image: {image}
+        imagePullPolicy: Never
+        command: [coffer-s3-server, backups]
+        env:
+        - {{name: COFFER_S3_LISTEN, value: '0.0.0.0:9000'}}
+        - {{name: COFFER_S3_ROOT, value: /data}}
+        envFrom: [{{secretRef: {{name: s3-creds}}}}]
+        readinessProbe: {{tcpSocket: {{port: 9000}}, periodSeconds: 1}}
+        volumeMounts: [{{name: data, mountPath: /data}}]
+{security}      volumes: [{{name: data, emptyDir: {{}}}}]
+",
+        image = image("services"),
+        pod_security = restricted_pod(6, 65532),
+        security = restricted(8),
+    ));
+
+    // Redis and PostgreSQL as StatefulSets on volumes, and the app that uses them.
+    let redis_password = "e2e-redis-password";
+    secret(&shop, "redis-auth", &[("password", redis_password)]);
+    apply(&stateful(
+        &shop,
+        "redis",
+        998,
+        6379,
+        "[redis-server, --dir, /data, --bind, 0.0.0.0, --requirepass, $(REDIS_PASSWORD)]",
+        "[{name: REDIS_PASSWORD, valueFrom: {secretKeyRef: {name: redis-auth, key: password}}}]",
+    ));
+    let (pg_admin, backup_password, new_admin) = ("e2e-pg-admin", "e2e-backup-pw", "e2e-pg-new");
+    secret(&shop, "pg-admin", &[("password", pg_admin)]);
+    secret(&shop, "pg-auth", &[("password", backup_password)]);
+    secret(&shop, "pg-new-auth", &[("password", new_admin)]);
+    let pg_env = |secret: &str| {
+        format!(
+            "[{{name: PGDATA, value: /data/pgdata}}, {{name: POSTGRES_PASSWORD, valueFrom: {{secretKeyRef: {{name: {secret}, key: password}}}}}}]"
+        )
+    };
+    apply(&stateful(
+        &shop,
+        "pg",
+        999,
+        5432,
+        "[postgres-entrypoint]",
+        &pg_env("pg-admin"),
+    ));
+    apply(&stateful(
+        &shop,
+        "pg-new",
+        999,
+        5432,
+        "[postgres-entrypoint]",
+        &pg_env("pg-new-auth"),
+    ));
+    apply(&format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: shop-backend, namespace: {shop}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: shop-backend}}}}
+  template:
+    metadata: {{labels: {{app: shop-backend}}}}
+    spec:
+      automountServiceAccountToken: false
+{pod_security}      containers:
+      - name: app
+        image: {image}
+        imagePullPolicy: Never
+        command: [bash, -c, 'trap \"exit 0\" TERM; while :; do sleep 0.2; done']
+{security}",
+        image = image("services"),
+        pod_security = restricted_pod(6, 65532),
+        security = restricted(8),
+    ));
+    for what in ["deployment/minio"] {
+        rollout(&storage, what);
+    }
+    for what in [
+        "statefulset/redis",
+        "statefulset/pg",
+        "statefulset/pg-new",
+        "deployment/shop-backend",
+    ] {
+        rollout(&shop, what);
+    }
+
+    // Data, written from here through the Services' ClusterIPs.
+    let redis_url = format!(
+        "redis://:{redis_password}@{}:6379/",
+        cluster_ip(&shop, "redis")
+    );
+    let mut redis = support::redis_data::connect(&redis_url).await;
+    support::redis_data::populate(&mut redis).await;
+    let (redis_before, _) = support::redis_data::state(&mut redis).await;
+    let pg_ip = cluster_ip(&shop, "pg");
+    let conninfo = |ip: &str, user: &str, password: &str, db: &str| {
+        format!("host={ip} port=5432 user={user} password={password} dbname={db}")
+    };
+    let admin = pg_connect(&conninfo(&pg_ip, "postgres", pg_admin, "postgres")).await;
+    for sql in [
+        format!("CREATE ROLE backup LOGIN SUPERUSER PASSWORD '{backup_password}'"),
+        "CREATE DATABASE app".to_owned(),
+        "CREATE DATABASE functions".to_owned(),
+    ] {
+        admin.batch_execute(&sql).await.unwrap();
+    }
+    for (db, sql) in [
+        (
+            "app",
+            "CREATE TABLE orders (id serial PRIMARY KEY, item text NOT NULL, cents int); \
+                 INSERT INTO orders (item, cents) SELECT 'item ' || i, i * 7 FROM generate_series(1, 5000) i;",
+        ),
+        (
+            "functions",
+            "CREATE TABLE runs (name text PRIMARY KEY, payload jsonb); \
+                 INSERT INTO runs SELECT 'run-' || i, jsonb_build_object('n', i) FROM generate_series(1, 300) i; \
+                 CREATE FUNCTION twice(int) RETURNS int LANGUAGE sql AS 'SELECT $1 * 2';",
+        ),
+    ] {
+        pg_connect(&conninfo(&pg_ip, "postgres", pg_admin, db))
+            .await
+            .batch_execute(sql)
+            .await
+            .unwrap();
+    }
+
+    // The examples, as written but for the store's endpoint.
+    apply_json(&example("redis-schedule.yaml", &["spec", "storage", "s3"]));
+    apply_json(&example(
+        "postgres-schedule.yaml",
+        &["spec", "storage", "s3"],
+    ));
+    apply_json(&example("backup-now.yaml", &[]));
+    let mut postgres_now = example("backup-now.yaml", &[]);
+    postgres_now["metadata"]["name"] = "before-deploy-postgres".into();
+    postgres_now["spec"]["scheduleRef"]["name"] = "shop-postgres".into();
+    apply_json(&postgres_now);
+    for name in ["before-deploy", "before-deploy-postgres"] {
+        let backup: coffer::api::Backup = finished(&shop, name, |b| phase(b)).await;
+        assert_eq!(
+            phase(&backup).as_deref(),
+            Some("Succeeded"),
+            "{name}: {:?}\nworker logs: {}",
+            backup.status,
+            kubectl(&[
+                "logs",
+                "-n",
+                &shop,
+                "-l",
+                "app.kubernetes.io/managed-by=coffer",
+                "--tail=50"
+            ])
+        );
+    }
+
+    // The app's data changes after the backup; the restore example (pointed at that backup)
+    // stops the app, puts every key back, and starts the app again.
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("string")
+        .arg("changed")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut restore = example("restore.yaml", &[]);
+    restore["spec"]["backupRef"]["name"] = "before-deploy".into();
+    let client = plane().admin_client().await.unwrap();
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &shop);
+    let watch = {
+        let deployments = deployments.clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<i32> = vec![];
+            for _ in 0..3000 {
+                if let Ok(d) = deployments.get("shop-backend").await {
+                    let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(1);
+                    if seen.last() != Some(&replicas) {
+                        seen.push(replicas);
+                    }
+                    if seen.len() >= 3 {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            seen
+        })
+    };
+    apply_json(&restore);
+    let restored: coffer::api::RestoreRequest =
+        finished(&shop, "restore-yesterday", |r| phase(r)).await;
+    assert_eq!(
+        phase(&restored).as_deref(),
+        Some("Succeeded"),
+        "{:?}",
+        restored.status
+    );
+    assert_eq!(
+        watch.await.unwrap(),
+        [1, 0, 1],
+        "the app went to 0 replicas and back to 1"
+    );
+    rollout(&shop, "deployment/shop-backend");
+    let (redis_after, _) = support::redis_data::state(&mut redis).await;
+    support::redis_data::assert_same(&redis_before, &redis_after);
+
+    // Disaster recovery into the other PostgreSQL server, from the bucket alone.
+    apply_json(&example(
+        "restore-from-storage.yaml",
+        &["spec", "from", "storage", "s3"],
+    ));
+    let recovered: coffer::api::RestoreRequest =
+        finished(&shop, "recover-shop-postgres", |r| phase(r)).await;
+    assert_eq!(
+        phase(&recovered).as_deref(),
+        Some("Succeeded"),
+        "{:?}",
+        recovered.status
+    );
+    let new_ip = cluster_ip(&shop, "pg-new");
+    for db in ["app", "functions"] {
+        let original = pg_connect(&conninfo(&pg_ip, "postgres", pg_admin, db)).await;
+        let copy = pg_connect(&conninfo(&new_ip, "postgres", new_admin, db)).await;
+        assert_eq!(
+            support::pg_data::fingerprint(&copy).await,
+            support::pg_data::fingerprint(&original).await,
+            "database {db}: every row restored"
+        );
+    }
+    // The roles came along (globals: true): the backup user can log in to the new server.
+    pg_connect(&conninfo(&new_ip, "backup", backup_password, "app")).await;
+    run(
+        "helm",
+        &["uninstall", "coffer", "--namespace", &system, "--wait"],
+        "",
+    );
+}
