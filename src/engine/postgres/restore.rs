@@ -20,9 +20,12 @@
 //! The database dumps are custom-format archives that `pg_restore` sends to the server
 //! itself over libpq: nothing in them is read by `psql`, so they cannot run psql
 //! meta-commands (`\!` and the like) on the machine doing the restore. The SQL they hold
-//! does run on the server, as the restoring role.
+//! does run on the server, as the restoring role. The one exception is a server older than
+//! `pg_restore` 17, which refuses the setting `pg_restore` starts with: then `psql` runs
+//! `pg_restore`'s SQL without it, fenced by `\restrict` (see [`through_psql`]).
 
 mod globals;
+mod through_psql;
 
 pub use globals::ScriptError;
 
@@ -141,6 +144,7 @@ pub async fn restore(
     )
     .await?;
     let admin = connect(target, "postgres").await?;
+    let (server_major, _) = catalog::server_version(&admin, target).await?;
     let existing: Vec<String> = catalog::databases(&admin, target)
         .await?
         .into_iter()
@@ -192,17 +196,26 @@ pub async fn restore(
             stats.created += 1;
         }
         let mut pg_restore = command(&tools.pg_restore, &credentials);
-        pg_restore
-            .args(["--single-transaction", "--exit-on-error"])
-            .arg(format!("--dbname={}", conninfo(target, into)));
         if request.clean {
             pg_restore.args(["--clean", "--if-exists"]);
         }
+        let loader = if tools.major >= through_psql::SETS_TRANSACTION_TIMEOUT
+            && server_major < through_psql::SETS_TRANSACTION_TIMEOUT
+        {
+            let mut psql = command(&tools.psql, &credentials);
+            psql.arg(format!("--dbname={}", conninfo(target, into)));
+            Loader::ThroughPsql { pg_restore, psql }
+        } else {
+            pg_restore
+                .args(["--single-transaction", "--exit-on-error"])
+                .arg(format!("--dbname={}", conninfo(target, into)));
+            Loader::Direct(pg_restore)
+        };
         let source = record.database.clone().unwrap_or_default();
         feed(
             store,
             object,
-            pg_restore,
+            loader,
             "pg_restore",
             format!("into database {into:?} at {}", target.address()),
             progress,
@@ -320,27 +333,49 @@ fn refused_outcome(into: &str, restored: &[&str], roles: bool, created: bool) ->
     outcome
 }
 
-/// Streams an object, decompressed, into a program's stdin (`pg_restore`, which sends what
-/// it reads to the server over libpq and has no meta-commands). When the bytes do not match
-/// the manifest, the program is killed before it sees the end of its input.
+/// What loads a database's archive: `pg_restore` straight into the server, or `pg_restore`
+/// writing SQL that `psql` runs (see [`through_psql`]).
+enum Loader {
+    Direct(tokio::process::Command),
+    ThroughPsql {
+        pg_restore: tokio::process::Command,
+        psql: tokio::process::Command,
+    },
+}
+
+type Finishing = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PgError>> + Send>>;
+
+/// Streams an object, decompressed, into `pg_restore`'s stdin (which sends what it reads to
+/// the server over libpq, or writes it as SQL for `psql`). When the bytes do not match the
+/// manifest, the programs are killed before `pg_restore` sees the end of its input.
 async fn feed(
     store: &Store,
     object: &Prepared,
-    mut program: tokio::process::Command,
+    loader: Loader,
     tool: &'static str,
     subject: String,
     progress: &Progress,
 ) -> Result<(), PgError> {
-    program.stdin(Stdio::piped());
     let running_subject = subject.clone();
     let (restoring, verdict) = object.open(store, progress).await?;
-    let mut running = Running::spawn(program, tool, subject)?;
-    let mut stdin = running
-        .child
-        .stdin
-        .take()
-        .ok_or_else(|| PgError::Internal(format!("{tool} has no stdin")))?;
     let (stop, stopped) = oneshot::channel();
+    let (mut stdin, finishing): (_, Finishing) = match loader {
+        Loader::Direct(mut program) => {
+            program.stdin(Stdio::piped());
+            let mut running = Running::spawn(program, tool, subject)?;
+            let stdin = running
+                .child
+                .stdin
+                .take()
+                .ok_or_else(|| PgError::Internal(format!("{tool} has no stdin")))?;
+            let finishing = async move { running.finish_unless(stopped).await.map(|_| ()) };
+            (stdin, Box::pin(finishing))
+        }
+        Loader::ThroughPsql { pg_restore, psql } => {
+            let (loading, stdin) = through_psql::Loading::start(pg_restore, psql, &subject)?;
+            (stdin, Box::pin(loading.finish_unless(stopped)))
+        }
+    };
     let copied = async move {
         let mut restoring = restoring;
         let result = tokio::io::copy(&mut restoring, &mut stdin).await;
@@ -356,7 +391,7 @@ async fn feed(
         // it the input ended.
         (result, Some(stdin))
     };
-    let ((copied, stdin), finished) = tokio::join!(copied, running.finish_unless(stopped));
+    let ((copied, stdin), finished) = tokio::join!(copied, finishing);
     drop(stdin);
     if copied.is_err() || finished.is_err() {
         if finished.is_ok() {
