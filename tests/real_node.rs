@@ -25,6 +25,57 @@ fn plane() -> &'static ControlPlane {
     ControlPlane::real_node_global().unwrap()
 }
 
+/// Whether this run can have a real node: as root, always (and a failure to start one fails
+/// the tests). The README's test command runs as root and sets `COFFER_TESTS_NEED_ROOT`;
+/// elsewhere (`cargo test` as a user) the tests say that they did not run.
+fn runs(test: &str) -> bool {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    });
+    if root {
+        return true;
+    }
+    assert!(
+        std::env::var_os("COFFER_TESTS_NEED_ROOT").is_none(),
+        "{test} needs a real node, which needs root, and COFFER_TESTS_NEED_ROOT says this run must run it: run the tests as root"
+    );
+    eprintln!("not run: {test} (a real node needs root; the README's test command runs as root)");
+    false
+}
+
+/// The operator the tests share, installed once with `helm install` as a user would (only
+/// the image's repository and pull policy set) into `coffer-system`, under the restricted
+/// Pod Security Standard.
+fn operator() -> &'static str {
+    static INSTALLED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let system = namespace("coffer-system");
+        let coffer = image("coffer");
+        let (repository, _) = coffer.rsplit_once(':').unwrap();
+        run(
+            "helm",
+            &[
+                "install",
+                "coffer",
+                "charts/coffer",
+                "--namespace",
+                &system,
+                "--set",
+                &format!("image.repository={repository}"),
+                "--set",
+                "image.pullPolicy=Never",
+                "--wait",
+                "--timeout=180s",
+            ],
+            "",
+        );
+        system
+    })
+}
+
 fn node() -> &'static RealNode {
     plane().real_node().unwrap()
 }
@@ -87,6 +138,11 @@ fn apply(yaml: &str) {
 /// A namespace of its own for a test, where the `restricted` Pod Security Standard is
 /// enforced (every Pod of the suite must pass it).
 fn namespace(name: &str) -> String {
+    namespace_under(name, "restricted")
+}
+
+/// A namespace of its own under the Pod Security Standard `level`.
+fn namespace_under(name: &str, level: &str) -> String {
     let _ = Command::new(bin("kubectl"))
         .args([
             "delete",
@@ -103,7 +159,7 @@ kind: Namespace
 metadata:
   name: {name}
   labels:
-    pod-security.kubernetes.io/enforce: restricted
+    pod-security.kubernetes.io/enforce: {level}
     pod-security.kubernetes.io/enforce-version: latest
 "
     ));
@@ -143,11 +199,14 @@ fn restricted(indent: usize) -> String {
     .collect()
 }
 
-/// The Pod-level part of the restricted settings, running as `uid`.
+/// The Pod-level part of the restricted settings, running as `uid`, volumes group-owned by
+/// it. `OnRootMismatch`: with the default (`Always`) the kubelet makes every directory of a
+/// volume group-writable at each start, and PostgreSQL refuses to start on a data directory
+/// that is (found here: a restarted database did not come up).
 fn restricted_pod(indent: usize, uid: u32) -> String {
     let pad = " ".repeat(indent);
     format!(
-        "{pad}securityContext:\n{pad}  runAsNonRoot: true\n{pad}  runAsUser: {uid}\n{pad}  runAsGroup: {uid}\n{pad}  fsGroup: {uid}\n{pad}  seccompProfile: {{type: RuntimeDefault}}\n"
+        "{pad}securityContext:\n{pad}  runAsNonRoot: true\n{pad}  runAsUser: {uid}\n{pad}  runAsGroup: {uid}\n{pad}  fsGroup: {uid}\n{pad}  fsGroupChangePolicy: OnRootMismatch\n{pad}  seccompProfile: {{type: RuntimeDefault}}\n"
     )
 }
 
@@ -171,6 +230,9 @@ async fn finished_pod_log(ns: &str, pod: &str) -> String {
 
 #[tokio::test]
 async fn pods_run_in_containers_with_cluster_dns_and_no_way_out() {
+    if !runs("Pods in containers") {
+        return;
+    }
     let ns = namespace("e2e-node");
     // Bash's /dev/tcp connects like any client would; nothing here is special to the test.
     let script = r#"
@@ -218,6 +280,9 @@ spec:
 
 #[tokio::test]
 async fn the_chart_runs_two_replicas_and_hands_the_lease_over_when_the_leader_goes() {
+    if !runs("the chart on a real node") {
+        return;
+    }
     let ns = namespace("e2e-chart");
     let coffer = image("coffer");
     let (repository, tag) = coffer.rsplit_once(':').unwrap();
@@ -225,7 +290,7 @@ async fn the_chart_runs_two_replicas_and_hands_the_lease_over_when_the_leader_go
         "helm",
         &[
             "install",
-            "coffer",
+            "handover",
             "charts/coffer",
             "--namespace",
             &ns,
@@ -246,7 +311,7 @@ async fn the_chart_runs_two_replicas_and_hands_the_lease_over_when_the_leader_go
     let client = plane().admin_client().await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
-    let selector = ListParams::default().labels("app.kubernetes.io/instance=coffer");
+    let selector = ListParams::default().labels("app.kubernetes.io/instance=handover");
     let ready = |pod: &Pod| {
         pod.status
             .as_ref()
@@ -268,7 +333,7 @@ async fn the_chart_runs_two_replicas_and_hands_the_lease_over_when_the_leader_go
     let holder = |lease: Lease| lease.spec?.holder_identity.filter(|h| !h.is_empty());
     let leader = eventually(Duration::from_secs(60), "a leader", || {
         let leases = leases.clone();
-        async move { holder(leases.get("coffer-controller").await.ok()?) }
+        async move { holder(leases.get("handover-coffer-controller").await.ok()?) }
     })
     .await;
     assert!(
@@ -278,25 +343,29 @@ async fn the_chart_runs_two_replicas_and_hands_the_lease_over_when_the_leader_go
     pods.delete(&leader, &DeleteParams::default())
         .await
         .unwrap();
-    let next =
-        eventually(
-            Duration::from_secs(90),
-            "another replica to take the Lease",
-            || {
-                let leases = leases.clone();
-                let leader = leader.clone();
-                async move {
-                    holder(leases.get("coffer-controller").await.ok()?).filter(|h| *h != leader)
-                }
-            },
-        )
-        .await;
+    let next = eventually(
+        Duration::from_secs(90),
+        "another replica to take the Lease",
+        || {
+            let leases = leases.clone();
+            let leader = leader.clone();
+            async move {
+                holder(leases.get("handover-coffer-controller").await.ok()?)
+                    .filter(|h| *h != leader)
+            }
+        },
+    )
+    .await;
     let standby: Vec<String> = running
         .iter()
         .map(|p| p.name_any())
         .filter(|n| *n != leader)
         .collect();
-    assert_eq!(standby, [next.clone()], "the standby replica took over");
+    assert_eq!(
+        standby,
+        std::slice::from_ref(&next),
+        "the standby replica took over"
+    );
     // The deleted leader's replacement comes up and stands by, Ready.
     eventually(Duration::from_secs(120), "two Ready replicas again", || {
         let pods = pods.clone();
@@ -312,14 +381,76 @@ async fn the_chart_runs_two_replicas_and_hands_the_lease_over_when_the_leader_go
         }
     })
     .await;
+    // Uninstalled: the other tests share one operator (two would both act).
     run(
         "helm",
-        &["uninstall", "coffer", "--namespace", &ns, "--wait"],
+        &["uninstall", "handover", "--namespace", &ns, "--wait"],
         "",
     );
 }
 
 // ---- The examples, end to end ------------------------------------------------------------
+
+/// The keys of the S3 servers the tests deploy (Secret `s3-creds`).
+const S3_KEYS: [(&str, &str); 2] = [
+    ("AWS_ACCESS_KEY_ID", "AKE2EREALNODE"),
+    ("AWS_SECRET_ACCESS_KEY", "e2e-real-node-secret-key"),
+];
+
+/// The tests' S3 server (bucket `backups`) as the Deployment and Service `minio` of `ns`,
+/// with its keys in the Secret `s3-creds` there; returns once it is ready.
+fn deploy_s3(ns: &str) {
+    secret(ns, "s3-creds", &S3_KEYS);
+    apply(&format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: minio, namespace: {ns}}}
+spec:
+  selector: {{app: minio}}
+  ports: [{{port: 9000}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: minio, namespace: {ns}}}
+spec:
+  selector: {{matchLabels: {{app: minio}}}}
+  template:
+    metadata: {{labels: {{app: minio}}}}
+    spec:
+      automountServiceAccountToken: false
+{pod_security}      containers:
+      - name: s3
+        image: {image}
+        imagePullPolicy: Never
+        command: [coffer-s3-server, backups]
+        env:
+        - {{name: COFFER_S3_LISTEN, value: '0.0.0.0:9000'}}
+        - {{name: COFFER_S3_ROOT, value: /data}}
+        envFrom: [{{secretRef: {{name: s3-creds}}}}]
+        readinessProbe: {{tcpSocket: {{port: 9000}}, periodSeconds: 1}}
+        volumeMounts: [{{name: data, mountPath: /data}}]
+{security}      volumes: [{{name: data, emptyDir: {{}}}}]
+",
+        image = image("services"),
+        pod_security = restricted_pod(6, 65532),
+        security = restricted(8),
+    ));
+    rollout(ns, "deployment/minio");
+}
+
+/// A client of the S3 server of `ns`, through its Service's ClusterIP.
+fn s3_client(ns: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let credentials = Credentials::new(S3_KEYS[0].1, S3_KEYS[1].1, None, None, "test");
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(format!("http://{}:9000", cluster_ip(ns, "minio")))
+        .region(Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
 
 /// A `local` PersistentVolume on the node for the claim `ns/claim`, bound to it ahead of time
 /// (static provisioning), in a new directory of the node's.
@@ -445,11 +576,13 @@ fn apply_json(doc: &serde_json::Value) {
     run("kubectl", &["apply", "-f", "-"], &doc.to_string());
 }
 
-async fn finished<K>(ns: &str, name: &str, phase_of: impl Fn(&K) -> Option<String>) -> K
+/// A Backup or RestoreRequest once it finished (Succeeded or Failed).
+async fn finished<K>(ns: &str, name: &str) -> K
 where
     K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
+        + serde::Serialize
         + std::fmt::Debug,
     K::DynamicType: Default,
 {
@@ -460,11 +593,9 @@ where
         &format!("{name} to finish"),
         || {
             let api = api.clone();
-            let phase_of = &phase_of;
             async move {
                 let object = api.get(name).await.ok()?;
-                matches!(phase_of(&object).as_deref(), Some("Succeeded" | "Failed"))
-                    .then_some(object)
+                matches!(phase(&object).as_deref(), Some("Succeeded" | "Failed")).then_some(object)
             }
         },
     )
@@ -518,47 +649,8 @@ async fn the_examples_back_up_by_service_name_and_restore_with_the_app_stopped()
     );
 
     // The store: the tests' S3 server in a Deployment of namespace `storage`.
-    let (access, secret_key) = ("AKE2EREALNODE", "e2e-real-node-secret-key");
-    let keys = [
-        ("AWS_ACCESS_KEY_ID", access),
-        ("AWS_SECRET_ACCESS_KEY", secret_key),
-    ];
-    secret(&storage, "s3-creds", &keys);
-    secret(&shop, "s3-creds", &keys);
-    apply(&format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{name: minio, namespace: {storage}}}
-spec:
-  selector: {{app: minio}}
-  ports: [{{port: 9000}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: minio, namespace: {storage}}}
-spec:
-  selector: {{matchLabels: {{app: minio}}}}
-  template:
-    metadata: {{labels: {{app: minio}}}}
-    spec:
-      automountServiceAccountToken: false
-{pod_security}      containers:
-      - name: s3
-        image: {image}
-        imagePullPolicy: Never
-        command: [coffer-s3-server, backups]
-        env:
-        - {{name: COFFER_S3_LISTEN, value: '0.0.0.0:9000'}}
-        - {{name: COFFER_S3_ROOT, value: /data}}
-        envFrom: [{{secretRef: {{name: s3-creds}}}}]
-        readinessProbe: {{tcpSocket: {{port: 9000}}, periodSeconds: 1}}
-        volumeMounts: [{{name: data, mountPath: /data}}]
-{security}      volumes: [{{name: data, emptyDir: {{}}}}]
-",
-        image = image("services"),
-        pod_security = restricted_pod(6, 65532),
-        security = restricted(8),
-    ));
+    deploy_s3(&storage);
+    secret(&shop, "s3-creds", &S3_KEYS);
 
     // Redis and PostgreSQL as StatefulSets on volumes, and the app that uses them.
     let redis_password = "e2e-redis-password";
@@ -617,9 +709,6 @@ spec:
         pod_security = restricted_pod(6, 65532),
         security = restricted(8),
     ));
-    for what in ["deployment/minio"] {
-        rollout(&storage, what);
-    }
     for what in [
         "statefulset/redis",
         "statefulset/pg",
@@ -681,7 +770,7 @@ spec:
     postgres_now["spec"]["scheduleRef"]["name"] = "shop-postgres".into();
     apply_json(&postgres_now);
     for name in ["before-deploy", "before-deploy-postgres"] {
-        let backup: coffer::api::Backup = finished(&shop, name, |b| phase(b)).await;
+        let backup: coffer::api::Backup = finished(&shop, name).await;
         assert_eq!(
             phase(&backup).as_deref(),
             Some("Succeeded"),
@@ -735,8 +824,7 @@ spec:
         })
     };
     apply_json(&restore);
-    let restored: coffer::api::RestoreRequest =
-        finished(&shop, "restore-yesterday", |r| phase(r)).await;
+    let restored: coffer::api::RestoreRequest = finished(&shop, "restore-yesterday").await;
     assert_eq!(
         phase(&restored).as_deref(),
         Some("Succeeded"),
@@ -757,8 +845,7 @@ spec:
         "restore-from-storage.yaml",
         &["spec", "from", "storage", "s3"],
     ));
-    let recovered: coffer::api::RestoreRequest =
-        finished(&shop, "recover-shop-postgres", |r| phase(r)).await;
+    let recovered: coffer::api::RestoreRequest = finished(&shop, "recover-shop-postgres").await;
     assert_eq!(
         phase(&recovered).as_deref(),
         Some("Succeeded"),
@@ -777,9 +864,266 @@ spec:
     }
     // The roles came along (globals: true): the backup user can log in to the new server.
     pg_connect(&conninfo(&new_ip, "backup", backup_password, "app")).await;
-    run(
-        "helm",
-        &["uninstall", "coffer", "--namespace", &system, "--wait"],
-        "",
+}
+
+// ---- Volumes and workers in real containers ----------------------------------------------
+
+/// A claim `name` of `ns` on a new local volume (its directory on this host returned).
+fn claim(ns: &str, name: &str) -> PathBuf {
+    apply(&format!(
+        "{volume}---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ''
+  resources: {{requests: {{storage: 1Gi}}}}
+",
+        volume = volume_for(ns, name)
+    ));
+    volume_dir(ns, name)
+}
+
+/// Where the node keeps the local volume of claim `ns/name` (see [`volume_for`]).
+fn volume_dir(ns: &str, name: &str) -> PathBuf {
+    node()
+        .state_dir()
+        .join("volumes")
+        .join(format!("{ns}-{name}"))
+}
+
+fn create(doc: serde_json::Value) {
+    apply_json(&doc);
+}
+
+async fn pods_gone(ns: &str, selector: &str) {
+    let client = plane().admin_client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, ns);
+    let params = ListParams::default().labels(selector);
+    eventually(
+        Duration::from_secs(120),
+        &format!("no Pods {selector}"),
+        || {
+            let pods = pods.clone();
+            let params = params.clone();
+            async move {
+                pods.list(&params)
+                    .await
+                    .ok()?
+                    .items
+                    .is_empty()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_postgres_data_directory_is_backed_up_as_its_owner_and_restored_with_its_owners() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !runs("volume owners on a real node") {
+        return;
+    }
+    // A restore that gives files back their owners runs as root with four capabilities:
+    // the baseline Pod Security Standard allows that, restricted does not.
+    let ns = namespace_under("e2e-volume", "baseline");
+    operator();
+    let password = "e2e-db-admin";
+    secret(&ns, "db-admin", &[("password", password)]);
+    let env = "[{name: PGDATA, value: /data/pgdata}, {name: POSTGRES_PASSWORD, valueFrom: {secretKeyRef: {name: db-admin, key: password}}}]";
+    apply(&stateful(
+        &ns,
+        "db",
+        999,
+        5432,
+        "[postgres-entrypoint]",
+        env,
+    ));
+    let store = claim(&ns, "backup-store");
+    rollout(&ns, "statefulset/db");
+    let conninfo = format!(
+        "host={} port=5432 user=postgres password={password} dbname=postgres",
+        cluster_ip(&ns, "db")
+    );
+    pg_connect(&conninfo)
+        .await
+        .batch_execute(
+            "CREATE TABLE notes (id int PRIMARY KEY, body text); \
+             INSERT INTO notes SELECT i, md5(i::text) FROM generate_series(1, 2000) i",
+        )
+        .await
+        .unwrap();
+    // The data directory as the kubelet and PostgreSQL left it: the volume's root group-owned
+    // by the fsGroup (setgid), the data only the server's user may read.
+    let data = volume_dir(&ns, "data-db-0");
+    let root_meta = std::fs::metadata(&data).unwrap();
+    assert_eq!(
+        root_meta.gid(),
+        999,
+        "fsGroup gave the volume's root its group"
+    );
+    assert_ne!(root_meta.mode() & 0o2000, 0, "and the setgid bit");
+    let pgdata = std::fs::metadata(data.join("pgdata")).unwrap();
+    assert_eq!((pgdata.uid(), pgdata.mode() & 0o777), (999, 0o700));
+
+    // Stopped for a consistent copy, then backed up by a worker running as the owner, into a
+    // store it can write.
+    kubectl(&["scale", "-n", &ns, "statefulset/db", "--replicas=0"]);
+    pods_gone(&ns, "app=db").await;
+    std::os::unix::fs::chown(&store, Some(999), Some(999)).unwrap();
+    create(serde_json::json!({
+        "apiVersion": "coffer.dev/v1alpha1", "kind": "Backup",
+        "metadata": {"name": "db-files", "namespace": ns},
+        "spec": {
+            "source": {"volume": {"claimName": "data-db-0"}},
+            "storage": {"filesystem": {"claimName": "backup-store"}},
+            "jobTemplate": {"runAsUser": 999, "runAsGroup": 999},
+        },
+    }));
+    let backup: coffer::api::Backup = finished(&ns, "db-files").await;
+    assert_eq!(
+        phase(&backup).as_deref(),
+        Some("Succeeded"),
+        "{:?}",
+        backup.status
+    );
+
+    // The data is lost; the restore puts every file back with its owner and mode.
+    std::fs::remove_dir_all(data.join("pgdata")).unwrap();
+    create(serde_json::json!({
+        "apiVersion": "coffer.dev/v1alpha1", "kind": "RestoreRequest",
+        "metadata": {"name": "db-files-back", "namespace": ns},
+        "spec": {"backupRef": {"name": "db-files"}, "volume": {"restoreOwners": true}},
+    }));
+    let restored: coffer::api::RestoreRequest = finished(&ns, "db-files-back").await;
+    assert_eq!(
+        phase(&restored).as_deref(),
+        Some("Succeeded"),
+        "{:?}",
+        restored.status
+    );
+    let pgdata = std::fs::metadata(data.join("pgdata")).unwrap();
+    assert_eq!(
+        (pgdata.uid(), pgdata.gid(), pgdata.mode() & 0o777),
+        (999, 999, 0o700)
+    );
+    let version = std::fs::metadata(data.join("pgdata/PG_VERSION")).unwrap();
+    assert_eq!(
+        (version.uid(), version.permissions().mode() & 0o777),
+        (999, 0o600)
+    );
+
+    // The server starts on the restored directory and has every row.
+    kubectl(&["scale", "-n", &ns, "statefulset/db", "--replicas=1"]);
+    rollout(&ns, "statefulset/db");
+    let count: i64 = pg_connect(&conninfo)
+        .await
+        .query_one("SELECT count(*) FROM notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2000);
+}
+
+#[tokio::test]
+async fn a_worker_told_to_stop_mid_backup_stops_in_time_and_leaves_no_manifest_nor_upload() {
+    if !runs("SIGTERM to a worker on a real node") {
+        return;
+    }
+    let ns = namespace("e2e-sigterm");
+    operator();
+    deploy_s3(&ns);
+    // Enough incompressible data that the upload takes a while.
+    let files = claim(&ns, "big");
+    for i in 0..6 {
+        let mut chunk = support::noise(64 << 20);
+        chunk[0] = i;
+        std::fs::write(files.join(format!("part-{i}.bin")), chunk).unwrap();
+    }
+    create(serde_json::json!({
+        "apiVersion": "coffer.dev/v1alpha1", "kind": "Backup",
+        "metadata": {"name": "big", "namespace": ns},
+        "spec": {
+            "source": {"volume": {"claimName": "big"}},
+            "storage": {"s3": {
+                "bucket": "backups", "prefix": "sigterm/", "region": "us-east-1",
+                "endpoint": format!("http://minio.{ns}.svc:9000"), "forcePathStyle": true,
+                "credentialsSecretRef": {"name": "s3-creds"},
+            }},
+            "compression": "none",
+        },
+    }));
+    // Mid-backup, observed: a multipart upload is open at the store.
+    let s3 = s3_client(&ns);
+    eventually(Duration::from_secs(120), "an open multipart upload", || {
+        let s3 = s3.clone();
+        async move {
+            let open = s3
+                .list_multipart_uploads()
+                .bucket("backups")
+                .send()
+                .await
+                .ok()?;
+            (!open.uploads().is_empty()).then_some(())
+        }
+    })
+    .await;
+    let client = plane().admin_client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, &ns);
+    let worker = pods
+        .list(&ListParams::default().labels("job-name=big-backup"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .expect("the worker's Pod");
+    let grace = worker
+        .spec
+        .as_ref()
+        .unwrap()
+        .termination_grace_period_seconds
+        .unwrap_or(30);
+    let asked = std::time::Instant::now();
+    pods.delete(&worker.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    pods_gone(&ns, "job-name=big-backup").await;
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(grace as u64),
+        "the worker stopped in {took:?}, not within its grace period of {grace}s (it was killed)"
+    );
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket("backups")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        uploads.uploads().is_empty(),
+        "open uploads left: {:?}",
+        uploads.uploads()
+    );
+    let objects = s3
+        .list_objects_v2()
+        .bucket("backups")
+        .prefix("sigterm/")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = objects.contents().iter().filter_map(|o| o.key()).collect();
+    assert!(
+        keys.iter().all(|k| !k.ends_with("manifest.json")),
+        "a manifest was written: {keys:?}"
+    );
+    let backup: coffer::api::Backup = finished(&ns, "big").await;
+    assert_eq!(
+        phase(&backup).as_deref(),
+        Some("Failed"),
+        "{:?}",
+        backup.status
     );
 }

@@ -34,7 +34,9 @@ pub use control_plane::{
 };
 pub use error::TestEnvError;
 pub use kubelet::{KubeletOptions, ProcessKubelet};
-pub use node::{RealNode, built_images, config as node_config};
+pub use node::{
+    RealNode, built_images, config as node_config, fixed_places, leftovers as node_leftovers, links,
+};
 pub use postgres::PostgresServer;
 pub use process::find_program;
 pub use redis::RedisServer;

@@ -334,7 +334,9 @@ fn refused_outcome(into: &str, restored: &[&str], roles: bool, created: bool) ->
 }
 
 /// What loads a database's archive: `pg_restore` straight into the server, or `pg_restore`
-/// writing SQL that `psql` runs (see [`through_psql`]).
+/// writing SQL that `psql` runs (see [`through_psql`]). One is made per database restored:
+/// its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Loader {
     Direct(tokio::process::Command),
     ThroughPsql {

@@ -13,7 +13,7 @@ use crate::{Result, TestEnvError};
 const LOCK: &str = "/run/coffer-node.lock";
 /// The state directory of the node that holds the lock, for cleaning up after a watcher that
 /// was itself killed.
-const CURRENT: &str = "/run/coffer-node.current";
+pub(crate) const CURRENT: &str = "/run/coffer-node.current";
 /// How long to wait for another node (another test binary's) to be torn down.
 const WAIT_FOR_OTHER: Duration = Duration::from_secs(40 * 60);
 

@@ -299,6 +299,111 @@ impl RealNode {
     }
 }
 
+/// What of a real node whose state was in `state` is still on this machine: its programs and
+/// containers (command lines naming the state directory), mounts under it, the bridge,
+/// iptables rules of kube-proxy, the kubelet or the containment chains, the Pods' cgroups,
+/// network interfaces that were not there in `links_before`, the fixed places the kubelet,
+/// CNI and containerd write to that were not in `places_before`, and the state directory.
+/// Empty after a teardown.
+pub fn leftovers(state: &Path, links_before: &[String], places_before: &[String]) -> Vec<String> {
+    let mut left = Vec::new();
+    let marker = state.display().to_string();
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(&marker) {
+                left.push(format!("process {pid}: {}", cmdline.trim()));
+            }
+        }
+    }
+    // Containers: whatever runs in the node's cgroups.
+    let mut dirs = vec![Path::new("/sys/fs/cgroup/pids").join(CGROUP_ROOT)];
+    while let Some(dir) = dirs.pop() {
+        for pid in std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+        {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            left.push(format!("process {pid} (a container's): {}", cmdline.trim()));
+        }
+        dirs.extend(
+            std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.path()),
+        );
+    }
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+        for line in mounts.lines() {
+            if let Some(point) = line.split(' ').nth(4)
+                && point.starts_with(&marker)
+            {
+                left.push(format!("mount {point}"));
+            }
+        }
+    }
+    for link in links() {
+        if link == config::BRIDGE || !links_before.contains(&link) {
+            left.push(format!("network interface {link}"));
+        }
+    }
+    if let Ok(out) = Command::new("iptables-save").output() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if line.contains("KUBE-") || line.contains("COFFER-") || line.contains(config::BRIDGE) {
+                left.push(format!("iptables: {line}"));
+            }
+        }
+    }
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let dir = hierarchy.path().join(CGROUP_ROOT);
+        if dir.exists() {
+            left.push(format!("cgroup {}", dir.display()));
+        }
+    }
+    for place in FIXED_PLACES {
+        if Path::new(place).exists() && !places_before.iter().any(|p| p == place) {
+            left.push(format!("file {place}"));
+        }
+    }
+    for path in [state.to_owned(), PathBuf::from(claim::CURRENT)] {
+        if path.exists() {
+            left.push(format!("file {}", path.display()));
+        }
+    }
+    left
+}
+
+/// The network interfaces of this machine, by name.
+pub fn links() -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Which of the fixed places the kubelet, CNI and containerd write to exist now.
+pub fn fixed_places() -> Vec<String> {
+    FIXED_PLACES
+        .iter()
+        .filter(|p| Path::new(p).exists())
+        .map(|p| (*p).to_owned())
+        .collect()
+}
+
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()

@@ -17,7 +17,7 @@ say() { echo "teardown: $*" >&2; }
 #    line, which names the state directory (a recorded PID could have been reused).
 ours() {
   for dir in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' < "$dir/cmdline" 2>/dev/null) || continue
+    cmd=$(tr '\0' ' ' 2>/dev/null < "$dir/cmdline") || continue
     case $cmd in
       *"$state/"*) ;;
       *) continue ;;
