@@ -506,13 +506,18 @@ async fn a_wrong_password_fails_the_backup_and_a_missing_secret_makes_no_job() {
     assert_eq!(status.phase, Some(BackupPhase::Failed));
     // The failure alert's metric names it; the schedule (never succeeded) has an interval and
     // a creation time for the missing-backup alert, and no last success.
-    let metrics = _operator.get("/metrics").await;
-    assert!(
-        metrics.contains(&format!(
-            r#"coffer_backup_failed{{namespace="{ns}",backup="cache-now"}} 1"#
-        )),
-        "{metrics}"
-    );
+    // The gauges come from the operator's cache of Backups, which its watch updates a moment
+    // after the status this test read (under load, after the first scrape).
+    let failed = format!(r#"coffer_backup_failed{{namespace="{ns}",backup="cache-now"}} 1"#);
+    let metrics = eventually(Duration::from_secs(30), "the failed backup's gauge", || {
+        let operator = &_operator;
+        let failed = &failed;
+        async move {
+            let metrics = operator.get("/metrics").await;
+            metrics.contains(failed.as_str()).then_some(metrics)
+        }
+    })
+    .await;
     let series = format!(r#"{{namespace="{ns}",schedule="cache",source_kind="redis"}}"#);
     assert!(metrics.contains(&format!("coffer_schedule_interval_seconds{series} 31")));
     assert!(metrics.contains(&format!(

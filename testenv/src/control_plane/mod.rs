@@ -170,12 +170,14 @@ impl ControlPlane {
         write(&dir.join("tokens.csv"), &csv)?;
 
         // The real node's claim (one per machine) and bridge come first: the API server
-        // listens on the bridge.
+        // listens on the bridge (Pods may reach only its port and DNS there).
+        let api_port = free_port()?;
         let claim = if options.real_node {
             // Outside the control plane's directory, which is removed when this process
-            // exits, maybe before the node's watcher has torn it down.
-            let state = std::env::temp_dir().join(format!("coffer-node-{}", std::process::id()));
-            Some(RealNode::prepare(&state, &bin)?)
+            // exits, maybe before the node's watcher has torn it down; on disk (images and
+            // containers' files), root's only.
+            let state = Path::new(node::STATE_ROOT).join(std::process::id().to_string());
+            Some(RealNode::prepare(&state, &bin, api_port)?)
         } else {
             None
         };
@@ -187,7 +189,6 @@ impl ControlPlane {
         let mut processes = Vec::new();
         let etcd_port = free_port()?;
         processes.push(start_etcd(&bin, &dir, etcd_port)?);
-        let api_port = free_port()?;
         processes.push(start_apiserver(&bin, &dir, etcd_port, host, api_port)?);
         let server = format!("https://{host}:{api_port}");
         let mut plane = Self {

@@ -34,6 +34,7 @@ while kill -0 "$3" 2>/dev/null && [ ! -e "$2/stop" ]; do sleep 0.5; done
 sh "$2/teardown.sh" "$2" "$4" "$5" "$6" "$7" >>"$2.teardown.log" 2>&1
 [ -s "$2.teardown.log" ] || rm -f "$2.teardown.log"
 rm -f /run/coffer-node.current
+rmdir "$(dirname "$2")" 2>/dev/null
 "#;
 
 /// The right to run the real node, held until dropped (or the process exits), after which
@@ -42,13 +43,37 @@ rm -f /run/coffer-node.current
 pub(crate) struct Claim {
     state: PathBuf,
     watcher: Child,
+    released: bool,
 }
 
 impl Claim {
     /// Waits until no other node runs on this machine (tearing down one whose owner died),
     /// then claims `state` for a new one.
     pub(crate) fn acquire(state: &Path, kube_proxy: &Path) -> Result<Self> {
-        std::fs::create_dir_all(state)
+        use std::os::unix::fs::DirBuilderExt;
+        if let Some(parent) = state.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(TestEnvError::io(format!("creating {}", parent.display())))?;
+        }
+        // A directory of a process that had this PID and never tore its node down: that
+        // teardown first (this process is not running a node yet).
+        if state.join("teardown.sh").is_file() {
+            let _ = Command::new("sh")
+                .arg(state.join("teardown.sh"))
+                .arg(state)
+                .args([BRIDGE, CGROUP_ROOT])
+                .arg(kube_proxy)
+                .arg(POD_CIDR)
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(state);
+        // New, and only root's: root runs the teardown script it holds.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(state)
             .map_err(TestEnvError::io(format!("creating {}", state.display())))?;
         let teardown = state.join("teardown.sh");
         std::fs::write(&teardown, TEARDOWN)
@@ -72,12 +97,17 @@ impl Claim {
         let mut claim = Self {
             state: state.to_owned(),
             watcher,
+            released: false,
         };
         let claimed = state.join("claimed");
         if !crate::process::wait_until(WAIT_FOR_OTHER, || {
             claimed.exists() || !matches!(claim.watcher.try_wait(), Ok(None))
         }) || !claimed.exists()
         {
+            // Not waiting for it (dropping the claim would): it may never get the lock.
+            let _ = claim.watcher.kill();
+            let _ = claim.watcher.wait();
+            claim.released = true;
             return Err(TestEnvError::ControlPlane(format!(
                 "another real node kept {LOCK} for {} minutes (or its watcher failed); stop it with scripts/dev-cluster down, or see {CURRENT}",
                 WAIT_FOR_OTHER.as_secs() / 60
@@ -95,6 +125,10 @@ impl Claim {
 
     /// Asks the watcher to tear the node down now, and waits until it has.
     pub(crate) fn release(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
         let _ = std::fs::write(self.state.join("stop"), b"");
         let _ = self.watcher.wait();
     }

@@ -24,6 +24,25 @@ use config::{CGROUP_ROOT, NODE_IP};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Where real nodes keep their state, one directory per owning process (root's only).
+pub const STATE_ROOT: &str = "/var/lib/coffer-node";
+
+/// Kernel settings the kubelet, kube-proxy or the CNI bridge plugin change (the kubelet's
+/// "kernel tunables", the global `ip_forward` that the bridge plugin sets for a gateway) or
+/// that the node needs: recorded before the node starts and put back by the teardown.
+const SYSCTLS: [&str; 10] = [
+    "net/ipv4/ip_forward",
+    "net/bridge/bridge-nf-call-iptables",
+    "vm/overcommit_memory",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+    "net/netfilter/nf_conntrack_max",
+    "net/netfilter/nf_conntrack_tcp_timeout_established",
+    "net/netfilter/nf_conntrack_tcp_timeout_close_wait",
+];
+
 /// Paths outside the state directory that the kubelet, CNI or containerd write to; the
 /// teardown removes those that did not exist before the node started.
 const FIXED_PLACES: [&str; 4] = [
@@ -92,7 +111,7 @@ pub struct RealNode {
 impl RealNode {
     /// Claims the machine's one real node for `state` and creates the bridge (the API
     /// server must bind to the node's address before the node starts).
-    pub(crate) fn prepare(state: &Path, bin: &Path) -> Result<Claim> {
+    pub(crate) fn prepare(state: &Path, bin: &Path, api_port: u16) -> Result<Claim> {
         for (program, package) in [
             ("containerd", "containerd"),
             ("runc", "runc"),
@@ -119,7 +138,15 @@ impl RealNode {
             .map(|p| format!("{p}\n"))
             .collect();
         write(&state.join("preexisting"), &preexisting)?;
-        network::create()?;
+        let sysctls: String = SYSCTLS
+            .iter()
+            .filter_map(|name| {
+                let value = std::fs::read_to_string(Path::new("/proc/sys").join(name)).ok()?;
+                Some(format!("{name} {}\n", value.trim()))
+            })
+            .collect();
+        write(&state.join("sysctl"), &sysctls)?;
+        network::create(api_port)?;
         Ok(claim)
     }
 
@@ -167,6 +194,12 @@ impl RealNode {
         let socket = containerd_dir.join("containerd.sock");
         let mut command = tied_command("containerd");
         command.arg("--config").arg(&containerd_config);
+        // Every image is imported; should a Pod name one that is not, containerd would try a
+        // registry: through a proxy that is not there, never to another host.
+        for proxy in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+            command.env(proxy, "http://127.0.0.1:9");
+        }
+        command.env_remove("NO_PROXY").env_remove("no_proxy");
         node.spawn("containerd", command)?;
         if !crate::process::wait_until(Duration::from_secs(30), || socket.exists()) {
             return Err(node.not_ready("containerd", 30));
@@ -355,10 +388,15 @@ pub fn leftovers(state: &Path, links_before: &[String], places_before: &[String]
             left.push(format!("network interface {link}"));
         }
     }
-    if let Ok(out) = Command::new("iptables-save").output() {
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if line.contains("KUBE-") || line.contains("COFFER-") || line.contains(config::BRIDGE) {
-                left.push(format!("iptables: {line}"));
+    for tool in ["iptables-save", "ip6tables-save"] {
+        if let Ok(out) = Command::new(tool).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if line.contains("KUBE-")
+                    || line.contains("COFFER-")
+                    || line.contains(config::BRIDGE)
+                {
+                    left.push(format!("{tool}: {line}"));
+                }
             }
         }
     }
@@ -377,7 +415,11 @@ pub fn leftovers(state: &Path, links_before: &[String], places_before: &[String]
             left.push(format!("file {place}"));
         }
     }
-    for path in [state.to_owned(), PathBuf::from(claim::CURRENT)] {
+    for path in [
+        state.to_owned(),
+        PathBuf::from(claim::CURRENT),
+        PathBuf::from(STATE_ROOT),
+    ] {
         if path.exists() {
             left.push(format!("file {}", path.display()));
         }

@@ -49,24 +49,21 @@ if [ -x "$kube_proxy" ]; then
   "$kube_proxy" --cleanup --v=0 >/dev/null 2>&1 || say "kube-proxy --cleanup failed"
 fi
 # What kube-proxy --cleanup leaves: the kubelet's chains (KUBE-FIREWALL, KUBE-KUBELET-CANARY,
-# KUBE-IPTABLES-HINT) and the jumps to them. (The machine runs no other kubelet.)
-for table in filter nat mangle; do
-  iptables-save -t "$table" 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' |
-    while read -r _ rule; do
-      # The rule as iptables-save printed it, comments in double quotes.
-      eval "iptables -w 5 -t $table -D $rule" 2>/dev/null
-    done
-  for chain in $(iptables-save -t "$table" 2>/dev/null | sed -n 's/^:\(KUBE-[^ ]*\) .*/\1/p'); do
-    iptables -w 5 -t "$table" -F "$chain" 2>/dev/null
+# KUBE-IPTABLES-HINT) and the jumps to them, for IPv4 and IPv6; then the containment chains.
+# Rules are deleted by iptables-restore from iptables-save's own lines (never by a shell
+# reading them). (The machine runs no other kubelet.)
+for family in iptables ip6tables; do
+  for table in filter nat mangle; do
+    saved=$("$family-save" -t "$table" 2>/dev/null) || continue
+    {
+      echo "*$table"
+      printf '%s\n' "$saved" | grep -E '^-A [A-Z]+ .*-j (KUBE-|COFFER-)' | sed 's/^-A /-D /'
+      printf '%s\n' "$saved" | grep -E -- "^-A [A-Z]+ .*(-i|-o) $bridge -j DROP" | sed 's/^-A /-D /'
+      printf '%s\n' "$saved" | sed -n 's/^:\(\(KUBE\|COFFER\)-[^ ]*\) .*/-F \1/p'
+      printf '%s\n' "$saved" | sed -n 's/^:\(\(KUBE\|COFFER\)-[^ ]*\) .*/-X \1/p'
+      echo "COMMIT"
+    } | "$family-restore" -w 5 --noflush 2>/dev/null || say "$family-restore -t $table failed"
   done
-  for chain in $(iptables-save -t "$table" 2>/dev/null | sed -n 's/^:\(KUBE-[^ ]*\) .*/\1/p'); do
-    iptables -w 5 -t "$table" -X "$chain" 2>/dev/null
-  done
-done
-while iptables -w 5 -t mangle -D FORWARD -j COFFER-CONTAIN 2>/dev/null; do :; done
-while iptables -w 5 -t mangle -D PREROUTING -d "$pod_cidr" -j COFFER-CONTAIN-IN 2>/dev/null; do :; done
-for chain in COFFER-CONTAIN COFFER-CONTAIN-IN; do
-  iptables -w 5 -t mangle -F "$chain" 2>/dev/null && iptables -w 5 -t mangle -X "$chain" 2>/dev/null
 done
 ip link del "$bridge" 2>/dev/null
 
@@ -76,16 +73,26 @@ for hierarchy in /sys/fs/cgroup/*/; do
   find "$hierarchy$cgroup_root" -depth -type d -exec rmdir {} \; 2>/dev/null
 done
 
-# 5. What the kubelet and CNI keep in fixed places, where it was not there before.
-for path in /var/lib/kubelet /var/log/containers /var/lib/cni /run/containerd; do
-  if ! grep -qx "$path" "$state/preexisting" 2>/dev/null; then
-    rm -rf "$path"
-  fi
-done
+# 5. What the kubelet and CNI keep in fixed places, where it was not there before (only once
+#    the node recorded what was: a node that never started touched none of them).
+if [ -f "$state/preexisting" ]; then
+  for path in /var/lib/kubelet /var/log/containers /var/lib/cni /run/containerd; do
+    if ! grep -qx "$path" "$state/preexisting"; then
+      rm -rf "$path"
+    fi
+  done
+fi
 rm -f /var/lib/cni/results/coffer-* 2>/dev/null
 find /var/log/containers -maxdepth 1 -type l -lname "$state/*" -delete 2>/dev/null
 
-# 6. The state directory, unless asked to keep it (COFFER_TEST_KEEP=1 keeps the logs).
+# 6. The kernel settings the node changed, as they were before it started.
+if [ -f "$state/sysctl" ]; then
+  while read -r name value; do
+    [ -n "$name" ] && printf '%s\n' "$value" > "/proc/sys/$name" 2>/dev/null
+  done < "$state/sysctl"
+fi
+
+# 7. The state directory, unless asked to keep it (COFFER_TEST_KEEP=1 keeps the logs).
 if [ "${COFFER_TEST_KEEP:-}" = 1 ]; then
   say "kept $state"
 else
