@@ -25,27 +25,6 @@ fn plane() -> &'static ControlPlane {
     ControlPlane::real_node_global().unwrap()
 }
 
-/// Whether this run can have a real node: as root, always (and a failure to start one fails
-/// the tests). The README's test command runs as root and sets `COFFER_TESTS_NEED_ROOT`;
-/// elsewhere (`cargo test` as a user) the tests say that they did not run.
-fn runs(test: &str) -> bool {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            == Some("0")
-    });
-    if root {
-        return true;
-    }
-    assert!(
-        std::env::var_os("COFFER_TESTS_NEED_ROOT").is_none(),
-        "{test} needs a real node, which needs root, and COFFER_TESTS_NEED_ROOT says this run must run it: run the tests as root"
-    );
-    eprintln!("not run: {test} (a real node needs root; the README's test command runs as root)");
-    false
-}
-
 /// The operator the tests share, installed once with `helm install` as a user would (only
 /// the image's repository and pull policy set) into `coffer-system`, under the restricted
 /// Pod Security Standard.
@@ -53,27 +32,34 @@ fn operator() -> &'static str {
     static INSTALLED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     INSTALLED.get_or_init(|| {
         let system = namespace("coffer-system");
-        let coffer = image("coffer");
-        let (repository, _) = coffer.rsplit_once(':').unwrap();
-        run(
-            "helm",
-            &[
-                "install",
-                "coffer",
-                "charts/coffer",
-                "--namespace",
-                &system,
-                "--set",
-                &format!("image.repository={repository}"),
-                "--set",
-                "image.pullPolicy=Never",
-                "--wait",
-                "--timeout=180s",
-            ],
-            "",
-        );
+        install_chart("coffer", &system);
         system
     })
+}
+
+/// `helm install` of the chart as a user would, only the image's repository (the image built
+/// here) and pull policy set; returns the image's tag.
+fn install_chart(release: &str, ns: &str) -> String {
+    let coffer = image("coffer");
+    let (repository, tag) = coffer.rsplit_once(':').unwrap();
+    run(
+        "helm",
+        &[
+            "install",
+            release,
+            "charts/coffer",
+            "--namespace",
+            ns,
+            "--set",
+            &format!("image.repository={repository}"),
+            "--set",
+            "image.pullPolicy=Never",
+            "--wait",
+            "--timeout=180s",
+        ],
+        "",
+    );
+    tag.to_owned()
 }
 
 fn node() -> &'static RealNode {
@@ -230,7 +216,7 @@ async fn finished_pod_log(ns: &str, pod: &str) -> String {
 
 #[tokio::test]
 async fn pods_run_in_containers_with_cluster_dns_and_no_way_out() {
-    if !runs("Pods in containers") {
+    if !support::needs_root("Pods in containers") {
         return;
     }
     let ns = namespace("e2e-node");
@@ -295,29 +281,11 @@ spec:
 
 #[tokio::test]
 async fn the_chart_runs_two_replicas_and_hands_the_lease_over_when_the_leader_goes() {
-    if !runs("the chart on a real node") {
+    if !support::needs_root("the chart on a real node") {
         return;
     }
     let ns = namespace("e2e-chart");
-    let coffer = image("coffer");
-    let (repository, tag) = coffer.rsplit_once(':').unwrap();
-    run(
-        "helm",
-        &[
-            "install",
-            "handover",
-            "charts/coffer",
-            "--namespace",
-            &ns,
-            "--set",
-            &format!("image.repository={repository}"),
-            "--set",
-            "image.pullPolicy=Never",
-            "--wait",
-            "--timeout=180s",
-        ],
-        "",
-    );
+    let tag = install_chart("handover", &ns);
     assert_eq!(
         tag,
         env!("CARGO_PKG_VERSION"),
@@ -645,7 +613,7 @@ async fn pg_connect(conninfo: &str) -> tokio_postgres::Client {
 
 #[tokio::test]
 async fn the_examples_back_up_by_service_name_and_restore_with_the_app_stopped() {
-    if !runs("the examples on a real node") {
+    if !support::needs_root("the examples on a real node") {
         return;
     }
     let storage = namespace("storage");
@@ -927,7 +895,7 @@ async fn pods_gone(ns: &str, selector: &str) {
 #[tokio::test]
 async fn a_postgres_data_directory_is_backed_up_as_its_owner_and_restored_with_its_owners() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    if !runs("volume owners on a real node") {
+    if !support::needs_root("volume owners on a real node") {
         return;
     }
     // A restore that gives files back their owners runs as root with four capabilities:
@@ -1033,7 +1001,7 @@ async fn a_postgres_data_directory_is_backed_up_as_its_owner_and_restored_with_i
 
 #[tokio::test]
 async fn a_worker_told_to_stop_mid_backup_stops_in_time_and_leaves_no_manifest_nor_upload() {
-    if !runs("SIGTERM to a worker on a real node") {
+    if !support::needs_root("SIGTERM to a worker on a real node") {
         return;
     }
     let ns = namespace("e2e-sigterm");
@@ -1171,7 +1139,7 @@ impl Drop for Dummy {
 
 #[tokio::test]
 async fn a_pod_that_routes_around_the_missing_default_route_is_still_contained() {
-    if !runs("the containment firewall") {
+    if !support::needs_root("the containment firewall") {
         return;
     }
     // The "elsewhere": a dummy interface of this host, which swallows whatever is sent to it

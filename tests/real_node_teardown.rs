@@ -11,23 +11,11 @@ use std::time::{Duration, Instant};
 
 use coffer_testenv::{ControlPlane, ControlPlaneOptions};
 
-fn root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            == Some("0")
-    })
-}
+mod support;
 
 #[test]
 fn a_stopped_real_node_leaves_nothing_behind() {
-    if !root() {
-        assert!(
-            std::env::var_os("COFFER_TESTS_NEED_ROOT").is_none(),
-            "a real node needs root, and COFFER_TESTS_NEED_ROOT says this run must run it: run the tests as root"
-        );
-        eprintln!("not run: a real node's teardown (needs root)");
+    if !support::needs_root("a real node's teardown") {
         return;
     }
     let links_before = coffer_testenv::links();

@@ -21,22 +21,6 @@ fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").unwrap().uid() == 0
 }
 
-/// Whether the checks that need root (owners, restoring as another user) run. The README's
-/// test command (as CI) runs as root and sets `COFFER_TESTS_NEED_ROOT`: there they always
-/// run, and a run without root fails. Elsewhere (`cargo test` as a user) they are skipped,
-/// and the test says so.
-fn root_checks(what: &str) -> bool {
-    if running_as_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("COFFER_TESTS_NEED_ROOT").is_none(),
-        "{what} needs root, and COFFER_TESTS_NEED_ROOT says this run must check it: run the tests as root"
-    );
-    eprintln!("not checked: {what} (needs root; the README's test command runs as root)");
-    false
-}
-
 fn manifest(location: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(location.join("manifest.json")).unwrap()).unwrap()
 }
@@ -45,7 +29,7 @@ fn manifest(location: &Path) -> Value {
 async fn every_kind_of_file_comes_back_through_s3_and_a_directory() {
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("source");
-    every_kind(&source, root_checks("files' owners"));
+    every_kind(&source, support::needs_root("files' owners"));
     let expected = describe(&source);
     let s3 = S3Server::start().unwrap();
     support::s3_client(&s3)
@@ -425,7 +409,7 @@ fn a_full_disk_fails_backup_and_restore_in_one_line() {
 #[test]
 fn a_read_only_directory_restores_with_its_files_as_a_non_root_user() {
     use std::os::unix::process::CommandExt;
-    if !root_checks("restoring as a user other than root") {
+    if !support::needs_root("restoring as a user other than root") {
         return;
     }
     let work = tempfile::tempdir().unwrap();

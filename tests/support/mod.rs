@@ -13,6 +13,22 @@ pub mod tree;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
 
+/// Whether a test that needs root runs. The README's test command (as CI) runs as root and
+/// sets `COFFER_TESTS_NEED_ROOT`: there such tests always run, and a run without root fails.
+/// Elsewhere (`cargo test` as a user) they are skipped, and the test says so.
+pub fn needs_root(what: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("COFFER_TESTS_NEED_ROOT").is_none(),
+        "{what} needs root, and COFFER_TESTS_NEED_ROOT says this run must run it: run the tests as root"
+    );
+    eprintln!("not run: {what} (needs root; the README's test command runs as root)");
+    false
+}
+
 /// A secret no message could contain by chance (a random UUID after `prefix`): a test that
 /// finds it nowhere has shown that it was not shown, where a word such as `wrong` could be
 /// missing for other reasons.

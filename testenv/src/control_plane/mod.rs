@@ -49,6 +49,9 @@ const NODE_USERS: [(&str, &str); 3] = [
     ("system:kube-scheduler", ""),
 ];
 
+/// A control plane shared by a test binary's tests (or why it could not start).
+type Shared = OnceLock<std::result::Result<ControlPlane, String>>;
+
 /// What to start besides etcd, kube-apiserver and kube-controller-manager.
 #[derive(Clone, Debug, Default)]
 pub struct ControlPlaneOptions {
@@ -83,25 +86,18 @@ impl ControlPlane {
     /// with a process kubelet for namespaces labelled [`TEST_NAMESPACE_LABEL`]. It lives
     /// until the test binary exits.
     pub fn global() -> Result<&'static ControlPlane> {
-        static GLOBAL: OnceLock<std::result::Result<ControlPlane, String>> = OnceLock::new();
-        GLOBAL
-            .get_or_init(|| {
-                let options = ControlPlaneOptions {
-                    kubelet: Some(KubeletOptions {
-                        namespace_label: Some(TEST_NAMESPACE_LABEL.to_owned()),
-                        coffer_binary: None,
-                    }),
-                    keep_dir: std::env::var_os("COFFER_TEST_KEEP").is_some_and(|v| v == "1"),
-                    real_node: false,
-                };
-                let plane = ControlPlane::start(options).map_err(|e| e.to_string())?;
-                if plane._temp.is_some() {
-                    remove_when_gone(&plane.dir);
-                }
-                Ok(plane)
-            })
-            .as_ref()
-            .map_err(|e| TestEnvError::ControlPlane(e.clone()))
+        static GLOBAL: Shared = OnceLock::new();
+        Self::shared(
+            &GLOBAL,
+            ControlPlaneOptions {
+                kubelet: Some(KubeletOptions {
+                    namespace_label: Some(TEST_NAMESPACE_LABEL.to_owned()),
+                    coffer_binary: None,
+                }),
+                keep_dir: false,
+                real_node: false,
+            },
+        )
     }
 
     /// The control plane shared by every test of this test binary with a [real
@@ -109,22 +105,33 @@ impl ControlPlane {
     /// first use. Only one real node runs on a machine: a second test binary waits for the
     /// first one's node to be torn down.
     pub fn real_node_global() -> Result<&'static ControlPlane> {
-        static GLOBAL: OnceLock<std::result::Result<ControlPlane, String>> = OnceLock::new();
-        GLOBAL
-            .get_or_init(|| {
-                let options = ControlPlaneOptions {
-                    kubelet: None,
-                    keep_dir: std::env::var_os("COFFER_TEST_KEEP").is_some_and(|v| v == "1"),
-                    real_node: true,
-                };
-                let plane = ControlPlane::start(options).map_err(|e| e.to_string())?;
-                if plane._temp.is_some() {
-                    remove_when_gone(&plane.dir);
-                }
-                Ok(plane)
-            })
-            .as_ref()
-            .map_err(|e| TestEnvError::ControlPlane(e.clone()))
+        static GLOBAL: Shared = OnceLock::new();
+        Self::shared(
+            &GLOBAL,
+            ControlPlaneOptions {
+                kubelet: None,
+                keep_dir: false,
+                real_node: true,
+            },
+        )
+    }
+
+    /// The control plane in `cell`, started with `options` on first use (its directory kept
+    /// with `COFFER_TEST_KEEP=1`, else removed once this process has exited).
+    fn shared(cell: &'static Shared, options: ControlPlaneOptions) -> Result<&'static Self> {
+        cell.get_or_init(|| {
+            let options = ControlPlaneOptions {
+                keep_dir: std::env::var_os("COFFER_TEST_KEEP").is_some_and(|v| v == "1"),
+                ..options
+            };
+            let plane = ControlPlane::start(options).map_err(|e| e.to_string())?;
+            if plane._temp.is_some() {
+                remove_when_gone(&plane.dir);
+            }
+            Ok(plane)
+        })
+        .as_ref()
+        .map_err(|e| TestEnvError::ControlPlane(e.clone()))
     }
 
     /// Starts a new control plane in a new temporary directory.

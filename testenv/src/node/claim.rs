@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::config::{BRIDGE, CGROUP_ROOT, POD_CIDR};
+use super::config::{BRIDGE, CGROUP_ROOT};
 use crate::{Result, TestEnvError};
 
 /// The machine-wide lock (flock) that the watcher holds.
@@ -26,12 +26,12 @@ const WATCHER: &str = r#"exec 9>>"$1" || exit 1
 flock 9 || exit 1
 if [ -s /run/coffer-node.current ]; then
   previous=$(cat /run/coffer-node.current)
-  [ -f "$previous/teardown.sh" ] && sh "$previous/teardown.sh" "$previous" "$4" "$5" "$6" "$7"
+  [ -f "$previous/teardown.sh" ] && sh "$previous/teardown.sh" "$previous" "$4" "$5" "$6"
 fi
 printf '%s' "$2" > /run/coffer-node.current
 : > "$2/claimed"
 while kill -0 "$3" 2>/dev/null && [ ! -e "$2/stop" ]; do sleep 0.5; done
-sh "$2/teardown.sh" "$2" "$4" "$5" "$6" "$7" >>"$2.teardown.log" 2>&1
+sh "$2/teardown.sh" "$2" "$4" "$5" "$6" >>"$2.teardown.log" 2>&1
 [ -s "$2.teardown.log" ] || rm -f "$2.teardown.log"
 rm -f /run/coffer-node.current
 rmdir "$(dirname "$2")" 2>/dev/null
@@ -66,7 +66,6 @@ impl Claim {
                 .arg(state)
                 .args([BRIDGE, CGROUP_ROOT])
                 .arg(kube_proxy)
-                .arg(POD_CIDR)
                 .status();
         }
         let _ = std::fs::remove_dir_all(state);
@@ -88,7 +87,6 @@ impl Claim {
             .arg(BRIDGE)
             .arg(CGROUP_ROOT)
             .arg(kube_proxy)
-            .arg(POD_CIDR)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -102,7 +102,7 @@ pub(crate) struct NodeInputs<'a> {
 #[derive(Debug)]
 pub struct RealNode {
     // Dropped first: the node's programs (the teardown would kill them anyway).
-    processes: Vec<ChildGuard>,
+    processes: Vec<(&'static str, ChildGuard)>,
     images: BTreeMap<String, String>,
     state: PathBuf,
     claim: Claim,
@@ -278,7 +278,7 @@ impl RealNode {
 
     fn spawn(&mut self, what: &'static str, command: Command) -> Result<()> {
         let (process, _) = spawn_logged(what, command, &self.state)?;
-        self.processes.push(process);
+        self.processes.push((what, process));
         Ok(())
     }
 
@@ -295,14 +295,12 @@ impl RealNode {
     fn wait_ready(&mut self, bin: &Path, kubeconfig: &Path) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            for (i, process) in self.processes.iter_mut().enumerate() {
-                if !process.is_running() {
-                    let name = ["containerd", "kubelet", "kube-proxy", "coredns"]
-                        .get(i)
-                        .copied()
-                        .unwrap_or("a node program");
-                    return Err(self.not_ready(name, 0));
-                }
+            let stopped = self
+                .processes
+                .iter_mut()
+                .find_map(|(name, p)| (!p.is_running()).then_some(*name));
+            if let Some(name) = stopped {
+                return Err(self.not_ready(name, 0));
             }
             let ready = Command::new(bin.join("kubectl"))
                 .arg(format!("--kubeconfig={}", kubeconfig.display()))

@@ -5,11 +5,11 @@
 # the Pods' cgroups, the files the kubelet and CNI keep outside the state directory (only
 # those that were not there before), and the state directory itself.
 #
-#   teardown.sh STATE BRIDGE CGROUP_ROOT KUBE_PROXY POD_CIDR
+#   teardown.sh STATE BRIDGE CGROUP_ROOT KUBE_PROXY
 #
 # Safe to run twice, and on a node whose processes are already gone.
 set -u
-state=$1 bridge=$2 cgroup_root=$3 kube_proxy=$4 pod_cidr=$5
+state=$1 bridge=$2 cgroup_root=$3 kube_proxy=$4
 say() { echo "teardown: $*" >&2; }
 
 # 1. The node's own programs, then the containers: whatever runs in the node's cgroups, until
