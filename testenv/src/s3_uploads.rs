@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use s3s::dto::{
@@ -37,7 +38,7 @@ const MAX_UPLOADS: usize = 1000;
 /// `s3s-fs` serving a directory, with ListMultipartUploads.
 #[derive(Debug)]
 pub(crate) struct Store {
-    fs: s3s_fs::FileSystem,
+    fs: Arc<s3s_fs::FileSystem>,
     root: PathBuf,
     tampering: Shared,
     journal: crate::s3_journal::Shared,
@@ -71,7 +72,7 @@ impl Store {
         holds: crate::s3_hold::Shared,
     ) -> Self {
         Self {
-            fs,
+            fs: Arc::new(fs),
             root: root.to_owned(),
             tampering,
             journal,
@@ -153,31 +154,21 @@ impl Store {
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
-        self.root.join(format!(".coffer-upload-{id}.json"))
+        record_path(&self.root, id)
     }
 
+    /// CreateMultipartUpload, recording the upload. It runs to its end even when the client
+    /// goes away while it runs (a killed worker): `s3s-fs` opens the upload before the record is
+    /// written, and a request future dropped between the two would leave an open upload that
+    /// no listing shows, which no real S3 does.
     async fn create_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        let record = Record {
-            bucket: req.input.bucket.clone(),
-            key: req.input.key.clone(),
-            initiated_ms: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        };
-        let response = self.fs.create_multipart_upload(req).await?;
-        let Some(id) = response.output.upload_id.as_deref() else {
-            return Ok(response);
-        };
-        // Written aside and renamed, so that a listing never reads half a record.
-        let path = self.record_path(id);
-        let partial = path.with_extension("json.partial");
-        let json = serde_json::to_vec(&record).map_err(S3Error::internal_error)?;
-        std::fs::write(&partial, json).map_err(S3Error::internal_error)?;
-        std::fs::rename(&partial, &path).map_err(S3Error::internal_error)?;
-        Ok(response)
+        let (fs, root) = (Arc::clone(&self.fs), self.root.clone());
+        tokio::spawn(create_upload_recorded(fs, root, req))
+            .await
+            .map_err(S3Error::internal_error)?
     }
 
     async fn complete_upload(
@@ -274,6 +265,37 @@ impl Store {
         };
         Ok(S3Response::new(output))
     }
+}
+
+/// `s3s-fs`'s CreateMultipartUpload, then the record of the upload it opened.
+async fn create_upload_recorded(
+    fs: Arc<s3s_fs::FileSystem>,
+    root: PathBuf,
+    req: S3Request<CreateMultipartUploadInput>,
+) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    let record = Record {
+        bucket: req.input.bucket.clone(),
+        key: req.input.key.clone(),
+        initiated_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    };
+    let response = fs.create_multipart_upload(req).await?;
+    let Some(id) = response.output.upload_id.as_deref() else {
+        return Ok(response);
+    };
+    // Written aside and renamed, so that a listing never reads half a record.
+    let path = record_path(&root, id);
+    let partial = path.with_extension("json.partial");
+    let json = serde_json::to_vec(&record).map_err(S3Error::internal_error)?;
+    std::fs::write(&partial, json).map_err(S3Error::internal_error)?;
+    std::fs::rename(&partial, &path).map_err(S3Error::internal_error)?;
+    Ok(response)
+}
+
+/// Where the record of upload `id` is kept.
+fn record_path(root: &Path, id: &str) -> PathBuf {
+    root.join(format!(".coffer-upload-{id}.json"))
 }
 
 /// The ids of the uploads `s3s-fs` has open in `root`: one `.upload-<id>.json` each.
@@ -414,6 +436,111 @@ mod tests {
         let (all, more) = page(uploads, None, Some("5"), 10);
         assert_eq!(all.len(), 4);
         assert!(!more);
+    }
+
+    /// A gate on a runtime with one blocking thread: the file operations queued after it
+    /// wait until it is opened, one at a time.
+    struct Gate {
+        open: std::sync::mpsc::Sender<()>,
+        entered: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl Gate {
+        fn new() -> Self {
+            let (open, wait) = std::sync::mpsc::channel();
+            let (enter, entered) = std::sync::mpsc::channel();
+            tokio::task::spawn_blocking(move || {
+                let _ = enter.send(());
+                let _ = wait.recv();
+            });
+            Self { open, entered }
+        }
+
+        /// Lets what waits behind this gate run, up to the next gate.
+        fn step(self) -> Self {
+            let next = Self::new();
+            let _ = self.open.send(());
+            next.entered.recv().unwrap();
+            next
+        }
+    }
+
+    fn request<T>(input: T) -> S3Request<T> {
+        S3Request {
+            input,
+            method: http::Method::POST,
+            uri: http::Uri::from_static("/bucket"),
+            headers: http::HeaderMap::new(),
+            extensions: http::Extensions::new(),
+            credentials: None,
+            region: None,
+            service: None,
+            trailing_headers: None,
+        }
+    }
+
+    /// A client that goes away while its CreateMultipartUpload runs (a killed worker: hyper
+    /// drops the request's future) right after `s3s-fs` opened the upload still leaves an
+    /// upload that ListMultipartUploads shows, so that `coffer gc` can abort it.
+    #[test]
+    fn an_upload_whose_client_went_away_is_still_listed() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("bucket")).unwrap();
+        let store = Store::new(
+            s3s_fs::FileSystem::new(root.path()).unwrap(),
+            root.path(),
+            Shared::default(),
+            crate::s3_journal::Shared::default(),
+            crate::s3_hold::Shared::default(),
+        );
+        let create = CreateMultipartUploadInput::builder()
+            .bucket("bucket".to_owned())
+            .key("folder/data".to_owned())
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut gate = Gate::new();
+            gate.entered.recv().unwrap();
+            {
+                // One file operation at a time, until the upload is open; then dropped.
+                let mut call = std::pin::pin!(store.create_upload(request(create)));
+                while open_upload_ids(root.path()).is_empty() {
+                    let polled = futures::poll!(call.as_mut());
+                    assert!(
+                        polled.is_pending(),
+                        "finished before the upload was seen open"
+                    );
+                    tokio::task::yield_now().await;
+                    gate = gate.step();
+                }
+            }
+            let _ = gate.open.send(());
+            // What still runs finishes; every open upload is listed.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let list = ListMultipartUploadsInput::builder()
+                .bucket("bucket".to_owned())
+                .build()
+                .unwrap();
+            let listed = store.list_uploads(request(list)).await.unwrap();
+            let listed: Vec<_> = listed
+                .output
+                .uploads
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|u| u.upload_id)
+                .collect();
+            assert_eq!(
+                listed,
+                open_upload_ids(root.path()),
+                "an open upload not listed"
+            );
+        });
     }
 
     #[test]
