@@ -1,0 +1,386 @@
+# scripts/demo in a cluster with real nodes (sourced by scripts/demo), as a user would run
+# Coffer: the chart installed with `helm install`, Redis, PostgreSQL and an S3 server as
+# workloads in the cluster, and the unmodified examples backing them up by their Services'
+# names (only the store's endpoint and the schedules' cron changed).
+#
+# $mode is `real-node` (scripts/dev-cluster up --real-node on this machine, the images built
+# here) or `current` (the cluster KUBECONFIG points at: kind, k3d, minikube, Docker Desktop,
+# or any cluster that can pull COFFER_DEMO_IMAGE).
+
+release=coffer
+system_ns=coffer-system
+# What the demo creates in a cluster carries the label coffer.dev/demo=true; only that is
+# ever deleted.
+# Whether namespace $1 exists and the demo made it.
+demo_namespace() {
+  [ "$(kubectl get namespace "$1" -o jsonpath='{.metadata.labels.coffer\.dev/demo}' 2>/dev/null)" = true ]
+}
+s3_user=coffer-demo
+s3_password=coffer-demo-secret
+redis_password=coffer-demo-redis
+pg_admin_password=coffer-demo-admin
+pg_backup_password=coffer-demo-backup
+
+operator_alive() { true; } # the Deployment restarts it; a lost operator shows as a timeout
+operator_log() { kubectl -n "$system_ns" logs "deployment/$release-controller" --tail="$1" 2>&1 || true; }
+log_hint="kubectl -n $system_ns logs deployment/$release-controller"
+installed=0
+
+stop_mode() {
+  if [ "$started_cluster" = 1 ]; then
+    scripts/dev-cluster down || true
+  elif [ "$mode" = current ] && [ "$installed" = 1 ] && [ "${COFFER_DEMO_KEEP:-0}" != 1 ]; then
+    remove_from_cluster
+  elif [ "$mode" = real-node ]; then
+    echo "scripts/demo: the dev-cluster was already running; it keeps running (scripts/dev-cluster down stops it)" >&2
+  fi
+}
+
+# What the demo put into a cluster that it did not start: the schedules and Backups first,
+# while the operator and the store still run (their finalizers delete the stored data), then
+# the demo's namespaces but the operator's, then the release and its namespace. The CRDs stay
+# (Helm never deletes them).
+remove_from_cluster() {
+  echo "scripts/demo: removing the demo from context $(kubectl config current-context) (COFFER_DEMO_KEEP=1 keeps it)" >&2
+  for ns in shop platform; do
+    demo_namespace "$ns" || continue
+    kubectl -n "$ns" delete backupschedules,backups,restorerequests --all --wait=true \
+      --timeout=120s >/dev/null 2>&1 || true
+  done
+  for ns in shop platform storage; do
+    demo_namespace "$ns" && kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
+  done
+  if demo_namespace "$system_ns"; then
+    helm uninstall "$release" --namespace "$system_ns" --wait >/dev/null 2>&1 || true
+    kubectl delete namespace "$system_ns" --wait=false >/dev/null 2>&1 || true
+  fi
+}
+
+source scripts/lib/image-load.sh
+
+# --- 1. The cluster and the image ------------------------------------------------------------
+pull_policy=IfNotPresent
+if [ "$mode" = real-node ]; then
+  if scripts/dev-cluster env >/dev/null 2>&1; then
+    scripts/dev-cluster env 2>/dev/null | grep -q '^export COFFER_IMAGE=' \
+      || die "the running dev-cluster has no real node; stop it first (scripts/dev-cluster down), or run scripts/demo --process"
+    say "Reusing the running dev-cluster with its real node (it stays up when the demo ends)"
+  else
+    say "Starting a one-node cluster in real containers (scripts/dev-cluster up --real-node; the first run builds the image)"
+    started_cluster=1
+    scripts/dev-cluster up --real-node >/dev/null \
+      || die "scripts/dev-cluster up --real-node failed (its error is above; its log is .cache/dev-cluster/log); fix that and run scripts/demo again"
+  fi
+  eval "$(scripts/dev-cluster env)"
+  image=$COFFER_IMAGE
+  services_image=$COFFER_SERVICES_IMAGE
+  pull_policy=Never
+else
+  command -v kubectl >/dev/null || die "kubectl is missing; install it, or unset KUBECONFIG to use a cluster on this machine"
+  command -v helm >/dev/null || die "helm is missing; install Helm 3, or unset KUBECONFIG to use a cluster on this machine"
+  context=$(kubectl config current-context 2>/dev/null) \
+    || die "KUBECONFIG=$KUBECONFIG names no current context; kubectl config use-context NAME, or unset KUBECONFIG"
+  kubectl --request-timeout=10s get --raw /readyz >/dev/null 2>&1 \
+    || die "the cluster of context $context does not answer; start it, or unset KUBECONFIG to use a cluster on this machine"
+  say "Using your cluster: context $context"
+  if helm status "$release" --namespace "$system_ns" >/dev/null 2>&1 && ! demo_namespace "$system_ns"; then
+    die "Coffer is already installed in $system_ns (release $release) and not by the demo; the demo would replace it: use another cluster or context"
+  fi
+  for ns in shop platform storage; do
+    if kubectl get namespace "$ns" >/dev/null 2>&1 && ! demo_namespace "$ns"; then
+      die "namespace $ns exists and is not the demo's; the demo would write into it: use another cluster or context"
+    fi
+  done
+  if [ -n "${COFFER_DEMO_IMAGE:-}" ]; then
+    image=$COFFER_DEMO_IMAGE
+  else
+    builder=$(command -v docker || command -v podman || true)
+    [ -n "$builder" ] || die "neither docker nor podman is installed to build the image; build and push it yourself, then run COFFER_DEMO_IMAGE=REGISTRY/coffer:TAG scripts/demo"
+    builder=$(basename "$builder")
+    image=localhost/coffer:demo
+    load=$(load_command "$context" "$image" "$builder") \
+      || die "cannot tell how to load an image into context $context (kind, k3d, minikube and Docker Desktop are known); push the image to a registry it pulls from and run COFFER_DEMO_IMAGE=REGISTRY/coffer:TAG scripts/demo"
+    say "Building the Coffer image with $builder from the Dockerfile (the first build takes several minutes)"
+    "$builder" build -t "$image" . || die "$builder build failed (its error is above); fix that and run scripts/demo again"
+    if [ -n "$load" ]; then
+      say "Loading it into the cluster: $load"
+      env $load || die "loading the image failed (its error is above): $load"
+    fi
+    pull_policy=Never
+  fi
+  # The sources' images: the ones built here (COFFER_DEMO_SERVICES_IMAGE), or public ones.
+  services_image=${COFFER_DEMO_SERVICES_IMAGE:-}
+fi
+ready_at=$SECONDS
+say "The Coffer image: $image (pull policy $pull_policy)"
+
+# --- 2. Namespaces, the chart ----------------------------------------------------------------
+namespace() { # name
+  kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: $1
+  labels:
+    coffer.dev/demo: "true"
+    pod-security.kubernetes.io/enforce: restricted
+    pod-security.kubernetes.io/enforce-version: latest
+YAML
+}
+for ns in "$system_ns" storage shop platform; do namespace "$ns"; done
+installed=1
+
+say "helm install $release charts/coffer (2 replicas, the image's repository, tag and pull policy set)"
+helm upgrade --install "$release" charts/coffer --namespace "$system_ns" \
+  --set "image.repository=${image%:*}" --set "image.tag=${image##*:}" \
+  --set "image.pullPolicy=$pull_policy" --wait --timeout 300s >/dev/null \
+  || die "helm install failed (its error is above); see kubectl -n $system_ns get pods,events"
+kubectl -n "$system_ns" get deployment "$release-controller"
+
+# --- 3. Volumes ------------------------------------------------------------------------------
+# The real node has no provisioner: each claim gets a local volume bound to it ahead of time.
+# Other clusters provision the claims with their default StorageClass.
+claims=(shop/data-redis-0 shop/data-pg-0 platform/functions-data platform/backup-store)
+if [ "$mode" = real-node ]; then
+  source scripts/lib/local-volumes.sh
+  for claim in "${claims[@]}"; do
+    local_volume "${claim%/*}" "${claim#*/}" "$COFFER_NODE_STATE/volumes"
+  done
+fi
+for claim in platform/functions-data platform/backup-store; do
+  kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: ${claim#*/}, namespace: ${claim%/*}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+YAML
+done
+
+# --- 4. The sources and the store, as workloads ------------------------------------------------
+say "Redis and PostgreSQL as StatefulSets, an S3 server in namespace storage"
+secret() { # namespace name key=value...
+  local ns=$1 name=$2 args=()
+  shift 2
+  for kv in "$@"; do args+=(--from-literal="$kv"); done
+  kubectl -n "$ns" create secret generic "$name" "${args[@]}" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+}
+secret shop redis-auth "password=$redis_password"
+secret shop pg-admin "password=$pg_admin_password"
+secret shop pg-auth "password=$pg_backup_password"
+for ns in shop storage; do
+  secret "$ns" s3-creds "AWS_ACCESS_KEY_ID=$s3_user" "AWS_SECRET_ACCESS_KEY=$s3_password"
+done
+
+# The restricted Pod Security Standard, running as $1 (volumes group-owned by it).
+pod_security() {
+  cat <<YAML
+      automountServiceAccountToken: false
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: $1
+        runAsGroup: $1
+        fsGroup: $1
+        fsGroupChangePolicy: OnRootMismatch
+        seccompProfile: {type: RuntimeDefault}
+YAML
+}
+container_security='securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}'
+
+# A one-replica StatefulSet with a 1 GiB claim at /data and a Service of the same name.
+# Arguments: name uid port image container-lines...
+stateful() {
+  local name=$1 uid=$2 port=$3 image=$4
+  shift 4
+  kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: $name, namespace: shop}
+spec:
+  selector: {app: $name}
+  ports: [{port: $port}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: $name, namespace: shop}
+spec:
+  serviceName: $name
+  replicas: 1
+  selector: {matchLabels: {app: $name}}
+  template:
+    metadata: {labels: {app: $name}}
+    spec:
+      terminationGracePeriodSeconds: 10
+$(pod_security "$uid")
+      containers:
+      - name: $name
+        image: $image
+        imagePullPolicy: IfNotPresent
+        ports: [{containerPort: $port}]
+        readinessProbe: {tcpSocket: {port: $port}, periodSeconds: 2}
+        $container_security
+        volumeMounts: [{name: data, mountPath: /data}, {name: tmp, mountPath: /tmp}]
+$(printf '        %s\n' "$@")
+      volumes: [{name: tmp, emptyDir: {}}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
+YAML
+}
+redis_env='env: [{name: REDIS_PASSWORD, valueFrom: {secretKeyRef: {name: redis-auth, key: password}}}]'
+pg_env='env: [{name: PGDATA, value: /data/pgdata}, {name: POSTGRES_PASSWORD, valueFrom: {secretKeyRef: {name: pg-admin, key: password}}}]'
+redis_command='command: [redis-server, --dir, /data, --bind, 0.0.0.0, --requirepass, $(REDIS_PASSWORD)]'
+if [ -n "$services_image" ]; then
+  # The image built here: Debian's redis-server (uid 998) and PostgreSQL 15 (uid 999), and
+  # the tests' S3 server.
+  stateful redis 998 6379 "$services_image" "$redis_command" "$redis_env"
+  stateful pg 999 5432 "$services_image" 'command: [postgres-entrypoint]' "$pg_env"
+  s3_container="image: $services_image
+        command: [coffer-s3-server, backups]
+        env: [{name: COFFER_S3_LISTEN, value: '0.0.0.0:9000'}, {name: COFFER_S3_ROOT, value: /data}]
+        envFrom: [{secretRef: {name: s3-creds}}]"
+  make_bucket=0
+else
+  # Public images: Redis 7 and PostgreSQL 17 (both uid 999), MinIO and its client.
+  stateful redis 999 6379 docker.io/library/redis:7.4 "$redis_command" "$redis_env"
+  stateful pg 999 5432 docker.io/library/postgres:17 \
+    'args: [-c, unix_socket_directories=/tmp]' "$pg_env"
+  s3_container="image: quay.io/minio/minio:latest
+        args: [server, /data]
+        env:
+        - {name: MINIO_ROOT_USER, valueFrom: {secretKeyRef: {name: s3-creds, key: AWS_ACCESS_KEY_ID}}}
+        - {name: MINIO_ROOT_PASSWORD, valueFrom: {secretKeyRef: {name: s3-creds, key: AWS_SECRET_ACCESS_KEY}}}
+        - {name: HOME, value: /tmp}"
+  make_bucket=1
+fi
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: minio, namespace: storage}
+spec:
+  selector: {app: minio}
+  ports: [{port: 9000}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: minio, namespace: storage}
+spec:
+  selector: {matchLabels: {app: minio}}
+  template:
+    metadata: {labels: {app: minio}}
+    spec:
+$(pod_security 65532)
+      containers:
+      - name: s3
+        $s3_container
+        imagePullPolicy: IfNotPresent
+        readinessProbe: {tcpSocket: {port: 9000}, periodSeconds: 2}
+        $container_security
+        volumeMounts: [{name: data, mountPath: /data}, {name: tmp, mountPath: /tmp}]
+      volumes: [{name: data, emptyDir: {}}, {name: tmp, emptyDir: {}}]
+YAML
+for what in shop/statefulset/redis shop/statefulset/pg storage/deployment/minio; do
+  kubectl -n "${what%%/*}" rollout status "${what#*/}" --timeout=300s >/dev/null || {
+    pending=$(kubectl get pvc -A --field-selector status.phase=Pending -o name 2>/dev/null | tr '\n' ' ')
+    [ -z "$pending" ] || die "claims are not bound ($pending): the cluster needs a default StorageClass (or volumes made for them)"
+    die "${what#*/} in namespace ${what%%/*} did not become ready; see kubectl -n ${what%%/*} describe ${what#*/}"
+  }
+done
+if [ "$make_bucket" = 1 ]; then
+  kubectl -n storage delete pod make-bucket --ignore-not-found >/dev/null
+  kubectl -n storage run make-bucket --restart=Never --quiet --rm -i \
+    --image=quay.io/minio/mc:latest --overrides='{"spec": {"automountServiceAccountToken": false,
+      "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+      "containers": [{"name": "make-bucket", "image": "quay.io/minio/mc:latest",
+        "command": ["sh", "-c", "mc --config-dir /tmp/mc alias set s3 http://minio:9000 \"$AWS_ACCESS_KEY_ID\" \"$AWS_SECRET_ACCESS_KEY\" >/dev/null && mc --config-dir /tmp/mc mb --ignore-existing s3/backups"],
+        "envFrom": [{"secretRef": {"name": "s3-creds"}}],
+        "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}}' \
+    || die "could not create the bucket backups in MinIO; see kubectl -n storage logs deployment/minio"
+fi
+
+# --- 5. Sample data --------------------------------------------------------------------------
+say "Sample data: Redis keys, PostgreSQL databases app and functions, files in a volume"
+{
+  for i in $(seq 1 30); do echo "SET demo:greeting:$i \"hello number $i\""; done
+  for i in 1 2 3; do echo "HSET demo:customer:$i name \"Customer $i\" email customer$i@example.com tier gold"; done
+  echo "DEL demo:orders"
+  echo "RPUSH demo:orders order-1001 order-1002 order-1003 order-1004"
+  echo "SADD demo:tags backup restore kubernetes redis postgres"
+} | kubectl -n shop exec -i redis-0 -- redis-cli --no-auth-warning -a "$redis_password" >/dev/null \
+  || die "cannot write to Redis; see kubectl -n shop logs redis-0"
+echo "Redis: $(kubectl -n shop exec redis-0 -- redis-cli --no-auth-warning -a "$redis_password" DBSIZE) keys"
+psql_in() { # database, SQL on stdin
+  kubectl -n shop exec -i pg-0 -- env PGPASSWORD="$pg_admin_password" \
+    psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -d "$1" >/dev/null
+}
+psql_in postgres <<SQL || die "cannot set up PostgreSQL; see kubectl -n shop logs pg-0"
+SELECT 'CREATE ROLE backup LOGIN SUPERUSER' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'backup')\gexec
+ALTER ROLE backup PASSWORD '$pg_backup_password';
+SELECT format('CREATE DATABASE %I', d) FROM unnest(ARRAY['app', 'functions']) AS d
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = d)\gexec
+SQL
+psql_in app <<'SQL'
+CREATE TABLE IF NOT EXISTS customers (id int PRIMARY KEY, name text NOT NULL, email text);
+CREATE TABLE IF NOT EXISTS orders (
+  id int PRIMARY KEY, customer_id int REFERENCES customers, total numeric(10,2), placed timestamptz);
+INSERT INTO customers SELECT i, 'Customer ' || i, 'customer' || i || '@example.com'
+  FROM generate_series(1, 50) AS i ON CONFLICT DO NOTHING;
+INSERT INTO orders SELECT i, 1 + i % 50, (i * 7 % 100) + 0.99, now() - i * interval '1 hour'
+  FROM generate_series(1, 200) AS i ON CONFLICT DO NOTHING;
+SQL
+psql_in functions <<'SQL'
+CREATE TABLE IF NOT EXISTS functions (name text PRIMARY KEY, runtime text, source text);
+INSERT INTO functions VALUES
+  ('resize-image', 'python3.12', 'def handler(event): ...'),
+  ('send-invoice', 'node22', 'export const handler = async (event) => {}')
+  ON CONFLICT DO NOTHING;
+SQL
+echo "PostgreSQL: databases app (50 customers, 200 orders) and functions"
+# The volume's files, written by a Pod of the Coffer image that mounts the claim.
+kubectl -n platform delete pod seed-functions-data --ignore-not-found >/dev/null
+kubectl -n platform run seed-functions-data --restart=Never --quiet --rm -i --image="$image" \
+  --image-pull-policy="$pull_policy" --overrides='{"spec": {"automountServiceAccountToken": false,
+    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+    "containers": [{"name": "seed", "image": "'"$image"'", "imagePullPolicy": "'"$pull_policy"'",
+      "command": ["bash", "-c", "cd /data && mkdir -p functions/resize-image functions/send-invoice && echo \"def handler(event): return 200\" > functions/resize-image/main.py && echo \"export const handler = async () => ({ ok: true });\" > functions/send-invoice/index.mjs && head -c 65536 /dev/zero > functions/resize-image/model.bin && find . -type f | wc -l"],
+      "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+      "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}],
+    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "functions-data"}}]}}' \
+  | sed 's/^/Volume platform\/functions-data: files: /' \
+  || die "cannot write the volume's files; see kubectl -n platform get events"
+
+# --- 6. The examples -------------------------------------------------------------------------
+say "Applying the example schedules, with the store's endpoint set and running every minute"
+since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+every_minute='"schedule": "* * * * *"'
+s3='"s3": {"endpoint": "http://minio.storage.svc:9000", "forcePathStyle": true}'
+apply_patched() { # file merge-patch
+  kubectl patch --local --type merge -f "$1" -p "$2" -o yaml | kubectl apply -f -
+}
+apply_patched deploy/examples/redis-schedule.yaml "{\"spec\": {$every_minute, \"storage\": {$s3}}}"
+apply_patched deploy/examples/postgres-schedule.yaml "{\"spec\": {$every_minute, \"storage\": {$s3}}}"
+apply_patched deploy/examples/volume-schedule.yaml "{\"spec\": {$every_minute}}"
+
+cat <<EOF
+
+==> Coffer is running in the cluster. In another terminal:
+
+  $( [ "$mode" = real-node ] && echo 'eval "$(scripts/dev-cluster env)"      # KUBECONFIG and PATH (kubectl, helm)' )
+  kubectl get coffer -A                    # schedules, backups and restores
+  kubectl get backups -A --watch           # a new Backup of each schedule every minute
+  kubectl -n shop describe backupschedule shop-redis
+  kubectl -n $system_ns logs deployment/$release-controller
+  kubectl -n shop logs -l app.kubernetes.io/managed-by=coffer   # the backup workers
+EOF
+
+show_results() {
+  say "Backups in the cluster"
+  kubectl get backups -A -o wide
+}
+
+keep_running() { # until Ctrl-C or TERM (checked every second; nothing is left behind)
+  while :; do sleep 1; done
+}
