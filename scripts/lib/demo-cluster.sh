@@ -9,17 +9,31 @@
 
 release=coffer
 system_ns=coffer-system
-# What the demo creates in a cluster carries the label coffer.dev/demo=true; only that is
-# ever deleted.
-# Whether namespace $1 exists and the demo made it.
-demo_namespace() {
-  [ "$(kubectl get namespace "$1" -o jsonpath='{.metadata.labels.coffer\.dev/demo}' 2>/dev/null)" = true ]
-}
+namespaces=("$system_ns" storage shop platform)
+crds=(backupschedules.coffer.dev backups.coffer.dev restorerequests.coffer.dev)
 s3_user=coffer-demo
 s3_password=coffer-demo-secret
 redis_password=coffer-demo-redis
 pg_admin_password=coffer-demo-admin
 pg_backup_password=coffer-demo-backup
+
+# What the demo creates in a cluster carries the label coffer.dev/demo=true, and only what
+# carries it is ever deleted. Whether object $1 ($2: namespace, crd) carries it; any error
+# other than "not found" stops the demo, so that a cluster that did not answer is never
+# taken for one without the user's objects.
+demo_owned() { # kind name
+  local out
+  out=$(kubectl get "$1" "$2" --ignore-not-found -o jsonpath='{.metadata.labels.coffer\.dev/demo}') \
+    || die "cannot read $1 $2 from the cluster (kubectl's error is above); try again"
+  [ "$out" = true ]
+}
+# Whether object $1 $2 exists.
+exists() { # kind name
+  local out
+  out=$(kubectl get "$1" "$2" --ignore-not-found -o name) \
+    || die "cannot read $1 $2 from the cluster (kubectl's error is above); try again"
+  [ -n "$out" ]
+}
 
 operator_alive() { true; } # the Deployment restarts it; a lost operator shows as a timeout
 operator_log() { kubectl -n "$system_ns" logs "deployment/$release-controller" --tail="$1" 2>&1 || true; }
@@ -36,27 +50,37 @@ stop_mode() {
   fi
 }
 
-# What the demo put into a cluster that it did not start: the schedules and Backups first,
-# while the operator and the store still run (their finalizers delete the stored data), then
-# the demo's namespaces but the operator's, then the release and its namespace. The CRDs stay
-# (Helm never deletes them).
+# What the demo put into a cluster that it did not start, in the order that lets every
+# finalizer finish: the schedules and Backups, while the operator and the store still run
+# (the Backups' finalizers delete the stored data); the demo's namespaces but the operator's,
+# waited for; the release; its namespace; the CRDs, if the demo made them and nothing of
+# theirs is left. Each wait is bounded; what could not be removed is named.
 remove_from_cluster() {
-  echo "scripts/demo: removing the demo from context $(kubectl config current-context) (COFFER_DEMO_KEEP=1 keeps it)" >&2
+  echo "scripts/demo: removing the demo from context $context (COFFER_DEMO_KEEP=1 keeps it); this takes up to a few minutes" >&2
+  local ns left=()
   for ns in shop platform; do
-    demo_namespace "$ns" || continue
+    demo_owned namespace "$ns" || continue
     kubectl -n "$ns" delete backupschedules,backups,restorerequests --all --wait=true \
-      --timeout=120s >/dev/null 2>&1 || true
+      --timeout=120s >/dev/null || left+=("the Coffer objects of namespace $ns")
   done
   for ns in shop platform storage; do
-    demo_namespace "$ns" && kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
+    demo_owned namespace "$ns" || continue
+    kubectl delete namespace "$ns" --wait=true --timeout=120s >/dev/null || left+=("namespace $ns")
   done
-  if demo_namespace "$system_ns"; then
-    helm uninstall "$release" --namespace "$system_ns" --wait >/dev/null 2>&1 || true
-    kubectl delete namespace "$system_ns" --wait=false >/dev/null 2>&1 || true
+  if demo_owned namespace "$system_ns"; then
+    helm uninstall "$release" --namespace "$system_ns" --wait --timeout 60s >/dev/null || left+=("release $release")
+    kubectl delete namespace "$system_ns" --wait=true --timeout=120s >/dev/null || left+=("namespace $system_ns")
   fi
+  local crd
+  for crd in "${crds[@]}"; do
+    demo_owned crd "$crd" || continue
+    [ -z "$(kubectl get "${crd%%.*}" -A -o name 2>/dev/null)" ] || { left+=("CRD $crd (objects of it are left)"); continue; }
+    kubectl delete crd "$crd" --wait=true --timeout=60s >/dev/null || left+=("CRD $crd")
+  done
+  [ ${#left[@]} -eq 0 ] || echo "scripts/demo: could not remove: ${left[*]}; remove them by hand (kubectl get namespaces,crds -l coffer.dev/demo=true)" >&2
 }
 
-source scripts/lib/image-load.sh
+source scripts/lib/demo-image.sh
 
 # --- 1. The cluster and the image ------------------------------------------------------------
 pull_policy=IfNotPresent
@@ -80,15 +104,31 @@ else
   command -v helm >/dev/null || die "helm is missing; install Helm 3, or unset KUBECONFIG to use a cluster on this machine"
   context=$(kubectl config current-context 2>/dev/null) \
     || die "KUBECONFIG=$KUBECONFIG names no current context; kubectl config use-context NAME, or unset KUBECONFIG"
+  # The demo's own copy of that context: switching contexts elsewhere meanwhile cannot send
+  # the rest of the demo, or its cleanup, to another cluster.
+  install -m 600 /dev/null "$demo/kubeconfig"
+  kubectl config view --minify --flatten >"$demo/kubeconfig" \
+    || die "cannot read the context $context from KUBECONFIG=$KUBECONFIG"
+  export KUBECONFIG=$demo/kubeconfig
   kubectl --request-timeout=10s get --raw /readyz >/dev/null 2>&1 \
     || die "the cluster of context $context does not answer; start it, or unset KUBECONFIG to use a cluster on this machine"
   say "Using your cluster: context $context"
-  if helm status "$release" --namespace "$system_ns" >/dev/null 2>&1 && ! demo_namespace "$system_ns"; then
-    die "Coffer is already installed in $system_ns (release $release) and not by the demo; the demo would replace it: use another cluster or context"
-  fi
-  for ns in shop platform storage; do
-    if kubectl get namespace "$ns" >/dev/null 2>&1 && ! demo_namespace "$ns"; then
+  # Never into anything that is someone else's: Coffer installed otherwise (its CRDs), or a
+  # namespace the demo would write into.
+  for crd in "${crds[@]}"; do
+    if exists crd "$crd" && ! demo_owned crd "$crd"; then
+      die "Coffer is already installed in this cluster (CRD $crd); the demo would run a second operator beside it: use another cluster or context"
+    fi
+  done
+  for ns in "${namespaces[@]}"; do
+    if exists namespace "$ns" && ! demo_owned namespace "$ns"; then
       die "namespace $ns exists and is not the demo's; the demo would write into it: use another cluster or context"
+    fi
+    # An earlier demo's, still being removed.
+    if [ "$(kubectl get namespace "$ns" --ignore-not-found -o jsonpath='{.status.phase}')" = Terminating ]; then
+      echo "namespace $ns of an earlier demo is still being removed; waiting for it" >&2
+      kubectl wait --for=delete "namespace/$ns" --timeout=180s >/dev/null \
+        || die "namespace $ns, left by an earlier demo, is still being deleted after 3 minutes; see kubectl get namespace $ns -o yaml"
     fi
   done
   if [ -n "${COFFER_DEMO_IMAGE:-}" ]; then
@@ -98,13 +138,17 @@ else
     [ -n "$builder" ] || die "neither docker nor podman is installed to build the image; build and push it yourself, then run COFFER_DEMO_IMAGE=REGISTRY/coffer:TAG scripts/demo"
     builder=$(basename "$builder")
     image=localhost/coffer:demo
-    load=$(load_command "$context" "$image" "$builder") \
-      || die "cannot tell how to load an image into context $context (kind, k3d, minikube and Docker Desktop are known); push the image to a registry it pulls from and run COFFER_DEMO_IMAGE=REGISTRY/coffer:TAG scripts/demo"
+    archive=$demo/coffer-image.tar
+    load=$(load_command "$context" "$archive" "$builder") \
+      || die "cannot tell how to load an image built with $builder into context $context (kind, k3d and minikube are known, and Docker Desktop, Rancher Desktop and OrbStack with docker); push the image to a registry it pulls from and run COFFER_DEMO_IMAGE=REGISTRY/coffer:TAG scripts/demo"
     say "Building the Coffer image with $builder from the Dockerfile (the first build takes several minutes)"
     "$builder" build -t "$image" . || die "$builder build failed (its error is above); fix that and run scripts/demo again"
     if [ -n "$load" ]; then
       say "Loading it into the cluster: $load"
-      env $load || die "loading the image failed (its error is above): $load"
+      rm -f "$archive"
+      "$builder" save -o "$archive" "$image" || die "$builder save failed (its error is above)"
+      bash -c "$load" || die "loading the image failed (its error is above): $load"
+      rm -f "$archive"
     fi
     pull_policy=Never
   fi
@@ -115,26 +159,28 @@ ready_at=$SECONDS
 say "The Coffer image: $image (pull policy $pull_policy)"
 
 # --- 2. Namespaces, the chart ----------------------------------------------------------------
-namespace() { # name
-  kubectl apply -f - >/dev/null <<YAML
+installed=1 # from here on, the cleanup removes what the demo made
+for ns in "${namespaces[@]}"; do
+  exists namespace "$ns" || kubectl create -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Namespace
 metadata:
-  name: $1
+  name: $ns
   labels:
     coffer.dev/demo: "true"
     pod-security.kubernetes.io/enforce: restricted
     pod-security.kubernetes.io/enforce-version: latest
 YAML
-}
-for ns in "$system_ns" storage shop platform; do namespace "$ns"; done
-installed=1
+done
 
-say "helm install $release charts/coffer (2 replicas, the image's repository, tag and pull policy set)"
-helm upgrade --install "$release" charts/coffer --namespace "$system_ns" \
-  --set "image.repository=${image%:*}" --set "image.tag=${image##*:}" \
-  --set "image.pullPolicy=$pull_policy" --wait --timeout 300s >/dev/null \
+say "helm install $release charts/coffer (2 replicas, the image and its pull policy set)"
+mapfile -t image_args < <(image_settings "$image")
+helm upgrade --install "$release" charts/coffer --namespace "$system_ns" "${image_args[@]}" \
+  --set-string "image.pullPolicy=$pull_policy" --wait --timeout 300s >/dev/null \
   || die "helm install failed (its error is above); see kubectl -n $system_ns get pods,events"
+# The CRDs came with the chart (none was there before, or it was the demo's): the demo's,
+# removed with it.
+kubectl label crd "${crds[@]}" coffer.dev/demo=true --overwrite >/dev/null
 kubectl -n "$system_ns" get deployment "$release-controller"
 
 # --- 3. Volumes ------------------------------------------------------------------------------
@@ -242,18 +288,20 @@ if [ -n "$services_image" ]; then
         command: [coffer-s3-server, backups]
         env: [{name: COFFER_S3_LISTEN, value: '0.0.0.0:9000'}, {name: COFFER_S3_ROOT, value: /data}]
         envFrom: [{secretRef: {name: s3-creds}}]"
+  s3_ready='tcpSocket: {port: 9000}'
   make_bucket=0
 else
   # Public images: Redis 7 and PostgreSQL 17 (both uid 999), MinIO and its client.
   stateful redis 999 6379 docker.io/library/redis:7.4 "$redis_command" "$redis_env"
   stateful pg 999 5432 docker.io/library/postgres:17 \
     'args: [-c, unix_socket_directories=/tmp]' "$pg_env"
-  s3_container="image: quay.io/minio/minio:latest
+  s3_container="image: quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z
         args: [server, /data]
         env:
         - {name: MINIO_ROOT_USER, valueFrom: {secretKeyRef: {name: s3-creds, key: AWS_ACCESS_KEY_ID}}}
         - {name: MINIO_ROOT_PASSWORD, valueFrom: {secretKeyRef: {name: s3-creds, key: AWS_SECRET_ACCESS_KEY}}}
         - {name: HOME, value: /tmp}"
+  s3_ready='httpGet: {path: /minio/health/ready, port: 9000}'
   make_bucket=1
 fi
 kubectl apply -f - >/dev/null <<YAML
@@ -277,28 +325,29 @@ $(pod_security 65532)
       - name: s3
         $s3_container
         imagePullPolicy: IfNotPresent
-        readinessProbe: {tcpSocket: {port: 9000}, periodSeconds: 2}
+        readinessProbe: {$s3_ready, periodSeconds: 2}
         $container_security
         volumeMounts: [{name: data, mountPath: /data}, {name: tmp, mountPath: /tmp}]
       volumes: [{name: data, emptyDir: {}}, {name: tmp, emptyDir: {}}]
 YAML
 for what in shop/statefulset/redis shop/statefulset/pg storage/deployment/minio; do
   kubectl -n "${what%%/*}" rollout status "${what#*/}" --timeout=300s >/dev/null || {
-    pending=$(kubectl get pvc -A --field-selector status.phase=Pending -o name 2>/dev/null | tr '\n' ' ')
+    pending=$(kubectl get pvc -n shop -o jsonpath='{range .items[?(@.status.phase=="Pending")]}{.metadata.name}{" "}{end}' 2>/dev/null)
     [ -z "$pending" ] || die "claims are not bound ($pending): the cluster needs a default StorageClass (or volumes made for them)"
     die "${what#*/} in namespace ${what%%/*} did not become ready; see kubectl -n ${what%%/*} describe ${what#*/}"
   }
 done
+mc_image=quay.io/minio/mc:RELEASE.2025-04-03T17-07-56Z
 if [ "$make_bucket" = 1 ]; then
   kubectl -n storage delete pod make-bucket --ignore-not-found >/dev/null
-  kubectl -n storage run make-bucket --restart=Never --quiet --rm -i \
-    --image=quay.io/minio/mc:latest --overrides='{"spec": {"automountServiceAccountToken": false,
+  kubectl -n storage run make-bucket --restart=Never --quiet --rm -i --pod-running-timeout=5m \
+    --image="$mc_image" --overrides='{"spec": {"automountServiceAccountToken": false,
       "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
-      "containers": [{"name": "make-bucket", "image": "quay.io/minio/mc:latest",
+      "containers": [{"name": "make-bucket", "image": "'"$mc_image"'",
         "command": ["sh", "-c", "mc --config-dir /tmp/mc alias set s3 http://minio:9000 \"$AWS_ACCESS_KEY_ID\" \"$AWS_SECRET_ACCESS_KEY\" >/dev/null && mc --config-dir /tmp/mc mb --ignore-existing s3/backups"],
         "envFrom": [{"secretRef": {"name": "s3-creds"}}],
         "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}}' \
-    || die "could not create the bucket backups in MinIO; see kubectl -n storage logs deployment/minio"
+    </dev/null || die "could not create the bucket backups in MinIO; see kubectl -n storage logs deployment/minio"
 fi
 
 # --- 5. Sample data --------------------------------------------------------------------------
@@ -341,7 +390,7 @@ SQL
 echo "PostgreSQL: databases app (50 customers, 200 orders) and functions"
 # The volume's files, written by a Pod of the Coffer image that mounts the claim.
 kubectl -n platform delete pod seed-functions-data --ignore-not-found >/dev/null
-kubectl -n platform run seed-functions-data --restart=Never --quiet --rm -i --image="$image" \
+kubectl -n platform run seed-functions-data --restart=Never --quiet --rm -i --pod-running-timeout=5m --image="$image" \
   --image-pull-policy="$pull_policy" --overrides='{"spec": {"automountServiceAccountToken": false,
     "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
     "containers": [{"name": "seed", "image": "'"$image"'", "imagePullPolicy": "'"$pull_policy"'",
@@ -349,7 +398,7 @@ kubectl -n platform run seed-functions-data --restart=Never --quiet --rm -i --im
       "volumeMounts": [{"name": "data", "mountPath": "/data"}],
       "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}],
     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "functions-data"}}]}}' \
-  | sed 's/^/Volume platform\/functions-data: files: /' \
+  </dev/null | sed 's/^/Volume platform\/functions-data: files: /' \
   || die "cannot write the volume's files; see kubectl -n platform get events"
 
 # --- 6. The examples -------------------------------------------------------------------------
