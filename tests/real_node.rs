@@ -941,10 +941,13 @@ async fn a_postgres_data_directory_is_backed_up_as_its_owner_and_restored_with_i
     assert_eq!((pgdata.uid(), pgdata.mode() & 0o777), (999, 0o700));
 
     // Stopped for a consistent copy, then backed up by a worker running as the owner, into a
-    // store it can write.
+    // store never used before (its root belongs to root: only the worker's fsGroup makes it
+    // writable).
     kubectl(&["scale", "-n", &ns, "statefulset/db", "--replicas=0"]);
     pods_gone(&ns, "app=db").await;
-    std::os::unix::fs::chown(&store, Some(999), Some(999)).unwrap();
+    let store_meta = std::fs::metadata(&store).unwrap();
+    assert_eq!((store_meta.uid(), store_meta.gid()), (0, 0));
+    assert_eq!(store_meta.mode() & 0o002, 0, "not writable by others");
     create(serde_json::json!({
         "apiVersion": "coffer.dev/v1alpha1", "kind": "Backup",
         "metadata": {"name": "db-files", "namespace": ns},
@@ -961,6 +964,18 @@ async fn a_postgres_data_directory_is_backed_up_as_its_owner_and_restored_with_i
         "{:?}",
         backup.status
     );
+
+    // The worker's fsGroup went to the store only: the kubelet left the data, mounted
+    // read-only, as it was.
+    assert_eq!(std::fs::metadata(&store).unwrap().gid(), 65532);
+    let root_after = std::fs::metadata(&data).unwrap();
+    assert_eq!(
+        (root_after.gid(), root_after.mode()),
+        (root_meta.gid(), root_meta.mode()),
+        "the backup changed the data volume's root"
+    );
+    let version = std::fs::metadata(data.join("pgdata/PG_VERSION")).unwrap();
+    assert_eq!((version.uid(), version.gid()), (999, 999));
 
     // The data is lost; the restore puts every file back with its owner and mode.
     std::fs::remove_dir_all(data.join("pgdata")).unwrap();

@@ -83,11 +83,12 @@ pub struct JobTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub run_as_group: Option<i64>,
-    /// The Pod's `fsGroup`: the kubelet makes every mounted volume (the volume backed up or
-    /// restored too) group-owned by it, recursively unless `fsGroupChangePolicy` says
-    /// otherwise. Default: 65532 only when the Pod mounts no volume source or target (a
-    /// filesystem store then becomes writable by the worker); none when it does, so a
-    /// backup or restore never changes the owners of your data.
+    /// The Pod's `fsGroup`: the kubelet makes every volume it mounts writable group-owned by
+    /// it (the volume restored into too), recursively unless `fsGroupChangePolicy` says
+    /// otherwise; it leaves volumes mounted read-only alone, such as the volume a backup
+    /// reads. Default: 65532 (a claim used as the store becomes writable by the worker),
+    /// except for a volume restore: none, so a restore never changes the owners of your
+    /// data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub fs_group: Option<i64>,

@@ -266,11 +266,14 @@ pub fn build(
                         } else {
                             template.run_as_group.unwrap_or(WORKER_UID)
                         }),
-                        // The kubelet would change the owners of every mounted volume: never
-                        // of the user's data unless asked.
+                        // The kubelet gives the fsGroup to every volume it mounts writable,
+                        // and to none it mounts read-only: a backup's Pod has one (so that a
+                        // claim used as the store is writable, new or not), a restore into a
+                        // claim has none (the owners of the user's data are never changed
+                        // unless asked).
                         fs_group: template
                             .fs_group
-                            .or_else(|| plan.volume_claim().is_none().then_some(WORKER_UID)),
+                            .or_else(|| (!writes_user_claim(plan)).then_some(WORKER_UID)),
                         fs_group_change_policy: Some(
                             match template.fs_group_change_policy.unwrap_or_default() {
                                 FsGroupChangePolicy::OnRootMismatch => "OnRootMismatch",
@@ -288,6 +291,12 @@ pub fn build(
         }),
         status: None,
     })
+}
+
+/// Whether the worker writes into the user's claim (a volume restore); a backup mounts it
+/// read-only.
+fn writes_user_claim(plan: &Plan) -> bool {
+    matches!(plan, Plan::Restore(_)) && plan.volume_claim().is_some()
 }
 
 /// The claim of a filesystem store.
@@ -570,23 +579,28 @@ mod tests {
             manifest_sha256: None,
         });
         assert!(!claims(&job_for(&restore, None))[0].2);
-        // The kubelet never changes the owners of the data: no fsGroup when a volume source
-        // or target is mounted; the store-only Pods keep one, applied on root mismatch only.
+        // The kubelet never changes the owners of the data: no fsGroup when a volume is
+        // restored into (mounted writable). A backup mounts it read-only, which the kubelet
+        // never gives a group: its Pod has one, for a claim store, applied on root mismatch.
+        let psc = pod(&job_for(&restore, None))
+            .security_context
+            .clone()
+            .unwrap();
+        assert_eq!(psc.fs_group, None);
+        assert_eq!(psc.run_as_user, Some(WORKER_UID));
         for job in [
-            job_for(&restore, None),
             job_for(&backup_plan(source.clone(), s3()), None),
+            backup.clone(),
+            job_for(&backup_plan(redis(), s3()), None),
         ] {
             let psc = pod(&job).security_context.clone().unwrap();
-            assert_eq!(psc.fs_group, None);
+            assert_eq!(psc.fs_group, Some(WORKER_UID));
             assert_eq!(psc.run_as_user, Some(WORKER_UID));
+            assert_eq!(
+                psc.fs_group_change_policy.as_deref(),
+                Some("OnRootMismatch")
+            );
         }
-        let redis_job = job_for(&backup_plan(redis(), s3()), None);
-        let psc = pod(&redis_job).security_context.clone().unwrap();
-        assert_eq!(psc.fs_group, Some(WORKER_UID));
-        assert_eq!(
-            psc.fs_group_change_policy.as_deref(),
-            Some("OnRootMismatch")
-        );
         // Chosen by the user when asked.
         let template = JobTemplate {
             run_as_user: Some(999),
