@@ -81,6 +81,7 @@ remove_from_cluster() {
 }
 
 source scripts/lib/demo-image.sh
+source scripts/lib/demo-data.sh
 
 # --- 1. The cluster and the image ------------------------------------------------------------
 pull_policy=IfNotPresent
@@ -206,12 +207,6 @@ done
 
 # --- 4. The sources and the store, as workloads ------------------------------------------------
 say "Redis and PostgreSQL as StatefulSets, an S3 server in namespace storage"
-secret() { # namespace name key=value...
-  local ns=$1 name=$2 args=()
-  shift 2
-  for kv in "$@"; do args+=(--from-literal="$kv"); done
-  kubectl -n "$ns" create secret generic "$name" "${args[@]}" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-}
 secret shop redis-auth "password=$redis_password"
 secret shop pg-admin "password=$pg_admin_password"
 secret shop pg-auth "password=$pg_backup_password"
@@ -352,13 +347,7 @@ fi
 
 # --- 5. Sample data --------------------------------------------------------------------------
 say "Sample data: Redis keys, PostgreSQL databases app and functions, files in a volume"
-{
-  for i in $(seq 1 30); do echo "SET demo:greeting:$i \"hello number $i\""; done
-  for i in 1 2 3; do echo "HSET demo:customer:$i name \"Customer $i\" email customer$i@example.com tier gold"; done
-  echo "DEL demo:orders"
-  echo "RPUSH demo:orders order-1001 order-1002 order-1003 order-1004"
-  echo "SADD demo:tags backup restore kubernetes redis postgres"
-} | kubectl -n shop exec -i redis-0 -- redis-cli --no-auth-warning -a "$redis_password" >/dev/null \
+redis_sample | kubectl -n shop exec -i redis-0 -- redis-cli --no-auth-warning -a "$redis_password" >/dev/null \
   || die "cannot write to Redis; see kubectl -n shop logs redis-0"
 echo "Redis: $(kubectl -n shop exec redis-0 -- redis-cli --no-auth-warning -a "$redis_password" DBSIZE) keys"
 psql_in() { # database, SQL on stdin
@@ -368,25 +357,10 @@ psql_in() { # database, SQL on stdin
 psql_in postgres <<SQL || die "cannot set up PostgreSQL; see kubectl -n shop logs pg-0"
 SELECT 'CREATE ROLE backup LOGIN SUPERUSER' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'backup')\gexec
 ALTER ROLE backup PASSWORD '$pg_backup_password';
-SELECT format('CREATE DATABASE %I', d) FROM unnest(ARRAY['app', 'functions']) AS d
- WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = d)\gexec
 SQL
-psql_in app <<'SQL'
-CREATE TABLE IF NOT EXISTS customers (id int PRIMARY KEY, name text NOT NULL, email text);
-CREATE TABLE IF NOT EXISTS orders (
-  id int PRIMARY KEY, customer_id int REFERENCES customers, total numeric(10,2), placed timestamptz);
-INSERT INTO customers SELECT i, 'Customer ' || i, 'customer' || i || '@example.com'
-  FROM generate_series(1, 50) AS i ON CONFLICT DO NOTHING;
-INSERT INTO orders SELECT i, 1 + i % 50, (i * 7 % 100) + 0.99, now() - i * interval '1 hour'
-  FROM generate_series(1, 200) AS i ON CONFLICT DO NOTHING;
-SQL
-psql_in functions <<'SQL'
-CREATE TABLE IF NOT EXISTS functions (name text PRIMARY KEY, runtime text, source text);
-INSERT INTO functions VALUES
-  ('resize-image', 'python3.12', 'def handler(event): ...'),
-  ('send-invoice', 'node22', 'export const handler = async (event) => {}')
-  ON CONFLICT DO NOTHING;
-SQL
+pg_databases_sample | psql_in postgres
+pg_app_sample | psql_in app
+pg_functions_sample | psql_in functions
 echo "PostgreSQL: databases app (50 customers, 200 orders) and functions"
 # The volume's files, written by a Pod of the Coffer image that mounts the claim.
 kubectl -n platform delete pod seed-functions-data --ignore-not-found >/dev/null
@@ -406,9 +380,6 @@ say "Applying the example schedules, with the store's endpoint set and running e
 since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 every_minute='"schedule": "* * * * *"'
 s3='"s3": {"endpoint": "http://minio.storage.svc:9000", "forcePathStyle": true}'
-apply_patched() { # file merge-patch
-  kubectl patch --local --type merge -f "$1" -p "$2" -o yaml | kubectl apply -f -
-}
 apply_patched deploy/examples/redis-schedule.yaml "{\"spec\": {$every_minute, \"storage\": {$s3}}}"
 apply_patched deploy/examples/postgres-schedule.yaml "{\"spec\": {$every_minute, \"storage\": {$s3}}}"
 apply_patched deploy/examples/volume-schedule.yaml "{\"spec\": {$every_minute}}"

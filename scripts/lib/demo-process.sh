@@ -5,6 +5,7 @@
 log=$demo/controller.log
 coffer=$PWD/target/debug/coffer
 controller_pid=
+source scripts/lib/demo-data.sh
 
 operator_alive() { kill -0 "$controller_pid" 2>/dev/null; }
 operator_log() { tail -n "$1" "$log"; }
@@ -51,41 +52,13 @@ command -v psql >/dev/null || die "psql is missing; run scripts/install-test-dep
 
 # --- 2. Sample data --------------------------------------------------------------------------
 say "Sample data: Redis keys, PostgreSQL databases app and functions, files in a volume"
-# Redis: 30 strings, 3 hashes, a list, a set and a sorted set (overwritten on a re-run).
-{
-  for i in $(seq 1 30); do echo "SET demo:greeting:$i \"hello number $i\""; done
-  for i in 1 2 3; do echo "HSET demo:customer:$i name \"Customer $i\" email customer$i@example.com tier gold"; done
-  echo "DEL demo:orders"
-  echo "RPUSH demo:orders order-1001 order-1002 order-1003 order-1004"
-  echo "SADD demo:tags backup restore kubernetes redis postgres"
-  echo "ZADD demo:leaderboard 120 alice 95 bob 87 carol"
-} | redis-cli --no-auth-warning -h 127.0.0.1 -p "$REDIS_PORT" -a "$REDIS_PASSWORD" >/dev/null \
+redis_sample | redis-cli --no-auth-warning -h 127.0.0.1 -p "$REDIS_PORT" -a "$REDIS_PASSWORD" >/dev/null \
   || die "cannot write to Redis on port $REDIS_PORT; see .cache/dev-cluster/log"
 echo "Redis: $(redis-cli --no-auth-warning -h 127.0.0.1 -p "$REDIS_PORT" -a "$REDIS_PASSWORD" DBSIZE) keys"
-
-# PostgreSQL: CREATE DATABASE has no IF NOT EXISTS, hence \gexec; rows have fixed ids.
 sql() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 "$@" >/dev/null; }
-sql -d postgres <<'SQL'
-SELECT format('CREATE DATABASE %I', d) FROM unnest(ARRAY['app', 'functions']) AS d
- WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = d)\gexec
-SQL
-sql -d app <<'SQL'
-CREATE TABLE IF NOT EXISTS customers (id int PRIMARY KEY, name text NOT NULL, email text);
-CREATE TABLE IF NOT EXISTS orders (
-  id int PRIMARY KEY, customer_id int REFERENCES customers, total numeric(10,2), placed timestamptz);
-INSERT INTO customers SELECT i, 'Customer ' || i, 'customer' || i || '@example.com'
-  FROM generate_series(1, 50) AS i ON CONFLICT DO NOTHING;
-INSERT INTO orders SELECT i, 1 + i % 50, (i * 7 % 100) + 0.99, now() - i * interval '1 hour'
-  FROM generate_series(1, 200) AS i ON CONFLICT DO NOTHING;
-SQL
-sql -d functions <<'SQL'
-CREATE TABLE IF NOT EXISTS functions (name text PRIMARY KEY, runtime text, source text);
-INSERT INTO functions VALUES
-  ('resize-image', 'python3.12', 'def handler(event): ...'),
-  ('send-invoice', 'node22', 'export const handler = async (event) => {}'),
-  ('nightly-report', 'go1.24', 'func Handle(ctx context.Context) error { return nil }')
-  ON CONFLICT DO NOTHING;
-SQL
+pg_databases_sample | sql -d postgres
+pg_app_sample | sql -d app
+pg_functions_sample | sql -d functions
 echo "PostgreSQL: app has $(psql -X -At -d app -c 'SELECT count(*) FROM orders') orders," \
   "functions has $(psql -X -At -d functions -c 'SELECT count(*) FROM functions') functions"
 
@@ -152,23 +125,13 @@ echo "operator pid $controller_pid, log $log, metrics $metrics/metrics"
 
 # --- 5. Secrets and the three example schedules, pointed at the local services ----------------
 say "Applying the example schedules, patched for this machine and to run every minute"
-secret() { # namespace name key=value...
-  local ns=$1 name=$2 args=()
-  shift 2
-  for kv in "$@"; do args+=(--from-literal="$kv"); done
-  kubectl -n "$ns" create secret generic "$name" "${args[@]}" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-}
 secret shop redis-auth "password=$REDIS_PASSWORD"
 secret shop pg-auth "password=$PGPASSWORD"
 secret shop s3-creds "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
 # The examples name in-cluster hosts (redis.shop.svc, pg.shop.svc, minio) that do not resolve
-# here: each file is patched locally (kubectl patch --local) and the result applied, so a
-# re-run never puts the original hosts back, not even for a moment.
+# here: each file is patched to the local services.
 s3="\"s3\": {\"endpoint\": \"$AWS_ENDPOINT_URL\", \"forcePathStyle\": true, \"region\": \"$AWS_REGION\"}"
 every_minute='"schedule": "* * * * *"'
-apply_patched() { # file merge-patch
-  kubectl patch --local --type merge -f "$1" -p "$2" -o yaml | kubectl apply -f -
-}
 apply_patched deploy/examples/redis-schedule.yaml "{\"spec\": {$every_minute,
   \"source\": {\"redis\": {\"host\": \"127.0.0.1\", \"port\": $REDIS_PORT}}, \"storage\": {$s3}}}"
 apply_patched deploy/examples/postgres-schedule.yaml "{\"spec\": {$every_minute,
