@@ -3,8 +3,9 @@
 //! matched the manifest:
 //!
 //! - a change on the first read (the check) is refused before the target is touched;
-//! - when the backup is spooled (the default, with room), the store is read once: a change
-//!   on a later read never reaches the restore;
+//! - when the backup is spooled (into a directory given with `--spool-dir`, which has room
+//!   wherever the tests run; the default directory also leaves a tenth of its disk free),
+//!   the store is read once: a change on a later read never reaches the restore;
 //! - without the spool, the store is read twice; a change on the second read is refused at
 //!   the end of the object, and the target is left as each engine promises: PostgreSQL rolls
 //!   the database back (pg_restore never sees the end of its input), Redis names the keys
@@ -169,12 +170,13 @@ async fn redis_restores_only_bytes_that_matched() {
         );
         assert_eq!(function_libraries(&target.url()).await, 0, "{mode}");
 
-        // Spooled (the default): one read of the store, so a change on the read after it is
-        // never served to the restore, which gives back exactly the source's keys.
+        // Spooled: one read of the store, so a change on the read after it is never served
+        // to the restore, which gives back exactly the source's keys.
         let tampered = s3.tampered();
         let reads = s3.reads(&object);
         tamper_ahead(&s3, &object, 2);
-        let owned = restore(&[]);
+        let spool = tempfile::tempdir().unwrap();
+        let owned = restore(&["--spool-dir", &spool.path().display().to_string()]);
         let args: Vec<&str> = owned.iter().map(String::as_str).collect();
         let (line, _) = ok(&args, &env);
         assert!(line.starts_with("restored 3000 keys"), "{line}");
@@ -267,8 +269,19 @@ async fn postgres_never_commits_bytes_that_did_not_match() {
     // Spooled: read once; the change planned for the next read never reaches pg_restore.
     let reads = s3.reads(&object);
     tamper_ahead(&s3, &object, 2);
+    let spool = tempfile::tempdir().unwrap();
+    let spool_dir = spool.path().display().to_string();
     let (line, _) = ok(
-        &["restore", &location, "--to", &target, "--databases", "app"],
+        &[
+            "restore",
+            &location,
+            "--to",
+            &target,
+            "--databases",
+            "app",
+            "--spool-dir",
+            &spool_dir,
+        ],
         &env,
     );
     assert!(line.contains("verified 1 tables, 8000 rows"), "{line}");
@@ -297,7 +310,16 @@ async fn postgres_never_commits_bytes_that_did_not_match() {
     // a spooled dump: the failure is reported (the reader of the copy does not wait for a
     // pg_restore that is gone).
     fails(
-        &["restore", &location, "--to", &target, "--databases", "app"],
+        &[
+            "restore",
+            &location,
+            "--to",
+            &target,
+            "--databases",
+            "app",
+            "--spool-dir",
+            &spool_dir,
+        ],
         &env,
         &["pg_restore into database \"restored\"", "already exists"],
     );

@@ -61,7 +61,8 @@ pub struct RestoreArgs {
     pub pg_bin_dir: Option<PathBuf>,
     /// Redis, PostgreSQL: where the backup is downloaded once and checked before it is
     /// restored, when it fits (leaving 256 MiB free). Without room, the backup is checked in
-    /// the store and read again for the restore. Default: TMPDIR.
+    /// the store and read again for the restore. Default: TMPDIR unless it is in memory,
+    /// leaving a tenth of its filesystem free if that is more than 256 MiB.
     #[arg(long, value_name = "DIR", conflicts_with = "no_spool")]
     pub spool_dir: Option<PathBuf>,
     /// Redis, PostgreSQL: never download the backup before restoring it: check it in the

@@ -45,8 +45,8 @@ use crate::api::Compression;
 use crate::storage::manifest::ObjectRecord;
 use crate::storage::{ObjectReader, StorageError, Store};
 
-/// Space always left free in the spool directory's filesystem: this, or a tenth of the
-/// filesystem, whichever is more.
+/// Space always left free in the spool directory's filesystem. The default directory also
+/// leaves a tenth of its filesystem free (see [`reserve`]).
 pub const SPOOL_RESERVE: u64 = 256 << 20;
 
 /// Chunks in flight between the reader of an object and its restore.
@@ -102,8 +102,7 @@ impl Spool {
     }
 
     /// The directory, if it can take `bytes` within the limit and still leave
-    /// [`SPOOL_RESERVE`] (or a tenth of its filesystem) free. A directory the user gave that
-    /// cannot be examined is an error.
+    /// [`reserve`] free. A directory the user gave that cannot be examined is an error.
     fn room_for(&self, bytes: u64) -> Result<Option<&PathBuf>, IntegrityError> {
         let Some(dir) = self.dir.as_ref() else {
             return Ok(None);
@@ -126,8 +125,19 @@ impl Spool {
         }
         let size = stats.f_blocks.saturating_mul(stats.f_frsize);
         let available = stats.f_bavail.saturating_mul(stats.f_frsize);
-        let reserve = SPOOL_RESERVE.max(size / 10);
-        Ok((available.saturating_sub(reserve) >= bytes).then_some(dir))
+        Ok((available.saturating_sub(reserve(self.explicit, size)) >= bytes).then_some(dir))
+    }
+}
+
+/// What a spool leaves free in a filesystem of `size` bytes: [`SPOOL_RESERVE`] in a
+/// directory the user gave (they chose the place), and at least a tenth of the filesystem in
+/// the default one, which is also a worker's temporary volume on the node's disk (the
+/// kubelet starts evicting Pods when less than a tenth of it is free).
+fn reserve(explicit: bool, size: u64) -> u64 {
+    if explicit {
+        SPOOL_RESERVE
+    } else {
+        SPOOL_RESERVE.max(size / 10)
     }
 }
 
@@ -554,5 +564,44 @@ impl Verdict {
             self.task.abort();
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_directory_the_user_gave_leaves_only_the_fixed_reserve() {
+        let disk = 252 << 30;
+        assert_eq!(reserve(true, disk), SPOOL_RESERVE);
+        assert_eq!(reserve(false, disk), disk / 10);
+        // A small filesystem: the fixed reserve either way.
+        assert_eq!(reserve(false, 1 << 30), SPOOL_RESERVE);
+        assert_eq!(reserve(true, 1 << 30), SPOOL_RESERVE);
+    }
+
+    #[test]
+    fn a_directory_the_user_gave_takes_what_fits_beside_the_fixed_reserve() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = rustix::fs::statvfs(dir.path()).unwrap();
+        let available = stats.f_bavail.saturating_mul(stats.f_frsize);
+        let room = available.saturating_sub(SPOOL_RESERVE);
+        assert!(
+            room > 64 << 20,
+            "the test needs 320 MiB free beside {dir:?}"
+        );
+        let spool = Spool::in_dir(dir.path().to_owned());
+        assert_eq!(
+            spool.room_for(16 << 20).unwrap(),
+            Some(&dir.path().to_owned())
+        );
+        assert_eq!(spool.room_for(available).unwrap(), None);
+        assert_eq!(
+            spool.clone().limited(1 << 20).room_for(16 << 20).unwrap(),
+            None
+        );
+        assert_eq!(Spool::off().room_for(1).unwrap(), None);
     }
 }
