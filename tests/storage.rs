@@ -289,6 +289,7 @@ async fn a_manifest_that_cannot_be_written_takes_the_data_with_it() {
             database: None,
             rdb_version: None,
             tool: None,
+            position: None,
         },
         started_at: now,
         completed_at: now,

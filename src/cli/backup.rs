@@ -8,8 +8,9 @@ use clap::Args;
 
 use super::options::{CompressionArg, ModeArg, S3Args};
 use super::progress::Display;
-use super::{CliError, open_store, pg_target};
+use super::{CliError, my_target, open_store, pg_target};
 use crate::api::Compression;
+use crate::engine::mysql::{self, MyBackupRequest};
 use crate::engine::postgres::{self, PgBackupRequest};
 use crate::engine::redis::{self, BackupRequest, RedisTarget};
 use crate::engine::volume::{self, VolumeBackupRequest};
@@ -21,7 +22,8 @@ use crate::units;
 #[derive(Debug, Args)]
 pub struct BackupArgs {
     /// What to back up: redis://[user:password@]host:port[/db],
-    /// postgres://user[:password]@host:port[/db], or a directory.
+    /// postgres://user[:password]@host:port[/db], mysql://user[:password]@host:port[/db]
+    /// (MySQL or MariaDB), or a directory.
     #[arg(value_name = "SOURCE")]
     pub source: String,
     /// Where to store it: s3://bucket/prefix or a directory (file:// optional).
@@ -37,8 +39,8 @@ pub struct BackupArgs {
     /// Redis: how the data is read.
     #[arg(long, value_enum, default_value_t = ModeArg::Snapshot)]
     pub mode: ModeArg,
-    /// PostgreSQL: the databases to back up, comma-separated (default: every database that
-    /// is not a template).
+    /// PostgreSQL, MySQL: the databases to back up, comma-separated (default: every database
+    /// that is not a template, or not the server's own schemas).
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub databases: Vec<String>,
     /// PostgreSQL: leave out roles and tablespaces (pg_dumpall --globals-only).
@@ -48,6 +50,13 @@ pub struct BackupArgs {
     /// PATH, then /usr/lib/postgresql/<newest>/bin).
     #[arg(long, value_name = "DIR")]
     pub pg_bin_dir: Option<PathBuf>,
+    /// MySQL: also back up the accounts and their grants.
+    #[arg(long)]
+    pub users: bool,
+    /// MySQL: the directory with mariadb-dump and mariadb, or mysqldump and mysql (default:
+    /// PATH).
+    #[arg(long, value_name = "DIR")]
+    pub mysql_bin_dir: Option<PathBuf>,
     /// Directories: leave out files that cannot be read (they are listed in the manifest)
     /// instead of failing.
     #[arg(long)]
@@ -117,9 +126,42 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
             if request.globals { " and roles" } else { "" }
         );
         (folder, manifest, what)
+    } else if args.source.starts_with("mysql://") || args.source.starts_with("mariadb://") {
+        let target = my_target(&args.source)?;
+        let name = name(&args, || format!("mysql-{}-{}", target.host, target.port))?;
+        let folder = free_folder(&store, &name).await?;
+        let mut databases = args.databases.clone();
+        if databases.is_empty()
+            && let Some(db) = &target.database
+        {
+            databases.push(db.clone());
+        }
+        let request = MyBackupRequest {
+            target: target.clone(),
+            databases,
+            users: args.users,
+            compression,
+            name,
+            folder: folder.clone(),
+            owner: None,
+            bin_dir: args.mysql_bin_dir.clone(),
+        };
+        let display = Display::start(format!("backing up {target}"), progress.clone());
+        let result = mysql::backup(&store, &request, &progress).await;
+        display.finish().await;
+        let manifest = result.map_err(CliError::from_display)?;
+        let databases = manifest.stats.databases.unwrap_or(0) as usize;
+        let tables: usize = manifest.stats.table_rows.values().map(Vec::len).sum();
+        let what = format!(
+            "{databases} database{} ({tables} tables, {} rows){} from {target}",
+            plural(databases),
+            manifest.stats.total_rows(),
+            if request.users { " and accounts" } else { "" }
+        );
+        (folder, manifest, what)
     } else if args.source.contains("://") {
         return Err(CliError::usage(format!(
-            "{} is not a source Coffer knows: use redis://..., postgres://... or a directory",
+            "{} is not a source Coffer knows: use redis://..., postgres://..., mysql://... or a directory",
             args.source.split("://").next().unwrap_or_default()
         )));
     } else {

@@ -181,6 +181,28 @@ fn pg_target(url: &str) -> Result<crate::engine::postgres::PgTarget, CliError> {
         .map_err(CliError::from_display)
 }
 
+/// A MySQL/MariaDB target from a URL, completed as the server's client programs do: the
+/// `MYSQL_*` variables, then the `[client]` group of `~/.my.cnf` (ignored, as by the client
+/// programs, if anyone may write it).
+fn my_target(url: &str) -> Result<crate::engine::mysql::MyTarget, CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let env: std::collections::HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("MYSQL_"))
+        .collect();
+    let option_file = std::env::var_os("HOME")
+        .map(|h| std::path::Path::new(&h).join(".my.cnf"))
+        .filter(|p| {
+            let safe = std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o002 == 0);
+            if p.exists() && !safe {
+                tracing::warn!("ignoring {} because anyone may write it", p.display());
+            }
+            safe
+        })
+        .and_then(|p| std::fs::read_to_string(p).ok());
+    crate::engine::mysql::MyTarget::parse(url, &env, option_file.as_deref())
+        .map_err(CliError::from_display)
+}
+
 /// Reads the manifest of the backup in `folder`: a folder without one holds no backup.
 async fn read_manifest(store: &Store, folder: &str) -> Result<Manifest, CliError> {
     crate::storage::catalog::read_manifest(store, folder)

@@ -7,8 +7,9 @@ use clap::Args;
 
 use super::options::{ConflictArg, S3Args};
 use super::progress::Display;
-use super::{CliError, open_store, pg_target, read_manifest};
+use super::{CliError, my_target, open_store, pg_target, read_manifest};
 use crate::api::restore_request::RoleConflict;
+use crate::engine::mysql::{self, MyRestoreRequest};
 use crate::engine::postgres::{self, PgRestoreRequest};
 use crate::engine::redis::{self, RedisTarget, RestoreRequest};
 use crate::engine::volume::{self, VolumeRestoreRequest};
@@ -23,8 +24,8 @@ pub struct RestoreArgs {
     /// whose newest complete backup is restored).
     #[arg(value_name = "BACKUP")]
     pub backup: String,
-    /// Where to restore: redis://..., postgres://... or a directory. With a database in the
-    /// URL, a single database of the backup is restored into it.
+    /// Where to restore: redis://..., postgres://..., mysql://... or a directory. With a
+    /// database in the URL, a single database of the backup is restored into it.
     #[arg(long, value_name = "TARGET")]
     pub to: String,
     /// BACKUP is a destination: restore its newest complete backup.
@@ -36,14 +37,15 @@ pub struct RestoreArgs {
     /// Redis: restore only this database of the backup.
     #[arg(long, value_name = "N")]
     pub database: Option<u32>,
-    /// PostgreSQL: restore only these databases, comma-separated.
+    /// PostgreSQL, MySQL: restore only these databases, comma-separated.
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub databases: Vec<String>,
     /// PostgreSQL: drop objects before re-creating them (pg_restore --clean --if-exists).
-    /// Directories: empty the target first.
+    /// MySQL: drop the restored databases and create them again first. Directories: empty
+    /// the target first.
     #[arg(long)]
     pub clean: bool,
-    /// PostgreSQL: create target databases that do not exist.
+    /// PostgreSQL, MySQL: create target databases that do not exist.
     #[arg(long)]
     pub create: bool,
     /// PostgreSQL: also restore roles and tablespaces, in one transaction. Missing roles are
@@ -56,16 +58,25 @@ pub struct RestoreArgs {
     /// password and attributes (keep, the default) or get the backup's (replace).
     #[arg(long, value_enum, value_name = "keep|replace")]
     pub roles: Option<RolesArg>,
+    /// MySQL: restore database OLD of the backup into NEW (repeat for more).
+    #[arg(long, value_name = "OLD=NEW", value_parser = mysql::restore::parse_rename)]
+    pub rename: Vec<(String, String)>,
+    /// MySQL: also restore the accounts and their grants (accounts that exist are kept).
+    #[arg(long)]
+    pub users: bool,
+    /// MySQL: the directory with mariadb and mariadb-dump (or mysql and mysqldump).
+    #[arg(long, value_name = "DIR")]
+    pub mysql_bin_dir: Option<PathBuf>,
     /// PostgreSQL: the directory with pg_restore and psql.
     #[arg(long, value_name = "DIR")]
     pub pg_bin_dir: Option<PathBuf>,
-    /// Redis, PostgreSQL: where the backup is downloaded once and checked before it is
+    /// Redis, PostgreSQL, MySQL: where the backup is downloaded once and checked before it is
     /// restored, when it fits (leaving 256 MiB free). Without room, the backup is checked in
     /// the store and read again for the restore. Default: TMPDIR unless it is in memory,
     /// leaving a tenth of its filesystem free if that is more than 256 MiB.
     #[arg(long, value_name = "DIR", conflicts_with = "no_spool")]
     pub spool_dir: Option<PathBuf>,
-    /// Redis, PostgreSQL: never download the backup before restoring it: check it in the
+    /// Redis, PostgreSQL, MySQL: never download the backup before restoring it: check it in the
     /// store, then read it again for the restore.
     #[arg(long)]
     pub no_spool: bool,
@@ -96,9 +107,11 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
         "redis"
     } else if args.to.starts_with("postgres://") || args.to.starts_with("postgresql://") {
         "postgres"
+    } else if args.to.starts_with("mysql://") || args.to.starts_with("mariadb://") {
+        "mysql"
     } else if args.to.contains("://") {
         return Err(CliError::usage(format!(
-            "{} is not a restore target: use redis://..., postgres://... or a directory",
+            "{} is not a restore target: use redis://..., postgres://..., mysql://... or a directory",
             args.to
         )));
     } else {
@@ -192,6 +205,31 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
                         }
                     }
                     summary
+                })
+                .map_err(CliError::from_display)
+        }
+        "mysql" => {
+            let request = MyRestoreRequest {
+                target: my_target(&args.to)?,
+                databases: args.databases.clone(),
+                renames: args.rename.clone(),
+                clean: args.clean,
+                create: args.create,
+                users: args.users,
+                bin_dir: args.mysql_bin_dir.clone(),
+                spool: spool(&args),
+            };
+            mysql::restore(&store, &folder, &manifest, &request, &progress)
+                .await
+                .map(|stats| {
+                    format!(
+                        "restored {} database(s) ({} created){}; verified {} tables, {} rows",
+                        stats.databases,
+                        stats.created,
+                        if stats.users { " and the accounts" } else { "" },
+                        stats.tables_verified,
+                        stats.rows_verified
+                    )
                 })
                 .map_err(CliError::from_display)
         }

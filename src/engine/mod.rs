@@ -1,5 +1,6 @@
 //! The engines that read sources and write them back.
 
+pub mod mysql;
 pub mod postgres;
 pub mod redis;
 pub mod volume;

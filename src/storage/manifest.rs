@@ -52,7 +52,7 @@ pub struct BackupOwner {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceInfo {
-    /// `redis`, `postgres` or `volume`.
+    /// `redis`, `postgres`, `mysql` or `volume`.
     pub kind: String,
     /// Where it was read from (host:port or a path; never credentials).
     pub address: String,
@@ -72,6 +72,10 @@ pub struct SourceInfo {
     /// same major version or newer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
+    /// MySQL/MariaDB: where in the binary log the dump was taken (file and position, or the
+    /// GTID position), when the server writes one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
 }
 
 /// One stored object.
@@ -90,7 +94,7 @@ pub struct ObjectRecord {
     pub stored_bytes: u64,
     /// SHA-256 of the stored bytes (hex).
     pub sha256: String,
-    /// PostgreSQL: the database this object holds.
+    /// PostgreSQL, MySQL: the database this object holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
 }
@@ -125,6 +129,13 @@ pub struct Stats {
     /// Volumes: files that could not be read and were left out (`--skip-unreadable`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<String>,
+    /// MySQL/MariaDB: each database's character set and collation, to create it again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub database_options: BTreeMap<String, String>,
+    /// What the backup could not guarantee, for example tables of a storage engine without
+    /// transactions, whose rows are not from one point in time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The rows one table held when it was backed up.
@@ -250,6 +261,7 @@ mod tests {
                 database: None,
                 rdb_version: Some(10),
                 tool: None,
+                position: None,
             },
             started_at: Utc.with_ymd_and_hms(2026, 12, 1, 16, 0, 0).unwrap(),
             completed_at: Utc.with_ymd_and_hms(2026, 12, 1, 16, 0, 42).unwrap(),

@@ -18,6 +18,7 @@
 mod control_plane;
 mod error;
 mod kubelet;
+mod mariadb;
 mod node;
 mod postgres;
 mod process;
@@ -34,6 +35,7 @@ pub use control_plane::{
 };
 pub use error::TestEnvError;
 pub use kubelet::{KubeletOptions, ProcessKubelet};
+pub use mariadb::MariaDbServer;
 pub use node::{
     RealNode, built_images, config as node_config, fixed_places, leftovers as node_leftovers, links,
 };

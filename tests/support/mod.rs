@@ -2,6 +2,7 @@
 //! Helpers shared by the integration tests.
 
 pub mod cli;
+pub mod mysql_data;
 pub mod operator;
 pub mod partition;
 pub mod pg_data;

@@ -131,6 +131,7 @@ pub async fn backup(
             database: None,
             rdb_version: None,
             tool: Some(format!("pg_dump {}", tools.version)),
+            position: None,
         },
         started_at,
         completed_at: Utc::now(),

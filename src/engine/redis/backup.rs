@@ -122,6 +122,7 @@ pub async fn backup_with(
             database: target.database,
             rdb_version: counted.rdb_version,
             tool: None,
+            position: None,
         },
         started_at,
         completed_at: Utc::now(),

@@ -127,6 +127,7 @@ pub async fn backup(
             database: None,
             rdb_version: None,
             tool: None,
+            position: None,
         },
         started_at,
         completed_at: Utc::now(),

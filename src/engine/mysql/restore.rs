@@ -1,0 +1,489 @@
+//! Restoring a MySQL/MariaDB backup into a running server: every object is checked against
+//! the manifest first (downloaded once into the spool when there is room, see
+//! [`crate::pipeline::fetch`]), the target databases are checked to exist (or are created
+//! with `create`, or dropped and created again with `clean`) before anything is written,
+//! then the accounts (only when asked) and each dump are loaded with the server's own
+//! client program, and every table's rows are counted and compared with the manifest.
+//!
+//! A dump is loaded statement by statement (MySQL has no transactional DDL): when the bytes
+//! read the second time (no spool) do not match, the client is stopped before the end of
+//! its input and the error says the database was partly restored.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use tokio::sync::oneshot;
+
+use super::backup::{DUMP_FORMAT, USERS_FORMAT};
+use super::client::{Client, ident};
+use super::error::MyError;
+use super::process::{Credentials, Running, command};
+use super::target::MyTarget;
+use super::tools::{MyTools, Version};
+use crate::pipeline::fetch::{self, Prepared, Spool};
+use crate::pipeline::{self, Progress};
+use crate::storage::Store;
+use crate::storage::manifest::{Manifest, ObjectRecord};
+
+/// One restore to make.
+#[derive(Clone, Debug)]
+pub struct MyRestoreRequest {
+    pub target: MyTarget,
+    /// Databases of the backup to restore; empty: all of them.
+    pub databases: Vec<String>,
+    /// `old` → `new`: restore database `old` of the backup into `new`.
+    pub renames: Vec<(String, String)>,
+    /// Drop the target databases and create them again first.
+    pub clean: bool,
+    /// Create target databases that do not exist.
+    pub create: bool,
+    /// Also restore accounts and grants.
+    pub users: bool,
+    pub bin_dir: Option<PathBuf>,
+    pub spool: Spool,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MyRestoreStats {
+    pub databases: u64,
+    pub created: u64,
+    pub tables_verified: u64,
+    pub rows_verified: u64,
+    pub users: bool,
+}
+
+/// A database of the backup and where it goes.
+struct Planned<'a> {
+    record: &'a ObjectRecord,
+    from: String,
+    into: String,
+    exists: bool,
+}
+
+pub async fn restore(
+    store: &Store,
+    folder: &str,
+    manifest: &Manifest,
+    request: &MyRestoreRequest,
+    progress: &Progress,
+) -> Result<MyRestoreStats, MyError> {
+    let target = &request.target;
+    let dumps: Vec<&ObjectRecord> = manifest
+        .objects
+        .iter()
+        .filter(|o| o.format == DUMP_FORMAT)
+        .collect();
+    let in_backup: Vec<&str> = dumps.iter().filter_map(|o| o.database.as_deref()).collect();
+    let chosen: Vec<&ObjectRecord> = if request.databases.is_empty() {
+        dumps.clone()
+    } else {
+        let mut chosen = Vec::new();
+        for name in &request.databases {
+            let record = dumps
+                .iter()
+                .find(|o| o.database.as_deref() == Some(name.as_str()))
+                .ok_or_else(|| {
+                    MyError::Usage(format!(
+                        "the backup holds no database {name:?} (it holds: {})",
+                        in_backup.join(", ")
+                    ))
+                })?;
+            chosen.push(*record);
+        }
+        chosen
+    };
+    for (from, _) in &request.renames {
+        if !chosen
+            .iter()
+            .any(|o| o.database.as_deref() == Some(from.as_str()))
+        {
+            return Err(MyError::Usage(format!(
+                "--rename {from}=...: the restore holds no database {from:?} (it holds: {})",
+                in_backup.join(", ")
+            )));
+        }
+    }
+    if target.database.is_some() && chosen.len() != 1 {
+        return Err(MyError::Usage(format!(
+            "the target URL names a database, but the restore holds {} ({}): restore one with --databases, or leave the database out of the URL",
+            chosen.len(),
+            in_backup.join(", ")
+        )));
+    }
+    let users_record = manifest.objects.iter().find(|o| o.format == USERS_FORMAT);
+    if request.users && users_record.is_none() {
+        return Err(MyError::Usage(
+            "the backup holds no accounts (it was taken without users): restore without --users"
+                .to_owned(),
+        ));
+    }
+
+    let mut client = Client::connect(target).await?;
+    let server_version = client.version().await?;
+    let server = Version::of_server(&server_version).ok_or_else(|| MyError::Query {
+        address: target.address(),
+        what: "reading the version".to_owned(),
+        detail: format!("{server_version:?} is not a version Coffer understands"),
+    })?;
+    let tools = MyTools::find(request.bin_dir.as_deref(), &server).await?;
+    let existing = client.databases().await?;
+    let mut plan = Vec::new();
+    for record in &chosen {
+        let from = record.database.clone().unwrap_or_default();
+        let into = target
+            .database
+            .clone()
+            .or_else(|| {
+                request
+                    .renames
+                    .iter()
+                    .find(|(old, _)| *old == from)
+                    .map(|(_, new)| new.clone())
+            })
+            .unwrap_or_else(|| from.clone());
+        let exists = existing.contains(&into);
+        if !(exists || request.create || request.clean) {
+            return Err(MyError::NeedCreate {
+                address: target.address(),
+                name: into,
+            });
+        }
+        plan.push(Planned {
+            record,
+            from,
+            into,
+            exists,
+        });
+    }
+
+    // Every object is checked before anything is written.
+    let mut records: Vec<&ObjectRecord> = plan.iter().map(|p| p.record).collect();
+    if request.users
+        && let Some(users) = users_record
+    {
+        records.push(users);
+    }
+    let (_, mut prepared) = fetch::prepare(
+        store,
+        folder,
+        &records,
+        manifest.compression,
+        &request.spool,
+        progress,
+    )
+    .await?;
+    let users_object = if request.users { prepared.pop() } else { None };
+
+    let credentials = Credentials::new(target)?;
+    let mut stats = MyRestoreStats::default();
+    for (planned, object) in plan.iter().zip(&prepared) {
+        let options = manifest
+            .stats
+            .database_options
+            .get(&planned.from)
+            .cloned()
+            .unwrap_or_default();
+        if planned.exists && request.clean {
+            client
+                .execute(
+                    &format!("DROP DATABASE {}", ident(&planned.into)),
+                    "dropping a database for --clean",
+                )
+                .await?;
+        }
+        if !planned.exists || request.clean {
+            client
+                .execute(
+                    &format!("CREATE DATABASE {} {options}", ident(&planned.into)),
+                    "creating a database",
+                )
+                .await?;
+            stats.created += u64::from(!planned.exists);
+        }
+        let subject = format!(
+            "loading database {:?} into {:?} at {}",
+            planned.from,
+            planned.into,
+            target.address()
+        );
+        load(
+            store,
+            object,
+            &tools,
+            &credentials,
+            target,
+            Some(&planned.into),
+            subject,
+            progress,
+        )
+        .await?;
+        stats.databases += 1;
+    }
+
+    // Accounts last: grants on tables need the tables.
+    if let Some(object) = &users_object {
+        let script = read_accounts(store, object, progress).await?;
+        let (script, left_out) = accounts_script(&script, &target.user);
+        if !left_out.is_empty() {
+            tracing::info!(
+                "left the accounts {} as they are on the target",
+                left_out.join(", ")
+            );
+        }
+        let subject = format!("loading the accounts into {}", target.address());
+        run_script(&script, &tools, &credentials, target, subject).await?;
+        client
+            .execute("FLUSH PRIVILEGES", "reloading the accounts")
+            .await?;
+        stats.users = true;
+    }
+    // Every table's rows, compared with what the backup counted.
+    for planned in &plan {
+        let Some(expected) = manifest.stats.table_rows.get(&planned.from) else {
+            continue;
+        };
+        let mut differences = Vec::new();
+        for table in expected {
+            let found = match client.count(&planned.into, &table.table).await {
+                Ok(n) => n.to_string(),
+                Err(MyError::Query { .. }) => "no table".to_owned(),
+                Err(e) => return Err(e),
+            };
+            if found != table.rows.to_string() {
+                differences.push(format!(
+                    "table {} has {found} rows, the backup {}",
+                    table.table, table.rows
+                ));
+            } else {
+                stats.tables_verified += 1;
+                stats.rows_verified += table.rows;
+            }
+        }
+        if !differences.is_empty() {
+            return Err(MyError::RowCount {
+                database: planned.into.clone(),
+                differences: differences.join(", "),
+            });
+        }
+    }
+    client.close().await;
+    Ok(stats)
+}
+
+/// Streams an object, decompressed, into the client program (`mariadb`/`mysql`), into
+/// `database` when given. When the bytes do not match the manifest, the program is killed
+/// before it sees the end of its input.
+#[allow(clippy::too_many_arguments)]
+async fn load(
+    store: &Store,
+    object: &Prepared,
+    tools: &MyTools,
+    credentials: &Credentials,
+    target: &MyTarget,
+    database: Option<&str>,
+    subject: String,
+    progress: &Progress,
+) -> Result<(), MyError> {
+    let mut program = command(&tools.client, credentials);
+    program
+        .args([
+            "--batch",
+            "--binary-mode",
+            "--comments",
+            "--default-character-set=utf8mb4",
+        ])
+        .arg("--max-allowed-packet=1G")
+        .stdin(Stdio::piped());
+    if let Some(database) = database {
+        program.arg(format!("--database={database}"));
+    }
+    let (restoring, verdict) = object.open(store, progress).await?;
+    let mut running = Running::spawn(program, target, subject.clone())?;
+    let mut stdin = running
+        .child
+        .stdin
+        .take()
+        .ok_or_else(|| MyError::Internal("the client program has no stdin".to_owned()))?;
+    let (stop, stopped) = oneshot::channel();
+    let finishing = running.finish_unless(stopped);
+    let copied = async move {
+        let mut restoring = restoring;
+        let result = tokio::io::copy(&mut restoring, &mut stdin).await;
+        drop(restoring);
+        if result.is_ok() {
+            drop(stdin);
+            return (result, None);
+        }
+        let _ = stop.send(());
+        (result, Some(stdin))
+    };
+    let ((copied, stdin), finished) = tokio::join!(copied, finishing);
+    drop(stdin);
+    if copied.is_err() || finished.is_err() {
+        if let Some(mismatch) = verdict
+            .after_failure()
+            .await
+            .filter(pipeline::IntegrityError::is_mismatch)
+        {
+            return Err(MyError::RestoreRefused {
+                source: mismatch,
+                outcome: format!(
+                    "stopped {subject} before its end; what was loaded before stays: restore it again from a good copy with --clean"
+                ),
+            });
+        }
+        finished?;
+        copied.map_err(|e| MyError::Internal(format!("feeding the client program: {e}")))?;
+        return Ok(());
+    }
+    verdict.wait().await?;
+    Ok(())
+}
+
+/// The most an accounts script may hold once decompressed.
+const MAX_ACCOUNTS_BYTES: u64 = 64 << 20;
+
+/// Reads the backup's accounts script, all of it checked before any of it is used.
+async fn read_accounts(
+    store: &Store,
+    object: &Prepared,
+    progress: &Progress,
+) -> Result<String, MyError> {
+    use tokio::io::AsyncReadExt;
+    let record = object.record();
+    if record.raw_bytes > MAX_ACCOUNTS_BYTES {
+        return Err(MyError::Usage(format!(
+            "the backup's accounts script is {} (more than {}): restore without --users and load it with the mariadb client yourself",
+            crate::units::bytes(record.raw_bytes),
+            crate::units::bytes(MAX_ACCOUNTS_BYTES)
+        )));
+    }
+    let (restoring, verdict) = object.open(store, progress).await?;
+    let mut script = Vec::new();
+    let read = restoring
+        .take(MAX_ACCOUNTS_BYTES)
+        .read_to_end(&mut script)
+        .await;
+    verdict.wait().await?;
+    read.map_err(|e| MyError::Internal(format!("reading the accounts script: {e}")))?;
+    Ok(String::from_utf8_lossy(&script).into_owned())
+}
+
+/// Accounts a restore never changes: the server's own, `root`, and the one it logs in as.
+fn kept_account(name: &str, login: &str) -> bool {
+    name == login || name == "root" || name == "mariadb.sys" || name.starts_with("mysql.")
+}
+
+/// The accounts script without the statements about accounts the restore leaves alone
+/// ([`kept_account`]); also returns those accounts. The dump programs write one statement
+/// per line, naming accounts as `` `name`@`host` `` or `'name'@'host'`.
+pub fn accounts_script(script: &str, login: &str) -> (String, Vec<String>) {
+    let mut kept = String::new();
+    let mut left_out: Vec<String> = Vec::new();
+    for line in script.lines() {
+        let named: Vec<String> = account_names(line);
+        if let Some(name) = named.iter().find(|n| kept_account(n, login)) {
+            if !left_out.contains(name) {
+                left_out.push(name.clone());
+            }
+            continue;
+        }
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    (kept, left_out)
+}
+
+/// The user names of the `user@host` accounts a statement names.
+fn account_names(line: &str) -> Vec<String> {
+    let bytes = line.as_bytes();
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let quote = bytes[i];
+        if quote == b'`' || quote == b'\'' {
+            let start = i + 1;
+            let mut end = start;
+            while end < bytes.len() && bytes[end] != quote {
+                end += 1;
+            }
+            if end + 1 < bytes.len() && bytes[end + 1] == b'@' {
+                names.push(line[start..end].to_owned());
+            }
+            i = end + 1;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+/// Runs a script held in memory through the client program.
+async fn run_script(
+    script: &str,
+    tools: &MyTools,
+    credentials: &Credentials,
+    target: &MyTarget,
+    subject: String,
+) -> Result<(), MyError> {
+    use tokio::io::AsyncWriteExt;
+    let mut program = command(&tools.client, credentials);
+    program
+        .args([
+            "--batch",
+            "--binary-mode",
+            "--comments",
+            "--default-character-set=utf8mb4",
+        ])
+        .stdin(Stdio::piped());
+    let mut running = Running::spawn(program, target, subject)?;
+    let mut stdin = running
+        .child
+        .stdin
+        .take()
+        .ok_or_else(|| MyError::Internal("the client program has no stdin".to_owned()))?;
+    let written = stdin.write_all(script.as_bytes()).await;
+    drop(stdin);
+    running.finish().await?;
+    written.map_err(|e| MyError::Internal(format!("feeding the client program: {e}")))
+}
+
+/// `a=b` → (`a`, `b`).
+pub fn parse_rename(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((old, new)) if !old.is_empty() && !new.is_empty() => {
+            Ok((old.to_owned(), new.to_owned()))
+        }
+        _ => Err(format!(
+            "--rename {text:?} is not OLD=NEW: name the backup's database and the target's"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_own_accounts_and_the_login_are_left_alone() {
+        let script = "CREATE USER IF NOT EXISTS `mariadb.sys`@`localhost` ACCOUNT LOCK;
+CREATE USER IF NOT EXISTS `root`@`localhost`;
+CREATE USER IF NOT EXISTS `app`@`%` IDENTIFIED BY PASSWORD '*ABC';
+CREATE USER IF NOT EXISTS `coffer`@`%`;
+CREATE ROLE IF NOT EXISTS mariadb_dump_import_role;
+GRANT PROXY ON ``@`%` TO `root`@`localhost` WITH GRANT OPTION;
+GRANT SELECT ON `shop`.* TO `app`@`%`;
+GRANT SELECT ON `shop`.* TO 'coffer'@'%';
+";
+        let (kept, left_out) = accounts_script(script, "coffer");
+        assert_eq!(
+            kept,
+            "CREATE USER IF NOT EXISTS `app`@`%` IDENTIFIED BY PASSWORD '*ABC';
+CREATE ROLE IF NOT EXISTS mariadb_dump_import_role;
+GRANT SELECT ON `shop`.* TO `app`@`%`;
+"
+        );
+        assert_eq!(left_out, ["mariadb.sys", "root", "coffer"]);
+    }
+}
