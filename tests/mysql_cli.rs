@@ -274,3 +274,549 @@ async fn wrong_password_unknown_database_and_unreachable_host_are_one_line() {
         "nothing stored"
     );
 }
+
+/// Fills `database.padding` with `rows` rows of ~200 bytes, so that a dump takes a while.
+async fn pad(server: &MariaDbServer, database: &str, rows: u32) {
+    run(
+        server,
+        Some(database),
+        &format!(
+            "CREATE TABLE padding (id INT PRIMARY KEY, body VARCHAR(255)) ENGINE=InnoDB;
+             INSERT INTO padding SELECT seq, REPEAT('abcdefghij', 20) FROM seq_1_to_{rows};"
+        ),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_restore_is_one_point_in_time_while_writes_go_on() {
+    let s3 = S3Server::start().unwrap();
+    bucket(&s3, "backups").await;
+    let env = s3.env();
+    let source = MariaDbServer::start().unwrap();
+    run(
+        &source,
+        None,
+        "CREATE DATABASE bank; USE bank;
+         CREATE TABLE accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL) ENGINE=InnoDB;
+         INSERT INTO accounts SELECT seq, 1000 FROM seq_1_to_100;
+         CREATE TABLE transfers (id INT AUTO_INCREMENT PRIMARY KEY, amount INT) ENGINE=InnoDB;",
+    )
+    .await;
+    pad(&source, "bank", 150_000).await;
+    // Transfers between accounts (the sum never changes), each logged, in one transaction.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut conn = support::mysql_data::connect(&source, Some("bank")).await;
+        tokio::spawn(async move {
+            use mysql_async::prelude::Queryable;
+            let mut done = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (a, b) = (done % 100 + 1, (done * 7 + 3) % 100 + 1);
+                conn.query_drop(format!(
+                    "START TRANSACTION;
+                     UPDATE accounts SET balance = balance - 5 WHERE id = {a};
+                     UPDATE accounts SET balance = balance + 5 WHERE id = {b};
+                     INSERT INTO transfers (amount) VALUES (5);
+                     COMMIT;"
+                ))
+                .await
+                .unwrap();
+                done += 1;
+            }
+            done
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before: u64 = value(&source, Some("bank"), "SELECT COUNT(*) FROM transfers")
+        .await
+        .parse()
+        .unwrap();
+    let (location, _) = ok(
+        &[
+            "backup",
+            &source.url(Some("bank")),
+            "--to",
+            "s3://backups/bank",
+        ],
+        &env,
+    );
+    let after: u64 = value(&source, Some("bank"), "SELECT COUNT(*) FROM transfers")
+        .await
+        .parse()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    assert!(after > before, "writes went on during the backup");
+
+    let target = MariaDbServer::start().unwrap();
+    ok(
+        &["restore", &location, "--to", &target.url(None), "--create"],
+        &env,
+    );
+    assert_eq!(
+        value(&target, Some("bank"), "SELECT SUM(balance) FROM accounts").await,
+        "100000",
+        "one point in time: every transfer whole or absent"
+    );
+    let restored: u64 = value(&target, Some("bank"), "SELECT COUNT(*) FROM transfers")
+        .await
+        .parse()
+        .unwrap();
+    assert!(
+        (before..=after).contains(&restored),
+        "{before} <= {restored} <= {after}"
+    );
+    // The balances match the transfers logged at that point: replaying the first
+    // `restored` transfers on fresh accounts gives the restored balances.
+    let mut balances = vec![1000i64; 101];
+    for done in 0..restored {
+        let (a, b) = (
+            (done % 100 + 1) as usize,
+            ((done * 7 + 3) % 100 + 1) as usize,
+        );
+        balances[a] -= 5;
+        balances[b] += 5;
+    }
+    let restored_balances = rows(
+        &target,
+        Some("bank"),
+        "SELECT id, balance FROM accounts ORDER BY id",
+    )
+    .await;
+    for row in restored_balances {
+        let id: usize = row[0].parse().unwrap();
+        assert_eq!(row[1], balances[id].to_string(), "account {id}");
+    }
+}
+
+/// The shop and blog databases of [`SHOP`], and the account `app`.
+async fn shop_and_blog(server: &MariaDbServer) {
+    run(server, None, SHOP).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_create_rename_and_one_database_of_several() {
+    let s3 = S3Server::start().unwrap();
+    bucket(&s3, "backups").await;
+    let env = s3.env();
+    let server = MariaDbServer::start().unwrap();
+    shop_and_blog(&server).await;
+    let (location, _) = ok(
+        &["backup", &server.url(None), "--to", "s3://backups/all"],
+        &env,
+    );
+    let url = server.url(None);
+
+    // A database that does not exist is refused without --create, before anything is
+    // written.
+    fails(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &url,
+            "--databases",
+            "shop",
+            "--rename",
+            "shop=shop_copy",
+        ],
+        &env,
+        &["database \"shop_copy\" does not exist", "add --create"],
+    );
+    assert!(
+        !rows(&server, None, "SHOW DATABASES")
+            .await
+            .iter()
+            .any(|r| r[0] == "shop_copy")
+    );
+
+    // One database of two, under another name, created.
+    let (line, _) = ok(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &url,
+            "--databases",
+            "shop",
+            "--rename",
+            "shop=shop_copy",
+            "--create",
+        ],
+        &env,
+    );
+    assert!(
+        line.contains("restored 1 database(s) (1 created); verified 3 tables, 7 rows"),
+        "{line}"
+    );
+    let (original, copy) = (
+        describe(&server, "shop").await,
+        describe(&server, "shop_copy").await,
+    );
+    assert_eq!(original.len(), copy.len());
+    for (o, c) in original.iter().zip(&copy) {
+        // Routines' and views' definitions name no database; the character set is kept.
+        assert_eq!(o, c);
+    }
+    assert_eq!(
+        value(&server, Some("shop_copy"), "SELECT tax(10)").await,
+        "2.00"
+    );
+
+    // Without --clean, what the backup does not hold stays; tables it holds are replaced.
+    run(
+        &server,
+        Some("shop_copy"),
+        "CREATE TABLE extra (id INT); DELETE FROM orders;",
+    )
+    .await;
+    ok(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &format!("{url}/shop_copy"),
+            "--databases",
+            "shop",
+        ],
+        &env,
+    );
+    let tables = rows(&server, Some("shop_copy"), "SHOW FULL TABLES").await;
+    assert!(tables.iter().any(|t| t[0] == "extra"), "{tables:?}");
+    assert_eq!(
+        value(&server, Some("shop_copy"), "SELECT COUNT(*) FROM orders").await,
+        "3"
+    );
+    // With --clean the database is dropped and created again first.
+    ok(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &format!("{url}/shop_copy"),
+            "--databases",
+            "shop",
+            "--clean",
+        ],
+        &env,
+    );
+    let tables = rows(&server, Some("shop_copy"), "SHOW FULL TABLES").await;
+    assert!(!tables.iter().any(|t| t[0] == "extra"), "{tables:?}");
+    assert_eq!(describe(&server, "shop_copy").await, copy);
+
+    // Mistakes in the request are one line and touch nothing.
+    fails(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &format!("{url}/x"),
+            "--create",
+        ],
+        &env,
+        &["the target URL names a database, but the restore holds 2 (blog-2, shop)"],
+    );
+    fails(
+        &["restore", &location, "--to", &url, "--databases", "nope"],
+        &env,
+        &["the backup holds no database \"nope\" (it holds: blog-2, shop)"],
+    );
+    fails(
+        &["restore", &location, "--to", &url, "--users"],
+        &env,
+        &["the backup holds no accounts", "restore without --users"],
+    );
+    let out = support::cli::coffer(
+        &["restore", &location, "--to", &url, "--rename", "shop"],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(support::cli::stderr(&out).contains("--rename \"shop\" is not OLD=NEW"));
+}
+
+/// Rewrites an uncompressed backup's object as `edit` says and its manifest entry to match,
+/// through the S3 API, as someone with write access to the bucket could.
+async fn rewrite(s3: &S3Server, location: &str, object: &str, edit: impl Fn(&str) -> String) {
+    use sha2::Digest;
+    let client = support::s3_client(s3);
+    let (bucket, prefix) = location
+        .strip_prefix("s3://")
+        .unwrap()
+        .split_once('/')
+        .unwrap();
+    let folder = s3.root().join(location.strip_prefix("s3://").unwrap());
+    let text = std::fs::read_to_string(folder.join(object)).unwrap();
+    let changed = edit(&text);
+    assert_ne!(text, changed, "the edit changed nothing");
+    let sha = hex::encode(sha2::Sha256::digest(changed.as_bytes()));
+    let mut manifest = manifest_of(s3, location);
+    for o in manifest["objects"].as_array_mut().unwrap() {
+        if o["name"] == object {
+            o["rawBytes"] = changed.len().into();
+            o["storedBytes"] = changed.len().into();
+            o["rawSha256"] = sha.clone().into();
+            o["sha256"] = sha.clone().into();
+        }
+    }
+    for (name, body) in [
+        (object.to_owned(), changed.into_bytes()),
+        (
+            "manifest.json".to_owned(),
+            manifest.to_string().into_bytes(),
+        ),
+    ] {
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(format!("{prefix}{name}"))
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_that_do_not_match_the_manifest_fail_the_restore_naming_the_table() {
+    let s3 = S3Server::start().unwrap();
+    bucket(&s3, "backups").await;
+    let env = s3.env();
+    let server = MariaDbServer::start().unwrap();
+    shop_and_blog(&server).await;
+    let (location, _) = ok(
+        &[
+            "backup",
+            &server.url(Some("blog-2")),
+            "--to",
+            "s3://backups/b",
+            "--compression",
+            "none",
+        ],
+        &env,
+    );
+    // A row taken out of the dump, the checksums made to match: only the count can tell.
+    rewrite(&s3, &location, "mysql/blog-2.sql", |dump| {
+        dump.replace("(1,'hello'),", "")
+    })
+    .await;
+    let target = MariaDbServer::start().unwrap();
+    fails(
+        &["restore", &location, "--to", &target.url(None), "--create"],
+        &env,
+        &["database \"blog-2\" does not match the backup: table posts has 1 rows, the backup 2"],
+    );
+}
+
+/// The command lines of every process whose program name is `name`.
+fn command_lines(name: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| {
+            c.split(' ')
+                .next()
+                .is_some_and(|p| p.rsplit('/').next() == Some(name))
+        })
+        .collect()
+}
+
+/// Every file under `dir`.
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_dump_leaves_no_backup_and_no_password_is_shown() {
+    let s3 = S3Server::start().unwrap();
+    bucket(&s3, "backups").await;
+    let env = s3.env();
+    let mut server = MariaDbServer::start().unwrap();
+    run(&server, None, "CREATE DATABASE huge").await;
+    pad(&server, "huge", 600_000).await;
+    let backup = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["backup", &server.url(None), "--to", "s3://backups/huge"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let dumping = loop {
+        let lines: Vec<String> = command_lines("mariadb-dump")
+            .into_iter()
+            .filter(|l| l.trim_end().ends_with(" huge"))
+            .collect();
+        if !lines.is_empty() || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!dumping.is_empty(), "mariadb-dump never ran");
+    for line in &dumping {
+        assert!(!line.contains(server.password()), "{line}");
+        assert!(line.contains("--defaults-extra-file="), "{line}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.kill();
+    let out = backup.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let message = support::cli::stderr(&out);
+    assert!(
+        message.contains("closed the connection while running mariadb-dump of database \"huge\""),
+        "{message}"
+    );
+    assert!(!message.contains(server.password()), "{message}");
+    assert_eq!(
+        files(&s3.root().join("backups")),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_on_restore_is_one_line() {
+    let s3 = S3Server::start().unwrap();
+    bucket(&s3, "backups").await;
+    let env = s3.env();
+    let source = MariaDbServer::start().unwrap();
+    run(&source, None, "CREATE DATABASE big").await;
+    pad(&source, "big", 100_000).await;
+    let (location, _) = ok(
+        &["backup", &source.url(None), "--to", "s3://backups/big"],
+        &env,
+    );
+    // InnoDB's only data file cannot grow past 12 MiB: the target's disk is full.
+    let target = MariaDbServer::start_with(&[
+        "--innodb-data-file-path=ibdata1:12M",
+        "--innodb-file-per-table=0",
+    ])
+    .unwrap();
+    fails(
+        &["restore", &location, "--to", &target.url(None), "--create"],
+        &env,
+        &[
+            "mariadb loading database \"big\" into \"big\"",
+            "ERROR 1114",
+            "is full",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_comes_from_mysql_pwd_or_the_option_file_and_old_clients_are_refused() {
+    let s3 = S3Server::start().unwrap();
+    bucket(&s3, "backups").await;
+    let mut env = s3.env();
+    let server = MariaDbServer::start().unwrap();
+    run(&server, None, "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1)").await;
+    let url = format!("mysql://root@127.0.0.1:{}/app", server.port());
+    env.push(("MYSQL_PWD", server.password().to_owned()));
+    let (line, _) = ok(&["backup", &url, "--to", "s3://backups/pwd"], &env);
+    assert!(line.starts_with("s3://backups/pwd/"), "{line}");
+    env.pop();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join(".my.cnf"),
+        format!("[client]\nuser=root\npassword=\"{}\"\n", server.password()),
+    )
+    .unwrap();
+    env.push(("HOME", home.path().display().to_string()));
+    let url = format!("mysql://127.0.0.1:{}/app", server.port());
+    ok(&["backup", &url, "--to", "s3://backups/cnf"], &env);
+    // A dump program older than the server is refused, naming both.
+    let old = tempfile::tempdir().unwrap();
+    for program in ["mariadb-dump", "mariadb"] {
+        let path = old.path().join(program);
+        std::fs::write(
+            &path,
+            "#!/bin/sh\necho 'mariadb-dump  Ver 10.19 Distrib 5.5.68-MariaDB, for Linux (x86_64)'\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fails(
+        &[
+            "backup",
+            &url,
+            "--to",
+            "s3://backups/old",
+            "--mysql-bin-dir",
+            &old.path().display().to_string(),
+        ],
+        &env,
+        &[
+            "mariadb-dump 5.5.68 is older than the server (MariaDB 10.11",
+            "install a MariaDB client of version 10.11 or newer",
+        ],
+    );
+    // A dump program that stops early but says it succeeded: the missing trailer fails the
+    // backup and nothing is stored.
+    let short = tempfile::tempdir().unwrap();
+    for program in ["mariadb-dump", "mariadb"] {
+        let path = short.path().join(program);
+        std::fs::write(
+            &path,
+            "#!/bin/sh
+if [ \"$1\" = --version ]; then echo 'mariadb-dump  Ver 10.19 Distrib 10.11.19-MariaDB, for Linux'; exit 0; fi
+\
+             /usr/bin/mariadb-dump \"$@\" | head -c 300
+",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fails(
+        &[
+            "backup",
+            &url,
+            "--to",
+            "s3://backups/short",
+            "--mysql-bin-dir",
+            &short.path().display().to_string(),
+        ],
+        &env,
+        &[
+            "the dump of database \"app\" at 127.0.0.1:",
+            "ended without its completion trailer",
+            "nothing was stored",
+        ],
+    );
+    assert_eq!(
+        files(&s3.root().join("backups/short")),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_with_only_the_documented_privileges_backs_up() {
+    let s3 = S3Server::start().unwrap();
+    bucket(&s3, "backups").await;
+    let env = s3.env();
+    let server = MariaDbServer::start().unwrap();
+    shop_and_blog(&server).await;
+    run(
+        &server,
+        None,
+        "CREATE USER 'backup'@'%' IDENTIFIED BY 'backup-pw';
+         GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON *.* TO 'backup'@'%';",
+    )
+    .await;
+    let url = format!("mysql://backup:backup-pw@127.0.0.1:{}", server.port());
+    let (location, _) = ok(&["backup", &url, "--to", "s3://backups/least"], &env);
+    let manifest = manifest_of(&s3, &location);
+    assert_eq!(manifest["stats"]["databases"], 2, "{manifest}");
+}

@@ -29,12 +29,20 @@ pub struct MariaDbServer {
     port: u16,
     password: String,
     mariadbd: PathBuf,
+    options: Vec<String>,
     dir: TempDir,
 }
 
 impl MariaDbServer {
     /// Creates a new data directory and starts a server on it.
     pub fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// [`MariaDbServer::start`] with more server options (`--name=value`), given to the
+    /// installer too (InnoDB's data files are made there).
+    pub fn start_with(options: &[&str]) -> Result<Self> {
+        let options: Vec<String> = options.iter().map(|o| (*o).to_owned()).collect();
         let mariadbd = find_program("mariadbd", PACKAGE, &[PathBuf::from("/usr/sbin")])?;
         let install = find_program("mariadb-install-db", PACKAGE, &[])?;
         let dir = tempfile::Builder::new()
@@ -48,6 +56,7 @@ impl MariaDbServer {
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
             .args(["--skip-name-resolve", "--innodb-log-file-size=8M"])
             .arg(format!("--tmpdir={}", dir.path().display()))
+            .args(&options)
             .args(user_option())
             .stdin(Stdio::null());
         run("mariadb-install-db", &mut command)?;
@@ -56,13 +65,14 @@ impl MariaDbServer {
         // A free port can be taken between our probe and the server's bind: try again.
         for _ in 0..3 {
             let port = free_port()?;
-            match spawn(&mariadbd, dir.path(), port) {
+            match spawn(&mariadbd, dir.path(), port, &options) {
                 Ok(process) => {
                     let server = Self {
                         process,
                         port,
                         password,
                         mariadbd,
+                        options,
                         dir,
                     };
                     server.set_root_password()?;
@@ -160,7 +170,7 @@ impl MariaDbServer {
         let _ = self.process.0.wait();
         let mut last_error = None;
         for _ in 0..20 {
-            match spawn(&self.mariadbd, self.dir.path(), self.port) {
+            match spawn(&self.mariadbd, self.dir.path(), self.port, &self.options) {
                 Ok(process) => {
                     self.process = process;
                     return Ok(());
@@ -199,7 +209,7 @@ fn user_option() -> Vec<String> {
     }
 }
 
-fn spawn(mariadbd: &Path, dir: &Path, port: u16) -> Result<ChildGuard> {
+fn spawn(mariadbd: &Path, dir: &Path, port: u16, options: &[String]) -> Result<ChildGuard> {
     let log = dir.join("mariadb.log");
     let mut command = tied_command(mariadbd);
     command
@@ -226,6 +236,7 @@ fn spawn(mariadbd: &Path, dir: &Path, port: u16) -> Result<ChildGuard> {
             "--character-set-server=utf8mb4",
             "--collation-server=utf8mb4_general_ci",
         ])
+        .args(options)
         .args(user_option())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -249,7 +249,7 @@ fn classify(
     {
         return MyError::Dropped {
             address: address.to_owned(),
-            what: format!("{tool} ran {subject}"),
+            what: format!("running {tool} {subject}"),
             detail: text,
         };
     }
