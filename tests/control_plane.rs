@@ -144,13 +144,19 @@ fn invalid_objects() -> Vec<(&'static str, &'static str, Value, Vec<&'static str
             "two source kinds",
             "BackupSchedule",
             schedule(json!({"source": {"redis": {"host": "r"}, "volume": {"claimName": "d"}}})),
-            vec!["spec.source", "exactly one of redis, postgres or volume"],
+            vec![
+                "spec.source",
+                "exactly one of redis, postgres, mysql or volume",
+            ],
         ),
         (
             "no source kind",
             "BackupSchedule",
             schedule(json!({"source": {}})),
-            vec!["spec.source", "exactly one of redis, postgres or volume"],
+            vec![
+                "spec.source",
+                "exactly one of redis, postgres, mysql or volume",
+            ],
         ),
         (
             "unknown compression",

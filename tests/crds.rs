@@ -152,7 +152,7 @@ fn printer_columns_show_what_users_look_for() {
 fn cel_rules_are_in_the_generated_yaml() {
     let yaml = coffer_crds();
     for message in [
-        "exactly one of redis, postgres or volume must be set",
+        "exactly one of redis, postgres, mysql or volume must be set",
         "exactly one of s3 or filesystem must be set",
         "exactly one of backupRef or from must be set",
         "source and storage go together",

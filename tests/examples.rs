@@ -75,6 +75,7 @@ fn every_example_file_is_checked_here() {
         names,
         [
             "backup-now.yaml",
+            "mysql-schedule.yaml",
             "postgres-schedule.yaml",
             "redis-schedule.yaml",
             "restore-from-storage.yaml",
@@ -115,6 +116,65 @@ fn postgres_schedule_has_two_databases_and_daily_weekly_monthly_retention() {
     );
     assert!(s.spec.storage.s3.as_ref().unwrap().force_path_style);
     CronSchedule::parse(&s.spec.schedule, &s.spec.time_zone).unwrap();
+}
+
+#[test]
+fn mysql_schedule_runs_at_two_in_new_york_and_keeps_30_days_and_12_months() {
+    use coffer::controller::retention::{KeptBy, Outcome, Run, select};
+    let s: BackupSchedule = typed("mysql-schedule.yaml", &read("mysql-schedule.yaml"));
+    let my = s.spec.source.mysql.as_ref().unwrap();
+    assert_eq!(
+        (my.port, my.user.as_str(), my.users),
+        (3306, "backup", true)
+    );
+    assert_eq!(my.databases, ["laravel"]);
+    let cron = CronSchedule::parse(&s.spec.schedule, &s.spec.time_zone).unwrap();
+    // 02:00 in New York: 07:00 UTC in winter, 06:00 UTC in summer.
+    let winter = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    assert_eq!(
+        cron.next_after(winter),
+        Some(Utc.with_ymd_and_hms(2026, 12, 1, 7, 0, 0).unwrap())
+    );
+    let summer = Utc.with_ymd_and_hms(2027, 7, 1, 0, 0, 0).unwrap();
+    assert_eq!(
+        cron.next_after(summer),
+        Some(Utc.with_ymd_and_hms(2027, 7, 1, 6, 0, 0).unwrap())
+    );
+    // Two years of nightly backups: every one of the last 30 days, plus one a month for
+    // the 12 most recent months.
+    let mut runs = Vec::new();
+    let mut at = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+    while let Some(next) = cron.next_after(at) {
+        if next > Utc.with_ymd_and_hms(2026, 12, 31, 12, 0, 0).unwrap() {
+            break;
+        }
+        runs.push(Run {
+            name: next.to_rfc3339(),
+            time: next,
+            outcome: Outcome::Succeeded,
+        });
+        at = next;
+    }
+    let now = Utc.with_ymd_and_hms(2026, 12, 31, 12, 0, 0).unwrap();
+    let policy = s.spec.retention.as_ref().unwrap();
+    let selection = select(&runs, policy, cron.time_zone(), now).unwrap();
+    let newest_30: Vec<&String> = runs.iter().rev().take(30).map(|r| &r.name).collect();
+    for name in &newest_30 {
+        assert!(selection.keep.iter().any(|(k, _)| k == *name), "{name}");
+    }
+    let monthly = selection
+        .keep
+        .iter()
+        .filter(|(_, by)| by.contains(&KeptBy::Monthly))
+        .count();
+    assert_eq!(monthly, 12);
+    let oldest_kept = selection.keep.last().unwrap().0.clone();
+    assert!(oldest_kept.starts_with("2026-01-31"), "{oldest_kept}");
+    assert_eq!(
+        selection.keep.len(),
+        30 + 11,
+        "the newest month's is among the 30 days"
+    );
 }
 
 #[test]

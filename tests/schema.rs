@@ -46,12 +46,20 @@ fn a_schedule_needs_exactly_one_source_kind() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("spec.source"), "{errors:?}");
     assert!(
-        errors[0].contains("exactly one of redis, postgres or volume"),
+        errors[0].contains("exactly one of redis, postgres, mysql or volume"),
         "{errors:?}"
     );
 
     let none = schedule(json!({"schedule": "@daily", "source": {}, "storage": s3()}));
     assert_eq!(cel_errors(&crd, &none, None).len(), 1);
+
+    let mysql = json!({"host": "mysql.shop.svc", "user": "backup"});
+    let alone =
+        schedule(json!({"schedule": "@daily", "storage": s3(), "source": {"mysql": mysql}}));
+    assert_eq!(cel_errors(&crd, &alone, None), Vec::<String>::new());
+    let with_pg = schedule(json!({"schedule": "@daily", "storage": s3(),
+        "source": {"mysql": mysql, "postgres": {"host": "pg"}}}));
+    assert_eq!(cel_errors(&crd, &with_pg, None).len(), 1);
 }
 
 #[test]

@@ -21,7 +21,7 @@ use super::storage::BackupStorage;
     derive = "PartialEq",
     shortname = "cbk",
     category = "coffer",
-    doc = "A Backup is one backup run of a Redis server, PostgreSQL databases or a volume. BackupSchedules create them; create one yourself to take a backup right now.",
+    doc = "A Backup is one backup run of a Redis server, PostgreSQL or MySQL/MariaDB databases, or a volume. BackupSchedules create them; create one yourself to take a backup right now.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Source", type_ = "string", json_path = ".status.sourceKind"),
     printcolumn(name = "Stored", type_ = "string", json_path = ".status.storedSize"),

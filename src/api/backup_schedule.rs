@@ -22,7 +22,7 @@ use super::storage::BackupStorage;
     derive = "PartialEq",
     shortname = "cbs",
     category = "coffer",
-    doc = "A BackupSchedule takes a Backup of one source (Redis, PostgreSQL or a volume) at the times its cron schedule names, in its time zone, and keeps as many as its retention policy says.",
+    doc = "A BackupSchedule takes a Backup of one source (Redis, PostgreSQL, MySQL/MariaDB or a volume) at the times its cron schedule names, in its time zone, and keeps as many as its retention policy says.",
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
     printcolumn(name = "Time Zone", type_ = "string", json_path = ".spec.timeZone"),
     printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),

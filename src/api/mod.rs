@@ -22,12 +22,15 @@ pub use common::{
     Compression, FsGroupChangePolicy, JobTemplate, LocalObjectReference, SecretKeySelector,
 };
 pub use restore_request::{
-    PostgresRestoreOptions, QuiesceTarget, QuiescedWorkload, RedisConflict, RedisRestoreOptions,
-    RestoreFrom, RestorePhase, RestoreRequest, RestoreRequestSpec, RestoreRequestStatus,
-    RestoreStats, RoleConflict, VolumeRestoreOptions, WorkloadKind,
+    DatabaseRename, MySqlRestoreOptions, PostgresRestoreOptions, QuiesceTarget, QuiescedWorkload,
+    RedisConflict, RedisRestoreOptions, RestoreFrom, RestorePhase, RestoreRequest,
+    RestoreRequestSpec, RestoreRequestStatus, RestoreStats, RoleConflict, VolumeRestoreOptions,
+    WorkloadKind,
 };
 pub use retention::Retention;
-pub use source::{BackupSource, PostgresSource, RedisMode, RedisSource, SourceKind, VolumeSource};
+pub use source::{
+    BackupSource, MySqlSource, PostgresSource, RedisMode, RedisSource, SourceKind, VolumeSource,
+};
 pub use storage::{BackupStorage, FilesystemStorage, S3Storage};
 
 /// The API group of every Coffer kind.

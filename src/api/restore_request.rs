@@ -61,6 +61,9 @@ pub struct RestoreRequestSpec {
     /// Options for a PostgreSQL restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresRestoreOptions>,
+    /// Options for a MySQL/MariaDB restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mysql: Option<MySqlRestoreOptions>,
     /// Options for a volume restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeRestoreOptions>,
@@ -149,6 +152,46 @@ pub struct PostgresRestoreOptions {
     /// passwords alone).
     #[serde(default)]
     pub roles: RoleConflict,
+}
+
+/// Options for restoring MySQL/MariaDB databases. Each database's dump is loaded with the
+/// server's own client; tables the dump holds are dropped and created again, other tables
+/// stay (unless `clean`). Afterwards every table's row count is compared with the backup's
+/// and the restore fails, naming the tables, on any difference.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MySqlRestoreOptions {
+    /// Drop each restored database and create it again first.
+    #[serde(default)]
+    pub clean: bool,
+    /// Create databases that do not exist in the target (with the backup's character set
+    /// and collation).
+    #[serde(default)]
+    pub create: bool,
+    /// Restore only these databases. Default: every database in the backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub databases: Vec<String>,
+    /// Restore a database of the backup under another name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renames: Vec<DatabaseRename>,
+    /// Also restore the accounts and grants from the backup, after the databases. Accounts
+    /// that exist are kept as they are; `root`, the server's own accounts and the account
+    /// the restore logs in as are never changed.
+    #[serde(default)]
+    pub users: bool,
+}
+
+/// A database restored under another name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseRename {
+    /// The database's name in the backup.
+    #[schemars(length(min = 1, max = 64))]
+    pub from: String,
+    /// The name to restore it under.
+    #[schemars(length(min = 1, max = 64))]
+    pub to: String,
 }
 
 /// What a PostgreSQL restore of roles does with roles that already exist in the target.

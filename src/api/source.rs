@@ -1,4 +1,4 @@
-//! What is backed up: a Redis server, PostgreSQL databases or a volume.
+//! What is backed up: a Redis server, PostgreSQL or MySQL/MariaDB databases, or a volume.
 
 use kube::KubeSchema;
 use schemars::JsonSchema;
@@ -6,12 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use super::common::SecretKeySelector;
 
-/// Where the data comes from. Set exactly one of `redis`, `postgres` or `volume`.
+/// Where the data comes from. Set exactly one of `redis`, `postgres`, `mysql` or `volume`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
-    "(has(self.redis) ? 1 : 0) + (has(self.postgres) ? 1 : 0) + (has(self.volume) ? 1 : 0) == 1"
-).message("exactly one of redis, postgres or volume must be set"))]
+    "(has(self.redis) ? 1 : 0) + (has(self.postgres) ? 1 : 0) + (has(self.mysql) ? 1 : 0) + (has(self.volume) ? 1 : 0) == 1"
+).message("exactly one of redis, postgres, mysql or volume must be set"))]
 pub struct BackupSource {
     /// A Redis server (or one of its databases).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -19,6 +19,9 @@ pub struct BackupSource {
     /// A PostgreSQL server: some or all of its databases, and optionally its roles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresSource>,
+    /// A MySQL or MariaDB server: some or all of its databases, and optionally its accounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mysql: Option<MySqlSource>,
     /// The files of a PersistentVolumeClaim in the same namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeSource>,
@@ -31,6 +34,8 @@ pub enum SourceKind {
     Redis,
     /// A PostgreSQL server.
     Postgres,
+    /// A MySQL or MariaDB server.
+    MySql,
     /// A PersistentVolumeClaim.
     Volume,
 }
@@ -39,10 +44,11 @@ impl BackupSource {
     /// The kind of this source, or `None` when no kind (or more than one) is set, which the
     /// schema rejects.
     pub fn kind(&self) -> Option<SourceKind> {
-        match (&self.redis, &self.postgres, &self.volume) {
-            (Some(_), None, None) => Some(SourceKind::Redis),
-            (None, Some(_), None) => Some(SourceKind::Postgres),
-            (None, None, Some(_)) => Some(SourceKind::Volume),
+        match (&self.redis, &self.postgres, &self.mysql, &self.volume) {
+            (Some(_), None, None, None) => Some(SourceKind::Redis),
+            (None, Some(_), None, None) => Some(SourceKind::Postgres),
+            (None, None, Some(_), None) => Some(SourceKind::MySql),
+            (None, None, None, Some(_)) => Some(SourceKind::Volume),
             _ => None,
         }
     }
@@ -129,6 +135,42 @@ fn default_postgres_user() -> String {
 
 fn default_true() -> bool {
     true
+}
+
+/// A MySQL or MariaDB server reachable from the worker Pod. Each database is dumped with
+/// `mariadb-dump --single-transaction` (one consistent snapshot per database, writers are
+/// never blocked; tables of engines without transactions, such as MyISAM, are named in a
+/// warning). The account needs `SELECT`, `SHOW VIEW`, `TRIGGER` and `EVENT` on the databases
+/// (and `SELECT` on `mysql.*` with `users`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MySqlSource {
+    /// Host name or IP address of the server, for example `mariadb.shop.svc`.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// TCP port of the server.
+    #[serde(default = "default_mysql_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Account to log in as.
+    #[schemars(length(min = 1, max = 80))]
+    pub user: String,
+    /// Secret key holding the account's password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeySelector>,
+    /// Databases to back up. Default: every database but the server's own schemas
+    /// (`mysql`, `sys`, `information_schema`, `performance_schema`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub databases: Vec<String>,
+    /// Also back up the accounts and their grants, as their own object (restored only when
+    /// a RestoreRequest asks for them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub users: bool,
+}
+
+fn default_mysql_port() -> i32 {
+    3306
 }
 
 /// A PersistentVolumeClaim in the same namespace. It is mounted read-only into the worker for

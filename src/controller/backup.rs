@@ -57,6 +57,7 @@ pub fn kind_word(kind: Option<SourceKind>) -> &'static str {
     match kind {
         Some(SourceKind::Redis) => "redis",
         Some(SourceKind::Postgres) => "postgres",
+        Some(SourceKind::MySql) => "mysql",
         Some(SourceKind::Volume) => "volume",
         None => "unknown",
     }

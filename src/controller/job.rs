@@ -404,6 +404,7 @@ mod tests {
                 mode: RedisMode::Snapshot,
             }),
             postgres: None,
+            mysql: None,
             volume: None,
         }
     }
@@ -534,6 +535,7 @@ mod tests {
         let source = BackupSource {
             redis: None,
             postgres: None,
+            mysql: None,
             volume: Some(VolumeSource {
                 claim_name: "app-data".into(),
                 skip_unreadable: false,
@@ -575,6 +577,7 @@ mod tests {
             target: source.clone(),
             redis: None,
             postgres: None,
+            mysql: None,
             volume: None,
             manifest_sha256: None,
         });
@@ -660,6 +663,7 @@ mod tests {
                 password_secret_ref: None,
                 globals: true,
             }),
+            mysql: None,
             volume: None,
         };
         let plan = backup_plan(postgres, s3());

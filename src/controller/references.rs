@@ -44,6 +44,7 @@ fn referenced(
     let none = BackupSource {
         redis: None,
         postgres: None,
+        mysql: None,
         volume: None,
     };
     let source = source.unwrap_or(&none);
@@ -60,6 +61,13 @@ fn referenced(
         .and_then(|p| p.password_secret_ref.as_ref())
     {
         secrets.push(p.name.clone());
+    }
+    if let Some(m) = source
+        .mysql
+        .as_ref()
+        .and_then(|m| m.password_secret_ref.as_ref())
+    {
+        secrets.push(m.name.clone());
     }
     if let Some(v) = &source.volume {
         claims.push(v.claim_name.clone());

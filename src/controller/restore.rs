@@ -270,6 +270,7 @@ impl Step<'_> {
                     target: resolved.target.clone(),
                     redis: spec.redis.clone(),
                     postgres: spec.postgres.clone(),
+                    mysql: spec.mysql.clone(),
                     volume: spec.volume.clone(),
                     manifest_sha256: resolved.manifest_sha256.clone(),
                 });

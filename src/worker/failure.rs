@@ -1,6 +1,7 @@
 //! Each engine error's [`Failure`] category. Pure.
 
 use super::summary::Failure;
+use crate::engine::mysql::MyError;
 use crate::engine::postgres::PgError;
 use crate::engine::redis::RedisError;
 use crate::engine::volume::VolumeError;
@@ -46,6 +47,23 @@ impl From<&PgError> for Failure {
             | PgError::RowCount { .. }
             | PgError::Globals(_) => Self::IntegrityCheckFailed,
             PgError::Internal(_) => Self::Internal,
+            _ => Self::SourceError,
+        }
+    }
+}
+
+impl From<&MyError> for Failure {
+    fn from(e: &MyError) -> Self {
+        match e {
+            MyError::Url(_) | MyError::Usage(_) => Self::InvalidPlan,
+            MyError::Connect { .. } | MyError::Dropped { .. } => Self::SourceUnreachable,
+            MyError::Auth { .. } => Self::AuthenticationFailed,
+            MyError::Storage(e) => e.into(),
+            MyError::Integrity(_)
+            | MyError::RestoreRefused { .. }
+            | MyError::Manifest(_)
+            | MyError::RowCount { .. } => Self::IntegrityCheckFailed,
+            MyError::Internal(_) => Self::Internal,
             _ => Self::SourceError,
         }
     }

@@ -18,6 +18,7 @@ pub use plan::Plan;
 pub use summary::{Failure, Summary};
 
 use crate::api::{BackupSource, BackupStats, BackupStorage, RestoreStats};
+use crate::engine::mysql::{self, MyBackupRequest, MyRestoreRequest, MyTarget};
 use crate::engine::postgres::{self, PgBackupRequest, PgRestoreRequest, PgTarget};
 use crate::engine::redis::{self, RedisTarget};
 use crate::engine::volume::{self, VolumeBackupRequest, VolumeRestoreRequest};
@@ -143,6 +144,17 @@ fn pg_target(source: &BackupSource, env: &Environment) -> Result<PgTarget, Faile
     })
 }
 
+fn my_target(source: &BackupSource, env: &Environment) -> Result<MyTarget, Failed> {
+    let my = source.mysql.as_ref().ok_or_else(|| invalid("mysql"))?;
+    Ok(MyTarget {
+        host: my.host.clone(),
+        port: port(my.port)?,
+        user: my.user.clone(),
+        password: env.password.clone(),
+        database: None,
+    })
+}
+
 fn port(port: i32) -> Result<u16, Failed> {
     u16::try_from(port)
         .ok()
@@ -215,6 +227,20 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
         postgres::backup(&store, &request, &progress)
             .await
             .map_err(|e| fail(&e, &e))?
+    } else if let Some(my) = &plan.source.mysql {
+        let request = MyBackupRequest {
+            target: my_target(&plan.source, env)?,
+            databases: my.databases.clone(),
+            users: my.users,
+            compression,
+            name,
+            folder,
+            owner: plan.owner.clone(),
+            bin_dir: None,
+        };
+        mysql::backup(&store, &request, &progress)
+            .await
+            .map_err(|e| fail(&e, &e))?
     } else if plan.source.volume.is_some() {
         let request = VolumeBackupRequest {
             path: env.source_dir.clone(),
@@ -260,11 +286,12 @@ pub fn backup_stats(manifest: &Manifest) -> BackupStats {
     let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let tables: usize = s.table_rows.values().map(Vec::len).sum();
     let entries = [s.files, s.directories, s.symlinks, s.hard_links];
+    let is_sql = matches!(manifest.source.kind.as_str(), "postgres" | "mysql");
     BackupStats {
         keys: s.keys.map(signed),
         databases: s.databases.map(signed),
-        tables: (manifest.source.kind == "postgres").then(|| signed(tables as u64)),
-        rows: (manifest.source.kind == "postgres").then(|| signed(s.total_rows())),
+        tables: is_sql.then(|| signed(tables as u64)),
+        rows: is_sql.then(|| signed(s.total_rows())),
         files: entries
             .iter()
             .any(Option::is_some)
@@ -302,6 +329,7 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
     let target_kind = plan.target.kind().map(|k| match k {
         crate::api::SourceKind::Redis => "redis",
         crate::api::SourceKind::Postgres => "postgres",
+        crate::api::SourceKind::MySql => "mysql",
         crate::api::SourceKind::Volume => "volume",
     });
     if target_kind != Some(manifest.source.kind.as_str()) {
@@ -350,6 +378,37 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
             spool: spool(),
         };
         let s = postgres::restore(&store, "", &manifest, &request, &progress)
+            .await
+            .map_err(|e| fail(&e, &e))?;
+        let stats = RestoreStats {
+            restored: Some(signed(s.tables_verified)),
+            rows_verified: Some(signed(s.rows_verified)),
+            ..RestoreStats::default()
+        };
+        (
+            stats,
+            format!(
+                "{} database(s), {} rows verified",
+                s.databases, s.rows_verified
+            ),
+        )
+    } else if plan.target.mysql.is_some() {
+        let options = plan.mysql.clone().unwrap_or_default();
+        let request = MyRestoreRequest {
+            target: my_target(&plan.target, env)?,
+            databases: options.databases,
+            renames: options
+                .renames
+                .into_iter()
+                .map(|r| (r.from, r.to))
+                .collect(),
+            clean: options.clean,
+            create: options.create,
+            users: options.users,
+            bin_dir: None,
+            spool: spool(),
+        };
+        let s = mysql::restore(&store, "", &manifest, &request, &progress)
             .await
             .map_err(|e| fail(&e, &e))?;
         let stats = RestoreStats {

@@ -71,6 +71,8 @@ pub struct RestorePlan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresRestoreOptions>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mysql: Option<crate::api::MySqlRestoreOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeRestoreOptions>,
     /// The SHA-256 of the manifest recorded when the backup was taken (restores of a Backup
     /// object): a manifest that differs is refused before anything is restored.
@@ -141,7 +143,7 @@ impl Plan {
         source.volume.as_ref().map(|v| v.claim_name.as_str())
     }
 
-    /// The Secret key holding the Redis or PostgreSQL password, if any.
+    /// The Secret key holding the Redis, PostgreSQL or MySQL password, if any.
     pub fn password_secret(&self) -> Option<&crate::api::SecretKeySelector> {
         let source = match self {
             Self::Backup(p) => &p.source,
@@ -157,6 +159,12 @@ impl Plan {
                     .postgres
                     .as_ref()
                     .and_then(|p| p.password_secret_ref.as_ref())
+            })
+            .or_else(|| {
+                source
+                    .mysql
+                    .as_ref()
+                    .and_then(|m| m.password_secret_ref.as_ref())
             })
     }
 
