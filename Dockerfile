@@ -38,8 +38,12 @@ ARG REVISION=unknown
 # pg_dump must be at least the server's major version: Debian trixie's PostgreSQL 17 client
 # tools back up servers up to 17. A PostgreSQL 18 server needs postgresql-client-18 here (the
 # worker refuses an older pg_dump with a message naming both versions).
+# MariaDB's client tools (trixie: 11.8) back up MariaDB servers up to 11.8, and MySQL servers
+# too: Oracle's mysqldump is not in Debian, and mariadb-dump reads MySQL 8 over the same
+# protocol (a MySQL-only feature such as caching_sha2_password over an unencrypted
+# connection can need an account with mysql_native_password).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates postgresql-client-17 \
+ && apt-get install -y --no-install-recommends ca-certificates postgresql-client-17 mariadb-client \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
 COPY --from=binary /out/coffer /usr/local/bin/coffer
 # Coffer finds pg_dump, pg_dumpall, pg_restore and psql on PATH (then /usr/lib/postgresql/<newest>/bin).
@@ -50,7 +54,7 @@ USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/coffer"]
 CMD ["--help"]
 LABEL org.opencontainers.image.title="coffer" \
-      org.opencontainers.image.description="Kubernetes operator that backs up Redis, PostgreSQL and volumes to S3-compatible storage and restores them" \
+      org.opencontainers.image.description="Kubernetes operator that backs up Redis, PostgreSQL, MySQL/MariaDB and volumes to S3-compatible storage and restores them" \
       org.opencontainers.image.source="https://github.com/coffer-dev/coffer" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="0.1.0" \

@@ -176,6 +176,15 @@ async fn every_object_and_row_comes_back_with_the_accounts() {
         [("counters".to_owned(), 1), ("posts".to_owned(), 2)]
     );
 
+    // `list` and `verify` show it like the others.
+    let (_, listed) = ok(&["list", "s3://backups/db"], &env);
+    let listed = support::cli::stdout(&listed);
+    assert!(
+        listed.contains(&format!("mysql 127.0.0.1:{}", source.port())),
+        "{listed}"
+    );
+    ok(&["verify", &location], &env);
+
     let target = MariaDbServer::start().unwrap();
     let (line, _) = ok(
         &[
@@ -819,4 +828,49 @@ async fn an_account_with_only_the_documented_privileges_backs_up() {
     let (location, _) = ok(&["backup", &url, "--to", "s3://backups/least"], &env);
     let manifest = manifest_of(&s3, &location);
     assert_eq!(manifest["stats"]["databases"], 2, "{manifest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_changed_to_run_a_shell_is_refused_at_that_line() {
+    let s3 = S3Server::start().unwrap();
+    bucket(&s3, "backups").await;
+    let env = s3.env();
+    let server = MariaDbServer::start().unwrap();
+    shop_and_blog(&server).await;
+    let (location, _) = ok(
+        &[
+            "backup",
+            &server.url(Some("blog-2")),
+            "--to",
+            "s3://backups/b",
+            "--compression",
+            "none",
+        ],
+        &env,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let planted = work.path().join("planted");
+    // Someone with write access to the bucket adds client commands (and fixes the
+    // checksums): the client, in binary mode (which turns client commands off) and in its
+    // sandbox, stops at the first one. Without both it runs the shell.
+    rewrite(&s3, &location, "mysql/blog-2.sql", |dump| {
+        let at = dump.find("DROP TABLE IF EXISTS").unwrap();
+        format!(
+            "{}\\! touch {}\n{}",
+            dump[..at].replace("/*M!999999\\- enable the sandbox mode */", ""),
+            planted.display(),
+            &dump[at..]
+        )
+    })
+    .await;
+    let target = MariaDbServer::start().unwrap();
+    fails(
+        &["restore", &location, "--to", &target.url(None), "--create"],
+        &env,
+        &[
+            "mariadb loading database \"blog-2\"",
+            "Unknown command '\\!'",
+        ],
+    );
+    assert!(!planted.exists(), "the shell command ran");
 }

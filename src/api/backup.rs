@@ -173,13 +173,13 @@ pub struct BackupStats {
     /// Redis: keys backed up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<i64>,
-    /// PostgreSQL: databases backed up.
+    /// PostgreSQL, MySQL: databases backed up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub databases: Option<i64>,
-    /// PostgreSQL: tables backed up.
+    /// PostgreSQL, MySQL: tables backed up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tables: Option<i64>,
-    /// PostgreSQL: rows counted in the backup's snapshot.
+    /// PostgreSQL, MySQL: rows counted in the backup's snapshot (MySQL: in the dump).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<i64>,
     /// Volume: files, directories and links backed up.

@@ -35,6 +35,7 @@ pub enum SourceKind {
     /// A PostgreSQL server.
     Postgres,
     /// A MySQL or MariaDB server.
+    #[serde(rename = "MySQL")]
     MySql,
     /// A PersistentVolumeClaim.
     Volume,

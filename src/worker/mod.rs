@@ -265,12 +265,27 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
 
 /// A backup's summary, from its manifest.
 fn backed_up(manifest: &Manifest, folder: &str, location: &str) -> Summary {
+    let mut message = format!(
+        "backed up {} ({} stored) to {location}",
+        crate::units::bytes(manifest.raw_bytes()),
+        crate::units::bytes(manifest.stored_bytes())
+    );
+    // What the backup could not guarantee reaches the Ready condition and the Event (the
+    // whole list is in the manifest).
+    for warning in &manifest.stats.warnings {
+        let mut shown = warning.clone();
+        if shown.len() > 400 {
+            let mut end = 400;
+            while !shown.is_char_boundary(end) {
+                end -= 1;
+            }
+            shown.truncate(end);
+            shown.push('…');
+        }
+        message.push_str(&format!("; warning: {shown}"));
+    }
     Summary {
-        message: format!(
-            "backed up {} ({} stored) to {location}",
-            crate::units::bytes(manifest.raw_bytes()),
-            crate::units::bytes(manifest.stored_bytes())
-        ),
+        message,
         folder: Some(folder.to_owned()),
         raw_bytes: Some(manifest.raw_bytes()),
         stored_bytes: Some(manifest.stored_bytes()),

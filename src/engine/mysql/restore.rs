@@ -285,16 +285,7 @@ async fn load(
     subject: String,
     progress: &Progress,
 ) -> Result<(), MyError> {
-    let mut program = command(&tools.client, credentials);
-    program
-        .args([
-            "--batch",
-            "--binary-mode",
-            "--comments",
-            "--default-character-set=utf8mb4",
-        ])
-        .arg("--max-allowed-packet=1G")
-        .stdin(Stdio::piped());
+    let mut program = loader(tools, credentials);
     if let Some(database) = database {
         program.arg(format!("--database={database}"));
     }
@@ -428,15 +419,7 @@ async fn run_script(
     subject: String,
 ) -> Result<(), MyError> {
     use tokio::io::AsyncWriteExt;
-    let mut program = command(&tools.client, credentials);
-    program
-        .args([
-            "--batch",
-            "--binary-mode",
-            "--comments",
-            "--default-character-set=utf8mb4",
-        ])
-        .stdin(Stdio::piped());
+    let program = loader(tools, credentials);
     let mut running = Running::spawn(program, target, subject)?;
     let mut stdin = running
         .child
@@ -447,6 +430,22 @@ async fn run_script(
     drop(stdin);
     running.finish().await?;
     written.map_err(|e| MyError::Internal(format!("feeding the client program: {e}")))
+}
+
+/// The client program reading SQL from its stdin: binary data as data and client commands
+/// off (`--binary-mode`: a backup changed to hold `\! sh`, `system ...` or `source FILE` is
+/// refused at that line instead of running them in the worker), comments kept (a routine's
+/// body is stored as sent), and with MariaDB's client its `--sandbox` as well.
+fn loader(tools: &MyTools, credentials: &Credentials) -> tokio::process::Command {
+    let mut program = command(&tools.client, credentials);
+    program
+        .args(["--batch", "--binary-mode", "--comments"])
+        .args(["--default-character-set=utf8mb4", "--max-allowed-packet=1G"])
+        .stdin(Stdio::piped());
+    if tools.version.flavor == super::tools::Flavor::MariaDb {
+        program.arg("--sandbox");
+    }
+    program
 }
 
 /// `a=b` → (`a`, `b`).
