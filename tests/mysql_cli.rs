@@ -528,6 +528,19 @@ async fn clean_create_rename_and_one_database_of_several() {
         &["the target URL names a database, but the restore holds 2 (blog-2, shop)"],
     );
     fails(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &url,
+            "--rename",
+            "shop=blog-2",
+            "--create",
+        ],
+        &env,
+        &["two databases of the backup would be restored into \"blog-2\""],
+    );
+    fails(
         &["restore", &location, "--to", &url, "--databases", "nope"],
         &env,
         &["the backup holds no database \"nope\" (it holds: blog-2, shop)"],
@@ -676,7 +689,7 @@ async fn a_server_killed_mid_dump_leaves_no_backup_and_no_password_is_shown() {
     assert!(!dumping.is_empty(), "mariadb-dump never ran");
     for line in &dumping {
         assert!(!line.contains(server.password()), "{line}");
-        assert!(line.contains("--defaults-extra-file="), "{line}");
+        assert!(line.contains("--defaults-file="), "{line}");
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
     server.kill();
@@ -736,14 +749,24 @@ async fn the_password_comes_from_mysql_pwd_or_the_option_file_and_old_clients_ar
     assert!(line.starts_with("s3://backups/pwd/"), "{line}");
     env.pop();
     let home = tempfile::tempdir().unwrap();
+    // The login comes from ~/.my.cnf; its other settings (a port, dump options that would
+    // leave the rows out) never reach the programs.
     std::fs::write(
         home.path().join(".my.cnf"),
-        format!("[client]\nuser=root\npassword=\"{}\"\n", server.password()),
+        format!(
+            "[client]\nuser=root\npassword=\"{}\"\nport=1\n[mysqldump]\nno-data\n[mariadb-dump]\nwhere=1=0\n",
+            server.password()
+        ),
     )
     .unwrap();
     env.push(("HOME", home.path().display().to_string()));
     let url = format!("mysql://127.0.0.1:{}/app", server.port());
-    ok(&["backup", &url, "--to", "s3://backups/cnf"], &env);
+    let (location, _) = ok(&["backup", &url, "--to", "s3://backups/cnf"], &env);
+    let manifest = manifest_of(&s3, &location);
+    assert_eq!(
+        manifest["stats"]["tableRows"]["app"][0]["rows"], 1,
+        "{manifest}"
+    );
     // A dump program older than the server is refused, naming both.
     let old = tempfile::tempdir().unwrap();
     for program in ["mariadb-dump", "mariadb"] {
@@ -821,13 +844,23 @@ async fn an_account_with_only_the_documented_privileges_backs_up() {
         &server,
         None,
         "CREATE USER 'backup'@'%' IDENTIFIED BY 'backup-pw';
-         GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON *.* TO 'backup'@'%';",
+         GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON *.* TO 'backup'@'%';",
     )
     .await;
     let url = format!("mysql://backup:backup-pw@127.0.0.1:{}", server.port());
-    let (location, _) = ok(&["backup", &url, "--to", "s3://backups/least"], &env);
+    let (location, _) = ok(
+        &["backup", &url, "--to", "s3://backups/least", "--users"],
+        &env,
+    );
     let manifest = manifest_of(&s3, &location);
     assert_eq!(manifest["stats"]["databases"], 2, "{manifest}");
+    assert!(
+        manifest["source"]["position"]
+            .as_str()
+            .unwrap()
+            .contains("shop: "),
+        "each database's own position: {manifest}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

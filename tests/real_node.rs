@@ -922,6 +922,7 @@ spec:
         "CREATE USER 'backup'@'%' IDENTIFIED BY '{backup_password}';
          GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON laravel.* TO 'backup'@'%';
          GRANT SELECT ON mysql.* TO 'backup'@'%';
+         USE laravel;
          CREATE TABLE laravel.orders (id BIGINT AUTO_INCREMENT PRIMARY KEY,
            email VARCHAR(100) NOT NULL, total DECIMAL(10,2) NOT NULL) ENGINE=InnoDB;
          INSERT INTO laravel.orders (email, total)

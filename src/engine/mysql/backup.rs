@@ -95,8 +95,13 @@ pub async fn backup(
     let binary_log = client.binary_log().await?;
     let mut warnings = Vec::new();
     let mut database_options = BTreeMap::new();
+    let mut listed = BTreeMap::new();
     for database in &chosen {
         let tables = client.tables(database).await?;
+        listed.insert(
+            database.clone(),
+            tables.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+        );
         let loose: Vec<String> = tables
             .iter()
             .filter(|t| !t.engine.eq_ignore_ascii_case("InnoDB"))
@@ -124,27 +129,58 @@ pub async fn backup(
         target.address(),
         tools.describe()
     );
-    let credentials = Credentials::new(target)?;
+    let credentials = Credentials::new(target, tools.version.flavor)?;
+    // Only a dump program of the server's own flavor records the position without locking:
+    // MariaDB's on a MySQL server would take FLUSH TABLES WITH READ LOCK (RELOAD, writers
+    // blocked) and use statements MySQL 8.4 removed.
+    let position = binary_log && tools.version.flavor == server.flavor;
+    if binary_log && !position {
+        warnings.push(format!(
+            "the binary-log position is not recorded: {} cannot read it from {} {} without locking the tables",
+            tools.describe(),
+            server.flavor.name(),
+            server.text
+        ));
+    }
     let dumper = Dumper {
         store,
         request,
         tools: &tools,
         credentials: &credentials,
         progress,
-        binary_log,
+        binary_log: position,
     };
     let mut objects = Vec::new();
     let mut table_rows = BTreeMap::new();
-    let mut position = None;
+    let mut positions = Vec::new();
     let dumped = dumper
         .all(
             &chosen,
             accounts,
             &mut objects,
             &mut table_rows,
-            &mut position,
+            &mut positions,
         )
         .await;
+    // Tables the dump holds that were not listed before it, or the other way round: created
+    // or dropped meanwhile, or a dump the counter could not follow. Either way, say so.
+    for (database, tables) in &listed {
+        let dumped: Vec<&String> = table_rows
+            .get(database)
+            .map(|rows: &Vec<TableRows>| rows.iter().map(|t| &t.table).collect())
+            .unwrap_or_default();
+        let missing: Vec<&String> = tables.iter().filter(|t| !dumped.contains(t)).collect();
+        let extra: Vec<&&String> = dumped.iter().filter(|t| !tables.contains(t)).collect();
+        if missing.is_empty() && extra.is_empty() {
+            continue;
+        }
+        warnings.push(format!(
+            "database {database:?}: the dump's tables differ from those listed before it (not in the dump: {}; not listed: {}): tables changed during the backup; their rows are not verified on restore",
+            join(&missing),
+            join(&extra.into_iter().copied().collect::<Vec<_>>())
+        ));
+    }
+    let position = (!positions.is_empty()).then(|| positions.join("; "));
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         coffer_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -192,6 +228,18 @@ pub async fn backup(
     Ok(manifest)
 }
 
+fn join(names: &[&String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// A database name as a file name: letters, digits, `-` and `_` kept, the rest
 /// percent-encoded (as the PostgreSQL engine names its objects).
 pub fn object_name(database: &str) -> String {
@@ -217,7 +265,7 @@ impl Dumper<'_> {
         accounts: Option<String>,
         objects: &mut Vec<ObjectRecord>,
         table_rows: &mut BTreeMap<String, Vec<TableRows>>,
-        position: &mut Option<String>,
+        positions: &mut Vec<String>,
     ) -> Result<(), MyError> {
         if self.request.users {
             objects.push(self.users(accounts).await?);
@@ -237,8 +285,9 @@ impl Dumper<'_> {
                     })
                     .collect(),
             );
-            if position.is_none() && !facts.position.is_empty() {
-                *position = Some(facts.position.join("; "));
+            // Each database is its own snapshot, at its own position.
+            if !facts.position.is_empty() {
+                positions.push(format!("{database}: {}", facts.position.join(", ")));
             }
         }
         Ok(())
@@ -265,6 +314,7 @@ impl Dumper<'_> {
         }
         let mut dump = command(&self.tools.dump, self.credentials);
         dump.args(["--system=users", "--no-data", "--no-create-info"])
+            .arg("--single-transaction")
             .args(["--skip-comments", "--skip-triggers", "--insert-ignore"])
             .arg("mysql");
         let subject = format!("of the accounts at {}", self.request.target.address());
@@ -287,7 +337,8 @@ impl Dumper<'_> {
         } else if self.tools.version.flavor == Flavor::MySql {
             dump.arg("--set-gtid-purged=OFF");
         }
-        dump.arg(database);
+        // A database named like an option (`--host=...`) stays a name.
+        dump.arg("--").arg(database);
         let name = format!(
             "mysql/{}.sql{}",
             object_name(database),

@@ -163,19 +163,32 @@ impl Client {
     }
 
     /// The accounts and their grants as SQL (MySQL, where `mysqldump` has no
-    /// `--system=users`): `CREATE USER IF NOT EXISTS` and `GRANT` statements for every
-    /// account but the server's own (`mysql.*`) and `root`.
+    /// `--system=users`): `CREATE USER IF NOT EXISTS` for every account but the server's own
+    /// (`mysql.*`) and `root`, password hashes as hex (MySQL 8.0.17+; raw hashes can hold
+    /// quotes and newlines), then every `GRANT` (roles are accounts too: they all exist
+    /// before any is granted). One statement per line. A `DEFAULT ROLE` naming a role created
+    /// later in the script fails the restore of the accounts (not tested here: there is no
+    /// MySQL server in the test environment).
     pub async fn accounts_sql(&mut self) -> Result<String, MyError> {
         let address = self.address.clone();
         let user = self.user.clone();
-        let err =
-            |e: mysql_async::Error| MyError::from_mysql(&address, &user, "reading accounts", &e);
+        let err = |what: &'static str| {
+            let address = address.clone();
+            let user = user.clone();
+            move |e: mysql_async::Error| MyError::from_mysql(&address, &user, what, &e)
+        };
+        // Older servers do not know the setting; their hashes are printable already.
+        let _ = self
+            .conn
+            .query_drop("SET SESSION print_identified_with_as_hex = ON")
+            .await;
         let accounts: Vec<(String, String)> = self
             .conn
             .query("SELECT User, Host FROM mysql.user ORDER BY User, Host")
             .await
-            .map_err(err)?;
-        let mut sql = String::new();
+            .map_err(err("reading accounts"))?;
+        let mut creates = String::new();
+        let mut grants = String::new();
         for (name, host) in accounts {
             if name.is_empty() || name == "root" || name.starts_with("mysql.") {
                 continue;
@@ -185,22 +198,33 @@ impl Client {
                 .conn
                 .query_first(format!("SHOW CREATE USER {account}"))
                 .await
-                .map_err(|e| MyError::from_mysql(&address, &user, "reading accounts", &e))?;
+                .map_err(err("reading accounts"))?;
             if let Some(create) = create {
-                sql.push_str(&create.replacen("CREATE USER ", "CREATE USER IF NOT EXISTS ", 1));
-                sql.push_str(";\n");
+                let create = create.replacen("CREATE USER ", "CREATE USER IF NOT EXISTS ", 1);
+                creates.push_str(&create.replace('\n', " "));
+                creates.push_str(";\n");
             }
-            let grants: Vec<String> = self
+            let granted: Vec<String> = self
                 .conn
                 .query(format!("SHOW GRANTS FOR {account}"))
                 .await
-                .map_err(|e| MyError::from_mysql(&address, &user, "reading grants", &e))?;
-            for grant in grants {
-                sql.push_str(&grant);
-                sql.push_str(";\n");
+                .map_err(err("reading grants"))?;
+            for grant in granted {
+                grants.push_str(&grant.replace('\n', " "));
+                grants.push_str(";\n");
             }
         }
-        Ok(sql)
+        Ok(creates + &grants)
+    }
+
+    /// Every account of the server, as (user, host).
+    pub async fn accounts(&mut self) -> Result<Vec<(String, String)>, MyError> {
+        let address = self.address.clone();
+        let user = self.user.clone();
+        self.conn
+            .query("SELECT User, Host FROM mysql.user")
+            .await
+            .map_err(|e| MyError::from_mysql(&address, &user, "listing the target's accounts", &e))
     }
 
     pub async fn close(self) {

@@ -216,7 +216,13 @@ pub fn needed_privilege(message: &str) -> Option<String> {
 pub fn without_row_data(message: &str) -> String {
     const LEFT_OUT: &str = "(data left out)";
     let mut out = message.to_owned();
-    for marker in ["Duplicate entry '", "value: '", "value '", "for value '"] {
+    for marker in [
+        "Duplicate entry '",
+        "value: '",
+        "value '",
+        "for value '",
+        "near '",
+    ] {
         if let Some(at) = out.find(marker) {
             let start = at + marker.len();
             // The quoted value ends at the last `' for ` (the value may hold quotes).
@@ -281,6 +287,12 @@ mod tests {
         let out = without_row_data(m);
         assert!(!out.contains("secret"), "{out}");
         assert!(out.contains("for column"), "{out}");
+        let m = "You have an error in your SQL syntax; check the manual near 'jane@example.com')' at line 1";
+        assert!(
+            !without_row_data(m).contains("jane"),
+            "{}",
+            without_row_data(m)
+        );
         let plain = "Table 'shop.items' doesn't exist";
         assert_eq!(without_row_data(plain), plain);
     }

@@ -1,7 +1,9 @@
 //! Running the MySQL/MariaDB client programs: the login through a private option file given
-//! with `--defaults-extra-file` (never the command line or the environment, and read after
-//! the user's own option files so that it wins), and the end of their stderr kept, without
-//! row data, for messages.
+//! with `--defaults-file` (never the command line or the environment), the only option file
+//! they read: settings in the user's own files (`~/.my.cnf`, `/etc/mysql`, `.mylogin.cnf`)
+//! cannot send them to another host or change what a dump holds (`no-data`, `where`,
+//! `skip-comments`...). Coffer reads the login it needs from `~/.my.cnf` itself (see
+//! [`super::target`]). The end of their stderr is kept, without row data, for messages.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -12,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::error::{MyError, needed_privilege, without_row_data};
 use super::target::MyTarget;
+use super::tools::Flavor;
 use crate::text::one_line;
 
 /// How much of a program's stderr is kept for its error message.
@@ -23,7 +26,10 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    pub fn new(target: &MyTarget) -> Result<Self, MyError> {
+    /// The login for programs of `flavor`. TLS is off, as for the engine's own connection
+    /// (Coffer has no TLS settings for sources yet): MariaDB's 11.4+ programs otherwise
+    /// require it, and fail against a server without it.
+    pub fn new(target: &MyTarget, flavor: Flavor) -> Result<Self, MyError> {
         let io =
             |e: std::io::Error| MyError::Internal(format!("writing a temporary option file: {e}"));
         let dir = tempfile::Builder::new()
@@ -39,6 +45,10 @@ impl Credentials {
         if let Some(password) = &target.password {
             text.push_str(&format!("password={}\n", quoted(password)));
         }
+        text.push_str(match flavor {
+            Flavor::MariaDb => "skip-ssl\n",
+            Flavor::MySql => "ssl-mode=DISABLED\n",
+        });
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
@@ -79,10 +89,11 @@ pub fn command(program: &Path, credentials: &Credentials) -> Command {
         .env_remove("MYSQL_PWD")
         .env_remove("MYSQL_HOST")
         .env_remove("MYSQL_TCP_PORT")
-        .arg(format!(
-            "--defaults-extra-file={}",
-            credentials.file().display()
-        ))
+        .env_remove("MYSQL_HOME")
+        .env_remove("MYSQL_TEST_LOGIN_FILE")
+        // MySQL's programs read `~/.mylogin.cnf` even with --defaults-file.
+        .env("HOME", credentials.dir.path())
+        .arg(format!("--defaults-file={}", credentials.file().display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -196,12 +207,13 @@ fn classify(
     said: &str,
 ) -> MyError {
     let text = without_row_data(&one_line(said));
-    // A refused login (1045); a statement refused for want of a privilege is told apart
-    // below.
-    if ["ERROR 1045", "error: 1045", "Got error: 1045"]
+    // A refused login (1045 when connecting); the same code for a statement (`ERROR 1045
+    // ... at line N`, a GRANT beyond the account's privileges) is not about the password.
+    let login_refused = ["ERROR 1045", "error: 1045", "Got error: 1045"]
         .iter()
         .any(|m| text.contains(m))
-    {
+        && !text.contains(" at line ");
+    if login_refused {
         return MyError::Auth {
             address: address.to_owned(),
             user: user.to_owned(),
@@ -209,13 +221,7 @@ fn classify(
         };
     }
     if let Some(privilege) = needed_privilege(&text) {
-        let alternative = if privilege.contains("PROCESS") {
-            "leave tablespaces out (--no-tablespaces, which Coffer passes)".to_owned()
-        } else if privilege.contains("RELOAD") {
-            "turn GTID-consistent dumps off on the server".to_owned()
-        } else {
-            "use an account that has it".to_owned()
-        };
+        let alternative = "use an account that has it".to_owned();
         return MyError::Privilege {
             address: address.to_owned(),
             user: user.to_owned(),

@@ -104,6 +104,12 @@ pub async fn restore(
             )));
         }
     }
+    if target.database.is_some() && !request.renames.is_empty() {
+        return Err(MyError::Usage(
+            "the target URL names a database and --rename names others: use one or the other"
+                .to_owned(),
+        ));
+    }
     if target.database.is_some() && chosen.len() != 1 {
         return Err(MyError::Usage(format!(
             "the target URL names a database, but the restore holds {} ({}): restore one with --databases, or leave the database out of the URL",
@@ -142,6 +148,11 @@ pub async fn restore(
                     .map(|(_, new)| new.clone())
             })
             .unwrap_or_else(|| from.clone());
+        if plan.iter().any(|p: &Planned| p.into == into) {
+            return Err(MyError::Usage(format!(
+                "two databases of the backup would be restored into {into:?}: give each its own name with --rename"
+            )));
+        }
         let exists = existing.contains(&into);
         if !(exists || request.create || request.clean) {
             return Err(MyError::NeedCreate {
@@ -174,16 +185,15 @@ pub async fn restore(
     )
     .await?;
     let users_object = if request.users { prepared.pop() } else { None };
+    // Connections are made for each step: one held through hours of loading would be closed
+    // by the server's wait_timeout or a proxy meanwhile.
+    client.close().await;
 
-    let credentials = Credentials::new(target)?;
+    let credentials = Credentials::new(target, tools.version.flavor)?;
     let mut stats = MyRestoreStats::default();
     for (planned, object) in plan.iter().zip(&prepared) {
-        let options = manifest
-            .stats
-            .database_options
-            .get(&planned.from)
-            .cloned()
-            .unwrap_or_default();
+        let options = database_options(manifest, &planned.from)?;
+        let mut client = Client::connect(target).await?;
         if planned.exists && request.clean {
             client
                 .execute(
@@ -201,6 +211,7 @@ pub async fn restore(
                 .await?;
             stats.created += u64::from(!planned.exists);
         }
+        client.close().await;
         let subject = format!(
             "loading database {:?} into {:?} at {}",
             planned.from,
@@ -224,21 +235,22 @@ pub async fn restore(
     // Accounts last: grants on tables need the tables.
     if let Some(object) = &users_object {
         let script = read_accounts(store, object, progress).await?;
-        let (script, left_out) = accounts_script(&script, &target.user);
-        if !left_out.is_empty() {
+        let mut client = Client::connect(target).await?;
+        let existing = client.accounts().await?;
+        client.close().await;
+        let script = accounts_script(&script, &target.user, &existing);
+        if !script.left_out.is_empty() {
             tracing::info!(
                 "left the accounts {} as they are on the target",
-                left_out.join(", ")
+                script.left_out.join(", ")
             );
         }
         let subject = format!("loading the accounts into {}", target.address());
-        run_script(&script, &tools, &credentials, target, subject).await?;
-        client
-            .execute("FLUSH PRIVILEGES", "reloading the accounts")
-            .await?;
+        run_script(&script.sql, &tools, &credentials, target, subject).await?;
         stats.users = true;
     }
     // Every table's rows, compared with what the backup counted.
+    let mut client = Client::connect(target).await?;
     for planned in &plan {
         let Some(expected) = manifest.stats.table_rows.get(&planned.from) else {
             continue;
@@ -332,6 +344,25 @@ async fn load(
     Ok(())
 }
 
+/// A database's `CHARACTER SET x COLLATE y` from the manifest, checked to be only that (it
+/// goes into a `CREATE DATABASE` statement).
+fn database_options(manifest: &Manifest, database: &str) -> Result<String, MyError> {
+    let Some(options) = manifest.stats.database_options.get(database) else {
+        return Ok(String::new());
+    };
+    let words: Vec<&str> = options.split(' ').collect();
+    let name = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    match words.as_slice() {
+        [] | [""] => Ok(String::new()),
+        ["CHARACTER", "SET", charset, "COLLATE", collation] if name(charset) && name(collation) => {
+            Ok(options.clone())
+        }
+        _ => Err(MyError::Usage(format!(
+            "the manifest's character set for database {database:?} is not CHARACTER SET <name> COLLATE <name>: the manifest was changed; restore from a good copy"
+        ))),
+    }
+}
+
 /// The most an accounts script may hold once decompressed.
 const MAX_ACCOUNTS_BYTES: u64 = 64 << 20;
 
@@ -366,48 +397,109 @@ fn kept_account(name: &str, login: &str) -> bool {
     name == login || name == "root" || name == "mariadb.sys" || name.starts_with("mysql.")
 }
 
-/// The accounts script without the statements about accounts the restore leaves alone
-/// ([`kept_account`]); also returns those accounts. The dump programs write one statement
-/// per line, naming accounts as `` `name`@`host` `` or `'name'@'host'`.
-pub fn accounts_script(script: &str, login: &str) -> (String, Vec<String>) {
-    let mut kept = String::new();
-    let mut left_out: Vec<String> = Vec::new();
+/// What the accounts script does on a target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountsScript {
+    /// The statements to run.
+    pub sql: String,
+    /// Accounts left out entirely ([`kept_account`]).
+    pub left_out: Vec<String>,
+}
+
+/// The accounts script for a target that has the accounts `existing` (user, host), logged in
+/// as `login`. The dump programs write one statement per line, naming accounts as
+/// `` `name`@`host` `` or `'name'@'host'`.
+///
+/// - Statements about `root`, the server's own accounts and `login` are left out.
+/// - Accounts that exist keep their password and attributes: only `GRANT` statements reach
+///   them (privileges and roles are added, nothing is revoked).
+/// - `GRANT ... IDENTIFIED BY PASSWORD '...'` (MariaDB's) loses the `IDENTIFIED` part: a
+///   grant never sets a password (a new account gets its password from its `CREATE USER`).
+pub fn accounts_script(script: &str, login: &str, existing: &[(String, String)]) -> AccountsScript {
+    let mut out = AccountsScript::default();
     for line in script.lines() {
-        let named: Vec<String> = account_names(line);
-        if let Some(name) = named.iter().find(|n| kept_account(n, login)) {
-            if !left_out.contains(name) {
-                left_out.push(name.clone());
+        let named = account_names(line);
+        if let Some((name, _)) = named.iter().find(|(n, _)| kept_account(n, login)) {
+            if !out.left_out.contains(name) {
+                out.left_out.push(name.clone());
             }
             continue;
         }
-        kept.push_str(line);
-        kept.push('\n');
+        let grant = statement_word(line).eq_ignore_ascii_case("GRANT");
+        if !grant && named.iter().any(|a| existing.contains(a)) {
+            continue;
+        }
+        let line = if grant {
+            without_identified(line)
+        } else {
+            line.to_owned()
+        };
+        out.sql.push_str(&line);
+        out.sql.push('\n');
     }
-    (kept, left_out)
+    out
 }
 
-/// The user names of the `user@host` accounts a statement names.
-fn account_names(line: &str) -> Vec<String> {
+/// The first word of a statement, inside a version comment (`/*M!100005 SET ...`) too.
+fn statement_word(line: &str) -> &str {
+    let mut rest = line.trim_start();
+    if let Some(after) = rest.strip_prefix("/*") {
+        rest = after
+            .trim_start_matches(['M', '!'])
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start();
+    }
+    rest.split(|c: char| c.is_whitespace() || c == ';')
+        .next()
+        .unwrap_or_default()
+}
+
+/// A GRANT without its ` IDENTIFIED BY PASSWORD '...'`/` IDENTIFIED VIA ...` part (up to
+/// ` WITH ` or the end of the statement).
+fn without_identified(line: &str) -> String {
+    let Some(at) = line.find(" IDENTIFIED ") else {
+        return line.to_owned();
+    };
+    let rest = &line[at..];
+    let end = rest
+        .find(" WITH ")
+        .or_else(|| rest.rfind(';'))
+        .unwrap_or(rest.len());
+    format!("{}{}", &line[..at], &rest[end..])
+}
+
+/// The `user@host` accounts a statement names, as (user, host).
+fn account_names(line: &str) -> Vec<(String, String)> {
     let bytes = line.as_bytes();
-    let mut names = Vec::new();
+    let quoted = |from: usize| -> Option<(String, usize)> {
+        let quote = *bytes.get(from)?;
+        if quote != b'`' && quote != b'\'' {
+            return None;
+        }
+        let mut end = from + 1;
+        while end < bytes.len() && bytes[end] != quote {
+            end += 1;
+        }
+        (end < bytes.len()).then(|| (line[from + 1..end].to_owned(), end + 1))
+    };
+    let mut accounts = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        let quote = bytes[i];
-        if quote == b'`' || quote == b'\'' {
-            let start = i + 1;
-            let mut end = start;
-            while end < bytes.len() && bytes[end] != quote {
-                end += 1;
+        match quoted(i) {
+            Some((name, after)) => {
+                if bytes.get(after) == Some(&b'@')
+                    && let Some((host, next)) = quoted(after + 1)
+                {
+                    accounts.push((name, host));
+                    i = next;
+                } else {
+                    i = after;
+                }
             }
-            if end + 1 < bytes.len() && bytes[end + 1] == b'@' {
-                names.push(line[start..end].to_owned());
-            }
-            i = end + 1;
-        } else {
-            i += 1;
+            None => i += 1,
         }
     }
-    names
+    accounts
 }
 
 /// Runs a script held in memory through the client program.
@@ -464,25 +556,44 @@ pub fn parse_rename(text: &str) -> Result<(String, String), String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_servers_own_accounts_and_the_login_are_left_alone() {
-        let script = "CREATE USER IF NOT EXISTS `mariadb.sys`@`localhost` ACCOUNT LOCK;
+    const SCRIPT: &str = "CREATE USER IF NOT EXISTS `mariadb.sys`@`localhost` ACCOUNT LOCK;
 CREATE USER IF NOT EXISTS `root`@`localhost`;
 CREATE USER IF NOT EXISTS `app`@`%` IDENTIFIED BY PASSWORD '*ABC';
+CREATE USER IF NOT EXISTS `old`@`%` IDENTIFIED BY PASSWORD '*DEF';
 CREATE USER IF NOT EXISTS `coffer`@`%`;
 CREATE ROLE IF NOT EXISTS mariadb_dump_import_role;
 GRANT PROXY ON ``@`%` TO `root`@`localhost` WITH GRANT OPTION;
 GRANT SELECT ON `shop`.* TO `app`@`%`;
+GRANT SELECT ON *.* TO `old`@`%` IDENTIFIED BY PASSWORD '*DEF' WITH GRANT OPTION;
+GRANT USAGE ON *.* TO `app`@`%` IDENTIFIED BY PASSWORD '*ABC';
+/*M!100005 SET DEFAULT ROLE NONE FOR 'old'@'%' */;
+/*!80001 ALTER USER 'old'@'%' DEFAULT ROLE NONE */;
 GRANT SELECT ON `shop`.* TO 'coffer'@'%';
 ";
-        let (kept, left_out) = accounts_script(script, "coffer");
+
+    #[test]
+    fn the_servers_own_accounts_and_the_login_are_left_alone_and_existing_ones_only_gain_grants() {
+        let existing = [("old".to_owned(), "%".to_owned())];
+        let script = accounts_script(SCRIPT, "coffer", &existing);
         assert_eq!(
-            kept,
+            script.sql,
             "CREATE USER IF NOT EXISTS `app`@`%` IDENTIFIED BY PASSWORD '*ABC';
 CREATE ROLE IF NOT EXISTS mariadb_dump_import_role;
 GRANT SELECT ON `shop`.* TO `app`@`%`;
+GRANT SELECT ON *.* TO `old`@`%` WITH GRANT OPTION;
+GRANT USAGE ON *.* TO `app`@`%`;
 "
         );
-        assert_eq!(left_out, ["mariadb.sys", "root", "coffer"]);
+        assert_eq!(script.left_out, ["mariadb.sys", "root", "coffer"]);
+    }
+
+    #[test]
+    fn statement_words() {
+        assert_eq!(
+            statement_word("/*M!100005 SET DEFAULT ROLE NONE */;"),
+            "SET"
+        );
+        assert_eq!(statement_word("/*!80001 ALTER USER 'a'@'%' */;"), "ALTER");
+        assert_eq!(statement_word("  GRANT SELECT"), "GRANT");
     }
 }

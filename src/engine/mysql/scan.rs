@@ -128,7 +128,7 @@ impl DumpScanner {
                 if let Some(q) = *quote {
                     if *escaped {
                         *escaped = false;
-                    } else if b == b'\\' {
+                    } else if b == b'\\' && q != b'`' {
                         *escaped = true;
                     } else if b == q {
                         *quote = None;
@@ -136,7 +136,9 @@ impl DumpScanner {
                     return;
                 }
                 match b {
-                    b'\'' | b'"' => *quote = Some(b),
+                    // Strings, and names in a column list (a doubled quote closes and opens
+                    // again, which comes to the same).
+                    b'\'' | b'"' | b'`' => *quote = Some(b),
                     b'(' => {
                         if *depth == 0 && *seen_values {
                             *self.rows.entry(table.clone()).or_insert_with(|| {
@@ -248,6 +250,7 @@ CREATE TABLE `items` (
 
 LOCK TABLES `items` WRITE;
 INSERT INTO `items` VALUES (1,'it\\'s (one);'),(2,'x\\\\'),(3,NULL);
+INSERT INTO `named` (`a'b`, `c(d``)`) VALUES (1,2),(3,4);
 INSERT INTO `items` VALUES
 (4,'line\\nINSERT INTO `items` VALUES (9);'),
 (5,0x00FF);
@@ -275,7 +278,11 @@ DELIMITER ;
             let facts = scanner.finish();
             assert_eq!(
                 facts.rows,
-                [("items".to_owned(), 5), ("empty`one".to_owned(), 0)],
+                [
+                    ("items".to_owned(), 5),
+                    ("named".to_owned(), 2),
+                    ("empty`one".to_owned(), 0)
+                ],
                 "chunks of {chunk}"
             );
             assert_eq!(
