@@ -175,9 +175,11 @@ pub struct MySqlRestoreOptions {
     /// Restore a database of the backup under another name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub renames: Vec<DatabaseRename>,
-    /// Also restore the accounts and grants from the backup, after the databases. Accounts
-    /// that exist are kept as they are; `root`, the server's own accounts and the account
-    /// the restore logs in as are never changed.
+    /// Also restore the accounts and grants from the backup, after the databases. Missing
+    /// accounts are created with the backup's password; accounts that exist keep their
+    /// password and attributes and only gain the backup's grants (nothing is revoked);
+    /// `root`, the server's own accounts and the account the restore logs in as are never
+    /// changed.
     #[serde(default)]
     pub users: bool,
 }

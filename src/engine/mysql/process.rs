@@ -259,6 +259,18 @@ fn classify(
             detail: text,
         };
     }
+    // `mariadb-dump --system=users` meeting an account for a host name on a server with
+    // skip-name-resolve: the account cannot be shown, so it cannot be backed up.
+    if text.contains("SHOW CREATE USER") && text.contains("(1133)") {
+        return MyError::Usage(format!(
+            "{tool} {subject} failed: the server has an account it cannot show ({}): with skip-name-resolve, accounts for host names are dead; drop them (DROP USER), or back up without users",
+            text.split("SHOW CREATE USER ")
+                .nth(1)
+                .and_then(|rest| rest.split('\'').nth(1).zip(rest.split('\'').nth(3)))
+                .map(|(u, h)| format!("{u}@{h}"))
+                .unwrap_or_else(|| "an account".to_owned())
+        ));
+    }
     let stderr = if text.len() > STDERR_TAIL {
         let mut start = text.len() - STDERR_TAIL;
         while !text.is_char_boundary(start) {
@@ -318,5 +330,18 @@ mod tests {
         )
         .to_string();
         assert!(!e.contains("jane") && e.contains("line 40"), "{e}");
+        let e = classify(
+            "mariadb-dump",
+            "of the accounts at db:3306",
+            "db:3306",
+            "backup",
+            "exit status: 2",
+            "mariadb-dump: Couldn't execute 'SHOW CREATE USER 'root'@'mysql-0'': Can't find any matching row in the user table (1133)",
+        )
+        .to_string();
+        assert!(
+            e.contains("(root@mysql-0)") && e.contains("back up without users"),
+            "{e}"
+        );
     }
 }
