@@ -68,9 +68,33 @@ impl DumpScanner {
         }
     }
 
-    pub fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while let Some((&b, rest)) = bytes.split_first() {
+            // Inside a quoted value (most of a dump's bytes), only its closing quote or a
+            // backslash matters: skip to the next one.
+            if let State::Values {
+                quote: Some(q),
+                escaped: false,
+                ..
+            } = self.state
+                && b != q
+                && b != b'\\'
+            {
+                let next = if q == b'`' {
+                    memchr::memchr(q, bytes)
+                } else {
+                    memchr::memchr2(q, b'\\', bytes)
+                };
+                match next {
+                    Some(at) => {
+                        bytes = &bytes[at..];
+                        continue;
+                    }
+                    None => return,
+                }
+            }
             self.byte(b);
+            bytes = rest;
         }
     }
 
