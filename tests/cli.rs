@@ -127,11 +127,11 @@ fn unknown_sources_and_targets_are_usage_errors() {
     let dest = dir.path().display().to_string();
     for (args, says) in [
         (
-            &["backup", "mysql://u@h/db", "--to", &dest][..],
-            "mysql is not a source Coffer knows",
+            &["backup", "mongodb://u@h/db", "--to", &dest][..],
+            "mongodb is not a source Coffer knows",
         ),
         (
-            &["restore", &dest, "--to", "mysql://u@h/db"],
+            &["restore", &dest, "--to", "mongodb://u@h/db"],
             "is not a restore target",
         ),
     ] {

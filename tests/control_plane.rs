@@ -117,7 +117,7 @@ async fn every_example_is_accepted_by_server_side_apply() {
         assert!(stored.metadata.uid.is_some());
         applied += 1;
     }
-    assert_eq!(applied, 6);
+    assert_eq!(applied, 7);
     // The API server applied the schema's defaults.
     let schedules: Api<BackupSchedule> = Api::namespaced(client, ns.name());
     let redis = schedules.get("shop-redis").await.unwrap();
