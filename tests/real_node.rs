@@ -870,6 +870,9 @@ async fn the_mysql_example_backs_up_mariadb_and_restores_it_with_the_app_stopped
     if !support::needs_root("MariaDB on a real node") {
         return;
     }
+    // It runs after the other examples' test with the same operator, in namespaces of the
+    // same names made again: the operator must make its worker account again too (it once
+    // remembered it per namespace name, and this Backup's Job never got a Pod).
     let storage = namespace("storage");
     let shop = namespace("shop");
     operator();

@@ -1,7 +1,6 @@
 //! What every reconcile shares: the client, the operator's settings, events and metrics.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -33,7 +32,6 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
-    worker_accounts: Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -54,7 +52,6 @@ impl Context {
             scheduled_backups,
             settings,
             metrics,
-            worker_accounts: Mutex::default(),
         }
     }
 
@@ -119,17 +116,5 @@ impl Context {
             .ok_or_else(|| Error::NoNamespace(name.clone()))?;
         let api = Api::namespaced(self.client.clone(), &namespace);
         Ok((name, namespace, api))
-    }
-
-    pub(super) fn has_worker_account(&self, namespace: &str) -> bool {
-        self.worker_accounts
-            .lock()
-            .is_ok_and(|known| known.contains(namespace))
-    }
-
-    pub(super) fn remember_worker_account(&self, namespace: &str) {
-        if let Ok(mut known) = self.worker_accounts.lock() {
-            known.insert(namespace.to_owned());
-        }
     }
 }

@@ -137,11 +137,12 @@ async fn check_refs(
 }
 
 /// Makes the worker ServiceAccount in `namespace` if it is missing: no permissions are bound
-/// to it and its token is not mounted.
+/// to it and its token is not mounted. Looked up before every Job (a Job is rare): a
+/// namespace deleted and made again, or the account deleted, gets it back. (It was
+/// remembered per namespace name once, and a namespace made again under the same name left
+/// every Job without Pods, "serviceaccount coffer-worker not found": found by the real-node
+/// suite, whose tests reuse namespace names.)
 pub async fn ensure_worker_account(ctx: &Context, namespace: &str) -> Result<(), Error> {
-    if ctx.has_worker_account(namespace) {
-        return Ok(());
-    }
     let name = &ctx.settings.worker.service_account;
     let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
     if api.get_metadata_opt(name).await?.is_none() {
@@ -166,6 +167,5 @@ pub async fn ensure_worker_account(ctx: &Context, namespace: &str) -> Result<(),
             Err(e) => return Err(e.into()),
         }
     }
-    ctx.remember_worker_account(namespace);
     Ok(())
 }
