@@ -631,6 +631,18 @@ async fn rows_that_do_not_match_the_manifest_fail_the_restore_naming_the_table()
     );
 }
 
+/// A directory whose `mariadb-dump` and `mariadb` are the shell `script` (for `--mysql-bin-dir`).
+fn stand_in_tools(script: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for program in ["mariadb-dump", "mariadb"] {
+        let path = dir.path().join(program);
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
 /// The command lines of every process whose program name is `name`.
 fn command_lines(name: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
@@ -768,17 +780,9 @@ async fn the_password_comes_from_mysql_pwd_or_the_option_file_and_old_clients_ar
         "{manifest}"
     );
     // A dump program older than the server is refused, naming both.
-    let old = tempfile::tempdir().unwrap();
-    for program in ["mariadb-dump", "mariadb"] {
-        let path = old.path().join(program);
-        std::fs::write(
-            &path,
-            "#!/bin/sh\necho 'mariadb-dump  Ver 10.19 Distrib 5.5.68-MariaDB, for Linux (x86_64)'\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let old = stand_in_tools(
+        "#!/bin/sh\necho 'mariadb-dump  Ver 10.19 Distrib 5.5.68-MariaDB, for Linux (x86_64)'\n",
+    );
     fails(
         &[
             "backup",
@@ -796,21 +800,13 @@ async fn the_password_comes_from_mysql_pwd_or_the_option_file_and_old_clients_ar
     );
     // A dump program that stops early but says it succeeded: the missing trailer fails the
     // backup and nothing is stored.
-    let short = tempfile::tempdir().unwrap();
-    for program in ["mariadb-dump", "mariadb"] {
-        let path = short.path().join(program);
-        std::fs::write(
-            &path,
+    let short = stand_in_tools(
             "#!/bin/sh
 if [ \"$1\" = --version ]; then echo 'mariadb-dump  Ver 10.19 Distrib 10.11.19-MariaDB, for Linux'; exit 0; fi
 \
              /usr/bin/mariadb-dump \"$@\" | head -c 300
 ",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    );
     fails(
         &[
             "backup",

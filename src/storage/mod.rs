@@ -111,14 +111,20 @@ impl Store {
             )
             .await;
         if written.is_err() {
-            for object in &manifest.objects {
-                let key = format!("{folder}{}", object.name);
-                if let Err(e) = self.delete(&key).await {
-                    tracing::warn!("could not remove {key} of the failed backup: {e}");
-                }
-            }
+            self.discard(folder, &manifest.objects).await;
         }
         written
+    }
+
+    /// Removes the data objects a failed backup had stored in `folder` (best effort: what
+    /// cannot be removed is logged, and `coffer gc` finds it later).
+    pub async fn discard(&self, folder: &str, objects: &[manifest::ObjectRecord]) {
+        for object in objects {
+            let key = format!("{folder}{}", object.name);
+            if let Err(e) = self.delete(&key).await {
+                tracing::warn!("could not remove {key} of the failed backup: {e}");
+            }
+        }
     }
 
     /// Reads an object as a stream.

@@ -144,23 +144,13 @@ pub async fn backup(
         },
         owner: request.owner.clone(),
     };
-    let written = match dumped {
-        Ok(()) => store
-            .put_manifest(&request.folder, &manifest)
-            .await
-            .map_err(PgError::from),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = written {
-        // A failed backup leaves nothing: the objects already stored go too.
-        for object in &manifest.objects {
-            let key = format!("{}{}", request.folder, object.name);
-            if let Err(removal) = store.delete(&key).await {
-                tracing::warn!("could not remove {key} of the failed backup: {removal}");
-            }
-        }
+    // A failed backup leaves nothing: the objects already stored go too (put_manifest
+    // removes them itself when the manifest cannot be written).
+    if let Err(e) = dumped {
+        store.discard(&request.folder, &manifest.objects).await;
         return Err(e);
     }
+    store.put_manifest(&request.folder, &manifest).await?;
     Ok(manifest)
 }
 
