@@ -79,14 +79,14 @@ pub fn run(cli: Cli) -> ExitCode {
             println!("coffer {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Command::Controller(args) => ("controller", block_on(controller::run(args))),
-        Command::Worker(args) => ("worker", block_on(worker::run(args))),
-        Command::Backup(args) => ("backup", block_on(backup::run(args))),
-        Command::Restore(args) => ("restore", block_on(restore::run(args))),
-        Command::List(args) => ("list", block_on(list::run(args))),
-        Command::Verify(args) => ("verify", block_on(verify::run(args))),
-        Command::Delete(args) => ("delete", block_on(delete::run(args))),
-        Command::Gc(args) => ("gc", block_on(gc::run(args))),
+        Command::Controller(args) => ("controller", block_on(Threads::Many, controller::run(args))),
+        Command::Worker(args) => ("worker", block_on(Threads::One, worker::run(args))),
+        Command::Backup(args) => ("backup", block_on(Threads::One, backup::run(args))),
+        Command::Restore(args) => ("restore", block_on(Threads::One, restore::run(args))),
+        Command::List(args) => ("list", block_on(Threads::One, list::run(args))),
+        Command::Verify(args) => ("verify", block_on(Threads::One, verify::run(args))),
+        Command::Delete(args) => ("delete", block_on(Threads::One, delete::run(args))),
+        Command::Gc(args) => ("gc", block_on(Threads::One, gc::run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,14 +97,29 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// The threads a command's async runtime has.
+enum Threads {
+    /// The controller: many watches and reconciles at once.
+    Many,
+    /// Commands that move data: one stream at a time, where every hand-over between the
+    /// source, the compressor and the store would otherwise wake a thread. On 2 cores a
+    /// MySQL backup ran in 8.2 s instead of 11.2 s (MariaDB's dump alone: 6 s). Compression
+    /// and archiving still have threads of their own.
+    One,
+}
+
 fn block_on(
+    threads: Threads,
     future: impl std::future::Future<Output = Result<(), CliError>>,
 ) -> Result<(), CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?
-        .block_on(future)
+    match threads {
+        Threads::Many => tokio::runtime::Builder::new_multi_thread(),
+        Threads::One => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build()
+    .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?
+    .block_on(future)
 }
 
 /// A command failed: its one-line message and exit status.

@@ -1,6 +1,7 @@
 //! The engines that read sources and write them back.
 
 pub mod mysql;
+pub mod pipe;
 pub mod postgres;
 pub mod redis;
 pub mod volume;

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use bytes::Bytes;
+use std::sync::{Arc, Mutex};
+
 use chrono::Utc;
-use tokio::sync::mpsc;
 
 use super::client::Client;
 use super::error::MyError;
@@ -18,7 +18,8 @@ use super::scan::{DumpFacts, DumpScanner};
 use super::target::MyTarget;
 use super::tools::{Flavor, MyTools, Version};
 use crate::api::Compression;
-use crate::pipeline::{self, ObjectSpec, Progress};
+use crate::engine::pipe;
+use crate::pipeline::{self, Effort, ObjectSpec, Observe, ObservedReader, Progress};
 use crate::storage::Store;
 use crate::storage::manifest::{
     BackupOwner, FORMAT_VERSION, Manifest, ObjectRecord, SourceInfo, Stats, TableRows,
@@ -294,6 +295,7 @@ impl Dumper<'_> {
             name: &name,
             format: USERS_FORMAT,
             compression: self.request.compression,
+            effort: Effort::Fast,
         };
         if let Some(sql) = accounts {
             let mut reader = std::io::Cursor::new(sql.into_bytes());
@@ -339,6 +341,7 @@ impl Dumper<'_> {
             name: &name,
             format: DUMP_FORMAT,
             compression: self.request.compression,
+            effort: Effort::Fast,
         };
         let subject = format!(
             "of database {database:?} at {}",
@@ -361,25 +364,25 @@ impl Dumper<'_> {
     ) -> Result<(ObjectRecord, DumpFacts), MyError> {
         program.stdout(Stdio::piped());
         let mut running = Running::spawn(program, &self.request.target, subject.clone())?;
-        let mut stdout = running
+        let stdout = running
             .child
             .stdout
             .take()
             .ok_or_else(|| MyError::Internal("the dump program has no stdout".to_owned()))?;
-        let (tap, mut tapped) = mpsc::channel::<Bytes>(16);
-        let scanner = tokio::spawn(async move {
-            let mut scanner = DumpScanner::new();
-            while let Some(chunk) = tapped.recv().await {
-                scanner.feed(&chunk);
-            }
-            scanner.finish()
-        });
+        pipe::widen(&stdout);
+        // Rows are counted inline as the bytes pass (no copy, no task): the scanner is
+        // shared with `check`, which needs its verdict before the object is committed.
+        let scanner = Arc::new(Mutex::new(Some(DumpScanner::new())));
+        let mut source = ObservedReader::new(stdout, Scanning(scanner.clone()));
         let mut facts = DumpFacts::default();
         let check = async {
             running.finish().await?;
             facts = scanner
-                .await
-                .map_err(|e| MyError::Internal(format!("counting the dump's rows: {e}")))?;
+                .lock()
+                .ok()
+                .and_then(|mut held| held.take())
+                .ok_or_else(|| MyError::Internal("the dump's row counter failed".to_owned()))?
+                .finish();
             if trailer && !facts.completed {
                 return Err(MyError::CutShort {
                     subject: subject.clone(),
@@ -387,15 +390,21 @@ impl Dumper<'_> {
             }
             Ok::<(), MyError>(())
         };
-        let record = pipeline::upload(
-            self.store,
-            spec,
-            &mut stdout,
-            Some(tap),
-            self.progress,
-            check,
-        )
-        .await?;
+        let record =
+            pipeline::upload(self.store, spec, &mut source, None, self.progress, check).await?;
         Ok((record, facts))
+    }
+}
+
+/// Feeds a dump's bytes to its row counter until the counter is taken out to finish.
+struct Scanning(Arc<Mutex<Option<DumpScanner>>>);
+
+impl Observe for Scanning {
+    fn observe(&mut self, bytes: &[u8]) {
+        if let Ok(mut held) = self.0.lock()
+            && let Some(scanner) = held.as_mut()
+        {
+            scanner.feed(bytes);
+        }
     }
 }

@@ -13,7 +13,7 @@ use super::process::{Credentials, Running, command, conninfo};
 use super::target::PgTarget;
 use super::tools::PgTools;
 use crate::api::Compression;
-use crate::pipeline::{self, ObjectSpec, Progress};
+use crate::pipeline::{self, Effort, ObjectSpec, Progress};
 use crate::storage::Store;
 use crate::storage::manifest::{
     BackupOwner, FORMAT_VERSION, Manifest, ObjectRecord, SourceInfo, Stats, TableRows,
@@ -280,6 +280,7 @@ impl Dumper<'_> {
             name,
             format,
             compression: self.request.compression,
+            effort: Effort::Standard,
         };
         program.stdout(Stdio::piped());
         let mut running = Running::spawn(program, tool, subject)?;
@@ -288,6 +289,7 @@ impl Dumper<'_> {
             .stdout
             .take()
             .ok_or_else(|| PgError::Internal(format!("{tool} has no stdout")))?;
+        crate::engine::pipe::widen(&stdout);
         let check = async { running.finish().await.map(|_| ()) };
         Ok(pipeline::upload(self.store, spec, &mut stdout, None, self.progress, check).await?)
     }

@@ -17,7 +17,7 @@ use super::rdb::{Item, RdbReader};
 use super::replication;
 use super::target::RedisTarget;
 use crate::api::Compression;
-use crate::pipeline::{self, ObjectSpec, Progress, TapReader};
+use crate::pipeline::{self, Effort, ObjectSpec, Progress, TapReader};
 use crate::storage::Store;
 use crate::storage::manifest::{
     BackupOwner, FORMAT_VERSION, Manifest, ObjectRecord, SourceInfo, Stats,
@@ -105,6 +105,7 @@ pub async fn backup_with(
             Mode::Keys => KEYS_FORMAT,
         },
         compression: request.compression,
+        effort: Effort::Standard,
     };
     let (record, counted) = match request.mode {
         Mode::Snapshot => snapshot(store, object, target, limits, progress).await?,

@@ -11,7 +11,7 @@ use tokio_util::io::SyncIoBridge;
 
 use crate::api::Compression;
 use crate::pipeline::fetch::Prepared;
-use crate::pipeline::{self, ObjectSpec, Progress};
+use crate::pipeline::{self, Effort, ObjectSpec, Progress};
 use crate::storage::manifest::{BackupOwner, FORMAT_VERSION, Manifest, SourceInfo, Stats};
 use crate::storage::{StorageError, Store};
 
@@ -100,6 +100,7 @@ pub async fn backup(
         name: &name,
         format: TAR_FORMAT,
         compression: request.compression,
+        effort: Effort::Standard,
     };
     let mut counts = None;
     let check = async {
