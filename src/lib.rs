@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod engine;
+pub mod freshness;
 pub mod logging;
 pub mod pipeline;
 pub mod schedule;

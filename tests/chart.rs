@@ -702,7 +702,7 @@ fn the_alerts_are_valid_promql_over_metrics_the_controller_exports() {
         [
             "CofferBackupFailed",
             "CofferBackupFailed",
-            "CofferBackupMissing",
+            "CofferBackupStale",
             "CofferRestoreFailed",
             "CofferControllerDown",
             "CofferBackupsSlow"

@@ -11,7 +11,7 @@ use coffer::api::{Backup, BackupPhase, BackupSchedule, RestorePhase, RestoreRequ
 use coffer_testenv::{PostgresServer, RedisServer, S3Server};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -19,7 +19,7 @@ mod support;
 use support::operator::{Operator, admin, eventually, plane, prepare};
 use support::resources::{
     BUCKET, RUN, create, deployment, events_of, finished_backup, finished_restore, jobs,
-    redis_source, replicas, s3_secret, s3_with_bucket, secret, storage, stored_keys,
+    redis_source, replicas, s3_secret, s3_with_bucket, secret, storage, stored_keys, times_said,
 };
 
 /// A namespace of its own for a test, the operator's RBAC, an S3 server with the bucket, and
@@ -591,6 +591,104 @@ async fn a_wrong_password_fails_the_backup_and_a_missing_secret_makes_no_job() {
     create::<BackupSchedule>(&ns, json!({"metadata": {"name": "mars"}, "spec": {
         "schedule": "0 3 * * *", "timeZone": "Mars/Olympus", "source": source, "storage": storage(&s3)}})).await;
     until_ready_reason(&schedules, "mars", "UnknownTimeZone").await;
+}
+
+/// The `Fresh` condition of a schedule, as (status, reason, message).
+async fn fresh_of(schedules: &Api<BackupSchedule>, name: &str, reason: &str) -> (String, String) {
+    eventually(RUN, &format!("{name}'s Fresh {reason}"), || async {
+        let schedule = schedules.get(name).await.unwrap();
+        let c = schedule
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Fresh" && c.reason == reason)?;
+        Some((c.status, c.message))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_schedule_without_a_recent_success_turns_stale_once_and_fresh_again() {
+    let (_namespace, ns, s3) = setup("fresh").await;
+    let redis = RedisServer::start_with_password("pw").unwrap();
+    secret(&ns, "auth", &[("password", "pw")]).await;
+    let operator = Operator::start(&ns, "solo");
+    let schedules: Api<BackupSchedule> = Api::namespaced(admin().await, &ns);
+    // A yearly schedule: its default maxAge is twice its longest gap (2028 is a leap year).
+    create::<BackupSchedule>(
+        &ns,
+        json!({"metadata": {"name": "yearly"}, "spec": {
+        "schedule": "0 0 1 1 *", "source": redis_source(&redis, "auth"), "storage": storage(&s3)}}),
+    )
+    .await;
+    let (status, message) = fresh_of(&schedules, "yearly", "Fresh").await;
+    assert_eq!(status, "True");
+    assert!(message.contains("no backup has succeeded yet"), "{message}");
+    assert!(message.contains("(maxAge 732d)"), "{message}");
+
+    // Every run fails (a wrong password) and two minutes is all it may wait.
+    secret(&ns, "wrong", &[("password", "not-pw")]).await;
+    create::<BackupSchedule>(
+        &ns,
+        json!({"metadata": {"name": "strict"}, "spec": {
+        "schedule": "* * * * *", "freshness": {"maxAge": "2m"},
+        "source": redis_source(&redis, "wrong"), "storage": storage(&s3)}}),
+    )
+    .await;
+    let (status, message) = fresh_of(&schedules, "strict", "Stale").await;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("since the schedule was created, longer than maxAge 2m")
+            && message.contains(&format!(
+                "kubectl -n {ns} get backups -l coffer.dev/schedule=strict"
+            )),
+        "{message}"
+    );
+    let series = format!(r#"{{namespace="{ns}",schedule="strict",source_kind="redis"}}"#);
+    eventually(Duration::from_secs(30), "the stale gauge", || async {
+        let metrics = operator.get("/metrics").await;
+        metrics
+            .contains(&format!("coffer_schedule_stale{series} 1"))
+            .then_some(())
+    })
+    .await;
+    // One more failed run while stale says nothing new.
+    let backups: Api<Backup> = Api::namespaced(admin().await, &ns);
+    eventually(RUN, "a third failed run", || async {
+        let failed = backups
+            .list(&ListParams::default().labels("coffer.dev/schedule=strict"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(BackupPhase::Failed))
+            .count();
+        (failed >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(times_said(&ns, "strict", "Stale").await, 1);
+    // The password fixed: the next run succeeds and the schedule is fresh again, said once.
+    let fixed = json!({"spec": {"source": redis_source(&redis, "auth")}});
+    schedules
+        .patch("strict", &PatchParams::default(), &Patch::Merge(&fixed))
+        .await
+        .unwrap();
+    let (status, message) = fresh_of(&schedules, "strict", "Fresh").await;
+    assert_eq!(status, "True");
+    assert!(
+        message.contains("the newest successful backup completed at"),
+        "{message}"
+    );
+    eventually(Duration::from_secs(30), "the gauge back to 0", || async {
+        let metrics = operator.get("/metrics").await;
+        metrics
+            .contains(&format!("coffer_schedule_stale{series} 0"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(times_said(&ns, "strict", "Stale").await, 1);
+    assert_eq!(times_said(&ns, "strict", "Fresh").await, 1);
+    assert_eq!(times_said(&ns, "yearly", "Stale").await, 0);
 }
 
 /// A leader cut off from the API server (a network partition, its requests unanswered)

@@ -85,6 +85,13 @@ pub struct BackupScheduleSpec {
     /// Which backups are kept. Default: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
+    /// How old the newest successful backup may get (the recovery point objective) before
+    /// the schedule is stale: its `Fresh` condition turns False with reason `Stale`, an
+    /// Event is recorded and the `coffer_schedule_stale` gauge is 1. Default: twice the
+    /// longest time between two runs of the schedule in its time zone (for a daily
+    /// schedule, 48 hours; 50 where a daylight-saving day is 25 hours long).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<Freshness>,
     /// Settings of the worker Job (resources, node placement, deadlines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_template: Option<JobTemplate>,
@@ -92,6 +99,19 @@ pub struct BackupScheduleSpec {
 
 fn default_time_zone() -> String {
     "UTC".to_owned()
+}
+
+/// How fresh a schedule's backups must be.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Freshness {
+    /// The age after which the newest successful backup (or, before the first one, the
+    /// schedule itself) makes the schedule stale: a number followed by `m` (minutes), `h`
+    /// (hours), `d` (days) or `w` (weeks), for example `36h`. A suspended schedule is never
+    /// stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,5}[mhdw]$"))]
+    pub max_age: Option<String>,
 }
 
 /// What happens when a run is due while the previous one is still running.
@@ -114,7 +134,8 @@ pub struct BackupScheduleStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Current state. `Ready` is `False` with a reason such as `InvalidSchedule`,
-    /// `UnknownTimeZone` or `SecretNotFound` when the schedule cannot run.
+    /// `UnknownTimeZone` or `SecretNotFound` when the schedule cannot run. `Fresh` is
+    /// `False` with reason `Stale` when no backup has succeeded within `freshness.maxAge`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

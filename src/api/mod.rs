@@ -16,7 +16,8 @@ pub use backup::{
     Backup, BackupPhase, BackupSpec, BackupStats, BackupStatus, DeletionPolicy, ResolvedRun,
 };
 pub use backup_schedule::{
-    BackupSchedule, BackupScheduleSpec, BackupScheduleStatus, ConcurrencyPolicy, SweepRecord,
+    BackupSchedule, BackupScheduleSpec, BackupScheduleStatus, ConcurrencyPolicy, Freshness,
+    SweepRecord,
 };
 pub use common::{
     Compression, FsGroupChangePolicy, JobTemplate, LocalObjectReference, SecretKeySelector,

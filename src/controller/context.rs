@@ -31,8 +31,15 @@ pub struct Context {
     pub scheduled_backups: Store<Backup>,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
+    /// Default freshness limits by (cron expression, time zone), with when each was
+    /// computed: working one out walks up to a year of runs.
+    pub default_max_ages: std::sync::Mutex<DefaultMaxAges>,
     recorder: Recorder,
 }
+
+/// See [`Context::default_max_ages`].
+pub type DefaultMaxAges =
+    std::collections::HashMap<(String, String), (chrono::DateTime<chrono::Utc>, chrono::Duration)>;
 
 impl Context {
     pub fn new(
@@ -52,6 +59,7 @@ impl Context {
             scheduled_backups,
             settings,
             metrics,
+            default_max_ages: Default::default(),
         }
     }
 

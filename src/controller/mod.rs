@@ -8,6 +8,7 @@ pub mod context;
 pub mod deletion;
 pub mod due;
 pub mod error;
+pub mod fresh;
 pub mod job;
 pub mod leader;
 pub mod location;

@@ -82,21 +82,11 @@ pub struct Selection {
 #[error("maxAge {0:?} is not a number followed by h, d or w (for example 90d)")]
 pub struct MaxAgeError(pub String);
 
-/// `90d`, `12h`, `8w`.
+/// `90d`, `12h`, `8w` (freshness's ages without minutes).
 pub fn parse_max_age(text: &str) -> Result<Duration, MaxAgeError> {
-    let error = || MaxAgeError(text.to_owned());
-    let unit = text.chars().last().ok_or_else(error)?;
-    let number: i64 = text[..text.len() - unit.len_utf8()]
-        .parse()
-        .map_err(|_| error())?;
-    if number <= 0 {
-        return Err(error());
-    }
-    match unit {
-        'h' => Ok(Duration::hours(number)),
-        'd' => Ok(Duration::days(number)),
-        'w' => Ok(Duration::weeks(number)),
-        _ => Err(error()),
+    match crate::freshness::parse_age(text) {
+        Ok(age) if !text.ends_with('m') => Ok(age),
+        _ => Err(MaxAgeError(text.to_owned())),
     }
 }
 

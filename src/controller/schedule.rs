@@ -290,6 +290,7 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
             generation,
         ),
     }
+    let stale_at = super::fresh::step(&ctx, &schedule, &cron, &mut status, now).await;
     // The daily sweep of the schedule's folder; it never holds up the schedule.
     let sweeping = super::sweep::step(&ctx, &schedule, &namespace, &mut status)
         .await
@@ -306,6 +307,11 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
             .unwrap_or_default()
             .min(MAX_SLEEP),
         (false, None) => MAX_SLEEP,
+    };
+    // Looked at again when it would turn stale.
+    let sleep = match stale_at.and_then(|t| (t - Utc::now()).to_std().ok()) {
+        Some(until_stale) => sleep.min(until_stale),
+        None => sleep,
     };
     // A sweep in progress is looked at again soon.
     let sleep = if sweeping {

@@ -24,12 +24,13 @@ use crate::api::{Backup, BackupPhase, BackupSchedule, RestorePhase, RestoreReque
 use crate::schedule::CronSchedule;
 
 /// The gauges this collector exports (without the `coffer_` prefix), in encoding order.
-pub const GAUGES: [&str; 7] = [
+pub const GAUGES: [&str; 8] = [
     "schedule_interval_seconds",
     "schedule_backup_due_timestamp_seconds",
     "schedule_last_success_timestamp_seconds",
     "schedule_created_timestamp_seconds",
     "schedule_last_run_failed",
+    "schedule_stale",
     "backup_failed",
     "restore_failed",
 ];
@@ -68,6 +69,8 @@ pub struct State {
     pub created: BTreeMap<ScheduleSeries, f64>,
     /// 1 when a schedule's newest finished run failed, else 0.
     pub last_run_failed: BTreeMap<ScheduleSeries, f64>,
+    /// 1 when a schedule is stale (its `Fresh` condition is False), else 0.
+    pub stale: BTreeMap<ScheduleSeries, f64>,
     /// Failed Backups that no schedule made.
     pub backup_failed: BTreeMap<BackupSeries, f64>,
     /// Failed RestoreRequests.
@@ -126,6 +129,19 @@ pub fn state(
         if schedule.spec.suspend {
             // Suspended on purpose: its old runs raise no alert.
             continue;
+        }
+        // As the reconciler judged it (it looks again when a schedule would turn stale).
+        if let Some(fresh) = schedule
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Fresh"))
+        {
+            let stale = if fresh.status == "False" && fresh.reason == "Stale" {
+                1.0
+            } else {
+                0.0
+            };
+            out.stale.insert(series.clone(), stale);
         }
         let key = (series.namespace.clone(), series.schedule.clone());
         let newest_finished = newest_runs.get(&key);
@@ -283,12 +299,18 @@ impl Collector for StateCollector {
         encode_gauges(
             e,
             GAUGES[5],
+            "1 when no backup of the schedule has succeeded within its freshness.maxAge (absent while suspended)",
+            &s.stale,
+        )?;
+        encode_gauges(
+            e,
+            GAUGES[6],
             "1 for each failed Backup that no schedule made",
             &s.backup_failed,
         )?;
         encode_gauges(
             e,
-            GAUGES[6],
+            GAUGES[7],
             "1 for each failed RestoreRequest",
             &s.restore_failed,
         )
@@ -427,5 +449,39 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["undo"]
         );
+    }
+
+    #[test]
+    fn a_schedule_is_stale_as_its_fresh_condition_says_and_never_while_suspended() {
+        let with_fresh = |name: &str, suspend: bool, status: &str, reason: &str| {
+            let mut s = schedule(name, "0 0 * * *", suspend, None);
+            let condition = serde_json::from_value(json!({"type": "Fresh", "status": status,
+                "reason": reason, "message": "m", "lastTransitionTime": "2026-11-23T00:00:00Z"}))
+            .unwrap();
+            Arc::make_mut(&mut s)
+                .status
+                .get_or_insert_default()
+                .conditions
+                .push(condition);
+            s
+        };
+        let schedules = [
+            with_fresh("old", false, "False", "Stale"),
+            with_fresh("new", false, "True", "Fresh"),
+            with_fresh("typo", false, "False", "InvalidFreshness"),
+            with_fresh("paused", true, "False", "Stale"),
+            schedule("unjudged", "0 0 * * *", false, None),
+        ];
+        let s = state(
+            &schedules,
+            &[],
+            &[],
+            "2026-11-23T10:00:00Z".parse().unwrap(),
+        );
+        assert_eq!(s.stale.get(&series("old")), Some(&1.0));
+        assert_eq!(s.stale.get(&series("new")), Some(&0.0));
+        assert_eq!(s.stale.get(&series("typo")), Some(&0.0));
+        assert_eq!(s.stale.get(&series("paused")), None);
+        assert_eq!(s.stale.get(&series("unjudged")), None);
     }
 }
