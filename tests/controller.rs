@@ -591,11 +591,19 @@ async fn a_wrong_password_fails_the_backup_and_a_missing_secret_makes_no_job() {
     create::<BackupSchedule>(&ns, json!({"metadata": {"name": "mars"}, "spec": {
         "schedule": "0 3 * * *", "timeZone": "Mars/Olympus", "source": source, "storage": storage(&s3)}})).await;
     until_ready_reason(&schedules, "mars", "UnknownTimeZone").await;
+    // It takes no backups, and will turn stale: judged with a daily schedule's limit.
+    let (_, message) = fresh_of(&schedules, "mars", "Fresh", RUN).await;
+    assert!(message.contains("(maxAge 2d)"), "{message}");
 }
 
 /// The `Fresh` condition of a schedule, as (status, reason, message).
-async fn fresh_of(schedules: &Api<BackupSchedule>, name: &str, reason: &str) -> (String, String) {
-    eventually(RUN, &format!("{name}'s Fresh {reason}"), || async {
+async fn fresh_of(
+    schedules: &Api<BackupSchedule>,
+    name: &str,
+    reason: &str,
+    within: Duration,
+) -> (String, String) {
+    eventually(within, &format!("{name}'s Fresh {reason}"), || async {
         let schedule = schedules.get(name).await.unwrap();
         let c = schedule
             .status?
@@ -614,17 +622,30 @@ async fn a_schedule_without_a_recent_success_turns_stale_once_and_fresh_again() 
     secret(&ns, "auth", &[("password", "pw")]).await;
     let operator = Operator::start(&ns, "solo");
     let schedules: Api<BackupSchedule> = Api::namespaced(admin().await, &ns);
-    // A yearly schedule: its default maxAge is twice its longest gap (2028 is a leap year).
+    // A yearly schedule: its default maxAge is twice its longest gap (366 days when a leap
+    // year is ahead).
     create::<BackupSchedule>(
         &ns,
         json!({"metadata": {"name": "yearly"}, "spec": {
         "schedule": "0 0 1 1 *", "source": redis_source(&redis, "auth"), "storage": storage(&s3)}}),
     )
     .await;
-    let (status, message) = fresh_of(&schedules, "yearly", "Fresh").await;
+    let cron = coffer::schedule::CronSchedule::parse("0 0 1 1 *", "UTC").unwrap();
+    let default = coffer::freshness::default_max_age(&cron, Utc::now()).unwrap();
+    let (status, message) = fresh_of(&schedules, "yearly", "Fresh", RUN).await;
     assert_eq!(status, "True");
     assert!(message.contains("no backup has succeeded yet"), "{message}");
-    assert!(message.contains("(maxAge 732d)"), "{message}");
+    let limit = coffer::freshness::limit(default);
+    assert!(message.contains(&format!("(maxAge {limit})")), "{message}");
+    // A yearly schedule allowed one minute: nothing wakes it but the time it turns stale
+    // (its next run is a year away; without that wake it would be seen after 5 minutes).
+    create::<BackupSchedule>(
+        &ns,
+        json!({"metadata": {"name": "yearly-strict"}, "spec": {
+        "schedule": "0 0 1 1 *", "freshness": {"maxAge": "1m"},
+        "source": redis_source(&redis, "auth"), "storage": storage(&s3)}}),
+    )
+    .await;
 
     // Every run fails (a wrong password) and two minutes is all it may wait.
     secret(&ns, "wrong", &[("password", "not-pw")]).await;
@@ -635,7 +656,9 @@ async fn a_schedule_without_a_recent_success_turns_stale_once_and_fresh_again() 
         "source": redis_source(&redis, "wrong"), "storage": storage(&s3)}}),
     )
     .await;
-    let (status, message) = fresh_of(&schedules, "strict", "Stale").await;
+    let (status, _) = fresh_of(&schedules, "yearly-strict", "Stale", RUN).await;
+    assert_eq!(status, "False");
+    let (status, message) = fresh_of(&schedules, "strict", "Stale", Duration::from_secs(240)).await;
     assert_eq!(status, "False");
     assert!(
         message.contains("since the schedule was created, longer than maxAge 2m")
@@ -673,7 +696,7 @@ async fn a_schedule_without_a_recent_success_turns_stale_once_and_fresh_again() 
         .patch("strict", &PatchParams::default(), &Patch::Merge(&fixed))
         .await
         .unwrap();
-    let (status, message) = fresh_of(&schedules, "strict", "Fresh").await;
+    let (status, message) = fresh_of(&schedules, "strict", "Fresh", RUN).await;
     assert_eq!(status, "True");
     assert!(
         message.contains("the newest successful backup completed at"),
@@ -689,6 +712,7 @@ async fn a_schedule_without_a_recent_success_turns_stale_once_and_fresh_again() 
     assert_eq!(times_said(&ns, "strict", "Stale").await, 1);
     assert_eq!(times_said(&ns, "strict", "Fresh").await, 1);
     assert_eq!(times_said(&ns, "yearly", "Stale").await, 0);
+    assert_eq!(times_said(&ns, "yearly-strict", "Stale").await, 1);
 }
 
 /// A leader cut off from the API server (a network partition, its requests unanswered)

@@ -22,13 +22,8 @@ fn max_age(
     cron: &CronSchedule,
     now: DateTime<Utc>,
 ) -> Result<Option<chrono::Duration>, freshness::AgeError> {
-    if let Some(text) = schedule
-        .spec
-        .freshness
-        .as_ref()
-        .and_then(|f| f.max_age.as_deref())
-    {
-        return freshness::parse_age(text).map(Some);
+    if let Some(given) = max_age_of_spec(schedule)? {
+        return Ok(Some(given));
     }
     let key = (
         schedule.spec.schedule.clone(),
@@ -71,21 +66,39 @@ fn verdict(
     )
 }
 
-/// Sets `Fresh` in `status` and records an Event when the schedule turns stale or fresh
-/// again. Returns when the schedule becomes stale if nothing succeeds before, so that the
-/// reconciler looks again then.
-pub async fn step(
+/// The limit used when neither the schedule nor a valid cron expression gives one (the
+/// default of a daily schedule): a schedule whose cron or time zone is wrong takes no
+/// backups, and must still turn stale.
+const FALLBACK: chrono::Duration = chrono::Duration::days(2);
+
+/// An Event to record once the status that carries the change is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Sets `Fresh` in `status` (judged with `cron`'s default limit, or [`FALLBACK`] when the
+/// schedule is invalid). Returns when the schedule becomes stale if nothing succeeds before,
+/// so that the reconciler looks again then, and the Event to record when it turned stale or
+/// fresh again.
+pub fn step(
     ctx: &Context,
     schedule: &BackupSchedule,
-    cron: &CronSchedule,
+    cron: Option<&CronSchedule>,
     status: &mut BackupScheduleStatus,
     now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
+) -> (Option<DateTime<Utc>>, Option<Notice>) {
     let generation = schedule.metadata.generation;
     let was = status::condition(&status.conditions, "Fresh").map(|c| c.reason.clone());
-    let max_age = match max_age(ctx, schedule, cron, now) {
+    let limit = match cron {
+        Some(cron) => max_age(ctx, schedule, cron, now),
+        None => max_age_of_spec(schedule).map(|given| given.or(Some(FALLBACK))),
+    };
+    let max_age = match limit {
         Ok(Some(max_age)) => max_age,
-        Ok(None) => return None,
+        Ok(None) => return (None, None),
         Err(e) => {
             set_condition(
                 &mut status.conditions,
@@ -95,11 +108,12 @@ pub async fn step(
                 &e.to_string(),
                 generation,
             );
-            if was.as_deref() != Some("InvalidFreshness") {
-                ctx.event(schedule, true, "InvalidFreshness", e.to_string())
-                    .await;
-            }
-            return None;
+            let notice = (was.as_deref() != Some("InvalidFreshness")).then(|| Notice {
+                warning: true,
+                reason: "InvalidFreshness",
+                message: e.to_string(),
+            });
+            return (None, notice);
         }
     };
     let verdict = verdict(schedule, status, max_age, now);
@@ -117,16 +131,41 @@ pub async fn step(
         &message,
         generation,
     );
-    match (was.as_deref(), &verdict) {
-        (Some("Stale"), Verdict::Stale { .. }) => {}
-        (_, Verdict::Stale { .. }) => ctx.event(schedule, true, "Stale", message).await,
-        (Some("Stale"), Verdict::Fresh { .. }) => {
-            ctx.event(schedule, false, "Fresh", message).await
-        }
-        _ => {}
-    }
-    match verdict {
+    let notice = match (was.as_deref(), &verdict) {
+        (Some("Stale"), Verdict::Stale { .. }) => None,
+        (_, Verdict::Stale { .. }) => Some(Notice {
+            warning: true,
+            reason: "Stale",
+            message,
+        }),
+        (Some("Stale"), Verdict::Fresh { .. }) => Some(Notice {
+            warning: false,
+            reason: "Fresh",
+            message,
+        }),
+        _ => None,
+    };
+    let stale_at = match verdict {
         Verdict::Fresh { stale_at, .. } => Some(stale_at),
         _ => None,
-    }
+    };
+    (stale_at, notice)
+}
+
+/// The `maxAge` the schedule gives, if any.
+fn max_age_of_spec(
+    schedule: &BackupSchedule,
+) -> Result<Option<chrono::Duration>, freshness::AgeError> {
+    schedule
+        .spec
+        .freshness
+        .as_ref()
+        .and_then(|f| f.max_age.as_deref())
+        .map(freshness::parse_age)
+        .transpose()
+}
+
+/// How long to sleep until `stale_at` (zero once it has passed).
+pub fn until(stale_at: DateTime<Utc>) -> std::time::Duration {
+    (stale_at - Utc::now()).to_std().unwrap_or_default()
 }

@@ -18,7 +18,9 @@ use super::location::{SCHEDULE_LABEL, SCHEDULED_TIME_ANNOTATION};
 use super::references::{self, Problem};
 use super::retention::{self, Outcome, Run};
 use super::status::{self, set_condition};
-use crate::api::{Backup, BackupPhase, BackupSchedule, BackupSpec, LocalObjectReference};
+use crate::api::{
+    Backup, BackupPhase, BackupSchedule, BackupScheduleStatus, BackupSpec, LocalObjectReference,
+};
 use crate::schedule::CronSchedule;
 
 /// The longest a schedule sleeps without a look, whatever its next time.
@@ -46,12 +48,18 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
                 &e.to_string(),
                 generation,
             );
-            status::apply(&api, schedule.as_ref(), old.as_ref(), &status).await?;
+            // It takes no backups, so it must still turn stale.
+            let (stale_at, notice) =
+                super::fresh::step(&ctx, &schedule, None, &mut status, Utc::now());
+            write_status(&ctx, &api, &schedule, old.as_ref(), &status, notice).await?;
             if first {
                 ctx.event(schedule.as_ref(), true, e.reason(), e.to_string())
                     .await;
             }
-            return Ok(Action::await_change());
+            return Ok(match stale_at {
+                Some(t) => Action::requeue(super::fresh::until(t) + Duration::from_millis(50)),
+                None => Action::await_change(),
+            });
         }
     };
     let now = Utc::now();
@@ -233,8 +241,13 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
                     &e.to_string(),
                     generation,
                 );
-                status::apply(&api, schedule.as_ref(), old.as_ref(), &status).await?;
-                return Ok(Action::await_change());
+                let (stale_at, notice) =
+                    super::fresh::step(&ctx, &schedule, Some(&cron), &mut status, now);
+                write_status(&ctx, &api, &schedule, old.as_ref(), &status, notice).await?;
+                return Ok(match stale_at {
+                    Some(t) => Action::requeue(super::fresh::until(t) + Duration::from_millis(50)),
+                    None => Action::await_change(),
+                });
             }
         }
     }
@@ -290,7 +303,7 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
             generation,
         ),
     }
-    let stale_at = super::fresh::step(&ctx, &schedule, &cron, &mut status, now).await;
+    let (stale_at, notice) = super::fresh::step(&ctx, &schedule, Some(&cron), &mut status, now);
     // The daily sweep of the schedule's folder; it never holds up the schedule.
     let sweeping = super::sweep::step(&ctx, &schedule, &namespace, &mut status)
         .await
@@ -298,7 +311,7 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
             tracing::warn!(schedule = %name, "cannot sweep: {e}");
             false
         });
-    status::apply(&api, schedule.as_ref(), old.as_ref(), &status).await?;
+    write_status(&ctx, &api, &schedule, old.as_ref(), &status, notice).await?;
 
     let sleep = match (problem.is_some(), next) {
         (true, _) => Duration::from_secs(30),
@@ -309,8 +322,8 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
         (false, None) => MAX_SLEEP,
     };
     // Looked at again when it would turn stale.
-    let sleep = match stale_at.and_then(|t| (t - Utc::now()).to_std().ok()) {
-        Some(until_stale) => sleep.min(until_stale),
+    let sleep = match stale_at {
+        Some(t) => sleep.min(super::fresh::until(t)),
         None => sleep,
     };
     // A sweep in progress is looked at again soon.
@@ -321,6 +334,28 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
     };
     // Wake just after the due time, so that it is in the past when looked at.
     Ok(Action::requeue(sleep + Duration::from_millis(50)))
+}
+
+/// Writes the schedule's status; a change of freshness is written only if this reconcile
+/// read the newest status (a reconcile that read an old copy fails with a conflict and
+/// runs again), and its Event is recorded only once the change is stored: said once.
+async fn write_status(
+    ctx: &Context,
+    api: &Api<BackupSchedule>,
+    schedule: &BackupSchedule,
+    old: Option<&BackupScheduleStatus>,
+    status: &BackupScheduleStatus,
+    notice: Option<super::fresh::Notice>,
+) -> Result<(), Error> {
+    match notice {
+        None => status::apply(api, schedule, old, status).await,
+        Some(notice) => {
+            status::apply_fresh(api, schedule, old, status).await?;
+            ctx.event(schedule, notice.warning, notice.reason, notice.message)
+                .await;
+            Ok(())
+        }
+    }
 }
 
 fn finished(backup: &Backup) -> bool {
