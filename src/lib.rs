@@ -11,6 +11,7 @@ pub mod controller;
 pub mod engine;
 pub mod freshness;
 pub mod logging;
+pub mod notify;
 pub mod pipeline;
 pub mod schedule;
 pub mod storage;
