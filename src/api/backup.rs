@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Compression, JobTemplate, LocalObjectReference};
+use super::notifier::{Delivery, NotifierReference};
 use super::source::{BackupSource, SourceKind};
 use super::storage::BackupStorage;
 
@@ -72,6 +73,11 @@ pub struct BackupSpec {
     /// Settings of the worker Job. Default: the schedule's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_template: Option<JobTemplate>,
+    /// Notifiers (in this namespace) told about this Backup's events. Default: the
+    /// schedule's, for a Backup that takes its settings from `scheduleRef`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub notify: Vec<NotifierReference>,
 }
 
 /// What happens to a backup's stored data when the Backup object is deleted.
@@ -149,6 +155,10 @@ pub struct BackupStatus {
     /// deletions and restores use this record, never the schedule as it is now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<ResolvedRun>,
+    /// The notifications about this Backup, each recorded before it is sent: what was
+    /// sent, to which Notifier, and what the sink answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Delivery>,
 }
 
 /// The settings a Backup ran with, recorded before its worker Job is created.

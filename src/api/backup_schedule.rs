@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Compression, JobTemplate};
+use super::notifier::{Delivery, NotifierReference};
 use super::retention::Retention;
 use super::source::BackupSource;
 use super::storage::BackupStorage;
@@ -95,6 +96,12 @@ pub struct BackupScheduleSpec {
     /// Settings of the worker Job (resources, node placement, deadlines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_template: Option<JobTemplate>,
+    /// Notifiers (in this namespace) told about this schedule's events. Its Backups are
+    /// created with the same list: failed and recovered backups, and the schedule turning
+    /// stale.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub notify: Vec<NotifierReference>,
 }
 
 fn default_time_zone() -> String {
@@ -159,6 +166,10 @@ pub struct BackupScheduleStatus {
     /// that was older than a day, and was removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sweep: Option<SweepRecord>,
+    /// The notifications about the schedule itself (`stale`), each recorded before it is
+    /// sent; the newest 20 are kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Delivery>,
 }
 
 /// One sweep of a schedule's folder.

@@ -5,7 +5,7 @@ use kube::CustomResourceExt;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use super::{Backup, BackupSchedule, RestoreRequest};
+use super::{Backup, BackupSchedule, Notifier, RestoreRequest};
 
 /// Rendering the CRDs failed; this is a bug in Coffer, not in the user's input.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +18,12 @@ pub enum CrdRenderError {
 
 /// Every CRD of the API, in the order they are printed.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![BackupSchedule::crd(), Backup::crd(), RestoreRequest::crd()]
+    vec![
+        BackupSchedule::crd(),
+        Backup::crd(),
+        RestoreRequest::crd(),
+        Notifier::crd(),
+    ]
 }
 
 /// All CRDs as one multi-document YAML stream, each document starting with `---`.
@@ -68,10 +73,11 @@ mod tests {
             [
                 "backupschedules.coffer.dev",
                 "backups.coffer.dev",
-                "restorerequests.coffer.dev"
+                "restorerequests.coffer.dev",
+                "notifiers.coffer.dev"
             ]
         );
-        assert_eq!(yaml.matches("---\n").count(), 3);
+        assert_eq!(yaml.matches("---\n").count(), 4);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod backup_schedule;
 pub mod common;
 pub mod crds;
+pub mod notifier;
 pub mod restore_request;
 pub mod retention;
 pub mod source;
@@ -21,6 +22,10 @@ pub use backup_schedule::{
 };
 pub use common::{
     Compression, FsGroupChangePolicy, JobTemplate, LocalObjectReference, SecretKeySelector,
+};
+pub use notifier::{
+    Delivery, DeliveryState, EmailSink, EmailTls, HeartbeatSink, Notifier, NotifierReference,
+    NotifierSpec, NotifierStatus, NotifyEvent, WebhookFormat, WebhookSink,
 };
 pub use restore_request::{
     DatabaseRename, MySqlRestoreOptions, PostgresRestoreOptions, QuiesceTarget, QuiescedWorkload,

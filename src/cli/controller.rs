@@ -54,6 +54,14 @@ pub struct ControllerArgs {
     /// Larger backups are checked in the store and read again for the restore. 0: never.
     #[arg(long, value_name = "MIB", default_value_t = 2048)]
     pub restore_spool_mib: u64,
+    /// Times a notification is tried when its sink certainly did not take it (connection
+    /// refused, HTTP 429 or 5xx, SMTP 4xx) before it is given up with a NotificationFailed
+    /// condition and Event.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=20))]
+    pub notify_attempts: i32,
+    /// Seconds before a refused notification is tried again; doubled after each attempt.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub notify_backoff: u64,
 }
 
 pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
@@ -88,6 +96,10 @@ pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
             },
             namespace: args.namespace,
             deletion_timeout: Duration::from_secs(args.deletion_timeout),
+            notify_retry: crate::controller::notify::RetryPolicy {
+                attempts: args.notify_attempts,
+                backoff: Duration::from_secs(args.notify_backoff),
+            },
         },
         metrics_address: args.metrics_address,
         lease,

@@ -17,6 +17,7 @@ use super::error::Error;
 use super::job::{self, JobRequest};
 use super::location::{self, SCHEDULED_TIME_ANNOTATION};
 use super::metrics::{RunLabels, ScheduleLabels};
+use super::notify::{self, BackupNews};
 use super::references::{self, Problem};
 use super::status::{self, set_condition};
 use super::workers::{self, Created, Found, JobState};
@@ -160,6 +161,55 @@ pub async fn recorded_run(
     }
 }
 
+/// The Notifiers a Backup tells: its own, else (when it takes its settings from its
+/// schedule) the schedule's.
+pub async fn notifiers(
+    ctx: &Context,
+    namespace: &str,
+    backup: &Backup,
+) -> Result<Vec<crate::api::NotifierReference>, Error> {
+    if !backup.spec.notify.is_empty() || backup.spec.source.is_some() {
+        return Ok(backup.spec.notify.clone());
+    }
+    let api: Api<BackupSchedule> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(api
+        .get_opt(&schedule_name(backup))
+        .await?
+        .map(|s| s.spec.notify)
+        .unwrap_or_default())
+}
+
+/// Records the deliveries `news` calls for in `status` (they are sent once the status is
+/// written); a Notifier that does not exist is recorded as a failed delivery, with an Event.
+async fn plan_notifications(
+    ctx: &Context,
+    namespace: &str,
+    backup: &Backup,
+    status: &mut BackupStatus,
+    news: BackupNews,
+) -> Result<(), Error> {
+    let refs = notifiers(ctx, namespace, backup).await?;
+    if refs.is_empty() {
+        return Ok(());
+    }
+    let wants = notify::lookup(ctx, namespace, &refs).await?;
+    for delivery in notify::plan(news, &wants) {
+        if status.notifications.iter().any(|d| d.id == delivery.id) {
+            continue;
+        }
+        if let Some(problem) = delivery.message.as_deref() {
+            ctx.event(backup, true, "NotificationFailed", problem).await;
+        }
+        status.notifications.push(delivery);
+    }
+    notify::mark(
+        &mut status.conditions,
+        &status.notifications,
+        backup.metadata.generation,
+    );
+    Ok(())
+}
+
 /// The worker Job settings: the Backup's own, else its schedule's.
 pub async fn job_template(
     ctx: &Context,
@@ -183,11 +233,22 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
     }
     let old = backup.status.clone();
     let mut status = old.clone().unwrap_or_default();
+    // Notifications recorded by an earlier reconcile go out first, each on its own write.
+    let delivered = if notify::outstanding(&status.notifications) {
+        notify::deliver(&ctx, backup.as_ref()).await?
+    } else {
+        notify::Delivered::default()
+    };
+    if delivered.wrote {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     if matches!(
         status.phase,
         Some(BackupPhase::Succeeded | BackupPhase::Failed)
     ) {
-        return Ok(Action::await_change());
+        return Ok(delivered
+            .wake
+            .map_or_else(Action::await_change, Action::requeue));
     }
     if !backup.finalizers().iter().any(|f| f == FINALIZER) {
         let mut finalizers = backup.finalizers().to_vec();
@@ -339,6 +400,7 @@ impl Run<'_> {
         status.job_name = Some(job_name.to_owned());
         status.phase = Some(BackupPhase::Running);
         status.start_time = Some(status::time(Utc::now()));
+        plan_notifications(ctx, namespace, backup, status, BackupNews::Started).await?;
         status::apply(self.api, backup, self.old, status).await?;
         ctx.event(
             backup,
@@ -514,6 +576,16 @@ impl Run<'_> {
             &summary.message,
             backup.metadata.generation,
         );
+        // The notifications go in the same write as the verdict: both or neither.
+        let after_failure = notify::previous_run_failed(self.ctx, self.namespace, backup);
+        let news = if succeeded {
+            BackupNews::Succeeded { after_failure }
+        } else {
+            BackupNews::Failed {
+                again: after_failure,
+            }
+        };
+        plan_notifications(self.ctx, self.namespace, backup, &mut status, news).await?;
         status::apply_fresh(self.api, backup, self.old, &status).await?;
         let first = self.old.and_then(|s| s.phase) != status.phase;
         if !first {

@@ -21,6 +21,8 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// How long a deleted Backup tries to delete its data before leaving it (with an Event).
     pub deletion_timeout: std::time::Duration,
+    /// How refused notifications are tried again.
+    pub notify_retry: super::notify::RetryPolicy,
 }
 
 /// Shared by every reconcile.

@@ -1,4 +1,4 @@
-//! The operator: three reconcilers (BackupSchedule, Backup, RestoreRequest) run by
+//! The operator: four reconcilers (BackupSchedule, Backup, RestoreRequest, Notifier) run by
 //! kube-runtime controllers, behind a leader Lease, with health and metrics endpoints.
 //! Pure parts (what is due, retention, the worker Job, locations) have no I/O and are
 //! unit-tested on their own.
@@ -13,6 +13,8 @@ pub mod job;
 pub mod leader;
 pub mod location;
 pub mod metrics;
+pub mod notifier;
+pub mod notify;
 pub mod references;
 pub mod restore;
 pub mod retention;
@@ -37,7 +39,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Backup, BackupSchedule, RestoreRequest};
+use crate::api::{Backup, BackupSchedule, Notifier, RestoreRequest};
 use context::{Context, Settings};
 use error::Error;
 use leader::LeaseSettings;
@@ -208,6 +210,7 @@ where
 const SCHEDULE_CONCURRENCY: u16 = 128;
 const BACKUP_CONCURRENCY: u16 = 16;
 const RESTORE_CONCURRENCY: u16 = 8;
+const NOTIFIER_CONCURRENCY: u16 = 4;
 
 /// The three controllers, until `shutdown`.
 async fn controllers(
@@ -288,8 +291,13 @@ async fn controllers(
     let restores = restores
         .with_config(config(RESTORE_CONCURRENCY))
         .owns(api::<Job>(&client, ns), workers)
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(restore::reconcile, error_policy("restore"), ctx)
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(restore::reconcile, error_policy("restore"), ctx.clone())
         .for_each(|_| async {});
-    tokio::join!(schedules, backups, restores);
+    let notifiers = Controller::new(api::<Notifier>(&client, ns), watcher::Config::default())
+        .with_config(config(NOTIFIER_CONCURRENCY))
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(notifier::reconcile, error_policy("notifier"), ctx)
+        .for_each(|_| async {});
+    tokio::join!(schedules, backups, restores, notifiers);
 }

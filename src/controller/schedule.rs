@@ -33,6 +33,15 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
     let mut status = old.clone().unwrap_or_default();
     status.observed_generation = generation;
     let spec = &schedule.spec;
+    // Notifications recorded by an earlier reconcile go out first, each on its own write.
+    let delivered = if super::notify::outstanding(&status.notifications) {
+        super::notify::deliver(&ctx, schedule.as_ref()).await?
+    } else {
+        super::notify::Delivered::default()
+    };
+    if delivered.wrote {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
 
     let cron = match CronSchedule::parse(&spec.schedule, &spec.time_zone) {
         Ok(cron) => cron,
@@ -326,6 +335,11 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
         Some(t) => sleep.min(super::fresh::until(t)),
         None => sleep,
     };
+    // A notification waiting for its next attempt.
+    let sleep = match delivered.wake {
+        Some(wake) => sleep.min(wake),
+        None => sleep,
+    };
     // A sweep in progress is looked at again soon.
     let sleep = if sweeping {
         sleep.min(Duration::from_secs(5))
@@ -350,6 +364,27 @@ async fn write_status(
     match notice {
         None => status::apply(api, schedule, old, status).await,
         Some(notice) => {
+            // Turning stale notifies: the deliveries go in the same write as the change.
+            let mut status = status.clone();
+            if notice.reason == "Stale" && !schedule.spec.notify.is_empty() {
+                let namespace = schedule.namespace().unwrap_or_default();
+                let wants = super::notify::lookup(ctx, &namespace, &schedule.spec.notify).await?;
+                let since = status::condition(&status.conditions, "Fresh")
+                    .map(|c| status::chrono(&c.last_transition_time))
+                    .unwrap_or_else(Utc::now);
+                let planned = super::notify::plan_stale(since, &wants);
+                for problem in planned.iter().filter_map(|d| d.message.as_deref()) {
+                    ctx.event(schedule, true, "NotificationFailed", problem)
+                        .await;
+                }
+                super::notify::append_bounded(&mut status.notifications, planned, 20);
+                super::notify::mark(
+                    &mut status.conditions,
+                    &status.notifications,
+                    schedule.metadata.generation,
+                );
+            }
+            let status = &status;
             status::apply_fresh(api, schedule, old, status).await?;
             ctx.event(schedule, notice.warning, notice.reason, notice.message)
                 .await;
@@ -394,6 +429,7 @@ pub fn scheduled_backup(schedule: &BackupSchedule, time: chrono::DateTime<Utc>) 
             compression: Some(spec.compression),
             deletion_policy: Default::default(),
             job_template: spec.job_template.clone(),
+            notify: spec.notify.clone(),
         },
         status: None,
     }

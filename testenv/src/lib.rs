@@ -6,6 +6,7 @@
 //!   non-root user when the tests run as root.
 //! - [`S3Server`]: an S3-compatible server (`s3s-fs`, plus ListMultipartUploads) in this
 //!   process, serving real HTTP.
+//! - [`SmtpServer`]: Debian's aiosmtpd with STARTTLS and AUTH, keeping every message.
 //! - [`ControlPlane`]: etcd, kube-apiserver and kube-controller-manager built from their Go
 //!   modules (`tools/k8s/build`), with the [`ProcessKubelet`] running Pods as processes, or
 //!   a [`RealNode`] (containerd, runc, CNI, kubelet, kube-proxy, CoreDNS) running them in
@@ -28,6 +29,7 @@ mod s3_hold;
 mod s3_journal;
 mod s3_tamper;
 mod s3_uploads;
+mod smtp;
 
 pub use control_plane::{
     ControlPlane, ControlPlaneOptions, NODE_NAME, TEST_NAMESPACE_LABEL, TestNamespace, USERS,
@@ -44,6 +46,7 @@ pub use process::find_program;
 pub use redis::RedisServer;
 pub use s3::S3Server;
 pub use s3_hold::Held;
+pub use smtp::SmtpServer;
 
 /// Results of this crate.
 pub type Result<T, E = TestEnvError> = std::result::Result<T, E>;

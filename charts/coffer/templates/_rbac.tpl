@@ -8,6 +8,11 @@ exactly these rules.
 - apiGroups: ["coffer.dev"]
   resources: ["backupschedules", "backups", "restorerequests"]
   verbs: ["get", "list", "watch"]
+# Read the Notifiers that schedules and Backups name when it notifies, and watch them for
+# the test-notification annotation.
+- apiGroups: ["coffer.dev"]
+  resources: ["notifiers"]
+  verbs: ["get", "list", "watch"]
 # Add and remove the data-deleting finalizer on Backups.
 - apiGroups: ["coffer.dev"]
   resources: ["backups"]
@@ -18,7 +23,7 @@ exactly these rules.
   verbs: ["create", "delete"]
 # Write the status of every kind (server-side apply patches only).
 - apiGroups: ["coffer.dev"]
-  resources: ["backupschedules/status", "backups/status", "restorerequests/status"]
+  resources: ["backupschedules/status", "backups/status", "restorerequests/status", "notifiers/status"]
   verbs: ["patch"]
 # Worker Jobs carry blockOwnerDeletion owner references to Backups and RestoreRequests.
 - apiGroups: ["coffer.dev"]
@@ -33,9 +38,11 @@ exactly these rules.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
-# Check that referenced Secrets exist before making a Job. The controller requests only
-# their metadata, but RBAC cannot grant metadata alone: this rule would allow reading values.
-# Secret values reach workers through secretKeyRef, never through the controller.
+# Check that referenced Secrets exist before making a Job (the controller requests only
+# their metadata; RBAC cannot grant metadata alone). The values of sources' and stores'
+# Secrets reach workers through secretKeyRef, never through the controller; the one values
+# the controller reads are those a Notifier names (webhook URLs, SMTP credentials), when
+# it sends a notification.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
