@@ -95,10 +95,11 @@ impl Receiver {
                 });
                 let mode = *answer.lock().unwrap();
                 match mode {
-                    Answer::Ok => (axum::http::StatusCode::OK, "ok"),
+                    Answer::Ok => (axum::http::StatusCode::OK, "ok".to_owned()),
+                    // Like many receivers, it quotes the URL it was called at.
                     Answer::Status(code) => (
                         axum::http::StatusCode::from_u16(code).unwrap(),
-                        "busy, try later",
+                        format!("busy, try later: POST {}", parts.uri.path()),
                     ),
                     Answer::Hang => std::future::pending().await,
                 }
@@ -518,7 +519,9 @@ async fn a_sink_that_refuses_is_retried_then_marked_failed_and_the_backup_stays_
     let redis = RedisServer::start_with_password("redis-pw").unwrap();
     secret(&ns, "redis-auth", &[("password", "redis-pw")]).await;
     let hooks = Receiver::start(0, Answer::Status(503)).await;
-    secret(&ns, "notify", &[("hook", &hooks.url("/busy"))]).await;
+    let token = support::distinctive_secret("busytoken");
+    let busy = format!("/busy/{token}");
+    secret(&ns, "notify", &[("hook", &hooks.url(&busy))]).await;
     create::<Notifier>(
         &ns,
         notifier(
@@ -528,7 +531,7 @@ async fn a_sink_that_refuses_is_retried_then_marked_failed_and_the_backup_stays_
         ),
     )
     .await;
-    let _operator = Operator::start_with(
+    let mut operator = Operator::start_with(
         &ns,
         "solo",
         &["--notify-attempts", "3", "--notify-backoff", "1"],
@@ -563,7 +566,7 @@ async fn a_sink_that_refuses_is_retried_then_marked_failed_and_the_backup_stays_
             .contains("HTTP 503"),
         "{audit:?}"
     );
-    let got = hooks.got("/busy");
+    let got = hooks.got(&busy);
     assert_eq!(got.len(), 3, "three attempts: {got:?}");
     let ids: Vec<&str> = got.iter().map(|r| r.header("coffer-delivery")).collect();
     assert!(
@@ -592,6 +595,16 @@ async fn a_sink_that_refuses_is_retried_then_marked_failed_and_the_backup_stays_
     );
     assert!(times_said(&ns, "audit-1", "NotificationFailed").await >= 2);
     assert!(times_said(&ns, "audit-1", "NotificationRetrying").await >= 1);
+    // The receiver's answer quoted the URL, token and all; nothing the operator wrote does.
+    operator.kill();
+    let written = format!(
+        "{}{:?}{}",
+        serde_json::to_string(&backup).unwrap(),
+        events_of(&ns, "audit-1").await,
+        operator.log()
+    );
+    assert!(written.contains("busy, try later: POST /***"), "{message}");
+    assert!(!written.contains(&token), "the URL's token leaked");
 }
 
 #[tokio::test]

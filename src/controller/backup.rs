@@ -228,11 +228,18 @@ pub async fn job_template(
 
 pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let (name, namespace, api) = ctx.scope(backup.as_ref())?;
-    if backup.metadata.deletion_timestamp.is_some() {
-        return super::deletion::finalize(&backup, &ctx, &namespace, &api).await;
-    }
     let old = backup.status.clone();
     let mut status = old.clone().unwrap_or_default();
+    if backup.metadata.deletion_timestamp.is_some() {
+        // What is due goes out before the finalizer lets the Backup go (retention may delete
+        // a failed run at once); what waits for a retry is given up.
+        if notify::due(&status.notifications, ctx.settings.notify_retry)
+            && notify::deliver(&ctx, backup.as_ref()).await?.wrote
+        {
+            return Ok(Action::requeue(Duration::from_millis(500)));
+        }
+        return super::deletion::finalize(&backup, &ctx, &namespace, &api).await;
+    }
     // Notifications recorded by an earlier reconcile go out first, each on its own write.
     let delivered = if notify::outstanding(&status.notifications) {
         notify::deliver(&ctx, backup.as_ref()).await?
@@ -289,10 +296,14 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
             );
             return run_ctx.recover(status, &run, lost).await;
         }
-        Found::None => match run_ctx.start(&mut status, &run, &job_name).await? {
-            Ok(job) => job,
-            Err(action) => return Ok(action),
-        },
+        Found::None => {
+            return match run_ctx.start(&mut status, &run, &job_name).await? {
+                // Its state is read by the next reconcile, which the Job's creation wakes:
+                // every write there is then the first of its reconcile.
+                Ok(_) => Ok(Action::requeue(Duration::from_secs(1))),
+                Err(action) => Ok(action),
+            };
+        }
     };
     match workers::observe(&ctx, &namespace, &job).await? {
         JobState::Running { waiting } => {
@@ -312,7 +323,13 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
                 &message,
                 backup.metadata.generation,
             );
-            status::apply(&api, backup.as_ref(), old.as_ref(), &status).await?;
+            // A copy read before the latest write must not undo it: with notifications
+            // recorded, only the newest copy writes.
+            if status.notifications.is_empty() {
+                status::apply(&api, backup.as_ref(), old.as_ref(), &status).await?;
+            } else {
+                status::apply_fresh(&api, backup.as_ref(), old.as_ref(), &status).await?;
+            }
             // Job changes wake this Backup; a Pod stuck before it starts does not.
             Ok(Action::requeue(RECHECK))
         }

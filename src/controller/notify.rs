@@ -388,6 +388,16 @@ pub fn outstanding(deliveries: &[Delivery]) -> bool {
         .any(|d| matches!(d.state, DeliveryState::Pending | DeliveryState::Sending))
 }
 
+/// Whether a delivery is to be sent (or judged) now, not waiting for its next attempt.
+pub fn due(deliveries: &[Delivery], policy: RetryPolicy) -> bool {
+    let now = Utc::now();
+    deliveries.iter().any(|d| match d.state {
+        DeliveryState::Sending => true,
+        DeliveryState::Pending => policy.next_try(d).is_none_or(|t| t <= now),
+        _ => false,
+    })
+}
+
 /// Sends what is due of `object`'s recorded deliveries, one claim at a time (see the
 /// module's documentation).
 pub async fn deliver<K: Notified>(ctx: &Context, object: &K) -> Result<Delivered, Error> {
@@ -439,8 +449,16 @@ pub async fn deliver<K: Notified>(ctx: &Context, object: &K) -> Result<Delivered
 
     let now = Utc::now();
     let policy = ctx.settings.notify_retry;
-    let count = K::deliveries(&mut status).len();
-    for i in 0..count {
+    // By id: a write that lands between two sends may have added or dropped records.
+    let pending: Vec<String> = K::deliveries(&mut status)
+        .iter()
+        .filter(|d| d.state == DeliveryState::Pending)
+        .map(|d| d.id.clone())
+        .collect();
+    for id in pending {
+        let Some(i) = K::deliveries(&mut status).iter().position(|d| d.id == id) else {
+            continue;
+        };
         let delivery = K::deliveries(&mut status)[i].clone();
         if delivery.state != DeliveryState::Pending {
             continue;
@@ -514,7 +532,9 @@ pub async fn deliver<K: Notified>(ctx: &Context, object: &K) -> Result<Delivered
         };
         let all = K::deliveries(&mut status).clone();
         mark(K::conditions(&mut status), &all, generation);
-        current = write(&api, &current, &status).await?;
+        let outcome = K::deliveries(&mut status)[i].clone();
+        current = record(&api, &current, &status, &outcome, generation).await?;
+        status = current.notified_status().cloned().unwrap_or_default();
         ctx.event(object, warning, reason, &note).await;
     }
     // Deliveries planned as failed (a Notifier that does not exist) show in the condition
@@ -595,6 +615,38 @@ pub fn mark(conditions: &mut Vec<Condition>, deliveries: &[Delivery], generation
             &format!("{sent} notification(s) sent"),
             generation,
         );
+    }
+}
+
+/// Records the outcome of a send made after the claim that wrote `current`. When the object
+/// changed meanwhile (a label, a spec edit, a deletion starting), the outcome goes into the
+/// newest copy instead, as long as that copy still holds this very claim; otherwise the
+/// delivery stays `Sending` and becomes `Unknown`, which never sends twice.
+async fn record<K: Notified>(
+    api: &Api<K>,
+    current: &K,
+    status: &K::Status,
+    outcome: &Delivery,
+    generation: Option<i64>,
+) -> Result<K, Error> {
+    match write(api, current, status).await {
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
+            let fresh = api.get(&current.name_any()).await?;
+            let mut fresh_status = fresh.notified_status().cloned().unwrap_or_default();
+            let deliveries = K::deliveries(&mut fresh_status);
+            let Some(claim) = deliveries.iter_mut().find(|d| {
+                d.id == outcome.id
+                    && d.state == DeliveryState::Sending
+                    && d.attempts == outcome.attempts
+            }) else {
+                return Err(Error::Kube(kube::Error::Api(e)));
+            };
+            *claim = outcome.clone();
+            let all = deliveries.clone();
+            mark(K::conditions(&mut fresh_status), &all, generation);
+            write(api, &fresh, &fresh_status).await
+        }
+        other => other,
     }
 }
 

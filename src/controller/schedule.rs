@@ -362,6 +362,11 @@ async fn write_status(
     notice: Option<super::fresh::Notice>,
 ) -> Result<(), Error> {
     match notice {
+        // A copy read before the latest write must not undo it: with notifications
+        // recorded, only the newest copy writes.
+        None if !status.notifications.is_empty() => {
+            status::apply_fresh(api, schedule, old, status).await
+        }
         None => status::apply(api, schedule, old, status).await,
         Some(notice) => {
             // Turning stale notifies: the deliveries go in the same write as the change.

@@ -131,20 +131,12 @@ fn classify(error: &lettre::transport::smtp::Error, server: &str, port: u16) -> 
     ))
 }
 
-/// The connection failed before a word was exchanged (refused, no route, unknown host).
+/// The connection was refused: nothing was exchanged.
 fn never_connected(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = next {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            return matches!(
-                io.kind(),
-                ConnectionRefused
-                    | HostUnreachable
-                    | NetworkUnreachable
-                    | NotFound
-                    | AddrNotAvailable
-            );
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
         }
         next = e.source();
     }

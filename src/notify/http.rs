@@ -12,6 +12,8 @@ use super::SendError;
 
 /// How long one request may take, answer included.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
+/// How long connecting may take; a sink that does not answer by then never got anything.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// POSTs `body` to `url` with `headers`. Errors never quote the URL (it is a secret).
 pub async fn post(
@@ -42,12 +44,15 @@ pub async fn post(
         .map_err(|e| SendError::fatal(format!("cannot build the request: {e}")))?;
     // The provider named, not the process default: which one that is depends on what else
     // is linked in.
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
         .map_err(|e| SendError::fatal(format!("cannot load the system's certificates: {e}")))?
         .https_or_http()
         .enable_http1()
-        .build();
+        .wrap_connector(http);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
     let response = match tokio::time::timeout(TIMEOUT, client.request(request)).await {
         Err(_) => {
@@ -81,7 +86,9 @@ pub async fn post(
         return Ok(format!("HTTP {}", status.as_u16()));
     }
     let message = format!("the receiver answered HTTP {status}: {text}");
-    if status.as_u16() == 429 || status.is_server_error() {
+    // Only "too many requests" and "unavailable" say the request was not processed; a 500
+    // or a proxy's 502/504 may come after the receiver acted on it.
+    if matches!(status.as_u16(), 429 | 503) {
         Err(SendError::refused(message))
     } else {
         Err(SendError::fatal(message))

@@ -28,7 +28,7 @@ pub fn webhook(
         WebhookFormat::Slack => json!({ "text": slack_text(notice) }),
         WebhookFormat::Teams => json!({
             "@type": "MessageCard",
-            "@context": "https://schema.org/extensions",
+            "@context": "http://schema.org/extensions",
             "summary": notice.summary(),
             "themeColor": if notice.is_bad() { "D13438" } else { "2EB886" },
             "title": title(notice),
