@@ -1,6 +1,7 @@
 //! The `coffer` command line: one binary for the controller, the worker, and local use.
 
 mod backup;
+mod check;
 mod controller;
 mod delete;
 mod gc;
@@ -63,6 +64,10 @@ pub enum Command {
     /// Report (and with --delete remove) what failed or killed backups left in a store:
     /// folders without a manifest, open multipart uploads, temporary files.
     Gc(gc::GcArgs),
+    /// Check, before the first backup, that a source can be backed up (it answers, the
+    /// credentials work, the user has the privileges a backup needs) and that the store
+    /// takes, returns and deletes an object.
+    Check(check::CheckArgs),
     /// Print the version of Coffer.
     Version,
 }
@@ -87,6 +92,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Verify(args) => ("verify", block_on(Threads::One, verify::run(args))),
         Command::Delete(args) => ("delete", block_on(Threads::One, delete::run(args))),
         Command::Gc(args) => ("gc", block_on(Threads::One, gc::run(args))),
+        Command::Check(args) => ("check", block_on(Threads::One, check::run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

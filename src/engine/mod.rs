@@ -3,5 +3,6 @@
 pub mod mysql;
 pub mod pipe;
 pub mod postgres;
+pub mod probe;
 pub mod redis;
 pub mod volume;

@@ -67,6 +67,16 @@ impl Client {
             .map_err(|e| MyError::from_mysql(&address, &user, what, &e))
     }
 
+    /// `SHOW GRANTS` for the logged-in user, one statement per line.
+    pub async fn grants(&mut self) -> Result<Vec<String>, MyError> {
+        let address = self.address.clone();
+        let user = self.user.clone();
+        self.conn
+            .query("SHOW GRANTS")
+            .await
+            .map_err(|e| MyError::from_mysql(&address, &user, "reading the grants", &e))
+    }
+
     /// `SELECT VERSION()`.
     pub async fn version(&mut self) -> Result<String, MyError> {
         let address = self.address.clone();
