@@ -62,7 +62,8 @@ async fn crds_apply_become_established_and_are_explained() {
         [
             "backupschedules.coffer.dev",
             "backups.coffer.dev",
-            "restorerequests.coffer.dev"
+            "restorerequests.coffer.dev",
+            "notifiers.coffer.dev"
         ]
     );
     let out = kubectl(&["get", "coffer", "--all-namespaces"]);

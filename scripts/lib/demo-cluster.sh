@@ -10,7 +10,7 @@
 release=coffer
 system_ns=coffer-system
 namespaces=("$system_ns" storage shop platform)
-crds=(backupschedules.coffer.dev backups.coffer.dev restorerequests.coffer.dev)
+crds=(backupschedules.coffer.dev backups.coffer.dev restorerequests.coffer.dev notifiers.coffer.dev)
 s3_user=coffer-demo
 s3_password=coffer-demo-secret
 redis_password=coffer-demo-redis
