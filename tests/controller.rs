@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use coffer::api::{Backup, BackupPhase, BackupSchedule, RestorePhase, RestoreRequest};
-use coffer_testenv::{PostgresServer, RedisServer, S3Server};
+use coffer_testenv::{PostgresServer, RedisServer};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -19,20 +19,9 @@ mod support;
 use support::operator::{Operator, admin, eventually, plane, prepare};
 use support::resources::{
     BUCKET, RUN, create, deployment, events_of, finished_backup, finished_restore, jobs,
-    redis_source, replicas, s3_secret, s3_with_bucket, secret, storage, stored_keys, times_said,
+    redis_source, replicas, s3_secret, s3_with_bucket, secret, setup, storage, stored_keys,
+    times_said,
 };
-
-/// A namespace of its own for a test, the operator's RBAC, an S3 server with the bucket, and
-/// its credentials in the Secret `s3-creds`. Keep the namespace handle: dropping it deletes
-/// the namespace.
-async fn setup(prefix: &str) -> (coffer_testenv::TestNamespace, String, S3Server) {
-    let namespace = plane().namespace(prefix).await.unwrap();
-    let ns = namespace.name().to_owned();
-    prepare(&ns).await;
-    let s3 = s3_with_bucket().await;
-    s3_secret(&ns, &s3).await;
-    (namespace, ns, s3)
-}
 
 fn pg_source(pg: &PostgresServer, secret: &str) -> Value {
     json!({"postgres": {"host": "127.0.0.1", "port": pg.port(), "user": pg.user(), "databases": ["shop"],

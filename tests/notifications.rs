@@ -14,25 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coffer::api::{Backup, Delivery, DeliveryState, Notifier};
-use coffer_testenv::{RedisServer, S3Server, SmtpServer};
+use coffer_testenv::{RedisServer, SmtpServer};
 use kube::api::Api;
 use serde_json::{Value, json};
 
-use support::operator::{Operator, admin, eventually, free_port, plane, prepare};
+use support::operator::{Operator, admin, eventually, free_port};
 use support::resources::{
-    create, events_of, finished_backup, jobs, redis_source, s3_secret, s3_with_bucket, secret,
-    storage, times_said,
+    create, events_of, finished_backup, jobs, redis_source, secret, setup, storage, times_said,
 };
-
-/// A namespace with the operator's RBAC, a store and its Secret.
-async fn setup(prefix: &str) -> (coffer_testenv::TestNamespace, String, S3Server) {
-    let namespace = plane().namespace(prefix).await.unwrap();
-    let ns = namespace.name().to_owned();
-    prepare(&ns).await;
-    let s3 = s3_with_bucket().await;
-    s3_secret(&ns, &s3).await;
-    (namespace, ns, s3)
-}
 
 /// One request a receiver got.
 #[derive(Clone, Debug)]

@@ -216,3 +216,15 @@ pub async fn redis_namespace(
     secret(&ns, "redis-auth", &[("password", "pw")]).await;
     (namespace, ns, s3, redis)
 }
+
+/// A namespace of its own for a test, the operator's RBAC, an S3 server with the bucket, and
+/// its credentials in the Secret `s3-creds`. Keep the namespace handle: dropping it deletes
+/// the namespace.
+pub async fn setup(prefix: &str) -> (coffer_testenv::TestNamespace, String, S3Server) {
+    let namespace = super::operator::plane().namespace(prefix).await.unwrap();
+    let ns = namespace.name().to_owned();
+    super::operator::prepare(&ns).await;
+    let s3 = s3_with_bucket().await;
+    s3_secret(&ns, &s3).await;
+    (namespace, ns, s3)
+}
