@@ -141,8 +141,10 @@ pub struct BackupScheduleStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Current state. `Ready` is `False` with a reason such as `InvalidSchedule`,
-    /// `UnknownTimeZone` or `SecretNotFound` when the schedule cannot run. `Fresh` is
-    /// `False` with reason `Stale` when no backup has succeeded within `freshness.maxAge`.
+    /// `UnknownTimeZone`, `SecretNotFound` or `PreflightFailed` when the schedule cannot run
+    /// (or its backups would fail). `SourceReachable` and `StorageWritable` are the pre-flight
+    /// check's findings. `Fresh` is `False` with reason `Stale` when no backup has succeeded
+    /// within `freshness.maxAge`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -166,10 +168,29 @@ pub struct BackupScheduleStatus {
     /// that was older than a day, and was removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sweep: Option<SweepRecord>,
-    /// The notifications about the schedule itself (`stale`), each recorded before it is
-    /// sent; the newest 20 are kept.
+    /// The last pre-flight check: when, of which settings, and whether the source and the
+    /// store passed (the `SourceReachable` and `StorageWritable` conditions say why not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<PreflightRecord>,
+    /// The notifications about the schedule itself (`stale`, `preflightFailed`), each
+    /// recorded before it is sent; the newest 20 are kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<Delivery>,
+}
+
+/// One pre-flight check of a schedule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreflightRecord {
+    /// When its result was read.
+    pub time: Time,
+    /// The settings it checked: the spec's generation and the versions of the Secrets it
+    /// names. Another value makes the schedule check again.
+    pub fingerprint: String,
+    /// The source answered, the credentials worked and the privileges sufficed.
+    pub source_ok: bool,
+    /// The store took, returned and deleted a test object.
+    pub storage_ok: bool,
 }
 
 /// One sweep of a schedule's folder.

@@ -18,7 +18,7 @@ pub use backup::{
 };
 pub use backup_schedule::{
     BackupSchedule, BackupScheduleSpec, BackupScheduleStatus, ConcurrencyPolicy, Freshness,
-    SweepRecord,
+    PreflightRecord, SweepRecord,
 };
 pub use common::{
     Compression, FsGroupChangePolicy, JobTemplate, LocalObjectReference, SecretKeySelector,

@@ -229,7 +229,7 @@ pub fn build(
             }),
             active_deadline_seconds: Some(template.active_deadline_seconds.unwrap_or(match plan {
                 Plan::Backup(_) | Plan::Restore(_) => DEFAULT_RUN_DEADLINE_SECONDS,
-                Plan::Delete(_) | Plan::Inspect(_) | Plan::Sweep(_) => {
+                Plan::Delete(_) | Plan::Inspect(_) | Plan::Sweep(_) | Plan::Check(_) => {
                     DEFAULT_HOUSEKEEPING_DEADLINE_SECONDS
                 }
             })),

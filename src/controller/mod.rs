@@ -15,6 +15,7 @@ pub mod location;
 pub mod metrics;
 pub mod notifier;
 pub mod notify;
+pub mod preflight;
 pub mod references;
 pub mod restore;
 pub mod retention;

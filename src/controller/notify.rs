@@ -164,10 +164,17 @@ pub fn plan(news: BackupNews, notifiers: &[Wants]) -> Vec<Delivery> {
 /// The deliveries of a schedule's turning stale at `since` (unique per episode), for the
 /// Notifiers that listen for `stale`. Heartbeats do not: they report runs.
 pub fn plan_stale(since: DateTime<Utc>, notifiers: &[Wants]) -> Vec<Delivery> {
+    plan_event(NotifyEvent::Stale, since, notifiers)
+}
+
+/// The deliveries of a schedule's `event` (`stale`, `preflightFailed`) that happened at
+/// `at` (unique per occurrence), for the Notifiers that listen for it.
+pub fn plan_event(event: NotifyEvent, at: DateTime<Utc>, notifiers: &[Wants]) -> Vec<Delivery> {
+    let since = at;
     let mut out: Vec<Delivery> = Vec::new();
     for wants in notifiers {
         let (state, message) = match &wants.found {
-            Some(kind) if kind.heartbeat || !kind.events.contains(&NotifyEvent::Stale) => continue,
+            Some(kind) if kind.heartbeat || !kind.events.contains(&event) => continue,
             Some(_) => (DeliveryState::Pending, None),
             None => (
                 DeliveryState::Failed,
@@ -177,14 +184,14 @@ pub fn plan_stale(since: DateTime<Utc>, notifiers: &[Wants]) -> Vec<Delivery> {
                 )),
             ),
         };
-        let id = format!("stale-{}/{}", since.timestamp(), wants.name);
+        let id = format!("{}-{}/{}", event.as_str(), since.timestamp(), wants.name);
         if out.iter().any(|d| d.id == id) {
             continue;
         }
         out.push(Delivery {
             id,
             notifier: wants.name.clone(),
-            event: "stale".to_owned(),
+            event: event.as_str().to_owned(),
             state,
             attempts: 0,
             last_attempt_time: None,
@@ -306,7 +313,15 @@ impl Notified for crate::api::BackupSchedule {
     }
     fn notice(&self, delivery: &Delivery) -> Notice {
         let status = self.status.clone().unwrap_or_default();
-        let fresh = status::condition(&status.conditions, "Fresh");
+        let about = if delivery.event == "preflightFailed" {
+            ["SourceReachable", "StorageWritable"]
+                .iter()
+                .filter_map(|t| status::condition(&status.conditions, t))
+                .find(|c| c.status == "False")
+        } else {
+            status::condition(&status.conditions, "Fresh")
+        };
+        let fresh = about;
         let reason = fresh.map(|c| c.reason.clone()).unwrap_or_default();
         Notice {
             event: delivery.event.clone(),

@@ -95,6 +95,29 @@ pub async fn check(
     check_refs(ctx, namespace, Some(source), storage).await
 }
 
+/// The versions of the Secrets `source` and `storage` name (`name=resourceVersion`, or
+/// `name=-` for a missing one): it changes when any of them is edited, which is what makes a
+/// schedule check itself again.
+pub async fn secret_versions(
+    ctx: &Context,
+    namespace: &str,
+    source: &BackupSource,
+    storage: &BackupStorage,
+) -> Result<String, Error> {
+    let (secrets, _) = referenced(Some(source), storage);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut out = Vec::new();
+    for name in secrets {
+        let version = api
+            .get_metadata_opt(&name)
+            .await?
+            .and_then(|m| m.metadata.resource_version)
+            .unwrap_or_else(|| "-".to_owned());
+        out.push(format!("{name}={version}"));
+    }
+    Ok(out.join(","))
+}
+
 /// [`check`] for the store alone (deleting or inspecting a backup needs no source).
 pub async fn check_storage(
     ctx: &Context,

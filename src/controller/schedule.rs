@@ -60,7 +60,7 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
             // It takes no backups, so it must still turn stale.
             let (stale_at, notice) =
                 super::fresh::step(&ctx, &schedule, None, &mut status, Utc::now());
-            write_status(&ctx, &api, &schedule, old.as_ref(), &status, notice).await?;
+            write_status(&ctx, &api, &schedule, old.as_ref(), &status, notice, false).await?;
             if first {
                 ctx.event(schedule.as_ref(), true, e.reason(), e.to_string())
                     .await;
@@ -252,7 +252,7 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
                 );
                 let (stale_at, notice) =
                     super::fresh::step(&ctx, &schedule, Some(&cron), &mut status, now);
-                write_status(&ctx, &api, &schedule, old.as_ref(), &status, notice).await?;
+                write_status(&ctx, &api, &schedule, old.as_ref(), &status, notice, false).await?;
                 return Ok(match stale_at {
                     Some(t) => Action::requeue(super::fresh::until(t) + Duration::from_millis(50)),
                     None => Action::await_change(),
@@ -320,7 +320,52 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
             tracing::warn!(schedule = %name, "cannot sweep: {e}");
             false
         });
-    write_status(&ctx, &api, &schedule, old.as_ref(), &status, notice).await?;
+    // The pre-flight check, when the settings are new or a failure is to be checked again.
+    let preflight = if spec.suspend {
+        super::preflight::Step::default()
+    } else {
+        super::preflight::step(&ctx, &schedule, &namespace, &mut status)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(schedule = %name, "cannot run the pre-flight check: {e}");
+                super::preflight::Step::default()
+            })
+    };
+    let failing_check = status
+        .preflight
+        .as_ref()
+        .filter(|r| !(r.source_ok && r.storage_ok));
+    if problem.is_none() && !spec.suspend && failing_check.is_some() {
+        let why: Vec<String> = ["SourceReachable", "StorageWritable"]
+            .iter()
+            .filter_map(|t| status::condition(&status.conditions, t))
+            .filter(|c| c.status == "False")
+            .map(|c| c.message.clone())
+            .collect();
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            false,
+            "PreflightFailed",
+            &format!(
+                "its backups would fail: {}; checked again every {}s and whenever a Secret it names changes",
+                why.join("; "),
+                super::preflight::RETRY.num_seconds()
+            ),
+            generation,
+        );
+    }
+    let check_again = failing_check.is_some();
+    write_status(
+        &ctx,
+        &api,
+        &schedule,
+        old.as_ref(),
+        &status,
+        notice,
+        preflight.newly_failed.is_some(),
+    )
+    .await?;
 
     let sleep = match (problem.is_some(), next) {
         (true, _) => Duration::from_secs(30),
@@ -339,6 +384,14 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
     let sleep = match delivered.wake {
         Some(wake) => sleep.min(wake),
         None => sleep,
+    };
+    // A check in progress is looked at again soon; a failed one is checked again.
+    let sleep = if preflight.running {
+        sleep.min(Duration::from_secs(2))
+    } else if check_again {
+        sleep.min(super::preflight::RETRY.to_std().unwrap_or_default())
+    } else {
+        sleep
     };
     // A sweep in progress is looked at again soon.
     let sleep = if sweeping {
@@ -360,11 +413,27 @@ async fn write_status(
     old: Option<&BackupScheduleStatus>,
     status: &BackupScheduleStatus,
     notice: Option<super::fresh::Notice>,
+    failed_check: bool,
 ) -> Result<(), Error> {
+    // A failed pre-flight check notifies, recorded in the same write (and only once).
+    let mut status = status.clone();
+    if failed_check && !schedule.spec.notify.is_empty() {
+        let namespace = schedule.namespace().unwrap_or_default();
+        let wants = super::notify::lookup(ctx, &namespace, &schedule.spec.notify).await?;
+        let planned =
+            super::notify::plan_event(crate::api::NotifyEvent::PreflightFailed, Utc::now(), &wants);
+        super::notify::append_bounded(&mut status.notifications, planned, 20);
+        super::notify::mark(
+            &mut status.conditions,
+            &status.notifications,
+            schedule.metadata.generation,
+        );
+    }
+    let status = &status;
     match notice {
         // A copy read before the latest write must not undo it: with notifications
         // recorded, only the newest copy writes.
-        None if !status.notifications.is_empty() => {
+        None if failed_check || !status.notifications.is_empty() => {
             status::apply_fresh(api, schedule, old, status).await
         }
         None => status::apply(api, schedule, old, status).await,

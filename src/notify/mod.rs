@@ -150,6 +150,12 @@ pub fn action_for(reason: &str) -> &'static str {
         "InvalidPlan" => "fix the spec the Backup was made from",
         "SecretNotFound" | "ClaimNotFound" => "create what is missing, or fix the reference",
         "Stale" => "find out why the schedule's backups do not succeed: look at its newest Backups",
+        "SourceCheckFailed" => {
+            "fix what the message names (host, password Secret, privileges); the schedule checks again when its Secret changes"
+        }
+        "StorageCheckFailed" => {
+            "fix the store (bucket, endpoint, credentials Secret, write access); the schedule checks again when its Secret changes"
+        }
         _ => "",
     }
 }

@@ -28,7 +28,7 @@ use crate::storage::catalog::{self, ReadManifestError};
 use crate::storage::manifest::{MANIFEST, Manifest};
 use crate::storage::purge::{self, PurgeError};
 use crate::storage::{Destination, S3Options, Store};
-use plan::{BackupPlan, DeletePlan, InspectPlan, RestorePlan, SweepPlan};
+use plan::{BackupPlan, CheckPlan, DeletePlan, InspectPlan, RestorePlan, SweepPlan};
 
 /// Where the worker finds its mounted claims and secrets.
 #[derive(Clone, Debug)]
@@ -50,6 +50,7 @@ pub async fn run(plan: &Plan, env: &Environment) -> Summary {
         Plan::Delete(p) => delete(p, env).await,
         Plan::Inspect(p) => inspect(p, env).await,
         Plan::Sweep(p) => sweep(p, env).await,
+        Plan::Check(p) => check(p, env).await,
     };
     let mut summary = result.unwrap_or_else(|f| Summary::failed(f.failure, f.message));
     summary.started_at = Some(started_at);
@@ -589,6 +590,55 @@ async fn sweep(plan: &SweepPlan, env: &Environment) -> Outcome {
         folder: Some(folder),
         stored_bytes: Some(bytes),
         swept: Some(removed.len() as u64),
+        ..Summary::default()
+    })
+}
+
+/// The pre-flight check: each probe's finding, both reported (a check fails only as a
+/// whole when the plan itself is wrong).
+async fn check(plan: &CheckPlan, env: &Environment) -> Outcome {
+    use crate::engine::probe;
+    let source = if plan.source.redis.is_some() {
+        probe::redis(&redis_target(&plan.source, env)?).await
+    } else if let Some(pg) = &plan.source.postgres {
+        probe::postgres(&pg_target(&plan.source, env)?, &pg.databases).await
+    } else if plan.source.mysql.is_some() {
+        probe::mysql(&my_target(&plan.source, env)?).await
+    } else if let Some(volume) = &plan.source.volume {
+        probe::Finding {
+            subject: "source",
+            ok: true,
+            message: format!(
+                "claim {} exists; its files are read by the backup itself",
+                volume.claim_name
+            ),
+        }
+    } else {
+        return Err(invalid("source"));
+    };
+    let folder = normalized(&plan.folder);
+    let (store, destination) = open(&plan.storage, env, &folder).await?;
+    let storage = probe::storage(&store, &destination.to_string()).await;
+    let failure = match (source.ok, storage.ok) {
+        (true, true) => None,
+        (false, _) => Some(Failure::SourceUnreachable),
+        (true, false) => Some(Failure::StorageError),
+    };
+    let message = match (source.ok, storage.ok) {
+        (true, true) => format!("{}; {}", source.message, storage.message),
+        (false, true) => source.message.clone(),
+        (true, false) => storage.message.clone(),
+        (false, false) => format!("{}; {}", source.message, storage.message),
+    };
+    Ok(Summary {
+        failure,
+        message,
+        checks: Some(summary::Checks {
+            source_ok: source.ok,
+            source: source.message,
+            storage_ok: storage.ok,
+            storage: storage.message,
+        }),
         ..Summary::default()
     })
 }

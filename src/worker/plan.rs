@@ -38,6 +38,18 @@ pub enum Plan {
     Inspect(InspectPlan),
     /// Remove what failed runs left in `folder` (a schedule's), older than `minAgeSeconds`.
     Sweep(SweepPlan),
+    /// The pre-flight check of a schedule: log in to the source, check the privileges a
+    /// backup needs, and write, read back and delete a small object in `folder`.
+    Check(CheckPlan),
+}
+
+/// Check that a schedule's backups can run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckPlan {
+    pub source: BackupSource,
+    pub storage: BackupStorage,
+    pub folder: String,
 }
 
 /// Take one backup.
@@ -130,6 +142,7 @@ impl Plan {
             Self::Delete(p) => &p.storage,
             Self::Inspect(p) => &p.storage,
             Self::Sweep(p) => &p.storage,
+            Self::Check(p) => &p.storage,
         }
     }
 
@@ -138,7 +151,8 @@ impl Plan {
         let source = match self {
             Self::Backup(p) => &p.source,
             Self::Restore(p) => &p.target,
-            Self::Delete(_) | Self::Inspect(_) | Self::Sweep(_) => return None,
+            // A check does not mount the volume: the operator checks that its claim exists.
+            Self::Delete(_) | Self::Inspect(_) | Self::Sweep(_) | Self::Check(_) => return None,
         };
         source.volume.as_ref().map(|v| v.claim_name.as_str())
     }
@@ -148,6 +162,7 @@ impl Plan {
         let source = match self {
             Self::Backup(p) => &p.source,
             Self::Restore(p) => &p.target,
+            Self::Check(p) => &p.source,
             Self::Delete(_) | Self::Inspect(_) | Self::Sweep(_) => return None,
         };
         source
@@ -176,6 +191,7 @@ impl Plan {
             Self::Delete(_) => "delete",
             Self::Inspect(_) => "inspect",
             Self::Sweep(_) => "sweep",
+            Self::Check(_) => "check",
         }
     }
 }

@@ -92,6 +92,9 @@ pub struct Summary {
     /// A sweep: leftovers removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swept: Option<u64>,
+    /// A pre-flight check: what each probe found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Checks>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,6 +104,16 @@ pub struct Summary {
     /// a backup so ended is judged by what is in storage. Never serialised.
     #[serde(skip)]
     pub unreported: bool,
+}
+
+/// The findings of a pre-flight check.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checks {
+    pub source_ok: bool,
+    pub source: String,
+    pub storage_ok: bool,
+    pub storage: String,
 }
 
 impl Summary {

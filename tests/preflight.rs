@@ -1,0 +1,170 @@
+//! The operator's pre-flight check of a schedule, against the real control plane (worker
+//! Pods run as processes), Redis and an S3 server: a wrong password, an unreachable host
+//! and a missing bucket each turn into their condition with a message that names the fix,
+//! before the first backup is due; fixing the Secret (or the bucket) turns them green again
+//! without recreating the schedule; a failing check notifies once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use coffer::api::{BackupSchedule, Notifier};
+use coffer_testenv::{RedisServer, S3Server};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use support::operator::{Operator, admin, eventually, free_port, plane, prepare};
+use support::resources::{BUCKET, create, s3_secret, s3_with_bucket, secret, storage, times_said};
+
+async fn setup(prefix: &str) -> (coffer_testenv::TestNamespace, String, S3Server) {
+    let namespace = plane().namespace(prefix).await.unwrap();
+    let ns = namespace.name().to_owned();
+    prepare(&ns).await;
+    let s3 = s3_with_bucket().await;
+    s3_secret(&ns, &s3).await;
+    (namespace, ns, s3)
+}
+
+/// (status, reason, message) of the schedule's condition `type_`, once it is set.
+async fn condition(ns: &str, name: &str, type_: &str) -> Option<(String, String, String)> {
+    let schedule = Api::<BackupSchedule>::namespaced(admin().await, ns)
+        .get(name)
+        .await
+        .unwrap();
+    let c = schedule
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status, c.reason, c.message))
+}
+
+async fn until(ns: &str, name: &str, type_: &str, status: &str) -> (String, String) {
+    eventually(
+        Duration::from_secs(120),
+        &format!("{type_}={status} on {name}"),
+        || async {
+            let (s, reason, message) = condition(ns, name, type_).await?;
+            (s == status).then_some((reason, message))
+        },
+    )
+    .await
+}
+
+/// A schedule that is not due during the test.
+fn schedule(
+    name: &str,
+    source: serde_json::Value,
+    storage: serde_json::Value,
+) -> serde_json::Value {
+    json!({"metadata": {"name": name}, "spec": {"schedule": "0 0 1 1 *", "source": source,
+        "storage": storage, "notify": [{"name": "ops"}]}})
+}
+
+#[tokio::test]
+async fn a_failing_check_names_the_fix_and_turns_green_once_the_secret_is_fixed() {
+    let (_namespace, ns, s3) = setup("preflight").await;
+    let redis = RedisServer::start_with_password("right-pw").unwrap();
+    secret(&ns, "redis-auth", &[("password", "wrong-pw-2718")]).await;
+    let hooks = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_port = hooks.local_addr().unwrap().port();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = received.clone();
+    let app = axum::Router::new().fallback(move |body: String| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push(body);
+            "ok"
+        }
+    });
+    let server = tokio::spawn(async move { axum::serve(hooks, app).await });
+    secret(
+        &ns,
+        "hook",
+        &[("url", &format!("http://127.0.0.1:{hook_port}/ops"))],
+    )
+    .await;
+    create::<Notifier>(
+        &ns,
+        json!({"metadata": {"name": "ops"}, "spec": {"webhook": {"urlSecretRef": {"name": "hook", "key": "url"}}}}),
+    )
+    .await;
+    let _operator = Operator::start(&ns, "solo");
+    let source = json!({"redis": {"host": "127.0.0.1", "port": redis.port(),
+        "passwordSecretRef": {"name": "redis-auth", "key": "password"}}});
+    create::<BackupSchedule>(&ns, schedule("shop", source, storage(&s3))).await;
+
+    // A wrong password: the source's condition says so, Ready says the backups would fail.
+    let (reason, message) = until(&ns, "shop", "SourceReachable", "False").await;
+    assert_eq!(reason, "SourceCheckFailed");
+    assert!(message.contains("password"), "{message}");
+    assert!(!message.contains("wrong-pw-2718"), "{message}");
+    let (writable, _, _) = condition(&ns, "shop", "StorageWritable").await.unwrap();
+    assert_eq!(writable, "True");
+    let (ready, reason, _) = condition(&ns, "shop", "Ready").await.unwrap();
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("False", "PreflightFailed")
+    );
+    let notified = eventually(
+        Duration::from_secs(60),
+        "the preflightFailed notification",
+        || async {
+            let got = received.lock().unwrap().clone();
+            (!got.is_empty()).then_some(got)
+        },
+    )
+    .await;
+    let doc: serde_json::Value = serde_json::from_str(&notified[0]).unwrap();
+    assert_eq!(doc["event"], "preflightFailed");
+    assert_eq!(doc["kind"], "BackupSchedule");
+    assert_eq!(doc["reason"], "SourceCheckFailed");
+
+    // The Secret is fixed: the schedule checks again at once and turns green.
+    Api::<Secret>::namespaced(admin().await, &ns)
+        .patch(
+            "redis-auth",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"password": "right-pw"}})),
+        )
+        .await
+        .unwrap();
+    let (reason, message) = until(&ns, "shop", "SourceReachable", "True").await;
+    assert_eq!(reason, "Reachable");
+    assert!(message.starts_with("Redis "), "{message}");
+    let (ready, reason, _) = condition(&ns, "shop", "Ready").await.unwrap();
+    assert_eq!((ready.as_str(), reason.as_str()), ("True", "Scheduled"));
+    assert_eq!(times_said(&ns, "shop", "PreflightFailed").await, 1);
+    assert_eq!(
+        received.lock().unwrap().len(),
+        1,
+        "one notification for one failure"
+    );
+
+    // An unreachable host and a missing bucket, each named.
+    let nowhere = json!({"redis": {"host": "127.0.0.1", "port": free_port()}});
+    let mut missing_bucket = storage(&s3);
+    missing_bucket["s3"]["bucket"] = json!("no-such-bucket");
+    create::<BackupSchedule>(&ns, schedule("cache", nowhere, missing_bucket)).await;
+    let (_, message) = until(&ns, "cache", "SourceReachable", "False").await;
+    assert!(
+        message.contains("cannot connect to Redis at 127.0.0.1:"),
+        "{message}"
+    );
+    let (reason, message) = until(&ns, "cache", "StorageWritable", "False").await;
+    assert_eq!(reason, "StorageCheckFailed");
+    assert!(message.contains("no-such-bucket"), "{message}");
+    // The bucket appears: the next check (within half a minute) finds it.
+    support::s3_client(&s3)
+        .create_bucket()
+        .bucket("no-such-bucket")
+        .send()
+        .await
+        .unwrap();
+    until(&ns, "cache", "StorageWritable", "True").await;
+    assert_ne!(BUCKET, "no-such-bucket");
+    server.abort();
+}
