@@ -738,3 +738,152 @@ async fn a_schedule_that_turns_stale_notifies_once() {
             .any(|c| c.type_ == "Notified" && c.status == "True")
     );
 }
+
+/// Waits until every delivery of the RestoreRequest is settled, and returns it.
+async fn settled_restore(ns: &str, name: &str) -> coffer::api::RestoreRequest {
+    let api: Api<coffer::api::RestoreRequest> = Api::namespaced(admin().await, ns);
+    eventually(
+        Duration::from_secs(120),
+        &format!("RestoreRequest {name} to finish and its notifications to settle"),
+        || async {
+            let r = api.get_opt(name).await.unwrap()?;
+            let status = r.status.as_ref()?;
+            let done = matches!(
+                status.phase?,
+                coffer::api::RestorePhase::Succeeded | coffer::api::RestorePhase::Failed
+            );
+            let settled = status
+                .notifications
+                .iter()
+                .all(|d| !matches!(d.state, DeliveryState::Pending | DeliveryState::Sending));
+            (done && settled).then_some(r)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_restore_notifies_its_result_once_to_its_own_or_its_backups_notifiers() {
+    let (_namespace, ns, s3) = setup("notify-restore").await;
+    let redis = RedisServer::start().unwrap();
+    let mut con = support::redis_data::connect(&redis.url()).await;
+    support::redis_data::set_numbered(&mut con, "order:", "", 10).await;
+    let hooks = Receiver::start(0, Answer::Ok).await;
+    secret(&ns, "notify", &[("hook", &hooks.url("/ops"))]).await;
+    create::<Notifier>(
+        &ns,
+        notifier(
+            "ops",
+            json!({"webhook": {"urlSecretRef": {"name": "notify", "key": "hook"}},
+                "events": ["restoreSucceeded", "restoreFailed"]}),
+        ),
+    )
+    .await;
+    let _operator = Operator::start(&ns, "solo");
+    let source = json!({"redis": {"host": "127.0.0.1", "port": redis.port()}});
+    create::<Backup>(&ns, run("kept", "shop", &source, &storage(&s3), &["ops"])).await;
+    let kept = finished_backup(&ns, "kept").await;
+    assert_eq!(condition(&kept, "Ready").0, "True", "{kept:?}");
+    assert!(
+        settled(&ns, "kept").await.is_empty(),
+        "ops does not listen for backups"
+    );
+
+    // No notify of its own: the Backup's Notifiers hear of it.
+    create::<coffer::api::RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "r-ok"}, "spec": {"backupRef": {"name": "kept"}}}),
+    )
+    .await;
+    let ok = settled_restore(&ns, "r-ok").await;
+    let status = ok.status.unwrap();
+    assert_eq!(status.phase, Some(coffer::api::RestorePhase::Succeeded));
+    assert_eq!(
+        states(&status.notifications),
+        BTreeMap::from([(status.notifications[0].id.clone(), DeliveryState::Sent)]),
+        "{:?}",
+        status.notifications
+    );
+    assert!(status.notifications[0].id.starts_with("restoreSucceeded-"));
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Notified" && c.status == "True" && c.reason == "Sent")
+    );
+    let got = hooks.got("/ops");
+    assert_eq!(got.len(), 1, "{got:?}");
+    let doc = got[0].json();
+    assert_eq!(doc["event"], "restoreSucceeded");
+    assert_eq!(doc["kind"], "RestoreRequest");
+    assert_eq!(doc["name"], "r-ok");
+    assert_eq!(doc["backup"], "kept");
+    assert_eq!(doc["phase"], "Succeeded");
+
+    // Its own list, one of them missing; a backup that is not there: a failed restore.
+    create::<coffer::api::RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "r-bad"}, "spec": {
+            "from": {"storage": storage(&s3), "location": format!("{ns}/nothing-here/20260101T000000Z-00000000/")},
+            "target": source,
+            "notify": [{"name": "ops"}, {"name": "nobody"}]}}),
+    )
+    .await;
+    let bad = settled_restore(&ns, "r-bad").await;
+    let status = bad.status.unwrap();
+    assert_eq!(status.phase, Some(coffer::api::RestorePhase::Failed));
+    let by_notifier: BTreeMap<String, DeliveryState> = status
+        .notifications
+        .iter()
+        .map(|d| (d.notifier.clone(), d.state))
+        .collect();
+    assert_eq!(
+        by_notifier,
+        BTreeMap::from([
+            ("ops".to_owned(), DeliveryState::Sent),
+            ("nobody".to_owned(), DeliveryState::Failed),
+        ])
+    );
+    let notified = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Notified")
+        .unwrap();
+    assert_eq!(notified.reason, "NotificationFailed");
+    assert!(
+        notified.message.contains("Notifier nobody does not exist"),
+        "{notified:?}"
+    );
+    let got = eventually(Duration::from_secs(30), "the failure's webhook", || async {
+        let got = hooks.got("/ops");
+        (got.len() == 2).then_some(got)
+    })
+    .await;
+    let doc = got[1].json();
+    assert_eq!(doc["event"], "restoreFailed");
+    assert_eq!(doc["name"], "r-bad");
+    assert_eq!(doc["phase"], "Failed");
+    let reason = doc["reason"].as_str().unwrap().to_owned();
+    assert!(!reason.is_empty(), "{doc}");
+    assert!(
+        doc["summary"].as_str().is_some_and(
+            |s| s.starts_with(&format!("RestoreRequest {ns}/r-bad failed: {reason}: "))
+        ),
+        "{doc}"
+    );
+
+    // Reconciled again (a label) a while later: nothing is sent twice.
+    let patch = json!({"metadata": {"labels": {"seen": "yes"}}});
+    for name in ["r-ok", "r-bad"] {
+        Api::<coffer::api::RestoreRequest>::namespaced(admin().await, &ns)
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(hooks.got("/ops").len(), 2);
+}

@@ -82,9 +82,9 @@ pub enum NotifyEvent {
     Recovered,
     /// No backup of a schedule succeeded within its `freshness.maxAge`.
     Stale,
-    /// A restore succeeded (not sent yet: RestoreRequests name no Notifiers yet).
+    /// A RestoreRequest succeeded.
     RestoreSucceeded,
-    /// A restore failed (not sent yet: RestoreRequests name no Notifiers yet).
+    /// A RestoreRequest failed.
     RestoreFailed,
     /// A schedule's pre-flight check found its source or storage unusable.
     PreflightFailed,

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{JobTemplate, LocalObjectReference};
+use super::notifier::{Delivery, NotifierReference};
 use super::source::BackupSource;
 use super::storage::BackupStorage;
 
@@ -74,6 +75,13 @@ pub struct RestoreRequestSpec {
     /// Settings of the worker Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_template: Option<JobTemplate>,
+    /// Notifiers (in this namespace) told whether the restore succeeded or failed (events
+    /// `restoreSucceeded` and `restoreFailed`, each once). Default: the Notifiers of the
+    /// Backup named in `backupRef` (a schedule's Backups name the schedule's); none for a
+    /// restore `from` storage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub notify: Vec<NotifierReference>,
 }
 
 /// A backup found directly in storage.
@@ -291,6 +299,10 @@ pub struct RestoreRequestStatus {
     /// What was restored, counted by the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<RestoreStats>,
+    /// The notifications about this restore, each recorded before it is sent: what was
+    /// sent, to which Notifier, and how it went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Delivery>,
 }
 
 /// A workload scaled to zero for a restore.

@@ -23,7 +23,7 @@ use super::error::Error;
 use super::status::{self, MANAGER, set_condition};
 use crate::api::{
     Backup, BackupPhase, Delivery, DeliveryState, Notifier, NotifierReference, NotifyEvent,
-    SecretKeySelector,
+    RestoreRequest, SecretKeySelector,
 };
 use crate::notify::email::EmailSecrets;
 use crate::notify::{Notice, SendError};
@@ -341,6 +341,63 @@ impl Notified for crate::api::BackupSchedule {
             last_success_time: status.last_successful_time.as_ref().map(status::chrono),
             ..Notice::default()
         }
+    }
+}
+
+impl Notified for RestoreRequest {
+    type Status = crate::api::RestoreRequestStatus;
+    fn notified_status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn deliveries(status: &mut Self::Status) -> &mut Vec<Delivery> {
+        &mut status.notifications
+    }
+    fn conditions(status: &mut Self::Status) -> &mut Vec<Condition> {
+        &mut status.conditions
+    }
+    fn notice(&self, delivery: &Delivery) -> Notice {
+        restore_notice(self, delivery)
+    }
+}
+
+/// The notice about a RestoreRequest: its result, from its `Ready` condition.
+pub fn restore_notice(request: &RestoreRequest, delivery: &Delivery) -> Notice {
+    let status = request.status.clone().unwrap_or_default();
+    let ready = status::condition(&status.conditions, "Ready");
+    let reason = ready.map(|c| c.reason.clone()).unwrap_or_default();
+    let started = status.start_time.as_ref().map(status::chrono);
+    let completed = status.completion_time.as_ref().map(status::chrono);
+    Notice {
+        event: delivery.event.clone(),
+        id: format!("{}/{}", request.uid().unwrap_or_default(), delivery.id),
+        namespace: request.namespace().unwrap_or_default(),
+        kind: "RestoreRequest".to_owned(),
+        name: request.name_any(),
+        schedule: None,
+        backup: request.spec.backup_ref.as_ref().map(|b| b.name.clone()),
+        restore: Some(request.name_any()),
+        source_kind: request
+            .spec
+            .target
+            .as_ref()
+            .and_then(crate::api::BackupSource::kind)
+            .map(|k| super::backup::kind_word(Some(k)).to_owned()),
+        phase: status.phase.map(|p| format!("{p:?}")),
+        action: if delivery.event == "restoreFailed" {
+            crate::notify::action_for(&reason).to_owned()
+        } else {
+            String::new()
+        },
+        reason,
+        message: ready.map(|c| c.message.clone()).unwrap_or_default(),
+        location: status.location.clone(),
+        duration_seconds: match (started, completed) {
+            (Some(s), Some(c)) => Some((c - s).num_seconds()),
+            _ => None,
+        },
+        start_time: started,
+        completion_time: completed,
+        ..Notice::default()
     }
 }
 

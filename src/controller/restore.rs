@@ -20,12 +20,13 @@ use super::error::Error;
 use super::job::{self, JobRequest};
 use super::location;
 use super::metrics::RunLabels;
+use super::notify;
 use super::references::{self, Problem};
 use super::status::{self, MANAGER, set_condition};
 use super::workers::{self, Created, Found, JobState};
 use crate::api::{
-    Backup, BackupPhase, BackupSource, BackupStorage, QuiescedWorkload, RestorePhase,
-    RestoreRequest, RestoreRequestStatus, WorkloadKind,
+    Backup, BackupPhase, BackupSource, BackupStorage, NotifierReference, NotifyEvent,
+    QuiescedWorkload, RestorePhase, RestoreRequest, RestoreRequestStatus, WorkloadKind,
 };
 use crate::worker::Plan;
 use crate::worker::plan::RestorePlan;
@@ -73,7 +74,18 @@ pub async fn reconcile(request: Arc<RestoreRequest>, ctx: Arc<Context>) -> Resul
         status.phase,
         Some(RestorePhase::Succeeded | RestorePhase::Failed)
     ) {
-        return Ok(Action::await_change());
+        // Its result's notifications, recorded with the result, go out, each on its own
+        // write (a restore has no finalizer: deleting it early gives them up).
+        if !notify::outstanding(&status.notifications) {
+            return Ok(Action::await_change());
+        }
+        let delivered = notify::deliver(&ctx, request.as_ref()).await?;
+        if delivered.wrote {
+            return Ok(Action::requeue(Duration::from_millis(500)));
+        }
+        return Ok(delivered
+            .wake
+            .map_or_else(Action::await_change, Action::requeue));
     }
     // A restore acts only on the version the server holds: a reconcile that read a watch
     // lagging behind this restore's own later writes would otherwise start a finished
@@ -440,6 +452,8 @@ impl Step<'_> {
             &message,
             self.generation(),
         );
+        // The result's notifications go in the same write as the result: both or neither.
+        self.plan_notifications(&mut status, ok).await?;
         status::apply_fresh(self.api, self.request, self.old, &status).await?;
         self.ctx
             .event(
@@ -473,7 +487,61 @@ impl Step<'_> {
                 result: if ok { "succeeded".to_owned() } else { reason },
             })
             .inc();
-        Ok(Action::await_change())
+        Ok(if notify::outstanding(&status.notifications) {
+            Action::requeue(Duration::ZERO)
+        } else {
+            Action::await_change()
+        })
+    }
+
+    /// Records the deliveries of the restore's result in `status` (sent once it is
+    /// written); a Notifier that does not exist is recorded as a failed delivery, with an
+    /// Event.
+    async fn plan_notifications(
+        &self,
+        status: &mut RestoreRequestStatus,
+        ok: bool,
+    ) -> Result<(), Error> {
+        let refs = self.notifiers().await?;
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let wants = notify::lookup(self.ctx, self.namespace, &refs).await?;
+        let event = if ok {
+            NotifyEvent::RestoreSucceeded
+        } else {
+            NotifyEvent::RestoreFailed
+        };
+        let planned = notify::plan_event(event, Utc::now(), &wants);
+        for delivery in &planned {
+            if let Some(problem) = delivery.message.as_deref() {
+                self.ctx
+                    .event(self.request, true, "NotificationFailed", problem)
+                    .await;
+            }
+        }
+        notify::append_bounded(&mut status.notifications, planned, 20);
+        notify::mark(
+            &mut status.conditions,
+            &status.notifications,
+            self.generation(),
+        );
+        Ok(())
+    }
+
+    /// The Notifiers this restore tells: its own, else those of the Backup it restores.
+    async fn notifiers(&self) -> Result<Vec<NotifierReference>, Error> {
+        if !self.request.spec.notify.is_empty() {
+            return Ok(self.request.spec.notify.clone());
+        }
+        let Some(reference) = self.request.spec.backup_ref.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let backups: Api<Backup> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        match backups.get_opt(&reference.name).await? {
+            Some(backup) => backup::notifiers(self.ctx, self.namespace, &backup).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The backup to restore and the target, from `backupRef` or `from`.
