@@ -11,22 +11,13 @@ mod support;
 use std::time::Duration;
 
 use coffer::api::{BackupSchedule, Notifier};
-use coffer_testenv::{RedisServer, S3Server};
+use coffer_testenv::RedisServer;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use support::operator::{Operator, admin, eventually, free_port, plane, prepare};
-use support::resources::{BUCKET, create, s3_secret, s3_with_bucket, secret, storage, times_said};
-
-async fn setup(prefix: &str) -> (coffer_testenv::TestNamespace, String, S3Server) {
-    let namespace = plane().namespace(prefix).await.unwrap();
-    let ns = namespace.name().to_owned();
-    prepare(&ns).await;
-    let s3 = s3_with_bucket().await;
-    s3_secret(&ns, &s3).await;
-    (namespace, ns, s3)
-}
+use support::operator::{Operator, admin, eventually, free_port};
+use support::resources::{BUCKET, create, secret, setup, storage, times_said};
 
 /// (status, reason, message) of the schedule's condition `type_`, once it is set.
 async fn condition(ns: &str, name: &str, type_: &str) -> Option<(String, String, String)> {
