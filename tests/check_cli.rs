@@ -108,6 +108,29 @@ async fn a_wrong_password_an_unreachable_host_and_a_missing_bucket_each_fail_wit
         &env,
         &["storage check failed"],
     );
+    // Keys that may read but not write: named as such, and the bucket is left as it was.
+    let (read_only, read_only_secret) = s3.read_only_keys();
+    let mut env = s3.env();
+    for (name, value) in &mut env {
+        match *name {
+            "AWS_ACCESS_KEY_ID" => *value = read_only.to_owned(),
+            "AWS_SECRET_ACCESS_KEY" => *value = read_only_secret.to_owned(),
+            _ => {}
+        }
+    }
+    let message = fails(
+        &["check", &redis.url(), "--to", "s3://backups/"],
+        &env,
+        &["storage check failed", "cannot write", "need write access"],
+    );
+    assert!(!message.contains(read_only_secret), "{message}");
+    let listed = support::s3_client(&s3)
+        .list_objects_v2()
+        .bucket("backups")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.key_count(), Some(0));
 }
 
 #[tokio::test]

@@ -157,5 +157,31 @@ async fn a_failing_check_names_the_fix_and_turns_green_once_the_secret_is_fixed(
         .unwrap();
     until(&ns, "cache", "StorageWritable", "True").await;
     assert_ne!(BUCKET, "no-such-bucket");
+
+    // Keys that may only read (a bucket policy without PutObject): named before any run.
+    let (read_only, read_only_secret) = s3.read_only_keys();
+    secret(
+        &ns,
+        "s3-read-only",
+        &[
+            ("AWS_ACCESS_KEY_ID", read_only),
+            ("AWS_SECRET_ACCESS_KEY", read_only_secret),
+        ],
+    )
+    .await;
+    let mut read_only_store = storage(&s3);
+    read_only_store["s3"]["credentialsSecretRef"] = json!({"name": "s3-read-only"});
+    let good = json!({"redis": {"host": "127.0.0.1", "port": redis.port(),
+        "passwordSecretRef": {"name": "redis-auth", "key": "password"}}});
+    create::<BackupSchedule>(&ns, schedule("reports", good, read_only_store)).await;
+    let (reason, message) = until(&ns, "reports", "StorageWritable", "False").await;
+    assert_eq!(reason, "StorageCheckFailed");
+    assert!(
+        message.contains("cannot write") && message.contains("need write access"),
+        "{message}"
+    );
+    assert!(!message.contains(read_only_secret), "{message}");
+    let (reachable, _, _) = condition(&ns, "reports", "SourceReachable").await.unwrap();
+    assert_eq!(reachable, "True");
     server.abort();
 }

@@ -25,6 +25,7 @@ mod postgres;
 mod process;
 mod redis;
 mod s3;
+mod s3_access;
 mod s3_hold;
 mod s3_journal;
 mod s3_tamper;

@@ -30,6 +30,8 @@ pub struct S3Server {
     addr: SocketAddr,
     access_key: String,
     secret_key: String,
+    read_only_access_key: String,
+    read_only_secret_key: String,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     root: PathBuf,
@@ -92,6 +94,8 @@ impl S3Server {
             addr,
             access_key,
             secret_key,
+            read_only_access_key: format!("RO{}", random_token().to_uppercase()),
+            read_only_secret_key: random_token(),
             shutdown: None,
             thread: None,
             root,
@@ -134,10 +138,15 @@ impl S3Server {
             self.journal.clone(),
             self.holds.clone(),
         ));
-        builder.set_auth(SimpleAuth::from_single(
-            self.access_key.clone(),
-            self.secret_key.clone(),
-        ));
+        let mut auth = SimpleAuth::from_single(self.access_key.clone(), self.secret_key.clone());
+        auth.register(
+            self.read_only_access_key.clone(),
+            self.read_only_secret_key.clone().into(),
+        );
+        builder.set_auth(auth);
+        builder.set_access(crate::s3_access::ReadOnlyKey {
+            read_only_key: self.read_only_access_key.clone(),
+        });
         let service = builder.build();
         listener
             .set_nonblocking(true)
@@ -166,6 +175,12 @@ impl S3Server {
     /// The access key id the server accepts.
     pub fn access_key(&self) -> &str {
         &self.access_key
+    }
+
+    /// A second key pair (access key id, secret) that may list and read but not write or
+    /// delete: what a bucket policy granting only reads gives.
+    pub fn read_only_keys(&self) -> (&str, &str) {
+        (&self.read_only_access_key, &self.read_only_secret_key)
     }
 
     /// The secret access key the server accepts.
