@@ -43,6 +43,8 @@ pub const DEFAULT_TTL_SECONDS: i32 = 86_400;
 pub const DEFAULT_RUN_DEADLINE_SECONDS: i64 = 6 * 3600;
 /// Seconds a deletion or an inspection may run when the template does not say.
 pub const DEFAULT_HOUSEKEEPING_DEADLINE_SECONDS: i64 = 3600;
+/// The longest a pre-flight check Job may run (a shorter `activeDeadlineSeconds` wins).
+pub const CHECK_DEADLINE_SECONDS: i64 = 300;
 
 /// Operator-wide settings of worker Jobs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,12 +229,19 @@ pub fn build(
                 Plan::Restore(_) => 0,
                 _ => template.backoff_limit.unwrap_or(0),
             }),
-            active_deadline_seconds: Some(template.active_deadline_seconds.unwrap_or(match plan {
-                Plan::Backup(_) | Plan::Restore(_) => DEFAULT_RUN_DEADLINE_SECONDS,
-                Plan::Delete(_) | Plan::Inspect(_) | Plan::Sweep(_) | Plan::Check(_) => {
-                    DEFAULT_HOUSEKEEPING_DEADLINE_SECONDS
-                }
-            })),
+            active_deadline_seconds: Some(match plan {
+                // A check takes seconds; one that cannot start (no image, no room) is
+                // reported as not finished within minutes, whatever a long backup needs.
+                Plan::Check(_) => template
+                    .active_deadline_seconds
+                    .map_or(CHECK_DEADLINE_SECONDS, |d| d.min(CHECK_DEADLINE_SECONDS)),
+                Plan::Backup(_) | Plan::Restore(_) => template
+                    .active_deadline_seconds
+                    .unwrap_or(DEFAULT_RUN_DEADLINE_SECONDS),
+                Plan::Delete(_) | Plan::Inspect(_) | Plan::Sweep(_) => template
+                    .active_deadline_seconds
+                    .unwrap_or(DEFAULT_HOUSEKEEPING_DEADLINE_SECONDS),
+            }),
             ttl_seconds_after_finished: Some(
                 template
                     .ttl_seconds_after_finished
@@ -649,6 +658,31 @@ mod tests {
             .clone()
             .unwrap();
         assert!(!env.iter().any(|e| e.name.starts_with("AWS_")));
+    }
+
+    #[test]
+    fn a_check_job_is_bounded_by_minutes_even_when_backups_may_run_for_hours() {
+        let check = Plan::Check(crate::worker::plan::CheckPlan {
+            source: redis(),
+            storage: s3(),
+            folder: "shop/redis/".into(),
+        });
+        let deadline = |template: Option<&JobTemplate>| {
+            job_for(&check, template)
+                .spec
+                .and_then(|s| s.active_deadline_seconds)
+        };
+        assert_eq!(deadline(None), Some(CHECK_DEADLINE_SECONDS));
+        let long = JobTemplate {
+            active_deadline_seconds: Some(6 * 3600),
+            ..JobTemplate::default()
+        };
+        assert_eq!(deadline(Some(&long)), Some(CHECK_DEADLINE_SECONDS));
+        let short = JobTemplate {
+            active_deadline_seconds: Some(60),
+            ..JobTemplate::default()
+        };
+        assert_eq!(deadline(Some(&short)), Some(60));
     }
 
     #[test]
