@@ -741,6 +741,30 @@ spec:
     postgres_now["metadata"]["name"] = "before-deploy-postgres".into();
     postgres_now["spec"]["scheduleRef"]["name"] = "shop-postgres".into();
     apply_json(&postgres_now);
+    // Each schedule's pre-flight check ran in a real container, through the Services' DNS
+    // names and the worker's NetworkPolicy, and found the source and the store usable.
+    let client = plane().admin_client().await.unwrap();
+    let schedules: Api<coffer::api::BackupSchedule> = Api::namespaced(client, &shop);
+    for name in ["shop-redis", "shop-postgres"] {
+        eventually(
+            Duration::from_secs(180),
+            &format!("{name}'s pre-flight check to pass"),
+            || {
+                let schedules = schedules.clone();
+                async move {
+                    let status = schedules.get(name).await.ok()?.status?;
+                    let ok = |t: &str| {
+                        status
+                            .conditions
+                            .iter()
+                            .any(|c| c.type_ == t && c.status == "True")
+                    };
+                    (ok("SourceReachable") && ok("StorageWritable")).then_some(())
+                }
+            },
+        )
+        .await;
+    }
     for name in ["before-deploy", "before-deploy-postgres"] {
         let backup: coffer::api::Backup = finished(&shop, name).await;
         assert_eq!(
@@ -985,13 +1009,20 @@ spec:
     let client = plane().admin_client().await.unwrap();
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(client.clone(), &shop);
+    // The watcher reads the replicas once before the restore is created (on a busy machine
+    // its first read could otherwise come after the app was already stopped).
+    let (first_read, watching) = tokio::sync::oneshot::channel();
     let watch = tokio::spawn(async move {
         let mut seen: Vec<i32> = vec![];
+        let mut first_read = Some(first_read);
         for _ in 0..3000 {
             if let Ok(d) = deployments.get("laravel").await {
                 let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(1);
                 if seen.last() != Some(&replicas) {
                     seen.push(replicas);
+                }
+                if let Some(tx) = first_read.take() {
+                    let _ = tx.send(());
                 }
                 if seen.len() >= 3 {
                     break;
@@ -1001,6 +1032,7 @@ spec:
         }
         seen
     });
+    watching.await.unwrap();
     apply(&format!(
         "apiVersion: coffer.dev/v1alpha1
 kind: RestoreRequest
