@@ -698,11 +698,12 @@ async fn a_schedule_that_turns_stale_notifies_once() {
     )
     .await;
     let _operator = Operator::start(&ns, "solo");
-    // Never due during the test and never succeeded: stale one minute after its creation.
+    // Its runs (every minute) fail: stale one minute after its creation, and said once
+    // while the failures go on.
     create::<coffer::api::BackupSchedule>(
         &ns,
         json!({"metadata": {"name": "cache"}, "spec": {
-            "schedule": "0 0 1 1 *", "source": dead_source(), "storage": storage(&s3),
+            "schedule": "* * * * *", "source": dead_source(), "storage": storage(&s3),
             "freshness": {"maxAge": "1m"}, "notify": [{"name": "rpo"}]}}),
     )
     .await;
@@ -721,8 +722,25 @@ async fn a_schedule_that_turns_stale_notifies_once() {
     assert_eq!(doc["name"], "cache");
     assert_eq!(doc["reason"], "Stale");
     assert!(doc["summary"].as_str().is_some_and(|s| s.starts_with(&format!("BackupSchedule {ns}/cache is stale: Stale: "))), "{doc}");
-    // Still stale a while later (and reconciled meanwhile): nothing more.
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    // Still stale after more failed runs: nothing more.
+    let failed_runs = || async {
+        Api::<Backup>::namespaced(admin().await, &ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|b| {
+                b.status.as_ref().and_then(|s| s.phase) == Some(coffer::api::BackupPhase::Failed)
+            })
+            .count()
+    };
+    let before = failed_runs().await;
+    eventually(Duration::from_secs(120), "another run to fail", || async {
+        (failed_runs().await > before).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(hooks.got("/stale").len(), 1);
     let schedule = Api::<coffer::api::BackupSchedule>::namespaced(admin().await, &ns)
         .get("cache")
