@@ -685,26 +685,52 @@ async fn a_notification_is_sent_at_most_once_when_the_operator_is_killed() {
 }
 
 #[tokio::test]
-async fn a_schedule_that_turns_stale_notifies_once() {
+async fn a_schedule_whose_runs_keep_failing_turns_stale_and_each_is_told_once() {
     let (_namespace, ns, s3) = setup("notify-stale").await;
     let hooks = Receiver::start(0, Answer::Ok).await;
-    secret(&ns, "notify", &[("hook", &hooks.url("/stale"))]).await;
+    secret(
+        &ns,
+        "notify",
+        &[
+            ("hook", &hooks.url("/stale")),
+            ("pager", &hooks.url("/pager")),
+            ("ping", &hooks.url("/ping")),
+        ],
+    )
+    .await;
+    let key = |k: &str| json!({"name": "notify", "key": k});
     create::<Notifier>(
         &ns,
         notifier(
             "rpo",
-            json!({"webhook": {"urlSecretRef": {"name": "notify", "key": "hook"}}, "events": ["stale"]}),
+            json!({"webhook": {"urlSecretRef": key("hook")}, "events": ["stale"]}),
         ),
     )
     .await;
+    create::<Notifier>(
+        &ns,
+        notifier(
+            "pager",
+            json!({"webhook": {"urlSecretRef": key("pager")}, "events": ["failed"]}),
+        ),
+    )
+    .await;
+    create::<Notifier>(
+        &ns,
+        notifier("beat", json!({"heartbeat": {"urlSecretRef": key("ping")}})),
+    )
+    .await;
     let _operator = Operator::start(&ns, "solo");
-    // Its runs (every minute) fail: stale one minute after its creation, and said once
-    // while the failures go on.
+    // Its runs (every minute) fail, and retention deletes each failed run at once
+    // (`keepFailed: 0`): stale one minute after its creation, said once while the failures
+    // go on; the failure series paged once although no failed run is left to show it.
     create::<coffer::api::BackupSchedule>(
         &ns,
         json!({"metadata": {"name": "cache"}, "spec": {
             "schedule": "* * * * *", "source": dead_source(), "storage": storage(&s3),
-            "freshness": {"maxAge": "1m"}, "notify": [{"name": "rpo"}]}}),
+            "retention": {"keepLast": 3, "keepFailed": 0},
+            "freshness": {"maxAge": "1m"},
+            "notify": [{"name": "rpo"}, {"name": "pager"}, {"name": "beat"}]}}),
     )
     .await;
     let got = eventually(
@@ -722,25 +748,28 @@ async fn a_schedule_that_turns_stale_notifies_once() {
     assert_eq!(doc["name"], "cache");
     assert_eq!(doc["reason"], "Stale");
     assert!(doc["summary"].as_str().is_some_and(|s| s.starts_with(&format!("BackupSchedule {ns}/cache is stale: Stale: "))), "{doc}");
-    // Still stale after more failed runs: nothing more.
-    let failed_runs = || async {
-        Api::<Backup>::namespaced(admin().await, &ns)
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|b| {
-                b.status.as_ref().and_then(|s| s.phase) == Some(coffer::api::BackupPhase::Failed)
-            })
-            .count()
-    };
-    let before = failed_runs().await;
-    eventually(Duration::from_secs(120), "another run to fail", || async {
-        (failed_runs().await > before).then_some(())
-    })
+    // Still stale after more failed runs (each pinged by the heartbeat): nothing more.
+    eventually(
+        Duration::from_secs(150),
+        "two failed runs pinged",
+        || async { (hooks.got("/ping/fail").len() >= 2).then_some(()) },
+    )
     .await;
+    let gone = Api::<Backup>::namespaced(admin().await, &ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|b| {
+            b.status.as_ref().and_then(|s| s.phase) == Some(coffer::api::BackupPhase::Failed)
+        })
+        .count();
+    assert!(gone <= 1, "retention deletes failed runs: {gone} left");
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let pages = hooks.got("/pager");
+    assert_eq!(pages.len(), 1, "one page for the series: {pages:?}");
+    assert_eq!(pages[0].json()["event"], "failed");
     assert_eq!(hooks.got("/stale").len(), 1);
     let schedule = Api::<coffer::api::BackupSchedule>::namespaced(admin().await, &ns)
         .get("cache")

@@ -114,6 +114,36 @@ async fn a_failing_check_names_the_fix_and_turns_green_once_the_secret_is_fixed(
     assert_eq!(doc["kind"], "BackupSchedule");
     assert_eq!(doc["reason"], "SourceCheckFailed");
 
+    // Checked again (the same failure): Ready stays as it was since it turned False (no
+    // write at every reconcile), nothing is said again, and the next check waits longer.
+    let schedules = Api::<BackupSchedule>::namespaced(admin().await, &ns);
+    let ready_since = |s: &BackupSchedule| {
+        s.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.last_transition_time.clone())
+    };
+    let first = ready_since(&schedules.get("shop").await.unwrap());
+    let again = eventually(
+        Duration::from_secs(120),
+        "a second check of the same failure",
+        || async {
+            let s = schedules.get("shop").await.unwrap();
+            (s.status.as_ref()?.preflight.as_ref()?.failures >= 2).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(ready_since(&again), first);
+    let message = again
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("checked again at "), "{message}");
+    assert_eq!(times_said(&ns, "shop", "PreflightFailed").await, 1);
+    assert_eq!(received.lock().unwrap().len(), 1);
+
     // The Secret is fixed: the schedule checks again at once and turns green.
     Api::<Secret>::namespaced(admin().await, &ns)
         .patch(

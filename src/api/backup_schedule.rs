@@ -160,6 +160,10 @@ pub struct BackupScheduleStatus {
     /// When the newest successful Backup of this schedule completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_time: Option<Time>,
+    /// When the newest failed Backup of this schedule completed, remembered after retention
+    /// deletes it (so that a series of failures is told once even with `keepFailed: 0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_time: Option<Time>,
     /// Names of this schedule's Backups that are running now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub active: Vec<String>,
@@ -191,6 +195,10 @@ pub struct PreflightRecord {
     pub source_ok: bool,
     /// The store took, returned and deleted a test object.
     pub storage_ok: bool,
+    /// Checks failed in a row (0 once one passes): a failing check is run again after 30 s,
+    /// then twice as long each time, up to 10 minutes.
+    #[serde(default)]
+    pub failures: i32,
 }
 
 /// One sweep of a schedule's folder.

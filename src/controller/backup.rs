@@ -557,6 +557,23 @@ impl Run<'_> {
         }
     }
 
+    /// The status of the schedule this Backup is a run of, when it has one and notifies.
+    async fn schedule_status(
+        &self,
+        backup: &Backup,
+    ) -> Result<Option<crate::api::BackupScheduleStatus>, Error> {
+        let schedule = schedule_name(backup);
+        if schedule.is_empty()
+            || notifiers(self.ctx, self.namespace, backup)
+                .await?
+                .is_empty()
+        {
+            return Ok(None);
+        }
+        let api: Api<BackupSchedule> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        Ok(api.get_opt(&schedule).await?.and_then(|s| s.status))
+    }
+
     /// The worker finished: the Backup's final status, an Event and metrics.
     async fn finish(
         &self,
@@ -594,7 +611,9 @@ impl Run<'_> {
             backup.metadata.generation,
         );
         // The notifications go in the same write as the verdict: both or neither.
-        let after_failure = notify::previous_run_failed(self.ctx, self.namespace, backup);
+        let schedule = self.schedule_status(backup).await?;
+        let after_failure =
+            notify::previous_run_failed(self.ctx, self.namespace, backup, schedule.as_ref());
         let news = if succeeded {
             BackupNews::Succeeded { after_failure }
         } else {

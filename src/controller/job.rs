@@ -226,7 +226,9 @@ pub fn build(
         spec: Some(JobSpec {
             // A restore is never run twice by Kubernetes either (a Flush or a clean twice).
             backoff_limit: Some(match plan {
-                Plan::Restore(_) => 0,
+                // A check fails by design when something is wrong: said at once, not retried
+                // (the schedule runs it again itself).
+                Plan::Restore(_) | Plan::Check(_) => 0,
                 _ => template.backoff_limit.unwrap_or(0),
             }),
             active_deadline_seconds: Some(match plan {
@@ -683,6 +685,12 @@ mod tests {
             ..JobTemplate::default()
         };
         assert_eq!(deadline(Some(&short)), Some(60));
+        let retrying = JobTemplate {
+            backoff_limit: Some(3),
+            ..JobTemplate::default()
+        };
+        let job = job_for(&check, Some(&retrying));
+        assert_eq!(job.spec.and_then(|s| s.backoff_limit), Some(0));
     }
 
     #[test]

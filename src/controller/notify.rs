@@ -241,10 +241,15 @@ pub async fn lookup(
 }
 
 /// Whether a schedule's run before `backup` (by completion time) failed: from the watched
-/// history, so it costs no request.
-pub fn previous_run_failed(ctx: &Context, namespace: &str, backup: &Backup) -> bool {
-    let schedule = super::backup::schedule_name(backup);
-    if schedule.is_empty() {
+/// history, and from what the schedule remembers of runs retention has deleted since.
+pub fn previous_run_failed(
+    ctx: &Context,
+    namespace: &str,
+    backup: &Backup,
+    schedule: Option<&crate::api::BackupScheduleStatus>,
+) -> bool {
+    let name = super::backup::schedule_name(backup);
+    if name.is_empty() {
         return false;
     }
     let this = backup.uid();
@@ -253,19 +258,45 @@ pub fn previous_run_failed(ctx: &Context, namespace: &str, backup: &Backup) -> b
         .as_ref()
         .and_then(|s| s.completion_time.as_ref().map(status::chrono))
         .unwrap_or_else(Utc::now);
-    ctx.scheduled_backups
+    let watched: Vec<(DateTime<Utc>, BackupPhase)> = ctx
+        .scheduled_backups
         .state()
         .iter()
         .filter(|b| b.namespace().as_deref() == Some(namespace) && b.uid() != this)
-        .filter(|b| super::backup::schedule_name(b) == schedule)
+        .filter(|b| super::backup::schedule_name(b) == name)
         .filter_map(|b| {
             let status = b.status.as_ref()?;
             let done = status.completion_time.as_ref().map(status::chrono)?;
             let phase = status.phase?;
-            (done <= mine && matches!(phase, BackupPhase::Succeeded | BackupPhase::Failed))
-                .then_some((done, phase))
+            matches!(phase, BackupPhase::Succeeded | BackupPhase::Failed).then_some((done, phase))
         })
-        .max_by_key(|(done, _)| *done)
+        .collect();
+    previous_failed(&watched, schedule, mine)
+}
+
+/// Whether the newest outcome before `mine` is a failure: among the runs still there (up to
+/// `mine`, others than this one) and the schedule's record of its last success and failure
+/// (strictly before `mine`: this run may already be recorded there). Pure.
+pub fn previous_failed(
+    runs: &[(DateTime<Utc>, BackupPhase)],
+    schedule: Option<&crate::api::BackupScheduleStatus>,
+    mine: DateTime<Utc>,
+) -> bool {
+    let recorded = schedule.into_iter().flat_map(|s| {
+        [
+            (s.last_successful_time.as_ref(), BackupPhase::Succeeded),
+            (s.last_failed_time.as_ref(), BackupPhase::Failed),
+        ]
+        .into_iter()
+        .filter_map(|(t, phase)| Some((status::chrono(t?), phase)))
+        .filter(|(done, _)| *done < mine)
+    });
+    runs.iter()
+        .copied()
+        .filter(|(done, _)| *done <= mine)
+        .chain(recorded)
+        // On a tie, a success wins: never call a recovery a repeated failure.
+        .max_by_key(|(done, phase)| (*done, *phase == BackupPhase::Succeeded))
         .is_some_and(|(_, phase)| phase == BackupPhase::Failed)
 }
 
@@ -860,6 +891,40 @@ impl Secrets<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_series_is_seen_after_retention_deleted_the_failed_runs() {
+        let at = |minute: i64| {
+            DateTime::<Utc>::from_timestamp(1_800_000_000 + minute * 60, 0).unwrap_or_default()
+        };
+        let schedule =
+            |success: Option<i64>, failure: Option<i64>| crate::api::BackupScheduleStatus {
+                last_successful_time: success.map(|m| status::time(at(m))),
+                last_failed_time: failure.map(|m| status::time(at(m))),
+                ..Default::default()
+            };
+        // Nothing before: the first failure.
+        assert!(!previous_failed(&[], None, at(10)));
+        // keepFailed: 0 left no failed run, but the schedule remembers one.
+        let remembered = schedule(Some(1), Some(5));
+        assert!(previous_failed(
+            &[(at(1), BackupPhase::Succeeded)],
+            Some(&remembered),
+            at(10)
+        ));
+        // A success since.
+        let recovered = schedule(Some(7), Some(5));
+        assert!(!previous_failed(&[], Some(&recovered), at(10)));
+        // This very run already recorded by the schedule does not count as its own past.
+        let itself = schedule(Some(1), Some(10));
+        assert!(!previous_failed(&[], Some(&itself), at(10)));
+        // The runs still there decide when they are newer than the record.
+        assert!(previous_failed(
+            &[(at(8), BackupPhase::Failed)],
+            Some(&recovered),
+            at(10)
+        ));
+    }
 
     fn hook(name: &str, events: &[NotifyEvent], every_failure: bool) -> Wants {
         Wants {

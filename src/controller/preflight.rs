@@ -1,8 +1,12 @@
 //! The pre-flight check of a schedule: when it is created, when its spec changes, and when a
 //! Secret it names changes, a worker Job (the backup's identity, Secrets and network) logs
 //! in to the source and writes, reads back and deletes an object in the store. The findings
-//! become the `SourceReachable` and `StorageWritable` conditions, a failing one is checked
-//! again every [`RETRY`], and turning False notifies `preflightFailed`.
+//! become the `SourceReachable` and `StorageWritable` conditions; a failing check runs again
+//! after [`RETRY`], then twice as long each time up to [`MAX_RETRY`]; a check turning
+//! False (after a pass, or as the first) records one Event and notifies `preflightFailed`
+//! once, however often the same failure is checked again.
+
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use kube::{Resource, ResourceExt};
@@ -17,12 +21,29 @@ use crate::api::{BackupSchedule, BackupScheduleStatus, PreflightRecord};
 use crate::worker::Plan;
 use crate::worker::plan::CheckPlan;
 
-/// How soon a failed check runs again (it also runs at once when a Secret changes).
+/// How soon a failed check runs again the first time (at once when the settings change).
 pub const RETRY: TimeDelta = TimeDelta::seconds(30);
+/// The longest wait between checks of a failure that persists.
+pub const MAX_RETRY: TimeDelta = TimeDelta::minutes(10);
 
 /// What the check is judged against: the spec's generation and the Secrets' versions.
 pub fn fingerprint(generation: Option<i64>, secrets: &str) -> String {
     format!("{}/{secrets}", generation.unwrap_or(0))
+}
+
+/// The wait before a check that failed `failures` times in a row runs again. Pure.
+pub fn retry_after(failures: i32) -> TimeDelta {
+    let doublings = u32::try_from(failures.saturating_sub(1).clamp(0, 10)).unwrap_or(0);
+    RETRY
+        .checked_mul(2i32.saturating_pow(doublings))
+        .unwrap_or(MAX_RETRY)
+        .min(MAX_RETRY)
+}
+
+/// When a failing check runs again (none when it passed). Pure.
+pub fn next_retry(record: Option<&PreflightRecord>) -> Option<DateTime<Utc>> {
+    let r = record.filter(|r| !(r.source_ok && r.storage_ok))?;
+    Some(status::chrono(&r.time) + retry_after(r.failures))
 }
 
 /// Whether a check is due. Pure.
@@ -30,17 +51,65 @@ pub fn due(record: Option<&PreflightRecord>, fingerprint: &str, now: DateTime<Ut
     match record {
         None => true,
         Some(r) if r.fingerprint != fingerprint => true,
-        Some(r) => !(r.source_ok && r.storage_ok) && now - status::chrono(&r.time) >= RETRY,
+        Some(r) => next_retry(Some(r)).is_some_and(|at| now >= at),
     }
 }
 
-/// What [`step`] found.
+/// What [`step`] found, and what to do once the status is written.
 #[derive(Debug, Default)]
 pub struct Step {
     /// A check Job runs: look again soon.
     pub running: bool,
-    /// A check has just failed where the last one for these settings did not (notify).
+    /// The check turned False: its one-line reason (an Event and a notification).
     pub newly_failed: Option<String>,
+    /// The check passed after failing (an Event).
+    pub recovered: bool,
+    /// The finished check Job whose result is recorded: deleted after the status write.
+    pub finished_job: Option<String>,
+}
+
+impl Step {
+    fn running() -> Self {
+        Self {
+            running: true,
+            ..Self::default()
+        }
+    }
+
+    /// What follows a written status: the Events, and the check Job goes. Done only after
+    /// the write, so that a write that fails repeats neither.
+    pub async fn after_write(&self, ctx: &Context, schedule: &BackupSchedule, namespace: &str) {
+        if let Some(message) = &self.newly_failed {
+            ctx.event(schedule, true, "PreflightFailed", message).await;
+        }
+        if self.recovered {
+            ctx.event(
+                schedule,
+                false,
+                "PreflightPassed",
+                "source and storage checked",
+            )
+            .await;
+        }
+        if let Some(job) = &self.finished_job
+            && let Err(e) = workers::delete(ctx, namespace, job).await
+        {
+            tracing::warn!(%namespace, %job, "cannot delete the finished check Job: {e}");
+        }
+    }
+
+    /// How soon the schedule should look again for the check's sake.
+    pub fn wake(&self, record: Option<&PreflightRecord>) -> Option<Duration> {
+        if self.running {
+            return Some(Duration::from_secs(2));
+        }
+        next_retry(record).map(|at| {
+            (at - Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .max(Duration::from_secs(1))
+        })
+    }
 }
 
 /// Starts, watches or records the schedule's check; sets its conditions in `status`.
@@ -58,29 +127,31 @@ pub async fn step(
     let fingerprint = fingerprint(generation, &secrets);
     let job_name = job::job_name(&name, "check");
     match workers::find(ctx, namespace, &job_name, &uid).await? {
-        Found::Foreign(job) => {
+        // Another schedule's of the same name (deleted and made again): Coffer's, so it goes.
+        Found::Foreign(job) if managed_by_coffer(&job) => {
             workers::clear_foreign(ctx, namespace, &job).await?;
-            Ok(Step {
-                running: true,
-                ..Step::default()
-            })
+            Ok(Step::running())
         }
-        Found::Mine(job) if job.metadata.deletion_timestamp.is_some() => Ok(Step {
-            running: true,
-            ..Step::default()
-        }),
+        // Not Coffer's: never deleted; the check waits for the name.
+        Found::Foreign(_) => {
+            tracing::warn!(%namespace, schedule = %name, job = %job_name, "a Job that Coffer did not create has the check Job's name; the pre-flight check waits until it is renamed or deleted");
+            Ok(Step::default())
+        }
+        Found::Mine(job) if job.metadata.deletion_timestamp.is_some() => Ok(Step::running()),
         Found::Mine(job) => {
-            let JobState::Finished(summary) = workers::observe(ctx, namespace, &job).await? else {
-                return Ok(Step {
-                    running: true,
-                    ..Step::default()
-                });
-            };
             let checked = job
                 .annotations()
                 .get(FINGERPRINT_ANNOTATION)
                 .cloned()
                 .unwrap_or_default();
+            if checked != fingerprint {
+                // It checks settings that have changed since: its verdict is not recorded.
+                workers::delete(ctx, namespace, &job_name).await?;
+                return Ok(Step::running());
+            }
+            let JobState::Finished(summary) = workers::observe(ctx, namespace, &job).await? else {
+                return Ok(Step::running());
+            };
             let checks = summary.checks.clone().unwrap_or_else(|| {
                 // No findings of its own (killed, its deadline): neither side is known good.
                 let message = format!("the check did not finish: {}", summary.message);
@@ -91,63 +162,7 @@ pub async fn step(
                     storage: message,
                 }
             });
-            let before = status.preflight.clone();
-            status.preflight = Some(PreflightRecord {
-                time: status::time(Utc::now()),
-                fingerprint: checked.clone(),
-                source_ok: checks.source_ok,
-                storage_ok: checks.storage_ok,
-            });
-            set_condition(
-                &mut status.conditions,
-                "SourceReachable",
-                checks.source_ok,
-                if checks.source_ok {
-                    "Reachable"
-                } else {
-                    "SourceCheckFailed"
-                },
-                &checks.source,
-                generation,
-            );
-            set_condition(
-                &mut status.conditions,
-                "StorageWritable",
-                checks.storage_ok,
-                if checks.storage_ok {
-                    "Writable"
-                } else {
-                    "StorageCheckFailed"
-                },
-                &checks.storage,
-                generation,
-            );
-            workers::delete(ctx, namespace, &job_name).await?;
-            let ok = checks.source_ok && checks.storage_ok;
-            let was_ok = before.as_ref().is_none_or(|b| b.source_ok && b.storage_ok);
-            let same_settings = before.as_ref().is_some_and(|b| b.fingerprint == checked);
-            let mut step = Step::default();
-            if !ok {
-                let message = match (checks.source_ok, checks.storage_ok) {
-                    (false, false) => format!("{}; {}", checks.source, checks.storage),
-                    (false, true) => checks.source.clone(),
-                    _ => checks.storage.clone(),
-                };
-                // Said once per failure, not at every retry of the same failure.
-                if was_ok || !same_settings {
-                    ctx.event(schedule, true, "PreflightFailed", &message).await;
-                    step.newly_failed = Some(message);
-                }
-            } else if !was_ok {
-                ctx.event(
-                    schedule,
-                    false,
-                    "PreflightPassed",
-                    "source and storage checked",
-                )
-                .await;
-            }
-            Ok(step)
+            Ok(record(status, &checks, checked, generation, job_name))
         }
         Found::None => {
             if !due(status.preflight.as_ref(), &fingerprint, Utc::now())
@@ -186,12 +201,97 @@ pub async fn step(
                 tracing::warn!(schedule = %name, "cannot run the pre-flight check: {message}");
                 return Ok(Step::default());
             }
-            Ok(Step {
-                running: true,
-                ..Step::default()
-            })
+            Ok(Step::running())
         }
     }
+}
+
+/// Stops the schedule's check Job, if one runs (the schedule was suspended).
+pub async fn cancel(
+    ctx: &Context,
+    schedule: &BackupSchedule,
+    namespace: &str,
+) -> Result<(), Error> {
+    let name = schedule.name_any();
+    let uid = schedule.uid().ok_or_else(|| Error::NoUid(name.clone()))?;
+    let job_name = job::job_name(&name, "check");
+    if let Found::Mine(job) = workers::find(ctx, namespace, &job_name, &uid).await?
+        && job.metadata.deletion_timestamp.is_none()
+    {
+        workers::delete(ctx, namespace, &job_name).await?;
+    }
+    Ok(())
+}
+
+/// Records a finished check's findings in `status`: its record and conditions. No I/O.
+pub fn record(
+    status: &mut BackupScheduleStatus,
+    checks: &crate::worker::summary::Checks,
+    checked: String,
+    generation: Option<i64>,
+    job_name: String,
+) -> Step {
+    let ok = checks.source_ok && checks.storage_ok;
+    let before = status.preflight.take();
+    let was_ok = before.as_ref().is_none_or(|b| b.source_ok && b.storage_ok);
+    status.preflight = Some(PreflightRecord {
+        time: status::time(Utc::now()),
+        fingerprint: checked,
+        source_ok: checks.source_ok,
+        storage_ok: checks.storage_ok,
+        failures: if ok {
+            0
+        } else {
+            before.as_ref().map_or(0, |b| b.failures).saturating_add(1)
+        },
+    });
+    for (type_, good, reasons, message) in [
+        (
+            "SourceReachable",
+            checks.source_ok,
+            ("Reachable", "SourceCheckFailed"),
+            &checks.source,
+        ),
+        (
+            "StorageWritable",
+            checks.storage_ok,
+            ("Writable", "StorageCheckFailed"),
+            &checks.storage,
+        ),
+    ] {
+        let reason = if good { reasons.0 } else { reasons.1 };
+        set_condition(
+            &mut status.conditions,
+            type_,
+            good,
+            reason,
+            message,
+            generation,
+        );
+    }
+    let mut step = Step {
+        finished_job: Some(job_name),
+        ..Step::default()
+    };
+    if ok {
+        step.recovered = !was_ok;
+    } else if was_ok {
+        // Told once per failure: not at every check of the same failure, nor when the
+        // settings change while it goes on (each attempt at a fix).
+        step.newly_failed = Some(match (checks.source_ok, checks.storage_ok) {
+            (false, false) => format!("{}; {}", checks.source, checks.storage),
+            (false, true) => checks.source.clone(),
+            _ => checks.storage.clone(),
+        });
+    }
+    step
+}
+
+/// Whether the operator made this Job (it never deletes a Job it did not make).
+fn managed_by_coffer(job: &k8s_openapi::api::batch::v1::Job) -> bool {
+    job.labels()
+        .get("app.kubernetes.io/managed-by")
+        .is_some_and(|v| v == "coffer")
 }
 
 /// The annotation on a check Job with the settings it checks.
@@ -200,9 +300,19 @@ pub const FINGERPRINT_ANNOTATION: &str = "coffer.dev/checked";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::worker::summary::Checks;
+
+    fn checks(source_ok: bool, storage_ok: bool) -> Checks {
+        Checks {
+            source_ok,
+            source: if source_ok { "ok" } else { "wrong password" }.to_owned(),
+            storage_ok,
+            storage: if storage_ok { "ok" } else { "no bucket" }.to_owned(),
+        }
+    }
 
     #[test]
-    fn a_check_runs_for_new_settings_and_again_after_a_failure() {
+    fn a_check_runs_for_new_settings_and_again_after_a_failure_less_often_each_time() {
         let now = Utc::now();
         assert!(due(None, "1/s=5", now));
         let passed = PreflightRecord {
@@ -210,15 +320,81 @@ mod tests {
             fingerprint: "1/s=5".to_owned(),
             source_ok: true,
             storage_ok: true,
+            failures: 0,
         };
         assert!(!due(Some(&passed), "1/s=5", now + TimeDelta::days(2)));
         assert!(due(Some(&passed), "2/s=5", now), "the spec changed");
         assert!(due(Some(&passed), "1/s=6", now), "a Secret changed");
         let failed = PreflightRecord {
             source_ok: false,
+            failures: 1,
             ..passed
         };
         assert!(!due(Some(&failed), "1/s=5", now + TimeDelta::seconds(10)));
         assert!(due(Some(&failed), "1/s=5", now + RETRY));
+        let third = PreflightRecord {
+            failures: 3,
+            ..failed.clone()
+        };
+        assert!(!due(Some(&third), "1/s=5", now + RETRY * 3));
+        assert!(due(Some(&third), "1/s=5", now + RETRY * 4));
+        assert_eq!(retry_after(1), RETRY);
+        assert_eq!(retry_after(2), RETRY * 2);
+        assert_eq!(retry_after(50), MAX_RETRY);
+        assert_eq!(retry_after(i32::MAX), MAX_RETRY);
+    }
+
+    #[test]
+    fn a_failure_is_told_once_however_often_it_is_checked_again() {
+        let mut status = BackupScheduleStatus::default();
+        let first = record(
+            &mut status,
+            &checks(false, true),
+            "1/a".into(),
+            Some(1),
+            "j".into(),
+        );
+        assert_eq!(first.newly_failed.as_deref(), Some("wrong password"));
+        assert_eq!(status.preflight.as_ref().map(|r| r.failures), Some(1));
+        // The same failure again, and again after the Secret changed: not told again.
+        let again = record(
+            &mut status,
+            &checks(false, true),
+            "1/a".into(),
+            Some(1),
+            "j".into(),
+        );
+        assert!(again.newly_failed.is_none());
+        let other = record(
+            &mut status,
+            &checks(false, false),
+            "1/b".into(),
+            Some(1),
+            "j".into(),
+        );
+        assert!(other.newly_failed.is_none());
+        assert_eq!(status.preflight.as_ref().map(|r| r.failures), Some(3));
+        let fixed = record(
+            &mut status,
+            &checks(true, true),
+            "1/c".into(),
+            Some(1),
+            "j".into(),
+        );
+        assert!(fixed.recovered && fixed.newly_failed.is_none());
+        assert_eq!(status.preflight.as_ref().map(|r| r.failures), Some(0));
+        let broken = record(
+            &mut status,
+            &checks(true, false),
+            "1/d".into(),
+            Some(1),
+            "j".into(),
+        );
+        assert_eq!(broken.newly_failed.as_deref(), Some("no bucket"));
+        let storage = status::condition(&status.conditions, "StorageWritable").unwrap();
+        assert_eq!(
+            (storage.status.as_str(), storage.reason.as_str()),
+            ("False", "StorageCheckFailed")
+        );
     }
 }

@@ -453,8 +453,13 @@ impl Step<'_> {
             self.generation(),
         );
         // The result's notifications go in the same write as the result: both or neither.
-        self.plan_notifications(&mut status, ok).await?;
+        let unknown_notifiers = self.plan_notifications(&mut status, ok).await?;
         status::apply_fresh(self.api, self.request, self.old, &status).await?;
+        for problem in unknown_notifiers {
+            self.ctx
+                .event(self.request, true, "NotificationFailed", problem)
+                .await;
+        }
         self.ctx
             .event(
                 self.request,
@@ -495,16 +500,16 @@ impl Step<'_> {
     }
 
     /// Records the deliveries of the restore's result in `status` (sent once it is
-    /// written); a Notifier that does not exist is recorded as a failed delivery, with an
-    /// Event.
+    /// written); a Notifier that does not exist is recorded as a failed delivery, and what
+    /// it says is returned (for an Event once the status is written).
     async fn plan_notifications(
         &self,
         status: &mut RestoreRequestStatus,
         ok: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<String>, Error> {
         let refs = self.notifiers().await?;
         if refs.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let wants = notify::lookup(self.ctx, self.namespace, &refs).await?;
         let event = if ok {
@@ -513,20 +518,14 @@ impl Step<'_> {
             NotifyEvent::RestoreFailed
         };
         let planned = notify::plan_event(event, Utc::now(), &wants);
-        for delivery in &planned {
-            if let Some(problem) = delivery.message.as_deref() {
-                self.ctx
-                    .event(self.request, true, "NotificationFailed", problem)
-                    .await;
-            }
-        }
+        let problems = planned.iter().filter_map(|d| d.message.clone()).collect();
         notify::append_bounded(&mut status.notifications, planned, 20);
         notify::mark(
             &mut status.conditions,
             &status.notifications,
             self.generation(),
         );
-        Ok(())
+        Ok(problems)
     }
 
     /// The Notifiers this restore tells: its own, else those of the Backup it restores.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -203,6 +204,14 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
         }
     }
 
+    // Before retention deletes failed runs: the next run's notifications need to know.
+    status.last_failed_time = latest(
+        status.last_failed_time.take(),
+        backups
+            .iter()
+            .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(BackupPhase::Failed))
+            .filter_map(|b| b.status.as_ref()?.completion_time.clone()),
+    );
     if let Some(policy) = &spec.retention {
         let history: Vec<Run> = backups
             .iter()
@@ -282,6 +291,25 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
         status.last_successful_backup = Some(b.name_any());
         status.last_successful_time = b.status.as_ref().and_then(|s| s.completion_time.clone());
     }
+    // The pre-flight check, when the settings are new or a failure is to be checked again;
+    // a suspended schedule's check is stopped (it is checked again when resumed).
+    let preflight = if spec.suspend {
+        if let Err(e) = super::preflight::cancel(&ctx, &schedule, &namespace).await {
+            tracing::warn!(schedule = %name, "cannot stop the pre-flight check: {e}");
+        }
+        super::preflight::Step::default()
+    } else {
+        super::preflight::step(&ctx, &schedule, &namespace, &mut status)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(schedule = %name, "cannot run the pre-flight check: {e}");
+                super::preflight::Step::default()
+            })
+    };
+    let failing_check = status
+        .preflight
+        .as_ref()
+        .filter(|r| !(r.source_ok && r.storage_ok));
     match (&problem, spec.suspend) {
         (Some(problem), _) => {
             let first = status::condition(&status.conditions, "Ready")
@@ -300,6 +328,30 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
             "the schedule is suspended: no new backups are taken",
             generation,
         ),
+        // Decided once per reconcile (never True then False), so that an unchanged failure
+        // writes nothing.
+        (None, false) if failing_check.is_some() => {
+            let why: Vec<String> = ["SourceReachable", "StorageWritable"]
+                .iter()
+                .filter_map(|t| status::condition(&status.conditions, t))
+                .filter(|c| c.status == "False")
+                .map(|c| c.message.clone())
+                .collect();
+            let again = super::preflight::next_retry(failing_check)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "PreflightFailed",
+                &format!(
+                    "its backups would fail: {}; checked again at {again}, and when the schedule or a Secret it names changes",
+                    why.join("; "),
+                ),
+                generation,
+            );
+        }
         (None, false) => set_condition(
             &mut status.conditions,
             "Ready",
@@ -320,42 +372,6 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
             tracing::warn!(schedule = %name, "cannot sweep: {e}");
             false
         });
-    // The pre-flight check, when the settings are new or a failure is to be checked again.
-    let preflight = if spec.suspend {
-        super::preflight::Step::default()
-    } else {
-        super::preflight::step(&ctx, &schedule, &namespace, &mut status)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(schedule = %name, "cannot run the pre-flight check: {e}");
-                super::preflight::Step::default()
-            })
-    };
-    let failing_check = status
-        .preflight
-        .as_ref()
-        .filter(|r| !(r.source_ok && r.storage_ok));
-    if problem.is_none() && !spec.suspend && failing_check.is_some() {
-        let why: Vec<String> = ["SourceReachable", "StorageWritable"]
-            .iter()
-            .filter_map(|t| status::condition(&status.conditions, t))
-            .filter(|c| c.status == "False")
-            .map(|c| c.message.clone())
-            .collect();
-        set_condition(
-            &mut status.conditions,
-            "Ready",
-            false,
-            "PreflightFailed",
-            &format!(
-                "its backups would fail: {}; checked again every {}s and whenever a Secret it names changes",
-                why.join("; "),
-                super::preflight::RETRY.num_seconds()
-            ),
-            generation,
-        );
-    }
-    let check_again = failing_check.is_some();
     write_status(
         &ctx,
         &api,
@@ -366,6 +382,7 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
         preflight.newly_failed.is_some(),
     )
     .await?;
+    preflight.after_write(&ctx, &schedule, &namespace).await;
 
     let sleep = match (problem.is_some(), next) {
         (true, _) => Duration::from_secs(30),
@@ -386,12 +403,9 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
         None => sleep,
     };
     // A check in progress is looked at again soon; a failed one is checked again.
-    let sleep = if preflight.running {
-        sleep.min(Duration::from_secs(2))
-    } else if check_again {
-        sleep.min(super::preflight::RETRY.to_std().unwrap_or_default())
-    } else {
-        sleep
+    let sleep = match preflight.wake(status.preflight.as_ref()) {
+        Some(wake) if !spec.suspend => sleep.min(wake),
+        _ => sleep,
     };
     // A sweep in progress is looked at again soon.
     let sleep = if sweeping {
@@ -431,9 +445,9 @@ async fn write_status(
     }
     let status = &status;
     match notice {
-        // A copy read before the latest write must not undo it: with notifications
-        // recorded, only the newest copy writes.
-        None if failed_check || !status.notifications.is_empty() => {
+        // A copy read before the latest write must not undo it: with notifications or a
+        // check recorded, only the newest copy writes.
+        None if failed_check || !status.notifications.is_empty() || status.preflight.is_some() => {
             status::apply_fresh(api, schedule, old, status).await
         }
         None => status::apply(api, schedule, old, status).await,
@@ -507,4 +521,9 @@ pub fn scheduled_backup(schedule: &BackupSchedule, time: chrono::DateTime<Utc>) 
         },
         status: None,
     }
+}
+
+/// The latest of `known` and `seen`.
+fn latest(known: Option<Time>, seen: impl Iterator<Item = Time>) -> Option<Time> {
+    known.into_iter().chain(seen).max_by_key(|t| t.0)
 }

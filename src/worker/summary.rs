@@ -133,11 +133,26 @@ impl Summary {
         const FALLBACK: &str =
             r#"{"failure":"Internal","message":"the worker could not write its summary"}"#;
         let mut summary = self.clone();
-        summary.message = crate::text::one_line(&summary.message);
-        if summary.message.chars().count() > MAX_MESSAGE_CHARS {
-            summary.message = summary.message.chars().take(MAX_MESSAGE_CHARS).collect();
-            summary.message.push('…');
-        }
+        let cut = |text: &str, limit: usize| {
+            let text = crate::text::one_line(text);
+            if text.chars().count() > limit {
+                let mut short: String = text.chars().take(limit).collect();
+                short.push('…');
+                short
+            } else {
+                text
+            }
+        };
+        // A check's findings repeat its message: the three share the room, and the
+        // findings are never what gets dropped.
+        let limit = if let Some(checks) = summary.checks.as_mut() {
+            checks.source = cut(&checks.source, MAX_MESSAGE_CHARS / 3);
+            checks.storage = cut(&checks.storage, MAX_MESSAGE_CHARS / 3);
+            MAX_MESSAGE_CHARS / 3
+        } else {
+            MAX_MESSAGE_CHARS
+        };
+        summary.message = cut(&summary.message, limit);
         loop {
             let Ok(json) = serde_json::to_string(&summary) else {
                 return FALLBACK.to_owned();
@@ -183,6 +198,32 @@ mod tests {
         let back = Summary::from_termination_message(&message).unwrap();
         assert_eq!(back.failure, Some(Failure::SourceError));
         assert!(!back.message.contains('\n'));
+    }
+
+    #[test]
+    fn a_check_with_long_findings_keeps_its_findings() {
+        let long = "cannot connect: ".to_owned() + &"é\"".repeat(2000);
+        let summary = Summary {
+            failure: Some(Failure::SourceUnreachable),
+            message: format!("{long}; {long}"),
+            checks: Some(Checks {
+                source_ok: false,
+                source: long.clone(),
+                storage_ok: true,
+                storage: long,
+            }),
+            ..Summary::default()
+        };
+        let message = summary.to_termination_message();
+        assert!(
+            message.len() <= MAX_TERMINATION_MESSAGE,
+            "{}",
+            message.len()
+        );
+        let back = Summary::from_termination_message(&message).unwrap();
+        let checks = back.checks.unwrap();
+        assert!(!checks.source_ok && checks.storage_ok);
+        assert!(checks.source.starts_with("cannot connect: "));
     }
 
     #[test]
