@@ -352,8 +352,22 @@ impl Notified for crate::api::BackupSchedule {
         } else {
             status::condition(&status.conditions, "Fresh")
         };
-        let fresh = about;
-        let reason = fresh.map(|c| c.reason.clone()).unwrap_or_default();
+        // Sent after a retry, the news may have cleared since it was recorded: said so.
+        let (reason, message) = match about {
+            Some(c) if c.status == "False" => (c.reason.clone(), c.message.clone()),
+            cleared => (
+                if delivery.event == "preflightFailed" {
+                    "PreflightFailed"
+                } else {
+                    "Stale"
+                }
+                .to_owned(),
+                match cleared {
+                    Some(c) => format!("it has cleared since: {}", c.message),
+                    None => "it has cleared since".to_owned(),
+                },
+            ),
+        };
         Notice {
             event: delivery.event.clone(),
             id: format!("{}/{}", self.uid().unwrap_or_default(), delivery.id),
@@ -368,7 +382,7 @@ impl Notified for crate::api::BackupSchedule {
                 .map(|k| super::backup::kind_word(Some(k)).to_owned()),
             action: crate::notify::action_for(&reason).to_owned(),
             reason,
-            message: fresh.map(|c| c.message.clone()).unwrap_or_default(),
+            message,
             last_success_time: status.last_successful_time.as_ref().map(status::chrono),
             ..Notice::default()
         }
@@ -891,6 +905,49 @@ impl Secrets<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schedule_notice_says_when_its_news_has_cleared_by_the_time_it_is_sent() {
+        let mut schedule: crate::api::BackupSchedule = serde_json::from_value(serde_json::json!({
+            "apiVersion": "coffer.dev/v1alpha1", "kind": "BackupSchedule",
+            "metadata": {"name": "shop", "namespace": "ns"},
+            "spec": {"schedule": "0 2 * * *", "source": {"redis": {"host": "redis"}},
+                "storage": {"s3": {"bucket": "b"}}}}))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let delivery = plan_event(
+            NotifyEvent::PreflightFailed,
+            Utc::now(),
+            &[hook("ops", &[NotifyEvent::PreflightFailed], false)],
+        )
+        .remove(0);
+        let mut status = crate::api::BackupScheduleStatus::default();
+        set_condition(
+            &mut status.conditions,
+            "SourceReachable",
+            false,
+            "SourceCheckFailed",
+            "wrong password",
+            None,
+        );
+        schedule.status = Some(status.clone());
+        let failing = schedule.notice(&delivery);
+        assert_eq!(
+            (failing.reason.as_str(), failing.message.as_str()),
+            ("SourceCheckFailed", "wrong password")
+        );
+        set_condition(
+            &mut status.conditions,
+            "SourceReachable",
+            true,
+            "Reachable",
+            "Redis 7",
+            None,
+        );
+        schedule.status = Some(status);
+        let cleared = schedule.notice(&delivery);
+        assert_eq!(cleared.reason, "PreflightFailed");
+        assert_eq!(cleared.message, "it has cleared since");
+    }
 
     #[test]
     fn a_failure_series_is_seen_after_retention_deleted_the_failed_runs() {
