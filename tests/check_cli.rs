@@ -8,7 +8,7 @@
 use coffer_testenv::{MariaDbServer, PostgresServer, RedisServer, S3Server};
 
 mod support;
-use support::cli::{coffer, fails, fails_hiding, ok, stdout};
+use support::cli::{coffer, fails, fails_hiding, ok, stderr, stdout};
 
 /// A port nothing listens on.
 fn closed_port() -> u16 {
@@ -182,6 +182,22 @@ async fn database_users_without_the_privileges_a_backup_needs_are_named_with_the
             "user dumper lacks TRIGGER, EVENT, LOCK TABLES on *.*",
             "GRANT TRIGGER, EVENT, LOCK TABLES ON *.*",
         ],
+    );
+    // What the check passes, a backup does: MariaDB's dump reads the binary-log position
+    // from its snapshot, without RELOAD (MySQL's takes RELOAD, asked for there).
+    my.sql_over_socket(
+        "GRANT TRIGGER, EVENT, LOCK TABLES ON *.* TO 'dumper'@'%'; CREATE DATABASE shop; \
+         CREATE TABLE shop.orders (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO shop.orders VALUES (1), (2);",
+    )
+    .unwrap();
+    let (_, out) = ok(&["check", &dumper, "--to", &store], &[]);
+    assert!(stdout(&out).contains("ok   source: "), "{}", stdout(&out));
+    let dump_store = dir.path().join("dumps").display().to_string();
+    let (_, out) = ok(&["backup", &dumper, "--to", &dump_store], &[]);
+    assert!(
+        stderr(&out).contains("backed up 1 database"),
+        "{}",
+        stderr(&out)
     );
     let (_, out) = ok(&["check", &my.url(None), "--to", &store], &[]);
     assert!(

@@ -120,14 +120,29 @@ pub async fn mysql(target: &super::mysql::MyTarget) -> Finding {
         Ok(g) => g,
         Err(e) => return Finding::failed("source", e.to_string()),
     };
-    let missing = missing_mysql_privileges(&grants);
+    // With the binary log on, mysqldump records MySQL's position under a brief FLUSH
+    // TABLES WITH READ LOCK, which takes RELOAD (mariadb-dump reads MariaDB's from the
+    // snapshot, without).
+    let binary_log = match client.binary_log().await {
+        Ok(on) => on,
+        Err(e) => return Finding::failed("source", e.to_string()),
+    };
+    let mysql = super::mysql::tools::Version::of_server(&version)
+        .is_some_and(|v| v.flavor == super::mysql::tools::Flavor::MySql);
+    let binary_log = binary_log && mysql;
+    let missing = missing_mysql_privileges(&grants, binary_log);
     if missing.is_empty() {
         Finding::ok(
             "source",
             format!(
-                "MySQL/MariaDB {version} at {} answered; user {} holds SELECT, SHOW VIEW, TRIGGER, EVENT and LOCK TABLES",
+                "MySQL/MariaDB {version} at {} answered; user {} holds SELECT, SHOW VIEW, TRIGGER, EVENT and LOCK TABLES{}",
                 target.address(),
-                target.user
+                target.user,
+                if binary_log {
+                    ", and RELOAD for the binary log position"
+                } else {
+                    ""
+                }
             ),
         )
     } else {
@@ -144,8 +159,9 @@ pub async fn mysql(target: &super::mysql::MyTarget) -> Finding {
     }
 }
 
-/// The privileges a dump needs that `SHOW GRANTS` does not give on `*.*`.
-pub fn missing_mysql_privileges(grants: &[String]) -> Vec<&'static str> {
+/// The privileges a dump needs that `SHOW GRANTS` does not give on `*.*` (RELOAD too when
+/// the dump records a MySQL server's binary-log position).
+pub fn missing_mysql_privileges(grants: &[String], binary_log: bool) -> Vec<&'static str> {
     let global: Vec<String> = grants
         .iter()
         .filter(|g| g.contains(" ON *.* "))
@@ -154,8 +170,10 @@ pub fn missing_mysql_privileges(grants: &[String]) -> Vec<&'static str> {
     if global.iter().any(|g| g.contains("ALL PRIVILEGES")) {
         return Vec::new();
     }
+    let reload = binary_log.then_some("RELOAD");
     ["SELECT", "SHOW VIEW", "TRIGGER", "EVENT", "LOCK TABLES"]
         .into_iter()
+        .chain(reload)
         .filter(|p| !global.iter().any(|g| g.contains(p)))
         .collect()
 }
@@ -226,16 +244,20 @@ mod tests {
     #[test]
     fn mysql_privileges_are_read_from_global_grants() {
         let all = vec!["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost`".to_owned()];
-        assert!(missing_mysql_privileges(&all).is_empty());
+        assert!(missing_mysql_privileges(&all, true).is_empty());
         let some = vec![
             "GRANT SELECT, SHOW VIEW ON *.* TO `backup`@`%`".to_owned(),
             "GRANT ALL PRIVILEGES ON `app`.* TO `backup`@`%`".to_owned(),
         ];
         assert_eq!(
-            missing_mysql_privileges(&some),
+            missing_mysql_privileges(&some, false),
             ["TRIGGER", "EVENT", "LOCK TABLES"]
         );
+        assert_eq!(
+            missing_mysql_privileges(&some, true),
+            ["TRIGGER", "EVENT", "LOCK TABLES", "RELOAD"]
+        );
         let usage = vec!["GRANT USAGE ON *.* TO `nobody`@`%`".to_owned()];
-        assert_eq!(missing_mysql_privileges(&usage).len(), 5);
+        assert_eq!(missing_mysql_privileges(&usage, false).len(), 5);
     }
 }
