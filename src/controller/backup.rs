@@ -612,8 +612,13 @@ impl Run<'_> {
         );
         // The notifications go in the same write as the verdict: both or neither.
         let schedule = self.schedule_status(backup).await?;
-        let after_failure =
-            notify::previous_run_failed(self.ctx, self.namespace, backup, schedule.as_ref());
+        let after_failure = notify::previous_run_failed(
+            self.ctx,
+            self.namespace,
+            backup,
+            completed,
+            schedule.as_ref(),
+        );
         let news = if succeeded {
             BackupNews::Succeeded { after_failure }
         } else {

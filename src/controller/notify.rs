@@ -240,12 +240,14 @@ pub async fn lookup(
     Ok(out)
 }
 
-/// Whether a schedule's run before `backup` (by completion time) failed: from the watched
-/// history, and from what the schedule remembers of runs retention has deleted since.
+/// Whether a schedule's run before `backup`, which completed at `mine` (the worker's clock,
+/// like every run's completion time), failed: from the watched history, and from what the
+/// schedule remembers of runs retention has deleted since.
 pub fn previous_run_failed(
     ctx: &Context,
     namespace: &str,
     backup: &Backup,
+    mine: DateTime<Utc>,
     schedule: Option<&crate::api::BackupScheduleStatus>,
 ) -> bool {
     let name = super::backup::schedule_name(backup);
@@ -253,11 +255,6 @@ pub fn previous_run_failed(
         return false;
     }
     let this = backup.uid();
-    let mine = backup
-        .status
-        .as_ref()
-        .and_then(|s| s.completion_time.as_ref().map(status::chrono))
-        .unwrap_or_else(Utc::now);
     let watched: Vec<(DateTime<Utc>, BackupPhase)> = ctx
         .scheduled_backups
         .state()

@@ -46,11 +46,19 @@ pub fn next_retry(record: Option<&PreflightRecord>) -> Option<DateTime<Utc>> {
     Some(status::chrono(&r.time) + retry_after(r.failures))
 }
 
-/// Whether a check is due. Pure.
+/// The generation part of a fingerprint.
+fn generation_of(fingerprint: &str) -> &str {
+    fingerprint.split_once('/').map_or(fingerprint, |(g, _)| g)
+}
+
+/// Whether a check is due. Pure. A new spec is checked at once; new Secret versions after
+/// [`RETRY`] since the last check at the soonest (something may rewrite a Secret often
+/// without changing its values); a failure at its retry time.
 pub fn due(record: Option<&PreflightRecord>, fingerprint: &str, now: DateTime<Utc>) -> bool {
     match record {
         None => true,
-        Some(r) if r.fingerprint != fingerprint => true,
+        Some(r) if generation_of(&r.fingerprint) != generation_of(fingerprint) => true,
+        Some(r) if r.fingerprint != fingerprint => now - status::chrono(&r.time) >= RETRY,
         Some(r) => next_retry(Some(r)).is_some_and(|at| now >= at),
     }
 }
@@ -103,11 +111,14 @@ impl Step {
         if self.running {
             return Some(Duration::from_secs(2));
         }
+        // Overdue but not started (a Secret missing, the Job refused, a Job in the way):
+        // looked at again after the first retry's wait, not in a loop.
         next_retry(record).map(|at| {
             (at - Utc::now())
                 .to_std()
-                .unwrap_or_default()
-                .max(Duration::from_secs(1))
+                .ok()
+                .filter(|wait| !wait.is_zero())
+                .unwrap_or_else(|| RETRY.to_std().unwrap_or_default())
         })
     }
 }
@@ -144,10 +155,26 @@ pub async fn step(
                 .get(FINGERPRINT_ANNOTATION)
                 .cloned()
                 .unwrap_or_default();
-            if checked != fingerprint {
-                // It checks settings that have changed since: its verdict is not recorded.
+            if generation_of(&checked) != generation_of(&fingerprint) {
+                // It checks a spec that has changed since: its verdict is not recorded. (A
+                // check of older Secret versions is: it is checked again after RETRY.)
                 workers::delete(ctx, namespace, &job_name).await?;
                 return Ok(Step::running());
+            }
+            // Recorded already (its deletion failed after the write): not counted twice.
+            let recorded = status.preflight.as_ref().is_some_and(|r| {
+                r.fingerprint == checked
+                    && job
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .is_some_and(|created| r.time.0 >= created.0)
+            });
+            if recorded {
+                return Ok(Step {
+                    finished_job: Some(job_name),
+                    ..Step::default()
+                });
             }
             let JobState::Finished(summary) = workers::observe(ctx, namespace, &job).await? else {
                 return Ok(Step::running());
@@ -324,7 +351,11 @@ mod tests {
         };
         assert!(!due(Some(&passed), "1/s=5", now + TimeDelta::days(2)));
         assert!(due(Some(&passed), "2/s=5", now), "the spec changed");
-        assert!(due(Some(&passed), "1/s=6", now), "a Secret changed");
+        assert!(
+            !due(Some(&passed), "1/s=6", now + TimeDelta::seconds(5)),
+            "a Secret changed: not at once after the last check"
+        );
+        assert!(due(Some(&passed), "1/s=6", now + RETRY), "a Secret changed");
         let failed = PreflightRecord {
             source_ok: false,
             failures: 1,
@@ -342,6 +373,27 @@ mod tests {
         assert_eq!(retry_after(2), RETRY * 2);
         assert_eq!(retry_after(50), MAX_RETRY);
         assert_eq!(retry_after(i32::MAX), MAX_RETRY);
+    }
+
+    #[test]
+    fn a_check_that_cannot_start_is_looked_at_again_after_a_wait_not_in_a_loop() {
+        let overdue = PreflightRecord {
+            time: status::time(Utc::now() - TimeDelta::hours(1)),
+            fingerprint: "1/s=5".to_owned(),
+            source_ok: false,
+            storage_ok: true,
+            failures: 1,
+        };
+        assert_eq!(Step::default().wake(Some(&overdue)), RETRY.to_std().ok());
+        assert_eq!(
+            Step::running().wake(Some(&overdue)),
+            Some(Duration::from_secs(2))
+        );
+        let passed = PreflightRecord {
+            source_ok: true,
+            ..overdue
+        };
+        assert_eq!(Step::default().wake(Some(&passed)), None);
     }
 
     #[test]

@@ -61,7 +61,9 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
             // It takes no backups, so it must still turn stale.
             let (stale_at, notice) =
                 super::fresh::step(&ctx, &schedule, None, &mut status, Utc::now());
-            write_status(&ctx, &api, &schedule, old.as_ref(), &status, notice, false).await?;
+            if !write_status(&ctx, &api, &schedule, old.as_ref(), &status, notice, false).await? {
+                return Ok(Action::requeue(CONFLICT_RETRY));
+            }
             if first {
                 ctx.event(schedule.as_ref(), true, e.reason(), e.to_string())
                     .await;
@@ -261,7 +263,11 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
                 );
                 let (stale_at, notice) =
                     super::fresh::step(&ctx, &schedule, Some(&cron), &mut status, now);
-                write_status(&ctx, &api, &schedule, old.as_ref(), &status, notice, false).await?;
+                if !write_status(&ctx, &api, &schedule, old.as_ref(), &status, notice, false)
+                    .await?
+                {
+                    return Ok(Action::requeue(CONFLICT_RETRY));
+                }
                 return Ok(match stale_at {
                     Some(t) => Action::requeue(super::fresh::until(t) + Duration::from_millis(50)),
                     None => Action::await_change(),
@@ -372,7 +378,7 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
             tracing::warn!(schedule = %name, "cannot sweep: {e}");
             false
         });
-    write_status(
+    if !write_status(
         &ctx,
         &api,
         &schedule,
@@ -381,7 +387,10 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
         notice,
         preflight.newly_failed.is_some(),
     )
-    .await?;
+    .await?
+    {
+        return Ok(Action::requeue(CONFLICT_RETRY));
+    }
     preflight.after_write(&ctx, &schedule, &namespace).await;
 
     let sleep = match (problem.is_some(), next) {
@@ -417,9 +426,10 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
     Ok(Action::requeue(sleep + Duration::from_millis(50)))
 }
 
-/// Writes the schedule's status; a change of freshness is written only if this reconcile
-/// read the newest status (a reconcile that read an old copy fails with a conflict and
-/// runs again), and its Event is recorded only once the change is stored: said once.
+/// Writes the schedule's status, only if this reconcile read the newest copy: `false` when
+/// it did not (a conflict; nothing was written and the caller looks again soon). A change of
+/// freshness and the deliveries it calls for go in the same write, and their Events are
+/// recorded only once it is stored: said once.
 async fn write_status(
     ctx: &Context,
     api: &Api<BackupSchedule>,
@@ -428,57 +438,51 @@ async fn write_status(
     status: &BackupScheduleStatus,
     notice: Option<super::fresh::Notice>,
     failed_check: bool,
-) -> Result<(), Error> {
-    // A failed pre-flight check notifies, recorded in the same write (and only once).
+) -> Result<bool, Error> {
     let mut status = status.clone();
+    let mut unknown_notifiers = Vec::new();
+    let namespace = schedule.namespace().unwrap_or_default();
+    // A failed pre-flight check notifies, recorded in the same write (and only once).
     if failed_check && !schedule.spec.notify.is_empty() {
-        let namespace = schedule.namespace().unwrap_or_default();
         let wants = super::notify::lookup(ctx, &namespace, &schedule.spec.notify).await?;
         let planned =
             super::notify::plan_event(crate::api::NotifyEvent::PreflightFailed, Utc::now(), &wants);
+        unknown_notifiers.extend(planned.iter().filter_map(|d| d.message.clone()));
         super::notify::append_bounded(&mut status.notifications, planned, 20);
-        super::notify::mark(
-            &mut status.conditions,
-            &status.notifications,
-            schedule.metadata.generation,
-        );
     }
-    let status = &status;
-    match notice {
-        // A copy read before the latest write must not undo it: with notifications or a
-        // check recorded, only the newest copy writes.
-        None if failed_check || !status.notifications.is_empty() || status.preflight.is_some() => {
-            status::apply_fresh(api, schedule, old, status).await
-        }
-        None => status::apply(api, schedule, old, status).await,
-        Some(notice) => {
-            // Turning stale notifies: the deliveries go in the same write as the change.
-            let mut status = status.clone();
-            if notice.reason == "Stale" && !schedule.spec.notify.is_empty() {
-                let namespace = schedule.namespace().unwrap_or_default();
-                let wants = super::notify::lookup(ctx, &namespace, &schedule.spec.notify).await?;
-                let since = status::condition(&status.conditions, "Fresh")
-                    .map(|c| status::chrono(&c.last_transition_time))
-                    .unwrap_or_else(Utc::now);
-                let planned = super::notify::plan_stale(since, &wants);
-                for problem in planned.iter().filter_map(|d| d.message.as_deref()) {
-                    ctx.event(schedule, true, "NotificationFailed", problem)
-                        .await;
-                }
-                super::notify::append_bounded(&mut status.notifications, planned, 20);
-                super::notify::mark(
-                    &mut status.conditions,
-                    &status.notifications,
-                    schedule.metadata.generation,
-                );
-            }
-            let status = &status;
-            status::apply_fresh(api, schedule, old, status).await?;
-            ctx.event(schedule, notice.warning, notice.reason, notice.message)
-                .await;
-            Ok(())
-        }
+    // Turning stale notifies likewise.
+    if notice.as_ref().is_some_and(|n| n.reason == "Stale") && !schedule.spec.notify.is_empty() {
+        let wants = super::notify::lookup(ctx, &namespace, &schedule.spec.notify).await?;
+        let since = status::condition(&status.conditions, "Fresh")
+            .map(|c| status::chrono(&c.last_transition_time))
+            .unwrap_or_else(Utc::now);
+        let planned = super::notify::plan_stale(since, &wants);
+        unknown_notifiers.extend(planned.iter().filter_map(|d| d.message.clone()));
+        super::notify::append_bounded(&mut status.notifications, planned, 20);
     }
+    super::notify::mark(
+        &mut status.conditions,
+        &status.notifications,
+        schedule.metadata.generation,
+    );
+    // A copy read before the latest write must not undo it (a check's findings, planned
+    // deliveries): only the newest copy writes.
+    match status::apply_fresh(api, schedule, old, &status).await {
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
+            tracing::debug!(schedule = %schedule.name_any(), "read an older copy than the server's; looking again");
+            return Ok(false);
+        }
+        other => other?,
+    }
+    for problem in unknown_notifiers {
+        ctx.event(schedule, true, "NotificationFailed", problem)
+            .await;
+    }
+    if let Some(notice) = notice {
+        ctx.event(schedule, notice.warning, notice.reason, notice.message)
+            .await;
+    }
+    Ok(true)
 }
 
 fn finished(backup: &Backup) -> bool {
@@ -522,6 +526,9 @@ pub fn scheduled_backup(schedule: &BackupSchedule, time: chrono::DateTime<Utc>) 
         status: None,
     }
 }
+
+/// How soon a reconcile that read an old copy looks again.
+const CONFLICT_RETRY: Duration = Duration::from_millis(500);
 
 /// The latest of `known` and `seen`.
 fn latest(known: Option<Time>, seen: impl Iterator<Item = Time>) -> Option<Time> {

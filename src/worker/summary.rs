@@ -161,16 +161,31 @@ impl Summary {
                 return json;
             }
             let over = json.len() - MAX_TERMINATION_MESSAGE;
-            let text = summary.message.trim_end_matches('…');
+            // The longest of the texts is cut.
+            let mut texts = vec![&mut summary.message];
+            if let Some(checks) = summary.checks.as_mut() {
+                texts.push(&mut checks.source);
+                texts.push(&mut checks.storage);
+            }
+            let Some(longest) = texts.into_iter().max_by_key(|t| escaped_len(t)) else {
+                return FALLBACK.to_owned();
+            };
+            let text = longest.trim_end_matches('…');
             if text.is_empty() {
                 return FALLBACK.to_owned();
             }
-            // Escapes take up to 6 bytes per character: cut at least that much more.
-            let mut keep = text.len().saturating_sub(over.max(6));
-            while !text.is_char_boundary(keep) {
-                keep -= 1;
+            // Characters come off the end until their JSON (escapes up to 6 bytes each)
+            // makes up for what is over, and the `…` (3 bytes).
+            let mut saved = 0;
+            let mut keep = text.len();
+            for (i, c) in text.char_indices().rev() {
+                if saved >= over + 3 {
+                    break;
+                }
+                saved += escaped_len(c.encode_utf8(&mut [0; 4]));
+                keep = i;
             }
-            summary.message = format!("{}…", &text[..keep]);
+            *longest = format!("{}…", &text[..keep]);
         }
     }
 
@@ -179,6 +194,11 @@ impl Summary {
     pub fn from_termination_message(message: &str) -> Option<Self> {
         serde_json::from_str(message.trim()).ok()
     }
+}
+
+/// The bytes `text` takes inside a JSON string.
+fn escaped_len(text: &str) -> usize {
+    serde_json::to_string(text).map_or(text.len(), |json| json.len().saturating_sub(2))
 }
 
 #[cfg(test)]
@@ -202,7 +222,8 @@ mod tests {
 
     #[test]
     fn a_check_with_long_findings_keeps_its_findings() {
-        let long = "cannot connect: ".to_owned() + &"é\"".repeat(2000);
+        // Control characters, which JSON writes as six bytes each (`\u0001`).
+        let long = "cannot connect: ".to_owned() + &"\u{1}".repeat(2000);
         let summary = Summary {
             failure: Some(Failure::SourceUnreachable),
             message: format!("{long}; {long}"),
