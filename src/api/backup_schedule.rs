@@ -199,6 +199,15 @@ pub struct PreflightRecord {
     /// then twice as long each time, up to 10 minutes.
     #[serde(default)]
     pub failures: i32,
+    /// The failure has been told (the `PreflightFailed` Event, the `preflightFailed`
+    /// notification): once per failure, and only of a check of the current Secrets.
+    #[serde(default = "told_by_default")]
+    pub told: bool,
+}
+
+/// Records written before `told` existed were told when they failed.
+fn told_by_default() -> bool {
+    true
 }
 
 /// One sweep of a schedule's folder.

@@ -74,6 +74,8 @@ pub struct Step {
     pub recovered: bool,
     /// The finished check Job whose result is recorded: deleted after the status write.
     pub finished_job: Option<String>,
+    /// The settings as they are now (empty when not read).
+    pub fingerprint: String,
 }
 
 impl Step {
@@ -111,9 +113,17 @@ impl Step {
         if self.running {
             return Some(Duration::from_secs(2));
         }
+        // Recorded for older Secret versions: the current ones are checked after RETRY.
+        let recheck = record
+            .filter(|r| !self.fingerprint.is_empty() && r.fingerprint != self.fingerprint)
+            .map(|r| status::chrono(&r.time) + RETRY);
+        let at = match (next_retry(record), recheck) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // Overdue but not started (a Secret missing, the Job refused, a Job in the way):
         // looked at again after the first retry's wait, not in a loop.
-        next_retry(record).map(|at| {
+        at.map(|at| {
             (at - Utc::now())
                 .to_std()
                 .ok()
@@ -130,12 +140,26 @@ pub async fn step(
     namespace: &str,
     status: &mut BackupScheduleStatus,
 ) -> Result<Step, Error> {
+    let spec = &schedule.spec;
+    let secrets = references::secret_versions(ctx, namespace, &spec.source, &spec.storage).await?;
+    let fingerprint = fingerprint(schedule.metadata.generation, &secrets);
+    let mut step = act(ctx, schedule, namespace, status, &fingerprint).await?;
+    step.fingerprint = fingerprint;
+    Ok(step)
+}
+
+/// [`step`] for the settings `fingerprint`.
+async fn act(
+    ctx: &Context,
+    schedule: &BackupSchedule,
+    namespace: &str,
+    status: &mut BackupScheduleStatus,
+    fingerprint: &str,
+) -> Result<Step, Error> {
     let name = schedule.name_any();
     let uid = schedule.uid().ok_or_else(|| Error::NoUid(name.clone()))?;
     let generation = schedule.metadata.generation;
     let spec = &schedule.spec;
-    let secrets = references::secret_versions(ctx, namespace, &spec.source, &spec.storage).await?;
-    let fingerprint = fingerprint(generation, &secrets);
     let job_name = job::job_name(&name, "check");
     match workers::find(ctx, namespace, &job_name, &uid).await? {
         // Another schedule's of the same name (deleted and made again): Coffer's, so it goes.
@@ -155,7 +179,7 @@ pub async fn step(
                 .get(FINGERPRINT_ANNOTATION)
                 .cloned()
                 .unwrap_or_default();
-            if generation_of(&checked) != generation_of(&fingerprint) {
+            if generation_of(&checked) != generation_of(fingerprint) {
                 // It checks a spec that has changed since: its verdict is not recorded. (A
                 // check of older Secret versions is: it is checked again after RETRY.)
                 workers::delete(ctx, namespace, &job_name).await?;
@@ -189,10 +213,13 @@ pub async fn step(
                     storage: message,
                 }
             });
-            Ok(record(status, &checks, checked, generation, job_name))
+            let current = checked == fingerprint;
+            Ok(record(
+                status, &checks, checked, current, generation, job_name,
+            ))
         }
         Found::None => {
-            if !due(status.preflight.as_ref(), &fingerprint, Utc::now())
+            if !due(status.preflight.as_ref(), fingerprint, Utc::now())
                 || references::check(ctx, namespace, &spec.source, &spec.storage)
                     .await?
                     .is_some()
@@ -221,7 +248,7 @@ pub async fn step(
                 .metadata
                 .annotations
                 .get_or_insert_with(Default::default)
-                .insert(FINGERPRINT_ANNOTATION.to_owned(), fingerprint);
+                .insert(FINGERPRINT_ANNOTATION.to_owned(), fingerprint.to_owned());
             if let Created::Refused { message, .. } =
                 workers::create(ctx, namespace, &built).await?
             {
@@ -251,17 +278,24 @@ pub async fn cancel(
 }
 
 /// Records a finished check's findings in `status`: its record and conditions. No I/O.
+/// A check of Secret versions that have changed since (`current` false) is recorded, but
+/// its failure is not told: the next check, of the current versions, tells it if it
+/// fails too (a fix made while a check ran must not page).
 pub fn record(
     status: &mut BackupScheduleStatus,
     checks: &crate::worker::summary::Checks,
     checked: String,
+    current: bool,
     generation: Option<i64>,
     job_name: String,
 ) -> Step {
     let ok = checks.source_ok && checks.storage_ok;
     let before = status.preflight.take();
     let was_ok = before.as_ref().is_none_or(|b| b.source_ok && b.storage_ok);
+    let told_before = before.as_ref().is_some_and(|b| !was_ok && b.told);
+    let tell = !ok && current && !told_before;
     status.preflight = Some(PreflightRecord {
+        told: !ok && (told_before || tell),
         time: status::time(Utc::now()),
         fingerprint: checked,
         source_ok: checks.source_ok,
@@ -302,7 +336,7 @@ pub fn record(
     };
     if ok {
         step.recovered = !was_ok;
-    } else if was_ok {
+    } else if tell {
         // Told once per failure: not at every check of the same failure, nor when the
         // settings change while it goes on (each attempt at a fix).
         step.newly_failed = Some(match (checks.source_ok, checks.storage_ok) {
@@ -348,6 +382,7 @@ mod tests {
             source_ok: true,
             storage_ok: true,
             failures: 0,
+            told: false,
         };
         assert!(!due(Some(&passed), "1/s=5", now + TimeDelta::days(2)));
         assert!(due(Some(&passed), "2/s=5", now), "the spec changed");
@@ -383,6 +418,7 @@ mod tests {
             source_ok: false,
             storage_ok: true,
             failures: 1,
+            told: true,
         };
         assert_eq!(Step::default().wake(Some(&overdue)), RETRY.to_std().ok());
         assert_eq!(
@@ -397,12 +433,92 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_of_secrets_changed_since_is_not_told_until_the_current_ones_fail() {
+        let mut status = BackupScheduleStatus::default();
+        let old = record(
+            &mut status,
+            &checks(false, true),
+            "1/a".into(),
+            false,
+            Some(1),
+            "j".into(),
+        );
+        assert!(
+            old.newly_failed.is_none(),
+            "the Secret was fixed while it ran"
+        );
+        let fixed = record(
+            &mut status,
+            &checks(true, true),
+            "1/b".into(),
+            true,
+            Some(1),
+            "j".into(),
+        );
+        assert!(fixed.newly_failed.is_none());
+        let old = record(
+            &mut status,
+            &checks(false, true),
+            "1/c".into(),
+            false,
+            Some(1),
+            "j".into(),
+        );
+        assert!(old.newly_failed.is_none());
+        let still = record(
+            &mut status,
+            &checks(false, true),
+            "1/d".into(),
+            true,
+            Some(1),
+            "j".into(),
+        );
+        assert_eq!(still.newly_failed.as_deref(), Some("wrong password"));
+        let again = record(
+            &mut status,
+            &checks(false, true),
+            "1/d".into(),
+            true,
+            Some(1),
+            "j".into(),
+        );
+        assert!(again.newly_failed.is_none());
+    }
+
+    #[test]
+    fn a_check_of_older_secrets_wakes_the_schedule_to_check_the_current_ones() {
+        let passed = PreflightRecord {
+            time: status::time(Utc::now()),
+            fingerprint: "1/s=5".to_owned(),
+            source_ok: true,
+            storage_ok: true,
+            failures: 0,
+            told: false,
+        };
+        let step = Step {
+            fingerprint: "1/s=6".to_owned(),
+            ..Step::default()
+        };
+        let wake = step.wake(Some(&passed)).unwrap();
+        assert!(
+            wake <= RETRY.to_std().unwrap() && wake > Duration::from_secs(20),
+            "{wake:?}"
+        );
+        let same = Step {
+            fingerprint: "1/s=5".to_owned(),
+            ..Step::default()
+        };
+        assert_eq!(same.wake(Some(&passed)), None);
+    }
+
+    #[test]
     fn a_failure_is_told_once_however_often_it_is_checked_again() {
         let mut status = BackupScheduleStatus::default();
         let first = record(
             &mut status,
             &checks(false, true),
             "1/a".into(),
+            true,
             Some(1),
             "j".into(),
         );
@@ -413,6 +529,7 @@ mod tests {
             &mut status,
             &checks(false, true),
             "1/a".into(),
+            true,
             Some(1),
             "j".into(),
         );
@@ -421,6 +538,7 @@ mod tests {
             &mut status,
             &checks(false, false),
             "1/b".into(),
+            true,
             Some(1),
             "j".into(),
         );
@@ -430,6 +548,7 @@ mod tests {
             &mut status,
             &checks(true, true),
             "1/c".into(),
+            true,
             Some(1),
             "j".into(),
         );
@@ -439,6 +558,7 @@ mod tests {
             &mut status,
             &checks(true, false),
             "1/d".into(),
+            true,
             Some(1),
             "j".into(),
         );
