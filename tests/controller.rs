@@ -970,13 +970,14 @@ async fn a_restarted_or_second_controller_never_duplicates_a_run() {
         std::slice::from_ref(&run),
         "one Backup for the scheduled time"
     );
-    // The schedule's pre-flight check Job (`nightly-check`, one name) is not a run.
+    // The run's Jobs: not the schedule's own (its pre-flight check `nightly-check`, its
+    // daily sweep `nightly-sweep`), one name each whoever leads.
     let run_jobs = || async {
         jobs(&ns)
             .await
             .iter()
             .map(|j| j.name_any())
-            .filter(|n| !n.ends_with("-check"))
+            .filter(|n| n.starts_with(&format!("{run}-")))
             .collect::<Vec<String>>()
     };
     let stuck = run_jobs().await;
