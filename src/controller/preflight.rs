@@ -363,12 +363,39 @@ mod tests {
     use super::*;
     use crate::worker::summary::Checks;
 
-    fn checks(source_ok: bool, storage_ok: bool) -> Checks {
-        Checks {
+    /// Records a check of `fingerprint` with these findings.
+    fn check(
+        status: &mut BackupScheduleStatus,
+        source_ok: bool,
+        storage_ok: bool,
+        fingerprint: &str,
+        current: bool,
+    ) -> Step {
+        let checks = Checks {
             source_ok,
             source: if source_ok { "ok" } else { "wrong password" }.to_owned(),
             storage_ok,
             storage: if storage_ok { "ok" } else { "no bucket" }.to_owned(),
+        };
+        record(
+            status,
+            &checks,
+            fingerprint.to_owned(),
+            current,
+            Some(1),
+            "j".to_owned(),
+        )
+    }
+
+    /// A check of `1/s=5` that passed at `time`.
+    fn passed(time: DateTime<Utc>) -> PreflightRecord {
+        PreflightRecord {
+            time: status::time(time),
+            fingerprint: "1/s=5".to_owned(),
+            source_ok: true,
+            storage_ok: true,
+            failures: 0,
+            told: false,
         }
     }
 
@@ -376,14 +403,7 @@ mod tests {
     fn a_check_runs_for_new_settings_and_again_after_a_failure_less_often_each_time() {
         let now = Utc::now();
         assert!(due(None, "1/s=5", now));
-        let passed = PreflightRecord {
-            time: status::time(now),
-            fingerprint: "1/s=5".to_owned(),
-            source_ok: true,
-            storage_ok: true,
-            failures: 0,
-            told: false,
-        };
+        let passed = passed(now);
         assert!(!due(Some(&passed), "1/s=5", now + TimeDelta::days(2)));
         assert!(due(Some(&passed), "2/s=5", now), "the spec changed");
         assert!(
@@ -413,12 +433,10 @@ mod tests {
     #[test]
     fn a_check_that_cannot_start_is_looked_at_again_after_a_wait_not_in_a_loop() {
         let overdue = PreflightRecord {
-            time: status::time(Utc::now() - TimeDelta::hours(1)),
-            fingerprint: "1/s=5".to_owned(),
             source_ok: false,
-            storage_ok: true,
             failures: 1,
             told: true,
+            ..passed(Utc::now() - TimeDelta::hours(1))
         };
         assert_eq!(Step::default().wake(Some(&overdue)), RETRY.to_std().ok());
         assert_eq!(
@@ -435,66 +453,24 @@ mod tests {
     #[test]
     fn a_failure_of_secrets_changed_since_is_not_told_until_the_current_ones_fail() {
         let mut status = BackupScheduleStatus::default();
-        let old = record(
-            &mut status,
-            &checks(false, true),
-            "1/a".into(),
-            false,
-            Some(1),
-            "j".into(),
-        );
+        let old = check(&mut status, false, true, "1/a", false);
         assert!(
             old.newly_failed.is_none(),
             "the Secret was fixed while it ran"
         );
-        let fixed = record(
-            &mut status,
-            &checks(true, true),
-            "1/b".into(),
-            true,
-            Some(1),
-            "j".into(),
-        );
+        let fixed = check(&mut status, true, true, "1/b", true);
         assert!(fixed.newly_failed.is_none());
-        let old = record(
-            &mut status,
-            &checks(false, true),
-            "1/c".into(),
-            false,
-            Some(1),
-            "j".into(),
-        );
+        let old = check(&mut status, false, true, "1/c", false);
         assert!(old.newly_failed.is_none());
-        let still = record(
-            &mut status,
-            &checks(false, true),
-            "1/d".into(),
-            true,
-            Some(1),
-            "j".into(),
-        );
+        let still = check(&mut status, false, true, "1/d", true);
         assert_eq!(still.newly_failed.as_deref(), Some("wrong password"));
-        let again = record(
-            &mut status,
-            &checks(false, true),
-            "1/d".into(),
-            true,
-            Some(1),
-            "j".into(),
-        );
+        let again = check(&mut status, false, true, "1/d", true);
         assert!(again.newly_failed.is_none());
     }
 
     #[test]
     fn a_check_of_older_secrets_wakes_the_schedule_to_check_the_current_ones() {
-        let passed = PreflightRecord {
-            time: status::time(Utc::now()),
-            fingerprint: "1/s=5".to_owned(),
-            source_ok: true,
-            storage_ok: true,
-            failures: 0,
-            told: false,
-        };
+        let passed = passed(Utc::now());
         let step = Step {
             fingerprint: "1/s=6".to_owned(),
             ..Step::default()
@@ -514,54 +490,19 @@ mod tests {
     #[test]
     fn a_failure_is_told_once_however_often_it_is_checked_again() {
         let mut status = BackupScheduleStatus::default();
-        let first = record(
-            &mut status,
-            &checks(false, true),
-            "1/a".into(),
-            true,
-            Some(1),
-            "j".into(),
-        );
+        let first = check(&mut status, false, true, "1/a", true);
         assert_eq!(first.newly_failed.as_deref(), Some("wrong password"));
         assert_eq!(status.preflight.as_ref().map(|r| r.failures), Some(1));
         // The same failure again, and again after the Secret changed: not told again.
-        let again = record(
-            &mut status,
-            &checks(false, true),
-            "1/a".into(),
-            true,
-            Some(1),
-            "j".into(),
-        );
+        let again = check(&mut status, false, true, "1/a", true);
         assert!(again.newly_failed.is_none());
-        let other = record(
-            &mut status,
-            &checks(false, false),
-            "1/b".into(),
-            true,
-            Some(1),
-            "j".into(),
-        );
+        let other = check(&mut status, false, false, "1/b", true);
         assert!(other.newly_failed.is_none());
         assert_eq!(status.preflight.as_ref().map(|r| r.failures), Some(3));
-        let fixed = record(
-            &mut status,
-            &checks(true, true),
-            "1/c".into(),
-            true,
-            Some(1),
-            "j".into(),
-        );
+        let fixed = check(&mut status, true, true, "1/c", true);
         assert!(fixed.recovered && fixed.newly_failed.is_none());
         assert_eq!(status.preflight.as_ref().map(|r| r.failures), Some(0));
-        let broken = record(
-            &mut status,
-            &checks(true, false),
-            "1/d".into(),
-            true,
-            Some(1),
-            "j".into(),
-        );
+        let broken = check(&mut status, true, false, "1/d", true);
         assert_eq!(broken.newly_failed.as_deref(), Some("no bucket"));
         let storage = status::condition(&status.conditions, "StorageWritable").unwrap();
         assert_eq!(
