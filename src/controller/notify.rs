@@ -201,6 +201,17 @@ pub fn plan_event(event: NotifyEvent, at: DateTime<Utc>, notifiers: &[Wants]) ->
     out
 }
 
+/// How many deliveries an object's status keeps.
+pub const KEPT: usize = 20;
+
+/// Adds planned deliveries to an object's (keeping [`KEPT`]); returns what the ones planned
+/// as failed say (a Notifier that does not exist), for an Event once the status is written.
+pub fn add_planned(deliveries: &mut Vec<Delivery>, planned: Vec<Delivery>) -> Vec<String> {
+    let problems = planned.iter().filter_map(|d| d.message.clone()).collect();
+    append_bounded(deliveries, planned, KEPT);
+    problems
+}
+
 /// Appends `new` to `deliveries`, keeping at most `keep`: the oldest settled ones go first,
 /// never one still to be sent.
 pub fn append_bounded(deliveries: &mut Vec<Delivery>, new: Vec<Delivery>, keep: usize) {

@@ -518,8 +518,7 @@ impl Step<'_> {
             NotifyEvent::RestoreFailed
         };
         let planned = notify::plan_event(event, Utc::now(), &wants);
-        let problems = planned.iter().filter_map(|d| d.message.clone()).collect();
-        notify::append_bounded(&mut status.notifications, planned, 20);
+        let problems = notify::add_planned(&mut status.notifications, planned);
         notify::mark(
             &mut status.conditions,
             &status.notifications,

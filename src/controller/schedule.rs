@@ -447,8 +447,10 @@ async fn write_status(
         let wants = super::notify::lookup(ctx, &namespace, &schedule.spec.notify).await?;
         let planned =
             super::notify::plan_event(crate::api::NotifyEvent::PreflightFailed, Utc::now(), &wants);
-        unknown_notifiers.extend(planned.iter().filter_map(|d| d.message.clone()));
-        super::notify::append_bounded(&mut status.notifications, planned, 20);
+        unknown_notifiers.extend(super::notify::add_planned(
+            &mut status.notifications,
+            planned,
+        ));
     }
     // Turning stale notifies likewise.
     if notice.as_ref().is_some_and(|n| n.reason == "Stale") && !schedule.spec.notify.is_empty() {
@@ -457,8 +459,10 @@ async fn write_status(
             .map(|c| status::chrono(&c.last_transition_time))
             .unwrap_or_else(Utc::now);
         let planned = super::notify::plan_stale(since, &wants);
-        unknown_notifiers.extend(planned.iter().filter_map(|d| d.message.clone()));
-        super::notify::append_bounded(&mut status.notifications, planned, 20);
+        unknown_notifiers.extend(super::notify::add_planned(
+            &mut status.notifications,
+            planned,
+        ));
     }
     super::notify::mark(
         &mut status.conditions,
