@@ -1,6 +1,6 @@
-//! The data path shared by every engine: source stream → (tap) → compression → upload, with
-//! the size and SHA-256 of the raw and of the stored bytes taken on the fly; and back:
-//! download → integrity check → decompression.
+//! The data path shared by every engine: source stream → (tap) → compression → (encryption)
+//! → upload, with the size and SHA-256 of the raw and of the stored bytes taken on the fly;
+//! and back: download → integrity check → (decryption) → decompression.
 //!
 //! Memory is bounded: a 256 KiB read buffer, a 1 MiB pipe, the compressor's window and the
 //! store's parts in flight, whatever the size of the data.
@@ -24,7 +24,10 @@ use crate::api::Compression;
 use crate::storage::manifest::ObjectRecord;
 use crate::storage::{StorageError, Store};
 
+pub mod encryption;
 pub mod fetch;
+
+use encryption::{DataKey, Seal};
 
 pub(crate) const READ_BUFFER: usize = 256 << 10;
 const PIPE_BUFFER: usize = 1 << 20;
@@ -50,6 +53,8 @@ pub enum PipelineError<E> {
     Read(std::io::Error),
     #[error("compressing: {0}")]
     Compress(std::io::Error),
+    #[error("encrypting: {0}")]
+    Encrypt(std::io::Error),
 }
 
 /// Bytes read from sources so far, for progress displays.
@@ -68,7 +73,7 @@ impl Progress {
 
 /// What an uploaded object is: the backup's folder (ending in `/`) and the object's name in
 /// it (which may hold `/`), what it holds once decompressed (recorded in the manifest, for
-/// example `rdb`), and how it is compressed.
+/// example `rdb`), how it is compressed, and what it is encrypted to, if it is.
 #[derive(Clone, Copy, Debug)]
 pub struct ObjectSpec<'a> {
     pub folder: &'a str,
@@ -76,6 +81,25 @@ pub struct ObjectSpec<'a> {
     pub format: &'a str,
     pub compression: Compression,
     pub effort: Effort,
+    pub seal: Option<&'a Seal>,
+}
+
+/// How a stored object is read back: its compression, and the backup's data key when it is
+/// encrypted.
+#[derive(Clone, Debug)]
+pub struct Codec {
+    pub compression: Compression,
+    pub key: Option<DataKey>,
+}
+
+impl Codec {
+    /// An unencrypted object's.
+    pub fn plain(compression: Compression) -> Self {
+        Self {
+            compression,
+            key: None,
+        }
+    }
 }
 
 /// How hard zstd works on an object (gzip always uses its default level).
@@ -143,7 +167,11 @@ async fn compress<E>(
     tap: Option<mpsc::Sender<Bytes>>,
     progress: &Progress,
 ) -> Result<(u64, String), PipelineError<E>> {
-    let mut encoder = encoder(object.compression, object.effort, pipe);
+    let sink: Box<dyn AsyncWrite + Unpin + Send> = match object.seal {
+        Some(seal) => seal.writer(pipe).await.map_err(PipelineError::Encrypt)?,
+        None => Box::new(pipe),
+    };
+    let mut encoder = encoder(object.compression, object.effort, sink);
     let mut hasher = Sha256::new();
     let mut total = 0u64;
     let mut buffer = vec![0u8; READ_BUFFER];
@@ -176,7 +204,7 @@ async fn compress<E>(
 fn encoder(
     compression: Compression,
     effort: Effort,
-    out: tokio::io::DuplexStream,
+    out: Box<dyn AsyncWrite + Unpin + Send>,
 ) -> Box<dyn AsyncWrite + Unpin + Send> {
     match compression {
         Compression::Zstd => {
@@ -199,17 +227,23 @@ fn encoder(
             ))
         }
         Compression::Gzip => Box::new(GzipEncoder::with_quality(out, Level::Default)),
-        Compression::None => Box::new(out),
+        Compression::None => out,
     }
 }
 
-/// The decompressed contents of a stored object.
+/// The decrypted and decompressed contents of a stored object.
 pub fn decoder<'a>(
-    compression: Compression,
+    codec: &Codec,
     stored: impl AsyncRead + Unpin + Send + 'a,
 ) -> Box<dyn AsyncRead + Unpin + Send + 'a> {
-    let buffered = BufReader::with_capacity(READ_BUFFER, stored);
-    match compression {
+    let buffered = match &codec.key {
+        Some(key) => BufReader::with_capacity(
+            READ_BUFFER,
+            Box::new(encryption::open(stored, key)) as Box<dyn AsyncRead + Unpin + Send + 'a>,
+        ),
+        None => BufReader::with_capacity(READ_BUFFER, Box::new(stored) as _),
+    };
+    match codec.compression {
         Compression::Zstd => {
             let mut decoder = ZstdDecoder::new(buffered);
             decoder.multiple_members(true);
@@ -236,7 +270,7 @@ pub enum IntegrityError {
         found: String,
         expected: String,
     },
-    #[error("{location} is damaged: it cannot be decompressed ({source})")]
+    #[error("{location} is damaged: it cannot be decoded ({source})")]
     Decompress {
         location: String,
         #[source]
@@ -344,26 +378,26 @@ fn judge(
 /// decompressed.
 async fn decoded_digest(
     stored: impl AsyncRead + Unpin + Send,
-    compression: Compression,
+    codec: &Codec,
 ) -> Result<(u64, String), std::io::Error> {
-    let mut decoded = hashing(decoder(compression, stored));
+    let mut decoded = hashing(decoder(codec, stored));
     tokio::io::copy(&mut decoded, &mut tokio::io::sink()).await?;
     Ok(decoded.into_observer().finish())
 }
 
 /// Reads a stored object through and checks its size and SHA-256 against the manifest;
-/// with `raw`, also decompresses it and checks the raw size and SHA-256.
+/// with `raw`, also decrypts and decompresses it and checks the raw size and SHA-256.
 pub async fn verify_object(
     store: &Store,
     key: &str,
     record: &ObjectRecord,
-    compression: Compression,
+    codec: &Codec,
     raw: bool,
 ) -> Result<(), IntegrityError> {
     let location = store.location(key);
     let mut stored = hashing(store.get(key).await?);
     let decoded = if raw {
-        Some(decoded_digest(&mut stored, compression).await)
+        Some(decoded_digest(&mut stored, codec).await)
     } else {
         None
     };

@@ -61,6 +61,7 @@ async fn take(
         name: "test".to_owned(),
         folder: folder.to_owned(),
         owner: None,
+        seal: None,
     };
     redis::backup(store, &request, &Progress::default()).await
 }
@@ -78,6 +79,7 @@ async fn put_back(
         conflict,
         database,
         spool: Spool::default(),
+        key: None,
     };
     redis::restore(store, folder, manifest, &request, &Progress::default()).await
 }
@@ -700,6 +702,7 @@ async fn take_with(
         name: "test".to_owned(),
         folder: folder.to_owned(),
         owner: None,
+        seal: None,
     };
     redis::backup_with(store, &request, limits, &Progress::default()).await
 }
@@ -1063,6 +1066,7 @@ async fn a_server_that_accepts_and_never_answers_fails_within_the_timeout() {
         conflict: RedisConflict::Skip,
         database: None,
         spool: Spool::default(),
+        key: None,
     };
     let err = tokio::time::timeout(
         Duration::from_secs(60),

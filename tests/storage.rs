@@ -305,6 +305,7 @@ async fn a_manifest_that_cannot_be_written_takes_the_data_with_it() {
         }],
         stats: Stats::default(),
         owner: None,
+        encryption: None,
     };
     assert!(store.put_manifest("run/", &manifest).await.is_err());
     assert!(!dir.path().join("store/run/data.bin").exists());

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Compression, JobTemplate, LocalObjectReference};
+use super::encryption::Encryption;
 use super::notifier::{Delivery, NotifierReference};
 use super::source::{BackupSource, SourceKind};
 use super::storage::BackupStorage;
@@ -42,7 +43,7 @@ use super::storage::BackupStorage;
     validation = Rule::new("has(self.source) == has(self.storage)")
         .message("source and storage go together: give both, or neither and set scheduleRef"),
     validation = Rule::new(
-        "has(self.scheduleRef) == has(oldSelf.scheduleRef) && has(self.source) == has(oldSelf.source) && has(self.compression) == has(oldSelf.compression)"
+        "has(self.scheduleRef) == has(oldSelf.scheduleRef) && has(self.source) == has(oldSelf.source) && has(self.compression) == has(oldSelf.compression) && has(self.encryption) == has(oldSelf.encryption)"
     ).message("only deletionPolicy can change after a Backup is created; create a new Backup instead")
 )]
 pub struct BackupSpec {
@@ -65,6 +66,11 @@ pub struct BackupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("compression cannot change; create a new Backup instead"))]
     pub compression: Option<Compression>,
+    /// Encrypt the backup to these recipients. Default: the schedule's, for a Backup that
+    /// takes its settings from `scheduleRef`; otherwise unencrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("encryption cannot change; create a new Backup instead"))]
+    pub encryption: Option<Encryption>,
     /// What happens to the stored data when this Backup is deleted: `Delete` removes it
     /// (manifest first, so a half-deleted backup is never mistaken for a good one); `Retain`
     /// keeps it in storage.
@@ -171,6 +177,10 @@ pub struct ResolvedRun {
     pub storage: BackupStorage,
     /// The compression of the stored data.
     pub compression: Compression,
+    /// Who may read the backup, when it is encrypted (as written in the spec; the worker
+    /// reads keys named in `recipientsFrom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     /// The backup's folder in the store, relative to its prefix; unique to this run
     /// (`<namespace>/<schedule or name>/<UTC time>-<UID prefix>/`).
     pub folder: String,

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Compression, JobTemplate};
+use super::encryption::Encryption;
 use super::notifier::{Delivery, NotifierReference};
 use super::retention::Retention;
 use super::source::BackupSource;
@@ -83,6 +84,10 @@ pub struct BackupScheduleSpec {
     /// Compression of the stored data.
     #[serde(default)]
     pub compression: Compression,
+    /// Encrypt every backup to these recipients (age public keys). Changing them affects
+    /// new backups only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     /// Which backups are kept. Default: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,

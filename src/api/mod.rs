@@ -7,6 +7,7 @@ pub mod backup;
 pub mod backup_schedule;
 pub mod common;
 pub mod crds;
+pub mod encryption;
 pub mod notifier;
 pub mod restore_request;
 pub mod retention;
@@ -23,6 +24,7 @@ pub use backup_schedule::{
 pub use common::{
     Compression, FsGroupChangePolicy, JobTemplate, LocalObjectReference, SecretKeySelector,
 };
+pub use encryption::{ConfigMapKeySelector, Decryption, Encryption, RecipientsSource};
 pub use notifier::{
     Delivery, DeliveryState, EmailSink, EmailTls, HeartbeatSink, Notifier, NotifierReference,
     NotifierSpec, NotifierStatus, NotifyEvent, WebhookFormat, WebhookSink,

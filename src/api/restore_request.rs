@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{JobTemplate, LocalObjectReference};
+use super::encryption::Decryption;
 use super::notifier::{Delivery, NotifierReference};
 use super::source::BackupSource;
 use super::storage::BackupStorage;
@@ -68,6 +69,10 @@ pub struct RestoreRequestSpec {
     /// Options for a volume restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeRestoreOptions>,
+    /// The private key of an encrypted backup. Without it, restoring an encrypted backup
+    /// fails before the target is touched, naming the backup's recipients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decryption: Option<Decryption>,
     /// Workloads scaled to zero before the restore and back to their recorded replicas after
     /// it, even when the restore fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -6,6 +6,7 @@ use std::time::Instant;
 use chrono::Utc;
 use clap::Args;
 
+use super::keys::RecipientArgs;
 use super::options::{CompressionArg, ModeArg, S3Args};
 use super::progress::Display;
 use super::{CliError, my_target, open_store, pg_target};
@@ -15,8 +16,9 @@ use crate::engine::postgres::{self, PgBackupRequest};
 use crate::engine::redis::{self, BackupRequest, RedisTarget};
 use crate::engine::volume::{self, VolumeBackupRequest};
 use crate::pipeline::Progress;
-use crate::storage::Store;
+use crate::pipeline::encryption::Seal;
 use crate::storage::manifest::{MANIFEST, Manifest};
+use crate::storage::{Store, keys};
 use crate::units;
 
 #[derive(Debug, Args)]
@@ -62,11 +64,14 @@ pub struct BackupArgs {
     #[arg(long)]
     pub skip_unreadable: bool,
     #[command(flatten)]
+    pub encryption: RecipientArgs,
+    #[command(flatten)]
     pub s3: S3Args,
 }
 
 pub async fn run(args: BackupArgs) -> Result<(), CliError> {
     let compression: Compression = args.compression.into();
+    let recipients = args.encryption.parse()?;
     let (store, destination) = open_store(&args.to, &args.s3).await?;
     let progress = Progress::default();
     let started = Instant::now();
@@ -76,6 +81,7 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
         let target = RedisTarget::parse(&args.source).map_err(CliError::from_display)?;
         let name = name(&args, || format!("redis-{}-{}", target.host, target.port))?;
         let folder = free_folder(&store, &name).await?;
+        let seal = seal(&store, &folder, &recipients).await?;
         let request = BackupRequest {
             target: target.clone(),
             mode: args.mode.into(),
@@ -83,10 +89,12 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
             name,
             folder: folder.clone(),
             owner: None,
+            seal,
         };
         let display = Display::start(format!("backing up {target}"), progress.clone());
         let result = redis::backup(&store, &request, &progress).await;
         display.finish().await;
+        unseal_failed(&store, &folder, request.seal.is_some() && result.is_err()).await;
         let manifest = result.map_err(CliError::from_display)?;
         let databases = manifest.stats.keys_per_database.len();
         let what = format!(
@@ -103,6 +111,7 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
             format!("postgres-{}-{}", target.host, target.port)
         })?;
         let folder = free_folder(&store, &name).await?;
+        let seal = seal(&store, &folder, &recipients).await?;
         let request = PgBackupRequest {
             target: target.clone(),
             databases: args.databases.clone(),
@@ -111,11 +120,13 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
             name,
             folder: folder.clone(),
             owner: None,
+            seal,
             bin_dir: args.pg_bin_dir.clone(),
         };
         let display = Display::start(format!("backing up {target}"), progress.clone());
         let result = postgres::backup(&store, &request, &progress).await;
         display.finish().await;
+        unseal_failed(&store, &folder, request.seal.is_some() && result.is_err()).await;
         let manifest = result.map_err(CliError::from_display)?;
         let databases = manifest.stats.databases.unwrap_or(0) as usize;
         let tables: usize = manifest.stats.table_rows.values().map(Vec::len).sum();
@@ -130,6 +141,7 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
         let target = my_target(&args.source)?;
         let name = name(&args, || format!("mysql-{}-{}", target.host, target.port))?;
         let folder = free_folder(&store, &name).await?;
+        let seal = seal(&store, &folder, &recipients).await?;
         let mut databases = args.databases.clone();
         if databases.is_empty()
             && let Some(db) = &target.database
@@ -144,11 +156,13 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
             name,
             folder: folder.clone(),
             owner: None,
+            seal,
             bin_dir: args.mysql_bin_dir.clone(),
         };
         let display = Display::start(format!("backing up {target}"), progress.clone());
         let result = mysql::backup(&store, &request, &progress).await;
         display.finish().await;
+        unseal_failed(&store, &folder, request.seal.is_some() && result.is_err()).await;
         let manifest = result.map_err(CliError::from_display)?;
         let databases = manifest.stats.databases.unwrap_or(0) as usize;
         let tables: usize = manifest.stats.table_rows.values().map(Vec::len).sum();
@@ -172,17 +186,20 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
             .unwrap_or_else(|| "root".to_owned());
         let name = name(&args, || format!("volume-{base}"))?;
         let folder = free_folder(&store, &name).await?;
+        let seal = seal(&store, &folder, &recipients).await?;
         let request = VolumeBackupRequest {
             path: path.clone(),
             compression,
             name,
             folder: folder.clone(),
             owner: None,
+            seal,
             skip_unreadable: args.skip_unreadable,
         };
         let display = Display::start(format!("backing up {}", path.display()), progress.clone());
         let result = volume::backup(&store, &request, &progress).await;
         display.finish().await;
+        unseal_failed(&store, &folder, request.seal.is_some() && result.is_err()).await;
         let manifest = result.map_err(CliError::from_display)?;
         let s = &manifest.stats;
         let mut what = format!(
@@ -205,6 +222,31 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
     summarize(&manifest, &what, started);
     println!("{}", destination.join(&location));
     Ok(())
+}
+
+/// A new data key for the backup in `folder`, stored there, when it is to be encrypted.
+async fn seal(
+    store: &Store,
+    folder: &str,
+    recipients: &[age::x25519::Recipient],
+) -> Result<Option<Seal>, CliError> {
+    if recipients.is_empty() {
+        return Ok(None);
+    }
+    keys::store(store, folder, recipients)
+        .await
+        .map(Some)
+        .map_err(CliError::from_display)
+}
+
+/// Removes the key object of a backup that failed: without a manifest it is garbage.
+async fn unseal_failed(store: &Store, folder: &str, failed: bool) {
+    if failed {
+        let key = format!("{folder}{}", keys::KEYS);
+        if let Err(e) = store.delete(&key).await {
+            tracing::warn!("could not remove {key} of the failed backup: {e}");
+        }
+    }
 }
 
 fn summarize(manifest: &Manifest, what: &str, started: Instant) {

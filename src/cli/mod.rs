@@ -5,6 +5,7 @@ mod check;
 mod controller;
 mod delete;
 mod gc;
+mod keys;
 mod list;
 mod options;
 mod progress;
@@ -68,6 +69,12 @@ pub enum Command {
     /// credentials work, the user has the privileges a backup needs) and that the store
     /// takes, returns and deletes an object.
     Check(check::CheckArgs),
+    /// Make an age key pair for encrypted backups: the public key goes in --recipient or
+    /// spec.encryption, the private key stays with whoever may restore.
+    Keygen(keys::KeygenArgs),
+    /// Re-encrypt backups' data keys for other recipients (rotation): rewrites each backup's
+    /// small key object, never its data.
+    Rewrap(keys::RewrapArgs),
     /// Print the version of Coffer.
     Version,
 }
@@ -93,6 +100,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Delete(args) => ("delete", block_on(Threads::One, delete::run(args))),
         Command::Gc(args) => ("gc", block_on(Threads::One, gc::run(args))),
         Command::Check(args) => ("check", block_on(Threads::One, check::run(args))),
+        Command::Keygen(args) => ("keygen", keys::keygen(args)),
+        Command::Rewrap(args) => ("rewrap", block_on(Threads::One, keys::rewrap(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use clap::Args;
 
+use super::keys::IdentityArgs;
 use super::options::{ConflictArg, S3Args};
 use super::progress::Display;
 use super::{CliError, my_target, open_store, pg_target, read_manifest};
@@ -81,6 +82,8 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub no_spool: bool,
     #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
     pub s3: S3Args,
 }
 
@@ -143,6 +146,8 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
             }
         )));
     }
+    // An encrypted backup opens before anything else is done.
+    let key = args.identity.unlock(&store, &folder, &manifest).await?;
     let progress = Progress::default();
     let display = Display::start(
         format!("restoring into {}", shown_target(&args.to)),
@@ -156,6 +161,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
                 conflict: args.conflict.into(),
                 database: args.database,
                 spool: spool(&args),
+                key: key.clone(),
             };
             redis::restore(&store, &folder, &manifest, &request, &progress)
                 .await
@@ -184,6 +190,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
                 roles: args.roles.map_or(RoleConflict::Keep, RoleConflict::from),
                 bin_dir: args.pg_bin_dir.clone(),
                 spool: spool(&args),
+                key: key.clone(),
             };
             postgres::restore(&store, &folder, &manifest, &request, &progress)
                 .await
@@ -218,6 +225,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
                 users: args.users,
                 bin_dir: args.mysql_bin_dir.clone(),
                 spool: spool(&args),
+                key: key.clone(),
             };
             mysql::restore(&store, &folder, &manifest, &request, &progress)
                 .await
@@ -237,6 +245,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
             let request = VolumeRestoreRequest {
                 target: PathBuf::from(&args.to),
                 clean: args.clean,
+                key: key.clone(),
             };
             volume::restore(&store, &folder, &manifest, &request, &progress)
                 .await

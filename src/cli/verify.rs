@@ -2,9 +2,10 @@
 
 use clap::Args;
 
+use super::keys::IdentityArgs;
 use super::options::S3Args;
 use super::{CliError, open_store, read_manifest};
-use crate::pipeline;
+use crate::pipeline::{self, Codec};
 use crate::units;
 
 #[derive(Debug, Args)]
@@ -13,14 +14,29 @@ pub struct VerifyArgs {
     #[arg(value_name = "BACKUP")]
     pub backup: String,
     #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
     pub s3: S3Args,
 }
 
 pub async fn run(args: VerifyArgs) -> Result<(), CliError> {
     let (store, destination) = open_store(&args.backup, &args.s3).await?;
     let manifest = read_manifest(&store, "").await?;
+    // Without a key, an encrypted backup's stored bytes are checked; with one, what they
+    // decrypt and decompress to as well.
+    let encrypted = manifest.encryption.is_some();
+    let key = if encrypted && args.identity.identities.is_empty() {
+        None
+    } else {
+        args.identity.unlock(&store, "", &manifest).await?
+    };
+    let contents = !encrypted || key.is_some();
+    let codec = Codec {
+        compression: manifest.compression,
+        key,
+    };
     for object in &manifest.objects {
-        pipeline::verify_object(&store, &object.name, object, manifest.compression, true)
+        pipeline::verify_object(&store, &object.name, object, &codec, contents)
             .await
             .map_err(CliError::from_display)?;
         println!(
@@ -32,8 +48,16 @@ pub async fn run(args: VerifyArgs) -> Result<(), CliError> {
         );
     }
     eprintln!(
-        "{destination} is intact: {} object(s) match the manifest",
-        manifest.objects.len()
+        "{destination} is intact: {} object(s) match the manifest{}",
+        manifest.objects.len(),
+        match &manifest.encryption {
+            None => String::new(),
+            Some(_) if contents => " (decrypted and checked)".to_owned(),
+            Some(record) => format!(
+                " (stored bytes only: it is encrypted to {}; give --identity to check what they decrypt to)",
+                crate::storage::keys::shown(&record.recipients)
+            ),
+        }
     );
     Ok(())
 }

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::CliError;
-use crate::worker::plan::{PASSWORD_ENV, PLAN_ENV, SOURCE_MOUNT, STORE_MOUNT, TERMINATION_LOG};
+use crate::worker::plan::{
+    IDENTITY_ENV, PASSWORD_ENV, PLAN_ENV, RECIPIENTS_ENV_PREFIX, SOURCE_MOUNT, STORE_MOUNT,
+    TERMINATION_LOG,
+};
 use crate::worker::{self, Environment, Failure, Plan, Summary};
 
 #[derive(Debug, Args)]
@@ -21,6 +24,17 @@ pub struct WorkerArgs {
     pub store_dir: PathBuf,
 }
 
+/// The recipients from `spec.encryption.recipientsFrom`, in order, each with the variable it
+/// came from.
+fn recipients_from_env() -> Vec<(String, String)> {
+    (0..)
+        .map_while(|n| {
+            let name = format!("{RECIPIENTS_ENV_PREFIX}{n}");
+            std::env::var(&name).ok().map(|text| (name, text))
+        })
+        .collect()
+}
+
 /// Runs the plan in `COFFER_PLAN`; the summary goes to the termination log and stdout.
 pub async fn run(args: WorkerArgs) -> Result<(), CliError> {
     let summary = match std::env::var(PLAN_ENV) {
@@ -30,6 +44,8 @@ pub async fn run(args: WorkerArgs) -> Result<(), CliError> {
                     source_dir: args.source_dir.clone(),
                     store_dir: args.store_dir.clone(),
                     password: std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
+                    recipients: recipients_from_env(),
+                    identity: std::env::var(IDENTITY_ENV).ok(),
                 };
                 tracing::info!(operation = plan.operation(), "worker started");
                 until_terminated(worker::run(&plan, &env)).await

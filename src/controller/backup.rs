@@ -103,6 +103,7 @@ pub async fn resolve(
             source: source.clone(),
             storage: storage.clone(),
             compression: spec.compression.unwrap_or_default(),
+            encryption: spec.encryption.clone(),
             folder,
         }));
     }
@@ -120,6 +121,7 @@ pub async fn resolve(
         source: found.spec.source.clone(),
         storage: found.spec.storage.clone(),
         compression: spec.compression.unwrap_or(found.spec.compression),
+        encryption: spec.encryption.clone().or(found.spec.encryption),
         folder,
     }))
 }
@@ -393,6 +395,7 @@ impl Run<'_> {
             folder: run.folder.clone(),
             name: group(backup),
             compression: run.compression,
+            encryption: run.encryption.clone(),
             owner: Some(BackupOwner {
                 kind: "Backup".to_owned(),
                 namespace: namespace.to_owned(),

@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 use crate::api::{BackupStorage, FsGroupChangePolicy, JobTemplate, SecretKeySelector};
 use crate::worker::Plan;
 use crate::worker::plan::{
-    PASSWORD_ENV, PLAN_ENV, SOURCE_MOUNT, STORE_MOUNT, TERMINATION_LOG, TMP_MOUNT,
+    IDENTITY_ENV, PASSWORD_ENV, PLAN_ENV, RECIPIENTS_ENV_PREFIX, SOURCE_MOUNT, STORE_MOUNT,
+    TERMINATION_LOG, TMP_MOUNT,
 };
 
 /// The label every worker Job and Pod carries with the name of the object it works for.
@@ -139,6 +140,23 @@ pub fn build(
     ];
     if let Some(secret) = plan.password_secret() {
         env.push(secret_env(PASSWORD_ENV, secret));
+    }
+    if let Plan::Backup(backup) = plan
+        && let Some(encryption) = &backup.encryption
+    {
+        for (n, from) in encryption.recipients_from.iter().enumerate() {
+            let name = format!("{RECIPIENTS_ENV_PREFIX}{n}");
+            if let Some(secret) = &from.secret_key_ref {
+                env.push(secret_env(&name, secret));
+            } else if let Some(map) = &from.config_map_key_ref {
+                env.push(config_map_env(&name, map));
+            }
+        }
+    }
+    if let Plan::Restore(restore) = plan
+        && let Some(secret) = &restore.identity_secret
+    {
+        env.push(secret_env(IDENTITY_ENV, secret));
     }
     if let Some(secret) = plan
         .storage()
@@ -354,6 +372,21 @@ fn secret_env(name: &str, secret: &SecretKeySelector) -> EnvVar {
     }
 }
 
+fn config_map_env(name: &str, key: &crate::api::ConfigMapKeySelector) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            config_map_key_ref: Some(k8s_openapi::api::core::v1::ConfigMapKeySelector {
+                name: key.name.clone(),
+                key: key.key.clone(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.to_owned(),
@@ -427,6 +460,7 @@ mod tests {
             folder: "shop/redis/20261201T160000Z/".into(),
             name: "redis".into(),
             compression: Compression::Zstd,
+            encryption: None,
             owner: None,
         })
     }
@@ -591,6 +625,7 @@ mod tests {
             mysql: None,
             volume: None,
             manifest_sha256: None,
+            identity_secret: None,
         });
         assert!(!claims(&job_for(&restore, None))[0].2);
         // The kubelet never changes the owners of the data: no fsGroup when a volume is

@@ -285,6 +285,10 @@ impl Step<'_> {
                     mysql: spec.mysql.clone(),
                     volume: spec.volume.clone(),
                     manifest_sha256: resolved.manifest_sha256.clone(),
+                    identity_secret: spec
+                        .decryption
+                        .as_ref()
+                        .map(|d| d.identity_secret_ref.clone()),
                 });
                 let built = job::build(
                     &JobRequest {

@@ -523,6 +523,7 @@ pub fn scheduled_backup(schedule: &BackupSchedule, time: chrono::DateTime<Utc>) 
             source: Some(spec.source.clone()),
             storage: Some(spec.storage.clone()),
             compression: Some(spec.compression),
+            encryption: spec.encryption.clone(),
             deletion_policy: Default::default(),
             job_template: spec.job_template.clone(),
             notify: spec.notify.clone(),

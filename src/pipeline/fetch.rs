@@ -40,8 +40,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{IntegrityError, ObservedReader, Progress, READ_BUFFER, decoder, hashing, judge};
-use crate::api::Compression;
+use super::{
+    Codec, IntegrityError, ObservedReader, Progress, READ_BUFFER, decoder, hashing, judge,
+};
 use crate::storage::manifest::ObjectRecord;
 use crate::storage::{ObjectReader, StorageError, Store};
 
@@ -161,7 +162,7 @@ pub struct Prepared {
     key: String,
     location: String,
     record: ObjectRecord,
-    compression: Compression,
+    codec: Codec,
     spooled: Option<std::fs::File>,
     /// Read through and matched once before: a mismatch now means the store changed it.
     checked: bool,
@@ -173,7 +174,7 @@ pub async fn prepare(
     store: &Store,
     folder: &str,
     records: &[&ObjectRecord],
-    compression: Compression,
+    codec: &Codec,
     spool: &Spool,
     progress: &Progress,
 ) -> Result<(Checked, Vec<Prepared>), IntegrityError> {
@@ -182,7 +183,7 @@ pub async fn prepare(
         let mut prepared = Vec::new();
         let mut spooled = true;
         for record in records {
-            let mut object = Prepared::new(store, folder, record, compression);
+            let mut object = Prepared::new(store, folder, record, codec);
             match download(store, &object, dir, progress).await {
                 Ok(file) => object.spooled = Some(file),
                 // The spool cannot take it after all (someone else took the room, or the
@@ -205,8 +206,8 @@ pub async fn prepare(
     }
     let mut prepared = Vec::new();
     for record in records {
-        let mut object = Prepared::new(store, folder, record, compression);
-        super::verify_object(store, &object.key, record, compression, true).await?;
+        let mut object = Prepared::new(store, folder, record, codec);
+        super::verify_object(store, &object.key, record, codec, true).await?;
         object.checked = true;
         prepared.push(object);
     }
@@ -261,20 +262,20 @@ async fn download(
     copy.seek(SeekFrom::Start(0))
         .await
         .map_err(Spooling::Local)?;
-    let raw = super::decoded_digest(&mut copy, object.compression).await;
+    let raw = super::decoded_digest(&mut copy, &object.codec).await;
     let stored = (object.record.stored_bytes, object.record.sha256.clone());
     judge(&object.location, &object.record, stored, Some(raw)).map_err(Spooling::Failed)?;
     Ok(file)
 }
 
 impl Prepared {
-    fn new(store: &Store, folder: &str, record: &ObjectRecord, compression: Compression) -> Self {
+    fn new(store: &Store, folder: &str, record: &ObjectRecord, codec: &Codec) -> Self {
         let key = format!("{folder}{}", record.name);
         Self {
             location: store.location(&key),
             key,
             record: record.clone(),
-            compression,
+            codec: codec.clone(),
             spooled: None,
             checked: false,
         }
@@ -283,13 +284,8 @@ impl Prepared {
     /// An object that is read once, for the restore, and checked only as it is restored: for
     /// a restore that keeps what it writes apart until the verdict (a volume restore into
     /// its staging directory).
-    pub fn unchecked(
-        store: &Store,
-        folder: &str,
-        record: &ObjectRecord,
-        compression: Compression,
-    ) -> Self {
-        Self::new(store, folder, record, compression)
+    pub fn unchecked(store: &Store, folder: &str, record: &ObjectRecord, codec: &Codec) -> Self {
+        Self::new(store, folder, record, codec)
     }
 
     /// The object's manifest entry.
@@ -329,7 +325,7 @@ impl Prepared {
             sender,
             self.location.clone(),
             self.record.clone(),
-            self.compression,
+            self.codec.clone(),
             self.checked,
             judged.clone(),
         ));
@@ -358,7 +354,7 @@ async fn pass(
     sender: mpsc::Sender<io::Result<Bytes>>,
     location: String,
     record: ObjectRecord,
-    compression: Compression,
+    codec: Codec,
     again: bool,
     judged: Arc<AtomicBool>,
 ) -> Result<(), IntegrityError> {
@@ -366,7 +362,7 @@ async fn pass(
         inner: source,
         error: None,
     });
-    let mut decoded = hashing(decoder(compression, &mut stored));
+    let mut decoded = hashing(decoder(&codec, &mut stored));
     // What may reach the restore before the verdict: all but the last byte of the object as
     // the manifest has it. A consumer that needs the whole object (pg_restore reading to the
     // end of its archive) cannot finish before the verdict, whatever the store sends.

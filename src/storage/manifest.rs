@@ -11,8 +11,11 @@ use crate::api::Compression;
 
 /// The manifest's file name inside a backup's folder.
 pub const MANIFEST: &str = "manifest.json";
-/// The manifest format this version writes and reads.
+/// The manifest format of unencrypted backups.
 pub const FORMAT_VERSION: u32 = 1;
+/// The manifest format of encrypted backups: a Coffer that predates encryption refuses them
+/// ("upgrade Coffer") instead of failing to decompress ciphertext.
+pub const ENCRYPTED_FORMAT_VERSION: u32 = 2;
 /// Manifests larger than this are refused (a manifest is a few kilobytes).
 pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
@@ -35,6 +38,28 @@ pub struct Manifest {
     /// deletion for another object refuses to touch the folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<BackupOwner>,
+    /// How the data objects are encrypted, when they are. Everything else in the manifest
+    /// (names, sizes, SHA-256 of the stored and of the raw bytes, counts, times) stays
+    /// readable without a key, so that listing, retention and `verify` work without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionRecord>,
+}
+
+/// An encrypted backup's record of its encryption (see [`crate::pipeline::encryption`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionRecord {
+    /// `age-x25519`: each data object is an age file encrypted to the backup's data key.
+    pub scheme: String,
+    /// The object in the backup's folder holding the data key, wrapped for the recipients
+    /// (rewritten when the recipients change; never the data).
+    pub keys: String,
+    /// The public half of the backup's data key: a key object that unwraps to another key
+    /// does not belong to this backup.
+    pub data_recipient: String,
+    /// The recipients (age public keys) the data key was wrapped for when the backup was
+    /// taken. The key object names the current ones.
+    pub recipients: Vec<String>,
 }
 
 /// The Backup object a backup was taken for.
@@ -164,7 +189,7 @@ pub enum ManifestError {
         source: serde_json::Error,
     },
     #[error(
-        "the manifest at {location} has format version {found}; this Coffer reads version {FORMAT_VERSION}: upgrade Coffer"
+        "the manifest at {location} has format version {found}; this Coffer reads versions {FORMAT_VERSION} to {ENCRYPTED_FORMAT_VERSION}: upgrade Coffer"
     )]
     Version { location: String, found: u32 },
     #[error("the manifest at {location} is invalid: {reason}")]
@@ -179,6 +204,15 @@ impl Manifest {
         bytes
     }
 
+    /// The format version of a manifest with (or without) encryption.
+    pub fn version_for(encryption: Option<&EncryptionRecord>) -> u32 {
+        if encryption.is_some() {
+            ENCRYPTED_FORMAT_VERSION
+        } else {
+            FORMAT_VERSION
+        }
+    }
+
     /// Parses and checks a manifest read from `location`.
     pub fn from_json(bytes: &[u8], location: &str) -> Result<Self, ManifestError> {
         #[derive(Deserialize)]
@@ -191,7 +225,7 @@ impl Manifest {
                 location: location.to_owned(),
                 source,
             })?;
-        if version.format_version != FORMAT_VERSION {
+        if !(FORMAT_VERSION..=ENCRYPTED_FORMAT_VERSION).contains(&version.format_version) {
             return Err(ManifestError::Version {
                 location: location.to_owned(),
                 found: version.format_version,
@@ -225,6 +259,12 @@ impl Manifest {
             if !hex64(&object.sha256) || !hex64(&object.raw_sha256) {
                 return Err(format!("object {name:?} has no valid SHA-256"));
             }
+        }
+        if (self.format_version == ENCRYPTED_FORMAT_VERSION) != self.encryption.is_some() {
+            return Err(format!(
+                "format version {} does not match its encryption record",
+                self.format_version
+            ));
         }
         if self.completed_at < self.started_at {
             return Err("it completed before it started".to_owned());
@@ -281,6 +321,7 @@ mod tests {
                 ..Stats::default()
             },
             owner: None,
+            encryption: None,
         }
     }
 
@@ -297,7 +338,7 @@ mod tests {
     #[test]
     fn refuses_other_versions_and_bad_objects() {
         let mut m = manifest();
-        m.format_version = 2;
+        m.format_version = 3;
         let err = Manifest::from_json(&m.to_json(), "s3://b/x/manifest.json").unwrap_err();
         assert!(err.to_string().contains("upgrade Coffer"), "{err}");
 
@@ -312,6 +353,20 @@ mod tests {
 
         let mut m = manifest();
         m.objects.clear();
+        assert!(Manifest::from_json(&m.to_json(), "x").is_err());
+
+        // An encrypted backup says so in its version, and only then.
+        let mut m = manifest();
+        m.format_version = ENCRYPTED_FORMAT_VERSION;
+        assert!(Manifest::from_json(&m.to_json(), "x").is_err());
+        m.encryption = Some(EncryptionRecord {
+            scheme: "age-x25519".into(),
+            keys: "keys.json".into(),
+            data_recipient: "age1data".into(),
+            recipients: vec!["age1user".into()],
+        });
+        assert_eq!(Manifest::from_json(&m.to_json(), "x").unwrap(), m);
+        m.format_version = FORMAT_VERSION;
         assert!(Manifest::from_json(&m.to_json(), "x").is_err());
 
         let err = Manifest::from_json(b"{not json", "x").unwrap_err();

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod error;
 pub mod fs;
+pub mod keys;
 pub mod location;
 pub mod manifest;
 pub mod parts;

@@ -25,13 +25,14 @@ use crate::engine::volume::{self, VolumeBackupRequest, VolumeRestoreRequest};
 use crate::pipeline::Progress;
 use crate::pipeline::fetch::Spool;
 use crate::storage::catalog::{self, ReadManifestError};
+use crate::storage::keys;
 use crate::storage::manifest::{MANIFEST, Manifest};
 use crate::storage::purge::{self, PurgeError};
 use crate::storage::{Destination, S3Options, Store};
 use plan::{BackupPlan, CheckPlan, DeletePlan, InspectPlan, RestorePlan, SweepPlan};
 
 /// Where the worker finds its mounted claims and secrets.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Environment {
     /// The claim of a volume source or target.
     pub source_dir: PathBuf,
@@ -39,6 +40,64 @@ pub struct Environment {
     pub store_dir: PathBuf,
     /// The Redis or PostgreSQL password.
     pub password: Option<String>,
+    /// A backup's recipients from `spec.encryption.recipientsFrom`: each variable's name and
+    /// text.
+    pub recipients: Vec<(String, String)>,
+    /// A restore's age identity file (from `spec.decryption`).
+    pub identity: Option<String>,
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Environment")
+            .field("source_dir", &self.source_dir)
+            .field("store_dir", &self.store_dir)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("recipients", &self.recipients)
+            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The recipients a backup is encrypted to, from the plan and the environment; none when it
+/// is not to be encrypted.
+fn recipients(plan: &BackupPlan, env: &Environment) -> Result<Vec<age::x25519::Recipient>, Failed> {
+    let Some(encryption) = &plan.encryption else {
+        return Ok(Vec::new());
+    };
+    let key_error = |e: keys::KeyError| fail(Failure::EncryptionKeyError, e);
+    let mut all = Vec::new();
+    if !encryption.recipients.is_empty() {
+        let inline = encryption.recipients.join("\n");
+        all.extend(
+            keys::parse_recipients(&inline, "spec.encryption.recipients").map_err(key_error)?,
+        );
+    }
+    for (n, from) in encryption.recipients_from.iter().enumerate() {
+        let what = match (&from.secret_key_ref, &from.config_map_key_ref) {
+            (Some(s), _) => format!("key {} of Secret {}", s.key, s.name),
+            (None, Some(m)) => format!("key {} of ConfigMap {}", m.key, m.name),
+            (None, None) => format!("spec.encryption.recipientsFrom[{n}]"),
+        };
+        let text = env
+            .recipients
+            .get(n)
+            .map(|(_, text)| text.as_str())
+            .ok_or_else(|| invalid("recipients"))?;
+        all.extend(keys::parse_recipients(text, &what).map_err(key_error)?);
+    }
+    let mut unique: Vec<age::x25519::Recipient> = Vec::new();
+    for recipient in all {
+        if !unique.contains(&recipient) {
+            unique.push(recipient);
+        }
+    }
+    if unique.is_empty() {
+        return Err(key_error(keys::KeyError::NoRecipients {
+            what: "spec.encryption".to_owned(),
+        }));
+    }
+    Ok(unique)
 }
 
 /// Runs the plan to the end and says how it went; never panics on bad input.
@@ -195,6 +254,44 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
             format!("a backup already exists at {location}; nothing was written"),
         ));
     }
+    let recipients = recipients(plan, env)?;
+    let seal = if recipients.is_empty() {
+        None
+    } else {
+        Some(
+            keys::store(&store, &plan.folder, &recipients)
+                .await
+                .map_err(|e| unlock_failure(&e))?,
+        )
+    };
+    let encrypted = seal.is_some();
+    let result = take(plan, env, &store, seal).await;
+    if encrypted && result.is_err() {
+        // Without a manifest the key object is garbage.
+        let key = format!("{}{}", plan.folder, keys::KEYS);
+        if let Err(e) = store.delete(&key).await {
+            tracing::warn!("could not remove {key} of the failed backup: {e}");
+        }
+    }
+    Ok(backed_up(&result?, &plan.folder, &location))
+}
+
+/// A key problem, or the store failing to hold or serve the key object.
+fn unlock_failure(e: &keys::UnlockError) -> Failed {
+    match e {
+        keys::UnlockError::Key(k) => fail(Failure::EncryptionKeyError, k),
+        keys::UnlockError::Storage(s) => fail(s, s),
+    }
+}
+
+/// Runs the engine of the plan's source.
+async fn take(
+    plan: &BackupPlan,
+    env: &Environment,
+    store: &Store,
+    seal: Option<crate::pipeline::encryption::Seal>,
+) -> Result<Manifest, Failed> {
+    let store = store.clone();
     let progress = Progress::default();
     let folder = plan.folder.clone();
     let name = plan.name.clone();
@@ -210,6 +307,7 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
             name,
             folder,
             owner: plan.owner.clone(),
+            seal: seal.clone(),
         };
         redis::backup(&store, &request, &progress)
             .await
@@ -223,6 +321,7 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
             name,
             folder,
             owner: plan.owner.clone(),
+            seal: seal.clone(),
             bin_dir: None,
         };
         postgres::backup(&store, &request, &progress)
@@ -237,6 +336,7 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
             name,
             folder,
             owner: plan.owner.clone(),
+            seal: seal.clone(),
             bin_dir: None,
         };
         mysql::backup(&store, &request, &progress)
@@ -249,6 +349,7 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
             name,
             folder,
             owner: plan.owner.clone(),
+            seal: seal.clone(),
             skip_unreadable: plan
                 .source
                 .volume
@@ -261,7 +362,7 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
     } else {
         return Err(invalid("source"));
     };
-    Ok(backed_up(&manifest, &plan.folder, &location))
+    Ok(manifest)
 }
 
 /// A backup's summary, from its manifest.
@@ -358,6 +459,17 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
             ),
         ));
     }
+    // An encrypted backup opens before the target is touched.
+    let identities = match &env.identity {
+        Some(text) => {
+            keys::parse_identities(text, "the Secret key in spec.decryption.identitySecretRef")
+                .map_err(|e| fail(Failure::EncryptionKeyError, e))?
+        }
+        None => Vec::new(),
+    };
+    let key = keys::unlock(&store, "", &manifest, &identities)
+        .await
+        .map_err(|e| unlock_failure(&e))?;
     let progress = Progress::default();
     let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let (stats, what) = if plan.target.redis.is_some() {
@@ -370,6 +482,7 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
                 .map(|d| u32::try_from(d).map_err(|_| invalid("redis database")))
                 .transpose()?,
             spool: spool(),
+            key: key.clone(),
         };
         let s = redis::restore(&store, "", &manifest, &request, &progress)
             .await
@@ -392,6 +505,7 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
             roles: options.roles,
             bin_dir: None,
             spool: spool(),
+            key: key.clone(),
         };
         let s = postgres::restore(&store, "", &manifest, &request, &progress)
             .await
@@ -423,6 +537,7 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
             users: options.users,
             bin_dir: None,
             spool: spool(),
+            key: key.clone(),
         };
         let s = mysql::restore(&store, "", &manifest, &request, &progress)
             .await
@@ -443,6 +558,7 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
         let request = VolumeRestoreRequest {
             target: env.source_dir.clone(),
             clean: plan.volume.as_ref().is_some_and(|v| v.clean),
+            key: key.clone(),
         };
         let n = volume::restore(&store, "", &manifest, &request, &progress)
             .await

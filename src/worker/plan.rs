@@ -14,6 +14,11 @@ use crate::storage::manifest::BackupOwner;
 pub const PLAN_ENV: &str = "COFFER_PLAN";
 /// The environment variable holding the Redis or PostgreSQL password (from a `secretKeyRef`).
 pub const PASSWORD_ENV: &str = "COFFER_PASSWORD";
+/// The environment variables holding recipients from `spec.encryption.recipientsFrom`, one
+/// per reference: `COFFER_RECIPIENTS_0`, `COFFER_RECIPIENTS_1`, ...
+pub const RECIPIENTS_ENV_PREFIX: &str = "COFFER_RECIPIENTS_";
+/// The environment variable holding a restore's age identity (from a `secretKeyRef`).
+pub const IDENTITY_ENV: &str = "COFFER_IDENTITY";
 /// Where the worker Pod mounts the claim of a volume source or target.
 pub const SOURCE_MOUNT: &str = "/coffer/source";
 /// Where the worker Pod mounts the claim of a filesystem store.
@@ -63,6 +68,10 @@ pub struct BackupPlan {
     /// The name recorded in the manifest (the schedule's or the Backup's).
     pub name: String,
     pub compression: Compression,
+    /// Who may read the backup: it is encrypted when set. Keys named in `recipientsFrom`
+    /// reach the worker as environment variables ([`RECIPIENTS_ENV_PREFIX`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::api::Encryption>,
     /// The Backup object this run is for, recorded in the manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<BackupOwner>,
@@ -90,6 +99,9 @@ pub struct RestorePlan {
     /// object): a manifest that differs is refused before anything is restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_sha256: Option<String>,
+    /// The Secret key holding the age identity of an encrypted backup ([`IDENTITY_ENV`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_secret: Option<crate::api::SecretKeySelector>,
 }
 
 /// Delete one backup's objects.

@@ -28,6 +28,9 @@ pub enum Failure {
     NoSpace,
     /// The backup's data does not match its manifest.
     IntegrityCheckFailed,
+    /// The encryption keys cannot be used: a recipient is not an age public key, or no
+    /// identity given opens the backup (or none was given).
+    EncryptionKeyError,
     /// A backup already exists where this one would be written.
     AlreadyExists,
     /// The backup to restore does not exist.
@@ -56,6 +59,7 @@ impl Failure {
             Self::StorageError => "StorageError",
             Self::NoSpace => "NoSpace",
             Self::IntegrityCheckFailed => "IntegrityCheckFailed",
+            Self::EncryptionKeyError => "EncryptionKeyError",
             Self::AlreadyExists => "AlreadyExists",
             Self::BackupNotFound => "BackupNotFound",
             Self::NotOwned => "NotOwned",

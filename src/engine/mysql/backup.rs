@@ -19,11 +19,10 @@ use super::target::MyTarget;
 use super::tools::{Flavor, MyTools, Version};
 use crate::api::Compression;
 use crate::engine::pipe;
+use crate::pipeline::encryption::Seal;
 use crate::pipeline::{self, Effort, ObjectSpec, Observe, ObservedReader, Progress};
 use crate::storage::Store;
-use crate::storage::manifest::{
-    BackupOwner, FORMAT_VERSION, Manifest, ObjectRecord, SourceInfo, Stats, TableRows,
-};
+use crate::storage::manifest::{BackupOwner, Manifest, ObjectRecord, SourceInfo, Stats, TableRows};
 
 /// The format names recorded for MySQL objects.
 pub const DUMP_FORMAT: &str = "mysql-dump-sql";
@@ -45,6 +44,8 @@ pub struct MyBackupRequest {
     pub bin_dir: Option<PathBuf>,
     /// The Backup object this backup is taken for, recorded in the manifest.
     pub owner: Option<BackupOwner>,
+    /// What the data objects are encrypted to (none: stored unencrypted).
+    pub seal: Option<Seal>,
 }
 
 /// The options every dump gets: one consistent snapshot without locking InnoDB tables,
@@ -183,7 +184,7 @@ pub async fn backup(
     }
     let position = (!positions.is_empty()).then(|| positions.join("; "));
     let manifest = Manifest {
-        format_version: FORMAT_VERSION,
+        format_version: Manifest::version_for(request.seal.as_ref().map(Seal::record)),
         coffer_version: env!("CARGO_PKG_VERSION").to_owned(),
         name: request.name.clone(),
         source: SourceInfo {
@@ -208,6 +209,7 @@ pub async fn backup(
             ..Stats::default()
         },
         owner: request.owner.clone(),
+        encryption: request.seal.as_ref().map(|s| s.record().clone()),
     };
     // A failed backup leaves nothing: the objects already stored go too (put_manifest
     // removes them itself when the manifest cannot be written).
@@ -296,6 +298,7 @@ impl Dumper<'_> {
             format: USERS_FORMAT,
             compression: self.request.compression,
             effort: Effort::Fast,
+            seal: self.request.seal.as_ref(),
         };
         if let Some(sql) = accounts {
             let mut reader = std::io::Cursor::new(sql.into_bytes());
@@ -342,6 +345,7 @@ impl Dumper<'_> {
             format: DUMP_FORMAT,
             compression: self.request.compression,
             effort: Effort::Fast,
+            seal: self.request.seal.as_ref(),
         };
         let subject = format!(
             "of database {database:?} at {}",

@@ -243,6 +243,7 @@ impl<E: Into<MyError>> From<PipelineError<E>> for MyError {
             PipelineError::Source(e) => e.into(),
             PipelineError::Read(e) => Self::Internal(format!("reading the dump's output: {e}")),
             PipelineError::Compress(e) => Self::Internal(format!("compressing: {e}")),
+            PipelineError::Encrypt(e) => Self::Internal(format!("encrypting: {e}")),
         }
     }
 }

@@ -20,6 +20,8 @@ use super::error::MyError;
 use super::process::{Credentials, Running, command};
 use super::target::MyTarget;
 use super::tools::{MyTools, Version};
+use crate::pipeline::Codec;
+use crate::pipeline::encryption::DataKey;
 use crate::pipeline::fetch::{self, Prepared, Spool};
 use crate::pipeline::{self, Progress};
 use crate::storage::Store;
@@ -41,6 +43,8 @@ pub struct MyRestoreRequest {
     pub users: bool,
     pub bin_dir: Option<PathBuf>,
     pub spool: Spool,
+    /// The backup's data key, when it is encrypted.
+    pub key: Option<DataKey>,
 }
 
 /// What a restore did.
@@ -179,7 +183,10 @@ pub async fn restore(
         store,
         folder,
         &records,
-        manifest.compression,
+        &Codec {
+            compression: manifest.compression,
+            key: request.key.clone(),
+        },
         &request.spool,
         progress,
     )

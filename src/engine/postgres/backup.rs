@@ -13,11 +13,10 @@ use super::process::{Credentials, Running, command, conninfo};
 use super::target::PgTarget;
 use super::tools::PgTools;
 use crate::api::Compression;
+use crate::pipeline::encryption::Seal;
 use crate::pipeline::{self, Effort, ObjectSpec, Progress};
 use crate::storage::Store;
-use crate::storage::manifest::{
-    BackupOwner, FORMAT_VERSION, Manifest, ObjectRecord, SourceInfo, Stats, TableRows,
-};
+use crate::storage::manifest::{BackupOwner, Manifest, ObjectRecord, SourceInfo, Stats, TableRows};
 
 /// The format names recorded for PostgreSQL objects.
 pub const GLOBALS_FORMAT: &str = "pg-globals-sql";
@@ -39,6 +38,8 @@ pub struct PgBackupRequest {
     pub bin_dir: Option<PathBuf>,
     /// The Backup object this backup is taken for, recorded in the manifest.
     pub owner: Option<BackupOwner>,
+    /// What the data objects are encrypted to (none: stored unencrypted).
+    pub seal: Option<Seal>,
 }
 
 /// The database PostgreSQL clients connect to for server-wide work.
@@ -120,7 +121,7 @@ pub async fn backup(
         .all(&chosen, superuser, &mut objects, &mut table_rows)
         .await;
     let manifest = Manifest {
-        format_version: FORMAT_VERSION,
+        format_version: Manifest::version_for(request.seal.as_ref().map(Seal::record)),
         coffer_version: env!("CARGO_PKG_VERSION").to_owned(),
         name: request.name.clone(),
         source: SourceInfo {
@@ -143,6 +144,7 @@ pub async fn backup(
             ..Stats::default()
         },
         owner: request.owner.clone(),
+        encryption: request.seal.as_ref().map(|s| s.record().clone()),
     };
     // A failed backup leaves nothing: the objects already stored go too (put_manifest
     // removes them itself when the manifest cannot be written).
@@ -281,6 +283,7 @@ impl Dumper<'_> {
             format,
             compression: self.request.compression,
             effort: Effort::Standard,
+            seal: self.request.seal.as_ref(),
         };
         program.stdout(Stdio::piped());
         let mut running = Running::spawn(program, tool, subject)?;

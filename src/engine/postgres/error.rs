@@ -165,6 +165,7 @@ impl<E: Into<PgError>> From<PipelineError<E>> for PgError {
             PipelineError::Source(e) => e.into(),
             PipelineError::Read(e) => Self::Internal(format!("reading pg_dump's output: {e}")),
             PipelineError::Compress(e) => Self::Internal(format!("compressing: {e}")),
+            PipelineError::Encrypt(e) => Self::Internal(format!("encrypting: {e}")),
         }
     }
 }

@@ -44,6 +44,8 @@ use super::process::{Credentials, Running, command, conninfo};
 use super::target::PgTarget;
 use super::tools::{PgTools, parse_version};
 use crate::api::restore_request::RoleConflict;
+use crate::pipeline::Codec;
+use crate::pipeline::encryption::DataKey;
 use crate::pipeline::fetch::{self, Prepared, Spool};
 use crate::pipeline::{self, Progress};
 use crate::storage::Store;
@@ -66,6 +68,8 @@ pub struct PgRestoreRequest {
     pub bin_dir: Option<PathBuf>,
     /// Where the objects may be downloaded once before they are restored.
     pub spool: Spool,
+    /// The backup's data key, when it is encrypted.
+    pub key: Option<DataKey>,
 }
 
 /// What a restore did.
@@ -123,7 +127,10 @@ pub async fn restore(
         store,
         folder,
         &records,
-        manifest.compression,
+        &Codec {
+            compression: manifest.compression,
+            key: request.key.clone(),
+        },
         &request.spool,
         progress,
     )

@@ -17,11 +17,10 @@ use super::rdb::{Item, RdbReader};
 use super::replication;
 use super::target::RedisTarget;
 use crate::api::Compression;
+use crate::pipeline::encryption::Seal;
 use crate::pipeline::{self, Effort, ObjectSpec, Progress, TapReader};
 use crate::storage::Store;
-use crate::storage::manifest::{
-    BackupOwner, FORMAT_VERSION, Manifest, ObjectRecord, SourceInfo, Stats,
-};
+use crate::storage::manifest::{BackupOwner, Manifest, ObjectRecord, SourceInfo, Stats};
 
 /// How the data is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +52,8 @@ pub struct BackupRequest {
     pub folder: String,
     /// The Backup object this backup is taken for, recorded in the manifest.
     pub owner: Option<BackupOwner>,
+    /// What the data objects are encrypted to (none: stored unencrypted).
+    pub seal: Option<Seal>,
 }
 
 /// The format name recorded for each mode's data object.
@@ -106,13 +107,14 @@ pub async fn backup_with(
         },
         compression: request.compression,
         effort: Effort::Standard,
+        seal: request.seal.as_ref(),
     };
     let (record, counted) = match request.mode {
         Mode::Snapshot => snapshot(store, object, target, limits, progress).await?,
         Mode::Keys => keys(store, object, target, con, &info, limits, progress).await?,
     };
     let manifest = Manifest {
-        format_version: FORMAT_VERSION,
+        format_version: Manifest::version_for(request.seal.as_ref().map(Seal::record)),
         coffer_version: env!("CARGO_PKG_VERSION").to_owned(),
         name: request.name.clone(),
         source: SourceInfo {
@@ -131,6 +133,7 @@ pub async fn backup_with(
         objects: vec![record],
         stats: counted.stats,
         owner: request.owner.clone(),
+        encryption: request.seal.as_ref().map(|s| s.record().clone()),
     };
     store.put_manifest(&request.folder, &manifest).await?;
     Ok(manifest)

@@ -141,6 +141,7 @@ impl<E: Into<RedisError>> From<PipelineError<E>> for RedisError {
             PipelineError::Source(e) => e.into(),
             PipelineError::Read(e) => Self::Internal(format!("reading the Redis stream: {e}")),
             PipelineError::Compress(e) => Self::Internal(format!("compressing: {e}")),
+            PipelineError::Encrypt(e) => Self::Internal(format!("encrypting: {e}")),
         }
     }
 }

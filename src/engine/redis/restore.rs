@@ -45,6 +45,8 @@ use super::frames::{FrameReader, Record};
 use super::rdb::{Item, RdbReader, dump_payload};
 use super::target::RedisTarget;
 use crate::api::RedisConflict;
+use crate::pipeline::Codec;
+use crate::pipeline::encryption::DataKey;
 use crate::pipeline::fetch::{self, Checked, Spool};
 use crate::pipeline::{IntegrityError, Progress};
 use crate::storage::Store;
@@ -59,6 +61,8 @@ pub struct RestoreRequest {
     pub database: Option<u32>,
     /// Where the object may be downloaded once before it is restored.
     pub spool: Spool,
+    /// The backup's data key, when it is encrypted.
+    pub key: Option<DataKey>,
 }
 
 /// What a restore did.
@@ -128,7 +132,10 @@ pub async fn restore_with(
         store,
         folder,
         &[record],
-        manifest.compression,
+        &Codec {
+            compression: manifest.compression,
+            key: request.key.clone(),
+        },
         &request.spool,
         progress,
     )

@@ -10,9 +10,11 @@ use chrono::Utc;
 use tokio_util::io::SyncIoBridge;
 
 use crate::api::Compression;
+use crate::pipeline::encryption::DataKey;
+use crate::pipeline::encryption::Seal;
 use crate::pipeline::fetch::Prepared;
-use crate::pipeline::{self, Effort, ObjectSpec, Progress};
-use crate::storage::manifest::{BackupOwner, FORMAT_VERSION, Manifest, SourceInfo, Stats};
+use crate::pipeline::{self, Codec, Effort, ObjectSpec, Progress};
+use crate::storage::manifest::{BackupOwner, Manifest, SourceInfo, Stats};
 use crate::storage::{StorageError, Store};
 
 use archive::{ArchiveError, Counts};
@@ -50,6 +52,7 @@ impl<E: Into<VolumeError>> From<pipeline::PipelineError<E>> for VolumeError {
             pipeline::PipelineError::Source(e) => e.into(),
             pipeline::PipelineError::Read(e) => Self::Internal(format!("reading the archive: {e}")),
             pipeline::PipelineError::Compress(e) => Self::Internal(format!("compressing: {e}")),
+            pipeline::PipelineError::Encrypt(e) => Self::Internal(format!("encrypting: {e}")),
         }
     }
 }
@@ -68,6 +71,8 @@ pub struct VolumeBackupRequest {
     pub skip_unreadable: bool,
     /// The Backup object this backup is taken for, recorded in the manifest.
     pub owner: Option<BackupOwner>,
+    /// What the data objects are encrypted to (none: stored unencrypted).
+    pub seal: Option<Seal>,
 }
 
 /// Archives the directory into the store; the manifest last.
@@ -101,6 +106,7 @@ pub async fn backup(
         format: TAR_FORMAT,
         compression: request.compression,
         effort: Effort::Standard,
+        seal: request.seal.as_ref(),
     };
     let mut counts = None;
     let check = async {
@@ -117,7 +123,7 @@ pub async fn backup(
         tracing::warn!("{path} changed while it was read; its archived copy may be inconsistent");
     }
     let manifest = Manifest {
-        format_version: FORMAT_VERSION,
+        format_version: Manifest::version_for(request.seal.as_ref().map(Seal::record)),
         coffer_version: env!("CARGO_PKG_VERSION").to_owned(),
         name: request.name.clone(),
         source: SourceInfo {
@@ -143,6 +149,7 @@ pub async fn backup(
             ..Stats::default()
         },
         owner: request.owner.clone(),
+        encryption: request.seal.as_ref().map(|s| s.record().clone()),
     };
     store.put_manifest(&request.folder, &manifest).await?;
     Ok(manifest)
@@ -153,6 +160,8 @@ pub struct VolumeRestoreRequest {
     pub target: PathBuf,
     /// Empty the target first.
     pub clean: bool,
+    /// The backup's data key, when it is encrypted.
+    pub key: Option<DataKey>,
 }
 
 /// Restores the archive into the target directory (created if missing), reading it from
@@ -200,7 +209,15 @@ pub async fn restore(
             );
         }
     }
-    let object = Prepared::unchecked(store, folder, record, manifest.compression);
+    let object = Prepared::unchecked(
+        store,
+        folder,
+        record,
+        &Codec {
+            compression: manifest.compression,
+            key: request.key.clone(),
+        },
+    );
     let (restoring, verdict) = object.open(store, progress).await?;
     let owners = running_as_root();
     let into = staging.path().to_owned();
