@@ -68,20 +68,19 @@ impl IdentityArgs {
         }
         Ok(all)
     }
+}
 
-    /// The data key of the backup in `folder` (none when it is not encrypted), before
-    /// anything else is done with it.
-    pub async fn unlock(
-        &self,
-        store: &Store,
-        folder: &str,
-        manifest: &Manifest,
-    ) -> Result<Option<DataKey>, CliError> {
-        let identities = self.parse()?;
-        keys::unlock(store, folder, manifest, &identities)
-            .await
-            .map_err(CliError::from_display)
-    }
+/// The data key of the backup in `folder` (none when it is not encrypted), before anything
+/// else is done with it.
+pub async fn unlock(
+    store: &Store,
+    folder: &str,
+    manifest: &Manifest,
+    identities: &[x25519::Identity],
+) -> Result<Option<DataKey>, CliError> {
+    keys::unlock(store, folder, manifest, identities)
+        .await
+        .map_err(CliError::from_display)
 }
 
 fn read(file: &Path, what: &str) -> Result<String, CliError> {

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::keys::IdentityArgs;
+use super::keys::{self, IdentityArgs};
 use super::options::{ConflictArg, S3Args};
 use super::progress::Display;
 use super::{CliError, my_target, open_store, pg_target, read_manifest};
@@ -125,6 +125,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
             "--roles applies to PostgreSQL roles restored with --globals: add --globals, or leave --roles out",
         ));
     }
+    let identities = args.identity.parse()?;
     let (store, destination) = open_store(&args.backup, &args.s3).await?;
     let (folder, manifest) = if args.latest {
         catalog::latest(&store)
@@ -147,7 +148,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
         )));
     }
     // An encrypted backup opens before anything else is done.
-    let key = args.identity.unlock(&store, &folder, &manifest).await?;
+    let key = keys::unlock(&store, &folder, &manifest, &identities).await?;
     let progress = Progress::default();
     let display = Display::start(
         format!("restoring into {}", shown_target(&args.to)),

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::keys::IdentityArgs;
+use super::keys::{self, IdentityArgs};
 use super::options::S3Args;
 use super::{CliError, open_store, read_manifest};
 use crate::pipeline::{self, Codec};
@@ -20,15 +20,16 @@ pub struct VerifyArgs {
 }
 
 pub async fn run(args: VerifyArgs) -> Result<(), CliError> {
+    let identities = args.identity.parse()?;
     let (store, destination) = open_store(&args.backup, &args.s3).await?;
     let manifest = read_manifest(&store, "").await?;
     // Without a key, an encrypted backup's stored bytes are checked; with one, what they
     // decrypt and decompress to as well.
     let encrypted = manifest.encryption.is_some();
-    let key = if encrypted && args.identity.identities.is_empty() {
+    let key = if encrypted && identities.is_empty() {
         None
     } else {
-        args.identity.unlock(&store, "", &manifest).await?
+        keys::unlock(&store, "", &manifest, &identities).await?
     };
     let contents = !encrypted || key.is_some();
     let codec = Codec {

@@ -392,7 +392,9 @@ mod tests {
         let old = x25519::Identity::generate();
         let new = x25519::Identity::generate();
         let (seal, file) = seal_new(&[old.to_public()]).unwrap();
-        let key = file.open(std::slice::from_ref(&old), &record(&seal), "k").unwrap();
+        let key = file
+            .open(std::slice::from_ref(&old), &record(&seal), "k")
+            .unwrap();
         let rewrapped = wrap(&key, &[new.to_public()]).unwrap();
         assert_eq!(rewrapped.data_recipient, file.data_recipient);
         assert!(rewrapped.open(&[new], &record(&seal), "k").is_ok());
