@@ -1449,3 +1449,147 @@ async fn a_stale_read_of_a_quiescing_restore_never_stops_the_app_again() {
         "the finished restore's status was rewritten"
     );
 }
+
+/// A key pair made with `coffer keygen`: (public key, identity file text).
+fn key_pair() -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key.txt");
+    let out = support::cli::coffer(&["keygen", "-o", file.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{out:?}");
+    (
+        support::cli::stdout(&out).trim().to_owned(),
+        std::fs::read_to_string(&file).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn an_encrypted_schedule_gives_workers_public_keys_only_and_restores_with_the_identity_secret()
+ {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let (_namespace, ns, s3) = setup("encrypt").await;
+    let redis = RedisServer::start_with_password("redis-pw").unwrap();
+    let mut con = support::redis_data::connect(&redis.url()).await;
+    support::redis_data::set_numbered(&mut con, "user:", "MARKER-c0ffee-", 40).await;
+    secret(&ns, "redis-auth", &[("password", "redis-pw")]).await;
+    let (ops_public, _) = key_pair();
+    let (team_public, team_identity) = key_pair();
+    Api::<ConfigMap>::namespaced(admin().await, &ns)
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "team-keys"},
+                "data": {"recipients": format!("# the team\n{team_public}\n")}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let source = redis_source(&redis, "redis-auth");
+    let _operator = Operator::start(&ns, "solo");
+    create::<BackupSchedule>(
+        &ns,
+        json!({"metadata": {"name": "bot"}, "spec": {
+        "schedule": "0 0 1 1 *", "source": source, "storage": storage(&s3), "compression": "none",
+        "encryption": {"recipients": [ops_public],
+            "recipientsFrom": [{"configMapKeyRef": {"name": "team-keys", "key": "recipients"}}]}}}),
+    )
+    .await;
+    create::<Backup>(
+        &ns,
+        json!({"metadata": {"name": "bot-now"}, "spec": {"scheduleRef": {"name": "bot"}}}),
+    )
+    .await;
+    let status = finished_backup(&ns, "bot-now").await.status.unwrap();
+    assert_eq!(status.phase, Some(BackupPhase::Succeeded), "{status:?}");
+    assert!(status.resolved.unwrap().encryption.is_some());
+    // The bucket holds no plaintext, and the manifest names both recipients.
+    let folder = status.location.unwrap();
+    let folder = folder
+        .split_once(&format!("/{BUCKET}/"))
+        .map_or(folder.as_str(), |(_, f)| f);
+    let manifest = support::s3_client(&s3)
+        .get_object()
+        .bucket(BUCKET)
+        .key(format!("{folder}manifest.json"))
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(
+        manifest["encryption"]["recipients"],
+        json!([ops_public, team_public])
+    );
+    let mut stack = vec![s3.root().to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(
+                    !bytes.windows(14).any(|w| w == b"MARKER-c0ffee-"),
+                    "plaintext in {path:?}"
+                );
+            }
+        }
+    }
+
+    // Without the identity: Failed before the target is touched, naming the recipients.
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    redis::cmd("SET")
+        .arg("sentinel")
+        .arg("kept")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "no-key"}, "spec": {"backupRef": {"name": "bot-now"}}}),
+    )
+    .await;
+    let status = finished_restore(&ns, "no-key").await.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Failed), "{status:?}");
+    let message = assert_not_ready(&status.conditions, "EncryptionKeyError");
+    assert!(
+        message.contains("is encrypted to") && message.contains(&team_public),
+        "{message}"
+    );
+    let size: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert_eq!(size, 1, "the target was touched");
+
+    // With the team's identity in a Secret: restored; no Job or Pod spec carries a key.
+    secret(&ns, "restore-key", &[("identity", &team_identity)]).await;
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "with-key"}, "spec": {"backupRef": {"name": "bot-now"},
+            "decryption": {"identitySecretRef": {"name": "restore-key", "key": "identity"}}}}),
+    )
+    .await;
+    let status = finished_restore(&ns, "with-key").await.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Succeeded), "{status:?}");
+    let value: String = redis::cmd("GET")
+        .arg("user:7")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(value, "MARKER-c0ffee-7");
+    for job in jobs(&ns).await {
+        let spec = serde_json::to_string(&job.spec).unwrap();
+        assert!(!spec.contains("AGE-SECRET-KEY"), "{spec}");
+    }
+
+    // A ConfigMap that does not exist: the backup fails at once, naming it.
+    create::<Backup>(&ns, json!({"metadata": {"name": "lost-keys"}, "spec": {"source": source,
+        "storage": storage(&s3), "encryption": {"recipientsFrom": [{"configMapKeyRef": {"name": "gone", "key": "k"}}]}}})).await;
+    let status = finished_backup(&ns, "lost-keys").await.status.unwrap();
+    assert_eq!(status.phase, Some(BackupPhase::Failed), "{status:?}");
+    let message = assert_not_ready(&status.conditions, "EncryptionKeyError");
+    assert!(message.contains("ConfigMap gone"), "{message}");
+}

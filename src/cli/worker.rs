@@ -24,13 +24,13 @@ pub struct WorkerArgs {
     pub store_dir: PathBuf,
 }
 
-/// The recipients from `spec.encryption.recipientsFrom`, in order, each with the variable it
-/// came from.
-fn recipients_from_env() -> Vec<(String, String)> {
-    (0..)
-        .map_while(|n| {
-            let name = format!("{RECIPIENTS_ENV_PREFIX}{n}");
-            std::env::var(&name).ok().map(|text| (name, text))
+/// The recipients from `spec.encryption.recipientsFrom` that are set, by their index.
+fn recipients_from_env() -> std::collections::BTreeMap<usize, String> {
+    (0..64)
+        .filter_map(|n| {
+            std::env::var(format!("{RECIPIENTS_ENV_PREFIX}{n}"))
+                .ok()
+                .map(|text| (n, text))
         })
         .collect()
 }
@@ -45,7 +45,9 @@ pub async fn run(args: WorkerArgs) -> Result<(), CliError> {
                     store_dir: args.store_dir.clone(),
                     password: std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
                     recipients: recipients_from_env(),
-                    identity: std::env::var(IDENTITY_ENV).ok(),
+                    identity: std::env::var(IDENTITY_ENV)
+                        .ok()
+                        .filter(|i| !i.trim().is_empty()),
                 };
                 tracing::info!(operation = plan.operation(), "worker started");
                 until_terminated(worker::run(&plan, &env)).await

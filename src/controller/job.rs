@@ -141,13 +141,15 @@ pub fn build(
     if let Some(secret) = plan.password_secret() {
         env.push(secret_env(PASSWORD_ENV, secret));
     }
+    // Keys of encryption: optional, so that a missing one is the worker's one-line failure
+    // naming it, not a Pod that cannot start until the Job's deadline.
     if let Plan::Backup(backup) = plan
         && let Some(encryption) = &backup.encryption
     {
         for (n, from) in encryption.recipients_from.iter().enumerate() {
             let name = format!("{RECIPIENTS_ENV_PREFIX}{n}");
             if let Some(secret) = &from.secret_key_ref {
-                env.push(secret_env(&name, secret));
+                env.push(optional(secret_env(&name, secret)));
             } else if let Some(map) = &from.config_map_key_ref {
                 env.push(config_map_env(&name, map));
             }
@@ -156,7 +158,7 @@ pub fn build(
     if let Plan::Restore(restore) = plan
         && let Some(secret) = &restore.identity_secret
     {
-        env.push(secret_env(IDENTITY_ENV, secret));
+        env.push(optional(secret_env(IDENTITY_ENV, secret)));
     }
     if let Some(secret) = plan
         .storage()
@@ -372,6 +374,18 @@ fn secret_env(name: &str, secret: &SecretKeySelector) -> EnvVar {
     }
 }
 
+/// The variable is left unset when its Secret or key is missing.
+fn optional(mut var: EnvVar) -> EnvVar {
+    if let Some(s) = var
+        .value_from
+        .as_mut()
+        .and_then(|f| f.secret_key_ref.as_mut())
+    {
+        s.optional = Some(true);
+    }
+    var
+}
+
 fn config_map_env(name: &str, key: &crate::api::ConfigMapKeySelector) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
@@ -380,7 +394,7 @@ fn config_map_env(name: &str, key: &crate::api::ConfigMapKeySelector) -> EnvVar 
             config_map_key_ref: Some(k8s_openapi::api::core::v1::ConfigMapKeySelector {
                 name: key.name.clone(),
                 key: key.key.clone(),
-                optional: Some(false),
+                optional: Some(true),
             }),
             ..EnvVarSource::default()
         }),

@@ -40,9 +40,9 @@ pub struct Environment {
     pub store_dir: PathBuf,
     /// The Redis or PostgreSQL password.
     pub password: Option<String>,
-    /// A backup's recipients from `spec.encryption.recipientsFrom`: each variable's name and
-    /// text.
-    pub recipients: Vec<(String, String)>,
+    /// A backup's recipients from `spec.encryption.recipientsFrom`, by index (a missing
+    /// Secret, ConfigMap or key leaves its index out).
+    pub recipients: std::collections::BTreeMap<usize, String>,
     /// A restore's age identity file (from `spec.decryption`).
     pub identity: Option<String>,
 }
@@ -79,11 +79,14 @@ fn recipients(plan: &BackupPlan, env: &Environment) -> Result<Vec<age::x25519::R
             (None, Some(m)) => format!("key {} of ConfigMap {}", m.key, m.name),
             (None, None) => format!("spec.encryption.recipientsFrom[{n}]"),
         };
-        let text = env
-            .recipients
-            .get(n)
-            .map(|(_, text)| text.as_str())
-            .ok_or_else(|| invalid("recipients"))?;
+        let text = env.recipients.get(&n).ok_or_else(|| {
+            fail(
+                Failure::EncryptionKeyError,
+                format!(
+                    "spec.encryption.recipientsFrom names the {what}, which does not exist: create it with the recipients' age public keys, one per line"
+                ),
+            )
+        })?;
         all.extend(keys::parse_recipients(text, &what).map_err(key_error)?);
     }
     let mut unique: Vec<age::x25519::Recipient> = Vec::new();
