@@ -84,8 +84,12 @@ pub struct BackupScheduleSpec {
     /// Compression of the stored data.
     #[serde(default)]
     pub compression: Compression,
-    /// Encrypt every backup to these recipients (age public keys). Changing them affects
-    /// new backups only.
+    /// Encrypt every backup with age before it leaves the worker. Each backup gets its own
+    /// data key, wrapped for every recipient (age public keys) in `keys.json` beside the data;
+    /// the worker holds public keys only, so nothing in the cluster can read a backup once
+    /// it is written. Restore with a RestoreRequest's `decryption`. Changing the recipients
+    /// affects new backups; `coffer rewrap` changes them for existing ones without
+    /// rewriting their data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
     /// Which backups are kept. Default: all of them.
