@@ -167,9 +167,12 @@ async fn compress<E>(
     tap: Option<mpsc::Sender<Bytes>>,
     progress: &Progress,
 ) -> Result<(u64, String), PipelineError<E>> {
-    let sink: Box<dyn AsyncWrite + Unpin + Send> = match object.seal {
-        Some(seal) => seal.writer(pipe).await.map_err(PipelineError::Encrypt)?,
-        None => Box::new(pipe),
+    let (sink, sealing): (Box<dyn AsyncWrite + Unpin + Send>, _) = match object.seal {
+        Some(seal) => {
+            let (input, task) = seal.spawn(pipe).map_err(PipelineError::Encrypt)?;
+            (Box::new(input), Some(task))
+        }
+        None => (Box::new(pipe), None),
     };
     let mut encoder = encoder(object.compression, object.effort, sink);
     let mut hasher = Sha256::new();
@@ -198,6 +201,12 @@ async fn compress<E>(
     }
     drop(tap);
     encoder.shutdown().await.map_err(PipelineError::Compress)?;
+    drop(encoder);
+    if let Some(task) = sealing {
+        task.await
+            .map_err(|e| PipelineError::Encrypt(std::io::Error::other(e)))?
+            .map_err(PipelineError::Encrypt)?;
+    }
     Ok((total, hex::encode(hasher.finalize())))
 }
 

@@ -1500,6 +1500,7 @@ async fn an_encrypted_schedule_gives_workers_public_keys_only_and_restores_with_
     let status = finished_backup(&ns, "bot-now").await.status.unwrap();
     assert_eq!(status.phase, Some(BackupPhase::Succeeded), "{status:?}");
     assert!(status.resolved.unwrap().encryption.is_some());
+    assert_eq!(status.encrypted, Some(true));
     // The bucket holds no plaintext, and the manifest names both recipients.
     let folder = status.location.unwrap();
     let folder = folder
@@ -1549,18 +1550,44 @@ async fn an_encrypted_schedule_gives_workers_public_keys_only_and_restores_with_
         .query_async::<()>(&mut con)
         .await
         .unwrap();
+    // The app is not stopped for a restore that cannot open the backup.
+    deployment(&ns, "bot-app", 2).await;
     create::<RestoreRequest>(
         &ns,
-        json!({"metadata": {"name": "no-key"}, "spec": {"backupRef": {"name": "bot-now"}}}),
+        json!({"metadata": {"name": "no-key"}, "spec": {"backupRef": {"name": "bot-now"},
+            "quiesce": [{"kind": "Deployment", "name": "bot-app"}]}}),
     )
     .await;
     let status = finished_restore(&ns, "no-key").await.status.unwrap();
     assert_eq!(status.phase, Some(RestorePhase::Failed), "{status:?}");
     let message = assert_not_ready(&status.conditions, "EncryptionKeyError");
     assert!(
-        message.contains("is encrypted to") && message.contains(&team_public),
+        message.contains("is encrypted to")
+            && message.contains(&ops_public)
+            && message.contains("ConfigMap team-keys"),
         "{message}"
     );
+    assert!(status.quiesced.is_empty(), "{status:?}");
+    assert_eq!(replicas(&ns, "bot-app").await, 2);
+    let size: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert_eq!(size, 1, "the target was touched");
+    // A wrong key, given in the Secret: the worker fails before touching the target.
+    let (_, stranger) = key_pair();
+    secret(&ns, "wrong-key", &[("identity", &stranger)]).await;
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "wrong-key"}, "spec": {"backupRef": {"name": "bot-now"},
+            "decryption": {"identitySecretRef": {"name": "wrong-key", "key": "identity"}}}}),
+    )
+    .await;
+    let status = finished_restore(&ns, "wrong-key").await.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Failed), "{status:?}");
+    let message = assert_not_ready(&status.conditions, "EncryptionKeyError");
+    assert!(
+        message.contains("none of the given private keys opens") && message.contains(&team_public),
+        "{message}"
+    );
+    assert!(!message.contains("AGE-SECRET-KEY"), "{message}");
     let size: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
     assert_eq!(size, 1, "the target was touched");
 

@@ -114,14 +114,16 @@ fn encrypted_backup(
         serde_json::json!(keys.publics[..2])
     );
     // Listing and verifying the stored bytes need no key.
-    let (_, listed) = ok(&["list", dest], &s3.env());
-    assert!(
-        support::cli::stdout(&listed).contains(location.rsplit('/').nth(1).unwrap()),
-        "{listed:?}"
+    let (_, listed) = ok(&["list", dest, "--output", "json"], &s3.env());
+    let listed: serde_json::Value = serde_json::from_str(&support::cli::stdout(&listed)).unwrap();
+    assert_eq!(listed[0]["location"], location);
+    assert_eq!(
+        listed[0]["encryptedTo"],
+        serde_json::json!(keys.publics[..2])
     );
     let (_, verified) = ok(&["verify", &location], &s3.env());
     assert!(
-        stderr(&verified).contains("stored bytes only"),
+        stderr(&verified).contains("stored bytes and key object only"),
         "{}",
         stderr(&verified)
     );
@@ -323,6 +325,26 @@ async fn mysql_restores_with_either_identity_and_a_wrong_one_creates_nothing() {
     }
 }
 
+/// The key of the one key object in a backup's folder.
+async fn key_object(s3: &S3Server, folder: &str) -> String {
+    let listed = support::s3_client(s3)
+        .list_objects_v2()
+        .bucket("backups")
+        .prefix(folder)
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<String> = listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key())
+        .filter(|k| k.rsplit('/').next().unwrap().starts_with("keys-"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    keys[0].clone()
+}
+
 /// The S3 ETag and modification time of an object.
 async fn stamp(s3: &S3Server, key: &str) -> (String, String) {
     let head = support::s3_client(s3)
@@ -360,7 +382,7 @@ async fn a_volume_rewrapped_for_a_new_key_opens_with_it_only_and_its_data_is_not
     );
     let folder = location.strip_prefix("s3://backups/").unwrap();
     let data = format!("{folder}volume.tar");
-    let keys_object = format!("{folder}keys.json");
+    let keys_object = key_object(&s3, folder).await;
     let data_before = stamp(&s3, &data).await;
     let keys_before = stamp(&s3, &keys_object).await;
 
@@ -392,6 +414,12 @@ async fn a_volume_rewrapped_for_a_new_key_opens_with_it_only_and_its_data_is_not
         "the data was rewritten"
     );
     assert_ne!(stamp(&s3, &keys_object).await, keys_before);
+    // The key that was kept still opens it.
+    let (_, out) = ok(
+        &["verify", &location, "--identity", keys.file(1)],
+        &s3.env(),
+    );
+    assert!(stderr(&out).contains("decrypted and checked"), "{out:?}");
 
     let target = tempfile::tempdir().unwrap();
     let into = target.path().join("a");
@@ -507,4 +535,92 @@ fn bad_keys_are_one_line_usage_errors_that_never_echo_a_private_key() {
         said.contains("line 1 of --identity") && said.contains("not an age private key"),
         "{said}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_backup_leaves_no_key_object_and_a_lost_one_fails_verify() {
+    let s3 = S3Server::start().unwrap();
+    bucket(&s3, "backups").await;
+    let keys = Keys::new(1);
+    // The source cannot be reached: the key object written first is removed again.
+    let out = support::cli::coffer(
+        &[
+            "backup",
+            &format!("redis://127.0.0.1:{}", support::operator::free_port()),
+            "--to",
+            "s3://backups/gone",
+            "--recipient",
+            &keys.publics[0],
+        ],
+        &s3.env(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let left = support::s3_client(&s3)
+        .list_objects_v2()
+        .bucket("backups")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.contents().len(), 0, "{left:?}");
+
+    // A backup whose key object was deleted cannot be decrypted by anyone: verify says so,
+    // with or without a key.
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(source.path().join("a.txt"), "hello").unwrap();
+    let (location, _) = ok(
+        &[
+            "backup",
+            source.path().to_str().unwrap(),
+            "--to",
+            "s3://backups/vol",
+            "--recipient",
+            &keys.publics[0],
+        ],
+        &s3.env(),
+    );
+    let folder = location.strip_prefix("s3://backups/").unwrap();
+    let object = key_object(&s3, folder).await;
+    support::s3_client(&s3)
+        .delete_object()
+        .bucket("backups")
+        .key(&object)
+        .send()
+        .await
+        .unwrap();
+    fails(
+        &["verify", &location],
+        &s3.env(),
+        &["is missing", "nobody can decrypt"],
+    );
+    fails(
+        &["verify", &location, "--identity", keys.file(0)],
+        &s3.env(),
+        &["is missing"],
+    );
+
+    // A key given for a backup that is not encrypted: refused, nothing restored.
+    let (plain, _) = ok(
+        &[
+            "backup",
+            source.path().to_str().unwrap(),
+            "--to",
+            "s3://backups/plain",
+        ],
+        &s3.env(),
+    );
+    let target = tempfile::tempdir().unwrap();
+    let into = target.path().join("x");
+    fails(
+        &[
+            "restore",
+            &plain,
+            "--to",
+            into.to_str().unwrap(),
+            "--identity",
+            keys.file(0),
+        ],
+        &s3.env(),
+        &["is not encrypted, but --identity was given"],
+    );
+    assert!(!into.exists());
 }

@@ -213,5 +213,37 @@ async fn a_failing_check_names_the_fix_and_turns_green_once_the_secret_is_fixed(
     assert!(!message.contains(read_only_secret), "{message}");
     let (reachable, _, _) = condition(&ns, "reports", "SourceReachable").await.unwrap();
     assert_eq!(reachable, "True");
+
+    // Recipients in a ConfigMap that does not exist yet: backups could not be encrypted,
+    // said before any run; the retry finds the ConfigMap once it is made.
+    let good = json!({"redis": {"host": "127.0.0.1", "port": redis.port(),
+        "passwordSecretRef": {"name": "redis-auth", "key": "password"}}});
+    let mut sealed = schedule("sealed", good, storage(&s3));
+    sealed["spec"]["encryption"] =
+        json!({"recipientsFrom": [{"configMapKeyRef": {"name": "team-keys", "key": "age"}}]});
+    create::<BackupSchedule>(&ns, sealed).await;
+    let (reason, message) = until(&ns, "sealed", "StorageWritable", "False").await;
+    assert_eq!(reason, "StorageCheckFailed");
+    assert!(
+        message.contains("backups cannot be encrypted") && message.contains("ConfigMap team-keys"),
+        "{message}"
+    );
+    let out = support::cli::coffer(&["keygen"], &[]);
+    let public = support::cli::stderr(&out)
+        .trim()
+        .strip_prefix("Public key: ")
+        .unwrap()
+        .to_owned();
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin().await, &ns)
+        .create(
+            &Default::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "team-keys"}, "data": {"age": public}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    until(&ns, "sealed", "StorageWritable", "True").await;
     server.abort();
 }

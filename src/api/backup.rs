@@ -157,6 +157,10 @@ pub struct BackupStatus {
     /// What was backed up, counted by the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<BackupStats>,
+    /// Whether the stored data is encrypted (its manifest says so). A run whose settings ask
+    /// for encryption and whose data is not encrypted has failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<bool>,
     /// What this run resolved when it started: the source, the store and the folder. Later
     /// deletions and restores use this record, never the schedule as it is now.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -85,7 +85,7 @@ pub struct BackupScheduleSpec {
     #[serde(default)]
     pub compression: Compression,
     /// Encrypt every backup with age before it leaves the worker. Each backup gets its own
-    /// data key, wrapped for every recipient (age public keys) in `keys.json` beside the data;
+    /// data key, wrapped for every recipient (age public keys) in a key object beside the data;
     /// the worker holds public keys only, so nothing in the cluster can read a backup once
     /// it is written. Restore with a RestoreRequest's `decryption`. Changing the recipients
     /// affects new backups; `coffer rewrap` changes them for existing ones without

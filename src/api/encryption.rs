@@ -9,7 +9,7 @@ use super::common::SecretKeySelector;
 
 /// Encrypt every backup before it leaves the worker, with age (X25519 and
 /// ChaCha20-Poly1305). Each backup gets its own random data key, wrapped for every
-/// recipient and stored beside the data (`keys.json`). The worker holds public keys only:
+/// recipient and stored beside the data (`keys-….json`). The worker holds public keys only:
 /// nothing in the cluster can read a backup once it is written. Keep the private keys
 /// outside the cluster, and give one to a RestoreRequest (`spec.decryption`) only to restore.
 /// Changing the recipients affects new backups; `coffer rewrap` changes old ones without
@@ -30,6 +30,21 @@ pub struct Encryption {
     #[serde(default)]
     #[schemars(length(max = 8))]
     pub recipients_from: Vec<RecipientsSource>,
+}
+
+impl Encryption {
+    /// Who may read, for messages: the inline public keys, and the keys that hold more.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self.recipients.clone();
+        for from in &self.recipients_from {
+            if let Some(s) = &from.secret_key_ref {
+                parts.push(format!("the keys in key {} of Secret {}", s.key, s.name));
+            } else if let Some(m) = &from.config_map_key_ref {
+                parts.push(format!("the keys in key {} of ConfigMap {}", m.key, m.name));
+            }
+        }
+        parts.join(", ")
+    }
 }
 
 /// A key holding age public keys. Set exactly one of `secretKeyRef` or `configMapKeyRef`.

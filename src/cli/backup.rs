@@ -94,7 +94,9 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
         let display = Display::start(format!("backing up {target}"), progress.clone());
         let result = redis::backup(&store, &request, &progress).await;
         display.finish().await;
-        unseal_failed(&store, &folder, request.seal.is_some() && result.is_err()).await;
+        if let (Some(seal), true) = (&request.seal, result.is_err()) {
+            keys::discard(&store, &folder, seal).await;
+        }
         let manifest = result.map_err(CliError::from_display)?;
         let databases = manifest.stats.keys_per_database.len();
         let what = format!(
@@ -126,7 +128,9 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
         let display = Display::start(format!("backing up {target}"), progress.clone());
         let result = postgres::backup(&store, &request, &progress).await;
         display.finish().await;
-        unseal_failed(&store, &folder, request.seal.is_some() && result.is_err()).await;
+        if let (Some(seal), true) = (&request.seal, result.is_err()) {
+            keys::discard(&store, &folder, seal).await;
+        }
         let manifest = result.map_err(CliError::from_display)?;
         let databases = manifest.stats.databases.unwrap_or(0) as usize;
         let tables: usize = manifest.stats.table_rows.values().map(Vec::len).sum();
@@ -162,7 +166,9 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
         let display = Display::start(format!("backing up {target}"), progress.clone());
         let result = mysql::backup(&store, &request, &progress).await;
         display.finish().await;
-        unseal_failed(&store, &folder, request.seal.is_some() && result.is_err()).await;
+        if let (Some(seal), true) = (&request.seal, result.is_err()) {
+            keys::discard(&store, &folder, seal).await;
+        }
         let manifest = result.map_err(CliError::from_display)?;
         let databases = manifest.stats.databases.unwrap_or(0) as usize;
         let tables: usize = manifest.stats.table_rows.values().map(Vec::len).sum();
@@ -199,7 +205,9 @@ pub async fn run(args: BackupArgs) -> Result<(), CliError> {
         let display = Display::start(format!("backing up {}", path.display()), progress.clone());
         let result = volume::backup(&store, &request, &progress).await;
         display.finish().await;
-        unseal_failed(&store, &folder, request.seal.is_some() && result.is_err()).await;
+        if let (Some(seal), true) = (&request.seal, result.is_err()) {
+            keys::discard(&store, &folder, seal).await;
+        }
         let manifest = result.map_err(CliError::from_display)?;
         let s = &manifest.stats;
         let mut what = format!(
@@ -237,16 +245,6 @@ async fn seal(
         .await
         .map(Some)
         .map_err(CliError::from_display)
-}
-
-/// Removes the key object of a backup that failed: without a manifest it is garbage.
-async fn unseal_failed(store: &Store, folder: &str, failed: bool) {
-    if failed {
-        let key = format!("{folder}{}", keys::KEYS);
-        if let Err(e) = store.delete(&key).await {
-            tracing::warn!("could not remove {key} of the failed backup: {e}");
-        }
-    }
 }
 
 fn summarize(manifest: &Manifest, what: &str, started: Instant) {

@@ -158,6 +158,14 @@ pub async fn rewrap(args: RewrapArgs) -> Result<(), CliError> {
         ));
     }
     let identities = args.identity.parse()?;
+    if !identities
+        .iter()
+        .any(|i| recipients.contains(&i.to_public()))
+    {
+        eprintln!(
+            "note: none of the keys given with --identity is among the new recipients; opening these backups will need the private key of one of them"
+        );
+    }
     for backup in &args.backups {
         let (store, destination) = open_store(backup, &args.s3).await?;
         let manifest = read_manifest(&store, "").await?;
@@ -173,10 +181,21 @@ pub async fn rewrap(args: RewrapArgs) -> Result<(), CliError> {
             .open(&identities, record, &destination.to_string())
             .map_err(CliError::from_display)?;
         let rewrapped = keys::wrap(&key, &recipients).map_err(CliError::from_display)?;
+        let bytes = rewrapped.to_json();
         store
-            .put_bytes(&record.keys, &rewrapped.to_json())
+            .put_bytes(&record.keys, &bytes)
             .await
             .map_err(CliError::from_display)?;
+        // Read back what the store now serves before saying it worked.
+        let stored = store
+            .get_bytes(&record.keys, keys::MAX_KEYS_BYTES)
+            .await
+            .map_err(CliError::from_display)?;
+        if stored != bytes {
+            return Err(CliError::failed(format!(
+                "{location} reads back other bytes than were written: check the store, and rewrap again"
+            )));
+        }
         eprintln!(
             "rewrapped {location}: was for {}, now for {}",
             file.recipients_shown(),

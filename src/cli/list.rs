@@ -41,6 +41,9 @@ struct Row {
     status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     problem: Option<String>,
+    /// An encrypted backup's recipients when it was taken (age public keys).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    encrypted_to: Vec<String>,
 }
 
 pub async fn run(args: ListArgs) -> Result<(), CliError> {
@@ -62,6 +65,7 @@ pub async fn run(args: ListArgs) -> Result<(), CliError> {
                     keys: m.stats.keys,
                     stored_bytes: entry.stored_bytes,
                     raw_bytes: Some(m.raw_bytes()),
+                    encrypted_to: m.encryption.map(|e| e.recipients).unwrap_or_default(),
                     name: Some(m.name),
                     status,
                     problem: None,
@@ -77,6 +81,7 @@ pub async fn run(args: ListArgs) -> Result<(), CliError> {
                     raw_bytes: None,
                     status,
                     problem: other.and_then(|r| r.err()),
+                    encrypted_to: Vec::new(),
                 },
             }
         })

@@ -148,6 +148,12 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
         )));
     }
     // An encrypted backup opens before anything else is done.
+    if manifest.encryption.is_none() && !identities.is_empty() {
+        return Err(CliError::failed(format!(
+            "{} is not encrypted, but --identity was given: if it was meant to be encrypted, it was replaced or taken without encryption; leave out --identity to restore it anyway",
+            destination.join(&folder)
+        )));
+    }
     let key = keys::unlock(&store, &folder, &manifest, &identities).await?;
     let progress = Progress::default();
     let display = Display::start(

@@ -26,6 +26,10 @@ pub async fn run(args: VerifyArgs) -> Result<(), CliError> {
     // Without a key, an encrypted backup's stored bytes are checked; with one, what they
     // decrypt and decompress to as well.
     let encrypted = manifest.encryption.is_some();
+    // The key object is checked either way: without it nobody can decrypt the backup.
+    let key_file = crate::storage::keys::check(&store, "", &manifest)
+        .await
+        .map_err(CliError::from_display)?;
     let key = if encrypted && identities.is_empty() {
         None
     } else {
@@ -54,9 +58,9 @@ pub async fn run(args: VerifyArgs) -> Result<(), CliError> {
         match &manifest.encryption {
             None => String::new(),
             Some(_) if contents => " (decrypted and checked)".to_owned(),
-            Some(record) => format!(
-                " (stored bytes only: it is encrypted to {}; give --identity to check what they decrypt to)",
-                crate::storage::keys::shown(&record.recipients)
+            Some(_) => format!(
+                " (stored bytes and key object only: it is encrypted to {}; give --identity to check what they decrypt to)",
+                key_file.map(|f| f.recipients_shown()).unwrap_or_default()
             ),
         }
     );

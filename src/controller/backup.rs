@@ -582,9 +582,17 @@ impl Run<'_> {
         &self,
         mut status: BackupStatus,
         run: &ResolvedRun,
-        summary: Summary,
+        mut summary: Summary,
     ) -> Result<Action, Error> {
         let backup = self.backup;
+        if summary.failure.is_none() && run.encryption.is_some() && !summary.encrypted {
+            // A worker that ignored the setting (one older than the CRD): never a good backup.
+            summary.failure = Some(Failure::EncryptionKeyError);
+            summary.message = format!(
+                "the backup was stored without encryption although its settings ask for it (a worker older than the CRD?): it is not a good backup; delete this Backup and upgrade Coffer; {}",
+                summary.message
+            );
+        }
         let completed = summary.completed_at.unwrap_or_else(Utc::now);
         let started = summary
             .started_at
@@ -602,6 +610,7 @@ impl Run<'_> {
             status.stored_size = summary.stored_bytes.map(crate::units::bytes);
             status.manifest_sha256 = summary.manifest_sha256.clone();
             status.stats = summary.backup.clone();
+            status.encrypted = Some(summary.encrypted);
         } else {
             status.phase = Some(BackupPhase::Failed);
         }

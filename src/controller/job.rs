@@ -143,9 +143,7 @@ pub fn build(
     }
     // Keys of encryption: optional, so that a missing one is the worker's one-line failure
     // naming it, not a Pod that cannot start until the Job's deadline.
-    if let Plan::Backup(backup) = plan
-        && let Some(encryption) = &backup.encryption
-    {
+    if let Some(encryption) = plan.encryption() {
         for (n, from) in encryption.recipients_from.iter().enumerate() {
             let name = format!("{RECIPIENTS_ENV_PREFIX}{n}");
             if let Some(secret) = &from.secret_key_ref {
@@ -717,6 +715,7 @@ mod tests {
             source: redis(),
             storage: s3(),
             folder: "shop/redis/".into(),
+            encryption: None,
         });
         let deadline = |template: Option<&JobTemplate>| {
             job_for(&check, template)

@@ -231,6 +231,7 @@ async fn act(
                 source: spec.source.clone(),
                 storage: spec.storage.clone(),
                 folder: format!("{namespace}/{name}/"),
+                encryption: spec.encryption.clone(),
             });
             let mut built = job::build(
                 &JobRequest {

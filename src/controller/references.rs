@@ -127,6 +127,25 @@ pub async fn check_storage(
     check_refs(ctx, namespace, None, storage).await
 }
 
+/// Whether the Secret `name` exists (read by its metadata only).
+pub async fn check_secret(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Problem>, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(api
+        .get_metadata_opt(name)
+        .await?
+        .is_none()
+        .then(|| Problem {
+            reason: "SecretNotFound",
+            message: format!(
+                "Secret {namespace}/{name} does not exist: create it, or fix the reference"
+            ),
+        }))
+}
+
 async fn check_refs(
     ctx: &Context,
     namespace: &str,

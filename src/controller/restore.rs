@@ -139,6 +139,16 @@ impl Step<'_> {
         {
             return self.wait(status, problem).await;
         }
+        if let Some(decryption) = &self.request.spec.decryption
+            && let Some(problem) = references::check_secret(
+                self.ctx,
+                self.namespace,
+                &decryption.identity_secret_ref.name,
+            )
+            .await?
+        {
+            return self.wait(status, problem).await;
+        }
         status.location = Some(location::display(&resolved.storage, &resolved.folder));
         status.start_time = Some(status::time(Utc::now()));
         // Record every workload's replicas before touching any, so that a restart in the
@@ -619,6 +629,17 @@ impl Step<'_> {
             Ok(run) => run,
             Err(problem) => return Ok(Err(Unresolved::Fail(problem))),
         };
+        if let (Some(encryption), None) = (&run.encryption, &spec.decryption) {
+            // Fail before any workload is stopped: the worker could not open it.
+            return Ok(Err(Unresolved::Fail(Problem {
+                reason: "EncryptionKeyError",
+                message: format!(
+                    "Backup {} is encrypted to {}: give the private key of one of them in spec.decryption.identitySecretRef of a new RestoreRequest; nothing was touched",
+                    reference.name,
+                    encryption.describe()
+                ),
+            })));
+        }
         Ok(Ok(Resolved {
             storage: run.storage,
             folder: run.folder,

@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use age::x25519;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::compat::{
-    Compat, FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt, TokioAsyncReadCompatExt,
-    TokioAsyncWriteCompatExt,
-};
+use std::io::Write;
+
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+use tokio::task::JoinHandle;
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+use tokio_util::io::SyncIoBridge;
 
 use crate::storage::manifest::EncryptionRecord;
 
@@ -84,19 +85,32 @@ impl Seal {
         &self.record
     }
 
-    /// A writer that encrypts what it is given into `out`. Shutting it down writes the last
-    /// chunk and shuts `out` down.
-    pub async fn writer<'a>(
+    /// Encrypts, on a thread of its own, what is written into the returned stream, into
+    /// `out`: the cipher then runs beside the compressor and the hashing instead of after
+    /// them. Shutting the stream down ends the age stream (its last chunk) and shuts `out`
+    /// down; the task says whether all of it was written. Memory: [`BUFFER`] plus one chunk.
+    pub fn spawn(
         &self,
-        out: impl AsyncWrite + Unpin + Send + 'a,
-    ) -> io::Result<Box<dyn AsyncWrite + Unpin + Send + 'a>> {
+        out: impl AsyncWrite + Unpin + Send + 'static,
+    ) -> io::Result<(DuplexStream, JoinHandle<io::Result<()>>)> {
         let encryptor =
             age::Encryptor::with_recipients(std::iter::once(&self.data as &dyn age::Recipient))
                 .map_err(io::Error::other)?;
-        let writer = encryptor.wrap_async_output(out.compat_write()).await?;
-        Ok(Box::new(writer.compat_write()))
+        let (input, plain) = tokio::io::duplex(BUFFER);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut plain = SyncIoBridge::new(plain);
+            let mut writer = encryptor.wrap_output(SyncIoBridge::new(out))?;
+            std::io::copy(&mut plain, &mut writer)?;
+            let mut out = writer.finish()?;
+            out.flush()?;
+            out.shutdown()
+        });
+        Ok((input, task))
     }
 }
+
+/// Bytes in flight between the compressor and the cipher's thread.
+const BUFFER: usize = 1 << 20;
 
 type Plain<'a> = Compat<age::stream::StreamReader<Compat<Box<dyn AsyncRead + Unpin + Send + 'a>>>>;
 type Header<'a> = Pin<Box<dyn Future<Output = io::Result<Plain<'a>>> + Send + 'a>>;
@@ -177,12 +191,16 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn sealed(seal: &Seal, plain: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut writer = seal.writer(&mut out).await.unwrap();
+        let (mut stored, out) = tokio::io::duplex(1 << 16);
+        let (mut writer, task) = seal.spawn(out).unwrap();
+        let reader = tokio::spawn(async move {
+            let mut bytes = Vec::new();
+            stored.read_to_end(&mut bytes).await.map(|_| bytes)
+        });
         writer.write_all(plain).await.unwrap();
         writer.shutdown().await.unwrap();
-        drop(writer);
-        out
+        task.await.unwrap().unwrap();
+        reader.await.unwrap().unwrap()
     }
 
     #[tokio::test]
@@ -213,9 +231,20 @@ mod tests {
     async fn a_cut_or_changed_ciphertext_does_not_open() {
         let key = DataKey::generate();
         let seal = Seal::new(key.public(), Vec::new(), "keys.json".into());
-        let plain = vec![7u8; 150_000];
+        // Two whole chunks: the second is the last, and age marks it so.
+        let plain = vec![7u8; 2 << 16];
         let stored = sealed(&seal, &plain).await;
-        // Cut at a chunk boundary: age knows its last chunk, so this fails too.
+        let mut whole = Vec::new();
+        open(&stored[..], &key)
+            .read_to_end(&mut whole)
+            .await
+            .unwrap();
+        assert_eq!(whole.len(), plain.len());
+        // Cut exactly at the chunk boundary (a chunk is 64 KiB and a 16-byte tag): what is
+        // left is a valid chunk that is not the last one, which age refuses.
+        let cut = &stored[..stored.len() - ((1 << 16) + 16)];
+        assert!(open(cut, &key).read_to_end(&mut Vec::new()).await.is_err());
+        // Cut inside a chunk.
         let cut = &stored[..stored.len() - 20_000];
         assert!(open(cut, &key).read_to_end(&mut Vec::new()).await.is_err());
         let mut changed = stored.clone();

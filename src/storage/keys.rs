@@ -1,4 +1,4 @@
-//! The key object of an encrypted backup (`keys.json`): the backup's data key, wrapped with
+//! The key object of an encrypted backup (`keys-<data key>.json`): the backup's data key, wrapped with
 //! age for every recipient, and the recipients' public keys. Also the parsing of the public
 //! keys (recipients) and private keys (identities) users give. Pure but for [`store`] and
 //! [`unlock`], which write and read the object.
@@ -21,8 +21,27 @@ use super::manifest::{EncryptionRecord, Manifest};
 use super::{StorageError, Store};
 use crate::pipeline::encryption::{DataKey, Seal};
 
-/// The key object's name in a backup's folder.
-pub const KEYS: &str = "keys.json";
+/// The key object's name in a backup's folder, made from the data key's public half: every
+/// attempt at a backup has its own, so two attempts on one folder never overwrite or delete
+/// each other's.
+pub fn keys_name(data: &x25519::Recipient) -> String {
+    let public = data.to_string();
+    let tag: String = public.chars().skip(4).take(12).collect();
+    format!("keys-{tag}.json")
+}
+
+/// Whether `name` can be a key object's name (a plain file name in the backup's folder).
+pub fn valid_keys_name(name: &str) -> bool {
+    name.starts_with("keys")
+        && name.ends_with(".json")
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// Most recipients a message names.
+const SHOWN: usize = 8;
 /// The key object format this version writes and reads.
 const KEYS_VERSION: u32 = 1;
 /// Key objects larger than this are refused (one holds a few hundred bytes per recipient).
@@ -47,12 +66,12 @@ pub struct KeyFile {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error(
-        "{what} {shown:?} is not an age public key (age1... from `age-keygen` or `coffer keygen`): {reason}"
+        "line {line} of {what} is not an age public key (age1..., as `age-keygen` or `coffer keygen` print){hint}"
     )]
     BadRecipient {
         what: String,
-        shown: String,
-        reason: String,
+        line: usize,
+        hint: &'static str,
     },
     #[error("{what} holds no age public key (age1...): give at least one recipient")]
     NoRecipients { what: String },
@@ -89,17 +108,22 @@ pub enum KeyError {
 }
 
 /// Parses recipients: age X25519 public keys, one per line or separated by spaces or commas;
-/// `#` starts a comment. `what` names where they came from, for errors.
+/// `#` starts a comment. `what` names where they came from, for errors, which name the line
+/// and never its text (it may come from a Secret that holds something else).
 pub fn parse_recipients(text: &str, what: &str) -> Result<Vec<x25519::Recipient>, KeyError> {
     let mut recipients = Vec::new();
-    for line in text.lines() {
+    for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or_default();
         for word in line.split([' ', '\t', ',']).filter(|w| !w.is_empty()) {
             let recipient =
-                x25519::Recipient::from_str(word).map_err(|reason| KeyError::BadRecipient {
+                x25519::Recipient::from_str(word).map_err(|_| KeyError::BadRecipient {
                     what: what.to_owned(),
-                    shown: shorten(word),
-                    reason: reason.to_owned(),
+                    line: n + 1,
+                    hint: if word.to_ascii_uppercase().starts_with("AGE-SECRET-KEY-") {
+                        ": it is a private key; give its public key instead, and keep the private one out of the cluster"
+                    } else {
+                        ""
+                    },
                 })?;
             if !recipients.contains(&recipient) {
                 recipients.push(recipient);
@@ -112,16 +136,6 @@ pub fn parse_recipients(text: &str, what: &str) -> Result<Vec<x25519::Recipient>
         });
     }
     Ok(recipients)
-}
-
-/// Never more than the start of what was given: it may be a private key put in the wrong
-/// place.
-fn shorten(word: &str) -> String {
-    if word.len() > 12 || word.to_ascii_uppercase().starts_with("AGE-SECRET") {
-        format!("{}...", word.chars().take(8).collect::<String>())
-    } else {
-        word.to_owned()
-    }
 }
 
 /// Parses an identity file: age X25519 private keys, one per line; blank lines and lines
@@ -152,14 +166,18 @@ pub fn parse_identities(text: &str, what: &str) -> Result<Vec<x25519::Identity>,
 pub fn seal_new(recipients: &[x25519::Recipient]) -> Result<(Seal, KeyFile), KeyError> {
     let key = DataKey::generate();
     let file = wrap(&key, recipients)?;
-    let seal = Seal::new(key.public(), file.recipients.clone(), KEYS.to_owned());
+    let seal = Seal::new(
+        key.public(),
+        file.recipients.clone(),
+        keys_name(&key.public()),
+    );
     Ok((seal, file))
 }
 
 /// The key object holding `key` for `recipients`.
 pub fn wrap(key: &DataKey, recipients: &[x25519::Recipient]) -> Result<KeyFile, KeyError> {
     let damaged = |reason: String| KeyError::Damaged {
-        location: KEYS.to_owned(),
+        location: keys_name(&key.public()),
         reason,
     };
     if recipients.is_empty() {
@@ -214,9 +232,28 @@ impl KeyFile {
         Ok(file)
     }
 
-    /// The recipients, for messages.
+    /// The recipients, for messages: only what parses as a public key (the object comes
+    /// from the bucket), at most a few.
     pub fn recipients_shown(&self) -> String {
-        shown(&self.recipients)
+        let valid: Vec<String> = self
+            .recipients
+            .iter()
+            .filter(|r| x25519::Recipient::from_str(r).is_ok())
+            .cloned()
+            .collect();
+        shown(&valid)
+    }
+
+    /// Checks that this key object belongs to the backup whose manifest has `record`.
+    pub fn check(&self, record: &EncryptionRecord, location: &str) -> Result<(), KeyError> {
+        if self.data_recipient != record.data_recipient {
+            return Err(KeyError::Foreign {
+                location: location.to_owned(),
+                found: shorten_key(&self.data_recipient),
+                expected: record.data_recipient.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Unwraps the data key with the first of `identities` that can, and checks that it is
@@ -240,8 +277,7 @@ impl KeyFile {
         let decryptor =
             age::Decryptor::new_buffered(ArmoredReader::new(self.wrapped.as_bytes()))
                 .map_err(|e| damaged(format!("its wrapped key is not an age file ({e})")))?;
-        let mut reader = match decryptor.decrypt(identities.iter().map(|i| i as &dyn age::Identity))
-        {
+        let reader = match decryptor.decrypt(identities.iter().map(|i| i as &dyn age::Identity)) {
             Ok(reader) => reader,
             Err(age::DecryptError::NoMatchingKeys) => {
                 return Err(KeyError::WrongIdentity {
@@ -251,15 +287,17 @@ impl KeyFile {
             }
             Err(e) => return Err(damaged(format!("its wrapped key cannot be opened ({e})"))),
         };
-        let mut secret = String::new();
+        let mut secret = zeroize::Zeroizing::new(String::with_capacity(128));
         reader
+            .take(1024)
             .read_to_string(&mut secret)
             .map_err(|e| damaged(format!("its wrapped key cannot be opened ({e})")))?;
         let identity = x25519::Identity::from_str(secret.trim())
             .map_err(|_| damaged("its wrapped key is not an age private key".to_owned()))?;
         let key = DataKey::from_identity(identity);
         let found = key.public().to_string();
-        if found != record.data_recipient || found != self.data_recipient {
+        self.check(record, location)?;
+        if found != record.data_recipient {
             return Err(KeyError::Foreign {
                 location: location.to_owned(),
                 found,
@@ -288,7 +326,7 @@ pub async fn store(
 ) -> Result<Seal, UnlockError> {
     let (seal, file) = seal_new(recipients)?;
     store
-        .put_bytes(&format!("{folder}{KEYS}"), &file.to_json())
+        .put_bytes(&format!("{folder}{}", seal.record().keys), &file.to_json())
         .await?;
     Ok(seal)
 }
@@ -299,6 +337,13 @@ pub async fn read(
     folder: &str,
     record: &EncryptionRecord,
 ) -> Result<(KeyFile, String), UnlockError> {
+    if !valid_keys_name(&record.keys) {
+        return Err(KeyError::Damaged {
+            location: store.location(folder),
+            reason: "its manifest names a key object that is not a file in its folder".to_owned(),
+        }
+        .into());
+    }
     let key = format!("{folder}{}", record.keys);
     let location = store.location(&key);
     let bytes = match store.get_bytes(&key, MAX_KEYS_BYTES).await {
@@ -338,14 +383,56 @@ pub async fn unlock(
     Ok(Some(file.open(identities, record, &location)?))
 }
 
-/// Public keys for a message: `age1abc…, age1def…` (in full: they are what users compare
-/// with their key list).
-pub fn shown(recipients: &[String]) -> String {
-    if recipients.is_empty() {
-        "no recipient".to_owned()
-    } else {
-        recipients.join(", ")
+/// Without a key: that the key object of the encrypted backup in `folder` is there, reads,
+/// and belongs to the backup. Without it nobody can decrypt the backup, whatever else is
+/// intact. Returns it, or none when the backup is not encrypted.
+pub async fn check(
+    store: &Store,
+    folder: &str,
+    manifest: &Manifest,
+) -> Result<Option<KeyFile>, UnlockError> {
+    let Some(record) = &manifest.encryption else {
+        return Ok(None);
+    };
+    let (file, location) = read(store, folder, record).await?;
+    file.check(record, &location)?;
+    Ok(Some(file))
+}
+
+/// Removes the key object of a backup that failed, unless a manifest turned up in its
+/// folder after all (a write reported as failed that took effect): then the backup exists
+/// and needs it.
+pub async fn discard(store: &Store, folder: &str, seal: &Seal) {
+    let manifest = format!("{folder}{}", super::manifest::MANIFEST);
+    match store.list(folder).await {
+        Ok(objects) if objects.iter().all(|o| o.key != manifest) => {}
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(
+                "left the key object of the failed backup in {folder} ({e}); the sweep removes it"
+            );
+            return;
+        }
     }
+    let key = format!("{folder}{}", seal.record().keys);
+    if let Err(e) = store.delete(&key).await {
+        tracing::warn!("could not remove {key} of the failed backup: {e}");
+    }
+}
+
+/// Public keys for a message: `age1abc…, age1def…` (in full: they are what users compare
+/// with their key list), at most [`SHOWN`] of them.
+pub fn shown(recipients: &[String]) -> String {
+    match recipients.len() {
+        0 => "no recipient".to_owned(),
+        n if n > SHOWN => format!("{} and {} more", recipients[..SHOWN].join(", "), n - SHOWN),
+        _ => recipients.join(", "),
+    }
+}
+
+/// A key from the bucket, for a message: at most a public key's length.
+fn shorten_key(key: &str) -> String {
+    key.chars().take(64).collect()
 }
 
 #[cfg(test)]
@@ -376,6 +463,24 @@ mod tests {
         assert!(err.to_string().contains(&file.recipients[0]), "{err}");
         let err = file.open(&[], &record(&seal), "k").unwrap_err();
         assert!(err.to_string().contains("--identity"), "{err}");
+    }
+
+    #[test]
+    fn each_data_key_has_its_own_key_object_name() {
+        let (a, _) = seal_new(&[x25519::Identity::generate().to_public()]).unwrap();
+        let (b, _) = seal_new(&[x25519::Identity::generate().to_public()]).unwrap();
+        assert_ne!(a.record().keys, b.record().keys);
+        assert!(valid_keys_name(&a.record().keys), "{}", a.record().keys);
+        for bad in [
+            "../keys.json",
+            "/etc/keys.json",
+            "keys/../../x.json",
+            "manifest.json",
+        ] {
+            assert!(!valid_keys_name(bad), "{bad}");
+        }
+        let many: Vec<String> = (0..12).map(|i| format!("age1k{i}")).collect();
+        assert!(shown(&many).ends_with("and 4 more"), "{}", shown(&many));
     }
 
     #[test]
@@ -414,14 +519,24 @@ mod tests {
         assert_eq!(parse_recipients(&text, "r").unwrap().len(), 2);
         let err = parse_recipients("age1nope", "--recipient").unwrap_err();
         assert!(
-            err.to_string().starts_with("--recipient \"age1nope\""),
+            err.to_string()
+                .starts_with("line 1 of --recipient is not an age public key"),
             "{err}"
         );
         assert!(parse_recipients("# none\n", "r").is_err());
         // A private key given as a recipient is refused without being echoed.
         let secret = a.to_string().expose_secret().to_owned();
-        let err = parse_recipients(&secret, "r").unwrap_err().to_string();
-        assert!(!err.contains(&secret[12..]), "{err}");
+        let err = parse_recipients(&format!("# x\n{secret}"), "r")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains(&secret[15..25]), "{err}");
+        assert!(
+            err.contains("line 2") && err.contains("it is a private key"),
+            "{err}"
+        );
+        // Something else (a password in the wrong Secret) is never echoed either.
+        let err = parse_recipients("hunter2", "r").unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
 
         let ids = format!(
             "# created\n{}\n\n{}\n",

@@ -266,6 +266,20 @@ impl Manifest {
                 self.format_version
             ));
         }
+        if let Some(e) = &self.encryption {
+            if e.scheme != crate::pipeline::encryption::SCHEME {
+                return Err(format!(
+                    "it is encrypted with {:?}, which this Coffer does not know: upgrade Coffer",
+                    e.scheme
+                ));
+            }
+            if !super::keys::valid_keys_name(&e.keys) {
+                return Err("its key object is not a file in its folder".to_owned());
+            }
+            if !e.data_recipient.starts_with("age1") || e.recipients.is_empty() {
+                return Err("its encryption record names no valid keys".to_owned());
+            }
+        }
         if self.completed_at < self.started_at {
             return Err("it completed before it started".to_owned());
         }
@@ -361,12 +375,16 @@ mod tests {
         assert!(Manifest::from_json(&m.to_json(), "x").is_err());
         m.encryption = Some(EncryptionRecord {
             scheme: "age-x25519".into(),
-            keys: "keys.json".into(),
+            keys: "keys-abc.json".into(),
             data_recipient: "age1data".into(),
             recipients: vec!["age1user".into()],
         });
         assert_eq!(Manifest::from_json(&m.to_json(), "x").unwrap(), m);
         m.format_version = FORMAT_VERSION;
+        assert!(Manifest::from_json(&m.to_json(), "x").is_err());
+        // A key object outside the folder is refused.
+        m.format_version = ENCRYPTED_FORMAT_VERSION;
+        m.encryption.as_mut().unwrap().keys = "../../other/keys.json".into();
         assert!(Manifest::from_json(&m.to_json(), "x").is_err());
 
         let err = Manifest::from_json(b"{not json", "x").unwrap_err();

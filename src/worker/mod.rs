@@ -61,8 +61,11 @@ impl std::fmt::Debug for Environment {
 
 /// The recipients a backup is encrypted to, from the plan and the environment; none when it
 /// is not to be encrypted.
-fn recipients(plan: &BackupPlan, env: &Environment) -> Result<Vec<age::x25519::Recipient>, Failed> {
-    let Some(encryption) = &plan.encryption else {
+fn recipients(
+    encryption: Option<&crate::api::Encryption>,
+    env: &Environment,
+) -> Result<Vec<age::x25519::Recipient>, Failed> {
+    let Some(encryption) = encryption else {
         return Ok(Vec::new());
     };
     let key_error = |e: keys::KeyError| fail(Failure::EncryptionKeyError, e);
@@ -250,6 +253,9 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
             catalog::read_manifest(&store, &plan.folder).await,
         ) && manifest.owner.as_ref().is_some_and(|o| o.uid == owner.uid)
         {
+            keys::check(&store, &plan.folder, &manifest)
+                .await
+                .map_err(|e| unlock_failure(&e))?;
             return Ok(backed_up(&manifest, &plan.folder, &location));
         }
         return Err(fail(
@@ -257,7 +263,7 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
             format!("a backup already exists at {location}; nothing was written"),
         ));
     }
-    let recipients = recipients(plan, env)?;
+    let recipients = recipients(plan.encryption.as_ref(), env)?;
     let seal = if recipients.is_empty() {
         None
     } else {
@@ -267,14 +273,10 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
                 .map_err(|e| unlock_failure(&e))?,
         )
     };
-    let encrypted = seal.is_some();
-    let result = take(plan, env, &store, seal).await;
-    if encrypted && result.is_err() {
+    let result = take(plan, env, &store, seal.clone()).await;
+    if let (Some(seal), true) = (&seal, result.is_err()) {
         // Without a manifest the key object is garbage.
-        let key = format!("{}{}", plan.folder, keys::KEYS);
-        if let Err(e) = store.delete(&key).await {
-            tracing::warn!("could not remove {key} of the failed backup: {e}");
-        }
+        keys::discard(&store, &plan.folder, seal).await;
     }
     Ok(backed_up(&result?, &plan.folder, &location))
 }
@@ -396,6 +398,7 @@ fn backed_up(manifest: &Manifest, folder: &str, location: &str) -> Summary {
         stored_bytes: Some(manifest.stored_bytes()),
         manifest_sha256: Some(hex::encode(Sha256::digest(manifest.to_json()))),
         backup: Some(backup_stats(manifest)),
+        encrypted: manifest.encryption.is_some(),
         ..Summary::default()
     }
 }
@@ -463,12 +466,31 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
         ));
     }
     // An encrypted backup opens before the target is touched.
-    let identities = match &env.identity {
-        Some(text) => {
+    let identities = match (&env.identity, &plan.identity_secret) {
+        (_, Some(_)) if manifest.encryption.is_none() => {
+            // A key was given for a backup that should be encrypted and is not: it may have
+            // been replaced in the bucket.
+            return Err(fail(
+                Failure::EncryptionKeyError,
+                format!(
+                    "{location} is not encrypted, but spec.decryption gives a key for it: if the backup was meant to be encrypted, it was replaced or taken without encryption; remove spec.decryption to restore it anyway; nothing was restored"
+                ),
+            ));
+        }
+        (Some(text), _) => {
             keys::parse_identities(text, "the Secret key in spec.decryption.identitySecretRef")
                 .map_err(|e| fail(Failure::EncryptionKeyError, e))?
         }
-        None => Vec::new(),
+        (None, Some(secret)) => {
+            return Err(fail(
+                Failure::EncryptionKeyError,
+                format!(
+                    "spec.decryption names key {} of Secret {}, which does not exist or is empty: create it with the age identity file; nothing was restored",
+                    secret.key, secret.name
+                ),
+            ));
+        }
+        (None, None) => Vec::new(),
     };
     let key = keys::unlock(&store, "", &manifest, &identities)
         .await
@@ -668,6 +690,9 @@ async fn inspect(plan: &InspectPlan, env: &Environment) -> Outcome {
             ),
         ));
     }
+    keys::check(&root, &folder, &manifest)
+        .await
+        .map_err(|e| unlock_failure(&e))?;
     Ok(backed_up(&manifest, &folder, &location))
 }
 
@@ -737,7 +762,22 @@ async fn check(plan: &CheckPlan, env: &Environment) -> Outcome {
     };
     let folder = normalized(&plan.folder);
     let (store, destination) = open(&plan.storage, env, &folder).await?;
-    let storage = probe::storage(&store, &destination.to_string()).await;
+    let mut storage = probe::storage(&store, &destination.to_string()).await;
+    if let Err(e) = recipients(plan.encryption.as_ref(), env) {
+        // Backups could be stored but not encrypted: the store's side of the check fails.
+        storage = probe::Finding {
+            subject: "storage",
+            ok: false,
+            message: if storage.ok {
+                format!("backups cannot be encrypted: {}", e.message)
+            } else {
+                format!(
+                    "{}; backups cannot be encrypted: {}",
+                    storage.message, e.message
+                )
+            },
+        };
+    }
     let failure = match (source.ok, storage.ok) {
         (true, true) => None,
         (false, _) => Some(Failure::SourceUnreachable),

@@ -55,6 +55,9 @@ pub struct CheckPlan {
     pub source: BackupSource,
     pub storage: BackupStorage,
     pub folder: String,
+    /// The schedule's encryption: its recipients must be usable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::api::Encryption>,
 }
 
 /// Take one backup.
@@ -155,6 +158,15 @@ impl Plan {
             Self::Inspect(p) => &p.storage,
             Self::Sweep(p) => &p.storage,
             Self::Check(p) => &p.storage,
+        }
+    }
+
+    /// The encryption a backup or a check works with.
+    pub fn encryption(&self) -> Option<&crate::api::Encryption> {
+        match self {
+            Self::Backup(p) => p.encryption.as_ref(),
+            Self::Check(p) => p.encryption.as_ref(),
+            Self::Restore(_) | Self::Delete(_) | Self::Inspect(_) | Self::Sweep(_) => None,
         }
     }
 

@@ -91,6 +91,9 @@ pub struct Summary {
     pub manifest_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupStats>,
+    /// A backup: its data is encrypted (the manifest has an encryption record).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreStats>,
     /// A sweep: leftovers removed.

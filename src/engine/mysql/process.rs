@@ -84,7 +84,7 @@ fn quoted(value: &str) -> String {
 /// A program ready to run with the credentials; `MYSQL_PWD` and `MYSQL_HOST` are taken out of
 /// its environment so the option file decides.
 pub fn command(program: &Path, credentials: &Credentials) -> Command {
-    let mut command = Command::new(program);
+    let mut command = crate::engine::child_command(program);
     command
         .env_remove("MYSQL_PWD")
         .env_remove("MYSQL_HOST")

@@ -127,7 +127,7 @@ impl MyTools {
                 if !(dump.is_file() && client.is_file()) {
                     continue;
                 }
-                let Ok(output) = tokio::process::Command::new(&dump)
+                let Ok(output) = crate::engine::child_command(&dump)
                     .arg("--version")
                     .output()
                     .await

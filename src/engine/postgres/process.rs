@@ -68,7 +68,7 @@ pub fn conninfo(target: &PgTarget, database: &str) -> String {
 
 /// A program ready to run with the credentials, its environment cleaned of `PG*` variables.
 pub fn command(program: &Path, credentials: &Credentials) -> Command {
-    let mut command = Command::new(program);
+    let mut command = crate::engine::child_command(program);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PG") {
             command.env_remove(&key);

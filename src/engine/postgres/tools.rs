@@ -57,7 +57,7 @@ impl PgTools {
             path.is_file().then_some(path)
         };
         let pg_dump = pick("pg_dump")?;
-        let output = tokio::process::Command::new(&pg_dump)
+        let output = crate::engine::child_command(&pg_dump)
             .arg("--version")
             .output()
             .await
