@@ -14,15 +14,18 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use age::x25519;
 use std::io::Write;
 
-use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 use tokio_util::io::SyncIoBridge;
+use tokio_util::sync::PollSender;
 
 use crate::storage::manifest::EncryptionRecord;
 
@@ -87,30 +90,86 @@ impl Seal {
 
     /// Encrypts, on a thread of its own, what is written into the returned stream, into
     /// `out`: the cipher then runs beside the compressor and the hashing instead of after
-    /// them. Shutting the stream down ends the age stream (its last chunk) and shuts `out`
-    /// down; the task says whether all of it was written. Memory: [`BUFFER`] plus one chunk.
+    /// them. Bytes cross to that thread in chunks of [`CHUNK`] and leave it in pieces of
+    /// [`BUFFER`], so that the threads wake each other rarely. Shutting the stream down ends
+    /// the age stream (its last chunk) and shuts `out` down; the task says whether all of it
+    /// was written. Memory: a few chunks and the buffer.
     pub fn spawn(
         &self,
         out: impl AsyncWrite + Unpin + Send + 'static,
-    ) -> io::Result<(DuplexStream, JoinHandle<io::Result<()>>)> {
+    ) -> io::Result<(ChunkWriter, JoinHandle<io::Result<()>>)> {
         let encryptor =
             age::Encryptor::with_recipients(std::iter::once(&self.data as &dyn age::Recipient))
                 .map_err(io::Error::other)?;
-        let (input, plain) = tokio::io::duplex(BUFFER);
+        let (sender, mut receiver) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
         let task = tokio::task::spawn_blocking(move || {
-            let mut plain = SyncIoBridge::new(plain);
-            let mut writer = encryptor.wrap_output(SyncIoBridge::new(out))?;
-            std::io::copy(&mut plain, &mut writer)?;
+            let out = std::io::BufWriter::with_capacity(BUFFER, SyncIoBridge::new(out));
+            let mut writer = encryptor.wrap_output(out)?;
+            while let Some(chunk) = receiver.blocking_recv() {
+                writer.write_all(&chunk)?;
+            }
             let mut out = writer.finish()?;
             out.flush()?;
-            out.shutdown()
+            out.into_inner().map_err(|e| e.into_error())?.shutdown()
         });
-        Ok((input, task))
+        let writer = ChunkWriter {
+            buffer: BytesMut::with_capacity(CHUNK),
+            sender: PollSender::new(sender),
+        };
+        Ok((writer, task))
     }
 }
 
-/// Bytes in flight between the compressor and the cipher's thread.
+/// Plaintext handed to the cipher's thread at a time.
+const CHUNK: usize = 256 << 10;
+/// Chunks waiting for the cipher's thread.
+const CHUNKS_IN_FLIGHT: usize = 4;
+/// Ciphertext gathered before it is written out.
 const BUFFER: usize = 1 << 20;
+
+/// The writing end of [`Seal::spawn`].
+pub struct ChunkWriter {
+    buffer: BytesMut,
+    sender: PollSender<Bytes>,
+}
+
+impl ChunkWriter {
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the encryption stopped");
+        ready!(self.sender.poll_reserve(cx)).map_err(|_| gone())?;
+        let chunk = self.buffer.split().freeze();
+        self.sender.send_item(chunk).map_err(|_| gone())?;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for ChunkWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.buffer.len() >= CHUNK {
+            ready!(self.poll_send(cx))?;
+        }
+        let n = data.len().min(CHUNK - self.buffer.len());
+        self.buffer.extend_from_slice(&data[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.buffer.is_empty() {
+            ready!(self.poll_send(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_flush(cx))?;
+        self.sender.close();
+        Poll::Ready(Ok(()))
+    }
+}
 
 type Plain<'a> = Compat<age::stream::StreamReader<Compat<Box<dyn AsyncRead + Unpin + Send + 'a>>>>;
 type Header<'a> = Pin<Box<dyn Future<Output = io::Result<Plain<'a>>> + Send + 'a>>;
