@@ -624,3 +624,69 @@ async fn a_failed_backup_leaves_no_key_object_and_a_lost_one_fails_verify() {
     );
     assert!(!into.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_works_against_a_second_s3_implementation_with_object_lock() {
+    let server = coffer_testenv::VersityServer::start().unwrap();
+    support::versity_client(&server)
+        .create_bucket()
+        .bucket("vault")
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let env = server.env();
+    let keys = Keys::new(1);
+    let source = tempfile::tempdir().unwrap();
+    // Large enough for several multipart parts.
+    std::fs::write(source.path().join("big.bin"), support::noise(12 << 20)).unwrap();
+    std::fs::write(source.path().join("note.txt"), format!("{MARKER}\n")).unwrap();
+    let (said, _) = ok(
+        &[
+            "check",
+            source.path().to_str().unwrap(),
+            "--to",
+            "s3://vault/v",
+        ],
+        &env,
+    );
+    assert!(!said.contains("FAIL"), "{said}");
+    let (location, _) = ok(
+        &[
+            "backup",
+            source.path().to_str().unwrap(),
+            "--to",
+            "s3://vault/v",
+            "--recipient",
+            &keys.publics[0],
+        ],
+        &env,
+    );
+    let stored = files_holding(&server.data_dir(), MARKER.as_bytes());
+    assert!(stored.is_empty(), "plaintext in the bucket: {stored:?}");
+    let (_, listed) = ok(&["list", "s3://vault/v"], &env);
+    assert!(support::cli::stdout(&listed).contains(" ok "), "{listed:?}");
+    ok(&["verify", &location, "--identity", keys.file(0)], &env);
+    let target = tempfile::tempdir().unwrap();
+    let into = target.path().join("back");
+    ok(
+        &[
+            "restore",
+            &location,
+            "--to",
+            into.to_str().unwrap(),
+            "--identity",
+            keys.file(0),
+        ],
+        &env,
+    );
+    assert_eq!(
+        support::tree::describe(&into),
+        support::tree::describe(source.path())
+    );
+    ok(&["delete", &location], &env);
+    let (_, listed) = ok(&["list", "s3://vault/v", "--output", "json"], &env);
+    assert_eq!(support::cli::stdout(&listed).trim(), "[]");
+    let (_, gc) = ok(&["gc", "s3://vault/v"], &env);
+    assert!(!support::cli::stdout(&gc).contains("upload"), "{gc:?}");
+}

@@ -6,7 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use coffer::storage::{Destination, S3Options, StorageError, Store};
-use coffer_testenv::S3Server;
+use coffer_testenv::{S3Server, VersityServer};
 use tokio::io::AsyncReadExt;
 
 mod support;
@@ -165,6 +165,76 @@ async fn s3_backend_behaves_like_a_store() {
         server.open_multipart_uploads(),
         0,
         "every multipart upload was completed or aborted"
+    );
+}
+
+/// A store in `bucket` of versitygw, the second S3 implementation, made with object lock
+/// when `locked`.
+async fn versity_store(server: &VersityServer, bucket: &str, locked: bool) -> Store {
+    support::versity_client(server)
+        .create_bucket()
+        .bucket(bucket)
+        .object_lock_enabled_for_bucket(locked)
+        .send()
+        .await
+        .unwrap();
+    let options = S3Options {
+        credentials: Some((
+            server.access_key().to_owned(),
+            server.secret_key().to_owned(),
+        )),
+        endpoint: Some(server.endpoint()),
+        region: Some("us-east-1".to_owned()),
+        part_size: Some(5 << 20),
+        parts_in_flight: Some(2),
+        ..S3Options::default()
+    };
+    let dest = Destination::parse(&format!("s3://{bucket}/prefix")).unwrap();
+    Store::open(&dest, &options).await
+}
+
+#[tokio::test]
+async fn a_second_s3_implementation_behaves_the_same_with_and_without_object_lock() {
+    let server = VersityServer::start().unwrap();
+    for (bucket, locked) in [("plain", false), ("locked", true)] {
+        let store = versity_store(&server, bucket, locked).await;
+        store.preflight().await.unwrap();
+        same_behaviour(&store).await;
+        let open = support::versity_client(&server)
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            open.uploads().is_empty(),
+            "every multipart upload was completed or aborted in {bucket}: {open:?}"
+        );
+    }
+    // Its errors read like the first server's.
+    let options = S3Options {
+        credentials: Some((server.access_key().to_owned(), "wrong".to_owned())),
+        endpoint: Some(server.endpoint()),
+        region: Some("us-east-1".to_owned()),
+        ..S3Options::default()
+    };
+    let store = Store::open(&Destination::parse("s3://plain/x").unwrap(), &options).await;
+    let refused = store.preflight().await.unwrap_err().to_string();
+    assert!(refused.contains("S3 refused the credentials"), "{refused}");
+    let mut options = options;
+    options.credentials = Some((
+        server.access_key().to_owned(),
+        server.secret_key().to_owned(),
+    ));
+    let store = Store::open(
+        &Destination::parse("s3://no-such-bucket/x").unwrap(),
+        &options,
+    )
+    .await;
+    let missing = store.preflight().await.unwrap_err().to_string();
+    assert!(
+        missing.contains("bucket \"no-such-bucket\" does not exist"),
+        "{missing}"
     );
 }
 

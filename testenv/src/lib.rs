@@ -6,6 +6,8 @@
 //!   non-root user when the tests run as root.
 //! - [`S3Server`]: an S3-compatible server (`s3s-fs`, plus ListMultipartUploads) in this
 //!   process, serving real HTTP.
+//! - [`VersityServer`]: a second, independent S3 server (versitygw, built from its Go module)
+//!   that enforces object lock and versioning.
 //! - [`SmtpServer`]: Debian's aiosmtpd with STARTTLS and AUTH, keeping every message.
 //! - [`ControlPlane`]: etcd, kube-apiserver and kube-controller-manager built from their Go
 //!   modules (`tools/k8s/build`), with the [`ProcessKubelet`] running Pods as processes, or
@@ -31,6 +33,7 @@ mod s3_journal;
 mod s3_tamper;
 mod s3_uploads;
 mod smtp;
+mod versitygw;
 
 pub use control_plane::{
     ControlPlane, ControlPlaneOptions, NODE_NAME, TEST_NAMESPACE_LABEL, TestNamespace, USERS,
@@ -48,6 +51,7 @@ pub use redis::RedisServer;
 pub use s3::S3Server;
 pub use s3_hold::Held;
 pub use smtp::SmtpServer;
+pub use versitygw::VersityServer;
 
 /// Results of this crate.
 pub type Result<T, E = TestEnvError> = std::result::Result<T, E>;

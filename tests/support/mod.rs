@@ -64,13 +64,21 @@ pub fn cel_errors(
 
 /// An S3 client for `server` with its credentials, for test setup (creating buckets).
 pub fn s3_client(server: &coffer_testenv::S3Server) -> aws_sdk_s3::Client {
+    client_for(&server.endpoint(), server.access_key(), server.secret_key())
+}
+
+/// An S3 client for the second S3 server (versitygw).
+pub fn versity_client(server: &coffer_testenv::VersityServer) -> aws_sdk_s3::Client {
+    client_for(&server.endpoint(), server.access_key(), server.secret_key())
+}
+
+fn client_for(endpoint: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-    let credentials =
-        Credentials::new(server.access_key(), server.secret_key(), None, None, "test");
+    let credentials = Credentials::new(access_key, secret_key, None, None, "test");
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(server.endpoint())
-        .region(Region::new(server.region()))
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
         .credentials_provider(credentials)
         .force_path_style(true)
         .build();
