@@ -5,6 +5,7 @@
 //! plan (`COFFER_PLAN`), the source's password (`COFFER_PASSWORD`) and the store's
 //! credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), the last two from Secrets.
 
+mod encryption;
 mod failure;
 pub mod plan;
 pub mod summary;
@@ -29,6 +30,7 @@ use crate::storage::keys;
 use crate::storage::manifest::{MANIFEST, Manifest};
 use crate::storage::purge::{self, PurgeError};
 use crate::storage::{Destination, S3Options, Store};
+use encryption::{recipients, unlock_failure};
 use plan::{BackupPlan, CheckPlan, DeletePlan, InspectPlan, RestorePlan, SweepPlan};
 
 /// Where the worker finds its mounted claims and secrets.
@@ -57,53 +59,6 @@ impl std::fmt::Debug for Environment {
             .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
             .finish()
     }
-}
-
-/// The recipients a backup is encrypted to, from the plan and the environment; none when it
-/// is not to be encrypted.
-fn recipients(
-    encryption: Option<&crate::api::Encryption>,
-    env: &Environment,
-) -> Result<Vec<age::x25519::Recipient>, Failed> {
-    let Some(encryption) = encryption else {
-        return Ok(Vec::new());
-    };
-    let key_error = |e: keys::KeyError| fail(Failure::EncryptionKeyError, e);
-    let mut all = Vec::new();
-    if !encryption.recipients.is_empty() {
-        let inline = encryption.recipients.join("\n");
-        all.extend(
-            keys::parse_recipients(&inline, "spec.encryption.recipients").map_err(key_error)?,
-        );
-    }
-    for (n, from) in encryption.recipients_from.iter().enumerate() {
-        let what = match (&from.secret_key_ref, &from.config_map_key_ref) {
-            (Some(s), _) => format!("key {} of Secret {}", s.key, s.name),
-            (None, Some(m)) => format!("key {} of ConfigMap {}", m.key, m.name),
-            (None, None) => format!("spec.encryption.recipientsFrom[{n}]"),
-        };
-        let text = env.recipients.get(&n).ok_or_else(|| {
-            fail(
-                Failure::EncryptionKeyError,
-                format!(
-                    "spec.encryption.recipientsFrom names the {what}, which does not exist: create it with the recipients' age public keys, one per line"
-                ),
-            )
-        })?;
-        all.extend(keys::parse_recipients(text, &what).map_err(key_error)?);
-    }
-    let mut unique: Vec<age::x25519::Recipient> = Vec::new();
-    for recipient in all {
-        if !unique.contains(&recipient) {
-            unique.push(recipient);
-        }
-    }
-    if unique.is_empty() {
-        return Err(key_error(keys::KeyError::NoRecipients {
-            what: "spec.encryption".to_owned(),
-        }));
-    }
-    Ok(unique)
 }
 
 /// Runs the plan to the end and says how it went; never panics on bad input.
@@ -279,14 +234,6 @@ async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
         keys::discard(&store, &plan.folder, seal).await;
     }
     Ok(backed_up(&result?, &plan.folder, &location))
-}
-
-/// A key problem, or the store failing to hold or serve the key object.
-fn unlock_failure(e: &keys::UnlockError) -> Failed {
-    match e {
-        keys::UnlockError::Key(k) => fail(Failure::EncryptionKeyError, k),
-        keys::UnlockError::Storage(s) => fail(s, s),
-    }
 }
 
 /// Runs the engine of the plan's source.
