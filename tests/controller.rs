@@ -1612,6 +1612,28 @@ async fn an_encrypted_schedule_gives_workers_public_keys_only_and_restores_with_
         assert!(!spec.contains("AGE-SECRET-KEY"), "{spec}");
     }
 
+    // A key given for a backup that is not encrypted: refused before anything is touched.
+    create::<Backup>(
+        &ns,
+        json!({"metadata": {"name": "plain"}, "spec": {"source": source, "storage": storage(&s3)}}),
+    )
+    .await;
+    let status = finished_backup(&ns, "plain").await.status.unwrap();
+    assert_eq!(status.phase, Some(BackupPhase::Succeeded), "{status:?}");
+    assert_eq!(status.encrypted, Some(false));
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "key-for-plain"}, "spec": {"backupRef": {"name": "plain"},
+            "decryption": {"identitySecretRef": {"name": "restore-key", "key": "identity"}},
+            "quiesce": [{"kind": "Deployment", "name": "bot-app"}]}}),
+    )
+    .await;
+    let status = finished_restore(&ns, "key-for-plain").await.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Failed), "{status:?}");
+    let message = assert_not_ready(&status.conditions, "EncryptionKeyError");
+    assert!(message.contains("is not encrypted"), "{message}");
+    assert!(status.quiesced.is_empty(), "{status:?}");
+
     // A ConfigMap that does not exist: the backup fails at once, naming it.
     create::<Backup>(&ns, json!({"metadata": {"name": "lost-keys"}, "spec": {"source": source,
         "storage": storage(&s3), "encryption": {"recipientsFrom": [{"configMapKeyRef": {"name": "gone", "key": "k"}}]}}})).await;

@@ -394,19 +394,28 @@ async fn a_volume_rewrapped_for_a_new_key_opens_with_it_only_and_its_data_is_not
     assert!(stderr(&out).contains("decrypted and checked"), "{out:?}");
 
     // Rotation: the first key is retired, the third added.
-    let (_, out) = ok(
-        &[
-            "rewrap",
-            &location,
-            "--identity",
-            keys.file(0),
-            "--recipient",
-            &keys.publics[1],
-            "--recipient",
-            &keys.publics[2],
-        ],
-        &s3.env(),
+    let rewrap = [
+        "rewrap",
+        &location,
+        "--identity",
+        keys.file(0),
+        "--recipient",
+        &keys.publics[1],
+        "--recipient",
+        &keys.publics[2],
+    ];
+    // The key that opens it is not among the new recipients: refused unless forced.
+    let refused = support::cli::coffer(&rewrap, &s3.env());
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        stderr(&refused)
+            .contains("none of the keys given with --identity is among the new recipients"),
+        "{refused:?}"
     );
+    assert_eq!(stamp(&s3, &keys_object).await, keys_before);
+    let mut forced = rewrap.to_vec();
+    forced.push("--force");
+    let (_, out) = ok(&forced, &s3.env());
     assert!(stderr(&out).contains("now for"), "{out:?}");
     assert_eq!(
         stamp(&s3, &data).await,
@@ -657,6 +666,8 @@ async fn the_command_line_works_against_a_second_s3_implementation_with_object_l
             source.path().to_str().unwrap(),
             "--to",
             "s3://vault/v",
+            "--compression",
+            "none",
             "--recipient",
             &keys.publics[0],
         ],

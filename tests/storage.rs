@@ -199,6 +199,13 @@ async fn a_second_s3_implementation_behaves_the_same_with_and_without_object_loc
     for (bucket, locked) in [("plain", false), ("locked", true)] {
         let store = versity_store(&server, bucket, locked).await;
         store.preflight().await.unwrap();
+        // The lock is real where it was asked for, and absent elsewhere.
+        let lock = support::versity_client(&server)
+            .get_object_lock_configuration()
+            .bucket(bucket)
+            .send()
+            .await;
+        assert_eq!(lock.is_ok(), locked, "{lock:?}");
         same_behaviour(&store).await;
         let open = support::versity_client(&server)
             .list_multipart_uploads()

@@ -144,6 +144,10 @@ pub struct RewrapArgs {
     pub identity: IdentityArgs,
     #[command(flatten)]
     pub recipients: RecipientArgs,
+    /// Rewrap even when none of the --identity keys is among the new recipients (the keys
+    /// you hold will no longer open the backups).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub s3: S3Args,
 }
@@ -158,13 +162,14 @@ pub async fn rewrap(args: RewrapArgs) -> Result<(), CliError> {
         ));
     }
     let identities = args.identity.parse()?;
-    if !identities
-        .iter()
-        .any(|i| recipients.contains(&i.to_public()))
+    if !args.force
+        && !identities
+            .iter()
+            .any(|i| recipients.contains(&i.to_public()))
     {
-        eprintln!(
-            "note: none of the keys given with --identity is among the new recipients; opening these backups will need the private key of one of them"
-        );
+        return Err(CliError::usage(
+            "none of the keys given with --identity is among the new recipients: afterwards they would not open these backups; add one of their public keys with --recipient, or give --force if another key holder will open them",
+        ));
     }
     for backup in &args.backups {
         let (store, destination) = open_store(backup, &args.s3).await?;

@@ -26,6 +26,11 @@ pub async fn run(args: VerifyArgs) -> Result<(), CliError> {
     // Without a key, an encrypted backup's stored bytes are checked; with one, what they
     // decrypt and decompress to as well.
     let encrypted = manifest.encryption.is_some();
+    if !encrypted && !identities.is_empty() {
+        return Err(CliError::failed(format!(
+            "{destination} is not encrypted, but --identity was given: if it was meant to be encrypted, it was replaced or taken without encryption"
+        )));
+    }
     // The key object is checked either way: without it nobody can decrypt the backup.
     let key_file = crate::storage::keys::check(&store, "", &manifest)
         .await

@@ -147,6 +147,9 @@ pub async fn recorded_run(
     let Some(recorded) = status.location else {
         return Ok(Ok(run));
     };
+    // A run of a version before the record existed, which predates encryption too: whatever
+    // its schedule says now, its data is not encrypted.
+    run.encryption = None;
     match location::folder_in(&run.storage, &recorded) {
         Some(folder) => {
             run.folder = folder;
@@ -535,7 +538,10 @@ impl Run<'_> {
                     }
                     // A verdict: no manifest, one of another run, or one that is damaged.
                     Some(
-                        Failure::BackupNotFound | Failure::NotOwned | Failure::IntegrityCheckFailed,
+                        Failure::BackupNotFound
+                        | Failure::NotOwned
+                        | Failure::IntegrityCheckFailed
+                        | Failure::EncryptionKeyError,
                     ) if !summary.unreported => {
                         summary.failure = category;
                         summary.message = format!("{vanished}: {}", summary.message);

@@ -629,16 +629,34 @@ impl Step<'_> {
             Ok(run) => run,
             Err(problem) => return Ok(Err(Unresolved::Fail(problem))),
         };
-        if let (Some(encryption), None) = (&run.encryption, &spec.decryption) {
-            // Fail before any workload is stopped: the worker could not open it.
-            return Ok(Err(Unresolved::Fail(Problem {
-                reason: "EncryptionKeyError",
-                message: format!(
-                    "Backup {} is encrypted to {}: give the private key of one of them in spec.decryption.identitySecretRef of a new RestoreRequest; nothing was touched",
-                    reference.name,
-                    encryption.describe()
-                ),
-            })));
+        // Decided before any workload is stopped: what the manifest said when the backup
+        // finished, else what the run asked for.
+        let encrypted = status.encrypted.unwrap_or(run.encryption.is_some());
+        match (encrypted, &spec.decryption) {
+            (true, None) => {
+                let to = run
+                    .encryption
+                    .as_ref()
+                    .map(|e| format!(" to {}", e.describe()))
+                    .unwrap_or_default();
+                return Ok(Err(Unresolved::Fail(Problem {
+                    reason: "EncryptionKeyError",
+                    message: format!(
+                        "Backup {} is encrypted{to}: give the private key of one of them in spec.decryption.identitySecretRef of a new RestoreRequest; nothing was touched",
+                        reference.name
+                    ),
+                })));
+            }
+            (false, Some(_)) => {
+                return Ok(Err(Unresolved::Fail(Problem {
+                    reason: "EncryptionKeyError",
+                    message: format!(
+                        "Backup {} is not encrypted, but spec.decryption gives a key for it: leave spec.decryption out of a new RestoreRequest to restore it; nothing was touched",
+                        reference.name
+                    ),
+                })));
+            }
+            _ => {}
         }
         Ok(Ok(Resolved {
             storage: run.storage,

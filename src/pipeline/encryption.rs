@@ -105,8 +105,19 @@ impl Seal {
         let task = tokio::task::spawn_blocking(move || {
             let out = std::io::BufWriter::with_capacity(BUFFER, SyncIoBridge::new(out));
             let mut writer = encryptor.wrap_output(out)?;
-            while let Some(chunk) = receiver.blocking_recv() {
-                writer.write_all(&chunk)?;
+            // An empty chunk is the writer's explicit end: a channel that closes without it
+            // (the writer dropped half-way) must not end in a well-formed age stream.
+            loop {
+                match receiver.blocking_recv() {
+                    Some(chunk) if chunk.is_empty() => break,
+                    Some(chunk) => writer.write_all(&chunk)?,
+                    None => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the data to encrypt stopped before its end",
+                        ));
+                    }
+                }
             }
             let mut out = writer.finish()?;
             out.flush()?;
@@ -166,7 +177,11 @@ impl AsyncWrite for ChunkWriter {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.as_mut().poll_flush(cx))?;
-        self.sender.close();
+        if !self.sender.is_closed() {
+            // The end marker: an empty chunk.
+            ready!(self.poll_send(cx))?;
+            self.sender.close();
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -284,6 +299,18 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_writer_dropped_before_its_end_is_an_error_not_a_shorter_stream() {
+        let key = DataKey::generate();
+        let seal = Seal::new(key.public(), Vec::new(), "keys-x.json".into());
+        let (_stored, out) = tokio::io::duplex(1 << 20);
+        let (mut writer, task) = seal.spawn(out).unwrap();
+        writer.write_all(&[1u8; 300_000]).await.unwrap();
+        drop(writer);
+        let e = task.await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
     }
 
     #[tokio::test]
