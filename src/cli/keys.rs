@@ -39,13 +39,7 @@ impl RecipientArgs {
             let text = read(file, &what)?;
             all.extend(keys::parse_recipients(&text, &what).map_err(usage)?);
         }
-        let mut unique: Vec<x25519::Recipient> = Vec::new();
-        for recipient in all {
-            if !unique.contains(&recipient) {
-                unique.push(recipient);
-            }
-        }
-        Ok(unique)
+        Ok(keys::unique(all))
     }
 }
 

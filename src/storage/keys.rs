@@ -138,6 +138,17 @@ pub fn parse_recipients(text: &str, what: &str) -> Result<Vec<x25519::Recipient>
     Ok(recipients)
 }
 
+/// Recipients gathered from several places, each once, in the order first given.
+pub fn unique(all: Vec<x25519::Recipient>) -> Vec<x25519::Recipient> {
+    let mut unique: Vec<x25519::Recipient> = Vec::new();
+    for recipient in all {
+        if !unique.contains(&recipient) {
+            unique.push(recipient);
+        }
+    }
+    unique
+}
+
 /// Parses an identity file: age X25519 private keys, one per line; blank lines and lines
 /// starting with `#` are skipped. Errors name the line, never its contents.
 pub fn parse_identities(text: &str, what: &str) -> Result<Vec<x25519::Identity>, KeyError> {

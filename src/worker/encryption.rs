@@ -37,12 +37,7 @@ pub(super) fn recipients(
         })?;
         all.extend(keys::parse_recipients(text, &what).map_err(key_error)?);
     }
-    let mut unique: Vec<age::x25519::Recipient> = Vec::new();
-    for recipient in all {
-        if !unique.contains(&recipient) {
-            unique.push(recipient);
-        }
-    }
+    let unique = keys::unique(all);
     if unique.is_empty() {
         return Err(key_error(keys::KeyError::NoRecipients {
             what: "spec.encryption".to_owned(),
