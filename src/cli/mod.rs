@@ -3,6 +3,7 @@
 mod backup;
 mod check;
 mod controller;
+pub mod copy;
 mod delete;
 mod gc;
 mod keys;
@@ -59,6 +60,9 @@ pub enum Command {
     List(list::ListArgs),
     /// Re-read a backup's objects and check them against its manifest (sizes, SHA-256).
     Verify(verify::VerifyArgs),
+    /// Copy a backup to another store (3-2-1): every object checked at the destination
+    /// against the manifest, the manifest written last.
+    Copy(copy::CopyArgs),
     /// Delete one backup (or the leftovers of a failed one) from a store: its manifest
     /// first, then its data objects.
     Delete(delete::DeleteArgs),
@@ -97,6 +101,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Restore(args) => ("restore", block_on(Threads::One, restore::run(args))),
         Command::List(args) => ("list", block_on(Threads::One, list::run(args))),
         Command::Verify(args) => ("verify", block_on(Threads::One, verify::run(args))),
+        Command::Copy(args) => ("copy", block_on(Threads::One, copy::run(args))),
         Command::Delete(args) => ("delete", block_on(Threads::One, delete::run(args))),
         Command::Gc(args) => ("gc", block_on(Threads::One, gc::run(args))),
         Command::Check(args) => ("check", block_on(Threads::One, check::run(args))),

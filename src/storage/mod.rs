@@ -6,6 +6,7 @@
 //! object behind (and no open multipart upload).
 
 pub mod catalog;
+pub mod copy;
 pub mod error;
 pub mod fs;
 pub mod keys;
@@ -55,6 +56,16 @@ impl Store {
                 Self::S3(s3::S3Store::connect(bucket.clone(), prefix.clone(), options).await)
             }
             Destination::Dir(dir) => Self::Fs(fs::FsStore::new(dir.clone())),
+        }
+    }
+
+    /// The same store, one folder deeper (`folder` is a key prefix ending in `/`).
+    pub fn at(&self, folder: &str) -> Self {
+        match self {
+            Self::S3(s) => Self::S3(s.at(folder)),
+            Self::Fs(f) => Self::Fs(fs::FsStore::new(
+                f.root().join(folder.trim_end_matches('/')),
+            )),
         }
     }
 
@@ -165,6 +176,21 @@ impl Store {
         found.retain(|o| o.key.starts_with(prefix));
         found.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(found)
+    }
+
+    /// Has the S3 service copy `source` of `from` to `key` of this store, without the bytes
+    /// passing through here (`CopyObject`, up to 5 GiB). `false` when the two are not both
+    /// S3 (nothing was done); the caller then streams the object.
+    pub async fn copy_within(
+        &self,
+        from: &Store,
+        source: &str,
+        key: &str,
+    ) -> Result<bool, StorageError> {
+        match (self, from) {
+            (Self::S3(to), Self::S3(from)) => to.copy_from(from, source, key).await.map(|()| true),
+            _ => Ok(false),
+        }
     }
 
     /// Deletes an object; a missing one is not an error.

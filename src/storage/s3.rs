@@ -153,6 +153,14 @@ impl S3Store {
         }
     }
 
+    /// The same bucket, one folder deeper.
+    pub fn at(&self, folder: &str) -> Self {
+        Self {
+            prefix: format!("{}{folder}", self.prefix),
+            ..self.clone()
+        }
+    }
+
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
@@ -487,6 +495,38 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| self.error("AbortMultipartUpload", key, e))?;
+        Ok(())
+    }
+
+    /// `CopyObject` of `source` in `from` (a store of the same service, reachable with this
+    /// store's credentials) to `key`.
+    pub async fn copy_from(
+        &self,
+        from: &S3Store,
+        source: &str,
+        key: &str,
+    ) -> Result<(), StorageError> {
+        use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+        // The copy source is `bucket/key`, URL-encoded except for what keys are made of.
+        const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'/')
+            .remove(b'-')
+            .remove(b'_')
+            .remove(b'.')
+            .remove(b'~');
+        let copy_source = format!(
+            "{}/{}",
+            from.bucket,
+            utf8_percent_encode(&from.key(source), KEEP)
+        );
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .copy_source(copy_source)
+            .send()
+            .await
+            .map_err(|e| self.error("CopyObject", key, e))?;
         Ok(())
     }
 
