@@ -7,7 +7,7 @@ use clap::Args;
 use super::CliError;
 use crate::worker::plan::{
     IDENTITY_ENV, PASSWORD_ENV, PLAN_ENV, RECIPIENTS_ENV_PREFIX, SOURCE_MOUNT, STORE_MOUNT,
-    TERMINATION_LOG,
+    TERMINATION_LOG, copy_credential_env,
 };
 use crate::worker::{self, Environment, Failure, Plan, Summary};
 
@@ -22,6 +22,27 @@ pub struct WorkerArgs {
     /// Where the claim of a filesystem store is mounted.
     #[arg(long, value_name = "DIR", default_value = STORE_MOUNT)]
     pub store_dir: PathBuf,
+    /// Where the claims of copy stores are mounted, in the order of their numbers (given
+    /// once per copy store).
+    #[arg(long, value_name = "DIR")]
+    pub copy_dir: Vec<PathBuf>,
+}
+
+/// The S3 credentials of copy stores that have them, by number.
+fn copy_credentials_from_env() -> std::collections::BTreeMap<usize, (String, String)> {
+    (0..16)
+        .filter_map(|n| {
+            let get = |key| {
+                std::env::var(copy_credential_env(n, key))
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            };
+            Some((
+                n,
+                (get("AWS_ACCESS_KEY_ID")?, get("AWS_SECRET_ACCESS_KEY")?),
+            ))
+        })
+        .collect()
 }
 
 /// The recipients from `spec.encryption.recipientsFrom` that are set, by their index.
@@ -48,6 +69,8 @@ pub async fn run(args: WorkerArgs) -> Result<(), CliError> {
                     identity: std::env::var(IDENTITY_ENV)
                         .ok()
                         .filter(|i| !i.trim().is_empty()),
+                    copy_dirs: args.copy_dir.clone(),
+                    copy_credentials: copy_credentials_from_env(),
                 };
                 tracing::info!(operation = plan.operation(), "worker started");
                 until_terminated(worker::run(&plan, &env)).await

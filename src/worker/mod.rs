@@ -5,6 +5,7 @@
 //! plan (`COFFER_PLAN`), the source's password (`COFFER_PASSWORD`) and the store's
 //! credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), the last two from Secrets.
 
+mod copies;
 mod encryption;
 mod failure;
 pub mod plan;
@@ -47,6 +48,10 @@ pub struct Environment {
     pub recipients: std::collections::BTreeMap<usize, String>,
     /// A restore's age identity file (from `spec.decryption`).
     pub identity: Option<String>,
+    /// Where copy store n's claim is mounted (copy stores on a claim).
+    pub copy_dirs: Vec<PathBuf>,
+    /// Copy store n's S3 credentials (copy stores whose storage names a Secret).
+    pub copy_credentials: std::collections::BTreeMap<usize, (String, String)>,
 }
 
 impl std::fmt::Debug for Environment {
@@ -57,6 +62,11 @@ impl std::fmt::Debug for Environment {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("recipients", &self.recipients)
             .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .field("copy_dirs", &self.copy_dirs)
+            .field(
+                "copy_credentials",
+                &self.copy_credentials.keys().collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -71,6 +81,7 @@ pub async fn run(plan: &Plan, env: &Environment) -> Summary {
         Plan::Inspect(p) => inspect(p, env).await,
         Plan::Sweep(p) => sweep(p, env).await,
         Plan::Check(p) => check(p, env).await,
+        Plan::Copy(p) => copies::copy(p, env).await,
     };
     let mut summary = result.unwrap_or_else(|f| Summary::failed(f.failure, f.message));
     summary.started_at = Some(started_at);
@@ -370,8 +381,8 @@ pub fn backup_stats(manifest: &Manifest) -> BackupStats {
 }
 
 async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
-    let (root, destination) = open(&plan.storage, env, "").await?;
-    let (folder, manifest) = if plan.latest {
+    let (root, destination, folder, manifest, from_copy) = if plan.latest {
+        let (root, destination) = open(&plan.storage, env, "").await?;
         let (store, _) = open(&plan.storage, env, &plan.folder).await?;
         let (found, manifest) = catalog::latest(&store)
             .await
@@ -385,16 +396,19 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
                     ),
                 )
             })?;
-        (format!("{}{found}", normalized(&plan.folder)), manifest)
+        let folder = format!("{}{found}", normalized(&plan.folder));
+        (root, destination, folder, manifest, None)
     } else {
-        let folder = normalized(&plan.folder);
-        let manifest =
-            catalog::read_manifest_expecting(&root, &folder, plan.manifest_sha256.as_deref())
-                .await
-                .map_err(|e| manifest_failure(&e))?;
-        (folder, manifest)
+        let found = copies::locate(plan, env).await?;
+        (
+            found.root,
+            found.destination,
+            found.folder,
+            found.manifest,
+            found.copy,
+        )
     };
-    let (store, _) = open(&plan.storage, env, &folder).await?;
+    let store = root.at(&folder);
     let location = destination.join(&folder).to_string();
     let target_kind = plan.target.kind().map(|k| match k {
         crate::api::SourceKind::Redis => "redis",
@@ -542,7 +556,13 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
         (stats, format!("{n} entries"))
     };
     Ok(Summary {
-        message: format!("restored {what} from {location}"),
+        message: match &from_copy {
+            None => format!("restored {what} from {location}"),
+            Some((name, why)) => format!(
+                "restored {what} from copy {name:?} at {location}, because the backup itself could not be used: {why}"
+            ),
+        },
+        restored_from_copy: from_copy.map(|(name, _)| name),
         folder: Some(folder),
         raw_bytes: Some(manifest.raw_bytes()),
         stored_bytes: Some(manifest.stored_bytes()),

@@ -23,6 +23,14 @@ pub const IDENTITY_ENV: &str = "COFFER_IDENTITY";
 pub const SOURCE_MOUNT: &str = "/coffer/source";
 /// Where the worker Pod mounts the claim of a filesystem store.
 pub const STORE_MOUNT: &str = "/coffer/store";
+/// Where the worker Pod mounts the claim of the n-th copy store (a copy's destination, a
+/// restore's fallbacks): `/coffer/copy-0`, `/coffer/copy-1`, ...
+pub const COPY_MOUNT_PREFIX: &str = "/coffer/copy-";
+/// The variables holding the n-th copy store's S3 credentials:
+/// `COFFER_COPY_0_AWS_ACCESS_KEY_ID`, `COFFER_COPY_0_AWS_SECRET_ACCESS_KEY`, ...
+pub fn copy_credential_env(n: usize, key: &str) -> String {
+    format!("COFFER_COPY_{n}_{key}")
+}
 /// The worker's writable scratch directory (an emptyDir; the root filesystem is read-only).
 pub const TMP_MOUNT: &str = "/tmp";
 /// Where the worker writes its JSON summary for the controller.
@@ -46,6 +54,41 @@ pub enum Plan {
     /// The pre-flight check of a schedule: log in to the source, check the privileges a
     /// backup needs, and write, read back and delete a small object in `folder`.
     Check(CheckPlan),
+    /// Copy the backup in `folder` to the same folder of another store, checking every
+    /// object there; the manifest last.
+    Copy(CopyPlan),
+}
+
+/// Another store a backup is copied to (its credentials and mount are those of copy store
+/// number `index` in the Job: [`copy_credential_env`], [`COPY_MOUNT_PREFIX`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyStore {
+    /// The copy's name in the schedule's `spec.copies`.
+    pub name: String,
+    pub storage: BackupStorage,
+}
+
+/// Copy one backup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyPlan {
+    pub storage: BackupStorage,
+    pub folder: String,
+    /// Where to (copy store number 0).
+    pub to: CopyStore,
+    /// The manifest's SHA-256 recorded when the backup was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    /// The copy store's retention, applied after the copy to the backups in `group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::api::Retention>,
+    /// The folder of the schedule's backups (`<namespace>/<schedule>/`) retention chooses in.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    /// The schedule's time zone, in which retention counts days, weeks and months.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub time_zone: String,
 }
 
 /// Check that a schedule's backups can run.
@@ -105,6 +148,10 @@ pub struct RestorePlan {
     /// The Secret key holding the age identity of an encrypted backup ([`IDENTITY_ENV`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_secret: Option<crate::api::SecretKeySelector>,
+    /// Copies of the backup (copy stores 0, 1, ... in this order), tried when the backup in
+    /// `storage` is missing or damaged, before anything is restored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<CopyStore>,
 }
 
 /// Delete one backup's objects.
@@ -158,6 +205,16 @@ impl Plan {
             Self::Inspect(p) => &p.storage,
             Self::Sweep(p) => &p.storage,
             Self::Check(p) => &p.storage,
+            Self::Copy(p) => &p.storage,
+        }
+    }
+
+    /// The other stores the plan reads or writes, in the order of their numbers.
+    pub fn copy_stores(&self) -> Vec<&CopyStore> {
+        match self {
+            Self::Copy(p) => vec![&p.to],
+            Self::Restore(p) => p.fallbacks.iter().collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -166,7 +223,11 @@ impl Plan {
         match self {
             Self::Backup(p) => p.encryption.as_ref(),
             Self::Check(p) => p.encryption.as_ref(),
-            Self::Restore(_) | Self::Delete(_) | Self::Inspect(_) | Self::Sweep(_) => None,
+            Self::Restore(_)
+            | Self::Delete(_)
+            | Self::Inspect(_)
+            | Self::Sweep(_)
+            | Self::Copy(_) => None,
         }
     }
 
@@ -176,7 +237,11 @@ impl Plan {
             Self::Backup(p) => &p.source,
             Self::Restore(p) => &p.target,
             // A check does not mount the volume: the operator checks that its claim exists.
-            Self::Delete(_) | Self::Inspect(_) | Self::Sweep(_) | Self::Check(_) => return None,
+            Self::Delete(_)
+            | Self::Inspect(_)
+            | Self::Sweep(_)
+            | Self::Check(_)
+            | Self::Copy(_) => return None,
         };
         source.volume.as_ref().map(|v| v.claim_name.as_str())
     }
@@ -187,7 +252,7 @@ impl Plan {
             Self::Backup(p) => &p.source,
             Self::Restore(p) => &p.target,
             Self::Check(p) => &p.source,
-            Self::Delete(_) | Self::Inspect(_) | Self::Sweep(_) => return None,
+            Self::Delete(_) | Self::Inspect(_) | Self::Sweep(_) | Self::Copy(_) => return None,
         };
         source
             .redis
@@ -216,6 +281,7 @@ impl Plan {
             Self::Inspect(_) => "inspect",
             Self::Sweep(_) => "sweep",
             Self::Check(_) => "check",
+            Self::Copy(_) => "copy",
         }
     }
 }

@@ -96,6 +96,12 @@ pub struct Summary {
     pub encrypted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreStats>,
+    /// A restore: the copy it read, when the backup itself was missing or damaged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from_copy: Option<String>,
+    /// A copy: the backups (folders) the copy store's retention deleted there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<String>,
     /// A sweep: leftovers removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swept: Option<u64>,

@@ -1,0 +1,314 @@
+//! The worker's side of copies: copying a backup to a copy store, and finding a good copy
+//! when the backup a restore asks for is missing or damaged.
+
+use super::plan::{CopyPlan, CopyStore, RestorePlan};
+use super::{Environment, Failed, Failure, Outcome, Summary, destination, fail, manifest_failure};
+use crate::api::BackupStorage;
+use crate::pipeline::{self, Codec};
+use crate::storage::catalog;
+use crate::storage::copy::{self, CopyError, CopyOptions};
+use crate::storage::keys;
+use crate::storage::manifest::Manifest;
+use crate::storage::{Destination, Store};
+
+/// Copy store number `index` of the Job, opened at its root: S3 with the credentials of its
+/// own Secret, or its mounted claim.
+async fn open_copy(
+    index: usize,
+    copy: &CopyStore,
+    env: &Environment,
+) -> Result<(Store, Destination), Failed> {
+    let (mut root, mut options) = destination(&copy.storage, env)?;
+    if copy.storage.filesystem.is_some() {
+        let dir = env.copy_dirs.get(index).cloned().ok_or_else(|| {
+            fail(
+                Failure::InvalidPlan,
+                format!("copy {:?} has no mounted claim", copy.name),
+            )
+        })?;
+        root = Destination::Dir(dir);
+    } else if copy
+        .storage
+        .s3
+        .as_ref()
+        .is_some_and(|s| s.credentials_secret_ref.is_some())
+    {
+        options.credentials = env.copy_credentials.get(&index).cloned();
+        if options.credentials.is_none() {
+            return Err(fail(
+                Failure::StorageError,
+                format!(
+                    "the credentials of copy {:?} are missing: its Secret needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                    copy.name
+                ),
+            ));
+        }
+    }
+    Ok((Store::open(&root, &options).await, root))
+}
+
+/// Whether two stores are the same S3 service reached with the same credentials, so that
+/// the service can copy objects itself.
+pub fn same_service(a: &BackupStorage, b: &BackupStorage) -> bool {
+    match (&a.s3, &b.s3) {
+        (Some(a), Some(b)) => {
+            a.endpoint == b.endpoint
+                && a.region == b.region
+                && a.force_path_style == b.force_path_style
+                && a.credentials_secret_ref == b.credentials_secret_ref
+        }
+        _ => false,
+    }
+}
+
+fn copy_failure(e: &CopyError) -> Failed {
+    match e {
+        CopyError::Source(m) => manifest_failure(m),
+        CopyError::Occupied { .. } => fail(Failure::AlreadyExists, e),
+        CopyError::Storage(s) => fail(s, e),
+        CopyError::Integrity(i) if i.is_mismatch() => fail(Failure::IntegrityCheckFailed, e),
+        CopyError::Integrity(crate::pipeline::IntegrityError::Storage(s)) => fail(s, e),
+        CopyError::Integrity(_) => fail(Failure::StorageError, e),
+        CopyError::Keys(k) => super::encryption::unlock_failure(k),
+    }
+}
+
+/// Copies the plan's backup to its copy store, into the same folder.
+pub(super) async fn copy(plan: &CopyPlan, env: &Environment) -> Outcome {
+    let folder = super::normalized(&plan.folder);
+    if folder.is_empty() {
+        return Err(super::invalid("folder"));
+    }
+    let (from, _) = super::open(&plan.storage, env, "").await?;
+    let (to, root) = open_copy(0, &plan.to, env).await?;
+    let location = root.join(&folder).to_string();
+    let options = CopyOptions {
+        manifest_sha256: plan.manifest_sha256.as_deref(),
+        server_side: same_service(&plan.storage, &plan.to.storage),
+    };
+    let copied = copy::copy_backup(&from, &folder, &to, &folder, options)
+        .await
+        .map_err(|e| copy_failure(&e))?;
+    let message = if copied.already {
+        format!("{location} already holds this backup, intact; nothing was copied")
+    } else {
+        format!(
+            "copied {} object(s), {}, to {location} and checked them there{}",
+            copied.objects,
+            crate::units::bytes(copied.bytes),
+            if copied.server_side > 0 {
+                " (copied by the S3 service itself)"
+            } else {
+                ""
+            }
+        )
+    };
+    let mut message = message;
+    let pruned = match &plan.retention {
+        None => Vec::new(),
+        Some(policy) => match prune(&to, plan, policy).await {
+            Ok(pruned) => {
+                if !pruned.is_empty() {
+                    message.push_str(&format!(
+                        "; retention of copy {:?} deleted {} older copies there",
+                        plan.to.name,
+                        pruned.len()
+                    ));
+                }
+                pruned
+            }
+            // The copy is made; retention tries again after the next one.
+            Err(e) => {
+                message.push_str(&format!(
+                    "; warning: retention of copy {:?} did not run: {e}",
+                    plan.to.name
+                ));
+                Vec::new()
+            }
+        },
+    };
+    Ok(Summary {
+        message,
+        folder: Some(folder),
+        stored_bytes: Some(copied.bytes),
+        manifest_sha256: Some(copied.manifest_sha256),
+        pruned,
+        ..Summary::default()
+    })
+}
+
+/// The most folders a summary names (it must fit in a termination message).
+const MAX_PRUNED_SHOWN: usize = 20;
+
+/// Applies the copy store's retention to the schedule's backups in it; returns the folders
+/// deleted. Only complete backups take part (leftovers of failed copies are not backups);
+/// only this store is touched.
+async fn prune(
+    store: &Store,
+    plan: &CopyPlan,
+    policy: &crate::api::Retention,
+) -> Result<Vec<String>, String> {
+    use crate::controller::retention::{self, Outcome, Run};
+    let group = super::normalized(&plan.group);
+    if group.is_empty() {
+        return Err("the plan names no folder of backups".to_owned());
+    }
+    let zone: chrono_tz::Tz = plan.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC);
+    let at = store.at(&group);
+    let entries = catalog::scan(&at).await.map_err(|e| e.to_string())?;
+    let mut history = Vec::new();
+    for entry in &entries {
+        let Some(Ok(manifest)) = &entry.manifest else {
+            continue;
+        };
+        // Only folders directly below the group (one backup each).
+        let name = entry.folder.trim_end_matches('/');
+        if name.is_empty() || name.contains('/') {
+            continue;
+        }
+        history.push(Run {
+            name: entry.folder.clone(),
+            time: folder_time(name).unwrap_or(manifest.started_at),
+            outcome: Outcome::Succeeded,
+        });
+    }
+    let selection =
+        retention::select(&history, policy, zone, chrono::Utc::now()).map_err(|e| e.to_string())?;
+    let mut pruned = Vec::new();
+    for (folder, why) in &selection.delete {
+        crate::storage::purge::delete_backup(&at, folder, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            folder = folder.as_str(),
+            "copy deleted by its store's retention: {why}"
+        );
+        if pruned.len() < MAX_PRUNED_SHOWN {
+            pruned.push(format!("{group}{folder}"));
+        }
+    }
+    Ok(pruned)
+}
+
+/// The time in a backup folder's name (`20261201T020000Z-1a2b3c4d`).
+fn folder_time(name: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let stamp = name.get(..16)?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// The backup a restore reads: the one in the plan's store when it is whole, else the first
+/// whole copy among the plan's fallbacks. Returns the store (opened at the store's root),
+/// the folder, the manifest, where it is, and the name of the copy when one is used with the
+/// reason the backup itself was not.
+pub(super) struct Located {
+    pub root: Store,
+    pub destination: Destination,
+    pub folder: String,
+    pub manifest: Manifest,
+    pub copy: Option<(String, String)>,
+}
+
+/// Reads the manifest of `folder` and, when copies could stand in, checks every object
+/// (size and SHA-256) and the key object before anything is restored.
+async fn whole(
+    store: &Store,
+    folder: &str,
+    expected: Option<&str>,
+    check_objects: bool,
+) -> Result<Manifest, Failed> {
+    let manifest = catalog::read_manifest_expecting(store, folder, expected)
+        .await
+        .map_err(|e| manifest_failure(&e))?;
+    if check_objects {
+        for record in &manifest.objects {
+            let key = format!("{folder}{}", record.name);
+            pipeline::verify_object(
+                store,
+                &key,
+                record,
+                &Codec::plain(manifest.compression),
+                false,
+            )
+            .await
+            .map_err(|e| {
+                if e.is_mismatch() {
+                    fail(Failure::IntegrityCheckFailed, &e)
+                } else if let crate::pipeline::IntegrityError::Storage(s) = &e {
+                    fail(s, &e)
+                } else {
+                    fail(Failure::StorageError, &e)
+                }
+            })?;
+        }
+        keys::check(store, folder, &manifest)
+            .await
+            .map_err(|e| super::encryption::unlock_failure(&e))?;
+    }
+    Ok(manifest)
+}
+
+/// Whether a failure says the backup is missing or damaged (so that a copy may stand in), as
+/// opposed to a store that could not answer.
+fn lost_or_damaged(f: &Failed) -> bool {
+    matches!(
+        f.failure,
+        Failure::BackupNotFound | Failure::IntegrityCheckFailed | Failure::EncryptionKeyError
+    )
+}
+
+/// Finds the backup of a restore of one folder (not `latest`).
+pub(super) async fn locate(plan: &RestorePlan, env: &Environment) -> Result<Located, Failed> {
+    let folder = super::normalized(&plan.folder);
+    let (root, destination) = super::open(&plan.storage, env, "").await?;
+    let expected = plan.manifest_sha256.as_deref();
+    let fallbacks = !plan.fallbacks.is_empty();
+    let primary = match whole(&root, &folder, expected, fallbacks).await {
+        Ok(manifest) => {
+            return Ok(Located {
+                root,
+                destination,
+                folder,
+                manifest,
+                copy: None,
+            });
+        }
+        Err(e) if fallbacks && lost_or_damaged(&e) => e,
+        Err(e) => return Err(e),
+    };
+    let mut tried = Vec::new();
+    for (index, copy) in plan.fallbacks.iter().enumerate() {
+        let attempt = async {
+            let (store, destination) = open_copy(index, copy, env).await?;
+            let manifest = whole(&store, &folder, expected, true).await?;
+            Ok::<_, Failed>((store, destination, manifest))
+        };
+        match attempt.await {
+            Ok((store, destination, manifest)) => {
+                tracing::warn!(
+                    copy = copy.name.as_str(),
+                    "the backup is missing or damaged ({}); restoring from copy {:?}",
+                    primary.message,
+                    copy.name
+                );
+                return Ok(Located {
+                    root: store,
+                    destination,
+                    folder,
+                    manifest,
+                    copy: Some((copy.name.clone(), primary.message.clone())),
+                });
+            }
+            Err(e) => tried.push(format!("copy {:?}: {}", copy.name, e.message)),
+        }
+    }
+    Err(Failed {
+        failure: primary.failure,
+        message: format!(
+            "{}; no copy could stand in ({}); nothing was restored",
+            primary.message,
+            tried.join("; ")
+        ),
+    })
+}
