@@ -169,6 +169,11 @@ pub struct BackupStatus {
     /// sent, to which Notifier, and what the sink answered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<Delivery>,
+    /// The copies of the backup in the schedule's other stores (`spec.copies`). A copy that
+    /// fails never changes the Backup's phase: it is retried, and the `Copied` condition
+    /// says so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<super::copies::CopyStatus>,
 }
 
 /// The settings a Backup ran with, recorded before its worker Job is created.
@@ -188,6 +193,9 @@ pub struct ResolvedRun {
     /// The backup's folder in the store, relative to its prefix; unique to this run
     /// (`<namespace>/<schedule or name>/<UTC time>-<UID prefix>/`).
     pub folder: String,
+    /// The stores the backup is copied to once it succeeds (the schedule's `copies`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<super::copies::BackupCopy>,
 }
 
 /// Counts of what a backup holds; which ones are set depends on the source kind.

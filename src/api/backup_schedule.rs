@@ -95,6 +95,14 @@ pub struct BackupScheduleSpec {
     /// Which backups are kept. Default: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
+    /// Other stores each successful backup is copied to (3-2-1: another bucket, another
+    /// provider, or a claim), each with its own retention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 4),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
+    )]
+    pub copies: Vec<super::copies::BackupCopy>,
     /// How old the newest successful backup may get (the recovery point objective) before
     /// the schedule is stale: its `Fresh` condition turns False with reason `Stale`, an
     /// Event is recorded and the `coffer_schedule_stale` gauge is 1. Default: twice the

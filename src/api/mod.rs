@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod backup_schedule;
 pub mod common;
+pub mod copies;
 pub mod crds;
 pub mod encryption;
 pub mod notifier;
@@ -24,6 +25,7 @@ pub use backup_schedule::{
 pub use common::{
     Compression, FsGroupChangePolicy, JobTemplate, LocalObjectReference, SecretKeySelector,
 };
+pub use copies::{BackupCopy, CopyPhase, CopyStatus};
 pub use encryption::{ConfigMapKeySelector, Decryption, Encryption, RecipientsSource};
 pub use notifier::{
     Delivery, DeliveryState, EmailSink, EmailTls, HeartbeatSink, Notifier, NotifierReference,

@@ -42,6 +42,8 @@ use super::storage::BackupStorage;
 #[x_kube(
     validation = Rule::new("has(self.backupRef) != has(self.from)")
         .message("exactly one of backupRef or from must be set"),
+    validation = Rule::new("!has(self.fromCopy) || has(self.backupRef)")
+        .message("fromCopy names a copy of the Backup in backupRef; with from, give the copy's storage and location instead"),
     validation = Rule::new("self == oldSelf")
         .message("a RestoreRequest runs once and its spec cannot change; create a new RestoreRequest")
 )]
@@ -53,6 +55,12 @@ pub struct RestoreRequestSpec {
     /// cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<RestoreFrom>,
+    /// Restore from this copy of the Backup (a name in its schedule's `copies`) instead of
+    /// from the Backup's own store. Without it, a Backup whose data is missing or damaged
+    /// is restored from its first intact copy, and the status says which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 40))]
+    pub from_copy: Option<String>,
     /// Where to restore to. Default: the source the backup was taken from. The kind must
     /// match the backup's (a Redis backup restores into Redis).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -304,6 +312,10 @@ pub struct RestoreRequestStatus {
     /// What was restored, counted by the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<RestoreStats>,
+    /// The copy the backup was read from, when it was not the Backup's own store (asked for
+    /// with `fromCopy`, or because the backup itself was missing or damaged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from_copy: Option<String>,
     /// The notifications about this restore, each recorded before it is sent: what was
     /// sent, to which Notifier, and how it went.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -62,6 +62,10 @@ pub struct ControllerArgs {
     /// Seconds before a refused notification is tried again; doubled after each attempt.
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub notify_backoff: u64,
+    /// Seconds before a failed copy of a backup (spec.copies) is tried again; doubled after
+    /// each failure, up to an hour. Copies are retried until they succeed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub copy_backoff: u64,
 }
 
 pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
@@ -100,6 +104,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), CliError> {
                 attempts: args.notify_attempts,
                 backoff: Duration::from_secs(args.notify_backoff),
             },
+            copy_backoff: Duration::from_secs(args.copy_backoff),
         },
         metrics_address: args.metrics_address,
         lease,

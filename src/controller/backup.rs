@@ -105,6 +105,7 @@ pub async fn resolve(
             compression: spec.compression.unwrap_or_default(),
             encryption: spec.encryption.clone(),
             folder,
+            copies: Vec::new(),
         }));
     }
     let schedule = schedule_name(backup);
@@ -123,6 +124,7 @@ pub async fn resolve(
         compression: spec.compression.unwrap_or(found.spec.compression),
         encryption: spec.encryption.clone().or(found.spec.encryption),
         folder,
+        copies: found.spec.copies,
     }))
 }
 
@@ -253,6 +255,9 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
     };
     if delivered.wrote {
         return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    if status.phase == Some(BackupPhase::Succeeded) && super::copies::outstanding(&status) {
+        return super::copies::reconcile(&ctx, &api, &backup, &namespace, old.as_ref()).await;
     }
     if matches!(
         status.phase,

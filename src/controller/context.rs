@@ -23,6 +23,9 @@ pub struct Settings {
     pub deletion_timeout: std::time::Duration,
     /// How refused notifications are tried again.
     pub notify_retry: super::notify::RetryPolicy,
+    /// The wait before a failed copy is tried again; doubled after each failure, up to an
+    /// hour.
+    pub copy_backoff: std::time::Duration,
 }
 
 /// Shared by every reconcile.

@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use crate::api::{BackupStorage, FsGroupChangePolicy, JobTemplate, SecretKeySelector};
 use crate::worker::Plan;
 use crate::worker::plan::{
-    IDENTITY_ENV, PASSWORD_ENV, PLAN_ENV, RECIPIENTS_ENV_PREFIX, SOURCE_MOUNT, STORE_MOUNT,
-    TERMINATION_LOG, TMP_MOUNT,
+    COPY_MOUNT_PREFIX, IDENTITY_ENV, PASSWORD_ENV, PLAN_ENV, RECIPIENTS_ENV_PREFIX, SOURCE_MOUNT,
+    STORE_MOUNT, TERMINATION_LOG, TMP_MOUNT, copy_credential_env,
 };
 
 /// The label every worker Job and Pod carries with the name of the object it works for.
@@ -175,6 +175,28 @@ pub fn build(
         }
     }
 
+    // The other stores a copy writes or a restore may fall back to: each with its own
+    // credentials (never the main store's) and, on a claim, its own mount.
+    let copies = plan.copy_stores();
+    for (n, copy) in copies.iter().enumerate() {
+        if let Some(secret) = copy
+            .storage
+            .s3
+            .as_ref()
+            .and_then(|s| s.credentials_secret_ref.as_ref())
+        {
+            for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+                env.push(secret_env(
+                    &copy_credential_env(n, key),
+                    &SecretKeySelector {
+                        name: secret.name.clone(),
+                        key: key.to_owned(),
+                    },
+                ));
+            }
+        }
+    }
+
     // A Redis or PostgreSQL restore may keep a copy of the backup in its temporary volume,
     // up to a limit the kubelet enforces.
     let spools = matches!(plan, Plan::Restore(r) if r.target.volume.is_none());
@@ -204,16 +226,28 @@ pub fn build(
         volumes.push(claim_volume("store", claim, false));
         mounts.push(mount("store", STORE_MOUNT, false));
     }
+    let mut args = vec![
+        format!("--termination-log={TERMINATION_LOG}"),
+        format!("--source-dir={SOURCE_MOUNT}"),
+        format!("--store-dir={STORE_MOUNT}"),
+    ];
+    for (n, copy) in copies.iter().enumerate() {
+        let path = format!("{COPY_MOUNT_PREFIX}{n}");
+        if let Some(claim) = store_claim(&copy.storage) {
+            let name = format!("copy-{n}");
+            // A restore only reads its fallbacks.
+            let read_only = matches!(plan, Plan::Restore(_));
+            volumes.push(claim_volume(&name, claim, read_only));
+            mounts.push(mount(&name, &path, read_only));
+        }
+        args.push(format!("--copy-dir={path}"));
+    }
 
     let container = Container {
         name: CONTAINER.to_owned(),
         image: Some(settings.image.clone()),
         command: Some(vec!["coffer".to_owned(), "worker".to_owned()]),
-        args: Some(vec![
-            format!("--termination-log={TERMINATION_LOG}"),
-            format!("--source-dir={SOURCE_MOUNT}"),
-            format!("--store-dir={STORE_MOUNT}"),
-        ]),
+        args: Some(args),
         env: Some(env),
         volume_mounts: Some(mounts),
         resources: template.resources.clone(),
@@ -255,7 +289,7 @@ pub fn build(
                 Plan::Check(_) => template
                     .active_deadline_seconds
                     .map_or(CHECK_DEADLINE_SECONDS, |d| d.min(CHECK_DEADLINE_SECONDS)),
-                Plan::Backup(_) | Plan::Restore(_) => template
+                Plan::Backup(_) | Plan::Restore(_) | Plan::Copy(_) => template
                     .active_deadline_seconds
                     .unwrap_or(DEFAULT_RUN_DEADLINE_SECONDS),
                 Plan::Delete(_) | Plan::Inspect(_) | Plan::Sweep(_) => template
@@ -516,6 +550,103 @@ mod tests {
         job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
     }
 
+    fn claims(job: &Job) -> Vec<(String, String, bool)> {
+        let pod = pod(job);
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        pod.volumes
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter_map(|v| {
+                let claim = v.persistent_volume_claim?;
+                let m = mounts.iter().find(|m| m.name == v.name).unwrap();
+                assert_eq!(claim.read_only, m.read_only);
+                Some((claim.claim_name, m.mount_path.clone(), m.read_only.unwrap()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn copy_stores_get_their_own_credentials_and_mounts() {
+        use crate::worker::plan::{CopyPlan, CopyStore};
+        let mut offsite = s3();
+        offsite.s3.as_mut().unwrap().credentials_secret_ref = Some(LocalObjectReference {
+            name: "offsite-creds".into(),
+        });
+        let vault = BackupStorage {
+            s3: None,
+            filesystem: Some(FilesystemStorage {
+                claim_name: "vault".into(),
+            }),
+        };
+        let copy = |to: BackupStorage| {
+            Plan::Copy(CopyPlan {
+                storage: s3(),
+                folder: "shop/redis/x/".into(),
+                to: CopyStore {
+                    name: "c".into(),
+                    storage: to,
+                },
+                manifest_sha256: None,
+                retention: None,
+                group: String::new(),
+                time_zone: String::new(),
+            })
+        };
+        let job = job_for(&copy(offsite), None);
+        let container = &pod(&job).containers[0];
+        let secret_of = |name: &str| {
+            container
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+                .map(|s| (s.name.clone(), s.key.clone()))
+        };
+        assert_eq!(
+            secret_of("AWS_ACCESS_KEY_ID"),
+            Some(("s3-creds".into(), "AWS_ACCESS_KEY_ID".into()))
+        );
+        assert_eq!(
+            secret_of("COFFER_COPY_0_AWS_SECRET_ACCESS_KEY"),
+            Some(("offsite-creds".into(), "AWS_SECRET_ACCESS_KEY".into()))
+        );
+        assert!(
+            container
+                .args
+                .iter()
+                .flatten()
+                .any(|a| a == "--copy-dir=/coffer/copy-0")
+        );
+        // A copy writes its claim; a restore only reads its fallbacks.
+        let job = job_for(&copy(vault.clone()), None);
+        assert_eq!(
+            claims(&job),
+            [("vault".into(), "/coffer/copy-0".into(), false)]
+        );
+        let restore = Plan::Restore(RestorePlan {
+            storage: s3(),
+            folder: "shop/redis/x/".into(),
+            latest: false,
+            target: redis(),
+            redis: None,
+            postgres: None,
+            mysql: None,
+            volume: None,
+            manifest_sha256: None,
+            identity_secret: None,
+            fallbacks: vec![CopyStore {
+                name: "vault".into(),
+                storage: vault,
+            }],
+        });
+        assert_eq!(
+            claims(&job_for(&restore, None)),
+            [("vault".into(), "/coffer/copy-0".into(), true)]
+        );
+    }
+
     #[test]
     fn the_worker_gets_no_token_and_a_restricted_security_context() {
         let job = job_for(&backup_plan(redis(), s3()), None);
@@ -604,21 +735,6 @@ mod tests {
                 claim_name: "backup-store".into(),
             }),
         };
-        let claims = |job: &Job| -> Vec<(String, String, bool)> {
-            let pod = pod(job);
-            let mounts = pod.containers[0].volume_mounts.clone().unwrap();
-            pod.volumes
-                .clone()
-                .unwrap()
-                .into_iter()
-                .filter_map(|v| {
-                    let claim = v.persistent_volume_claim?;
-                    let m = mounts.iter().find(|m| m.name == v.name).unwrap();
-                    assert_eq!(claim.read_only, m.read_only);
-                    Some((claim.claim_name, m.mount_path.clone(), m.read_only.unwrap()))
-                })
-                .collect()
-        };
         let backup = job_for(&backup_plan(source.clone(), storage.clone()), None);
         assert_eq!(
             claims(&backup),
@@ -638,6 +754,7 @@ mod tests {
             volume: None,
             manifest_sha256: None,
             identity_secret: None,
+            fallbacks: Vec::new(),
         });
         assert!(!claims(&job_for(&restore, None))[0].2);
         // The kubelet never changes the owners of the data: no fsGroup when a volume is

@@ -30,6 +30,17 @@ pub struct ScheduleLabels {
     pub source_kind: String,
 }
 
+/// An attempt to copy a backup to one of its schedule's copy stores.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CopyLabels {
+    pub namespace: String,
+    pub schedule: String,
+    /// The copy's name in the schedule.
+    pub copy: String,
+    /// `succeeded`, or the failure's category.
+    pub result: String,
+}
+
 /// A failed reconcile.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -51,6 +62,7 @@ pub struct Metrics {
     pub backup_stored_bytes: Family<ScheduleLabels, Counter>,
     pub last_success: Family<ScheduleLabels, Gauge<f64, AtomicU64>>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub copies: Family<CopyLabels, Counter>,
     /// Gauges read from the watched objects at each scrape.
     pub state: StateCollector,
 }
@@ -97,6 +109,12 @@ impl Default for Metrics {
             "Reconciles that failed and will be retried, by controller and category",
             reconcile_errors.clone(),
         );
+        let copies = Family::<CopyLabels, Counter>::default();
+        registry.register(
+            "copies",
+            "Attempts to copy backups to their schedule's copy stores, by result (succeeded or the failure's category)",
+            copies.clone(),
+        );
         let state = StateCollector::default();
         registry.register_collector(Box::new(state.clone()));
         Self {
@@ -107,6 +125,7 @@ impl Default for Metrics {
             backup_stored_bytes,
             last_success,
             reconcile_errors,
+            copies,
             state,
         }
     }

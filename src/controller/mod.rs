@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod context;
+pub mod copies;
 pub mod deletion;
 pub mod due;
 pub mod error;

@@ -25,11 +25,11 @@ use super::references::{self, Problem};
 use super::status::{self, MANAGER, set_condition};
 use super::workers::{self, Created, Found, JobState};
 use crate::api::{
-    Backup, BackupPhase, BackupSource, BackupStorage, NotifierReference, NotifyEvent,
+    Backup, BackupPhase, BackupSource, BackupStorage, CopyPhase, NotifierReference, NotifyEvent,
     QuiescedWorkload, RestorePhase, RestoreRequest, RestoreRequestStatus, WorkloadKind,
 };
 use crate::worker::Plan;
-use crate::worker::plan::RestorePlan;
+use crate::worker::plan::{CopyStore, RestorePlan};
 use crate::worker::{Failure, Summary};
 
 /// What a restore that ended without its result tells the user to do.
@@ -50,6 +50,10 @@ struct Resolved {
     target: BackupSource,
     /// The manifest's SHA-256 recorded by the Backup (none for a restore from storage).
     manifest_sha256: Option<String>,
+    /// The Backup's complete copies, tried in this order when its data is missing or damaged.
+    fallbacks: Vec<CopyStore>,
+    /// The copy read instead of the Backup's own store (`spec.fromCopy`).
+    from_copy: Option<String>,
 }
 
 /// Either wait (the backup is not there yet) or fail (it never will be).
@@ -150,6 +154,7 @@ impl Step<'_> {
             return self.wait(status, problem).await;
         }
         status.location = Some(location::display(&resolved.storage, &resolved.folder));
+        status.restored_from_copy = resolved.from_copy.clone();
         status.start_time = Some(status::time(Utc::now()));
         // Record every workload's replicas before touching any, so that a restart in the
         // middle still knows what to scale back to.
@@ -299,6 +304,7 @@ impl Step<'_> {
                         .decryption
                         .as_ref()
                         .map(|d| d.identity_secret_ref.clone()),
+                    fallbacks: self.usable(resolved.fallbacks).await?,
                 });
                 let built = job::build(
                     &JobRequest {
@@ -366,6 +372,17 @@ impl Step<'_> {
                     status.location = Some(location::display(&from.storage, folder));
                 }
                 status.stats = summary.restore.clone();
+                if let Some(copy) = &summary.restored_from_copy {
+                    status.restored_from_copy = Some(copy.clone());
+                    if let Some(folder) = &summary.folder
+                        && let Some(store) = self.copy_storage(copy).await?
+                    {
+                        status.location = Some(location::display(&store, folder));
+                    }
+                    self.ctx
+                        .event(self.request, true, "RestoredFromCopy", &summary.message)
+                        .await;
+                }
                 self.finished(status, &summary).await
             }
         }
@@ -575,6 +592,8 @@ impl Step<'_> {
                 latest: from.latest,
                 target,
                 manifest_sha256: None,
+                fallbacks: Vec::new(),
+                from_copy: None,
             }));
         }
         let Some(reference) = &spec.backup_ref else {
@@ -658,13 +677,83 @@ impl Step<'_> {
             }
             _ => {}
         }
+        // The copies that are complete, in the schedule's order.
+        let complete: Vec<CopyStore> = run
+            .copies
+            .iter()
+            .filter(|c| {
+                status
+                    .copies
+                    .iter()
+                    .any(|s| s.name == c.name && s.phase == CopyPhase::Succeeded)
+            })
+            .map(|c| CopyStore {
+                name: c.name.clone(),
+                storage: c.storage.clone(),
+            })
+            .collect();
+        let (storage, fallbacks, from_copy) = match &spec.from_copy {
+            None => (run.storage, complete, None),
+            Some(name) => match complete.into_iter().find(|c| &c.name == name) {
+                Some(copy) => (copy.storage, Vec::new(), Some(copy.name)),
+                None => {
+                    let known: Vec<&str> = status.copies.iter().map(|c| c.name.as_str()).collect();
+                    return Ok(Err(Unresolved::Fail(Problem {
+                        reason: "CopyNotFound",
+                        message: format!(
+                            "Backup {} has no complete copy named {name:?} (its copies: {}): name a copy whose phase is Succeeded, or leave fromCopy out",
+                            reference.name,
+                            if known.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    })));
+                }
+            },
+        };
         Ok(Ok(Resolved {
-            storage: run.storage,
+            storage,
             folder: run.folder,
             latest: false,
             target: spec.target.clone().unwrap_or(run.source),
             manifest_sha256: status.manifest_sha256,
+            fallbacks,
+            from_copy,
         }))
+    }
+
+    /// The fallbacks whose Secrets and claims exist (a copy that cannot be mounted would keep
+    /// the worker's Pod from starting).
+    async fn usable(&self, fallbacks: Vec<CopyStore>) -> Result<Vec<CopyStore>, Error> {
+        let mut usable = Vec::new();
+        for copy in fallbacks {
+            match references::check_storage(self.ctx, self.namespace, &copy.storage).await? {
+                None => usable.push(copy),
+                Some(problem) => tracing::warn!(
+                    copy = copy.name.as_str(),
+                    "copy left out of the restore's fallbacks: {}",
+                    problem.message
+                ),
+            }
+        }
+        Ok(usable)
+    }
+
+    /// The storage of the Backup's copy `name` (for the location shown in status).
+    async fn copy_storage(&self, name: &str) -> Result<Option<BackupStorage>, Error> {
+        let Some(reference) = &self.request.spec.backup_ref else {
+            return Ok(None);
+        };
+        let backups: Api<Backup> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        Ok(backups
+            .get_opt(&reference.name)
+            .await?
+            .and_then(|b| b.status)
+            .and_then(|s| s.resolved)
+            .and_then(|r| r.copies.into_iter().find(|c| c.name == name))
+            .map(|c| c.storage))
     }
 
     /// Whether the RestoreRequest on the server is the version this reconcile read.

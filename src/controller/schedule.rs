@@ -222,6 +222,13 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
                 name: b.name_any(),
                 time: run_time(b),
                 outcome: match b.status.as_ref().and_then(|s| s.phase) {
+                    // A copy being made reads the backup: it stays until the copy is done
+                    // (or has failed, and waits for its next attempt).
+                    Some(BackupPhase::Succeeded)
+                        if b.status.as_ref().is_some_and(super::copies::in_progress) =>
+                    {
+                        Outcome::Unfinished
+                    }
                     Some(BackupPhase::Succeeded) => Outcome::Succeeded,
                     Some(BackupPhase::Failed) => Outcome::Failed,
                     _ => Outcome::Unfinished,
