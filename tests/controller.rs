@@ -1425,6 +1425,7 @@ async fn a_stale_read_of_a_quiescing_restore_never_stops_the_app_again() {
         namespace: Some(ns.clone()),
         deletion_timeout: Duration::from_secs(60),
         notify_retry: Default::default(),
+        copy_backoff: Duration::from_secs(60),
     };
     let ctx = coffer::controller::context::Context::new(
         admin().await,

@@ -23,7 +23,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug)]
 pub struct VersityServer {
     // Field order matters: the process stops before its directory is removed.
-    _process: ChildGuard,
+    process: Option<ChildGuard>,
     port: u16,
     access_key: String,
     secret_key: String,
@@ -54,52 +54,41 @@ impl VersityServer {
             .prefix("coffer-versitygw-")
             .tempdir()
             .map_err(TestEnvError::io("creating a directory for versitygw"))?;
-        let data = dir.path().join("data");
-        let versions = dir.path().join("versions");
-        for d in [&data, &versions] {
-            std::fs::create_dir(d).map_err(TestEnvError::io("creating versitygw's directories"))?;
+        for d in ["data", "versions"] {
+            std::fs::create_dir(dir.path().join(d))
+                .map_err(TestEnvError::io("creating versitygw's directories"))?;
         }
         let port = free_port()?;
         let access_key = format!("AK{}", random_token().to_uppercase());
         let secret_key = random_token();
-        let log = dir.path().join("versitygw.log");
-        let log_file =
-            std::fs::File::create(&log).map_err(TestEnvError::io("creating versitygw's log"))?;
-        let log_err = log_file
-            .try_clone()
-            .map_err(TestEnvError::io("creating versitygw's log"))?;
-        let mut command = tied_command(program);
-        command
-            .env("ROOT_ACCESS_KEY_ID", &access_key)
-            .env("ROOT_SECRET_ACCESS_KEY", &secret_key)
-            .args(["--port", &format!("127.0.0.1:{port}"), "--region", REGION])
-            .arg("posix")
-            .arg("--versioning-dir")
-            .arg(&versions)
-            .arg(&data)
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err);
-        let child = spawn_tied("versitygw", command)?;
-        let mut process = ChildGuard(child);
-        let ready = wait_until(READY_TIMEOUT, || {
-            process.is_running() && TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
-        });
-        if !ready {
-            return Err(TestEnvError::NotReady {
-                service: "versitygw",
-                seconds: READY_TIMEOUT.as_secs(),
-                tail: log_tail(&log),
-                log,
-            });
-        }
+        let process = run(program, dir.path(), port, &access_key, &secret_key)?;
         Ok(Self {
-            _process: process,
+            process: Some(process),
             port,
             access_key,
             secret_key,
             dir,
         })
+    }
+
+    /// Stops the server, keeping its files and port: clients get "connection refused" until
+    /// [`Self::restart`].
+    pub fn stop(&mut self) {
+        self.process = None;
+    }
+
+    /// Starts the stopped server again, on the same port with the same files and keys.
+    pub fn restart(&mut self) -> Result<()> {
+        self.process = None;
+        let program = program()?;
+        self.process = Some(run(
+            &program,
+            self.dir.path(),
+            self.port,
+            &self.access_key,
+            &self.secret_key,
+        )?);
+        Ok(())
     }
 
     /// The endpoint URL, `http://127.0.0.1:<port>`.
@@ -145,4 +134,49 @@ fn program() -> Result<PathBuf> {
             dir.display()
         )))
     }
+}
+
+/// Runs versitygw on `port` over the store in `dir`, and waits until it answers.
+fn run(
+    program: &Path,
+    dir: &Path,
+    port: u16,
+    access_key: &str,
+    secret_key: &str,
+) -> Result<ChildGuard> {
+    let log = dir.join("versitygw.log");
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(TestEnvError::io("creating versitygw's log"))?;
+    let log_err = log_file
+        .try_clone()
+        .map_err(TestEnvError::io("creating versitygw's log"))?;
+    let mut command = tied_command(program);
+    command
+        .env("ROOT_ACCESS_KEY_ID", access_key)
+        .env("ROOT_SECRET_ACCESS_KEY", secret_key)
+        .args(["--port", &format!("127.0.0.1:{port}"), "--region", REGION])
+        .arg("posix")
+        .arg("--versioning-dir")
+        .arg(dir.join("versions"))
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err);
+    let child = spawn_tied("versitygw", command)?;
+    let mut process = ChildGuard(child);
+    let ready = wait_until(READY_TIMEOUT, || {
+        process.is_running() && TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
+    });
+    if !ready {
+        return Err(TestEnvError::NotReady {
+            service: "versitygw",
+            seconds: READY_TIMEOUT.as_secs(),
+            tail: log_tail(&log),
+            log,
+        });
+    }
+    Ok(process)
 }
