@@ -196,6 +196,10 @@ pub struct ResolvedRun {
     /// The stores the backup is copied to once it succeeds (the schedule's `copies`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copies: Vec<super::copies::BackupCopy>,
+    /// The S3 Object Lock the backup's objects are written with: none of them can be deleted
+    /// before `retainUntil`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<super::storage::LockRecord>,
 }
 
 /// Counts of what a backup holds; which ones are set depends on the source kind.

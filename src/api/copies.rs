@@ -44,6 +44,9 @@ pub enum CopyPhase {
     Failed,
     /// The copy store's retention deleted it.
     Removed,
+    /// It can never be made (its store is the schedule's own, it has no credentials of its
+    /// own, another backup is in its place, or the backup is gone): not tried again.
+    Abandoned,
 }
 
 /// The state of one copy of a Backup.

@@ -41,7 +41,9 @@ pub use retention::Retention;
 pub use source::{
     BackupSource, MySqlSource, PostgresSource, RedisMode, RedisSource, SourceKind, VolumeSource,
 };
-pub use storage::{BackupStorage, FilesystemStorage, S3Storage};
+pub use storage::{
+    BackupStorage, FilesystemStorage, LockRecord, ObjectLock, ObjectLockMode, S3Storage,
+};
 
 /// The API group of every Coffer kind.
 pub const GROUP: &str = "coffer.dev";

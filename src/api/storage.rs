@@ -53,6 +53,45 @@ pub struct S3Storage {
     /// Default: the AWS SDK's default credential chain of the worker Pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<LocalObjectReference>,
+    /// Write every object of a backup once, locked against deletion and overwriting until a
+    /// date (S3 Object Lock). The bucket must have been created with object lock enabled and
+    /// have no default retention rule (Coffer sets each object's date itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLock>,
+}
+
+/// How a backup's objects are locked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectLock {
+    /// `Governance`: nobody deletes a locked object before its date unless they hold the
+    /// `s3:BypassGovernanceRetention` permission (Coffer never uses it). `Compliance`: nobody
+    /// at all, not even the account's root user, and the date can never be shortened.
+    pub mode: ObjectLockMode,
+    /// How long each backup is locked, from the time it was taken: a number followed by `m`
+    /// (minutes), `h`, `d` or `w`, for example `30d`. Default: derived from the schedule's
+    /// retention, the shortest period a rule keeps a backup (`keepDaily: 7` locks 7 days;
+    /// `keepMonthly: 12` alone locks 12 × 31 days), at most `maxAge`; 30 days without
+    /// retention rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,5}[mhdw]$"))]
+    pub retain_for: Option<String>,
+}
+
+/// The S3 Object Lock retention mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ObjectLockMode {
+    Governance,
+    Compliance,
+}
+
+impl ObjectLockMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Governance => "Governance",
+            Self::Compliance => "Compliance",
+        }
+    }
 }
 
 fn default_region() -> String {
@@ -67,4 +106,13 @@ pub struct FilesystemStorage {
     /// (ReadWriteMany, or ReadWriteOnce on a single node).
     #[schemars(length(min = 1, max = 253))]
     pub claim_name: String,
+}
+
+/// The lock a backup's objects were written with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LockRecord {
+    pub mode: ObjectLockMode,
+    /// Until when no object of the backup can be deleted or overwritten.
+    pub retain_until: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }

@@ -18,7 +18,7 @@ use crate::engine::volume::{self, VolumeBackupRequest};
 use crate::pipeline::Progress;
 use crate::pipeline::encryption::Seal;
 use crate::storage::manifest::{MANIFEST, Manifest};
-use crate::storage::{Store, keys};
+use crate::storage::{Destination, Store, keys};
 use crate::units;
 
 #[derive(Debug, Args)]
@@ -65,14 +65,57 @@ pub struct BackupArgs {
     pub skip_unreadable: bool,
     #[command(flatten)]
     pub encryption: RecipientArgs,
+    /// Lock every object of the backup against deletion and overwriting (S3 Object Lock) in
+    /// this mode, for --retain-for. The bucket must have object lock enabled.
+    #[arg(long, value_enum, value_name = "MODE", requires = "retain_for")]
+    pub object_lock: Option<LockModeArg>,
+    /// How long the objects are locked, from now: a number and m, h, d or w (`30d`).
+    #[arg(long, value_name = "PERIOD", requires = "object_lock", value_parser = parse_period)]
+    pub retain_for: Option<chrono::TimeDelta>,
     #[command(flatten)]
     pub s3: S3Args,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LockModeArg {
+    Governance,
+    Compliance,
+}
+
+fn parse_period(text: &str) -> Result<chrono::TimeDelta, String> {
+    crate::freshness::parse_age(text).map_err(|e| e.to_string())
+}
+
+/// The store to write to, with the lock asked for (checked against the bucket first).
+async fn open_locked(args: &BackupArgs) -> Result<(Store, Destination), CliError> {
+    let (Some(mode), Some(period)) = (args.object_lock, args.retain_for) else {
+        return open_store(&args.to, &args.s3).await;
+    };
+    let destination = Destination::parse(&args.to).map_err(|e| CliError::usage(e.to_string()))?;
+    if !matches!(destination, Destination::S3 { .. }) {
+        return Err(CliError::usage(
+            "--object-lock needs an s3:// destination: S3 Object Lock is a feature of S3 buckets",
+        ));
+    }
+    let mut options = args.s3.options();
+    options.lock = Some(crate::storage::lock::Lock {
+        mode: match mode {
+            LockModeArg::Governance => crate::api::ObjectLockMode::Governance,
+            LockModeArg::Compliance => crate::api::ObjectLockMode::Compliance,
+        },
+        until: Utc::now() + period,
+    });
+    let store = Store::open(&destination, &options).await;
+    if let Store::S3(s3) = &store {
+        s3.check_lock().await.map_err(CliError::from_display)?;
+    }
+    Ok((store, destination))
 }
 
 pub async fn run(args: BackupArgs) -> Result<(), CliError> {
     let compression: Compression = args.compression.into();
     let recipients = args.encryption.parse()?;
-    let (store, destination) = open_store(&args.to, &args.s3).await?;
+    let (store, destination) = open_locked(&args).await?;
     let progress = Progress::default();
     let started = Instant::now();
     let (location, manifest, what) = if args.source.starts_with("redis://")

@@ -42,9 +42,10 @@ pub async fn run(args: CopyArgs) -> Result<(), CliError> {
     let name = backup_name(&source)?;
     let dest = Destination::parse(&args.to).map_err(|e| CliError::usage(e.to_string()))?;
     let target = dest.join(&name);
-    if target == source {
+    let (shown_target, shown_source) = (target.to_string(), source.to_string());
+    if shown_target.starts_with(&shown_source) || shown_source.starts_with(&shown_target) {
         return Err(CliError::usage(format!(
-            "{target} is the backup itself: give --to another store or prefix"
+            "{target} is the backup itself or inside it: give --to another store or prefix"
         )));
     }
     let credentials = copy_credentials()?;

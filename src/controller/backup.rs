@@ -16,6 +16,7 @@ use super::context::Context;
 use super::error::Error;
 use super::job::{self, JobRequest};
 use super::location::{self, SCHEDULED_TIME_ANNOTATION};
+use super::lock;
 use super::metrics::{RunLabels, ScheduleLabels};
 use super::notify::{self, BackupNews};
 use super::references::{self, Problem};
@@ -106,6 +107,7 @@ pub async fn resolve(
             encryption: spec.encryption.clone(),
             folder,
             copies: Vec::new(),
+            lock: lock::record(storage, None, run_time(backup)),
         }));
     }
     let schedule = schedule_name(backup);
@@ -124,6 +126,11 @@ pub async fn resolve(
         compression: spec.compression.unwrap_or(found.spec.compression),
         encryption: spec.encryption.clone().or(found.spec.encryption),
         folder,
+        lock: lock::record(
+            &found.spec.storage,
+            found.spec.retention.as_ref(),
+            run_time(backup),
+        ),
         copies: found.spec.copies,
     }))
 }
@@ -257,7 +264,15 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     if status.phase == Some(BackupPhase::Succeeded) && super::copies::outstanding(&status) {
-        return super::copies::reconcile(&ctx, &api, &backup, &namespace, old.as_ref()).await;
+        return super::copies::reconcile(
+            &ctx,
+            &api,
+            &backup,
+            &namespace,
+            old.as_ref(),
+            delivered.wake,
+        )
+        .await;
     }
     if matches!(
         status.phase,
@@ -404,6 +419,7 @@ impl Run<'_> {
             name: group(backup),
             compression: run.compression,
             encryption: run.encryption.clone(),
+            lock: run.lock.clone(),
             owner: Some(BackupOwner {
                 kind: "Backup".to_owned(),
                 namespace: namespace.to_owned(),

@@ -28,6 +28,8 @@ use crate::worker::{Failure, Plan};
 pub const FINALIZER: &str = "coffer.dev/delete-data";
 /// The condition that tells how the deletion of the data is going.
 const DELETING: &str = "Deleting";
+/// The reason of a deletion waiting for the date its objects are locked until.
+const RETAINED: &str = "Retained";
 
 /// Where the deletion of a Backup's data is.
 enum Deletion {
@@ -104,6 +106,15 @@ pub async fn finalize(
         let run = recorded_run(ctx, namespace, backup)
             .await?
             .map_err(|p| p.message);
+        // Objects locked until a date cannot be deleted before it: the Backup says so and
+        // waits, instead of failing.
+        if let Ok(run) = &run
+            && let Some(lock) = &run.lock
+            && status::chrono(&lock.retain_until) > Utc::now()
+        {
+            let until = status::chrono(&lock.retain_until);
+            return retained(ctx, api, backup, until, lock.mode.as_str()).await;
+        }
         let outcome = match &run {
             Ok(run) => match delete_data(ctx, api, backup, &uid, run).await {
                 Ok(outcome) => outcome,
@@ -219,7 +230,7 @@ async fn note(
     set_condition(
         &mut status.conditions,
         DELETING,
-        reason != "InUse",
+        reason != "InUse" && reason != RETAINED,
         reason,
         message,
         backup.metadata.generation,
@@ -321,6 +332,17 @@ async fn delete_data(
             None => Ok(Deletion::Done(summary.message)),
             // The folder holds another Backup's data: it is theirs to delete.
             Some(Failure::NotOwned) => Ok(Deletion::NotOurs(summary.message)),
+            // Locked longer than recorded (or the store says so): tried again at its date.
+            Some(Failure::Retained) => {
+                workers::delete(ctx, &namespace, &job_name).await?;
+                let until = summary
+                    .retained_until
+                    .unwrap_or_else(|| Utc::now() + chrono::TimeDelta::hours(1));
+                let mode = run.lock.as_ref().map_or("S3", |l| l.mode.as_str());
+                Ok(Deletion::Waiting(
+                    retained(ctx, api, backup, until, mode).await?,
+                ))
+            }
             Some(_) if overdue => Ok(Deletion::GaveUp(summary.message)),
             Some(_) => {
                 ctx.event(
@@ -339,6 +361,33 @@ async fn delete_data(
             }
         },
     }
+}
+
+/// The Backup's objects are locked until `until`: said in its `Deleting` condition (and an
+/// Event), and looked at again then.
+async fn retained(
+    ctx: &Context,
+    api: &Api<Backup>,
+    backup: &Backup,
+    until: chrono::DateTime<Utc>,
+    mode: &str,
+) -> Result<Action, Error> {
+    note(
+        ctx,
+        api,
+        backup,
+        RETAINED,
+        &format!(
+            "retained until {}: its objects are locked ({mode} object lock) and cannot be deleted before then; the data is deleted, and the Backup goes, after that date",
+            until.to_rfc3339()
+        ),
+    )
+    .await?;
+    let wait = (until - Utc::now())
+        .to_std()
+        .unwrap_or_default()
+        .saturating_add(Duration::from_secs(1));
+    Ok(Action::requeue(wait.min(Duration::from_secs(6 * 3600))))
 }
 
 /// A deletion problem, with the way out.

@@ -185,14 +185,16 @@ pub fn build(
             .as_ref()
             .and_then(|s| s.credentials_secret_ref.as_ref())
         {
+            // Optional: a copy store whose Secret lacks a key is the worker's one-line failure
+            // (and a restore's fallback it skips), not a Pod that never starts.
             for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-                env.push(secret_env(
+                env.push(optional(secret_env(
                     &copy_credential_env(n, key),
                     &SecretKeySelector {
                         name: secret.name.clone(),
                         key: key.to_owned(),
                     },
-                ));
+                )));
             }
         }
     }
@@ -475,6 +477,7 @@ mod tests {
                 credentials_secret_ref: Some(LocalObjectReference {
                     name: "s3-creds".into(),
                 }),
+                object_lock: None,
             }),
             filesystem: None,
         }
@@ -508,6 +511,7 @@ mod tests {
             compression: Compression::Zstd,
             encryption: None,
             owner: None,
+            lock: None,
         })
     }
 
@@ -591,6 +595,7 @@ mod tests {
                 retention: None,
                 group: String::new(),
                 time_zone: String::new(),
+                lock: None,
             })
         };
         let job = job_for(&copy(offsite), None);

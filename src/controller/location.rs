@@ -106,6 +106,7 @@ mod tests {
                 region: "us-east-1".into(),
                 force_path_style: false,
                 credentials_secret_ref: None,
+                object_lock: None,
             }),
             filesystem: None,
         };

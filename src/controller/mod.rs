@@ -13,6 +13,7 @@ pub mod fresh;
 pub mod job;
 pub mod leader;
 pub mod location;
+pub mod lock;
 pub mod metrics;
 pub mod notifier;
 pub mod notify;

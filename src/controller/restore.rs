@@ -574,7 +574,30 @@ impl Step<'_> {
     }
 
     /// The backup to restore and the target, from `backupRef` or `from`.
+    /// What to restore: [`Self::find`], with a complete copy standing in when the Backup's
+    /// own store cannot be used (its Secret or claim is gone).
     async fn resolve(&self) -> Result<Result<Resolved, Unresolved>, Error> {
+        let mut resolved = match self.find().await? {
+            Ok(resolved) => resolved,
+            Err(e) => return Ok(Err(e)),
+        };
+        if !resolved.fallbacks.is_empty()
+            && let Some(problem) =
+                references::check_storage(self.ctx, self.namespace, &resolved.storage).await?
+        {
+            let copy = resolved.fallbacks.remove(0);
+            tracing::warn!(
+                copy = copy.name.as_str(),
+                "the backup's store cannot be used ({}); restoring from a copy",
+                problem.message
+            );
+            resolved.storage = copy.storage;
+            resolved.from_copy = Some(copy.name);
+        }
+        Ok(Ok(resolved))
+    }
+
+    async fn find(&self) -> Result<Result<Resolved, Unresolved>, Error> {
         let spec = &self.request.spec;
         if let Some(from) = &spec.from {
             let Some(target) = spec.target.clone() else {

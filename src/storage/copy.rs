@@ -134,9 +134,22 @@ pub async fn copy_backup(
                     expected: sha,
                 });
             }
-            check_at(to, to_folder, &manifest).await?;
-            copied.already = true;
-            return Ok(copied);
+            match check_at(to, to_folder, &manifest).await {
+                Ok(()) => {
+                    copied.already = true;
+                    return Ok(copied);
+                }
+                // This backup, damaged at the destination: its manifest goes first (so it is
+                // not taken for a backup meanwhile), then it is copied again whole.
+                Err(e) if damaged(&e) => {
+                    tracing::warn!(
+                        "the copy at {} is damaged ({e}); copying it again",
+                        to.location(to_folder)
+                    );
+                    to.delete(&target).await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Err(StorageError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
@@ -159,6 +172,9 @@ pub async fn copy_backup(
     let back = to.get_bytes(&target, MAX_MANIFEST_BYTES).await?;
     let found = hex::encode(Sha256::digest(&back));
     if found != sha {
+        // Not a backup: removed, so that a later attempt is not refused as another backup.
+        let _ = to.delete(&target).await;
+        discard(to, to_folder, &manifest).await;
         return Err(IntegrityError::Mismatch {
             location: to.location(&target),
             what: "SHA-256",
@@ -184,9 +200,19 @@ async fn copy_contents(
     for record in &manifest.objects {
         let source = format!("{from_folder}{}", record.name);
         let key = format!("{to_folder}{}", record.name);
+        // A service that refuses to copy (across buckets, or credentials that may not read
+        // the source) leaves it to the stream.
         let by_server = options.server_side
             && record.stored_bytes <= MAX_SERVER_COPY
-            && to.copy_within(from, &source, &key).await?;
+            && match to.copy_within(from, &source, &key).await {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::info!(
+                        "the S3 service did not copy {source} itself ({e}); streaming it"
+                    );
+                    false
+                }
+            };
         if by_server {
             server_side += 1;
         } else {
@@ -224,6 +250,17 @@ async fn copy_contents(
         keys::check(to, to_folder, manifest).await?;
     }
     Ok(server_side)
+}
+
+/// Whether the destination's copy is missing objects or holds other bytes.
+fn damaged(e: &CopyError) -> bool {
+    match e {
+        CopyError::Integrity(IntegrityError::Storage(StorageError::NotFound { .. })) => true,
+        CopyError::Integrity(i) => i.is_mismatch(),
+        CopyError::Storage(StorageError::NotFound { .. }) => true,
+        CopyError::Keys(_) => true,
+        _ => false,
+    }
 }
 
 /// That every object of the backup in `folder` matches its manifest, and its key object is
@@ -425,6 +462,23 @@ mod tests {
             .await
             .unwrap();
         assert!(again.already);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_copy_of_the_same_backup_is_copied_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir_store(&dir.path().join("a")).await;
+        let to = dir_store(&dir.path().join("b")).await;
+        backup(&from, "", &[("one.tar", b"first")]).await;
+        copy_backup(&from, "", &to, "", CopyOptions::default())
+            .await
+            .unwrap();
+        to.put_bytes("one.tar", b"FIRST").await.unwrap();
+        let again = copy_backup(&from, "", &to, "", CopyOptions::default())
+            .await
+            .unwrap();
+        assert!(!again.already);
+        assert_eq!(to.get_bytes("one.tar", 100).await.unwrap(), b"first");
     }
 
     #[tokio::test]

@@ -44,6 +44,14 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{location} is locked (S3 Object Lock) until {}: it cannot be deleted before then; try again after that date",
+        until.map_or_else(|| "a date the store did not say".to_owned(), |t| t.to_rfc3339())
+    )]
+    Retained {
+        location: String,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
     #[error("the upload of {location} was abandoned because the backup failed")]
     Abandoned { location: String },
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fs;
 pub mod keys;
 pub mod location;
+pub mod lock;
 pub mod manifest;
 pub mod parts;
 pub mod purge;

@@ -83,6 +83,8 @@ pub struct S3Options {
     pub part_size: Option<usize>,
     /// Parts uploaded at once (default 4).
     pub parts_in_flight: Option<usize>,
+    /// Every object written is locked until a date (S3 Object Lock).
+    pub lock: Option<super::lock::Lock>,
 }
 
 impl std::fmt::Debug for S3Options {
@@ -103,11 +105,16 @@ impl std::fmt::Debug for S3Options {
 /// A bucket and a key prefix used as a store.
 #[derive(Clone, Debug)]
 pub struct S3Store {
-    client: Client,
-    bucket: String,
-    prefix: String,
+    pub(super) client: Client,
+    pub(super) bucket: String,
+    pub(super) prefix: String,
     part_size: usize,
     parts_in_flight: usize,
+    /// The lock every object written gets.
+    pub(super) lock: Option<super::lock::Lock>,
+    /// Whether the bucket keeps versions (asked once): deletions then remove every version
+    /// by its id, since a plain delete only hides the object behind a delete marker.
+    pub(super) versioned: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl S3Store {
@@ -150,6 +157,8 @@ impl S3Store {
             prefix,
             part_size: options.part_size.unwrap_or(INITIAL_PART_SIZE),
             parts_in_flight: options.parts_in_flight.unwrap_or(4).max(1),
+            lock: options.lock,
+            versioned: std::sync::Arc::default(),
         }
     }
 
@@ -161,7 +170,7 @@ impl S3Store {
         }
     }
 
-    fn key(&self, key: &str) -> String {
+    pub(super) fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
 
@@ -170,7 +179,12 @@ impl S3Store {
         format!("s3://{}/{}", self.bucket, self.key(key))
     }
 
-    fn error<E, R>(&self, operation: &'static str, key: &str, err: SdkError<E, R>) -> StorageError
+    pub(super) fn error<E, R>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        err: SdkError<E, R>,
+    ) -> StorageError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
@@ -231,8 +245,7 @@ impl S3Store {
                     location: self.location(key),
                 });
             }
-            self.client
-                .put_object()
+            self.locked_put(self.client.put_object())
                 .bucket(&self.bucket)
                 .key(self.key(key))
                 .body(ByteStream::from(first))
@@ -242,8 +255,7 @@ impl S3Store {
             return Ok(bytes);
         }
         let upload = self
-            .client
-            .create_multipart_upload()
+            .locked_upload(self.client.create_multipart_upload())
             .bucket(&self.bucket)
             .key(self.key(key))
             .send()
@@ -388,8 +400,7 @@ impl S3Store {
     }
 
     pub async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        self.client
-            .put_object()
+        self.locked_put(self.client.put_object())
             .bucket(&self.bucket)
             .key(self.key(key))
             .body(ByteStream::from(bytes.to_vec()))
@@ -519,8 +530,7 @@ impl S3Store {
             from.bucket,
             utf8_percent_encode(&from.key(source), KEEP)
         );
-        self.client
-            .copy_object()
+        self.locked_copy(self.client.copy_object())
             .bucket(&self.bucket)
             .key(self.key(key))
             .copy_source(copy_source)
@@ -531,6 +541,9 @@ impl S3Store {
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        if self.is_versioned().await {
+            return self.delete_versions(key).await;
+        }
         self.client
             .delete_object()
             .bucket(&self.bucket)

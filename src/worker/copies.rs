@@ -17,13 +17,21 @@ async fn open_copy(
     index: usize,
     copy: &CopyStore,
     env: &Environment,
+    lock: Option<&crate::api::LockRecord>,
 ) -> Result<(Store, Destination), Failed> {
     let (mut root, mut options) = destination(&copy.storage, env)?;
+    options.lock = lock.map(|l| crate::storage::lock::Lock {
+        mode: l.mode,
+        until: crate::controller::status::chrono(&l.retain_until),
+    });
     if copy.storage.filesystem.is_some() {
         let dir = env.copy_dirs.get(index).cloned().ok_or_else(|| {
             fail(
                 Failure::InvalidPlan,
-                format!("copy {:?} has no mounted claim", copy.name),
+                format!(
+                    "copy {:?} has no mounted claim (a worker older than the controller?): run the worker image of the controller's version",
+                    copy.name
+                ),
             )
         })?;
         root = Destination::Dir(dir);
@@ -79,8 +87,17 @@ pub(super) async fn copy(plan: &CopyPlan, env: &Environment) -> Outcome {
     if folder.is_empty() {
         return Err(super::invalid("folder"));
     }
+    if super::same_store(&plan.storage, &plan.to.storage) {
+        return Err(fail(
+            Failure::InvalidPlan,
+            format!(
+                "copy {:?} is in the schedule's own store (the same bucket and an overlapping prefix, or the same claim): give it another bucket, prefix or claim",
+                plan.to.name
+            ),
+        ));
+    }
     let (from, _) = super::open(&plan.storage, env, "").await?;
-    let (to, root) = open_copy(0, &plan.to, env).await?;
+    let (to, root) = open_copy(0, &plan.to, env, plan.lock.as_ref()).await?;
     let location = root.join(&folder).to_string();
     let options = CopyOptions {
         manifest_sha256: plan.manifest_sha256.as_deref(),
@@ -104,58 +121,67 @@ pub(super) async fn copy(plan: &CopyPlan, env: &Environment) -> Outcome {
         )
     };
     let mut message = message;
-    let pruned = match &plan.retention {
-        None => Vec::new(),
-        Some(policy) => match prune(&to, plan, policy).await {
-            Ok(pruned) => {
-                if !pruned.is_empty() {
-                    message.push_str(&format!(
-                        "; retention of copy {:?} deleted {} older copies there",
-                        plan.to.name,
-                        pruned.len()
-                    ));
-                }
-                pruned
-            }
-            // The copy is made; retention tries again after the next one.
-            Err(e) => {
-                message.push_str(&format!(
-                    "; warning: retention of copy {:?} did not run: {e}",
-                    plan.to.name
-                ));
-                Vec::new()
-            }
-        },
+    let (pruned, prune_error) = match &plan.retention {
+        None => (Vec::new(), None),
+        // The copy is made whatever retention does; a retention that fails is said apart
+        // (and tried again after the next copy).
+        Some(policy) => prune(&to, plan, policy).await,
     };
+    if !pruned.is_empty() {
+        message.push_str(&format!(
+            "; retention of copy {:?} deleted {} older copies there",
+            plan.to.name,
+            pruned.len()
+        ));
+    }
     Ok(Summary {
         message,
         folder: Some(folder),
         stored_bytes: Some(copied.bytes),
         manifest_sha256: Some(copied.manifest_sha256),
         pruned,
+        prune_error,
         ..Summary::default()
     })
 }
 
 /// The most folders a summary names (it must fit in a termination message).
-const MAX_PRUNED_SHOWN: usize = 20;
+const MAX_PRUNED_SHOWN: usize = 40;
 
 /// Applies the copy store's retention to the schedule's backups in it; returns the folders
-/// deleted. Only complete backups take part (leftovers of failed copies are not backups);
-/// only this store is touched.
+/// deleted, and why retention stopped if it did. Only complete backups taken by Coffer for a
+/// Backup of the plan's namespace and schedule take part (a copy made by hand, another
+/// schedule's, or another namespace's are left alone); only this store is touched.
 async fn prune(
     store: &Store,
     plan: &CopyPlan,
     policy: &crate::api::Retention,
-) -> Result<Vec<String>, String> {
+) -> (Vec<String>, Option<String>) {
     use crate::controller::retention::{self, Outcome, Run};
+    let mut pruned = Vec::new();
     let group = super::normalized(&plan.group);
-    if group.is_empty() {
-        return Err("the plan names no folder of backups".to_owned());
+    let mut parts = group.trim_end_matches('/').split('/');
+    let (Some(namespace), Some(schedule), None) = (parts.next(), parts.next(), parts.next()) else {
+        return (
+            pruned,
+            Some("the plan names no schedule's folder".to_owned()),
+        );
+    };
+    if super::same_store(&plan.storage, &plan.to.storage) {
+        return (
+            pruned,
+            Some(
+                "the copy store is the schedule's own store: its retention does not run there"
+                    .to_owned(),
+            ),
+        );
     }
     let zone: chrono_tz::Tz = plan.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC);
     let at = store.at(&group);
-    let entries = catalog::scan(&at).await.map_err(|e| e.to_string())?;
+    let entries = match catalog::scan(&at).await {
+        Ok(entries) => entries,
+        Err(e) => return (pruned, Some(e.to_string())),
+    };
     let mut history = Vec::new();
     for entry in &entries {
         let Some(Ok(manifest)) = &entry.manifest else {
@@ -166,19 +192,33 @@ async fn prune(
         if name.is_empty() || name.contains('/') {
             continue;
         }
+        let ours = manifest
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.kind == "Backup" && o.namespace == namespace)
+            && manifest.name == schedule;
+        if !ours {
+            continue;
+        }
         history.push(Run {
             name: entry.folder.clone(),
             time: folder_time(name).unwrap_or(manifest.started_at),
             outcome: Outcome::Succeeded,
         });
     }
-    let selection =
-        retention::select(&history, policy, zone, chrono::Utc::now()).map_err(|e| e.to_string())?;
-    let mut pruned = Vec::new();
+    let selection = match retention::select(&history, policy, zone, chrono::Utc::now()) {
+        Ok(selection) => selection,
+        Err(e) => return (pruned, Some(e.to_string())),
+    };
     for (folder, why) in &selection.delete {
-        crate::storage::purge::delete_backup(&at, folder, None)
-            .await
-            .map_err(|e| e.to_string())?;
+        match crate::storage::purge::delete_backup(&at, folder, None).await {
+            Ok(_) => {}
+            // Locked: deleted by a later copy's retention, after its date.
+            Err(crate::storage::purge::PurgeError::Storage(
+                crate::storage::StorageError::Retained { .. },
+            )) => continue,
+            Err(e) => return (pruned, Some(format!("deleting {folder}: {e}"))),
+        }
         tracing::info!(
             folder = folder.as_str(),
             "copy deleted by its store's retention: {why}"
@@ -187,7 +227,7 @@ async fn prune(
             pruned.push(format!("{group}{folder}"));
         }
     }
-    Ok(pruned)
+    (pruned, None)
 }
 
 /// The time in a backup folder's name (`20261201T020000Z-1a2b3c4d`).
@@ -220,7 +260,13 @@ async fn whole(
 ) -> Result<Manifest, Failed> {
     let manifest = catalog::read_manifest_expecting(store, folder, expected)
         .await
-        .map_err(|e| manifest_failure(&e))?;
+        .map_err(|e| match &e {
+            // The store itself is gone: as lost as the backup.
+            catalog::ReadManifestError::Storage(crate::storage::StorageError::NoSuchBucket {
+                ..
+            }) => fail(Failure::BackupNotFound, &e),
+            _ => manifest_failure(&e),
+        })?;
     if check_objects {
         for record in &manifest.objects {
             let key = format!("{folder}{}", record.name);
@@ -280,7 +326,7 @@ pub(super) async fn locate(plan: &RestorePlan, env: &Environment) -> Result<Loca
     let mut tried = Vec::new();
     for (index, copy) in plan.fallbacks.iter().enumerate() {
         let attempt = async {
-            let (store, destination) = open_copy(index, copy, env).await?;
+            let (store, destination) = open_copy(index, copy, env, None).await?;
             let manifest = whole(&store, &folder, expected, true).await?;
             Ok::<_, Failed>((store, destination, manifest))
         };

@@ -13,6 +13,7 @@ impl From<&StorageError> for Failure {
         match e {
             StorageError::DiskFull { .. } => Self::NoSpace,
             StorageError::NotFound { .. } => Self::BackupNotFound,
+            StorageError::Retained { .. } => Self::Retained,
             _ => Self::StorageError,
         }
     }

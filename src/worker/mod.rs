@@ -133,6 +133,36 @@ fn destination(
     }
 }
 
+/// Whether two storages are the same store or one is inside the other (same bucket of the
+/// same service with nested prefixes, or the same claim): copying one into the other, or
+/// applying one's retention to the other, would mix their backups.
+pub fn same_store(a: &BackupStorage, b: &BackupStorage) -> bool {
+    match (&a.s3, &b.s3, &a.filesystem, &b.filesystem) {
+        (Some(a), Some(b), _, _) => {
+            let endpoint = |s: &crate::api::S3Storage| {
+                s.endpoint
+                    .clone()
+                    .unwrap_or_else(|| format!("aws:{}", s.region))
+                    .trim_end_matches('/')
+                    .to_ascii_lowercase()
+            };
+            let prefix = |s: &crate::api::S3Storage| {
+                let p = s.prefix.trim_start_matches('/');
+                if p.is_empty() || p.ends_with('/') {
+                    p.to_owned()
+                } else {
+                    format!("{p}/")
+                }
+            };
+            endpoint(a) == endpoint(b)
+                && a.bucket == b.bucket
+                && (prefix(a).starts_with(&prefix(b)) || prefix(b).starts_with(&prefix(a)))
+        }
+        (_, _, Some(a), Some(b)) => a.claim_name == b.claim_name,
+        _ => false,
+    }
+}
+
 /// The store of a plan, opened at `folder` (relative to the storage prefix; "" for its root).
 async fn open(
     storage: &BackupStorage,
@@ -202,7 +232,18 @@ fn invalid(what: &str) -> Failed {
 }
 
 async fn backup(plan: &BackupPlan, env: &Environment) -> Outcome {
-    let (store, destination) = open(&plan.storage, env, "").await?;
+    let (root, mut options) = destination(&plan.storage, env)?;
+    if let Some(lock) = &plan.lock {
+        if plan.storage.s3.is_none() {
+            return Err(invalid("objectLock on a store that is not S3"));
+        }
+        options.lock = Some(crate::storage::lock::Lock {
+            mode: lock.mode,
+            until: crate::controller::status::chrono(&lock.retain_until),
+        });
+    }
+    let store = Store::open(&root, &options).await;
+    let destination = root;
     let location = destination.join(&plan.folder).to_string();
     let existing = store
         .list(&plan.folder)
@@ -610,13 +651,24 @@ async fn delete(plan: &DeletePlan, env: &Environment) -> Outcome {
         return Err(invalid("folder"));
     }
     let location = destination.join(&folder).to_string();
-    let purged = purge::delete_backup(&store, &folder, plan.owner_uid.as_deref())
-        .await
-        .map_err(|e| match &e {
-            PurgeError::NotOwned { .. } => fail(Failure::NotOwned, &e),
-            PurgeError::Root | PurgeError::Nested { .. } => fail(Failure::InvalidPlan, &e),
-            PurgeError::Storage(s) => fail(s, &e),
-        })?;
+    let purged = match purge::delete_backup(&store, &folder, plan.owner_uid.as_deref()).await {
+        Err(PurgeError::Storage(crate::storage::StorageError::Retained { location, until })) => {
+            // The manifest goes first: a locked backup is refused whole, and stays whole.
+            let e = crate::storage::StorageError::Retained { location, until };
+            return Ok(Summary {
+                failure: Some(Failure::Retained),
+                message: e.to_string(),
+                retained_until: until,
+                ..Summary::default()
+            });
+        }
+        other => other,
+    };
+    let purged = purged.map_err(|e| match &e {
+        PurgeError::NotOwned { .. } => fail(Failure::NotOwned, &e),
+        PurgeError::Root | PurgeError::Nested { .. } => fail(Failure::InvalidPlan, &e),
+        PurgeError::Storage(s) => fail(s, &e),
+    })?;
     Ok(Summary {
         message: format!(
             "deleted {} objects ({}) at {location}",
@@ -730,6 +782,21 @@ async fn check(plan: &CheckPlan, env: &Environment) -> Outcome {
     let folder = normalized(&plan.folder);
     let (store, destination) = open(&plan.storage, env, &folder).await?;
     let mut storage = probe::storage(&store, &destination.to_string()).await;
+    if let (Some(_), Store::S3(s3)) = (
+        plan.storage
+            .s3
+            .as_ref()
+            .and_then(|s| s.object_lock.as_ref()),
+        &store,
+    ) && storage.ok
+        && let Err(e) = s3.check_lock().await
+    {
+        storage = probe::Finding {
+            subject: "storage",
+            ok: false,
+            message: e.to_string(),
+        };
+    }
     if let Err(e) = recipients(plan.encryption.as_ref(), env) {
         // Backups could be stored but not encrypted: the store's side of the check fails.
         storage = probe::Finding {

@@ -89,6 +89,9 @@ pub struct CopyPlan {
     /// The schedule's time zone, in which retention counts days, weeks and months.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub time_zone: String,
+    /// The copy's objects are locked until then (the copy store's `objectLock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<crate::api::LockRecord>,
 }
 
 /// Check that a schedule's backups can run.
@@ -121,6 +124,9 @@ pub struct BackupPlan {
     /// The Backup object this run is for, recorded in the manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<BackupOwner>,
+    /// Every object is locked until `until` (S3 Object Lock; the storage's `objectLock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<crate::api::LockRecord>,
 }
 
 /// Restore one backup.

@@ -37,6 +37,8 @@ pub enum Failure {
     BackupNotFound,
     /// The folder holds another Backup's data; it was left alone.
     NotOwned,
+    /// An object is locked (S3 Object Lock) and cannot be deleted before its date.
+    Retained,
     /// The worker was told to stop (SIGTERM) and stopped without finishing.
     Interrupted,
     /// The worker's Job disappeared before the controller read its result.
@@ -63,6 +65,7 @@ impl Failure {
             Self::AlreadyExists => "AlreadyExists",
             Self::BackupNotFound => "BackupNotFound",
             Self::NotOwned => "NotOwned",
+            Self::Retained => "Retained",
             Self::Interrupted => "Interrupted",
             Self::WorkerVanished => "WorkerVanished",
             Self::WorkerKilled => "WorkerKilled",
@@ -102,6 +105,12 @@ pub struct Summary {
     /// A copy: the backups (folders) the copy store's retention deleted there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pruned: Vec<String>,
+    /// A copy: why the copy store's retention stopped, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_error: Option<String>,
+    /// A deletion refused by object lock: the date the locked object may be deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained_until: Option<DateTime<Utc>>,
     /// A sweep: leftovers removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swept: Option<u64>,

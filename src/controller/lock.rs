@@ -1,0 +1,126 @@
+//! How long a backup's objects are locked (S3 Object Lock). Pure.
+//!
+//! A backup is locked when it is written, for `objectLock.retainFor` or, by default, the
+//! shortest period any retention rule keeps a backup for. (Extending the lock of the backups
+//! a longer rule keeps, such as the monthly ones, is not built yet.)
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::api::{BackupStorage, LockRecord, Retention};
+
+/// Days a backup is locked when neither `objectLock.days` nor a retention rule says.
+pub const DEFAULT_LOCK_DAYS: i64 = 30;
+
+/// The lock of a backup taken at `time` into `storage`, kept by `retention`: none when the
+/// storage has no `objectLock`.
+pub fn record(
+    storage: &BackupStorage,
+    retention: Option<&Retention>,
+    time: DateTime<Utc>,
+) -> Option<LockRecord> {
+    let lock = storage.s3.as_ref()?.object_lock.as_ref()?;
+    let period = match lock
+        .retain_for
+        .as_deref()
+        .and_then(|p| crate::freshness::parse_age(p).ok())
+    {
+        Some(period) => period,
+        None => derived(retention),
+    };
+    Some(LockRecord {
+        mode: lock.mode,
+        retain_until: super::status::time(time + period),
+    })
+}
+
+/// The shortest period any keep rule keeps a backup for (`keepDaily: 7` → 7 days,
+/// `keepMonthly: 12` → 12 × 31 days), at most `maxAge`; [`DEFAULT_LOCK_DAYS`] without rules.
+/// `keepLast` says how many, not how long, and does not count.
+pub fn derived(retention: Option<&Retention>) -> TimeDelta {
+    let Some(r) = retention else {
+        return TimeDelta::days(DEFAULT_LOCK_DAYS);
+    };
+    let n = |v: Option<i32>| v.filter(|n| *n > 0).map(i64::from);
+    let periods = [
+        n(r.keep_hourly).map(TimeDelta::hours),
+        n(r.keep_daily).map(TimeDelta::days),
+        n(r.keep_weekly).map(TimeDelta::weeks),
+        n(r.keep_monthly).map(|m| TimeDelta::days(31 * m)),
+        n(r.keep_yearly).map(|y| TimeDelta::days(366 * y)),
+    ];
+    let shortest = periods.into_iter().flatten().min();
+    let max_age = r
+        .max_age
+        .as_deref()
+        .and_then(|a| super::retention::parse_max_age(a).ok());
+    match (shortest, max_age) {
+        (Some(p), Some(age)) => p.min(age),
+        (Some(p), None) => p,
+        (None, Some(age)) => age,
+        (None, None) => TimeDelta::days(DEFAULT_LOCK_DAYS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::api::{ObjectLock, ObjectLockMode, S3Storage};
+
+    fn retention(f: impl FnOnce(&mut Retention)) -> Retention {
+        let mut r = Retention::default();
+        f(&mut r);
+        r
+    }
+
+    #[test]
+    fn the_lock_lasts_the_shortest_period_a_rule_keeps_a_backup_for() {
+        let daily = retention(|r| {
+            r.keep_daily = Some(7);
+            r.keep_monthly = Some(12);
+        });
+        assert_eq!(derived(Some(&daily)), TimeDelta::days(7));
+        let monthly = retention(|r| r.keep_monthly = Some(12));
+        assert_eq!(derived(Some(&monthly)), TimeDelta::days(372));
+        let capped = retention(|r| {
+            r.keep_weekly = Some(8);
+            r.max_age = Some("30d".into());
+        });
+        assert_eq!(derived(Some(&capped)), TimeDelta::days(30));
+        let last = retention(|r| r.keep_last = Some(5));
+        assert_eq!(derived(Some(&last)), TimeDelta::days(DEFAULT_LOCK_DAYS));
+        assert_eq!(derived(None), TimeDelta::days(DEFAULT_LOCK_DAYS));
+    }
+
+    #[test]
+    fn explicit_days_win_and_no_object_lock_means_no_lock() {
+        let time = DateTime::parse_from_rfc3339("2026-12-01T02:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut storage = BackupStorage {
+            s3: Some(S3Storage {
+                bucket: "b".into(),
+                prefix: String::new(),
+                endpoint: None,
+                region: "us-east-1".into(),
+                force_path_style: false,
+                credentials_secret_ref: None,
+                object_lock: None,
+            }),
+            filesystem: None,
+        };
+        assert_eq!(record(&storage, None, time), None);
+        storage.s3.as_mut().unwrap().object_lock = Some(ObjectLock {
+            mode: ObjectLockMode::Compliance,
+            retain_for: Some("2d".into()),
+        });
+        let daily = retention(|r| r.keep_daily = Some(7));
+        let lock = record(&storage, Some(&daily), time).unwrap();
+        assert_eq!(lock.mode, ObjectLockMode::Compliance);
+        assert_eq!(
+            super::super::status::chrono(&lock.retain_until),
+            time + TimeDelta::days(2)
+        );
+    }
+}
