@@ -240,7 +240,7 @@ async fn a_locked_backups_deletion_waits_for_its_date_and_a_bucket_without_lock_
         json!({"s3": {"bucket": bucket, "prefix": "p/", "endpoint": versity.endpoint(),
             "region": "us-east-1", "forcePathStyle": true,
             "credentialsSecretRef": {"name": "vault-creds"},
-            "objectLock": {"mode": "Governance", "retainFor": "1m"}}})
+            "objectLock": {"mode": "Governance", "retainFor": "2m"}}})
     };
     let source = json!({"redis": {"host": "127.0.0.1", "port": redis.port()}});
     create::<BackupSchedule>(
@@ -321,8 +321,51 @@ async fn a_locked_backups_deletion_waits_for_its_date_and_a_bucket_without_lock_
     let until = coffer::controller::status::chrono(&lock.retain_until).to_rfc3339();
     assert!(said.contains(&format!("retained until {until}")), "{said}");
     assert!(!keys(&client, "vault", &folder).await.is_empty());
+    // It waits quietly: no deletion Job is made before the date, the condition stays.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let jobs = support::resources::jobs(&ns).await;
+    assert!(
+        !jobs
+            .iter()
+            .any(|j| j.metadata.name.as_deref() == Some("kept-delete")),
+        "a deletion Job ran before the date"
+    );
+    let b = backups.get("kept").await.unwrap();
+    let c = b
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Deleting")
+        .unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "Retained")
+    );
+    // Meanwhile it can still be restored: it is whole.
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    create::<coffer::api::RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "back"}, "spec": {"backupRef": {"name": "kept"}}}),
+    )
+    .await;
+    let restored = support::resources::finished_restore(&ns, "back")
+        .await
+        .status
+        .unwrap();
+    assert_eq!(
+        restored.phase,
+        Some(coffer::api::RestorePhase::Succeeded),
+        "{restored:?}"
+    );
+    let size: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert_eq!(size, 10);
     eventually(
-        Duration::from_secs(150),
+        Duration::from_secs(240),
         "the Backup to go after its date",
         || async {
             backups

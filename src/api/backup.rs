@@ -169,6 +169,10 @@ pub struct BackupStatus {
     /// sent, to which Notifier, and what the sink answered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<Delivery>,
+    /// The Backup is being deleted and its objects are locked (S3 Object Lock) until then:
+    /// its data is deleted, and the Backup goes, after that date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained_until: Option<Time>,
     /// The copies of the backup in the schedule's other stores (`spec.copies`). A copy that
     /// fails never changes the Backup's phase: it is retried, and the `Copied` condition
     /// says so.

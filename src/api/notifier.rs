@@ -51,7 +51,7 @@ pub struct NotifierSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<HeartbeatSink>,
     /// The events to notify about. Default: `failed`, `recovered`, `stale`,
-    /// `restoreFailed`, `preflightFailed`.
+    /// `restoreFailed`, `preflightFailed`, `copyFailed`.
     #[serde(default = "default_events")]
     pub events: Vec<NotifyEvent>,
     /// Notify about every failed backup, not only the first of a series of failures of the
@@ -67,6 +67,7 @@ fn default_events() -> Vec<NotifyEvent> {
         NotifyEvent::Stale,
         NotifyEvent::RestoreFailed,
         NotifyEvent::PreflightFailed,
+        NotifyEvent::CopyFailed,
     ]
 }
 
@@ -88,6 +89,9 @@ pub enum NotifyEvent {
     RestoreFailed,
     /// A schedule's pre-flight check found its source or storage unusable.
     PreflightFailed,
+    /// A copy of a backup to one of its schedule's copy stores failed (once per copy of a
+    /// Backup; its retries are not told again) or was given up.
+    CopyFailed,
 }
 
 impl NotifyEvent {
@@ -101,6 +105,7 @@ impl NotifyEvent {
             Self::RestoreSucceeded => "restoreSucceeded",
             Self::RestoreFailed => "restoreFailed",
             Self::PreflightFailed => "preflightFailed",
+            Self::CopyFailed => "copyFailed",
         }
     }
 }

@@ -98,6 +98,11 @@ async fn open_locked(args: &BackupArgs) -> Result<(Store, Destination), CliError
         ));
     }
     let mut options = args.s3.options();
+    if options.checksums_when_required {
+        return Err(CliError::usage(
+            "--object-lock needs request checksums (S3 refuses a locked upload without one): leave out --s3-checksums when-required",
+        ));
+    }
     options.lock = Some(crate::storage::lock::Lock {
         mode: match mode {
             LockModeArg::Governance => crate::api::ObjectLockMode::Governance,

@@ -69,12 +69,27 @@ pub async fn run(args: GcArgs) -> Result<(), CliError> {
         );
         return Ok(());
     }
+    let mut locked = 0;
     for leftover in &found {
-        sweep::remove(&store, leftover)
-            .await
-            .map_err(CliError::from_display)?;
+        match sweep::remove(&store, leftover).await {
+            Ok(()) => {}
+            // Locked: left for a later run, after its date; the others are removed.
+            Err(e @ crate::storage::StorageError::Retained { .. }) => {
+                eprintln!("{e}");
+                locked += 1;
+            }
+            Err(e) => return Err(CliError::from_display(e)),
+        }
     }
-    eprintln!("removed {} leftover(s) from {destination}", found.len());
+    eprintln!(
+        "removed {} leftover(s) from {destination}{}",
+        found.len() - locked,
+        if locked > 0 {
+            format!("; {locked} are locked and left until their date")
+        } else {
+            String::new()
+        }
+    );
     Ok(())
 }
 

@@ -19,7 +19,9 @@ use super::metrics::CopyLabels;
 use super::references;
 use super::status::{self, set_condition};
 use super::workers::{self, Created, Found, JobState};
-use crate::api::{Backup, BackupCopy, BackupStatus, CopyPhase, CopyStatus, ResolvedRun};
+use crate::api::{
+    Backup, BackupCopy, BackupStatus, CopyPhase, CopyStatus, NotifyEvent, ResolvedRun,
+};
 use crate::worker::Plan;
 use crate::worker::plan::{CopyPlan, CopyStore};
 use crate::worker::{Failure, Summary};
@@ -182,6 +184,8 @@ enum Effect {
         folders: Vec<String>,
     },
     DeleteJob(String),
+    /// Copy number n failed for the first time, or was given up: its Notifiers are told.
+    Tell(usize),
 }
 
 /// Makes (or retries) the copies of a successful Backup. `also` is when the Backup wants to
@@ -244,6 +248,7 @@ pub async fn reconcile(
             uid: &uid,
             run: &run,
             copy,
+            index: n,
             job_name: job::job_name(&backup.name_any(), &format!("copy-{n}")),
         };
         if let Some(problem) = &problems[n] {
@@ -316,6 +321,44 @@ pub async fn reconcile(
             removed(&mut status, copy);
         }
     }
+    // The first failure of each copy (or its abandonment) is told, in the same write.
+    let told: Vec<usize> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Tell(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    if !told.is_empty() {
+        let refs = super::backup::notifiers(ctx, namespace, backup).await?;
+        if !refs.is_empty() {
+            let wants = super::notify::lookup(ctx, namespace, &refs).await?;
+            let base = status
+                .completion_time
+                .as_ref()
+                .map_or_else(Utc::now, status::chrono);
+            for n in told {
+                // One delivery per copy of this Backup: its id is the copy's number.
+                let at = base + chrono::TimeDelta::seconds(i64::try_from(n).unwrap_or(0));
+                let planned = super::notify::plan_event(NotifyEvent::CopyFailed, at, &wants)
+                    .into_iter()
+                    .filter(|d| !status.notifications.iter().any(|o| o.id == d.id))
+                    .collect();
+                for problem in super::notify::add_planned(&mut status.notifications, planned) {
+                    effects.push(Effect::Event {
+                        warning: true,
+                        reason: "NotificationFailed",
+                        message: problem,
+                    });
+                }
+            }
+            super::notify::mark(
+                &mut status.conditions,
+                &status.notifications,
+                backup.metadata.generation,
+            );
+        }
+    }
     mark(&mut status, backup.metadata.generation);
     status::apply_fresh(api, backup, old, &status).await?;
     for effect in effects {
@@ -342,6 +385,7 @@ pub async fn reconcile(
                 }
             }
             Effect::DeleteJob(name) => workers::delete(ctx, namespace, &name).await?,
+            Effect::Tell(_) => {}
         }
     }
     Ok(match wake {
@@ -429,6 +473,8 @@ struct Step<'a> {
     uid: &'a str,
     run: &'a ResolvedRun,
     copy: &'a BackupCopy,
+    /// The copy's number in the schedule's list.
+    index: usize,
     job_name: String,
 }
 
@@ -459,7 +505,9 @@ impl Step<'_> {
             lock: super::lock::record(
                 &self.copy.storage,
                 self.copy.retention.as_ref(),
-                super::backup::run_time(backup),
+                // From now: a copy made late is locked for its whole period (and never
+                // with a date already past, which S3 refuses).
+                super::backup::run_time(backup).max(Utc::now()),
             ),
         });
         let template = super::backup::job_template(ctx, namespace, backup).await?;
@@ -549,6 +597,9 @@ impl Step<'_> {
     ) {
         entry.phase = CopyPhase::Failed;
         entry.attempts += 1;
+        if entry.attempts == 1 {
+            effects.push(Effect::Tell(self.index));
+        }
         let next = next_attempt(Utc::now(), entry.attempts, self.ctx.settings.copy_backoff);
         entry.next_attempt_time = Some(status::time(next));
         entry.message = format!("{reason}: {message}");
@@ -574,6 +625,10 @@ impl Step<'_> {
         message: &str,
         effects: &mut Vec<Effect>,
     ) {
+        // Told unless an earlier failure of this copy was.
+        if entry.attempts <= 1 {
+            effects.push(Effect::Tell(self.index));
+        }
         entry.phase = CopyPhase::Abandoned;
         entry.next_attempt_time = None;
         entry.message = format!("{reason}: {message}");

@@ -68,6 +68,54 @@ pub async fn finalize(
         .await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
+    let started = backup
+        .status
+        .as_ref()
+        .is_some_and(|s| s.resolved.is_some() || s.job_name.is_some());
+    // Objects locked until a date cannot be deleted before it: the Backup says so and waits
+    // (a date recorded when it was taken, for a backup that stored something, or one the store
+    // gave when a deletion was refused), unless its namespace is going.
+    if backup.spec.deletion_policy == DeletionPolicy::Delete
+        && started
+        && let Some(until) = locked_until(backup)
+        && until > Utc::now()
+    {
+        if workers::namespace_terminating(ctx, namespace).await? {
+            let left = recorded_run(ctx, namespace, backup)
+                .await?
+                .map(|run| {
+                    format!(
+                        "the backup's data is left at {}, locked until {}: after that date, {}",
+                        location::display(&run.storage, &run.folder),
+                        until.to_rfc3339(),
+                        location::delete_hint(&run.storage, &run.folder, &uid)
+                    )
+                })
+                .unwrap_or_else(|p| p.message);
+            ctx.event(
+                backup,
+                true,
+                "DataNotDeleted",
+                format!("namespace {namespace} is being deleted; {left}"),
+            )
+            .await;
+            let finalizers = backup
+                .finalizers()
+                .iter()
+                .filter(|f| *f != FINALIZER)
+                .cloned()
+                .collect();
+            set_finalizers(api, backup, finalizers).await?;
+            return Ok(Action::await_change());
+        }
+        let mode = backup
+            .status
+            .as_ref()
+            .and_then(|s| s.resolved.as_ref())
+            .and_then(|r| r.lock.as_ref())
+            .map_or("S3", |l| l.mode.as_str());
+        return retained(ctx, api, backup, until, mode).await;
+    }
     if backup
         .status
         .as_ref()
@@ -98,23 +146,10 @@ pub async fn finalize(
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
     }
-    let started = backup
-        .status
-        .as_ref()
-        .is_some_and(|s| s.resolved.is_some() || s.job_name.is_some());
     if backup.spec.deletion_policy == DeletionPolicy::Delete && started {
         let run = recorded_run(ctx, namespace, backup)
             .await?
             .map_err(|p| p.message);
-        // Objects locked until a date cannot be deleted before it: the Backup says so and
-        // waits, instead of failing.
-        if let Ok(run) = &run
-            && let Some(lock) = &run.lock
-            && status::chrono(&lock.retain_until) > Utc::now()
-        {
-            let until = status::chrono(&lock.retain_until);
-            return retained(ctx, api, backup, until, lock.mode.as_str()).await;
-        }
         let outcome = match &run {
             Ok(run) => match delete_data(ctx, api, backup, &uid, run).await {
                 Ok(outcome) => outcome,
@@ -237,9 +272,24 @@ async fn note(
     );
     status::apply(api, backup, old.as_ref(), &status).await?;
     if first {
-        ctx.event(backup, false, reason, message).await;
+        // A deletion held up by a lock is worth a look: who deleted the Backup?
+        ctx.event(backup, reason == RETAINED, reason, message).await;
     }
     Ok(())
+}
+
+/// Until when the Backup's objects are locked, as far as it knows: the lock it was written
+/// with (if it stored something) or the date the store gave when a deletion was refused.
+fn locked_until(backup: &Backup) -> Option<chrono::DateTime<Utc>> {
+    let status = backup.status.as_ref()?;
+    let written = status
+        .resolved
+        .as_ref()
+        .and_then(|r| r.lock.as_ref())
+        .filter(|_| status.phase == Some(crate::api::BackupPhase::Succeeded))
+        .map(|l| status::chrono(&l.retain_until));
+    let refused = status.retained_until.as_ref().map(status::chrono);
+    written.into_iter().chain(refused).max()
 }
 
 /// Runs the deletion Job on the recorded folder.
@@ -372,21 +422,36 @@ async fn retained(
     until: chrono::DateTime<Utc>,
     mode: &str,
 ) -> Result<Action, Error> {
+    // The date is kept, so that every later look waits for it without asking the store.
+    let recorded = backup
+        .status
+        .as_ref()
+        .and_then(|s| s.retained_until.as_ref())
+        .map(status::chrono);
+    if recorded.is_none_or(|r| r < until) {
+        let old = backup.status.clone();
+        let mut status = old.clone().unwrap_or_default();
+        status.retained_until = Some(status::time(until));
+        status::apply(api, backup, old.as_ref(), &status).await?;
+        // The write wakes the next look, which finds the date.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     note(
         ctx,
         api,
         backup,
         RETAINED,
         &format!(
-            "retained until {}: its objects are locked ({mode} object lock) and cannot be deleted before then; the data is deleted, and the Backup goes, after that date",
+            "retained until {}: its objects are locked ({mode} object lock) and cannot be deleted before then; the data is deleted, and the Backup goes, after that date (to let the Backup go now and leave the data, set spec.deletionPolicy: Retain)",
             until.to_rfc3339()
         ),
     )
     .await?;
+    // At least a minute: the store's clock decides, and it may run behind this one.
     let wait = (until - Utc::now())
         .to_std()
         .unwrap_or_default()
-        .saturating_add(Duration::from_secs(1));
+        .max(Duration::from_secs(60));
     Ok(Action::requeue(wait.min(Duration::from_secs(6 * 3600))))
 }
 

@@ -27,11 +27,18 @@ pub fn record(
         Some(period) => period,
         None => derived(retention),
     };
+    let period = period.min(TimeDelta::days(MAX_LOCK_DAYS));
     Some(LockRecord {
         mode: lock.mode,
-        retain_until: super::status::time(time + period),
+        retain_until: super::status::time(
+            time.checked_add_signed(period)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        ),
     })
 }
+
+/// The longest lock Coffer sets (100 years), whatever the retention counts say.
+pub const MAX_LOCK_DAYS: i64 = 36_500;
 
 /// The shortest period any keep rule keeps a backup for (`keepDaily: 7` → 7 days,
 /// `keepMonthly: 12` → 12 × 31 days), at most `maxAge`; [`DEFAULT_LOCK_DAYS`] without rules.
@@ -40,7 +47,11 @@ pub fn derived(retention: Option<&Retention>) -> TimeDelta {
     let Some(r) = retention else {
         return TimeDelta::days(DEFAULT_LOCK_DAYS);
     };
-    let n = |v: Option<i32>| v.filter(|n| *n > 0).map(i64::from);
+    // Counts are capped first, so that no period overflows.
+    let n = |v: Option<i32>| {
+        v.filter(|n| *n > 0)
+            .map(|n| i64::from(n).min(MAX_LOCK_DAYS))
+    };
     let periods = [
         n(r.keep_hourly).map(TimeDelta::hours),
         n(r.keep_daily).map(TimeDelta::days),
@@ -91,6 +102,27 @@ mod tests {
         let last = retention(|r| r.keep_last = Some(5));
         assert_eq!(derived(Some(&last)), TimeDelta::days(DEFAULT_LOCK_DAYS));
         assert_eq!(derived(None), TimeDelta::days(DEFAULT_LOCK_DAYS));
+        // Absurd counts neither overflow nor lock beyond a century.
+        let huge = retention(|r| r.keep_yearly = Some(i32::MAX));
+        let storage = BackupStorage {
+            s3: Some(S3Storage {
+                bucket: "b".into(),
+                prefix: String::new(),
+                endpoint: None,
+                region: "us-east-1".into(),
+                force_path_style: false,
+                credentials_secret_ref: None,
+                object_lock: Some(ObjectLock {
+                    mode: ObjectLockMode::Governance,
+                    retain_for: None,
+                }),
+            }),
+            filesystem: None,
+        };
+        let now = Utc::now();
+        let lock = record(&storage, Some(&huge), now).unwrap();
+        let until = super::super::status::chrono(&lock.retain_until);
+        assert!(until - now <= TimeDelta::days(MAX_LOCK_DAYS), "{until}");
     }
 
     #[test]

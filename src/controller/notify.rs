@@ -461,8 +461,14 @@ pub fn backup_notice(backup: &Backup, delivery: &Delivery) -> Notice {
     let started = status.start_time.as_ref().map(status::chrono);
     let completed = status.completion_time.as_ref().map(status::chrono);
     let schedule = super::backup::schedule_name(backup);
+    let copied = status::condition(&status.conditions, "Copied");
     let (reason, message) = match delivery.event.as_str() {
         "start" => ("Started".to_owned(), "the worker started".to_owned()),
+        // Sent after a retry, the copy may have succeeded since: the condition says so.
+        "copyFailed" => (
+            copied.map(|c| c.reason.clone()).unwrap_or_default(),
+            copied.map(|c| c.message.clone()).unwrap_or_default(),
+        ),
         _ => (
             ready.map(|c| c.reason.clone()).unwrap_or_default(),
             ready.map(|c| c.message.clone()).unwrap_or_default(),

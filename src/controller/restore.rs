@@ -656,7 +656,14 @@ impl Step<'_> {
                 })));
             }
         }
-        if backup.metadata.deletion_timestamp.is_some() {
+        // A Backup that waits for its lock date to be deleted is still there, whole: it may
+        // be restored (its deletion waits for the restore).
+        let waiting_for_lock = backup
+            .status
+            .as_ref()
+            .and_then(|s| s.retained_until.as_ref())
+            .is_some_and(|t| status::chrono(t) > Utc::now());
+        if backup.metadata.deletion_timestamp.is_some() && !waiting_for_lock {
             return Ok(Err(Unresolved::Fail(Problem {
                 reason: "BackupDeleting",
                 message: format!(

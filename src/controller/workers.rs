@@ -157,6 +157,27 @@ pub fn may_run(pod: &Pod) -> bool {
 }
 
 /// Deletes a Job and its Pods (in the background).
+/// Whether the namespace is being deleted, found by a dry run of a Job's creation (it refuses
+/// everything new; the controller may not read namespaces).
+pub async fn namespace_terminating(ctx: &Context, namespace: &str) -> Result<bool, Error> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let probe = Job {
+        metadata: kube::api::ObjectMeta {
+            name: Some("coffer-namespace-check".to_owned()),
+            ..kube::api::ObjectMeta::default()
+        },
+        ..Job::default()
+    };
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    Ok(matches!(
+        api.create(&params, &probe).await,
+        Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("being terminated")
+    ))
+}
+
 pub async fn delete(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let params = DeleteParams {

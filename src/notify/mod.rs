@@ -73,7 +73,7 @@ impl Notice {
     pub fn is_bad(&self) -> bool {
         matches!(
             self.event.as_str(),
-            "failed" | "stale" | "restoreFailed" | "preflightFailed"
+            "failed" | "stale" | "restoreFailed" | "preflightFailed" | "copyFailed"
         )
     }
 
@@ -86,6 +86,7 @@ impl Notice {
             "recovered" => "succeeded again after failures",
             "stale" => "is stale",
             "preflightFailed" => "failed its pre-flight check",
+            "copyFailed" => "could not be copied",
             "start" => "started",
             "test" => "sent a test notification",
             other => other,

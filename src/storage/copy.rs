@@ -139,14 +139,14 @@ pub async fn copy_backup(
                     copied.already = true;
                     return Ok(copied);
                 }
-                // This backup, damaged at the destination: its manifest goes first (so it is
-                // not taken for a backup meanwhile), then it is copied again whole.
+                // This backup, damaged at the destination: its objects are written again
+                // (new versions in a versioned store), then its manifest; nothing of it is
+                // deleted (a locked store would refuse, and a failure keeps what was there).
                 Err(e) if damaged(&e) => {
                     tracing::warn!(
                         "the copy at {} is damaged ({e}); copying it again",
                         to.location(to_folder)
                     );
-                    to.delete(&target).await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -258,7 +258,7 @@ fn damaged(e: &CopyError) -> bool {
         CopyError::Integrity(IntegrityError::Storage(StorageError::NotFound { .. })) => true,
         CopyError::Integrity(i) => i.is_mismatch(),
         CopyError::Storage(StorageError::NotFound { .. }) => true,
-        CopyError::Keys(_) => true,
+        CopyError::Keys(UnlockError::Key(keys::KeyError::Damaged { .. })) => true,
         _ => false,
     }
 }

@@ -52,6 +52,10 @@ pub enum StorageError {
         location: String,
         until: Option<chrono::DateTime<chrono::Utc>>,
     },
+    #[error(
+        "S3 denied deleting a version of {location}: in a versioned bucket the credentials need s3:ListBucketVersions and s3:DeleteObjectVersion (or the object has a legal hold); nothing more was deleted"
+    )]
+    VersionDeleteDenied { location: String },
     #[error("the upload of {location} was abandoned because the backup failed")]
     Abandoned { location: String },
 }

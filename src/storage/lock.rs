@@ -89,40 +89,50 @@ impl S3Store {
         }
     }
 
-    /// Whether the bucket keeps versions (asked once; a store that cannot say is taken for
-    /// one that does not).
+    /// Whether the bucket keeps versions (asked once). A store that cannot say is asked again
+    /// next time, and meanwhile treated as versioned (deleting by version id works in an
+    /// unversioned bucket too; deleting by key would only hide data in a versioned one).
     pub(super) async fn is_versioned(&self) -> bool {
-        *self
-            .versioned
-            .get_or_init(|| async {
-                match self
-                    .client
-                    .get_bucket_versioning()
-                    .bucket(&self.bucket)
-                    .send()
-                    .await
-                {
-                    Ok(v) => matches!(
-                        v.status(),
-                        Some(BucketVersioningStatus::Enabled | BucketVersioningStatus::Suspended)
-                    ),
-                    Err(e) => {
-                        tracing::debug!(
-                            "GetBucketVersioning of {} failed ({:?}); deleting by key",
-                            self.bucket,
-                            e.code()
-                        );
-                        false
-                    }
-                }
-            })
+        if let Some(known) = self.versioned.get() {
+            return *known;
+        }
+        match self
+            .client
+            .get_bucket_versioning()
+            .bucket(&self.bucket)
+            .send()
             .await
+        {
+            Ok(v) => {
+                let versioned = matches!(
+                    v.status(),
+                    Some(BucketVersioningStatus::Enabled | BucketVersioningStatus::Suspended)
+                );
+                let _ = self.versioned.set(versioned);
+                versioned
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot tell whether bucket {} keeps versions ({}); deleting by version id",
+                    self.bucket,
+                    e.code().unwrap_or("no answer")
+                );
+                true
+            }
+        }
     }
 
-    /// Deletes every version of `key` (and its delete markers) by id.
-    pub(super) async fn delete_versions(&self, key: &str) -> Result<(), StorageError> {
-        let full = self.key(key);
-        let mut ids = Vec::new();
+    /// Whether deletions here go by version id (see [`Self::is_versioned`]).
+    pub async fn is_versioned_bucket(&self) -> bool {
+        self.is_versioned().await
+    }
+
+    /// Every key below `prefix` that has a version or a delete marker (in a versioned
+    /// bucket, a key hidden behind a delete marker still holds data); `None` when the store
+    /// does not list versions.
+    pub async fn versioned_keys(&self, prefix: &str) -> Option<Vec<String>> {
+        let full = self.key(prefix);
+        let mut keys = std::collections::BTreeSet::new();
         let mut key_marker: Option<String> = None;
         let mut version_marker: Option<String> = None;
         loop {
@@ -135,7 +145,53 @@ impl S3Store {
                 .set_version_id_marker(version_marker.clone())
                 .send()
                 .await
-                .map_err(|e| self.error("ListObjectVersions", key, e))?;
+                .ok()?;
+            let found = page
+                .versions()
+                .iter()
+                .filter_map(|v| v.key())
+                .chain(page.delete_markers().iter().filter_map(|m| m.key()));
+            for key in found {
+                if let Some(relative) = key.strip_prefix(&self.prefix) {
+                    keys.insert(relative.to_owned());
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+            if key_marker.is_none() && version_marker.is_none() {
+                break;
+            }
+        }
+        Some(keys.into_iter().collect())
+    }
+
+    /// Deletes every version of `key` (and its delete markers) by id.
+    pub(super) async fn delete_versions(&self, key: &str) -> Result<(), StorageError> {
+        let full = self.key(key);
+        let mut ids = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let listed = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(&full)
+                .set_key_marker(key_marker.clone())
+                .set_version_id_marker(version_marker.clone())
+                .send()
+                .await;
+            let page = match listed {
+                Ok(page) => page,
+                // A store without versions at all (no ListObjectVersions): by key.
+                Err(e) if e.code() == Some("NotImplemented") && ids.is_empty() => {
+                    return self.delete_by_key(key).await;
+                }
+                Err(e) => return Err(self.error("ListObjectVersions", key, e)),
+            };
             for v in page.versions() {
                 if v.key() == Some(full.as_str()) {
                     ids.push(v.version_id().unwrap_or("null").to_owned());
@@ -167,9 +223,15 @@ impl S3Store {
             match deleted {
                 Ok(_) => {}
                 Err(e) if e.code() == Some("AccessDenied") => {
-                    return Err(StorageError::Retained {
-                        location: self.location(key),
-                        until: self.retained_until(&full, &id).await,
+                    let location = self.location(key);
+                    // Locked only if the store says until a date still ahead; otherwise the
+                    // credentials lack the permission (or a legal hold is on it).
+                    return Err(match self.retained_until(&full, &id).await {
+                        Some(until) if until > Utc::now() => StorageError::Retained {
+                            location,
+                            until: Some(until),
+                        },
+                        _ => StorageError::VersionDeleteDenied { location },
                     });
                 }
                 Err(e) => return Err(self.error("DeleteObject", key, e)),

@@ -194,6 +194,28 @@ impl Store {
         }
     }
 
+    /// Every key below `prefix` that holds data: in a versioned S3 bucket also those whose
+    /// current version is a delete marker (their older versions still hold data).
+    pub async fn keys_holding_data(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let mut keys: Vec<String> = self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        if let Self::S3(s3) = self
+            && s3.is_versioned_bucket().await
+            && let Some(versioned) = s3.versioned_keys(prefix).await
+        {
+            for key in versioned {
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
     /// Deletes an object; a missing one is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         match self {

@@ -98,7 +98,8 @@ pub async fn delete_backup(
             });
         }
     }
-    let mut keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+    // In a versioned bucket, keys hidden behind a delete marker still hold data.
+    let mut keys = store.keys_holding_data(folder).await?;
     keys.sort_by_key(|k| *k != manifest);
     for key in &keys {
         store.delete(key).await?;

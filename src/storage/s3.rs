@@ -544,6 +544,10 @@ impl S3Store {
         if self.is_versioned().await {
             return self.delete_versions(key).await;
         }
+        self.delete_by_key(key).await
+    }
+
+    pub(super) async fn delete_by_key(&self, key: &str) -> Result<(), StorageError> {
         self.client
             .delete_object()
             .bucket(&self.bucket)

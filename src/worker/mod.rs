@@ -728,10 +728,17 @@ async fn sweep(plan: &SweepPlan, env: &Environment) -> Outcome {
         .map_err(|e| fail(&e, &e))?;
     let mut removed = Vec::new();
     let mut bytes = 0;
+    let mut locked = 0;
     for leftover in &found.leftovers {
-        crate::storage::sweep::remove(&store, leftover)
-            .await
-            .map_err(|e| fail(&e, &e))?;
+        match crate::storage::sweep::remove(&store, leftover).await {
+            Ok(()) => {}
+            // Locked (a failed run in a locked bucket): removed by a sweep after its date.
+            Err(crate::storage::StorageError::Retained { .. }) => {
+                locked += 1;
+                continue;
+            }
+            Err(e) => return Err(fail(&e, &e)),
+        }
         removed.push(format!("{} {}", leftover.kind.as_str(), leftover.key));
         bytes += leftover.bytes;
     }
@@ -745,6 +752,11 @@ async fn sweep(plan: &SweepPlan, env: &Environment) -> Outcome {
             removed.join(", ")
         )
     };
+    if locked > 0 {
+        message.push_str(&format!(
+            "; {locked} leftover(s) are locked (S3 Object Lock) and are removed after their date"
+        ));
+    }
     for blind in &found.blind_spots {
         message.push_str(&format!("; {blind}"));
     }
@@ -781,22 +793,26 @@ async fn check(plan: &CheckPlan, env: &Environment) -> Outcome {
     };
     let folder = normalized(&plan.folder);
     let (store, destination) = open(&plan.storage, env, &folder).await?;
-    let mut storage = probe::storage(&store, &destination.to_string()).await;
-    if let (Some(_), Store::S3(s3)) = (
+    // The bucket's lock settings first: in a bucket with a default retention rule the probe
+    // object would be locked, and could not be removed.
+    let lock_problem = match (
         plan.storage
             .s3
             .as_ref()
             .and_then(|s| s.object_lock.as_ref()),
         &store,
-    ) && storage.ok
-        && let Err(e) = s3.check_lock().await
-    {
-        storage = probe::Finding {
+    ) {
+        (Some(_), Store::S3(s3)) => s3.check_lock().await.err(),
+        _ => None,
+    };
+    let mut storage = match lock_problem {
+        Some(e) => probe::Finding {
             subject: "storage",
             ok: false,
             message: e.to_string(),
-        };
-    }
+        },
+        None => probe::storage(&store, &destination.to_string()).await,
+    };
     if let Err(e) = recipients(plan.encryption.as_ref(), env) {
         // Backups could be stored but not encrypted: the store's side of the check fails.
         storage = probe::Finding {
