@@ -423,6 +423,28 @@ async fn the_chart_installs_under_restricted_and_its_operator_backs_up_and_resto
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("run only `coffer worker`"), "{stderr}");
+    // The Jobs the controller builds for copies (another store on a claim, its flags) and
+    // lock extensions pass the policy.
+    for (name, job) in own_jobs(&app) {
+        let file = plane().dir().join(format!("{app}-{name}-job.json"));
+        std::fs::write(&file, serde_json::to_string(&job).unwrap()).unwrap();
+        let out = run(
+            "kubectl",
+            &[
+                "create",
+                "-f",
+                &file.display().to_string(),
+                "--dry-run=server",
+                "--as",
+                &account,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     // One Redis backup and its restore, through the installed operator.
     let s3 = s3_with_bucket().await;
@@ -788,4 +810,83 @@ fn the_readme_kustomize_overlay_sets_the_controller_and_worker_images() {
         policy.contains("c.image == \"registry.example.com/coffer:0.1.0\""),
         "{policy}"
     );
+}
+
+/// Jobs the controller builds for a copy to a claim and a lock extension, as it builds them.
+fn own_jobs(namespace: &str) -> Vec<(&'static str, k8s_openapi::api::batch::v1::Job)> {
+    use coffer::api::{BackupStorage, FilesystemStorage, LockRecord, ObjectLockMode, S3Storage};
+    use coffer::controller::job::{JobRequest, WorkerSettings, build};
+    use coffer::worker::Plan;
+    use coffer::worker::plan::{CopyPlan, CopyStore, LockPlan};
+    let s3 = BackupStorage {
+        s3: Some(S3Storage {
+            bucket: "backups".into(),
+            prefix: String::new(),
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            region: "us-east-1".into(),
+            force_path_style: true,
+            credentials_secret_ref: None,
+            object_lock: None,
+        }),
+        filesystem: None,
+    };
+    let claim = BackupStorage {
+        s3: None,
+        filesystem: Some(FilesystemStorage {
+            claim_name: "vault".into(),
+        }),
+    };
+    let plans = [
+        (
+            "copy",
+            Plan::Copy(CopyPlan {
+                storage: s3.clone(),
+                folder: "ns/s/20261201T000000Z-a/".into(),
+                to: CopyStore {
+                    name: "vault".into(),
+                    storage: claim,
+                },
+                manifest_sha256: None,
+                retention: None,
+                group: "ns/s/".into(),
+                time_zone: "UTC".into(),
+                lock: None,
+            }),
+        ),
+        (
+            "lock",
+            Plan::Lock(LockPlan {
+                storage: s3,
+                folder: "ns/s/20261201T000000Z-a/".into(),
+                lock: LockRecord {
+                    mode: ObjectLockMode::Governance,
+                    retain_until: coffer::controller::status::time(chrono::Utc::now()),
+                },
+            }),
+        ),
+    ];
+    let settings = WorkerSettings {
+        image: format!("ghcr.io/coffer-dev/coffer:{}", env!("CARGO_PKG_VERSION")),
+        service_account: "coffer-worker".into(),
+        restore_spool_bytes: 0,
+    };
+    plans
+        .into_iter()
+        .map(|(name, plan)| {
+            let job = build(
+                &JobRequest {
+                    name: format!("check-{name}"),
+                    namespace,
+                    owner: None,
+                    owner_name: "check".into(),
+                    owner_uid: "check".into(),
+                    plan: &plan,
+                    template: None,
+                },
+                &settings,
+            )
+            .unwrap();
+            (name, job)
+        })
+        .collect()
 }

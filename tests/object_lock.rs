@@ -382,3 +382,100 @@ async fn a_locked_backups_deletion_waits_for_its_date_and_a_bucket_without_lock_
         Vec::<String>::new()
     );
 }
+
+#[tokio::test]
+async fn a_backup_kept_by_a_monthly_rule_is_locked_for_the_months() {
+    let (_namespace, ns, _s3) = setup("relock").await;
+    let versity = VersityServer::start().unwrap();
+    let client = support::versity_client(&versity);
+    locked_bucket(&client, "vault").await;
+    secret(
+        &ns,
+        "vault-creds",
+        &[
+            ("AWS_ACCESS_KEY_ID", versity.access_key()),
+            ("AWS_SECRET_ACCESS_KEY", versity.secret_key()),
+        ],
+    )
+    .await;
+    let redis = RedisServer::start().unwrap();
+    let mut con = support::redis_data::connect(&redis.url()).await;
+    support::redis_data::set_numbered(&mut con, "k:", "v", 5).await;
+    let _operator = Operator::start(&ns, "solo");
+    let storage = json!({"s3": {"bucket": "vault", "prefix": "p/", "endpoint": versity.endpoint(),
+        "region": "us-east-1", "forcePathStyle": true,
+        "credentialsSecretRef": {"name": "vault-creds"},
+        "objectLock": {"mode": "Governance"}}});
+    let source = json!({"redis": {"host": "127.0.0.1", "port": redis.port()}});
+    create::<BackupSchedule>(
+        &ns,
+        json!({"metadata": {"name": "ext"}, "spec": {"schedule": "0 0 1 1 *",
+            "source": source, "storage": storage,
+            "retention": {"keepDaily": 1, "keepMonthly": 2}}}),
+    )
+    .await;
+    create::<Backup>(
+        &ns,
+        json!({"metadata": {"name": "month", "labels": {"coffer.dev/schedule": "ext"}},
+            "spec": {"scheduleRef": {"name": "ext"}}}),
+    )
+    .await;
+    let backup = finished_backup(&ns, "month").await;
+    let status = backup.status.unwrap();
+    assert_eq!(status.phase, Some(BackupPhase::Succeeded), "{status:?}");
+    let written = coffer::controller::status::chrono(
+        &status
+            .resolved
+            .as_ref()
+            .unwrap()
+            .lock
+            .as_ref()
+            .unwrap()
+            .retain_until,
+    );
+    let now = chrono::Utc::now();
+    // Written for the shortest rule (a day)...
+    assert!(
+        (written - now - chrono::TimeDelta::days(1))
+            .num_minutes()
+            .abs()
+            < 10,
+        "{written}"
+    );
+    // ...and, kept by the monthly rule, locked for two months of 31 days.
+    let backups: Api<Backup> = Api::namespaced(admin().await, &ns);
+    let locked = eventually(
+        Duration::from_secs(120),
+        "the lock to be extended",
+        || async {
+            let b = backups.get("month").await.unwrap();
+            b.status?.locked_until
+        },
+    )
+    .await;
+    let locked = coffer::controller::status::chrono(&locked);
+    assert!(
+        (locked - now - chrono::TimeDelta::days(62))
+            .num_minutes()
+            .abs()
+            < 10,
+        "{locked}"
+    );
+    let folder = format!("p/{}", status.resolved.unwrap().folder);
+    let objects = keys(&client, "vault", &folder).await;
+    assert!(!objects.is_empty());
+    for key in objects {
+        let head = client
+            .head_object()
+            .bucket("vault")
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        let until = head.object_lock_retain_until_date().unwrap().secs();
+        assert!(
+            (until - locked.timestamp()).abs() < 5,
+            "{key}: {until} vs {locked}"
+        );
+    }
+}

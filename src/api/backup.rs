@@ -169,6 +169,13 @@ pub struct BackupStatus {
     /// sent, to which Notifier, and what the sink answered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<Delivery>,
+    /// The date its schedule's retention wants the backup's objects locked until: a backup a
+    /// longer rule keeps (monthly, yearly) is locked longer than it was written with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_wanted_until: Option<Time>,
+    /// The date the backup's objects were locked until when the lock was last extended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<Time>,
     /// The Backup is being deleted and its objects are locked (S3 Object Lock) until then:
     /// its data is deleted, and the Backup goes, after that date.
     #[serde(default, skip_serializing_if = "Option::is_none")]

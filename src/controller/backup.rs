@@ -263,6 +263,11 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
     if delivered.wrote {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    if status.phase == Some(BackupPhase::Succeeded)
+        && let Some(lock) = super::relock::pending(&status)
+    {
+        return super::relock::reconcile(&ctx, &api, &backup, &namespace, old.as_ref(), lock).await;
+    }
     if status.phase == Some(BackupPhase::Succeeded) && super::copies::outstanding(&status) {
         return super::copies::reconcile(
             &ctx,
@@ -322,6 +327,12 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
             return run_ctx.recover(status, &run, lost).await;
         }
         Found::None => {
+            // Only from the newest version: a read from before the start was recorded would
+            // start the run again (after its Job vanished, a second run instead of a verdict).
+            let fresh = api.get(&name).await?;
+            if fresh.resource_version() != backup.resource_version() {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
             return match run_ctx.start(&mut status, &run, &job_name).await? {
                 // Its state is read by the next reconcile, which the Job's creation wakes:
                 // every write there is then the first of its reconcile.

@@ -282,12 +282,8 @@ async fn note(
 /// with (if it stored something) or the date the store gave when a deletion was refused.
 fn locked_until(backup: &Backup) -> Option<chrono::DateTime<Utc>> {
     let status = backup.status.as_ref()?;
-    let written = status
-        .resolved
-        .as_ref()
-        .and_then(|r| r.lock.as_ref())
-        .filter(|_| status.phase == Some(crate::api::BackupPhase::Succeeded))
-        .map(|l| status::chrono(&l.retain_until));
+    let written = super::lock::current(status)
+        .filter(|_| status.phase == Some(crate::api::BackupPhase::Succeeded));
     let refused = status.retained_until.as_ref().map(status::chrono);
     written.into_iter().chain(refused).max()
 }

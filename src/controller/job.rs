@@ -294,7 +294,7 @@ pub fn build(
                 Plan::Backup(_) | Plan::Restore(_) | Plan::Copy(_) => template
                     .active_deadline_seconds
                     .unwrap_or(DEFAULT_RUN_DEADLINE_SECONDS),
-                Plan::Delete(_) | Plan::Inspect(_) | Plan::Sweep(_) => template
+                Plan::Delete(_) | Plan::Inspect(_) | Plan::Sweep(_) | Plan::Lock(_) => template
                     .active_deadline_seconds
                     .unwrap_or(DEFAULT_HOUSEKEEPING_DEADLINE_SECONDS),
             }),

@@ -1,8 +1,8 @@
 //! How long a backup's objects are locked (S3 Object Lock). Pure.
 //!
 //! A backup is locked when it is written, for `objectLock.retainFor` or, by default, the
-//! shortest period any retention rule keeps a backup for. (Extending the lock of the backups
-//! a longer rule keeps, such as the monthly ones, is not built yet.)
+//! shortest period any retention rule keeps a backup for; the backups a longer rule keeps
+//! (monthly, yearly) are locked longer later ([`wanted`], [`super::relock`]).
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -35,6 +35,50 @@ pub fn record(
                 .unwrap_or(DateTime::<Utc>::MAX_UTC),
         ),
     })
+}
+
+/// Until when the objects of a backup are locked, as far as its status says: the lock it was
+/// written with, or a later one it was extended to.
+pub fn current(status: &crate::api::BackupStatus) -> Option<DateTime<Utc>> {
+    let written = status
+        .resolved
+        .as_ref()
+        .and_then(|r| r.lock.as_ref())
+        .map(|l| super::status::chrono(&l.retain_until));
+    let extended = status.locked_until.as_ref().map(super::status::chrono);
+    written.into_iter().chain(extended).max()
+}
+
+/// How long retention keeps a backup taken at `time` for the rules that keep it (`why`): the
+/// longest of their periods (`Monthly` with `keepMonthly: 12` → 12 × 31 days), at most
+/// `maxAge`; none when no rule with a period keeps it (`keepLast`, the newest backup).
+pub fn wanted(
+    why: &[super::retention::KeptBy],
+    policy: &Retention,
+    time: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    use super::retention::KeptBy;
+    let n = |v: Option<i32>| {
+        v.filter(|n| *n > 0)
+            .map(|n| i64::from(n).min(MAX_LOCK_DAYS))
+    };
+    let period = why
+        .iter()
+        .filter_map(|reason| match reason {
+            KeptBy::Hourly => n(policy.keep_hourly).map(TimeDelta::hours),
+            KeptBy::Daily => n(policy.keep_daily).map(TimeDelta::days),
+            KeptBy::Weekly => n(policy.keep_weekly).map(TimeDelta::weeks),
+            KeptBy::Monthly => n(policy.keep_monthly).map(|m| TimeDelta::days(31 * m)),
+            KeptBy::Yearly => n(policy.keep_yearly).map(|y| TimeDelta::days(366 * y)),
+            _ => None,
+        })
+        .max()?;
+    let max_age = policy
+        .max_age
+        .as_deref()
+        .and_then(|a| super::retention::parse_max_age(a).ok());
+    let period = max_age.map_or(period, |age| period.min(age));
+    time.checked_add_signed(period.min(TimeDelta::days(MAX_LOCK_DAYS)))
 }
 
 /// The longest lock Coffer sets (100 years), whatever the retention counts say.
@@ -123,6 +167,33 @@ mod tests {
         let lock = record(&storage, Some(&huge), now).unwrap();
         let until = super::super::status::chrono(&lock.retain_until);
         assert!(until - now <= TimeDelta::days(MAX_LOCK_DAYS), "{until}");
+    }
+
+    #[test]
+    fn a_backup_kept_monthly_is_wanted_locked_for_the_months() {
+        use crate::controller::retention::KeptBy;
+        let time = Utc::now();
+        let policy = retention(|r| {
+            r.keep_daily = Some(7);
+            r.keep_monthly = Some(12);
+        });
+        assert_eq!(
+            wanted(&[KeptBy::Daily, KeptBy::Monthly], &policy, time),
+            Some(time + TimeDelta::days(372))
+        );
+        assert_eq!(
+            wanted(&[KeptBy::Daily], &policy, time),
+            Some(time + TimeDelta::days(7))
+        );
+        assert_eq!(wanted(&[KeptBy::Newest, KeptBy::Last], &policy, time), None);
+        let capped = retention(|r| {
+            r.keep_monthly = Some(12);
+            r.max_age = Some("90d".into());
+        });
+        assert_eq!(
+            wanted(&[KeptBy::Monthly], &capped, time),
+            Some(time + TimeDelta::days(90))
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod notifier;
 pub mod notify;
 pub mod preflight;
 pub mod references;
+pub mod relock;
 pub mod restore;
 pub mod retention;
 pub mod schedule;

@@ -258,6 +258,20 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
                     }
                 }
                 backups.retain(|b| !selection.delete.iter().any(|(n, _)| *n == b.name_any()));
+                // A backup a longer rule keeps is locked as long as that rule keeps it.
+                let derived = spec
+                    .storage
+                    .s3
+                    .as_ref()
+                    .and_then(|s| s.object_lock.as_ref())
+                    .is_some_and(|l| l.retain_for.is_none());
+                if derived {
+                    for (kept, why) in &selection.keep {
+                        if let Some(backup) = backups.iter().find(|b| b.name_any() == *kept) {
+                            want_lock(&backups_api, backup, why, policy).await;
+                        }
+                    }
+                }
             }
             Err(e) => {
                 set_condition(
@@ -437,6 +451,51 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
 /// it did not (a conflict; nothing was written and the caller looks again soon). A change of
 /// freshness and the deliveries it calls for go in the same write, and their Events are
 /// recorded only once it is stored: said once.
+/// Records in a kept Backup the date retention wants its objects locked until, when that
+/// is later than their lock (the Backup extends it). Best effort: the next look tries again.
+async fn want_lock(
+    api: &Api<Backup>,
+    backup: &Backup,
+    why: &[super::retention::KeptBy],
+    policy: &crate::api::Retention,
+) {
+    let Some(old) = backup.status.as_ref() else {
+        return;
+    };
+    if old.phase != Some(BackupPhase::Succeeded) {
+        return;
+    }
+    let Some(wanted) = super::lock::wanted(why, policy, run_time(backup)) else {
+        return;
+    };
+    let have = super::lock::current(old);
+    let asked = old.lock_wanted_until.as_ref().map(status::chrono);
+    // Only a day or more later is worth a Job.
+    let later = |t: Option<chrono::DateTime<Utc>>| {
+        t.is_none_or(|t| wanted - t > chrono::TimeDelta::days(1))
+    };
+    if have.is_none() || !later(have) || !later(asked) {
+        return;
+    }
+    // Read fresh (the history is a watch, perhaps behind) and written with its version.
+    for _ in 0..3 {
+        let Ok(Some(current)) = api.get_opt(&backup.name_any()).await else {
+            return;
+        };
+        let Some(old) = current.status.clone() else {
+            return;
+        };
+        let mut status = old.clone();
+        status.lock_wanted_until = Some(status::time(wanted));
+        match status::apply_fresh(api, &current, Some(&old), &status).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::info!(backup = %backup.name_any(), "recording the lock wanted: {e}");
+            }
+        }
+    }
+}
+
 async fn write_status(
     ctx: &Context,
     api: &Api<BackupSchedule>,

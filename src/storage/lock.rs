@@ -255,6 +255,42 @@ impl S3Store {
         DateTime::from_timestamp(t.secs(), 0)
     }
 
+    /// Locks `key` until `lock.until`, unless it is locked that long already (a lock is
+    /// only ever lengthened: S3 refuses to shorten Compliance, and Coffer never shortens).
+    pub async fn extend_lock(&self, key: &str, lock: Lock) -> Result<(), StorageError> {
+        let full = self.key(key);
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.error("HeadObject", key, e))?;
+        if head
+            .object_lock_retain_until_date()
+            .is_some_and(|t| t.secs() >= lock.until.timestamp())
+        {
+            return Ok(());
+        }
+        let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+            .mode(match lock.mode {
+                Mode::Governance => ObjectLockRetentionMode::Governance,
+                Mode::Compliance => ObjectLockRetentionMode::Compliance,
+            })
+            .retain_until_date(lock.until())
+            .build();
+        self.client
+            .put_object_retention()
+            .bucket(&self.bucket)
+            .key(&full)
+            .retention(retention)
+            .send()
+            .await
+            .map_err(|e| self.error("PutObjectRetention", key, e))?;
+        Ok(())
+    }
+
     /// Checks that the bucket can take objects locked in `mode`: object lock enabled, and no
     /// default retention rule.
     pub async fn check_lock(&self) -> Result<(), LockCheckError> {

@@ -82,6 +82,7 @@ pub async fn run(plan: &Plan, env: &Environment) -> Summary {
         Plan::Sweep(p) => sweep(p, env).await,
         Plan::Check(p) => check(p, env).await,
         Plan::Copy(p) => copies::copy(p, env).await,
+        Plan::Lock(p) => lock(p, env).await,
     };
     let mut summary = result.unwrap_or_else(|f| Summary::failed(f.failure, f.message));
     summary.started_at = Some(started_at);
@@ -677,6 +678,40 @@ async fn delete(plan: &DeletePlan, env: &Environment) -> Outcome {
         ),
         folder: Some(folder),
         stored_bytes: Some(purged.stored_bytes),
+        ..Summary::default()
+    })
+}
+
+/// Locks every object of a backup until a later date.
+async fn lock(plan: &plan::LockPlan, env: &Environment) -> Outcome {
+    let folder = normalized(&plan.folder);
+    if folder.is_empty() {
+        return Err(invalid("folder"));
+    }
+    let (store, destination) = open(&plan.storage, env, "").await?;
+    let Store::S3(s3) = &store else {
+        return Err(invalid("a lock on a store that is not S3"));
+    };
+    let until = crate::controller::status::chrono(&plan.lock.retain_until);
+    let lock = crate::storage::lock::Lock {
+        mode: plan.lock.mode,
+        until,
+    };
+    let objects = store.list(&folder).await.map_err(|e| fail(&e, &e))?;
+    for object in &objects {
+        s3.extend_lock(&object.key, lock)
+            .await
+            .map_err(|e| fail(&e, &e))?;
+    }
+    Ok(Summary {
+        message: format!(
+            "locked the {} objects of {} until {}",
+            objects.len(),
+            destination.join(&folder),
+            until.to_rfc3339()
+        ),
+        folder: Some(folder),
+        retained_until: Some(until),
         ..Summary::default()
     })
 }

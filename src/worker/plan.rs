@@ -57,6 +57,17 @@ pub enum Plan {
     /// Copy the backup in `folder` to the same folder of another store, checking every
     /// object there; the manifest last.
     Copy(CopyPlan),
+    /// Lock every object of the backup in `folder` until a later date (S3 Object Lock).
+    Lock(LockPlan),
+}
+
+/// Extend the lock of one backup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockPlan {
+    pub storage: BackupStorage,
+    pub folder: String,
+    pub lock: crate::api::LockRecord,
 }
 
 /// Another store a backup is copied to (its credentials and mount are those of copy store
@@ -212,6 +223,7 @@ impl Plan {
             Self::Sweep(p) => &p.storage,
             Self::Check(p) => &p.storage,
             Self::Copy(p) => &p.storage,
+            Self::Lock(p) => &p.storage,
         }
     }
 
@@ -233,7 +245,8 @@ impl Plan {
             | Self::Delete(_)
             | Self::Inspect(_)
             | Self::Sweep(_)
-            | Self::Copy(_) => None,
+            | Self::Copy(_)
+            | Self::Lock(_) => None,
         }
     }
 
@@ -247,7 +260,8 @@ impl Plan {
             | Self::Inspect(_)
             | Self::Sweep(_)
             | Self::Check(_)
-            | Self::Copy(_) => return None,
+            | Self::Copy(_)
+            | Self::Lock(_) => return None,
         };
         source.volume.as_ref().map(|v| v.claim_name.as_str())
     }
@@ -258,7 +272,9 @@ impl Plan {
             Self::Backup(p) => &p.source,
             Self::Restore(p) => &p.target,
             Self::Check(p) => &p.source,
-            Self::Delete(_) | Self::Inspect(_) | Self::Sweep(_) | Self::Copy(_) => return None,
+            Self::Delete(_) | Self::Inspect(_) | Self::Sweep(_) | Self::Copy(_) | Self::Lock(_) => {
+                return None;
+            }
         };
         source
             .redis
@@ -288,6 +304,7 @@ impl Plan {
             Self::Sweep(_) => "sweep",
             Self::Check(_) => "check",
             Self::Copy(_) => "copy",
+            Self::Lock(_) => "lock",
         }
     }
 }
