@@ -268,6 +268,31 @@ async fn coffer_copy_makes_checked_copies_in_another_service_a_directory_and_the
         &s3.env(),
         &["is damaged", "SHA-256"],
     );
+    // Restoring the damaged backup: refused; with a copy to fall back to, the copy is
+    // restored, and said so.
+    let target = work.path().join("restored-from-copy");
+    fails(
+        &["restore", &location, "--to", target.to_str().unwrap()],
+        &s3.env(),
+        &["damaged"],
+    );
+    let (_, out) = ok(
+        &[
+            "restore",
+            &location,
+            "--to",
+            target.to_str().unwrap(),
+            "--fallback",
+            &in_dir,
+        ],
+        &s3.env(),
+    );
+    assert!(
+        stderr(&out).contains("restoring from the copy at"),
+        "{}",
+        stderr(&out)
+    );
+    same_tree(&source, &target);
     assert!(
         support::cli::walk(&elsewhere).is_empty(),
         "{:?}",

@@ -81,10 +81,58 @@ pub struct RestoreArgs {
     /// store, then read it again for the restore.
     #[arg(long)]
     pub no_spool: bool,
+    /// A copy of the backup (a location `coffer copy` printed; repeat for more), restored
+    /// instead when BACKUP is missing or damaged. With copies, BACKUP is checked whole (every
+    /// object's size and SHA-256) before anything is restored, and so is the copy used.
+    #[arg(long, value_name = "COPY", conflicts_with = "latest")]
+    pub fallback: Vec<String>,
     #[command(flatten)]
     pub identity: IdentityArgs,
     #[command(flatten)]
     pub s3: S3Args,
+}
+
+/// The backup to restore: BACKUP when it is whole, else the first whole copy (same-store
+/// S3 settings), said on stderr. Without copies, BACKUP as it is (the restore checks it).
+async fn locate(
+    args: &RestoreArgs,
+) -> Result<(crate::storage::Store, crate::storage::Destination), CliError> {
+    use crate::storage::copy;
+    let (store, destination) = open_store(&args.backup, &args.s3).await?;
+    if args.fallback.is_empty() {
+        return Ok((store, destination));
+    }
+    let primary = match copy::check_whole(&store, "", None).await {
+        Ok(_) => return Ok((store, destination)),
+        Err(e) if e.is_source_damaged() => e,
+        Err(e) => return Err(CliError::from_display(e)),
+    };
+    // The manifest the copies must have, when the backup's own could still be read.
+    let expected = store
+        .get_bytes(
+            crate::storage::manifest::MANIFEST,
+            crate::storage::manifest::MAX_MANIFEST_BYTES,
+        )
+        .await
+        .ok()
+        .map(|bytes| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)));
+    let mut tried = Vec::new();
+    for location in &args.fallback {
+        let (copy_store, copy_destination) = open_store(location, &args.s3).await?;
+        match copy::check_whole(&copy_store, "", expected.as_deref()).await {
+            Ok(_) => {
+                eprintln!(
+                    "{destination} cannot be used ({primary}); restoring from the copy at {copy_destination}"
+                );
+                return Ok((copy_store, copy_destination));
+            }
+            Err(e) => tried.push(format!("{copy_destination}: {e}")),
+        }
+    }
+    Err(CliError::failed(format!(
+        "{primary}; no copy could stand in ({}); nothing was restored",
+        tried.join("; ")
+    )))
 }
 
 /// `--roles`: what a PostgreSQL restore does with roles that exist in the target.
@@ -126,7 +174,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
         ));
     }
     let identities = args.identity.parse()?;
-    let (store, destination) = open_store(&args.backup, &args.s3).await?;
+    let (store, destination) = locate(&args).await?;
     let (folder, manifest) = if args.latest {
         catalog::latest(&store)
             .await

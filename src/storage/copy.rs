@@ -65,8 +65,11 @@ impl CopyError {
     /// The source is missing, damaged or not the recorded backup (not a passing fault).
     pub fn is_source_damaged(&self) -> bool {
         match self {
+            Self::Source(ReadManifestError::Storage(_)) => false,
             Self::Source(_) => true,
+            Self::Integrity(IntegrityError::Storage(StorageError::NotFound { .. })) => true,
             Self::Integrity(e) => e.is_mismatch(),
+            Self::Keys(UnlockError::Key(_)) => true,
             _ => false,
         }
     }
@@ -250,6 +253,29 @@ async fn copy_contents(
         keys::check(to, to_folder, manifest).await?;
     }
     Ok(server_side)
+}
+
+/// Reads the manifest of the backup in `folder` (refusing one whose SHA-256 is not
+/// `expected`) and checks every object's size and SHA-256 and the key object, without
+/// decrypting anything: whether the backup is whole, before a restore relies on it.
+pub async fn check_whole(
+    store: &Store,
+    folder: &str,
+    expected: Option<&str>,
+) -> Result<Manifest, CopyError> {
+    let manifest = super::catalog::read_manifest_expecting(store, folder, expected)
+        .await
+        .map_err(|e| match e {
+            // The store itself is gone: as lost as the backup.
+            ReadManifestError::Storage(StorageError::NoSuchBucket { .. }) => {
+                ReadManifestError::Missing {
+                    location: store.location(&format!("{folder}{MANIFEST}")),
+                }
+            }
+            other => other,
+        })?;
+    check_at(store, folder, &manifest).await?;
+    Ok(manifest)
 }
 
 /// Whether the destination's copy is missing objects or holds other bytes.

@@ -4,10 +4,8 @@
 use super::plan::{CopyPlan, CopyStore, RestorePlan};
 use super::{Environment, Failed, Failure, Outcome, Summary, destination, fail, manifest_failure};
 use crate::api::BackupStorage;
-use crate::pipeline::{self, Codec};
 use crate::storage::catalog;
 use crate::storage::copy::{self, CopyError, CopyOptions};
-use crate::storage::keys;
 use crate::storage::manifest::Manifest;
 use crate::storage::{Destination, Store};
 
@@ -258,41 +256,14 @@ async fn whole(
     expected: Option<&str>,
     check_objects: bool,
 ) -> Result<Manifest, Failed> {
-    let manifest = catalog::read_manifest_expecting(store, folder, expected)
-        .await
-        .map_err(|e| match &e {
-            // The store itself is gone: as lost as the backup.
-            catalog::ReadManifestError::Storage(crate::storage::StorageError::NoSuchBucket {
-                ..
-            }) => fail(Failure::BackupNotFound, &e),
-            _ => manifest_failure(&e),
-        })?;
-    if check_objects {
-        for record in &manifest.objects {
-            let key = format!("{folder}{}", record.name);
-            pipeline::verify_object(
-                store,
-                &key,
-                record,
-                &Codec::plain(manifest.compression),
-                false,
-            )
+    if !check_objects {
+        return catalog::read_manifest_expecting(store, folder, expected)
             .await
-            .map_err(|e| {
-                if e.is_mismatch() {
-                    fail(Failure::IntegrityCheckFailed, &e)
-                } else if let crate::pipeline::IntegrityError::Storage(s) = &e {
-                    fail(s, &e)
-                } else {
-                    fail(Failure::StorageError, &e)
-                }
-            })?;
-        }
-        keys::check(store, folder, &manifest)
-            .await
-            .map_err(|e| super::encryption::unlock_failure(&e))?;
+            .map_err(|e| manifest_failure(&e));
     }
-    Ok(manifest)
+    copy::check_whole(store, folder, expected)
+        .await
+        .map_err(|e| copy_failure(&e))
 }
 
 /// Whether a failure says the backup is missing or damaged (so that a copy may stand in), as
