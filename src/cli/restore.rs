@@ -108,17 +108,37 @@ async fn locate(
         Err(e) => return Err(CliError::from_display(e)),
     };
     // The manifest the copies must have, when the backup's own could still be read.
-    let expected = store
+    // The manifest the copies must have, when the backup's own still reads as one; else the
+    // copy must at least be of the same folder name (a copy keeps it).
+    let expected = match store
         .get_bytes(
             crate::storage::manifest::MANIFEST,
             crate::storage::manifest::MAX_MANIFEST_BYTES,
         )
         .await
-        .ok()
-        .map(|bytes| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)));
+    {
+        Ok(bytes) if crate::storage::manifest::Manifest::from_json(&bytes, "").is_ok() => {
+            Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)))
+        }
+        _ => None,
+    };
+    let folder_name = |d: &crate::storage::Destination| {
+        d.to_string()
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
     let mut tried = Vec::new();
     for location in &args.fallback {
         let (copy_store, copy_destination) = open_store(location, &args.s3).await?;
+        if expected.is_none() && folder_name(&copy_destination) != folder_name(&destination) {
+            tried.push(format!(
+                "{copy_destination}: not a copy of this backup (another folder name, and the backup's manifest cannot tell)"
+            ));
+            continue;
+        }
         match copy::check_whole(&copy_store, "", expected.as_deref()).await {
             Ok(_) => {
                 eprintln!(

@@ -107,7 +107,7 @@ pub async fn resolve(
             encryption: spec.encryption.clone(),
             folder,
             copies: Vec::new(),
-            lock: lock::record(storage, None, run_time(backup)),
+            lock: lock::record(storage, None, run_time(backup).max(Utc::now())),
         }));
     }
     let schedule = schedule_name(backup);
@@ -126,10 +126,11 @@ pub async fn resolve(
         compression: spec.compression.unwrap_or(found.spec.compression),
         encryption: spec.encryption.clone().or(found.spec.encryption),
         folder,
+        // From when it is written (a run caught up late is not locked until a date past).
         lock: lock::record(
             &found.spec.storage,
             found.spec.retention.as_ref(),
-            run_time(backup),
+            run_time(backup).max(Utc::now()),
         ),
         copies: found.spec.copies,
     }))

@@ -134,7 +134,7 @@ pub async fn finalize(
     }
     // Stop the worker, and wait until its Pod is gone: a worker still running could write
     // its manifest after the folder was purged.
-    for operation in ["backup", "inspect"] {
+    for operation in ["backup", "inspect", "lock"] {
         let job_name = job::job_name(&name, operation);
         if let Found::Mine(job) = workers::find(ctx, namespace, &job_name, &uid).await?
             && workers::finished(&job).is_none()
@@ -448,7 +448,8 @@ async fn retained(
         .to_std()
         .unwrap_or_default()
         .max(Duration::from_secs(60));
-    Ok(Action::requeue(wait.min(Duration::from_secs(6 * 3600))))
+    // Looked at every ten minutes at most: a namespace deleted meanwhile lets it go soon.
+    Ok(Action::requeue(wait.min(Duration::from_secs(600))))
 }
 
 /// A deletion problem, with the way out.

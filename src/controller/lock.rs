@@ -52,18 +52,37 @@ pub fn current(status: &crate::api::BackupStatus) -> Option<DateTime<Utc>> {
 /// How long retention keeps a backup taken at `time` for the rules that keep it (`why`): the
 /// longest of their periods (`Monthly` with `keepMonthly: 12` → 12 × 31 days), at most
 /// `maxAge`; none when no rule with a period keeps it (`keepLast`, the newest backup).
+/// A rule counts only once the backup's period of it has ended (in `zone`, at `now`):
+/// retention keeps the newest backup of the running day, month and year too, and that
+/// backup may not be the one kept for the month when the month ends.
 pub fn wanted(
     why: &[super::retention::KeptBy],
     policy: &Retention,
     time: DateTime<Utc>,
+    now: DateTime<Utc>,
+    zone: chrono_tz::Tz,
 ) -> Option<DateTime<Utc>> {
     use super::retention::KeptBy;
+    use chrono::{Datelike, TimeZone, Timelike};
     let n = |v: Option<i32>| {
         v.filter(|n| *n > 0)
             .map(|n| i64::from(n).min(MAX_LOCK_DAYS))
     };
+    let (at, today) = (
+        zone.from_utc_datetime(&time.naive_utc()),
+        zone.from_utc_datetime(&now.naive_utc()),
+    );
+    let ended = |reason: &KeptBy| match reason {
+        KeptBy::Hourly => (at.date_naive(), at.hour()) != (today.date_naive(), today.hour()),
+        KeptBy::Daily => at.date_naive() != today.date_naive(),
+        KeptBy::Weekly => at.iso_week() != today.iso_week(),
+        KeptBy::Monthly => (at.year(), at.month()) != (today.year(), today.month()),
+        KeptBy::Yearly => at.year() != today.year(),
+        _ => false,
+    };
     let period = why
         .iter()
+        .filter(|reason| ended(reason))
         .filter_map(|reason| match reason {
             KeptBy::Hourly => n(policy.keep_hourly).map(TimeDelta::hours),
             KeptBy::Daily => n(policy.keep_daily).map(TimeDelta::days),
@@ -170,28 +189,57 @@ mod tests {
     }
 
     #[test]
-    fn a_backup_kept_monthly_is_wanted_locked_for_the_months() {
+    fn a_backup_kept_monthly_is_wanted_locked_for_the_months_once_its_month_ended() {
         use crate::controller::retention::KeptBy;
-        let time = Utc::now();
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc);
+        let zone = chrono_tz::Tz::UTC;
+        let time = at("2026-11-30T02:00:00Z");
         let policy = retention(|r| {
             r.keep_daily = Some(7);
             r.keep_monthly = Some(12);
         });
+        let all = [KeptBy::Newest, KeptBy::Daily, KeptBy::Monthly];
+        // The same day: the newest backup of a running day and month is kept for them, but
+        // it may not stay the one kept: nothing more than the written lock.
         assert_eq!(
-            wanted(&[KeptBy::Daily, KeptBy::Monthly], &policy, time),
+            wanted(&all, &policy, time, at("2026-11-30T20:00:00Z"), zone),
+            None
+        );
+        // The day and the month ended (it is December): kept for the month.
+        assert_eq!(
+            wanted(&all, &policy, time, at("2026-12-01T00:01:00Z"), zone),
             Some(time + TimeDelta::days(372))
         );
+        // The day ended, the month has not: kept as a daily one.
+        let mid = at("2026-11-15T02:00:00Z");
         assert_eq!(
-            wanted(&[KeptBy::Daily], &policy, time),
-            Some(time + TimeDelta::days(7))
+            wanted(&all, &policy, mid, at("2026-11-16T02:00:00Z"), zone),
+            Some(mid + TimeDelta::days(7))
         );
-        assert_eq!(wanted(&[KeptBy::Newest, KeptBy::Last], &policy, time), None);
+        // Periods are the schedule's time zone's: at 03:00 UTC on 1 December it is still
+        // the 30th of November in Los Angeles, where the backup was taken that morning.
+        let la: chrono_tz::Tz = "America/Los_Angeles".parse().unwrap();
+        let noon = at("2026-11-30T12:00:00Z");
+        assert_eq!(
+            wanted(&all, &policy, noon, at("2026-12-01T03:00:00Z"), la),
+            None
+        );
+        assert_eq!(
+            wanted(&all, &policy, noon, at("2026-12-01T03:00:00Z"), zone),
+            Some(noon + TimeDelta::days(372))
+        );
         let capped = retention(|r| {
             r.keep_monthly = Some(12);
             r.max_age = Some("90d".into());
         });
         assert_eq!(
-            wanted(&[KeptBy::Monthly], &capped, time),
+            wanted(
+                &[KeptBy::Monthly],
+                &capped,
+                time,
+                at("2026-12-02T00:00:00Z"),
+                zone
+            ),
             Some(time + TimeDelta::days(90))
         );
     }

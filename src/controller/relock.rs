@@ -21,7 +21,7 @@ use crate::worker::Plan;
 use crate::worker::plan::LockPlan;
 
 /// How long a failed extension waits before it is tried again.
-const RETRY: Duration = Duration::from_secs(600);
+const RETRY: Duration = Duration::from_secs(3600);
 
 /// The lock a Backup still has to be given, if any.
 pub fn pending(status: &BackupStatus) -> Option<LockRecord> {
@@ -85,25 +85,47 @@ pub async fn reconcile(
             JobState::Finished(summary) => {
                 if summary.failure.is_none() {
                     let mut status = old.cloned().unwrap_or_default();
-                    status.locked_until = Some(lock.retain_until.clone());
+                    // The date the Job set (a later one may be wanted meanwhile).
+                    status.locked_until = Some(
+                        summary
+                            .retained_until
+                            .map_or_else(|| lock.retain_until.clone(), status::time),
+                    );
+                    status::set_condition(
+                        &mut status.conditions,
+                        "LockExtended",
+                        true,
+                        "LockExtended",
+                        &summary.message,
+                        backup.metadata.generation,
+                    );
                     status::apply_fresh(api, backup, old, &status).await?;
                     ctx.event(backup, false, "LockExtended", &summary.message)
                         .await;
                     workers::delete(ctx, namespace, &name).await?;
                     return Ok(Action::await_change());
                 }
-                ctx.event(
-                    backup,
-                    true,
+                let message = format!(
+                    "the lock of the backup's objects could not be extended to {} (trying again in {} minutes; the credentials need s3:PutObjectRetention): {}",
+                    status::chrono(&lock.retain_until).to_rfc3339(),
+                    RETRY.as_secs() / 60,
+                    summary.message
+                );
+                let mut status = old.cloned().unwrap_or_default();
+                let first = status::condition(&status.conditions, "LockExtended")
+                    .is_none_or(|c| c.status != "False");
+                status::set_condition(
+                    &mut status.conditions,
+                    "LockExtended",
+                    false,
                     "LockNotExtended",
-                    format!(
-                        "the lock of the backup's objects could not be extended to {} (trying again in {} minutes): {}",
-                        status::chrono(&lock.retain_until).to_rfc3339(),
-                        RETRY.as_secs() / 60,
-                        summary.message
-                    ),
-                )
-                .await;
+                    &message,
+                    backup.metadata.generation,
+                );
+                status::apply(api, backup, old, &status).await?;
+                if first {
+                    ctx.event(backup, true, "LockNotExtended", message).await;
+                }
                 // The failed Job stays until the retry, so that it is not made again at once.
                 let finished = job
                     .status

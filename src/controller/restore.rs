@@ -658,12 +658,18 @@ impl Step<'_> {
         }
         // A Backup that waits for its lock date to be deleted is still there, whole: it may
         // be restored (its deletion waits for the restore).
+        // (With half a minute to spare, so that it cannot go while the restore starts; once
+        // it runs, the deletion waits for it.)
         let waiting_for_lock = backup
             .status
             .as_ref()
             .and_then(|s| s.retained_until.as_ref())
-            .is_some_and(|t| status::chrono(t) > Utc::now());
-        if backup.metadata.deletion_timestamp.is_some() && !waiting_for_lock {
+            .is_some_and(|t| status::chrono(t) > Utc::now() + chrono::TimeDelta::seconds(30));
+        let started = matches!(
+            self.request.status.as_ref().and_then(|s| s.phase),
+            Some(RestorePhase::Quiescing | RestorePhase::Running)
+        );
+        if backup.metadata.deletion_timestamp.is_some() && !waiting_for_lock && !started {
             return Ok(Err(Unresolved::Fail(Problem {
                 reason: "BackupDeleting",
                 message: format!(

@@ -268,7 +268,8 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
                 if derived {
                     for (kept, why) in &selection.keep {
                         if let Some(backup) = backups.iter().find(|b| b.name_any() == *kept) {
-                            want_lock(&backups_api, backup, why, policy).await;
+                            want_lock(&backups_api, backup, why, policy, now, cron.time_zone())
+                                .await;
                         }
                     }
                 }
@@ -458,6 +459,8 @@ async fn want_lock(
     backup: &Backup,
     why: &[super::retention::KeptBy],
     policy: &crate::api::Retention,
+    now: chrono::DateTime<Utc>,
+    zone: chrono_tz::Tz,
 ) {
     let Some(old) = backup.status.as_ref() else {
         return;
@@ -465,7 +468,7 @@ async fn want_lock(
     if old.phase != Some(BackupPhase::Succeeded) {
         return;
     }
-    let Some(wanted) = super::lock::wanted(why, policy, run_time(backup)) else {
+    let Some(wanted) = super::lock::wanted(why, policy, run_time(backup), now, zone) else {
         return;
     };
     let have = super::lock::current(old);

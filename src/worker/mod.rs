@@ -697,7 +697,14 @@ async fn lock(plan: &plan::LockPlan, env: &Environment) -> Outcome {
         mode: plan.lock.mode,
         until,
     };
-    let objects = store.list(&folder).await.map_err(|e| fail(&e, &e))?;
+    let mut objects = store.list(&folder).await.map_err(|e| fail(&e, &e))?;
+    // The manifest first, then the key object: a backup half extended is then locked whole
+    // for the shorter date, and its manifest for the longer one (a deletion goes manifest
+    // first and is refused before any data goes).
+    objects.sort_by_key(|o| {
+        let name = o.key.strip_prefix(&folder).unwrap_or(&o.key);
+        (name != MANIFEST, !name.starts_with("keys-"))
+    });
     for object in &objects {
         s3.extend_lock(&object.key, lock)
             .await
