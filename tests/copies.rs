@@ -308,15 +308,7 @@ async fn a_schedule_copies_each_backup_falls_back_to_a_copy_retries_a_down_store
     // identity; it is on versitygw, an independent service, with its own Secret.
     let versity = VersityServer::start().unwrap();
     bucket(&support::versity_client(&versity), "offsite").await;
-    secret(
-        &ns,
-        "offsite-creds",
-        &[
-            ("AWS_ACCESS_KEY_ID", versity.access_key()),
-            ("AWS_SECRET_ACCESS_KEY", versity.secret_key()),
-        ],
-    )
-    .await;
+    support::resources::versity_secret(&ns, "offsite-creds", &versity).await;
     create::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(
         &ns,
         json!({"metadata": {"name": "vault"}, "spec": {"accessModes": ["ReadWriteOnce"],

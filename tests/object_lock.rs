@@ -16,7 +16,7 @@ use serde_json::json;
 mod support;
 use support::cli::{fails, ok};
 use support::operator::{Operator, admin, eventually};
-use support::resources::{create, finished_backup, secret, setup};
+use support::resources::{create, finished_backup, setup};
 
 async fn locked_bucket(client: &aws_sdk_s3::Client, name: &str) {
     client
@@ -223,15 +223,7 @@ async fn a_locked_backups_deletion_waits_for_its_date_and_a_bucket_without_lock_
         .send()
         .await
         .unwrap();
-    secret(
-        &ns,
-        "vault-creds",
-        &[
-            ("AWS_ACCESS_KEY_ID", versity.access_key()),
-            ("AWS_SECRET_ACCESS_KEY", versity.secret_key()),
-        ],
-    )
-    .await;
+    support::resources::versity_secret(&ns, "vault-creds", &versity).await;
     let redis = RedisServer::start().unwrap();
     let mut con = support::redis_data::connect(&redis.url()).await;
     support::redis_data::set_numbered(&mut con, "k:", "v", 10).await;
@@ -389,15 +381,7 @@ async fn a_backup_kept_by_a_monthly_rule_is_locked_for_the_months() {
     let versity = VersityServer::start().unwrap();
     let client = support::versity_client(&versity);
     locked_bucket(&client, "vault").await;
-    secret(
-        &ns,
-        "vault-creds",
-        &[
-            ("AWS_ACCESS_KEY_ID", versity.access_key()),
-            ("AWS_SECRET_ACCESS_KEY", versity.secret_key()),
-        ],
-    )
-    .await;
+    support::resources::versity_secret(&ns, "vault-creds", &versity).await;
     let redis = RedisServer::start().unwrap();
     let mut con = support::redis_data::connect(&redis.url()).await;
     support::redis_data::set_numbered(&mut con, "k:", "v", 5).await;

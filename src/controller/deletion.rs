@@ -99,14 +99,7 @@ pub async fn finalize(
                 format!("namespace {namespace} is being deleted; {left}"),
             )
             .await;
-            let finalizers = backup
-                .finalizers()
-                .iter()
-                .filter(|f| *f != FINALIZER)
-                .cloned()
-                .collect();
-            set_finalizers(api, backup, finalizers).await?;
-            return Ok(Action::await_change());
+            return let_go(api, backup).await;
         }
         let mode = backup
             .status
@@ -189,6 +182,11 @@ pub async fn finalize(
             }
         }
     }
+    let_go(api, backup).await
+}
+
+/// Removes this finalizer: the Backup goes.
+async fn let_go(api: &Api<Backup>, backup: &Backup) -> Result<Action, Error> {
     let finalizers = backup
         .finalizers()
         .iter()

@@ -137,6 +137,16 @@ pub async fn read_manifest_expecting(
     folder: &str,
     expected: Option<&str>,
 ) -> Result<Manifest, ReadManifestError> {
+    Ok(read_manifest_bytes(store, folder, expected).await?.1)
+}
+
+/// [`read_manifest_expecting`], also returning the manifest's bytes as stored (a copy writes
+/// them unchanged).
+pub async fn read_manifest_bytes(
+    store: &Store,
+    folder: &str,
+    expected: Option<&str>,
+) -> Result<(Vec<u8>, Manifest), ReadManifestError> {
     let key = format!("{folder}{MANIFEST}");
     let location = store.location(&key);
     let bytes = store
@@ -159,7 +169,8 @@ pub async fn read_manifest_expecting(
             });
         }
     }
-    Ok(Manifest::from_json(&bytes, &location)?)
+    let manifest = Manifest::from_json(&bytes, &location)?;
+    Ok((bytes, manifest))
 }
 
 #[cfg(test)]

@@ -94,29 +94,9 @@ pub async fn copy_backup(
     to_folder: &str,
     options: CopyOptions<'_>,
 ) -> Result<Copied, CopyError> {
-    let manifest_key = format!("{from_folder}{MANIFEST}");
-    let location = from.location(&manifest_key);
-    let bytes = from
-        .get_bytes(&manifest_key, MAX_MANIFEST_BYTES)
-        .await
-        .map_err(|e| match e {
-            StorageError::NotFound { .. } => ReadManifestError::Missing {
-                location: location.clone(),
-            },
-            other => other.into(),
-        })?;
+    let (bytes, manifest) =
+        super::catalog::read_manifest_bytes(from, from_folder, options.manifest_sha256).await?;
     let sha = hex::encode(Sha256::digest(&bytes));
-    if let Some(expected) = options.manifest_sha256
-        && !sha.eq_ignore_ascii_case(expected)
-    {
-        return Err(ReadManifestError::Changed {
-            location,
-            expected: expected.to_owned(),
-            found: sha,
-        }
-        .into());
-    }
-    let manifest = Manifest::from_json(&bytes, &location).map_err(ReadManifestError::from)?;
     let mut copied = Copied {
         objects: manifest.objects.len(),
         bytes: manifest.stored_bytes(),

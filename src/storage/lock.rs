@@ -18,6 +18,12 @@ use aws_sdk_s3::types::{
 use chrono::{DateTime, Utc};
 
 use super::StorageError;
+
+/// A failed `ListObjectVersions`.
+type VersionsError = aws_sdk_s3::error::SdkError<
+    aws_sdk_s3::operation::list_object_versions::ListObjectVersionsError,
+    aws_sdk_s3::config::http::HttpResponse,
+>;
 use super::s3::S3Store;
 use crate::api::ObjectLockMode as Mode;
 
@@ -131,8 +137,19 @@ impl S3Store {
     /// bucket, a key hidden behind a delete marker still holds data); `None` when the store
     /// does not list versions.
     pub async fn versioned_keys(&self, prefix: &str) -> Option<Vec<String>> {
-        let full = self.key(prefix);
-        let mut keys = std::collections::BTreeSet::new();
+        let keys: std::collections::BTreeSet<String> = self
+            .versions(&self.key(prefix))
+            .await
+            .ok()?
+            .into_iter()
+            .filter_map(|(key, _)| key.strip_prefix(&self.prefix).map(str::to_owned))
+            .collect();
+        Some(keys.into_iter().collect())
+    }
+
+    /// The (full key, version id) of every version and delete marker below `full`.
+    async fn versions(&self, full: &str) -> Result<Vec<(String, String)>, VersionsError> {
+        let mut found = Vec::new();
         let mut key_marker: Option<String> = None;
         let mut version_marker: Option<String> = None;
         loop {
@@ -140,20 +157,19 @@ impl S3Store {
                 .client
                 .list_object_versions()
                 .bucket(&self.bucket)
-                .prefix(&full)
+                .prefix(full)
                 .set_key_marker(key_marker.clone())
                 .set_version_id_marker(version_marker.clone())
                 .send()
-                .await
-                .ok()?;
-            let found = page
-                .versions()
+                .await?;
+            let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
+            let markers = page
+                .delete_markers()
                 .iter()
-                .filter_map(|v| v.key())
-                .chain(page.delete_markers().iter().filter_map(|m| m.key()));
-            for key in found {
-                if let Some(relative) = key.strip_prefix(&self.prefix) {
-                    keys.insert(relative.to_owned());
+                .map(|m| (m.key(), m.version_id()));
+            for (key, id) in versions.chain(markers) {
+                if let Some(key) = key {
+                    found.push((key.to_owned(), id.unwrap_or("null").to_owned()));
                 }
             }
             if page.is_truncated() != Some(true) {
@@ -165,52 +181,24 @@ impl S3Store {
                 break;
             }
         }
-        Some(keys.into_iter().collect())
+        Ok(found)
     }
 
     /// Deletes every version of `key` (and its delete markers) by id.
     pub(super) async fn delete_versions(&self, key: &str) -> Result<(), StorageError> {
         let full = self.key(key);
-        let mut ids = Vec::new();
-        let mut key_marker: Option<String> = None;
-        let mut version_marker: Option<String> = None;
-        loop {
-            let listed = self
-                .client
-                .list_object_versions()
-                .bucket(&self.bucket)
-                .prefix(&full)
-                .set_key_marker(key_marker.clone())
-                .set_version_id_marker(version_marker.clone())
-                .send()
-                .await;
-            let page = match listed {
-                Ok(page) => page,
-                // A store without versions at all (no ListObjectVersions): by key.
-                Err(e) if e.code() == Some("NotImplemented") && ids.is_empty() => {
-                    return self.delete_by_key(key).await;
-                }
-                Err(e) => return Err(self.error("ListObjectVersions", key, e)),
-            };
-            for v in page.versions() {
-                if v.key() == Some(full.as_str()) {
-                    ids.push(v.version_id().unwrap_or("null").to_owned());
-                }
+        let ids: Vec<String> = match self.versions(&full).await {
+            Ok(found) => found
+                .into_iter()
+                .filter(|(k, _)| *k == full)
+                .map(|(_, id)| id)
+                .collect(),
+            // A store without versions at all (no ListObjectVersions): by key.
+            Err(e) if e.code() == Some("NotImplemented") => {
+                return self.delete_by_key(key).await;
             }
-            for m in page.delete_markers() {
-                if m.key() == Some(full.as_str()) {
-                    ids.push(m.version_id().unwrap_or("null").to_owned());
-                }
-            }
-            if page.is_truncated() != Some(true) {
-                break;
-            }
-            key_marker = page.next_key_marker().map(str::to_owned);
-            version_marker = page.next_version_id_marker().map(str::to_owned);
-            if key_marker.is_none() && version_marker.is_none() {
-                break;
-            }
-        }
+            Err(e) => return Err(self.error("ListObjectVersions", key, e)),
+        };
         for id in ids {
             let deleted = self
                 .client

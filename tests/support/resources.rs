@@ -64,6 +64,19 @@ pub async fn s3_secret(ns: &str, s3: &S3Server) {
     .await;
 }
 
+/// A Secret `name` with the second S3 server's (versitygw's) keys.
+pub async fn versity_secret(ns: &str, name: &str, server: &coffer_testenv::VersityServer) {
+    secret(
+        ns,
+        name,
+        &[
+            ("AWS_ACCESS_KEY_ID", server.access_key()),
+            ("AWS_SECRET_ACCESS_KEY", server.secret_key()),
+        ],
+    )
+    .await;
+}
+
 pub async fn create<K>(ns: &str, doc: Value) -> K
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
