@@ -198,6 +198,40 @@ async fn redis_restores_with_either_identity_and_refuses_a_wrong_one_before_touc
         let (restored, _) = support::redis_data::state(&mut tcon).await;
         assert_eq!(restored, expected, "restored with identity {i}");
     }
+
+    // Download: the same refusal without a key (nothing written), and with one the plain
+    // dump.rdb, which a fresh server loads.
+    let work = tempfile::tempdir().unwrap();
+    let into = work.path().join("download");
+    let into_arg = into.display().to_string();
+    fails(
+        &["download", &location, "--to", &into_arg],
+        &s3.env(),
+        &["is encrypted to", &keys.publics[0], "--identity"],
+    );
+    assert!(!into.exists(), "nothing was written");
+    ok(
+        &[
+            "download",
+            &location,
+            "--to",
+            &into_arg,
+            "--identity",
+            keys.file(1),
+        ],
+        &s3.env(),
+    );
+    assert!(
+        files_holding(&into, MARKER.as_bytes()).len() == 1,
+        "the RDB is in plain text"
+    );
+    let loaded = RedisServer::start_with(
+        None,
+        &[("dir", into_arg.as_str()), ("dbfilename", "redis.rdb")],
+    )
+    .unwrap();
+    let mut lcon = support::redis_data::connect(&loaded.url()).await;
+    assert_eq!(support::redis_data::state(&mut lcon).await.0, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

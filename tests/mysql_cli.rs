@@ -903,3 +903,60 @@ async fn a_dump_changed_to_run_a_shell_is_refused_at_that_line() {
     );
     assert!(!planted.exists(), "the shell command ran");
 }
+
+/// `coffer download` writes the SQL dump that the server's own client loads, without Coffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_writes_a_dump_the_mariadb_client_loads() {
+    let source = MariaDbServer::start().unwrap();
+    run(&source, None, SHOP).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("d").display().to_string();
+    let (location, _) = ok(
+        &[
+            "backup",
+            &source.url(None),
+            "--to",
+            &dest,
+            "--databases",
+            "shop",
+        ],
+        &[],
+    );
+    let into = dir.path().join("download");
+    ok(
+        &["download", &location, "--to", &into.display().to_string()],
+        &[],
+    );
+    let dump = into.join("mysql/shop.sql");
+    let text = std::fs::read_to_string(&dump).unwrap();
+    assert!(text.contains("-- Dump completed"), "the dump is whole");
+
+    run(&source, None, "CREATE DATABASE by_hand").await;
+    let loaded = std::process::Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &source.port().to_string(),
+            "-u",
+            "root",
+        ])
+        .arg("by_hand")
+        .env("MYSQL_PWD", source.password())
+        .stdin(std::fs::File::open(&dump).unwrap())
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "mariadb < shop.sql: {loaded:?}");
+    for table in ["customers", "orders", "audit"] {
+        let sql = format!("SELECT * FROM {table} ORDER BY id");
+        assert_eq!(
+            rows(&source, Some("by_hand"), &sql).await,
+            rows(&source, Some("shop"), &sql).await,
+            "{table}"
+        );
+    }
+    assert_eq!(
+        value(&source, Some("by_hand"), "SELECT tax(10)").await,
+        "2.00"
+    );
+}

@@ -1161,3 +1161,93 @@ async fn writes_during_the_backup_restore_as_one_snapshot_with_the_counted_rows(
         "before the backup {before}, restored {restored_transfers}, at most {at_most}, in the end {last}"
     );
 }
+
+/// `coffer download` writes the `pg_dump -Fc` archives and the roles SQL as files that
+/// PostgreSQL's own `pg_restore` restores, without Coffer; a tampered archive is refused and
+/// nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_writes_archives_that_pg_restore_restores() {
+    let server = PostgresServer::start().unwrap();
+    create(&server, "app", APP).await;
+    let expected = fingerprint(&connect(&server, "app").await).await;
+    let expected_schema = schema(&server, "app");
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("d").display().to_string();
+    let (location, _) = ok(&["backup", &server.url("postgres"), "--to", &dest], &[]);
+
+    let into = dir.path().join("download");
+    let (_, out) = ok(
+        &["download", &location, "--to", &into.display().to_string()],
+        &[],
+    );
+    let listed = support::cli::stdout(&out);
+    for file in ["postgres/app.dump", "postgres/globals.sql"] {
+        assert!(into.join(file).is_file(), "{file} is downloaded: {listed}");
+    }
+    assert!(into.join("manifest.json").is_file());
+    let globals = std::fs::read_to_string(into.join("postgres/globals.sql")).unwrap();
+    assert!(globals.contains("CREATE ROLE"), "{globals}");
+
+    // pg_restore, as a DBA without Coffer would run it, into a new database.
+    connect(&server, "postgres")
+        .await
+        .batch_execute("CREATE DATABASE by_hand")
+        .await
+        .unwrap();
+    let restored = std::process::Command::new(server.bin_dir().join("pg_restore"))
+        .args(["--no-owner", "--exit-on-error", "--dbname"])
+        .arg(server.connection_string("by_hand"))
+        .arg(into.join("postgres/app.dump"))
+        .output()
+        .unwrap();
+    assert!(restored.status.success(), "pg_restore: {restored:?}");
+    assert_eq!(
+        fingerprint(&connect(&server, "by_hand").await).await,
+        expected
+    );
+    assert_eq!(schema(&server, "by_hand"), expected_schema);
+
+    // One object to stdout, chosen by name; several objects need --object.
+    fails_usage(
+        &["download", &location, "--to", "-"],
+        &["holds 3 objects", "give --object NAME"],
+    );
+    let piped = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args([
+            "download",
+            &location,
+            "--to",
+            "-",
+            "--object",
+            "postgres/app.dump",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{piped:?}");
+    assert!(piped.stdout == std::fs::read(into.join("postgres/app.dump")).unwrap());
+
+    // A tampered archive is refused; nothing of the download is kept.
+    let object = Path::new(&location).join("postgres/app.dump.zst");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0x01;
+    std::fs::write(&object, &bytes).unwrap();
+    let other = dir.path().join("tampered");
+    fails(
+        &["download", &location, "--to", &other.display().to_string()],
+        &[],
+        &["postgres/app.dump.zst is damaged", "nothing of it was kept"],
+    );
+    nothing_stored(&other);
+}
+
+/// Runs a command that must fail with a usage error (exit status 2) naming every fragment.
+fn fails_usage(args: &[&str], fragments: &[&str]) {
+    let out = support::cli::coffer(args, &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let message = stderr(&out);
+    for fragment in fragments {
+        assert!(message.contains(fragment), "{fragment:?} not in {message}");
+    }
+}

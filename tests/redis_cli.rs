@@ -381,3 +381,96 @@ async fn restore_warns_when_the_target_does_not_check_payloads() {
         );
     }
 }
+
+/// `coffer download` writes the snapshot as the `dump.rdb` a fresh `redis-server` loads, into
+/// a directory or to stdout, and refuses a tampered object without leaving anything behind.
+#[tokio::test]
+async fn download_writes_an_rdb_that_redis_server_loads_and_refuses_a_tampered_one() {
+    let source = RedisServer::start_with(None, &[("repl-diskless-sync-delay", "0")]).unwrap();
+    let mut con = connect(&source.url()).await;
+    populate(&mut con).await;
+    let (expected, _) = state(&mut con).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("d").display().to_string();
+    let (location, _) = ok(&["backup", &source.url(), "--to", &dest], &[]);
+
+    let into = dir.path().join("download");
+    let (line, out) = ok(
+        &["download", &location, "--to", &into.display().to_string()],
+        &[],
+    );
+    assert!(
+        line.starts_with(&format!("{}", into.join("redis.rdb").display())),
+        "{line}"
+    );
+    assert!(
+        stderr(&out).contains("checked against the manifest"),
+        "{}",
+        stderr(&out)
+    );
+    let mut files = support::cli::walk(&into);
+    files.sort();
+    assert_eq!(
+        files,
+        [into.join("manifest.json"), into.join("redis.rdb")].map(|p| p.display().to_string())
+    );
+    let rdb = std::fs::read(into.join("redis.rdb")).unwrap();
+    assert!(rdb.starts_with(b"REDIS"), "an RDB file starts with REDIS");
+
+    // A fresh server loads it at start, and holds exactly what the source held.
+    let loaded = RedisServer::start_with(
+        None,
+        &[
+            ("dir", &into.display().to_string()),
+            ("dbfilename", "redis.rdb"),
+        ],
+    )
+    .unwrap();
+    let mut loaded_con = connect(&loaded.url()).await;
+    assert_same(&expected, &state(&mut loaded_con).await.0);
+
+    // To stdout: the same bytes.
+    let piped = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["download", &location, "--to", "-"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{piped:?}");
+    assert!(piped.stdout == rdb, "stdout holds the same RDB file");
+
+    // Never over existing files.
+    fails(
+        &["download", &location, "--to", &into.display().to_string()],
+        &[],
+        &["redis.rdb already exists", "nothing was written"],
+    );
+
+    // A tampered object: refused, into a directory (nothing left) and to stdout (nothing
+    // written).
+    let object = Path::new(&location).join("redis.rdb.zst");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&object, &bytes).unwrap();
+    let other = dir.path().join("tampered");
+    fails(
+        &["download", &location, "--to", &other.display().to_string()],
+        &[],
+        &[
+            "redis.rdb.zst is damaged: the SHA-256 is",
+            "nothing of it was kept",
+        ],
+    );
+    nothing_stored(&other);
+    let piped = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["download", &location, "--to", "-"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(piped.status.code(), Some(1), "{piped:?}");
+    assert!(piped.stdout.is_empty(), "nothing reached stdout");
+    assert!(
+        String::from_utf8_lossy(&piped.stderr).contains("is damaged"),
+        "{piped:?}"
+    );
+}

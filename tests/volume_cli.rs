@@ -524,3 +524,73 @@ fn a_directory_is_replaced_by_a_file_only_with_clean() {
         b"a file in the backup"
     );
 }
+
+/// `coffer download` writes the volume as a plain tar that GNU `tar` extracts into the same
+/// tree (every kind of entry, modes, times, holes, and owners as root); to stdout as well; a
+/// tampered archive is refused and nothing is left.
+#[test]
+fn download_writes_a_tar_that_tar_extracts() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let owners = support::needs_root("files' owners");
+    every_kind(&source, owners);
+    let expected = describe(&source);
+    let dest = work.path().join("backups").display().to_string();
+    let (location, _) = ok(
+        &["backup", &source.display().to_string(), "--to", &dest],
+        &[],
+    );
+
+    let into = work.path().join("download");
+    ok(
+        &["download", &location, "--to", &into.display().to_string()],
+        &[],
+    );
+    let mut files = walk(&into);
+    files.sort();
+    assert_eq!(
+        files,
+        [into.join("manifest.json"), into.join("volume.tar")].map(|p| p.display().to_string())
+    );
+    let extracted = work.path().join("extracted");
+    std::fs::create_dir(&extracted).unwrap();
+    let mut tar = Command::new("tar");
+    tar.arg("-x")
+        .arg("-f")
+        .arg(into.join("volume.tar"))
+        .arg("-C")
+        .arg(&extracted);
+    if owners {
+        tar.args(["--same-owner", "--same-permissions", "--numeric-owner"]);
+    }
+    let out = tar.output().unwrap();
+    assert!(out.status.success(), "tar -x: {out:?}");
+    let restored = describe(&extracted);
+    for (path, entry) in &expected {
+        assert_eq!(restored.get(path), Some(entry), "{path}");
+    }
+    assert_eq!(restored.len(), expected.len(), "no extra entries");
+
+    // To stdout, piped into tar -t: the same archive.
+    let piped = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["download", &location, "--to", "-"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{piped:?}");
+    assert!(piped.stdout == std::fs::read(into.join("volume.tar")).unwrap());
+
+    // A tampered archive: refused, nothing kept.
+    let object = Path::new(&location).join("volume.tar.zst");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&object, &bytes).unwrap();
+    let other = work.path().join("tampered");
+    fails(
+        &["download", &location, "--to", &other.display().to_string()],
+        &[],
+        &["volume.tar.zst is damaged", "nothing of it was kept"],
+    );
+    nothing_stored(&other);
+}

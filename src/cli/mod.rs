@@ -5,6 +5,7 @@ mod check;
 mod controller;
 pub mod copy;
 mod delete;
+mod download;
 mod gc;
 mod keys;
 mod list;
@@ -63,6 +64,10 @@ pub enum Command {
     /// Copy a backup to another store (3-2-1): every object checked at the destination
     /// against the manifest, the manifest written last.
     Copy(copy::CopyArgs),
+    /// Write a backup's data in the source's own formats (dump.rdb, pg_dump archives, the
+    /// MySQL dump, a tar) into a directory or to stdout, decrypted and decompressed, after
+    /// checking it against the manifest.
+    Download(download::DownloadArgs),
     /// Delete one backup (or the leftovers of a failed one) from a store: its manifest
     /// first, then its data objects.
     Delete(delete::DeleteArgs),
@@ -102,6 +107,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::List(args) => ("list", block_on(Threads::One, list::run(args))),
         Command::Verify(args) => ("verify", block_on(Threads::One, verify::run(args))),
         Command::Copy(args) => ("copy", block_on(Threads::One, copy::run(args))),
+        Command::Download(args) => ("download", block_on(Threads::One, download::run(args))),
         Command::Delete(args) => ("delete", block_on(Threads::One, delete::run(args))),
         Command::Gc(args) => ("gc", block_on(Threads::One, gc::run(args))),
         Command::Check(args) => ("check", block_on(Threads::One, check::run(args))),
