@@ -1227,6 +1227,20 @@ async fn download_writes_archives_that_pg_restore_restores() {
     assert!(piped.status.success(), "{piped:?}");
     assert!(piped.stdout == std::fs::read(into.join("postgres/app.dump")).unwrap());
 
+    // A directory in the way that is a symbolic link is never written through.
+    let linked = dir.path().join("linked");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&linked).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, linked.join("postgres")).unwrap();
+    fails(
+        &["download", &location, "--to", &linked.display().to_string()],
+        &[],
+        &["postgres is in the way", "nothing of it was kept"],
+    );
+    nothing_stored(&elsewhere);
+    assert!(!linked.join("manifest.json").exists());
+
     // A tampered archive is refused; nothing of the download is kept.
     let object = Path::new(&location).join("postgres/app.dump.zst");
     let mut bytes = std::fs::read(&object).unwrap();

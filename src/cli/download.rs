@@ -17,8 +17,8 @@ use tokio::io::AsyncWriteExt;
 use super::keys::{self, IdentityArgs};
 use super::options::S3Args;
 use super::progress::Display;
-use super::{CliError, open_store, read_manifest};
-use crate::pipeline::fetch::{Prepared, Spool};
+use super::{CliError, open_store};
+use crate::pipeline::fetch::{Checked, Prepared, Spool};
 use crate::pipeline::{self, Codec, Progress};
 use crate::storage::manifest::{MANIFEST, Manifest, ObjectRecord};
 use crate::storage::{Store, catalog};
@@ -41,6 +41,11 @@ pub struct DownloadArgs {
     /// manifest show them), with or without the compression suffix.
     #[arg(long, value_name = "NAME")]
     pub object: Option<String>,
+    /// With `--to -`: where the object is kept while it is checked, before any of it is
+    /// written to stdout (it must fit, leaving 256 MiB free). Default: TMPDIR unless it is in
+    /// memory (tmpfs); give a tmpfs directory here to use memory.
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
     #[command(flatten)]
     pub identity: IdentityArgs,
     #[command(flatten)]
@@ -56,14 +61,19 @@ pub async fn run(args: DownloadArgs) -> Result<(), CliError> {
         ));
     }
     let (store, destination) = open_store(&args.backup, &args.s3).await?;
-    let (folder, manifest) = if args.latest {
+    let folder = if args.latest {
         catalog::latest(&store)
             .await
             .map_err(CliError::from_display)?
             .ok_or_else(|| CliError::failed(format!("{destination} holds no complete backup")))?
+            .0
     } else {
-        (String::new(), read_manifest(&store, "").await?)
+        String::new()
     };
+    // Read once: the manifest written beside the files is the one they were checked against.
+    let (manifest_bytes, manifest) = catalog::read_manifest_bytes(&store, &folder, None)
+        .await
+        .map_err(CliError::from_display)?;
     let location = destination.join(&folder);
     let records = chosen(&manifest, args.object.as_deref())
         .map_err(|e| CliError::usage(format!("{location}: {e}")))?;
@@ -73,6 +83,17 @@ pub async fn run(args: DownloadArgs) -> Result<(), CliError> {
             native_path(r, &manifest).map_err(|e| CliError::failed(format!("{location}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(twice) = files
+        .iter()
+        .enumerate()
+        .find(|(i, f)| files[..*i].contains(f))
+        .map(|(_, f)| f)
+    {
+        return Err(CliError::failed(format!(
+            "{location}: its manifest names two objects that are both {:?} once decompressed: the manifest is damaged or was not written by Coffer; nothing was written",
+            twice.display().to_string()
+        )));
+    }
     if to_stdout && records.len() != 1 {
         return Err(CliError::usage(format!(
             "{location} holds {} objects ({}): --to - writes one stream; give --object NAME, or --to DIR",
@@ -98,7 +119,12 @@ pub async fn run(args: DownloadArgs) -> Result<(), CliError> {
     let progress = Progress::default();
     if to_stdout {
         let display = Display::start(format!("downloading {location}"), progress.clone());
-        let written = to_stdout_checked(&store, &folder, records[0], &codec, &progress).await;
+        let spool = args
+            .spool_dir
+            .clone()
+            .map_or_else(Spool::temp_dir_on_disk, Spool::in_dir);
+        let written =
+            to_stdout_checked(&store, &folder, records[0], &codec, &spool, &progress).await;
         display.finish().await;
         let bytes = written?;
         eprintln!(
@@ -122,8 +148,12 @@ pub async fn run(args: DownloadArgs) -> Result<(), CliError> {
             )));
         }
     }
-    let display = Display::start(format!("downloading {location}"), progress.clone());
     let mut written = Written::default();
+    if let Err(e) = written.create_dirs(&dir, &dir) {
+        written.remove();
+        return Err(e);
+    }
+    let display = Display::start(format!("downloading {location}"), progress.clone());
     let result = into_dir(
         &store,
         &folder,
@@ -137,7 +167,7 @@ pub async fn run(args: DownloadArgs) -> Result<(), CliError> {
     .await;
     display.finish().await;
     let result = match result {
-        Ok(()) => write_manifest(&store, &folder, &manifest_file, &mut written).await,
+        Ok(()) => write_manifest(&manifest_bytes, &manifest_file, &mut written).await,
         Err(e) => Err(e),
     };
     if let Err(e) = result {
@@ -243,15 +273,26 @@ impl Written {
         }
     }
 
-    /// Creates `dir` and its missing parents, remembering the ones it made.
-    fn create_dirs(&mut self, dir: &Path) -> Result<(), CliError> {
+    /// Creates `dir` and its missing parents, remembering the ones it made. Below `root`
+    /// (the download's directory) an existing entry must be a directory, not a symbolic link:
+    /// files are never written through one to somewhere else.
+    fn create_dirs(&mut self, root: &Path, dir: &Path) -> Result<(), CliError> {
         let mut missing = Vec::new();
         let mut at = Some(dir);
         while let Some(d) = at {
-            if d.as_os_str().is_empty() || d.exists() {
+            if d.as_os_str().is_empty() {
                 break;
             }
-            missing.push(d.to_path_buf());
+            match std::fs::symlink_metadata(d) {
+                Ok(meta) if d.starts_with(root) && d != root && !meta.is_dir() => {
+                    return Err(CliError::failed(format!(
+                        "{} is in the way (not a directory, or a symbolic link): download into an empty directory",
+                        d.display()
+                    )));
+                }
+                Ok(_) => break,
+                Err(_) => missing.push(d.to_path_buf()),
+            }
             at = d.parent();
         }
         for d in missing.into_iter().rev() {
@@ -278,7 +319,7 @@ async fn into_dir(
     for (record, file) in records.iter().zip(files) {
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
-            written.create_dirs(parent)?;
+            written.create_dirs(dir, parent)?;
         }
         let mut partial = path.clone().into_os_string();
         partial.push(".partial");
@@ -309,45 +350,38 @@ async fn into_dir(
         verdict.wait().await.map_err(CliError::from_display)?;
         out.sync_all().await.map_err(cannot_write)?;
         drop(out);
-        // Never over a file that appeared meanwhile.
-        if std::fs::symlink_metadata(&path).is_ok() {
-            return Err(CliError::failed(format!(
-                "{} appeared while it was downloaded: move it away and download again",
-                path.display()
-            )));
+        // Never over a file that appeared meanwhile: a hard link fails where a name exists,
+        // where a rename would replace it.
+        match std::fs::hard_link(&partial, &path) {
+            Ok(()) => written.files.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(CliError::failed(format!(
+                    "{} appeared while it was downloaded: move it away and download again",
+                    path.display()
+                )));
+            }
+            Err(e) => return Err(cannot_write(e)),
         }
-        std::fs::rename(&partial, &path).map_err(cannot_write)?;
-        written.files.pop();
-        written.files.push(path);
+        std::fs::remove_file(&partial).map_err(cannot_write)?;
+        written.files.retain(|f| f != &partial);
     }
     Ok(())
 }
 
 /// Writes the backup's manifest beside its files, as it is stored (for inspection, and so
 /// that what was downloaded can be checked again).
-async fn write_manifest(
-    store: &Store,
-    folder: &str,
-    path: &Path,
-    written: &mut Written,
-) -> Result<(), CliError> {
-    let bytes = store
-        .get_bytes(
-            &format!("{folder}{MANIFEST}"),
-            crate::storage::manifest::MAX_MANIFEST_BYTES,
-        )
-        .await
-        .map_err(CliError::from_display)?;
+async fn write_manifest(bytes: &[u8], path: &Path, written: &mut Written) -> Result<(), CliError> {
+    let cannot =
+        |e: std::io::Error| CliError::failed(format!("cannot write {}: {e}", path.display()));
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
         .await
-        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(cannot)?;
     written.files.push(path.to_path_buf());
-    file.write_all(&bytes)
-        .await
-        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
+    file.write_all(bytes).await.map_err(cannot)?;
+    file.sync_all().await.map_err(cannot)?;
     Ok(())
 }
 
@@ -358,12 +392,22 @@ async fn to_stdout_checked(
     folder: &str,
     record: &ObjectRecord,
     codec: &Codec,
+    spool: &Spool,
     progress: &Progress,
 ) -> Result<u64, CliError> {
-    let (_, prepared) =
-        pipeline::fetch::prepare(store, folder, &[record], codec, &Spool::default(), progress)
+    let (checked, prepared) =
+        pipeline::fetch::prepare(store, folder, &[record], codec, spool, progress)
             .await
             .map_err(|e| CliError::failed(format!("{e}; nothing was written")))?;
+    // Only a kept copy is sure to be what was checked: a second read from the store could
+    // serve other bytes, and a program reading stdout applies them as they come.
+    if checked != Checked::Spooled {
+        return Err(CliError::failed(format!(
+            "{} ({} stored) cannot be kept where it is checked before any of it reaches stdout (the temporary directory is in memory or lacks room): give --spool-dir DIR with room for it, or --to DIR; nothing was written",
+            record.name,
+            units::bytes(record.stored_bytes)
+        )));
+    }
     let Some(object) = prepared.into_iter().next() else {
         return Err(CliError::failed("nothing to download"));
     };

@@ -62,6 +62,9 @@ pub struct Spool {
     dir: Option<PathBuf>,
     /// Given by the user: used even on tmpfs, and an error when it cannot be used.
     explicit: bool,
+    /// Leave only [`SPOOL_RESERVE`] free, not a tenth of the filesystem (which protects a
+    /// worker's node from eviction; a user's own machine needs no such margin).
+    small_reserve: bool,
     /// The most it may hold.
     limit: Option<u64>,
 }
@@ -72,6 +75,7 @@ impl Default for Spool {
         Self {
             dir: Some(std::env::temp_dir()),
             explicit: false,
+            small_reserve: false,
             limit: None,
         }
     }
@@ -83,6 +87,7 @@ impl Spool {
         Self {
             dir: None,
             explicit: false,
+            small_reserve: false,
             limit: None,
         }
     }
@@ -92,7 +97,17 @@ impl Spool {
         Self {
             dir: Some(dir),
             explicit: true,
+            small_reserve: true,
             limit: None,
+        }
+    }
+
+    /// The temporary directory unless it is in memory, as by default, leaving only
+    /// [`SPOOL_RESERVE`] free: for the command line on a user's machine.
+    pub fn temp_dir_on_disk() -> Self {
+        Self {
+            small_reserve: true,
+            ..Self::default()
         }
     }
 
@@ -126,7 +141,7 @@ impl Spool {
         }
         let size = stats.f_blocks.saturating_mul(stats.f_frsize);
         let available = stats.f_bavail.saturating_mul(stats.f_frsize);
-        Ok((available.saturating_sub(reserve(self.explicit, size)) >= bytes).then_some(dir))
+        Ok((available.saturating_sub(reserve(self.small_reserve, size)) >= bytes).then_some(dir))
     }
 }
 
@@ -134,8 +149,8 @@ impl Spool {
 /// directory the user gave (they chose the place), and at least a tenth of the filesystem in
 /// the default one, which is also a worker's temporary volume on the node's disk (the
 /// kubelet starts evicting Pods when less than a tenth of it is free).
-fn reserve(explicit: bool, size: u64) -> u64 {
-    if explicit {
+fn reserve(small: bool, size: u64) -> u64 {
+    if small {
         SPOOL_RESERVE
     } else {
         SPOOL_RESERVE.max(size / 10)
