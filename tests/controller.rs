@@ -1643,3 +1643,225 @@ async fn an_encrypted_schedule_gives_workers_public_keys_only_and_restores_with_
     let message = assert_not_ready(&status.conditions, "EncryptionKeyError");
     assert!(message.contains("ConfigMap gone"), "{message}");
 }
+
+/// A restore that flushes its target first takes a safety backup of it (after the app is
+/// stopped, before anything is written); restoring that backup gives back exactly what was
+/// there. A safety backup that fails stops the restore before it writes. `safetyBackup:
+/// false` takes none.
+#[tokio::test]
+async fn a_flush_restore_of_the_wrong_backup_is_undone_by_its_safety_backup() {
+    let (_namespace, ns, s3) = setup("safety").await;
+    let prod = RedisServer::start_with_password("prod-pw").unwrap();
+    let mut con = support::redis_data::connect(&prod.url()).await;
+    support::redis_data::populate(&mut con).await;
+    let (original, original_functions) = support::redis_data::state(&mut con).await;
+    let other = RedisServer::start_with_password("other-pw").unwrap();
+    let mut other_con = support::redis_data::connect(&other.url()).await;
+    support::redis_data::set_numbered(&mut other_con, "wrong:", "w", 20).await;
+    secret(&ns, "prod-auth", &[("password", "prod-pw")]).await;
+    secret(&ns, "other-auth", &[("password", "other-pw")]).await;
+    let storage = storage(&s3);
+    let _operator = Operator::start(&ns, "solo");
+    // Production is backed up by a schedule (that does not fire during the test): its
+    // settings are what a safety backup of production is taken with.
+    create::<BackupSchedule>(
+        &ns,
+        json!({"metadata": {"name": "prod"}, "spec": {
+        "schedule": "0 0 1 1 *", "source": redis_source(&prod, "prod-auth"), "storage": storage,
+        "compression": "gzip"}}),
+    )
+    .await;
+    create::<Backup>(
+        &ns,
+        json!({"metadata": {"name": "wrong"}, "spec": {
+        "source": redis_source(&other, "other-auth"), "storage": storage}}),
+    )
+    .await;
+    let wrong = finished_backup(&ns, "wrong").await;
+    assert_eq!(wrong.status.unwrap().phase, Some(BackupPhase::Succeeded));
+
+    // The mistake: the wrong backup, flushed into production.
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "oops"}, "spec": {
+        "backupRef": {"name": "wrong"}, "target": redis_source(&prod, "prod-auth"),
+        "redis": {"conflict": "Flush"}}}),
+    )
+    .await;
+    let oops = finished_restore(&ns, "oops").await;
+    let status = oops.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Succeeded), "{status:?}");
+    let safety_name = status
+        .safety_backup
+        .clone()
+        .expect("status names the safety backup");
+    assert!(safety_name.starts_with("oops-safety-"), "{safety_name}");
+    let said = events_of(&ns, "oops").await;
+    for reason in ["SafetyBackupStarted", "SafetyBackupTaken"] {
+        assert!(
+            said.iter()
+                .any(|(_, r, note)| r == reason && note.contains(&safety_name)),
+            "{reason} naming {safety_name}: {said:?}"
+        );
+    }
+    let backups: Api<Backup> = Api::namespaced(admin().await, &ns);
+    let safety = backups.get(&safety_name).await.unwrap();
+    assert_eq!(safety.spec.ttl.as_deref(), Some("7d"));
+    assert_eq!(
+        safety.metadata.owner_references, None,
+        "outlives the RestoreRequest"
+    );
+    assert_eq!(
+        safety.spec.compression,
+        Some(coffer::api::Compression::Gzip),
+        "taken with the settings of the schedule that backs production up"
+    );
+    let safety_status = safety.status.clone().unwrap();
+    assert_eq!(safety_status.phase, Some(BackupPhase::Succeeded));
+    assert_eq!(
+        safety_status.stats.as_ref().unwrap().keys,
+        Some(original.len() as i64),
+        "the safety backup holds what production held"
+    );
+    // It finished before the restore's worker was created.
+    let restore_job = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(admin().await, &ns)
+        .get("oops-restore")
+        .await
+        .unwrap();
+    assert!(
+        safety_status.completion_time.unwrap().0
+            <= restore_job.metadata.creation_timestamp.unwrap().0,
+        "the safety backup was complete before the restore started"
+    );
+    let size: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert_eq!(size, 20, "production now holds the wrong data");
+
+    // Undo: restore the safety backup (no second safety backup asked for).
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "undo"}, "spec": {
+        "backupRef": {"name": safety_name}, "redis": {"conflict": "Flush"},
+        "safetyBackup": false}}),
+    )
+    .await;
+    let undo = finished_restore(&ns, "undo").await;
+    let status = undo.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Succeeded), "{status:?}");
+    assert_eq!(status.safety_backup, None, "safetyBackup: false takes none");
+    let (restored, functions) = support::redis_data::state(&mut con).await;
+    support::redis_data::assert_same(&original, &restored);
+    assert_eq!(functions, original_functions);
+    let made_for_undo: Vec<Backup> = backups
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|b| b.annotations().get("coffer.dev/safety-backup-for") == Some(&"undo".to_owned()))
+        .collect();
+    assert!(made_for_undo.is_empty(), "{made_for_undo:?}");
+
+    // A restore of the newest backup under a folder means the newest when it was asked for:
+    // never its own safety backup, taken into the same folder after it started.
+    let _: () = redis::cmd("SET")
+        .arg("after-undo")
+        .arg("1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "newest"}, "spec": {
+        "from": {"storage": storage, "location": format!("{ns}/"), "latest": true},
+        "target": redis_source(&prod, "prod-auth"), "redis": {"conflict": "Flush"}}}),
+    )
+    .await;
+    let status = finished_restore(&ns, "newest").await.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Succeeded), "{status:?}");
+    let own = status.safety_backup.clone().expect("a safety backup");
+    let own_location = backups.get(&own).await.unwrap().status.unwrap().location;
+    assert_ne!(status.location, own_location, "not its own safety backup");
+    assert_eq!(
+        status.location, safety_status.location,
+        "the newest backup when it was asked for: the first safety backup"
+    );
+    let (restored, _) = support::redis_data::state(&mut con).await;
+    support::redis_data::assert_same(&original, &restored);
+
+    // A target nothing backs up has no store a safety backup of it may go to (never one the
+    // request could name): refused before anything is touched.
+    let stray = RedisServer::start().unwrap();
+    let mut stray_con = support::redis_data::connect(&stray.url()).await;
+    support::redis_data::set_numbered(&mut stray_con, "keep:", "k", 5).await;
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "unbacked"}, "spec": {
+        "backupRef": {"name": "wrong"},
+        "target": {"redis": {"host": "127.0.0.1", "port": stray.port()}},
+        "redis": {"conflict": "Flush"}}}),
+    )
+    .await;
+    let status = finished_restore(&ns, "unbacked").await.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Failed), "{status:?}");
+    let message = assert_not_ready(&status.conditions, "SafetyBackupImpossible");
+    assert!(message.contains("nothing was touched"), "{message}");
+    assert_eq!(status.safety_backup, None);
+    let size: i64 = redis::cmd("DBSIZE")
+        .query_async(&mut stray_con)
+        .await
+        .unwrap();
+    assert_eq!(size, 5, "the target was not touched");
+
+    // A safety backup that cannot be taken (this user may not SYNC) stops the restore before
+    // it writes anything; the app's data stays as it is.
+    let _: () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "nosync",
+                "on",
+                ">nosync-pw",
+                "~*",
+                "&*",
+                "+@all",
+                "-sync",
+                "-psync",
+            ][..],
+        )
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    secret(&ns, "nosync-auth", &[("password", "nosync-pw")]).await;
+    let mut limited = redis_source(&prod, "nosync-auth");
+    limited["redis"]["username"] = json!("nosync");
+    create::<BackupSchedule>(
+        &ns,
+        json!({"metadata": {"name": "prod-as-nosync"}, "spec": {
+        "schedule": "0 0 1 1 *", "source": limited, "storage": storage}}),
+    )
+    .await;
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "blocked"}, "spec": {
+        "backupRef": {"name": "wrong"}, "target": limited, "redis": {"conflict": "Flush"}}}),
+    )
+    .await;
+    let blocked = finished_restore(&ns, "blocked").await;
+    let status = blocked.status.unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Failed), "{status:?}");
+    let message = assert_not_ready(&status.conditions, "SafetyBackupFailed");
+    assert!(
+        message.contains("nothing was restored") && message.contains("safetyBackup: false"),
+        "{message}"
+    );
+    let (after, _) = support::redis_data::state(&mut con).await;
+    support::redis_data::assert_same(&original, &after);
+    assert!(
+        Api::<k8s_openapi::api::batch::v1::Job>::namespaced(admin().await, &ns)
+            .get_opt("blocked-restore")
+            .await
+            .unwrap()
+            .is_none(),
+        "no restore Job was made"
+    );
+}

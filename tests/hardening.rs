@@ -253,11 +253,13 @@ async fn a_restore_whose_job_vanished_fails_and_never_runs_again() {
     let target = RedisServer::start_with_password("target-pw").unwrap();
     // The target's Secret lacks the key: the worker waits (CreateContainerConfigError).
     secret(&ns, "target-auth", &[("other", "x")]).await;
+    // (No safety backup: nothing backs this target up, and the test is about the restore's
+    // own Job.)
     create::<RestoreRequest>(
         &ns,
         json!({"metadata": {"name": "lost"}, "spec": {
         "backupRef": {"name": "base"}, "redis": {"conflict": "Flush"},
-        "target": redis_source(&target, "target-auth")}}),
+        "target": redis_source(&target, "target-auth"), "safetyBackup": false}}),
     )
     .await;
     let job = job_started::<RestoreRequest>(&ns, "lost").await;

@@ -835,6 +835,29 @@ spec:
     rollout(&shop, "deployment/shop-backend");
     let (redis_after, _) = support::redis_data::state(&mut redis).await;
     support::redis_data::assert_same(&redis_before, &redis_after);
+    // `conflict: Overwrite` replaces keys: the data as it was before (one changed key) was
+    // backed up first, in a container like every worker, and kept.
+    let safety = restored
+        .status
+        .as_ref()
+        .and_then(|s| s.safety_backup.clone())
+        .expect("the restore took a safety backup");
+    let safety: coffer::api::Backup = finished(&shop, &safety).await;
+    assert_eq!(
+        phase(&safety).as_deref(),
+        Some("Succeeded"),
+        "{:?}",
+        safety.status
+    );
+    let keys = safety
+        .status
+        .as_ref()
+        .and_then(|s| s.stats.as_ref())
+        .and_then(|s| s.keys);
+    assert!(
+        keys.is_some_and(|k| k >= 1 && (k as usize) < redis_before.len()),
+        "it holds what the server had before the restore (the changed key), not the backup: {keys:?}"
+    );
 
     // Disaster recovery into the other PostgreSQL server, from the bucket alone.
     apply_json(&example(

@@ -84,6 +84,13 @@ pub struct BackupSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub notify: Vec<NotifierReference>,
+    /// Delete this Backup (and, by `deletionPolicy`, its data) this long after it finished:
+    /// a number followed by `m` (minutes), `h` (hours), `d` (days) or `w` (weeks), for
+    /// example `7d`. Default: kept until deleted (or until its schedule's retention deletes
+    /// it). The safety backups a restore takes have `7d`; remove it to keep one for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,5}[mhdw]$"))]
+    pub ttl: Option<String>,
 }
 
 /// What happens to a backup's stored data when the Backup object is deleted.

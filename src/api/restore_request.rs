@@ -95,6 +95,18 @@ pub struct RestoreRequestSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub notify: Vec<NotifierReference>,
+    /// Take a backup of the target as it is now before a restore that overwrites or drops
+    /// data in it: Redis with `conflict: Overwrite` or `Flush`, PostgreSQL with `clean`, every
+    /// MySQL/MariaDB restore (the dump drops and creates again the tables it holds) and every
+    /// volume restore (files of the same name are replaced; `clean` empties it). It is taken
+    /// after the workloads are stopped and before anything is written, with the settings of
+    /// what backs the target up: the restored Backup's (store, encryption, `jobTemplate`) when
+    /// the target is its source, else a BackupSchedule's whose source is the target; a target
+    /// nothing backs up fails the restore before anything is touched. Its name is in
+    /// `status.safetyBackup` and an Event; it is kept 7 days (its `ttl`); restoring it with
+    /// `Flush` or `clean` undoes this restore. If it fails, nothing is restored. Default: true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_backup: Option<bool>,
 }
 
 /// A backup found directly in storage.
@@ -270,6 +282,8 @@ pub enum RestorePhase {
     Pending,
     /// Scaling the listed workloads to zero and waiting for their Pods to go.
     Quiescing,
+    /// Taking the safety backup of the target (`status.safetyBackup`) before writing to it.
+    BackingUp,
     /// The restore Job is running.
     Running,
     /// Scaling the workloads back to their recorded replicas.
@@ -312,6 +326,10 @@ pub struct RestoreRequestStatus {
     /// What was restored, counted by the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<RestoreStats>,
+    /// The Backup of the target taken before the restore wrote to it (see
+    /// `spec.safetyBackup`): restore it to undo this restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_backup: Option<String>,
     /// The copy the backup was read from, when it was not the Backup's own store (asked for
     /// with `fromCopy`, or because the backup itself was missing or damaged).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -85,6 +85,18 @@ fn group(backup: &Backup) -> String {
     }
 }
 
+/// When a finished Backup with a `ttl` is to be deleted: that long after it finished (after
+/// it was created, if the time it finished is not recorded). None without a valid `ttl`.
+pub fn expires_at(backup: &Backup, status: &BackupStatus) -> Option<DateTime<Utc>> {
+    let ttl = crate::freshness::parse_age(backup.spec.ttl.as_deref()?).ok()?;
+    let finished = status
+        .completion_time
+        .as_ref()
+        .or(backup.metadata.creation_timestamp.as_ref())
+        .map(status::chrono)?;
+    Some(finished + ttl)
+}
+
 /// The Backup's UID: what tells it from an earlier object of the same name.
 pub fn uid(backup: &Backup) -> Result<String, Error> {
     backup.uid().ok_or_else(|| Error::NoUid(backup.name_any()))
@@ -284,9 +296,31 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
         status.phase,
         Some(BackupPhase::Succeeded | BackupPhase::Failed)
     ) {
-        return Ok(delivered
-            .wake
-            .map_or_else(Action::await_change, Action::requeue));
+        let mut wake = delivered.wake;
+        if let Some(at) = expires_at(&backup, &status) {
+            let left = at - Utc::now();
+            if left <= chrono::TimeDelta::zero() {
+                ctx.event(
+                    backup.as_ref(),
+                    false,
+                    "Expired",
+                    format!(
+                        "deleting Backup {name}: its ttl of {} has passed",
+                        backup.spec.ttl.as_deref().unwrap_or_default()
+                    ),
+                )
+                .await;
+                match api.delete(&name, &Default::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                return Ok(Action::await_change());
+            }
+            let left = left.to_std().unwrap_or(RECHECK);
+            wake = Some(wake.map_or(left, |w| w.min(left)));
+        }
+        return Ok(wake.map_or_else(Action::await_change, Action::requeue));
     }
     if !backup.finalizers().iter().any(|f| f == FINALIZER) {
         let mut finalizers = backup.finalizers().to_vec();
@@ -769,4 +803,53 @@ pub async fn set_finalizers(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn backup(ttl: Option<&str>, created: &str) -> Backup {
+        let mut b: Backup = serde_json::from_value(serde_json::json!({
+            "apiVersion": "coffer.dev/v1alpha1", "kind": "Backup",
+            "metadata": {"name": "b", "creationTimestamp": created},
+            "spec": {"scheduleRef": {"name": "s"}}
+        }))
+        .unwrap();
+        b.spec.ttl = ttl.map(str::to_owned);
+        b
+    }
+
+    #[test]
+    fn a_ttl_counts_from_when_the_backup_finished() {
+        let finished = BackupStatus {
+            completion_time: Some(status::time(
+                "2026-12-01T10:00:00Z".parse::<DateTime<Utc>>().unwrap(),
+            )),
+            ..Default::default()
+        };
+        let b = backup(Some("7d"), "2026-11-01T00:00:00Z");
+        assert_eq!(
+            expires_at(&b, &finished).unwrap().to_rfc3339(),
+            "2026-12-08T10:00:00+00:00"
+        );
+        // Without a completion time: from its creation.
+        assert_eq!(
+            expires_at(&b, &BackupStatus::default())
+                .unwrap()
+                .to_rfc3339(),
+            "2026-11-08T00:00:00+00:00"
+        );
+        assert_eq!(
+            expires_at(&backup(None, "2026-11-01T00:00:00Z"), &finished),
+            None
+        );
+        assert_eq!(
+            expires_at(&backup(Some("90m"), "2026-11-01T00:00:00Z"), &finished)
+                .unwrap()
+                .to_rfc3339(),
+            "2026-12-01T11:30:00+00:00"
+        );
+    }
 }

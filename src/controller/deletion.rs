@@ -232,7 +232,7 @@ async fn restoring(
         .find(|r| {
             let running = matches!(
                 r.status.as_ref().and_then(|s| s.phase),
-                Some(RestorePhase::Quiescing | RestorePhase::Running)
+                Some(RestorePhase::Quiescing | RestorePhase::BackingUp | RestorePhase::Running)
             );
             let by_ref = r.spec.backup_ref.as_ref().is_some_and(|b| b.name == name);
             let by_location = r.spec.from.is_some()

@@ -22,6 +22,7 @@ pub mod references;
 pub mod relock;
 pub mod restore;
 pub mod retention;
+pub mod safety;
 pub mod schedule;
 pub mod server;
 pub mod state_metrics;

@@ -1,7 +1,9 @@
 //! The RestoreRequest reconciler, a small state machine kept in `status.phase`:
 //! Pending (resolve the backup, record the workloads' replicas) → Quiescing (scale them to
-//! zero and wait for their Pods to go) → Running (the restore Job) → Resuming (scale them back
-//! to the recorded replicas, whether the restore worked or not) → Succeeded or Failed.
+//! zero and wait for their Pods to go) → BackingUp (a restore that overwrites or drops data
+//! first takes a safety backup of the target, see [`super::safety`]) → Running (the restore
+//! Job) → Resuming (scale them back to the recorded replicas, whether the restore worked or
+//! not) → Succeeded or Failed.
 //! Every step is idempotent, so a restarted controller carries on where it stopped.
 
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
@@ -22,6 +24,7 @@ use super::location;
 use super::metrics::RunLabels;
 use super::notify;
 use super::references::{self, Problem};
+use super::safety;
 use super::status::{self, MANAGER, set_condition};
 use super::workers::{self, Created, Found, JobState};
 use crate::api::{
@@ -54,6 +57,19 @@ struct Resolved {
     fallbacks: Vec<CopyStore>,
     /// The copy read instead of the Backup's own store (`spec.fromCopy`).
     from_copy: Option<String>,
+    /// The settings of the restored Backup, when the target is its own source: a safety
+    /// backup of the target is taken with them.
+    own_backup: Option<safety::Settings>,
+}
+
+/// A Backup of the safety backup's name exists and is not this request's.
+fn conflict(name: &str) -> Problem {
+    Problem {
+        reason: "SafetyBackupConflict",
+        message: format!(
+            "Backup {name} exists and was not taken for this RestoreRequest, so it is not its safety backup; nothing was restored: delete that Backup, or set safetyBackup: false in a new RestoreRequest"
+        ),
+    }
 }
 
 /// Either wait (the backup is not there yet) or fail (it never will be).
@@ -103,6 +119,7 @@ pub async fn reconcile(request: Arc<RestoreRequest>, ctx: Arc<Context>) -> Resul
         Some(RestorePhase::Succeeded | RestorePhase::Failed) => Ok(Action::await_change()),
         None | Some(RestorePhase::Pending) => step.start(status).await,
         Some(RestorePhase::Quiescing) => step.quiesce(status).await,
+        Some(RestorePhase::BackingUp) => step.safety_backup(status).await,
         Some(RestorePhase::Running) => step.run(status).await,
         Some(RestorePhase::Resuming) => step.resume(status).await,
     }
@@ -153,6 +170,10 @@ impl Step<'_> {
         {
             return self.wait(status, problem).await;
         }
+        // Decided before anything is touched: whether the target can be backed up first.
+        if let Err(problem) = self.check_safety(&resolved).await? {
+            return self.failed(status, problem.reason, &problem.message).await;
+        }
         status.location = Some(location::display(&resolved.storage, &resolved.folder));
         status.restored_from_copy = resolved.from_copy.clone();
         status.start_time = Some(status::time(Utc::now()));
@@ -181,10 +202,12 @@ impl Step<'_> {
             }
         }
         status.quiesced = quiesced;
-        status.phase = Some(if status.quiesced.is_empty() {
-            RestorePhase::Running
-        } else {
+        status.phase = Some(if !status.quiesced.is_empty() {
             RestorePhase::Quiescing
+        } else if self.takes_safety_backup(&resolved) {
+            RestorePhase::BackingUp
+        } else {
+            RestorePhase::Running
         });
         set_condition(
             &mut status.conditions,
@@ -251,9 +274,240 @@ impl Step<'_> {
             }
             return Ok(Action::requeue(POLL));
         }
-        status.phase = Some(RestorePhase::Running);
+        // Whether a safety backup comes first (decided again, as when the restore started).
+        let backing_up = match self.resolve().await? {
+            Ok(resolved) => self.takes_safety_backup(&resolved),
+            Err(Unresolved::Wait(p) | Unresolved::Fail(p)) => {
+                return self.failed(status, p.reason, &p.message).await;
+            }
+        };
+        status.phase = Some(if backing_up {
+            RestorePhase::BackingUp
+        } else {
+            RestorePhase::Running
+        });
         self.save(&status).await?;
         Ok(Action::requeue(Duration::ZERO))
+    }
+
+    /// Whether the restore takes a safety backup of its target first.
+    fn takes_safety_backup(&self, resolved: &Resolved) -> bool {
+        safety::wanted(&self.request.spec, resolved.target.kind()).is_some()
+    }
+
+    /// The settings of a backup of the target, for its safety backup: the restored Backup's
+    /// when the target is its own source, else a BackupSchedule's whose source is the target.
+    /// Never a store the request names (see [`safety`]).
+    async fn safety_settings(
+        &self,
+        resolved: &Resolved,
+    ) -> Result<Option<safety::Settings>, Error> {
+        if let Some(own) = &resolved.own_backup {
+            return Ok(Some(own.clone()));
+        }
+        let schedules: Api<crate::api::BackupSchedule> =
+            Api::namespaced(self.ctx.client.clone(), self.namespace);
+        Ok(schedules
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|s| s.spec.source == resolved.target)
+            .map(|s| safety::Settings {
+                target: resolved.target.clone(),
+                storage: s.spec.storage,
+                compression: s.spec.compression,
+                encryption: s.spec.encryption,
+                job_template: s.spec.job_template,
+            }))
+    }
+
+    /// Before anything is touched: a restore that takes a safety backup can take it (a backup
+    /// of the target exists to take its settings from; the Backup would be admitted; its name
+    /// is free).
+    async fn check_safety(&self, resolved: &Resolved) -> Result<Result<(), Problem>, Error> {
+        let Some(why) = safety::wanted(&self.request.spec, resolved.target.kind()) else {
+            return Ok(Ok(()));
+        };
+        let Some(settings) = self.safety_settings(resolved).await? else {
+            return Ok(Err(Problem {
+                reason: "SafetyBackupImpossible",
+                message: format!(
+                    "this restore overwrites data in its target ({why}), and nothing backs that target up (it is neither the restored Backup's source nor a BackupSchedule's in this namespace), so there is no store and encryption its safety backup may use: back the target up with a schedule first, or set safetyBackup: false in a new RestoreRequest; nothing was touched"
+                ),
+            }));
+        };
+        let (backup, name) = self.safety_backup_object(settings.clone())?;
+        let backups: Api<Backup> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        if let Some(existing) = backups.get_opt(&name).await? {
+            if !safety::belongs_to(&existing, &self.uid()?, &settings) {
+                return Ok(Err(conflict(&name)));
+            }
+            return Ok(Ok(()));
+        }
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        match backups.create(&dry_run, &backup).await {
+            Ok(_) => Ok(Ok(())),
+            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => Ok(Err(Problem {
+                reason: "SafetyBackupFailed",
+                message: format!(
+                    "the safety backup {name} of the target would not be admitted ({}): fix it, or set safetyBackup: false in a new RestoreRequest; nothing was touched",
+                    e.message
+                ),
+            })),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(Err(conflict(&name))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn uid(&self) -> Result<String, Error> {
+        self.request
+            .uid()
+            .ok_or_else(|| Error::NoUid(self.request.name_any()))
+    }
+
+    /// The safety Backup this request takes with `settings`, and its name.
+    fn safety_backup_object(&self, settings: safety::Settings) -> Result<(Backup, String), Error> {
+        let uid = self.uid()?;
+        Ok((
+            safety::build(self.request, &uid, settings),
+            safety::name(&self.request.name_any(), &uid),
+        ))
+    }
+
+    /// The safety backup of the target: created once (named by this request's UID), waited
+    /// for, and the restore goes on only once it succeeded.
+    async fn safety_backup(&self, mut status: RestoreRequestStatus) -> Result<Action, Error> {
+        let resolved = match self.resolve().await? {
+            Ok(resolved) => resolved,
+            Err(Unresolved::Wait(p) | Unresolved::Fail(p)) => {
+                return self.failed(status, p.reason, &p.message).await;
+            }
+        };
+        let Some(why) = safety::wanted(&self.request.spec, resolved.target.kind()) else {
+            status.phase = Some(RestorePhase::Running);
+            self.save(&status).await?;
+            return Ok(Action::requeue(Duration::ZERO));
+        };
+        let Some(settings) = self.safety_settings(&resolved).await? else {
+            let message = "the target is no longer backed up by the restored Backup or a BackupSchedule, so its safety backup cannot be taken; nothing was restored: create a new RestoreRequest (with safetyBackup: false to restore without one)";
+            return self.failed(status, "SafetyBackupImpossible", message).await;
+        };
+        let uid = self.uid()?;
+        let (object, name) = self.safety_backup_object(settings.clone())?;
+        let backups: Api<Backup> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        let Some(backup) = backups.get_opt(&name).await? else {
+            if status.safety_backup.is_some() {
+                let message = format!(
+                    "the safety backup {name} was deleted before the restore began; nothing was restored: create a new RestoreRequest"
+                );
+                return self.failed(status, "SafetyBackupFailed", &message).await;
+            }
+            match backups.create(&PostParams::default(), &object).await {
+                Ok(_) => {
+                    status.safety_backup = Some(name.clone());
+                    self.save(&status).await?;
+                    self.ctx
+                        .event(
+                            self.request,
+                            false,
+                            "SafetyBackupStarted",
+                            format!(
+                                "taking safety backup {name} of the target before the restore writes to it ({why})"
+                            ),
+                        )
+                        .await;
+                }
+                // Made meanwhile (by an earlier reconcile): looked at next time.
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => {
+                    let message = format!(
+                        "the safety backup {name} of the target could not be created ({}); nothing was restored: fix it, or set safetyBackup: false in a new RestoreRequest",
+                        e.message
+                    );
+                    return self.failed(status, "SafetyBackupFailed", &message).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(Action::requeue(POLL));
+        };
+        if !safety::belongs_to(&backup, &uid, &settings) {
+            return self
+                .failed(status, "SafetyBackupConflict", &conflict(&name).message)
+                .await;
+        }
+        if status.safety_backup.is_none() {
+            // Created by a reconcile that stopped before it said so.
+            status.safety_backup = Some(name.clone());
+            self.save(&status).await?;
+        }
+        let backup_status = backup.status.clone().unwrap_or_default();
+        let ready_message = || {
+            backup_status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")
+                .map(|c| c.message.clone())
+                .unwrap_or_default()
+        };
+        if backup.metadata.deletion_timestamp.is_some() {
+            let message = format!(
+                "the safety backup {name} is being deleted; nothing was restored: create a new RestoreRequest"
+            );
+            return self.failed(status, "SafetyBackupFailed", &message).await;
+        }
+        match backup_status.phase {
+            Some(BackupPhase::Succeeded) => {
+                self.ctx
+                    .event(
+                        self.request,
+                        false,
+                        "SafetyBackupTaken",
+                        format!(
+                            "safety backup {name} of the target is stored at {}; to undo this restore, restore it (backupRef: {name}) with Flush or clean; it is kept {}",
+                            backup_status.location.as_deref().unwrap_or_default(),
+                            safety::TTL
+                        ),
+                    )
+                    .await;
+                status.phase = Some(RestorePhase::Running);
+                self.save(&status).await?;
+                Ok(Action::requeue(Duration::ZERO))
+            }
+            Some(BackupPhase::Failed) => {
+                let message = format!(
+                    "the safety backup {name} of the target failed ({}); nothing was restored: fix the cause and create a new RestoreRequest, or set safetyBackup: false in it to restore without one",
+                    ready_message()
+                );
+                self.failed(status, "SafetyBackupFailed", &message).await
+            }
+            Some(BackupPhase::Running) => Ok(Action::requeue(POLL)),
+            // Not started: it may be waiting for something that never comes (a Secret, a
+            // Job the API server refuses); the app is down meanwhile.
+            _ => {
+                let waited = backup
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(chrono::TimeDelta::zero(), |t| {
+                        Utc::now() - status::chrono(t)
+                    });
+                if waited <= QUIESCE_TIMEOUT {
+                    return Ok(Action::requeue(POLL));
+                }
+                let message = format!(
+                    "the safety backup {name} of the target did not start within {} minutes ({}); nothing was restored: fix the cause and create a new RestoreRequest, or set safetyBackup: false in it",
+                    QUIESCE_TIMEOUT.num_minutes(),
+                    ready_message()
+                );
+                // It never ran: nothing of it is worth keeping.
+                let _ = backups.delete(&name, &Default::default()).await;
+                self.failed(status, "SafetyBackupFailed", &message).await
+            }
+        }
     }
 
     async fn run(&self, mut status: RestoreRequestStatus) -> Result<Action, Error> {
@@ -294,6 +548,10 @@ impl Step<'_> {
                     storage: resolved.storage.clone(),
                     folder: resolved.folder.clone(),
                     latest: resolved.latest,
+                    latest_before: resolved
+                        .latest
+                        .then(|| status.start_time.as_ref().map(status::chrono))
+                        .flatten(),
                     target: resolved.target.clone(),
                     redis: spec.redis.clone(),
                     postgres: spec.postgres.clone(),
@@ -617,6 +875,7 @@ impl Step<'_> {
                 manifest_sha256: None,
                 fallbacks: Vec::new(),
                 from_copy: None,
+                own_backup: None,
             }));
         }
         let Some(reference) = &spec.backup_ref else {
@@ -667,7 +926,7 @@ impl Step<'_> {
             .is_some_and(|t| status::chrono(t) > Utc::now() + chrono::TimeDelta::seconds(30));
         let started = matches!(
             self.request.status.as_ref().and_then(|s| s.phase),
-            Some(RestorePhase::Quiescing | RestorePhase::Running)
+            Some(RestorePhase::Quiescing | RestorePhase::BackingUp | RestorePhase::Running)
         );
         if backup.metadata.deletion_timestamp.is_some() && !waiting_for_lock && !started {
             return Ok(Err(Unresolved::Fail(Problem {
@@ -749,14 +1008,27 @@ impl Step<'_> {
                 }
             },
         };
+        let target = spec.target.clone().unwrap_or(run.source.clone());
+        let own_backup = if target == run.source {
+            Some(safety::Settings {
+                target: target.clone(),
+                storage: storage.clone(),
+                compression: run.compression,
+                encryption: run.encryption,
+                job_template: backup::job_template(self.ctx, self.namespace, &backup).await?,
+            })
+        } else {
+            None
+        };
         Ok(Ok(Resolved {
             storage,
             folder: run.folder,
             latest: false,
-            target: spec.target.clone().unwrap_or(run.source),
+            target,
             manifest_sha256: status.manifest_sha256,
             fallbacks,
             from_copy,
+            own_backup,
         }))
     }
 

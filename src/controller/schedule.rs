@@ -596,6 +596,7 @@ pub fn scheduled_backup(schedule: &BackupSchedule, time: chrono::DateTime<Utc>) 
             deletion_policy: Default::default(),
             job_template: spec.job_template.clone(),
             notify: spec.notify.clone(),
+            ttl: None,
         },
         status: None,
     }

@@ -95,11 +95,21 @@ pub(crate) fn backup_folder(key: &str, keys: &HashSet<&str>) -> String {
 
 /// The newest complete backup under the store's destination.
 pub async fn latest(store: &Store) -> Result<Option<(String, Manifest)>, StorageError> {
+    latest_before(store, None).await
+}
+
+/// [`latest`] among the backups completed by `before`, when given (what was the newest when
+/// a restore was asked for: not a backup taken since, such as the restore's own safety
+/// backup).
+pub async fn latest_before(
+    store: &Store,
+    before: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Option<(String, Manifest)>, StorageError> {
     Ok(scan(store)
         .await?
         .into_iter()
         .find_map(|e| match e.manifest {
-            Some(Ok(m)) => Some((e.folder, m)),
+            Some(Ok(m)) if before.is_none_or(|t| m.completed_at <= t) => Some((e.folder, m)),
             _ => None,
         }))
 }

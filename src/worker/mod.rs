@@ -426,7 +426,7 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
     let (root, destination, folder, manifest, from_copy) = if plan.latest {
         let (root, destination) = open(&plan.storage, env, "").await?;
         let (store, _) = open(&plan.storage, env, &plan.folder).await?;
-        let (found, manifest) = catalog::latest(&store)
+        let (found, manifest) = catalog::latest_before(&store, plan.latest_before)
             .await
             .map_err(|e| fail(&e, &e))?
             .ok_or_else(|| {

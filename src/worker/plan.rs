@@ -149,6 +149,10 @@ pub struct RestorePlan {
     pub folder: String,
     #[serde(default)]
     pub latest: bool,
+    /// With `latest`: only backups completed by then count (the restore's start: never a
+    /// backup taken since, such as its own safety backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_before: Option<chrono::DateTime<chrono::Utc>>,
     pub target: BackupSource,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisRestoreOptions>,

@@ -1,0 +1,245 @@
+//! The safety backup a destructive restore takes of its target first (`spec.safetyBackup`):
+//! when one is needed, its name, and the Backup object. Pure, no I/O.
+//!
+//! A safety backup reads the target and writes it somewhere, which a RestoreRequest could
+//! not do before: so it is only ever written where the target is already backed up to, with
+//! the settings of that backup (the restored Backup's, when the target is its own source,
+//! else those of a BackupSchedule whose source is the target): its store, compression,
+//! encryption and worker settings. A target nothing backs up gets no safety backup (the
+//! restore is refused unless it says `safetyBackup: false`), never one in a store the
+//! request names.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+
+use crate::api::{
+    Backup, BackupSource, BackupSpec, BackupStorage, Compression, Encryption, JobTemplate,
+    RedisConflict, RestoreRequest, RestoreRequestSpec, SourceKind,
+};
+
+/// How long a safety backup is kept (its `ttl`).
+pub const TTL: &str = "7d";
+/// The RestoreRequest a safety backup was taken for (its name; an annotation, as names may be
+/// longer than a label's value)...
+pub const FOR_ANNOTATION: &str = "coffer.dev/safety-backup-for";
+/// ...and its UID: a Backup of the same name made for another request is never adopted.
+pub const FOR_UID_LABEL: &str = "coffer.dev/safety-backup-for-uid";
+
+/// What in the request overwrites or drops data in the target, if anything.
+pub fn destructive(spec: &RestoreRequestSpec, kind: Option<SourceKind>) -> Option<&'static str> {
+    match kind? {
+        SourceKind::Redis => match spec.redis.as_ref().map(|r| r.conflict) {
+            Some(RedisConflict::Flush) => {
+                Some("redis.conflict Flush empties the restored databases")
+            }
+            Some(RedisConflict::Overwrite) => {
+                Some("redis.conflict Overwrite replaces existing keys")
+            }
+            Some(RedisConflict::Skip) | None => None,
+        },
+        SourceKind::Postgres => spec
+            .postgres
+            .as_ref()
+            .is_some_and(|p| p.clean)
+            .then_some("postgres.clean drops objects before re-creating them"),
+        SourceKind::MySql => {
+            Some("a MySQL/MariaDB restore drops and creates again the tables it holds")
+        }
+        SourceKind::Volume => Some("a volume restore replaces files of the same name"),
+    }
+}
+
+/// Why the request needs a safety backup: it is destructive and does not say
+/// `safetyBackup: false`.
+pub fn wanted(spec: &RestoreRequestSpec, kind: Option<SourceKind>) -> Option<&'static str> {
+    if spec.safety_backup == Some(false) {
+        return None;
+    }
+    destructive(spec, kind)
+}
+
+/// The safety backup's name: the request's, and a piece of its UID (a request made again
+/// under the same name gets a backup of its own).
+pub fn name(request: &str, uid: &str) -> String {
+    let short: String = uid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    let suffix = format!("-safety-{short}");
+    // Backup names become Job and folder names: keep them within a DNS label.
+    let keep = 63usize.saturating_sub(suffix.len());
+    let mut base: String = request.chars().take(keep).collect();
+    while base.ends_with(['-', '.']) {
+        base.pop();
+    }
+    format!("{base}{suffix}")
+}
+
+/// What the safety backup is taken with: the settings of a backup of the target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub target: BackupSource,
+    pub storage: BackupStorage,
+    pub compression: Compression,
+    pub encryption: Option<Encryption>,
+    /// The worker settings of that backup (they can read the source: a volume's files as
+    /// their owner, for example).
+    pub job_template: Option<JobTemplate>,
+}
+
+/// The Backup of the target, owned by nobody (deleting the request keeps it), labelled with
+/// the request it was taken for.
+pub fn build(request: &RestoreRequest, uid: &str, settings: Settings) -> Backup {
+    let request_name = request.name_any();
+    Backup {
+        metadata: ObjectMeta {
+            name: Some(name(&request_name, uid)),
+            namespace: request.namespace(),
+            annotations: Some([(FOR_ANNOTATION.to_owned(), request_name)].into()),
+            labels: Some(
+                [
+                    (FOR_UID_LABEL.to_owned(), uid.to_owned()),
+                    (
+                        "app.kubernetes.io/managed-by".to_owned(),
+                        "coffer".to_owned(),
+                    ),
+                ]
+                .into(),
+            ),
+            ..ObjectMeta::default()
+        },
+        spec: BackupSpec {
+            schedule_ref: None,
+            source: Some(settings.target),
+            storage: Some(settings.storage),
+            compression: Some(settings.compression),
+            encryption: settings.encryption,
+            deletion_policy: Default::default(),
+            job_template: settings.job_template,
+            notify: Vec::new(),
+            ttl: Some(TTL.to_owned()),
+        },
+        status: None,
+    }
+}
+
+/// Whether `backup` is the safety backup of the request with `uid`, of the target into the
+/// store it should be (a Backup someone else made under that name and label is not).
+pub fn belongs_to(backup: &Backup, uid: &str, settings: &Settings) -> bool {
+    backup.labels().get(FOR_UID_LABEL).map(String::as_str) == Some(uid)
+        && backup.spec.source.as_ref() == Some(&settings.target)
+        && backup.spec.storage.as_ref() == Some(&settings.storage)
+        && backup.spec.schedule_ref.is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::api::{PostgresRestoreOptions, RedisRestoreOptions};
+
+    fn spec(json: serde_json::Value) -> RestoreRequestSpec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn only_restores_that_overwrite_or_drop_need_one() {
+        let base = serde_json::json!({"backupRef": {"name": "b"}});
+        let plain = spec(base.clone());
+        assert_eq!(
+            wanted(&plain, Some(SourceKind::Redis)),
+            None,
+            "Skip keeps keys"
+        );
+        assert_eq!(wanted(&plain, Some(SourceKind::Postgres)), None);
+        assert!(wanted(&plain, Some(SourceKind::MySql)).is_some());
+        assert!(wanted(&plain, Some(SourceKind::Volume)).is_some());
+        assert_eq!(wanted(&plain, None), None);
+        for conflict in [RedisConflict::Flush, RedisConflict::Overwrite] {
+            let mut s = plain.clone();
+            s.redis = Some(RedisRestoreOptions {
+                conflict,
+                database: None,
+            });
+            assert!(
+                wanted(&s, Some(SourceKind::Redis)).is_some(),
+                "{conflict:?}"
+            );
+            s.safety_backup = Some(false);
+            assert_eq!(wanted(&s, Some(SourceKind::Redis)), None, "turned off");
+            s.safety_backup = Some(true);
+            assert!(wanted(&s, Some(SourceKind::Redis)).is_some());
+        }
+        let mut s = plain.clone();
+        s.postgres = Some(PostgresRestoreOptions {
+            clean: true,
+            ..Default::default()
+        });
+        assert!(
+            wanted(&s, Some(SourceKind::Postgres))
+                .unwrap()
+                .contains("clean")
+        );
+    }
+
+    #[test]
+    fn names_fit_a_dns_label_and_differ_per_request_uid() {
+        let a = name("undo", "0f3c9a12-aaaa-bbbb");
+        assert_eq!(a, "undo-safety-0f3c9a12");
+        assert_ne!(a, name("undo", "77777777-aaaa"));
+        let long = name(&format!("{}-x", "r".repeat(70)), "0f3c9a12");
+        assert!(long.len() <= 63, "{long}");
+        assert!(long.ends_with("-safety-0f3c9a12"), "{long}");
+        let dashed = name(
+            &format!("{}-{}", "a".repeat(46), "b".repeat(20)),
+            "12345678",
+        );
+        assert!(!dashed.contains("--"), "{dashed}");
+    }
+
+    #[test]
+    fn the_backup_is_of_the_target_kept_a_week_and_labelled_with_the_request() {
+        let request: RestoreRequest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "coffer.dev/v1alpha1", "kind": "RestoreRequest",
+            "metadata": {"name": "undo", "namespace": "shop", "uid": "u-1"},
+            "spec": {"backupRef": {"name": "b"}, "redis": {"conflict": "Flush"}}
+        }))
+        .unwrap();
+        let target: BackupSource = serde_json::from_value(serde_json::json!({
+            "redis": {"host": "redis.shop.svc"}
+        }))
+        .unwrap();
+        let storage: BackupStorage = serde_json::from_value(serde_json::json!({
+            "s3": {"bucket": "b"}
+        }))
+        .unwrap();
+        let settings = Settings {
+            target: target.clone(),
+            storage: storage.clone(),
+            compression: Compression::Gzip,
+            encryption: None,
+            job_template: None,
+        };
+        let backup = build(&request, "u-1", settings.clone());
+        assert_eq!(backup.spec.source.as_ref(), Some(&target));
+        assert_eq!(backup.spec.storage.as_ref(), Some(&storage));
+        assert_eq!(backup.spec.compression, Some(Compression::Gzip));
+        assert_eq!(backup.spec.ttl.as_deref(), Some("7d"));
+        assert_eq!(backup.spec.schedule_ref, None);
+        assert_eq!(
+            backup.metadata.owner_references, None,
+            "outlives the request"
+        );
+        assert!(belongs_to(&backup, "u-1", &settings));
+        assert!(!belongs_to(&backup, "u-2", &settings));
+        let mut elsewhere = settings.clone();
+        elsewhere.storage =
+            serde_json::from_value(serde_json::json!({"s3": {"bucket": "other"}})).unwrap();
+        assert!(
+            !belongs_to(&backup, "u-1", &elsewhere),
+            "a Backup of the name and label, into another store, is not adopted"
+        );
+        assert_eq!(backup.annotations()[FOR_ANNOTATION], "undo");
+    }
+}
