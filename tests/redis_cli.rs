@@ -504,3 +504,112 @@ async fn download_writes_an_rdb_that_redis_server_loads_and_refuses_a_tampered_o
         "{piped:?}"
     );
 }
+
+/// The number after `label` in a dry run's output (`added: 12 keys ...`).
+fn counted(output: &str, label: &str) -> u64 {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} in {output}"));
+    line[label.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `coffer restore --dry-run` reads the backup and the target and writes nothing; its counts
+/// are what the restore then does.
+#[tokio::test]
+async fn a_dry_run_changes_nothing_and_counts_what_the_restore_then_does() {
+    let source = RedisServer::start_with(None, &[("repl-diskless-sync-delay", "0")]).unwrap();
+    let mut con = connect(&source.url()).await;
+    populate(&mut con).await;
+    let (backed_up, _) = state(&mut con).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("d").display().to_string();
+    let (location, _) = ok(&["backup", &source.url(), "--to", &dest], &[]);
+
+    // A target holding one of the backup's keys (with another value) and two of its own.
+    let target = RedisServer::start().unwrap();
+    let mut tcon = connect(&target.url()).await;
+    for (key, value) in [("string", "changed"), ("mine:1", "a"), ("mine:2", "b")] {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .query_async(&mut tcon)
+            .await
+            .unwrap();
+    }
+    let (before, before_functions) = state(&mut tcon).await;
+
+    let (_, out) = ok(
+        &["restore", &location, "--to", &target.url(), "--dry-run"],
+        &[],
+    );
+    let said = stdout(&out);
+    assert!(said.starts_with("dry run: nothing was written"), "{said}");
+    let (after, after_functions) = state(&mut tcon).await;
+    assert_eq!(after, before, "the dry run changed the target");
+    assert_eq!(after_functions, before_functions);
+    let added = counted(&said, "added: ");
+    let skipped = counted(&said, "skipped: ");
+    assert_eq!(skipped, 1, "{said}");
+    assert!(
+        said.contains("skipped: 1 keys (for example \"string\")"),
+        "{said}"
+    );
+    assert_eq!(counted(&said, "overwritten: "), 0);
+    assert_eq!(added + skipped, backed_up.len() as u64, "{said}");
+
+    // Flush: what it would delete first is the target's own keys in the restored databases.
+    let (_, out) = ok(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &target.url(),
+            "--dry-run",
+            "--conflict",
+            "flush",
+        ],
+        &[],
+    );
+    let flush_said = stdout(&out);
+    assert_eq!(counted(&flush_said, "flushed first: "), 3, "{flush_said}");
+    assert_eq!(
+        counted(&flush_said, "added: "),
+        backed_up.len() as u64,
+        "{flush_said}"
+    );
+    assert_eq!(
+        state(&mut tcon).await.0,
+        before,
+        "nor did the flush preview"
+    );
+
+    // The restore then does what the preview said.
+    let (line, _) = ok(&["restore", &location, "--to", &target.url()], &[]);
+    assert!(
+        line.starts_with(&format!(
+            "restored {added} keys, skipped {skipped} existing"
+        )),
+        "{line} / {said}"
+    );
+
+    // Other engines say it is not built yet, and touch nothing.
+    let out = coffer(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &dir.path().join("x").display().to_string(),
+            "--dry-run",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr(&out).contains("not implemented yet"), "{out:?}");
+    assert!(!dir.path().join("x").exists());
+}

@@ -86,6 +86,11 @@ pub struct RestoreArgs {
     /// object's size and SHA-256) before anything is restored, and so is the copy used.
     #[arg(long, value_name = "COPY", conflicts_with = "latest")]
     pub fallback: Vec<String>,
+    /// Check the backup and read the target, write nothing, and print what the restore would
+    /// do: Redis keys added, skipped, overwritten and flushed (counts and examples). Not
+    /// implemented yet for PostgreSQL, MySQL and directories.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub identity: IdentityArgs,
     #[command(flatten)]
@@ -193,6 +198,12 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
             "--roles applies to PostgreSQL roles restored with --globals: add --globals, or leave --roles out",
         ));
     }
+    if args.dry_run && kind != "redis" {
+        return Err(CliError::not_implemented(&format!(
+            "--dry-run for {} restores (it previews Redis restores only so far)",
+            if kind == "volume" { "directory" } else { kind }
+        )));
+    }
     let identities = args.identity.parse()?;
     let (store, destination) = locate(&args).await?;
     let (folder, manifest) = if args.latest {
@@ -224,6 +235,9 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
     }
     let key = keys::unlock(&store, &folder, &manifest, &identities).await?;
     let progress = Progress::default();
+    if args.dry_run {
+        return dry_run(&args, &store, &folder, &manifest, key, &progress).await;
+    }
     let display = Display::start(
         format!("restoring into {}", shown_target(&args.to)),
         progress.clone(),
@@ -337,6 +351,60 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
         units::duration(started.elapsed())
     );
     println!("{summary}");
+    Ok(())
+}
+
+/// `--dry-run`: what the restore would do, with nothing written.
+async fn dry_run(
+    args: &RestoreArgs,
+    store: &crate::storage::Store,
+    folder: &str,
+    manifest: &crate::storage::manifest::Manifest,
+    key: Option<crate::pipeline::encryption::DataKey>,
+    progress: &Progress,
+) -> Result<(), CliError> {
+    let request = RestoreRequest {
+        target: RedisTarget::parse(&args.to).map_err(CliError::from_display)?,
+        conflict: args.conflict.into(),
+        database: args.database,
+        spool: spool(args),
+        key,
+    };
+    let display = Display::start(
+        format!("previewing a restore into {}", shown_target(&args.to)),
+        progress.clone(),
+    );
+    let found = redis::preview(store, folder, manifest, &request, progress).await;
+    display.finish().await;
+    let p = found.map_err(CliError::from_display)?;
+    let examples = |names: &[String]| {
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(" (for example {})", names.join(", "))
+        }
+    };
+    println!("dry run: nothing was written to {}", shown_target(&args.to));
+    if p.flushed > 0 || request.conflict == crate::api::RedisConflict::Flush {
+        println!(
+            "flushed first: {} keys{}",
+            p.flushed,
+            examples(&p.samples.flushed)
+        );
+    }
+    println!("added: {} keys{}", p.added, examples(&p.samples.added));
+    println!(
+        "overwritten: {} keys{}",
+        p.overwritten,
+        examples(&p.samples.overwritten)
+    );
+    println!(
+        "skipped: {} keys{}",
+        p.skipped,
+        examples(&p.samples.skipped)
+    );
+    println!("expired (not restored): {} keys", p.expired);
+    println!("function libraries in the backup: {}", p.functions);
     Ok(())
 }
 

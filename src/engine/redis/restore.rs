@@ -83,7 +83,7 @@ const BATCH_COMMANDS: usize = 512;
 const BATCH_BYTES: usize = 8 << 20;
 
 /// One thing to restore, read from the backup by a parser thread.
-enum Work {
+pub(super) enum Work {
     Key {
         db: u32,
         key: Vec<u8>,
@@ -279,7 +279,7 @@ fn refused_outcome(stats: &RestoreStats, conflict: RedisConflict, checked: Check
 }
 
 /// The backup's data object.
-fn data_object(manifest: &Manifest) -> Result<&ObjectRecord, RedisError> {
+pub(super) fn data_object(manifest: &Manifest) -> Result<&ObjectRecord, RedisError> {
     manifest
         .objects
         .iter()
@@ -288,12 +288,12 @@ fn data_object(manifest: &Manifest) -> Result<&ObjectRecord, RedisError> {
 }
 
 /// Which databases of the backup go where.
-struct DatabasePlan {
+pub(super) struct DatabasePlan {
     mapping: BTreeMap<u32, u32>,
 }
 
 impl DatabasePlan {
-    fn new(manifest: &Manifest, request: &RestoreRequest) -> Result<Self, RedisError> {
+    pub(super) fn new(manifest: &Manifest, request: &RestoreRequest) -> Result<Self, RedisError> {
         let held: Vec<u32> = match manifest.source.database {
             Some(db) => vec![db],
             None => manifest.stats.keys_per_database.keys().copied().collect(),
@@ -331,11 +331,11 @@ impl DatabasePlan {
         Ok(Self { mapping })
     }
 
-    fn map(&self, db: u32) -> Option<u32> {
+    pub(super) fn map(&self, db: u32) -> Option<u32> {
         self.mapping.get(&db).copied()
     }
 
-    fn targets(&self) -> impl Iterator<Item = u32> + '_ {
+    pub(super) fn targets(&self) -> impl Iterator<Item = u32> + '_ {
         let mut seen = std::collections::BTreeSet::new();
         self.mapping
             .values()
@@ -347,7 +347,7 @@ impl DatabasePlan {
 /// Refuses a target whose RDB version is older than the backup's data, found read-only by
 /// dumping one of its existing keys (an empty target loses nothing if the first RESTORE
 /// fails).
-async fn check_target_loads(
+pub(super) async fn check_target_loads(
     con: &mut Connection,
     plan: &DatabasePlan,
     backup_version: u16,
@@ -431,7 +431,7 @@ fn payload_check_warning(
 }
 
 /// Parses the decompressed data object and sends what to restore. Runs on a blocking thread.
-fn read_backup(
+pub(super) fn read_backup(
     format: &str,
     reader: impl std::io::Read,
     work: mpsc::Sender<Work>,
@@ -608,7 +608,7 @@ impl Restorer {
 }
 
 /// A key for messages: text when printable, else escaped bytes.
-fn show_key(key: &[u8]) -> String {
+pub(super) fn show_key(key: &[u8]) -> String {
     format!("\"{}\"", key.escape_ascii())
 }
 
