@@ -594,3 +594,72 @@ fn download_writes_a_tar_that_tar_extracts() {
     );
     nothing_stored(&other);
 }
+
+/// The number after `label` in a dry run's output (`created: 12 files ...`).
+fn counted(output: &str, label: &str) -> u64 {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} in {output}"));
+    line[label.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `coffer restore --dry-run` into a directory changes nothing and names what the restore
+/// then does: files created, replaced, left alone, or removed first with `--clean`.
+#[test]
+fn a_dry_run_into_a_directory_changes_nothing_and_counts_what_the_restore_does() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    std::fs::create_dir_all(source.join("conf")).unwrap();
+    std::fs::write(source.join("conf/app.yaml"), "from the backup").unwrap();
+    std::fs::write(source.join("conf/new.yaml"), "only in the backup").unwrap();
+    std::fs::write(source.join("top.txt"), "top").unwrap();
+    let dest = work.path().join("backups").display().to_string();
+    let (location, _) = ok(
+        &["backup", &source.display().to_string(), "--to", &dest],
+        &[],
+    );
+    let target = work.path().join("target");
+    std::fs::create_dir_all(target.join("conf")).unwrap();
+    std::fs::write(target.join("conf/app.yaml"), "edited since").unwrap();
+    std::fs::write(target.join("uploads.db"), "only in the target").unwrap();
+    let before = describe(&target);
+    let to = target.display().to_string();
+
+    let (_, out) = ok(&["restore", &location, "--to", &to, "--dry-run"], &[]);
+    let said = support::cli::stdout(&out);
+    assert!(said.starts_with("dry run: nothing was written"), "{said}");
+    assert_eq!(counted(&said, "created: "), 2, "{said}");
+    assert_eq!(counted(&said, "replaced: "), 1, "{said}");
+    assert!(
+        said.contains("replaced: 1 files (for example conf/app.yaml)"),
+        "{said}"
+    );
+    assert_eq!(counted(&said, "left alone: "), 1, "{said}");
+    assert_eq!(counted(&said, "removed first: "), 0, "{said}");
+    let (_, out) = ok(
+        &["restore", &location, "--to", &to, "--dry-run", "--clean"],
+        &[],
+    );
+    let clean_said = support::cli::stdout(&out);
+    assert_eq!(counted(&clean_said, "removed first: "), 2, "{clean_said}");
+    assert_eq!(counted(&clean_said, "created: "), 3, "{clean_said}");
+    assert_eq!(describe(&target), before, "the dry runs changed the target");
+
+    // The restore does what the first preview said.
+    ok(&["restore", &location, "--to", &to], &[]);
+    assert_eq!(
+        std::fs::read_to_string(target.join("conf/app.yaml")).unwrap(),
+        "from the backup"
+    );
+    assert!(target.join("conf/new.yaml").exists() && target.join("top.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(target.join("uploads.db")).unwrap(),
+        "only in the target"
+    );
+}

@@ -87,8 +87,9 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "COPY", conflicts_with = "latest")]
     pub fallback: Vec<String>,
     /// Check the backup and read the target, write nothing, and print what the restore would
-    /// do: Redis keys added, skipped, overwritten and flushed (counts and examples). Not
-    /// implemented yet for PostgreSQL, MySQL and directories.
+    /// do: Redis keys added, skipped, overwritten and flushed; a directory's files created,
+    /// replaced, left alone and removed (counts and examples). Not implemented yet for
+    /// PostgreSQL and MySQL.
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
@@ -198,10 +199,9 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
             "--roles applies to PostgreSQL roles restored with --globals: add --globals, or leave --roles out",
         ));
     }
-    if args.dry_run && kind != "redis" {
+    if args.dry_run && !matches!(kind, "redis" | "volume") {
         return Err(CliError::not_implemented(&format!(
-            "--dry-run for {} restores (it previews Redis restores only so far)",
-            if kind == "volume" { "directory" } else { kind }
+            "--dry-run for {kind} restores (it previews Redis and directory restores only so far)"
         )));
     }
     let identities = args.identity.parse()?;
@@ -363,6 +363,37 @@ async fn dry_run(
     key: Option<crate::pipeline::encryption::DataKey>,
     progress: &Progress,
 ) -> Result<(), CliError> {
+    if manifest.source.kind == "volume" {
+        let request = VolumeRestoreRequest {
+            target: PathBuf::from(&args.to),
+            clean: args.clean,
+            key,
+        };
+        let found = volume::preview::preview(store, folder, manifest, &request, progress).await;
+        let p = found.map_err(CliError::from_display)?;
+        println!("dry run: nothing was written to {}", args.to);
+        println!(
+            "created: {} files{}",
+            p.created,
+            examples(&p.samples.created)
+        );
+        println!(
+            "replaced: {} files{}",
+            p.replaced,
+            examples(&p.samples.replaced)
+        );
+        println!(
+            "left alone: {} files{}",
+            p.left_alone,
+            examples(&p.samples.left_alone)
+        );
+        println!(
+            "removed first: {} files{}",
+            p.removed,
+            examples(&p.samples.removed)
+        );
+        return Ok(());
+    }
     let request = RestoreRequest {
         target: RedisTarget::parse(&args.to).map_err(CliError::from_display)?,
         conflict: args.conflict.into(),
@@ -377,13 +408,6 @@ async fn dry_run(
     let found = redis::preview(store, folder, manifest, &request, progress).await;
     display.finish().await;
     let p = found.map_err(CliError::from_display)?;
-    let examples = |names: &[String]| {
-        if names.is_empty() {
-            String::new()
-        } else {
-            format!(" (for example {})", names.join(", "))
-        }
-    };
     println!("dry run: nothing was written to {}", shown_target(&args.to));
     if p.flushed > 0 || request.conflict == crate::api::RedisConflict::Flush {
         println!(
@@ -406,6 +430,15 @@ async fn dry_run(
     println!("expired (not restored): {} keys", p.expired);
     println!("function libraries in the backup: {}", p.functions);
     Ok(())
+}
+
+/// Up to a few examples of a dry run's outcome.
+fn examples(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" (for example {})", names.join(", "))
+    }
 }
 
 /// Where the backup may be downloaded before it is restored.

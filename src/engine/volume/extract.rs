@@ -65,13 +65,13 @@ pub enum ExtractError {
 /// absolute path, a `..` component, a hard link to such a path, or a path under a symbolic
 /// link that the archive itself created (a write through a link).
 #[derive(Default)]
-struct Guard {
+pub(super) struct Guard {
     links: HashSet<PathBuf>,
 }
 
 impl Guard {
     /// Checks one entry, before it is written.
-    fn admit<R: Read>(&mut self, entry: &Entry<'_, R>) -> Result<(), ExtractError> {
+    pub(super) fn admit<R: Read>(&mut self, entry: &Entry<'_, R>) -> Result<(), ExtractError> {
         let path = entry.path().map_err(ExtractError::Archive)?.into_owned();
         let shown = path.display().to_string();
         let escape = |reason| ExtractError::Escape {
@@ -123,7 +123,7 @@ fn check(reader: impl Read) -> Result<u64, ExtractError> {
 }
 
 /// `path` without `.` components, if it has no root and no `..`.
-fn relative(path: &Path) -> Option<PathBuf> {
+pub(super) fn relative(path: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for part in path.components() {
         match part {

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod extract;
+pub mod preview;
 
 use std::path::PathBuf;
 
