@@ -10,7 +10,7 @@ use coffer_testenv::{RedisServer, S3Server};
 use serde_json::Value;
 
 mod support;
-use support::cli::{coffer, fails, nothing_stored, ok, stderr, stdout};
+use support::cli::{coffer, counted, fails, nothing_stored, ok, stderr, stdout};
 use support::redis_data::{assert_same, connect, populate, state};
 
 fn s3_env(s3: &S3Server) -> Vec<(&'static str, String)> {
@@ -503,20 +503,6 @@ async fn download_writes_an_rdb_that_redis_server_loads_and_refuses_a_tampered_o
         String::from_utf8_lossy(&piped.stderr).contains("is damaged"),
         "{piped:?}"
     );
-}
-
-/// The number after `label` in a dry run's output (`added: 12 keys ...`).
-fn counted(output: &str, label: &str) -> u64 {
-    let line = output
-        .lines()
-        .find(|l| l.starts_with(label))
-        .unwrap_or_else(|| panic!("no {label:?} in {output}"));
-    line[label.len()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// `coffer restore --dry-run` reads the backup and the target and writes nothing; its counts

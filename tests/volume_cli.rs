@@ -13,7 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 mod support;
-use support::cli::{fails, nothing_stored, ok, on_a_full_disk, stderr, walk};
+use support::cli::{counted, fails, nothing_stored, ok, on_a_full_disk, stderr, walk};
 use support::tree::{SPARSE_SIZE, allocated, describe, every_kind};
 
 fn running_as_root() -> bool {
@@ -593,20 +593,6 @@ fn download_writes_a_tar_that_tar_extracts() {
         &["volume.tar.zst is damaged", "nothing of it was kept"],
     );
     nothing_stored(&other);
-}
-
-/// The number after `label` in a dry run's output (`created: 12 files ...`).
-fn counted(output: &str, label: &str) -> u64 {
-    let line = output
-        .lines()
-        .find(|l| l.starts_with(label))
-        .unwrap_or_else(|| panic!("no {label:?} in {output}"));
-    line[label.len()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// `coffer restore --dry-run` into a directory changes nothing and names what the restore

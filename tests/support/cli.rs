@@ -138,3 +138,17 @@ pub fn backup_fails_on_a_full_disk(source: &str, extra: &[&str]) -> String {
     assert!(left.is_empty(), "files left on the full disk: {left:?}");
     err
 }
+
+/// The number after `label` in a dry run's output (`added: 12 keys ...`).
+pub fn counted(output: &str, label: &str) -> u64 {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} in {output}"));
+    line[label.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}

@@ -177,11 +177,7 @@ pub async fn restore(
     request: &VolumeRestoreRequest,
     progress: &Progress,
 ) -> Result<u64, VolumeError> {
-    let record = manifest
-        .objects
-        .iter()
-        .find(|o| o.format == TAR_FORMAT)
-        .ok_or_else(|| VolumeError::Internal("the manifest lists no archive".to_owned()))?;
+    let record = archive_record(manifest)?;
     let target = request.target.clone();
     let needed = record.raw_bytes;
     let (staging, claim, left) = tokio::task::spawn_blocking({
@@ -271,6 +267,17 @@ pub async fn restore(
     .await
     .map_err(joined)?
     .map_err(VolumeError::from)
+}
+
+/// The manifest's entry of the backup's archive.
+fn archive_record(
+    manifest: &Manifest,
+) -> Result<&crate::storage::manifest::ObjectRecord, VolumeError> {
+    manifest
+        .objects
+        .iter()
+        .find(|o| o.format == TAR_FORMAT)
+        .ok_or_else(|| VolumeError::Internal("the manifest lists no archive".to_owned()))
 }
 
 /// Removes a staging directory (and what was extracted into it) off the async threads.

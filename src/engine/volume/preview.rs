@@ -12,7 +12,7 @@ use tar::Archive;
 use tokio_util::io::SyncIoBridge;
 
 use super::extract::{self, ExtractError, Guard};
-use super::{TAR_FORMAT, VolumeError, VolumeRestoreRequest};
+use super::{VolumeError, VolumeRestoreRequest};
 use crate::pipeline::fetch::Prepared;
 use crate::pipeline::{self, Codec, Progress};
 use crate::storage::Store;
@@ -61,11 +61,7 @@ pub async fn preview(
     request: &VolumeRestoreRequest,
     progress: &Progress,
 ) -> Result<VolumePreview, VolumeError> {
-    let record = manifest
-        .objects
-        .iter()
-        .find(|o| o.format == TAR_FORMAT)
-        .ok_or_else(|| VolumeError::Internal("the manifest lists no archive".to_owned()))?;
+    let record = super::archive_record(manifest)?;
     let object = Prepared::unchecked(
         store,
         folder,
