@@ -100,9 +100,10 @@ pub struct RestoreRequestSpec {
     /// MySQL/MariaDB restore (the dump drops and creates again the tables it holds) and every
     /// volume restore (files of the same name are replaced; `clean` empties it). It is taken
     /// after the workloads are stopped and before anything is written, with the settings of
-    /// what backs the target up: the restored Backup's (store, encryption, `jobTemplate`) when
-    /// the target is its source, else a BackupSchedule's whose source is the target; a target
-    /// nothing backs up fails the restore before anything is touched. Its name is in
+    /// what backs the target up: a BackupSchedule's whose source is the target (store,
+    /// encryption, `jobTemplate`), else the restored Backup's when the target is its source;
+    /// a target nothing backs up fails the restore before anything is touched. A database
+    /// server is backed up whole. Its name is in
     /// `status.safetyBackup` and an Event; it is kept 7 days (its `ttl`); restoring it with
     /// `Flush` or `clean` undoes this restore. If it fails, nothing is restored. Default: true.
     #[serde(default, skip_serializing_if = "Option::is_none")]

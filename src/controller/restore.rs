@@ -295,19 +295,17 @@ impl Step<'_> {
         safety::wanted(&self.request.spec, resolved.target.kind()).is_some()
     }
 
-    /// The settings of a backup of the target, for its safety backup: the restored Backup's
-    /// when the target is its own source, else a BackupSchedule's whose source is the target.
-    /// Never a store the request names (see [`safety`]).
+    /// The settings of a backup of the target, for its safety backup: those of a
+    /// BackupSchedule whose source is the target, as they are now (its current store and
+    /// recipients), else the restored Backup's when the target is its own source. Never a
+    /// store the request names (see [`safety`]).
     async fn safety_settings(
         &self,
         resolved: &Resolved,
     ) -> Result<Option<safety::Settings>, Error> {
-        if let Some(own) = &resolved.own_backup {
-            return Ok(Some(own.clone()));
-        }
         let schedules: Api<crate::api::BackupSchedule> =
             Api::namespaced(self.ctx.client.clone(), self.namespace);
-        Ok(schedules
+        let scheduled = schedules
             .list(&ListParams::default())
             .await?
             .items
@@ -319,7 +317,8 @@ impl Step<'_> {
                 compression: s.spec.compression,
                 encryption: s.spec.encryption,
                 job_template: s.spec.job_template,
-            }))
+            });
+        Ok(scheduled.or_else(|| resolved.own_backup.clone()))
     }
 
     /// Before anything is touched: a restore that takes a safety backup can take it (a backup
@@ -337,6 +336,23 @@ impl Step<'_> {
                 ),
             }));
         };
+        // Its Secrets and claims exist (else it would wait, with the app stopped).
+        if let Some(problem) = references::check(
+            self.ctx,
+            self.namespace,
+            &settings.target,
+            &settings.storage,
+        )
+        .await?
+        {
+            return Ok(Err(Problem {
+                reason: "SafetyBackupFailed",
+                message: format!(
+                    "the safety backup of the target cannot be taken ({}): fix it, or set safetyBackup: false in a new RestoreRequest; nothing was touched",
+                    problem.message
+                ),
+            }));
+        }
         let (backup, name) = self.safety_backup_object(settings.clone())?;
         let backups: Api<Backup> = Api::namespaced(self.ctx.client.clone(), self.namespace);
         if let Some(existing) = backups.get_opt(&name).await? {
@@ -988,7 +1004,7 @@ impl Step<'_> {
             })
             .collect();
         let (storage, fallbacks, from_copy) = match &spec.from_copy {
-            None => (run.storage, complete, None),
+            None => (run.storage.clone(), complete, None),
             Some(name) => match complete.into_iter().find(|c| &c.name == name) {
                 Some(copy) => (copy.storage, Vec::new(), Some(copy.name)),
                 None => {
@@ -1012,7 +1028,8 @@ impl Step<'_> {
         let own_backup = if target == run.source {
             Some(safety::Settings {
                 target: target.clone(),
-                storage: storage.clone(),
+                // Its own store, also when restoring from a copy (a copy store keeps copies).
+                storage: run.storage.clone(),
                 compression: run.compression,
                 encryption: run.encryption,
                 job_template: backup::job_template(self.ctx, self.namespace, &backup).await?,

@@ -49,6 +49,19 @@ pub fn destructive(spec: &RestoreRequestSpec, kind: Option<SourceKind>) -> Optio
     }
 }
 
+/// What the safety backup reads: the target, every database of it (a restore writes the
+/// backup's databases, or renames them, whichever the target's source lists).
+pub fn whole(target: &BackupSource) -> BackupSource {
+    let mut whole = target.clone();
+    if let Some(pg) = whole.postgres.as_mut() {
+        pg.databases.clear();
+    }
+    if let Some(my) = whole.mysql.as_mut() {
+        my.databases.clear();
+    }
+    whole
+}
+
 /// Why the request needs a safety backup: it is destructive and does not say
 /// `safetyBackup: false`.
 pub fn wanted(spec: &RestoreRequestSpec, kind: Option<SourceKind>) -> Option<&'static str> {
@@ -111,7 +124,7 @@ pub fn build(request: &RestoreRequest, uid: &str, settings: Settings) -> Backup 
         },
         spec: BackupSpec {
             schedule_ref: None,
-            source: Some(settings.target),
+            source: Some(whole(&settings.target)),
             storage: Some(settings.storage),
             compression: Some(settings.compression),
             encryption: settings.encryption,
@@ -124,12 +137,12 @@ pub fn build(request: &RestoreRequest, uid: &str, settings: Settings) -> Backup 
     }
 }
 
-/// Whether `backup` is the safety backup of the request with `uid`, of the target into the
-/// store it should be (a Backup someone else made under that name and label is not).
+/// Whether `backup` is the safety backup of the request with `uid`, of its target (a Backup
+/// someone else made under that name and label, of another source, is not). The store is
+/// not compared: the schedule it was taken from may have been edited since.
 pub fn belongs_to(backup: &Backup, uid: &str, settings: &Settings) -> bool {
     backup.labels().get(FOR_UID_LABEL).map(String::as_str) == Some(uid)
-        && backup.spec.source.as_ref() == Some(&settings.target)
-        && backup.spec.storage.as_ref() == Some(&settings.storage)
+        && backup.spec.source.as_ref() == Some(&whole(&settings.target))
         && backup.spec.schedule_ref.is_none()
 }
 
@@ -184,6 +197,24 @@ mod tests {
     }
 
     #[test]
+    fn a_database_target_is_backed_up_whole() {
+        let target: BackupSource = serde_json::from_value(serde_json::json!({
+            "mysql": {"host": "db", "user": "u", "databases": ["shop"],
+                "passwordSecretRef": {"name": "s", "key": "password"}}
+        }))
+        .unwrap();
+        let all = whole(&target);
+        assert!(all.mysql.as_ref().unwrap().databases.is_empty());
+        assert_eq!(all.mysql.as_ref().unwrap().host, "db");
+        let pg: BackupSource = serde_json::from_value(serde_json::json!({
+            "postgres": {"host": "pg", "user": "u", "databases": ["a", "b"],
+                "passwordSecretRef": {"name": "s", "key": "password"}}
+        }))
+        .unwrap();
+        assert!(whole(&pg).postgres.unwrap().databases.is_empty());
+    }
+
+    #[test]
     fn names_fit_a_dns_label_and_differ_per_request_uid() {
         let a = name("undo", "0f3c9a12-aaaa-bbbb");
         assert_eq!(a, "undo-safety-0f3c9a12");
@@ -222,7 +253,11 @@ mod tests {
             job_template: None,
         };
         let backup = build(&request, "u-1", settings.clone());
-        assert_eq!(backup.spec.source.as_ref(), Some(&target));
+        assert_eq!(
+            backup.spec.source.as_ref(),
+            Some(&target),
+            "Redis: the whole server"
+        );
         assert_eq!(backup.spec.storage.as_ref(), Some(&storage));
         assert_eq!(backup.spec.compression, Some(Compression::Gzip));
         assert_eq!(backup.spec.ttl.as_deref(), Some("7d"));
@@ -233,12 +268,11 @@ mod tests {
         );
         assert!(belongs_to(&backup, "u-1", &settings));
         assert!(!belongs_to(&backup, "u-2", &settings));
-        let mut elsewhere = settings.clone();
-        elsewhere.storage =
-            serde_json::from_value(serde_json::json!({"s3": {"bucket": "other"}})).unwrap();
+        let mut other = settings.clone();
+        other.target = serde_json::from_value(serde_json::json!({"redis": {"host": "x"}})).unwrap();
         assert!(
-            !belongs_to(&backup, "u-1", &elsewhere),
-            "a Backup of the name and label, into another store, is not adopted"
+            !belongs_to(&backup, "u-1", &other),
+            "a Backup of the name and label, of another source, is not adopted"
         );
         assert_eq!(backup.annotations()[FOR_ANNOTATION], "undo");
     }

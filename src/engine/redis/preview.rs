@@ -92,12 +92,21 @@ pub async fn preview(
             con.query::<()>("SELECT", redis::cmd("SELECT").arg(db))
                 .await?;
             preview.flushed += con.query::<u64>("DBSIZE", &redis::cmd("DBSIZE")).await?;
-            if preview.samples.flushed.len() < SAMPLE {
-                let (_, keys): (u64, Vec<Vec<u8>>) = con
-                    .query("SCAN", redis::cmd("SCAN").arg(0).arg("COUNT").arg(100))
+            // A SCAN page may be empty while keys remain: a few pages at most.
+            let mut cursor = 0u64;
+            for _ in 0..10 {
+                if preview.samples.flushed.len() >= SAMPLE {
+                    break;
+                }
+                let (next, keys): (u64, Vec<Vec<u8>>) = con
+                    .query("SCAN", redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(100))
                     .await?;
                 for key in keys {
                     sample(&mut preview.samples.flushed, &key);
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
                 }
             }
         }
@@ -147,10 +156,17 @@ pub async fn preview(
         .await
         .map_err(|e| RedisError::Internal(format!("the backup reader failed: {e}")))
         .and_then(|parsed| parsed);
+    if let Err(e) = looked_up {
+        // The target failed: the rest of the object is not downloaded for a verdict, unless
+        // it is already in.
+        return Err(match verdict.after_failure().await {
+            Some(mismatch) if mismatch.is_mismatch() => mismatch.into(),
+            _ => e,
+        });
+    }
     // The bytes read must match the manifest, or nothing said about them counts.
     verdict.wait().await?;
     parsed?;
-    looked_up?;
     Ok(preview)
 }
 

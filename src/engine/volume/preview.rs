@@ -4,7 +4,6 @@
 //! up in the target, and the target's own files are looked up in the archive. Directories
 //! are not counted (a restore merges into those that exist).
 
-use std::collections::HashSet;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -99,10 +98,6 @@ pub async fn preview(
     tokio::task::spawn_blocking(move || compare(&target, &entries, clean))
         .await
         .map_err(|e| VolumeError::Internal(format!("reading the target stopped: {e}")))?
-        .map_err(|source| VolumeError::Io {
-            path: request.target.display().to_string(),
-            source,
-        })
 }
 
 /// The archive's entries (relative path, whether a directory), each checked as a restore
@@ -124,28 +119,75 @@ fn list(reader: impl Read) -> Result<Vec<(PathBuf, bool)>, ExtractError> {
     Ok(entries)
 }
 
-/// Compares the archive's entries with what `target` holds.
-fn compare(target: &Path, entries: &[(PathBuf, bool)], clean: bool) -> io::Result<VolumePreview> {
-    let mut preview = VolumePreview::default();
-    let in_archive: HashSet<&Path> = entries.iter().map(|(p, _)| p.as_path()).collect();
-    for (path, is_dir) in entries {
-        if *is_dir {
-            continue;
-        }
-        let exists = match std::fs::symlink_metadata(target.join(path)) {
-            Ok(_) => true,
-            Err(e)
-                if e.kind() == io::ErrorKind::NotFound
-                    || e.kind() == io::ErrorKind::NotADirectory =>
-            {
-                false
-            }
+/// What stands at a path of the target, looked at as a restore moves things into place
+/// (never through a symbolic link).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum There {
+    Nothing,
+    Directory,
+    Other,
+}
+
+/// What is at `relative` in `target`: nothing when a parent on the way is not a real
+/// directory (the restore replaces that parent, so everything under it is new).
+fn there(target: &Path, relative: &Path) -> io::Result<There> {
+    let mut at = target.to_path_buf();
+    let parts: Vec<_> = relative.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        let meta = match std::fs::symlink_metadata(&at) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(There::Nothing),
             Err(e) => return Err(e),
         };
-        if exists && !clean {
-            count(&mut preview.replaced, &mut preview.samples.replaced, path);
+        let last = i + 1 == parts.len();
+        match (last, meta.is_dir()) {
+            (true, true) => return Ok(There::Directory),
+            (true, false) => return Ok(There::Other),
+            (false, true) => {}
+            (false, false) => return Ok(There::Nothing),
+        }
+    }
+    Ok(There::Nothing)
+}
+
+/// Compares the archive's entries with what `target` holds, as [`extract::place`] would
+/// move them in: a file over a file or link replaces it, a directory over a file or link
+/// replaces it (counted as replaced), a directory over a directory merges (not counted),
+/// and a file over a directory fails the restore without `clean`.
+fn compare(
+    target: &Path,
+    entries: &[(PathBuf, bool)],
+    clean: bool,
+) -> Result<VolumePreview, VolumeError> {
+    let io_error = |source| VolumeError::Io {
+        path: target.display().to_string(),
+        source,
+    };
+    let mut preview = VolumePreview::default();
+    // An archive that names a path twice: its last entry is what is restored.
+    let unique: std::collections::BTreeMap<&Path, bool> =
+        entries.iter().map(|(p, d)| (p.as_path(), *d)).collect();
+    for (path, is_dir) in &unique {
+        let found = if clean {
+            There::Nothing
         } else {
-            count(&mut preview.created, &mut preview.samples.created, path);
+            there(target, path).map_err(io_error)?
+        };
+        match (found, is_dir) {
+            (There::Nothing, false) => {
+                count(&mut preview.created, &mut preview.samples.created, path);
+            }
+            (There::Nothing | There::Directory, true) => {}
+            (There::Other, _) => {
+                count(&mut preview.replaced, &mut preview.samples.replaced, path);
+            }
+            (There::Directory, false) => {
+                return Err(ExtractError::WouldReplaceDirectory {
+                    path: target.join(path).display().to_string(),
+                }
+                .into());
+            }
         }
     }
     if !target.exists() {
@@ -153,21 +195,21 @@ fn compare(target: &Path, entries: &[(PathBuf, bool)], clean: bool) -> io::Resul
     }
     let mut stack = vec![PathBuf::new()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(target.join(&dir))? {
-            let entry = entry?;
+        for entry in std::fs::read_dir(target.join(&dir)).map_err(io_error)? {
+            let entry = entry.map_err(io_error)?;
             let name = entry.file_name();
             // What stopped restores left is not the target's data.
             if dir.as_os_str().is_empty() && extract::is_working_directory(&name) {
                 continue;
             }
             let path = dir.join(&name);
-            if entry.file_type()?.is_dir() {
+            if entry.file_type().map_err(io_error)?.is_dir() {
                 stack.push(path);
                 continue;
             }
             if clean {
                 count(&mut preview.removed, &mut preview.samples.removed, &path);
-            } else if !in_archive.contains(path.as_path()) {
+            } else if !unique.contains_key(path.as_path()) {
                 count(
                     &mut preview.left_alone,
                     &mut preview.samples.left_alone,
@@ -203,6 +245,7 @@ mod tests {
         );
         assert_eq!(p.samples.replaced, ["a/same.txt"]);
         assert_eq!(p.samples.left_alone, ["mine.txt"]);
+        assert_eq!(p.samples.created, ["a/new.txt", "b/deep.txt"]);
         let p = compare(dir.path(), &entries, true).unwrap();
         assert_eq!(
             (p.created, p.replaced, p.left_alone, p.removed),
@@ -213,5 +256,38 @@ mod tests {
             (p.created, p.replaced, p.left_alone, p.removed),
             (3, 0, 0, 0)
         );
+    }
+
+    #[test]
+    fn links_are_replaced_never_followed_and_a_file_over_a_directory_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("x.txt"), "outside").unwrap();
+        // `data` is a link to elsewhere in the target; the backup has a directory there.
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("data")).unwrap();
+        std::fs::create_dir(dir.path().join("logs")).unwrap();
+        let entries = vec![
+            (PathBuf::from("data"), true),
+            (PathBuf::from("data/x.txt"), false),
+        ];
+        let p = compare(dir.path(), &entries, false).unwrap();
+        assert_eq!(
+            p.samples.replaced,
+            ["data"],
+            "the link gives way to the directory"
+        );
+        assert_eq!(
+            p.samples.created,
+            ["data/x.txt"],
+            "not the file behind the link"
+        );
+        let over_a_directory = vec![(PathBuf::from("logs"), false)];
+        let e = compare(dir.path(), &over_a_directory, false).unwrap_err();
+        assert!(
+            e.to_string().contains("is a directory in the target"),
+            "{e}"
+        );
+        let p = compare(dir.path(), &over_a_directory, true).unwrap();
+        assert_eq!(p.created, 1, "with clean it is replaced");
     }
 }
