@@ -100,8 +100,8 @@ pub struct RestoreRequestSpec {
     /// MySQL/MariaDB restore (the dump drops and creates again the tables it holds) and every
     /// volume restore (files of the same name are replaced; `clean` empties it). It is taken
     /// after the workloads are stopped and before anything is written, with the settings of
-    /// what backs the target up: a BackupSchedule's whose source is the target (store,
-    /// encryption, `jobTemplate`), else the restored Backup's when the target is its source;
+    /// what backs the target's server up: a BackupSchedule's whose source is that server
+    /// (store, encryption, `jobTemplate`, credentials), else the restored Backup's;
     /// a target nothing backs up fails the restore before anything is touched. A database
     /// server is backed up whole. Its name is in
     /// `status.safetyBackup` and an Event; it is kept 7 days (its `ttl`); restoring it with

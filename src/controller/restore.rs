@@ -305,20 +305,30 @@ impl Step<'_> {
     ) -> Result<Option<safety::Settings>, Error> {
         let schedules: Api<crate::api::BackupSchedule> =
             Api::namespaced(self.ctx.client.clone(), self.namespace);
-        let scheduled = schedules
+        // Every backup of the target's server, the schedules' as they are now first.
+        let mut candidates: Vec<safety::Settings> = schedules
             .list(&ListParams::default())
             .await?
             .items
             .into_iter()
-            .find(|s| s.spec.source == resolved.target)
+            .filter(|s| safety::same_server(&s.spec.source, &resolved.target))
             .map(|s| safety::Settings {
-                target: resolved.target.clone(),
+                target: s.spec.source,
                 storage: s.spec.storage,
                 compression: s.spec.compression,
                 encryption: s.spec.encryption,
                 job_template: s.spec.job_template,
-            });
-        Ok(scheduled.or_else(|| resolved.own_backup.clone()))
+            })
+            .collect();
+        candidates.extend(resolved.own_backup.clone());
+        // One that reads the target as the request names it (the same credentials), else
+        // one of the same server with its own credentials (a restore as an administrator
+        // into a server an application user backs up).
+        let exact = candidates.iter().position(|c| c.target == resolved.target);
+        Ok(match exact {
+            Some(i) => Some(candidates.swap_remove(i)),
+            None => candidates.into_iter().next(),
+        })
     }
 
     /// Before anything is touched: a restore that takes a safety backup can take it (a backup
@@ -1025,9 +1035,10 @@ impl Step<'_> {
             },
         };
         let target = spec.target.clone().unwrap_or(run.source.clone());
-        let own_backup = if target == run.source {
+        let own_backup = if safety::same_server(&target, &run.source) {
             Some(safety::Settings {
-                target: target.clone(),
+                // What the Backup read, with its credentials.
+                target: run.source.clone(),
                 // Its own store, also when restoring from a copy (a copy store keeps copies).
                 storage: run.storage.clone(),
                 compression: run.compression,

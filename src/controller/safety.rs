@@ -49,10 +49,43 @@ pub fn destructive(spec: &RestoreRequestSpec, kind: Option<SourceKind>) -> Optio
     }
 }
 
+/// Whether two sources are the same server (or claim): kind, host and port (Redis, SQL) or
+/// claim name (volumes), whatever the credentials, databases or options.
+pub fn same_server(a: &BackupSource, b: &BackupSource) -> bool {
+    match (a, b) {
+        (BackupSource { redis: Some(x), .. }, BackupSource { redis: Some(y), .. }) => {
+            x.host == y.host && x.port == y.port
+        }
+        (
+            BackupSource {
+                postgres: Some(x), ..
+            },
+            BackupSource {
+                postgres: Some(y), ..
+            },
+        ) => x.host == y.host && x.port == y.port,
+        (BackupSource { mysql: Some(x), .. }, BackupSource { mysql: Some(y), .. }) => {
+            x.host == y.host && x.port == y.port
+        }
+        (
+            BackupSource {
+                volume: Some(x), ..
+            },
+            BackupSource {
+                volume: Some(y), ..
+            },
+        ) => x.claim_name == y.claim_name,
+        _ => false,
+    }
+}
+
 /// What the safety backup reads: the target, every database of it (a restore writes the
 /// backup's databases, or renames them, whichever the target's source lists).
 pub fn whole(target: &BackupSource) -> BackupSource {
     let mut whole = target.clone();
+    if let Some(redis) = whole.redis.as_mut() {
+        redis.database = None;
+    }
     if let Some(pg) = whole.postgres.as_mut() {
         pg.databases.clear();
     }
@@ -194,6 +227,27 @@ mod tests {
                 .unwrap()
                 .contains("clean")
         );
+    }
+
+    #[test]
+    fn the_same_server_is_told_by_kind_host_and_port_not_credentials() {
+        let source = |json| -> BackupSource { serde_json::from_value(json).unwrap() };
+        let app = source(serde_json::json!({"mysql": {"host": "db", "user": "app",
+            "databases": ["shop"], "passwordSecretRef": {"name": "a", "key": "p"}}}));
+        let root = source(serde_json::json!({"mysql": {"host": "db", "user": "root",
+            "passwordSecretRef": {"name": "r", "key": "p"}}}));
+        let other = source(serde_json::json!({"mysql": {"host": "db2", "user": "app"}}));
+        let other_port =
+            source(serde_json::json!({"mysql": {"host": "db", "port": 3307, "user": "app"}}));
+        let redis = source(serde_json::json!({"redis": {"host": "db"}}));
+        assert!(same_server(&app, &root));
+        assert!(!same_server(&app, &other));
+        assert!(!same_server(&app, &other_port));
+        assert!(!same_server(&app, &redis), "another kind");
+        let a = source(serde_json::json!({"volume": {"claimName": "data"}}));
+        let b =
+            source(serde_json::json!({"volume": {"claimName": "data", "skipUnreadable": true}}));
+        assert!(same_server(&a, &b));
     }
 
     #[test]
