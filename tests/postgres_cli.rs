@@ -1212,18 +1212,17 @@ async fn download_writes_archives_that_pg_restore_restores() {
         &["download", &location, "--to", "-"],
         &["holds 3 objects", "give --object NAME"],
     );
-    let piped = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .args([
+    let piped = support::cli::coffer(
+        &[
             "download",
             &location,
             "--to",
             "-",
             "--object",
             "postgres/app.dump",
-        ])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+        ],
+        &[],
+    );
     assert!(piped.status.success(), "{piped:?}");
     assert!(piped.stdout == std::fs::read(into.join("postgres/app.dump")).unwrap());
 

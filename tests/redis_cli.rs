@@ -430,41 +430,34 @@ async fn download_writes_an_rdb_that_redis_server_loads_and_refuses_a_tampered_o
     assert_same(&expected, &state(&mut loaded_con).await.0);
 
     // To stdout: the same bytes.
-    let piped = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .args(["download", &location, "--to", "-"])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let piped = support::cli::coffer(&["download", &location, "--to", "-"], &[]);
     assert!(piped.status.success(), "{piped:?}");
     assert!(piped.stdout == rdb, "stdout holds the same RDB file");
     // Where the object cannot be kept while it is checked (a temporary directory in memory),
     // nothing reaches stdout: a second read from the store is not trusted.
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
-        let refused = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
-            .args(["download", &location, "--to", "-"])
-            .env_remove("RUST_LOG")
-            .env("TMPDIR", shm)
-            .output()
-            .unwrap();
+        let refused = support::cli::coffer(
+            &["download", &location, "--to", "-"],
+            &[("TMPDIR", shm.display().to_string())],
+        );
         assert_eq!(refused.status.code(), Some(1), "{refused:?}");
         assert!(refused.stdout.is_empty());
         assert!(
             String::from_utf8_lossy(&refused.stderr).contains("give --spool-dir DIR"),
             "{refused:?}"
         );
-        let given = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
-            .args([
+        let given = support::cli::coffer(
+            &[
                 "download",
                 &location,
                 "--to",
                 "-",
                 "--spool-dir",
                 "/dev/shm",
-            ])
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
+            ],
+            &[],
+        );
         assert!(given.status.success() && given.stdout == rdb, "{given:?}");
     }
 
@@ -492,11 +485,7 @@ async fn download_writes_an_rdb_that_redis_server_loads_and_refuses_a_tampered_o
         ],
     );
     nothing_stored(&other);
-    let piped = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .args(["download", &location, "--to", "-"])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let piped = support::cli::coffer(&["download", &location, "--to", "-"], &[]);
     assert_eq!(piped.status.code(), Some(1), "{piped:?}");
     assert!(piped.stdout.is_empty(), "nothing reached stdout");
     assert!(

@@ -572,11 +572,7 @@ fn download_writes_a_tar_that_tar_extracts() {
     assert_eq!(restored.len(), expected.len(), "no extra entries");
 
     // To stdout, piped into tar -t: the same archive.
-    let piped = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .args(["download", &location, "--to", "-"])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let piped = support::cli::coffer(&["download", &location, "--to", "-"], &[]);
     assert!(piped.status.success(), "{piped:?}");
     assert!(piped.stdout == std::fs::read(into.join("volume.tar")).unwrap());
 
