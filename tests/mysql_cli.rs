@@ -560,6 +560,96 @@ async fn clean_create_rename_and_one_database_of_several() {
 
 /// Rewrites an uncompressed backup's object as `edit` says and its manifest entry to match,
 /// through the S3 API, as someone with write access to the bucket could.
+/// A database whose routines, trigger and event were made while its character set was
+/// another (the dump switches the database's character set around each of them, naming it).
+const LEGACY: &str = "
+CREATE DATABASE legacy CHARACTER SET latin1;
+USE legacy;
+CREATE TABLE t (a INT) ENGINE=InnoDB;
+INSERT INTO t VALUES (1), (2);
+CREATE PROCEDURE p() SELECT COUNT(*) FROM t;
+CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.a = NEW.a + 1;
+CREATE EVENT ev ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 02:00:00' DISABLE DO DELETE FROM t;
+ALTER DATABASE legacy CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+";
+
+/// The collation each routine, trigger and event of `database` was made under.
+async fn made_under(server: &MariaDbServer, database: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for (table, name, schema) in [
+        ("ROUTINES", "ROUTINE_NAME", "ROUTINE_SCHEMA"),
+        ("TRIGGERS", "TRIGGER_NAME", "TRIGGER_SCHEMA"),
+        ("EVENTS", "EVENT_NAME", "EVENT_SCHEMA"),
+    ] {
+        out.extend(
+            rows(
+                server,
+                None,
+                &format!(
+                    "SELECT {name}, DATABASE_COLLATION FROM information_schema.{table} WHERE {schema} = '{database}' ORDER BY 1"
+                ),
+            )
+            .await,
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_database_keeps_its_routines_collation_and_never_touches_the_original_name() {
+    let s3 = S3Server::start().unwrap();
+    bucket(&s3, "backups").await;
+    let env = s3.env();
+    let server = MariaDbServer::start().unwrap();
+    run(&server, None, LEGACY).await;
+    let (location, _) = ok(
+        &[
+            "backup",
+            &server.url(Some("legacy")),
+            "--to",
+            "s3://backups/legacy",
+        ],
+        &env,
+    );
+    let original = (
+        describe(&server, "legacy").await,
+        made_under(&server, "legacy").await,
+    );
+    assert_eq!(original.1.len(), 3, "{:?}", original.1);
+    assert!(
+        original.1.iter().all(|r| r[1] == "latin1_swedish_ci"),
+        "{:?}",
+        original.1
+    );
+
+    // Restored under another name on a server where the original name is not there (a
+    // staging server, or after the original was dropped): the dump's lines naming `legacy`
+    // must not be sent as they are.
+    run(&server, None, "DROP DATABASE legacy").await;
+    let (line, _) = ok(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &server.url(None),
+            "--rename",
+            "legacy=legacy_copy",
+            "--create",
+        ],
+        &env,
+    );
+    assert!(line.contains("verified 1 tables, 2 rows"), "{line}");
+    assert_eq!(
+        (
+            describe(&server, "legacy_copy").await,
+            made_under(&server, "legacy_copy").await
+        ),
+        original
+    );
+    let databases = rows(&server, None, "SHOW DATABASES").await;
+    assert!(!databases.iter().any(|r| r[0] == "legacy"), "{databases:?}");
+}
+
 async fn rewrite(s3: &S3Server, location: &str, object: &str, edit: impl Fn(&str) -> String) {
     use sha2::Digest;
     let client = support::s3_client(s3);

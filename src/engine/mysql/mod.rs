@@ -7,6 +7,7 @@ pub mod backup;
 pub mod client;
 pub mod error;
 pub mod process;
+pub mod rename;
 pub mod restore;
 pub mod scan;
 pub mod target;

@@ -12,12 +12,15 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::ChildStdin;
 use tokio::sync::oneshot;
 
 use super::backup::{DUMP_FORMAT, USERS_FORMAT};
 use super::client::{Client, ident};
 use super::error::MyError;
 use super::process::{Credentials, Running, command};
+use super::rename::Renaming;
 use super::target::MyTarget;
 use super::tools::{MyTools, Version};
 use crate::pipeline::Codec;
@@ -232,6 +235,7 @@ pub async fn restore(
             &credentials,
             target,
             Some(&planned.into),
+            Renaming::new(&planned.from, &planned.into),
             subject,
             progress,
         )
@@ -301,6 +305,7 @@ async fn load(
     credentials: &Credentials,
     target: &MyTarget,
     database: Option<&str>,
+    renaming: Option<Renaming>,
     subject: String,
     progress: &Progress,
 ) -> Result<(), MyError> {
@@ -319,7 +324,7 @@ async fn load(
     let finishing = running.finish_unless(stopped);
     let copied = async move {
         let mut restoring = restoring;
-        let result = tokio::io::copy(&mut restoring, &mut stdin).await;
+        let result = feed(&mut restoring, &mut stdin, renaming).await;
         drop(restoring);
         if result.is_ok() {
             drop(stdin);
@@ -349,6 +354,39 @@ async fn load(
     }
     verdict.wait().await?;
     Ok(())
+}
+
+/// Copies a dump into the client program, through `renaming` when the database is loaded
+/// under another name.
+async fn feed(
+    dump: &mut (impl AsyncRead + Unpin),
+    stdin: &mut ChildStdin,
+    renaming: Option<Renaming>,
+) -> std::io::Result<()> {
+    let Some(mut renaming) = renaming else {
+        tokio::io::copy(dump, stdin).await?;
+        return Ok(());
+    };
+    let mut chunk = vec![0; 64 << 10];
+    let mut out = Vec::with_capacity(chunk.len() + 256);
+    loop {
+        let read = dump.read(&mut chunk).await?;
+        if read == 0 {
+            break;
+        }
+        renaming.push(&chunk[..read], &mut out);
+        stdin.write_all(&out).await?;
+        out.clear();
+    }
+    if renaming.rewritten > 0 {
+        tracing::debug!(
+            "renamed the database in {} ALTER DATABASE line(s) of the dump",
+            renaming.rewritten
+        );
+    }
+    renaming.finish(&mut out);
+    stdin.write_all(&out).await?;
+    stdin.flush().await
 }
 
 /// A database's `CHARACTER SET x COLLATE y` from the manifest, checked to be only that (it
