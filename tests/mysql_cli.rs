@@ -571,6 +571,9 @@ CREATE PROCEDURE p() SELECT COUNT(*) FROM t;
 CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.a = NEW.a + 1;
 CREATE EVENT ev ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 02:00:00' DISABLE DO DELETE FROM t;
 ALTER DATABASE legacy CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
+CREATE USER 'clerk'@'%' IDENTIFIED BY 'clerk-secret';
+GRANT SELECT, INSERT ON legacy.* TO 'clerk'@'%';
+GRANT EXECUTE ON PROCEDURE legacy.p TO 'clerk'@'%';
 ";
 
 /// The collation each routine, trigger and event of `database` was made under.
@@ -608,6 +611,7 @@ async fn a_renamed_database_keeps_its_routines_collation_and_never_touches_the_o
             &server.url(Some("legacy")),
             "--to",
             "s3://backups/legacy",
+            "--users",
         ],
         &env,
     );
@@ -625,7 +629,8 @@ async fn a_renamed_database_keeps_its_routines_collation_and_never_touches_the_o
     // Restored under another name on a server where the original name is not there (a
     // staging server, or after the original was dropped): the dump's lines naming `legacy`
     // must not be sent as they are.
-    run(&server, None, "DROP DATABASE legacy").await;
+    // The account goes too: restored with the database, its grants name the copy.
+    run(&server, None, "DROP DATABASE legacy; DROP USER 'clerk'@'%'").await;
     let (line, _) = ok(
         &[
             "restore",
@@ -635,6 +640,7 @@ async fn a_renamed_database_keeps_its_routines_collation_and_never_touches_the_o
             "--rename",
             "legacy=legacy_copy",
             "--create",
+            "--users",
         ],
         &env,
     );
@@ -648,6 +654,24 @@ async fn a_renamed_database_keeps_its_routines_collation_and_never_touches_the_o
     );
     let databases = rows(&server, None, "SHOW DATABASES").await;
     assert!(!databases.iter().any(|r| r[0] == "legacy"), "{databases:?}");
+    let grants: Vec<String> = rows(&server, None, "SHOW GRANTS FOR 'clerk'@'%'")
+        .await
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert!(
+        grants
+            .iter()
+            .any(|g| g.starts_with("GRANT SELECT, INSERT ON `legacy_copy`.* TO")),
+        "{grants:?}"
+    );
+    assert!(
+        grants
+            .iter()
+            .any(|g| g.starts_with("GRANT EXECUTE ON PROCEDURE `legacy_copy`.`p` TO")),
+        "{grants:?}"
+    );
+    assert!(!grants.iter().any(|g| g.contains("`legacy`")), "{grants:?}");
 }
 
 async fn rewrite(s3: &S3Server, location: &str, object: &str, edit: impl Fn(&str) -> String) {

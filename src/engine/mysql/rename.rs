@@ -84,9 +84,86 @@ impl Renaming {
     }
 }
 
+/// A `GRANT` on database `from` (`ON `from`.*`, a table `ON `from`.`t``, a routine
+/// `ON PROCEDURE `from`.`p``) made to name the database it was restored into; any other
+/// statement as it is. Accounts restored with renamed databases get their privileges on the
+/// databases as restored, not on the original names (which on the target may be another
+/// database, or none).
+pub fn grant_renamed(line: &str, renames: &[(String, String)]) -> String {
+    let Some(on) = line.find(" ON ") else {
+        return line.to_owned();
+    };
+    let mut start = on + " ON ".len();
+    for kind in [
+        "PROCEDURE ",
+        "FUNCTION ",
+        "PACKAGE BODY ",
+        "PACKAGE ",
+        "TABLE ",
+    ] {
+        if line[start..].starts_with(kind) {
+            start += kind.len();
+            break;
+        }
+    }
+    let object = &line[start..];
+    for (from, into) in renames {
+        let database = format!("{}.", ident(from));
+        if let Some(rest) = object.strip_prefix(&database) {
+            return format!("{}{}.{rest}", &line[..start], ident(into));
+        }
+    }
+    line.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grants_on_a_renamed_database_name_the_database_it_was_restored_into() {
+        let renames = [
+            ("shop".to_owned(), "shop_copy".to_owned()),
+            ("we`ird".to_owned(), "plain".to_owned()),
+        ];
+        for (line, expected) in [
+            (
+                "GRANT SELECT, INSERT ON `shop`.* TO `app`@`%`;",
+                "GRANT SELECT, INSERT ON `shop_copy`.* TO `app`@`%`;",
+            ),
+            (
+                "GRANT SELECT (`a`, `b`) ON `shop`.`t` TO 'app'@'%';",
+                "GRANT SELECT (`a`, `b`) ON `shop_copy`.`t` TO 'app'@'%';",
+            ),
+            (
+                "GRANT EXECUTE ON PROCEDURE `shop`.`p` TO `app`@`%`;",
+                "GRANT EXECUTE ON PROCEDURE `shop_copy`.`p` TO `app`@`%`;",
+            ),
+            (
+                "GRANT EXECUTE ON FUNCTION `we``ird`.`f` TO `app`@`%`;",
+                "GRANT EXECUTE ON FUNCTION `plain`.`f` TO `app`@`%`;",
+            ),
+            // Other databases, every database, roles and accounts stay as they are.
+            (
+                "GRANT SELECT ON `shop2`.* TO `app`@`%`;",
+                "GRANT SELECT ON `shop2`.* TO `app`@`%`;",
+            ),
+            (
+                "GRANT USAGE ON *.* TO `app`@`%`;",
+                "GRANT USAGE ON *.* TO `app`@`%`;",
+            ),
+            (
+                "GRANT `reader` TO `app`@`%`;",
+                "GRANT `reader` TO `app`@`%`;",
+            ),
+            (
+                "CREATE USER `shop`@`%` IDENTIFIED BY PASSWORD '*ABC';",
+                "CREATE USER `shop`@`%` IDENTIFIED BY PASSWORD '*ABC';",
+            ),
+        ] {
+            assert_eq!(grant_renamed(line, &renames), expected);
+        }
+    }
 
     const DUMP: &str = "-- dump of `shop`\n\
         INSERT INTO `t` VALUES ('ALTER DATABASE `shop` CHARACTER SET x');\n\

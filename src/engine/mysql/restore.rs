@@ -20,7 +20,7 @@ use super::backup::{DUMP_FORMAT, USERS_FORMAT};
 use super::client::{Client, ident};
 use super::error::MyError;
 use super::process::{Credentials, Running, command};
-use super::rename::Renaming;
+use super::rename::{Renaming, grant_renamed};
 use super::target::MyTarget;
 use super::tools::{MyTools, Version};
 use crate::pipeline::Codec;
@@ -249,7 +249,12 @@ pub async fn restore(
         let mut client = Client::connect(target).await?;
         let existing = client.accounts().await?;
         client.close().await;
-        let script = accounts_script(&script, &target.user, &existing);
+        let renames: Vec<(String, String)> = plan
+            .iter()
+            .filter(|p| p.from != p.into)
+            .map(|p| (p.from.clone(), p.into.clone()))
+            .collect();
+        let script = accounts_script(&script, &target.user, &existing, &renames);
         if !script.left_out.is_empty() {
             tracing::info!(
                 "left the accounts {} as they are on the target",
@@ -460,7 +465,13 @@ pub struct AccountsScript {
 ///   them (privileges and roles are added, nothing is revoked).
 /// - `GRANT ... IDENTIFIED BY PASSWORD '...'` (MariaDB's) loses the `IDENTIFIED` part: a
 ///   grant never sets a password (a new account gets its password from its `CREATE USER`).
-pub fn accounts_script(script: &str, login: &str, existing: &[(String, String)]) -> AccountsScript {
+/// - Grants on a database restored under another name name that one ([`grant_renamed`]).
+pub fn accounts_script(
+    script: &str,
+    login: &str,
+    existing: &[(String, String)],
+    renames: &[(String, String)],
+) -> AccountsScript {
     let mut out = AccountsScript::default();
     for line in script.lines() {
         let named = account_names(line);
@@ -475,7 +486,7 @@ pub fn accounts_script(script: &str, login: &str, existing: &[(String, String)])
             continue;
         }
         let line = if grant {
-            without_identified(line)
+            grant_renamed(&without_identified(line), renames)
         } else {
             line.to_owned()
         };
@@ -619,7 +630,7 @@ GRANT SELECT ON `shop`.* TO 'coffer'@'%';
     #[test]
     fn the_servers_own_accounts_and_the_login_are_left_alone_and_existing_ones_only_gain_grants() {
         let existing = [("old".to_owned(), "%".to_owned())];
-        let script = accounts_script(SCRIPT, "coffer", &existing);
+        let script = accounts_script(SCRIPT, "coffer", &existing, &[]);
         assert_eq!(
             script.sql,
             "CREATE USER IF NOT EXISTS `app`@`%` IDENTIFIED BY PASSWORD '*ABC';
