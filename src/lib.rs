@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod drill;
 pub mod engine;
 pub mod freshness;
 pub mod logging;

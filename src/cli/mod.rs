@@ -6,6 +6,7 @@ mod controller;
 pub mod copy;
 mod delete;
 mod download;
+mod drill;
 mod gc;
 mod keys;
 mod list;
@@ -68,6 +69,10 @@ pub enum Command {
     /// MySQL dump, a tar) into a directory or to stdout, decrypted and decompressed, after
     /// checking it against the manifest.
     Download(download::DownloadArgs),
+    /// Restore a backup into a scratch instance this command starts and throws away (a
+    /// redis-server, a directory), check it against its manifest and your own checks, and
+    /// print the report with the measured restore time. The source is never touched.
+    Drill(drill::DrillArgs),
     /// Delete one backup (or the leftovers of a failed one) from a store: its manifest
     /// first, then its data objects.
     Delete(delete::DeleteArgs),
@@ -108,6 +113,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Verify(args) => ("verify", block_on(Threads::One, verify::run(args))),
         Command::Copy(args) => ("copy", block_on(Threads::One, copy::run(args))),
         Command::Download(args) => ("download", block_on(Threads::One, download::run(args))),
+        Command::Drill(args) => ("drill", block_on(Threads::One, drill::run(args))),
         Command::Delete(args) => ("delete", block_on(Threads::One, delete::run(args))),
         Command::Gc(args) => ("gc", block_on(Threads::One, gc::run(args))),
         Command::Check(args) => ("check", block_on(Threads::One, check::run(args))),

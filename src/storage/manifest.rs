@@ -151,6 +151,9 @@ pub struct Stats {
     pub symlinks: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hard_links: Option<u64>,
+    /// Volumes: the regular files' data in bytes (a sparse file's holes not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_bytes: Option<u64>,
     /// Volumes: files that could not be read and were left out (`--skip-unreadable`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<String>,

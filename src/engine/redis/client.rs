@@ -319,16 +319,22 @@ pub fn info_field(info: &str, field: &str) -> Option<String> {
 
 /// `db3:keys=10,expires=2,avg_ttl=0` lines → {3: 10}.
 pub fn parse_keyspace(info: &str) -> BTreeMap<u32, u64> {
+    keyspace_field(info, "keys")
+}
+
+/// One field of each `INFO keyspace` line: `expires` of `db3:keys=10,expires=2` → {3: 2}.
+pub fn keyspace_field(info: &str, field: &str) -> BTreeMap<u32, u64> {
+    let prefix = format!("{field}=");
     info.lines()
         .filter_map(|line| {
             let (db, rest) = line.trim_end().split_once(':')?;
             let db = db.strip_prefix("db")?.parse().ok()?;
-            let keys = rest
+            let value = rest
                 .split(',')
-                .find_map(|kv| kv.strip_prefix("keys="))?
+                .find_map(|kv| kv.strip_prefix(prefix.as_str()))?
                 .parse()
                 .ok()?;
-            Some((db, keys))
+            Some((db, value))
         })
         .collect()
 }

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod client;
+pub mod drill;
 pub mod error;
 pub mod frames;
 pub mod preview;

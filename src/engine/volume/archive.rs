@@ -258,7 +258,7 @@ fn header_for(meta: &Metadata) -> Header {
 
 /// The data regions of a file, from `SEEK_DATA`/`SEEK_HOLE`; the whole file where the
 /// filesystem cannot tell.
-fn data_regions(file: &File, size: u64) -> Vec<(u64, u64)> {
+pub(crate) fn data_regions(file: &File, size: u64) -> Vec<(u64, u64)> {
     use rustix::fs::{SeekFrom as RSeek, seek};
     let mut regions = Vec::new();
     let mut offset = 0u64;

@@ -2,6 +2,7 @@
 //! modes, owners and times), and a restore that never writes outside its target.
 
 pub mod archive;
+pub mod drill;
 pub mod extract;
 pub mod preview;
 
@@ -146,6 +147,7 @@ pub async fn backup(
             directories: Some(counts.directories),
             symlinks: Some(counts.symlinks),
             hard_links: Some(counts.hard_links),
+            file_bytes: Some(counts.bytes),
             unreadable: counts.unreadable,
             ..Stats::default()
         },

@@ -1,0 +1,138 @@
+//! The checks a user adds to a drill, beside the built-in ones: a SQL query that must return
+//! true, a Redis command whose reply must match, a path that must exist. Pure parsing and
+//! comparison; the engines run them against their scratch instance.
+
+use std::path::{Component, Path};
+
+/// A user's check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserCheck {
+    /// `DATABASE: QUERY`: the query, run in the database, returns one value that is true.
+    Sql { database: String, query: String },
+    /// `COMMAND ARG... => REPLY`: the command's reply, as text, is `reply`.
+    Redis { command: Vec<String>, reply: String },
+    /// A path of the restored tree (relative to its root) that must exist.
+    Path(String),
+}
+
+impl UserCheck {
+    pub fn parse_sql(text: &str) -> Result<Self, String> {
+        match text.split_once(':') {
+            Some((database, query)) if !database.trim().is_empty() && !query.trim().is_empty() => {
+                Ok(Self::Sql {
+                    database: database.trim().to_owned(),
+                    query: query.trim().to_owned(),
+                })
+            }
+            _ => Err(format!(
+                "--check-sql {text:?} is not DATABASE: QUERY (for example \"app: SELECT count(*) > 0 FROM users\")"
+            )),
+        }
+    }
+
+    pub fn parse_redis(text: &str) -> Result<Self, String> {
+        let usage = || {
+            format!(
+                "--check-redis {text:?} is not COMMAND ARG... => REPLY (for example \"GET config:version => 3\")"
+            )
+        };
+        let (command, reply) = text.split_once("=>").ok_or_else(usage)?;
+        let command: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+        if command.is_empty() {
+            return Err(usage());
+        }
+        Ok(Self::Redis {
+            command,
+            reply: reply.trim().to_owned(),
+        })
+    }
+
+    pub fn parse_path(text: &str) -> Result<Self, String> {
+        let path = Path::new(text);
+        let plain = !text.is_empty()
+            && path
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if plain {
+            Ok(Self::Path(text.to_owned()))
+        } else {
+            Err(format!(
+                "--check-path {text:?} is not a relative path inside the restored tree (no leading /, no ..)"
+            ))
+        }
+    }
+
+    /// How the check is named in a report.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Sql { database, query } => format!("sql {database}: {query}"),
+            Self::Redis { command, reply } => format!("redis {} => {reply}", command.join(" ")),
+            Self::Path(path) => format!("path {path}"),
+        }
+    }
+
+    /// Which kind of backup the check applies to.
+    pub fn fits(&self, kind: &str) -> bool {
+        match self {
+            Self::Sql { .. } => kind == "postgres" || kind == "mysql",
+            Self::Redis { .. } => kind == "redis",
+            Self::Path(_) => kind == "volume",
+        }
+    }
+}
+
+/// Whether a SQL check's value is true: a boolean, or the text a client shows for one
+/// (`t`, `true`, `1`, any case).
+pub fn is_true(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "t" | "true" | "1"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_parse_or_say_what_they_should_look_like() {
+        assert_eq!(
+            UserCheck::parse_sql("app: SELECT count(*) > 0 FROM users").unwrap(),
+            UserCheck::Sql {
+                database: "app".to_owned(),
+                query: "SELECT count(*) > 0 FROM users".to_owned()
+            }
+        );
+        assert!(
+            UserCheck::parse_sql("SELECT 1")
+                .unwrap_err()
+                .contains("is not DATABASE: QUERY")
+        );
+        assert_eq!(
+            UserCheck::parse_redis("HGET user:1 name => Zoë 🐘").unwrap(),
+            UserCheck::Redis {
+                command: vec!["HGET".to_owned(), "user:1".to_owned(), "name".to_owned()],
+                reply: "Zoë 🐘".to_owned()
+            }
+        );
+        assert!(UserCheck::parse_redis("GET x").is_err());
+        assert!(UserCheck::parse_redis(" => 1").is_err());
+        assert_eq!(
+            UserCheck::parse_path("data/PG_VERSION").unwrap(),
+            UserCheck::Path("data/PG_VERSION".to_owned())
+        );
+        for bad in ["", "/etc/passwd", "../x", "a/../../b"] {
+            assert!(UserCheck::parse_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sql_truth() {
+        for yes in ["t", "true", "TRUE", "1", " t "] {
+            assert!(is_true(yes), "{yes}");
+        }
+        for no in ["f", "false", "0", "", "2", "yes"] {
+            assert!(!is_true(no), "{no}");
+        }
+    }
+}

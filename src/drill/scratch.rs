@@ -1,0 +1,143 @@
+//! A scratch server a drill starts itself and throws away: its process (killed when dropped),
+//! a free loopback port and a random password that never appears on a command line.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use super::DrillError;
+
+/// How long a scratch server may take to answer.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running scratch server.
+pub struct ScratchProcess {
+    child: Child,
+    program: String,
+    log: PathBuf,
+}
+
+impl ScratchProcess {
+    /// Starts `command` (output into `log`); it is killed when this is dropped.
+    pub fn spawn(program: &str, mut command: Command, log: &Path) -> Result<Self, DrillError> {
+        let output = std::fs::File::create(log).map_err(|e| DrillError::Scratch {
+            what: format!("creating {}", log.display()),
+            detail: e.to_string(),
+        })?;
+        let errors = output.try_clone().map_err(|e| DrillError::Scratch {
+            what: format!("opening {}", log.display()),
+            detail: e.to_string(),
+        })?;
+        command
+            .stdin(Stdio::null())
+            .stdout(output)
+            .stderr(errors)
+            .kill_on_drop(true);
+        let child = command.spawn().map_err(|e| DrillError::Scratch {
+            what: format!("starting {program}"),
+            detail: if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "{program} not found: install it (a drill starts its own scratch server) or name its directory"
+                )
+            } else {
+                e.to_string()
+            },
+        })?;
+        Ok(Self {
+            child,
+            program: program.to_owned(),
+            log: log.to_owned(),
+        })
+    }
+
+    /// Waits until `ready` says the server answers; fails when the process ends first or
+    /// [`READY_TIMEOUT`] passes, with the end of its log.
+    pub async fn wait_ready<F, Fut>(&mut self, mut ready: F) -> Result<(), DrillError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(self.not_ready(&format!("it exited ({status})")));
+            }
+            if ready().await {
+                return Ok(());
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                return Err(self.not_ready(&format!(
+                    "it did not answer within {} s",
+                    READY_TIMEOUT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn not_ready(&self, why: &str) -> DrillError {
+        DrillError::Scratch {
+            what: format!("starting the scratch {}", self.program),
+            detail: format!("{why}; its log ends: {}", log_tail(&self.log)),
+        }
+    }
+
+    /// Stops the server (it holds nothing worth keeping) and waits for it.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The last lines of a log, on one line.
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+    if tail.is_empty() {
+        "(nothing)".to_owned()
+    } else {
+        tail
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16, DrillError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| DrillError::Scratch {
+            what: "finding a free port on 127.0.0.1".to_owned(),
+            detail: e.to_string(),
+        })
+}
+
+/// A random password for a scratch server (32 hex digits).
+pub fn secret() -> Result<String, DrillError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| DrillError::Scratch {
+            what: "reading /dev/urandom".to_owned(),
+            detail: e.to_string(),
+        })?;
+    Ok(hex::encode(bytes))
+}
+
+/// Writes a file only its owner may read (a scratch server's configuration or password).
+pub fn write_private(path: &Path, contents: &str) -> Result<(), DrillError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .map_err(|e| DrillError::Scratch {
+            what: format!("writing {}", path.display()),
+            detail: e.to_string(),
+        })
+}

@@ -1,0 +1,345 @@
+//! A Redis drill: the backup restored into a `redis-server` the drill starts on loopback (no
+//! persistence, a random password in a private configuration file), then checked against
+//! the manifest (keys in all and per database, keys with a TTL, function libraries) and with
+//! the user's commands.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redis::Value;
+use tokio::process::Command;
+
+use super::client::{Connection, Limits, keyspace_field};
+use super::restore::{RestoreRequest, restore};
+use super::target::RedisTarget;
+use crate::api::RedisConflict;
+use crate::drill::scratch::{self, ScratchProcess};
+use crate::drill::{CheckResult, DrillError, DrillRequest, Outcome, UserCheck, timed};
+use crate::pipeline::Progress;
+use crate::storage::Store;
+use crate::storage::manifest::Manifest;
+
+pub async fn drill(
+    store: &Store,
+    folder: &str,
+    manifest: &Manifest,
+    request: &DrillRequest,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<Outcome, DrillError> {
+    let (server, target) = start(manifest, request, dir).await?;
+    let restore_request = RestoreRequest {
+        target: target.clone(),
+        conflict: RedisConflict::Skip,
+        database: None,
+        spool: request.spool.clone(),
+        key: request.key.clone(),
+    };
+    let (restore_time, restored) =
+        timed(restore(store, folder, manifest, &restore_request, progress)).await;
+    let stats = match restored {
+        Ok(stats) => stats,
+        Err(e) => {
+            server.stop().await;
+            return Ok(Outcome::restore_failed(restore_time, e));
+        }
+    };
+    let mut checks = Vec::new();
+    let found = match read_keyspace(&target).await {
+        Ok(found) => found,
+        Err(e) => {
+            server.stop().await;
+            return Err(e);
+        }
+    };
+    checks.extend(compare(manifest, stats.expired, &found));
+    for check in &request.checks {
+        if let UserCheck::Redis { command, reply } = check {
+            checks.push(user_check(&target, command, reply, check.name()).await);
+        }
+    }
+    server.stop().await;
+    Ok(Outcome {
+        restore_time,
+        restored: Ok(format!(
+            "restored {} keys, {} expired since the backup; function libraries: {}",
+            stats.restored, stats.expired, stats.functions_restored
+        )),
+        checks,
+    })
+}
+
+/// What the scratch server holds after the restore.
+#[derive(Debug, Default)]
+struct Found {
+    keys: BTreeMap<u32, u64>,
+    expires: BTreeMap<u32, u64>,
+    functions: u64,
+}
+
+/// Starts the scratch `redis-server` and waits until it answers.
+async fn start(
+    manifest: &Manifest,
+    request: &DrillRequest,
+    dir: &Path,
+) -> Result<(ScratchProcess, RedisTarget), DrillError> {
+    let program = request
+        .bin_dir
+        .as_ref()
+        .map_or_else(|| "redis-server".into(), |d| d.join("redis-server"));
+    let port = scratch::free_port()?;
+    let password = scratch::secret()?;
+    let databases = manifest
+        .stats
+        .keys_per_database
+        .keys()
+        .max()
+        .map_or(16, |db| (db + 1).max(16));
+    let config = dir.join("redis.conf");
+    scratch::write_private(
+        &config,
+        &format!(
+            "port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\n\
+             daemonize no\ndatabases {databases}\ndir {}\nrequirepass {password}\n",
+            quoted(&dir.display().to_string())
+        ),
+    )?;
+    let mut command = Command::new(&program);
+    command.arg(&config);
+    let mut server = ScratchProcess::spawn("redis-server", command, &dir.join("redis.log"))?;
+    let target = RedisTarget {
+        host: "127.0.0.1".to_owned(),
+        port,
+        username: None,
+        password: Some(password),
+        database: None,
+    };
+    let limits = Limits::default();
+    server
+        .wait_ready(|| async {
+            match Connection::open(&target, 0, &limits).await {
+                Ok(mut con) => con
+                    .query::<String>("PING", &redis::cmd("PING"))
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            }
+        })
+        .await?;
+    Ok((server, target))
+}
+
+/// A string as a quoted argument of redis.conf.
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+async fn read_keyspace(target: &RedisTarget) -> Result<Found, DrillError> {
+    let scratch_error = |e: super::RedisError| DrillError::Scratch {
+        what: "reading the scratch redis-server".to_owned(),
+        detail: e.to_string(),
+    };
+    let mut con = Connection::open(target, 0, &Limits::default())
+        .await
+        .map_err(scratch_error)?;
+    let info: String = con
+        .query("INFO", redis::cmd("INFO").arg("keyspace"))
+        .await
+        .map_err(scratch_error)?;
+    let libraries: Value = con
+        .query("FUNCTION", redis::cmd("FUNCTION").arg("LIST"))
+        .await
+        .unwrap_or(Value::Array(Vec::new()));
+    Ok(Found {
+        keys: keyspace_field(&info, "keys"),
+        expires: keyspace_field(&info, "expires"),
+        functions: match libraries {
+            Value::Array(items) | Value::Set(items) => items.len() as u64,
+            _ => 0,
+        },
+    })
+}
+
+/// The built-in checks: what the scratch server holds against what the manifest recorded.
+/// Keys whose TTL passed between the backup and the drill are not restored (`expired`): the
+/// totals allow for them, and per database a count may then be lower by at most that many.
+fn compare(manifest: &Manifest, expired: u64, found: &Found) -> Vec<CheckResult> {
+    let stats = &manifest.stats;
+    let mut checks = Vec::new();
+    let total: u64 = found.keys.values().sum();
+    if let Some(keys) = stats.keys {
+        checks.push(CheckResult::count(
+            "keys",
+            keys.saturating_sub(expired),
+            total,
+        ));
+    }
+    let databases: std::collections::BTreeSet<u32> = stats
+        .keys_per_database
+        .keys()
+        .chain(found.keys.keys())
+        .copied()
+        .collect();
+    for db in databases {
+        let name = format!("keys in database {db}");
+        let expected = stats.keys_per_database.get(&db).copied().unwrap_or(0);
+        let got = found.keys.get(&db).copied().unwrap_or(0);
+        if expired == 0 || got > expected {
+            checks.push(CheckResult::count(name, expected, got));
+        } else if expected - got <= expired {
+            checks.push(CheckResult::passed(
+                name,
+                format!("{got}, the backup {expected} ({expired} expired since the backup)"),
+            ));
+        } else {
+            checks.push(CheckResult::count(name, expected, got));
+        }
+    }
+    if let Some(expiring) = stats.expiring_keys {
+        checks.push(CheckResult::count(
+            "keys with a TTL",
+            expiring.saturating_sub(expired),
+            found.expires.values().sum(),
+        ));
+    }
+    if let Some(functions) = stats.functions {
+        checks.push(CheckResult::count(
+            "function libraries",
+            functions,
+            found.functions,
+        ));
+    }
+    checks
+}
+
+/// A user's command, run in database 0 of the scratch server; its reply as text must match.
+async fn user_check(
+    target: &RedisTarget,
+    command: &[String],
+    reply: &str,
+    name: String,
+) -> CheckResult {
+    let mut cmd = redis::cmd(&command[0]);
+    for arg in &command[1..] {
+        cmd.arg(arg);
+    }
+    let answer = match Connection::open(target, 0, &Limits::default()).await {
+        Ok(mut con) => con.query::<Value>("user check", &cmd).await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(value) => {
+            let text = as_text(&value);
+            if text == reply {
+                CheckResult::passed(name, format!("replied {text:?}"))
+            } else {
+                CheckResult::failed(name, format!("replied {text:?}, expected {reply:?}"))
+            }
+        }
+        Err(e) => CheckResult::failed(name, e.to_string()),
+    }
+}
+
+/// A reply as a user writes it: text as text, numbers as digits, nil as `(nil)`, the items
+/// of an array one per line.
+fn as_text(value: &Value) -> String {
+    match value {
+        Value::Nil => "(nil)".to_owned(),
+        Value::Int(n) => n.to_string(),
+        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Okay => "OK".to_owned(),
+        Value::Double(d) => d.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Array(items) | Value::Set(items) => {
+            items.iter().map(as_text).collect::<Vec<_>>().join("\n")
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::manifest::Stats;
+
+    fn manifest(stats: Stats) -> Manifest {
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "formatVersion": 1, "cofferVersion": "x", "name": "n",
+            "source": {"kind": "redis", "address": "a"},
+            "startedAt": "2026-01-01T00:00:00Z", "completedAt": "2026-01-01T00:00:00Z",
+            "compression": "none", "objects": [], "stats": {}
+        }))
+        .unwrap();
+        m.stats = stats;
+        m
+    }
+
+    fn found(keys: &[(u32, u64)], expires: &[(u32, u64)], functions: u64) -> Found {
+        Found {
+            keys: keys.iter().copied().collect(),
+            expires: expires.iter().copied().collect(),
+            functions,
+        }
+    }
+
+    #[test]
+    fn counts_match_the_manifest_allowing_for_keys_expired_since() {
+        let m = manifest(Stats {
+            keys: Some(5),
+            expiring_keys: Some(2),
+            keys_per_database: [(0, 3), (2, 2)].into_iter().collect(),
+            functions: Some(1),
+            ..Stats::default()
+        });
+        let all = compare(&m, 0, &found(&[(0, 3), (2, 2)], &[(0, 2)], 1));
+        assert!(all.iter().all(|c| c.passed), "{all:?}");
+        assert_eq!(all.len(), 5);
+
+        // One key of database 2 is missing: named, the totals fail too.
+        let lost = compare(&m, 0, &found(&[(0, 3), (2, 1)], &[(0, 2)], 1));
+        let failed: Vec<&str> = lost
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(failed, ["keys", "keys in database 2"]);
+        assert_eq!(
+            lost[2].message, "1, the backup 2",
+            "the message says what was found and expected"
+        );
+
+        // A key that expired since the backup is not a loss; two fewer than that is.
+        let expired = compare(&m, 1, &found(&[(0, 3), (2, 1)], &[(0, 1)], 1));
+        assert!(expired.iter().all(|c| c.passed), "{expired:?}");
+        let worse = compare(&m, 1, &found(&[(0, 3)], &[(0, 1)], 1));
+        assert!(
+            worse
+                .iter()
+                .any(|c| !c.passed && c.name == "keys in database 2")
+        );
+
+        // A database the backup did not have, or a missing function library, fails.
+        let extra = compare(&m, 0, &found(&[(0, 3), (2, 2), (5, 1)], &[(0, 2)], 0));
+        let failed: Vec<&str> = extra
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(failed, ["keys", "keys in database 5", "function libraries"]);
+    }
+
+    #[test]
+    fn replies_read_as_a_user_writes_them() {
+        assert_eq!(as_text(&Value::Nil), "(nil)");
+        assert_eq!(as_text(&Value::Int(3)), "3");
+        assert_eq!(as_text(&Value::BulkString(b"Zo\xc3\xab".to_vec())), "Zoë");
+        assert_eq!(
+            as_text(&Value::Array(vec![
+                Value::BulkString(b"a".to_vec()),
+                Value::Int(1)
+            ])),
+            "a\n1"
+        );
+    }
+}
