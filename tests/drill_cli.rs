@@ -8,11 +8,12 @@
 
 use std::path::Path;
 
-use coffer_testenv::RedisServer;
+use coffer_testenv::{PostgresServer, RedisServer};
 use serde_json::Value;
 
 mod support;
 use support::cli::{coffer, ok, stderr, stdout};
+use support::pg_data::{SHOP, SHOP_ROLES, connect as pg_connect, create, fingerprint};
 use support::redis_data::{connect, populate, state};
 
 /// The folder of a backup in a directory store (its printed location).
@@ -211,6 +212,105 @@ async fn a_redis_drill_fails_on_a_damaged_backup_on_keys_the_data_lacks_and_on_a
 }
 
 #[tokio::test]
+async fn a_postgres_drill_restores_roles_and_databases_into_a_scratch_server_and_runs_queries() {
+    let source = PostgresServer::start().unwrap();
+    pg_connect(&source, "postgres")
+        .await
+        .batch_execute(SHOP_ROLES)
+        .await
+        .unwrap();
+    create(&source, "shop", SHOP).await;
+    let before = fingerprint(&pg_connect(&source, "shop").await).await;
+    let url = format!(
+        "postgres://postgres:{}@127.0.0.1:{}",
+        source.password(),
+        source.port()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("backups").display().to_string();
+    let (location, _) = ok(
+        &[
+            "backup",
+            &url,
+            "--to",
+            &dest,
+            "--pg-bin-dir",
+            &source.bin_dir().display().to_string(),
+        ],
+        &[],
+    );
+    let good = manifest(&location);
+    let tables: usize = good["stats"]["tableRows"]["shop"].as_array().unwrap().len();
+
+    let (report, code, err) = drill(&[
+        &location,
+        "--check-sql",
+        "shop: SELECT count(*) > 0 FROM customers",
+        "--check-sql",
+        "shop: SELECT rolcanlogin FROM pg_roles WHERE rolname = 'shop_clerk'",
+    ]);
+    assert_eq!(code, Some(0), "{err} {report}");
+    assert_eq!(report["verdict"], "Verified", "{report}");
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "databases",
+            "tables with their rows counted",
+            "rows",
+            "sql shop: SELECT count(*) > 0 FROM customers",
+            "sql shop: SELECT rolcanlogin FROM pg_roles WHERE rolname = 'shop_clerk'",
+        ]
+    );
+    assert_eq!(
+        report["checks"][1]["message"],
+        format!("{tables}, as in the backup")
+    );
+    assert_eq!(
+        fingerprint(&pg_connect(&source, "shop").await).await,
+        before
+    );
+
+    // A query that is not true, and one that fails, fail the drill with what they returned.
+    let (report, code, _) = drill(&[
+        &location,
+        "--check-sql",
+        "shop: SELECT count(*) < 0 FROM customers",
+        "--check-sql",
+        "shop: SELECT * FROM no_such_table",
+    ]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        failed_checks(&report),
+        [
+            "sql shop: SELECT count(*) < 0 FROM customers: returned f, not true",
+            "sql shop: SELECT * FROM no_such_table: relation \"no_such_table\" does not exist",
+        ]
+    );
+
+    // Rows the manifest counted that the dump does not hold (as if removed between counting
+    // and dumping): the restore's own row count refuses it, naming the table.
+    let mut counted_more = good.clone();
+    let first = &mut counted_more["stats"]["tableRows"]["shop"][0];
+    let table = first["table"].as_str().unwrap().to_owned();
+    first["rows"] = (first["rows"].as_u64().unwrap() + 1).into();
+    write_manifest(&location, &counted_more);
+    let (report, code, _) = drill(&[&location]);
+    assert_eq!(code, Some(1), "{report}");
+    let failed = failed_checks(&report);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].starts_with("restore: ") && failed[0].contains(&table),
+        "{failed:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_directory_drill_counts_the_restored_tree_and_checks_paths() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -280,14 +380,14 @@ fn drills_of_other_kinds_say_they_are_not_implemented_and_checks_must_fit() {
         "{}",
         stderr(&out)
     );
-    // A PostgreSQL backup's manifest, as far as the drill reads it.
-    let mut pg = manifest(&location);
-    pg["source"]["kind"] = "postgres".into();
-    write_manifest(&location, &pg);
+    // A MySQL backup's manifest, as far as the drill reads it.
+    let mut my = manifest(&location);
+    my["source"]["kind"] = "mysql".into();
+    write_manifest(&location, &my);
     let out = coffer(&["drill", &location], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("drills of postgres backups are not implemented yet"),
+        stderr(&out).contains("drills of mysql backups are not implemented yet"),
         "{}",
         stderr(&out)
     );

@@ -43,7 +43,7 @@ pub enum DrillError {
     #[error("{what}: {detail}")]
     Scratch { what: String, detail: String },
     #[error(
-        "drills of {0} backups are not implemented yet (Redis and directories so far): not run"
+        "drills of {0} backups are not implemented yet (Redis, PostgreSQL and directories so far): not run"
     )]
     NotImplemented(String),
     #[error("{0}")]
@@ -123,6 +123,17 @@ pub async fn drill(
         }
         "volume" => {
             crate::engine::volume::drill::drill(
+                store,
+                folder,
+                manifest,
+                request,
+                dir.path(),
+                progress,
+            )
+            .await?
+        }
+        "postgres" => {
+            crate::engine::postgres::drill::drill(
                 store,
                 folder,
                 manifest,

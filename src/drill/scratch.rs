@@ -141,3 +141,43 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), DrillError> {
             detail: e.to_string(),
         })
 }
+
+/// The user a scratch server that refuses root (PostgreSQL) runs as when the drill runs as
+/// root: `postgres`, else `nobody`, from `/etc/passwd`; `None` when not root.
+pub fn unprivileged_user() -> Result<Option<(u32, u32)>, DrillError> {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the effective user of this process.
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    if !root {
+        return Ok(None);
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let find = |name: &str| {
+        passwd.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            let uid: u32 = fields.get(2)?.parse().ok()?;
+            let gid: u32 = fields.get(3)?.parse().ok()?;
+            (fields.first() == Some(&name) && uid != 0).then_some((uid, gid))
+        })
+    };
+    find("postgres")
+        .or_else(|| find("nobody"))
+        .map(Some)
+        .ok_or_else(|| DrillError::Scratch {
+            what: "choosing a user for the scratch server".to_owned(),
+            detail: "running as root, and neither a postgres nor a nobody user exists: run the drill as another user".to_owned(),
+        })
+}
+
+/// Gives `path` to `owner` (when the scratch server runs as another user).
+pub fn give(path: &Path, owner: Option<(u32, u32)>) -> Result<(), DrillError> {
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| DrillError::Scratch {
+            what: format!("giving {} to the scratch server's user", path.display()),
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(())
+}

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod catalog;
+pub mod drill;
 pub mod error;
 pub mod process;
 pub mod restore;
