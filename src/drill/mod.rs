@@ -42,9 +42,7 @@ pub struct DrillRequest {
 pub enum DrillError {
     #[error("{what}: {detail}")]
     Scratch { what: String, detail: String },
-    #[error(
-        "drills of {0} backups are not implemented yet (Redis, PostgreSQL and directories so far): not run"
-    )]
+    #[error("drills of {0} backups are not implemented yet: not run")]
     NotImplemented(String),
     #[error("{0}")]
     Usage(String),
@@ -134,6 +132,17 @@ pub async fn drill(
         }
         "postgres" => {
             crate::engine::postgres::drill::drill(
+                store,
+                folder,
+                manifest,
+                request,
+                dir.path(),
+                progress,
+            )
+            .await?
+        }
+        "mysql" => {
+            crate::engine::mysql::drill::drill(
                 store,
                 folder,
                 manifest,

@@ -172,6 +172,25 @@ impl Client {
         Ok(n.unwrap_or(0))
     }
 
+    /// The first value a user's query returns in `database`, as text (`None`: NULL or no
+    /// row). The server's own message when it fails.
+    pub async fn first_value(
+        &mut self,
+        database: &str,
+        query: &str,
+    ) -> Result<Option<String>, String> {
+        self.conn
+            .query_drop(format!("USE {}", ident(database)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let row: Option<mysql_async::Row> = self
+            .conn
+            .query_first(query)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(row.and_then(|r| r.get_opt::<Option<String>, _>(0)?.ok().flatten()))
+    }
+
     /// The accounts and their grants as SQL (MySQL, where `mysqldump` has no
     /// `--system=users`): `CREATE USER IF NOT EXISTS` for every account but the server's own
     /// (`mysql.*`) and `root`, password hashes as hex (MySQL 8.0.17+; raw hashes can hold

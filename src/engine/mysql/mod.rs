@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod client;
+pub mod drill;
 pub mod error;
 pub mod process;
 pub mod rename;

@@ -1,0 +1,217 @@
+//! A MySQL/MariaDB drill: the backup restored (every database created, the accounts when the
+//! backup has them) into a MariaDB server the drill makes with `mariadb-install-db` and
+//! starts on loopback (its login made by an init file with a random password, durability
+//! off: it is thrown away); then the restore's own verification (every table's rows counted
+//! against the manifest) reported as checks, and the user's queries.
+
+use std::path::{Path, PathBuf};
+
+use tokio::process::Command;
+
+use super::backup::USERS_FORMAT;
+use super::client::{Client, literal};
+use super::restore::{MyRestoreRequest, restore};
+use super::target::MyTarget;
+use crate::drill::checks::is_true;
+use crate::drill::scratch::{self, ScratchProcess};
+use crate::drill::{CheckResult, DrillError, DrillRequest, Outcome, UserCheck, timed};
+use crate::pipeline::Progress;
+use crate::storage::Store;
+use crate::storage::manifest::Manifest;
+
+/// The scratch server's login.
+const LOGIN: &str = "coffer";
+
+pub async fn drill(
+    store: &Store,
+    folder: &str,
+    manifest: &Manifest,
+    request: &DrillRequest,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<Outcome, DrillError> {
+    let (server, target) = start(request, dir).await?;
+    let restore_request = MyRestoreRequest {
+        target: target.clone(),
+        databases: Vec::new(),
+        renames: Vec::new(),
+        clean: false,
+        create: true,
+        users: manifest.objects.iter().any(|o| o.format == USERS_FORMAT),
+        bin_dir: None,
+        spool: request.spool.clone(),
+        key: request.key.clone(),
+    };
+    let (restore_time, restored) =
+        timed(restore(store, folder, manifest, &restore_request, progress)).await;
+    let stats = match restored {
+        Ok(stats) => stats,
+        Err(e) => {
+            server.stop().await;
+            return Ok(Outcome::restore_failed(restore_time, e));
+        }
+    };
+    let tables: u64 = manifest
+        .stats
+        .table_rows
+        .values()
+        .map(|t| t.len() as u64)
+        .sum();
+    let rows: u64 = manifest
+        .stats
+        .table_rows
+        .values()
+        .flatten()
+        .map(|t| t.rows)
+        .sum();
+    let databases = manifest
+        .objects
+        .iter()
+        .filter(|o| o.format == super::backup::DUMP_FORMAT)
+        .count() as u64;
+    let mut checks = vec![
+        CheckResult::count("databases", databases, stats.databases),
+        CheckResult::count(
+            "tables with their rows counted",
+            tables,
+            stats.tables_verified,
+        ),
+        CheckResult::count("rows", rows, stats.rows_verified),
+    ];
+    for check in &request.checks {
+        if let UserCheck::Sql { database, query } = check {
+            checks.push(sql_check(&target, database, query, check.name()).await);
+        }
+    }
+    server.stop().await;
+    Ok(Outcome {
+        restore_time,
+        restored: Ok(format!(
+            "restored {} database(s){}; verified {} tables, {} rows",
+            stats.databases,
+            if stats.users { " and the accounts" } else { "" },
+            stats.tables_verified,
+            stats.rows_verified
+        )),
+        checks,
+    })
+}
+
+/// A server program: in `--bin-dir`, else on PATH or in /usr/sbin.
+fn program(request: &DrillRequest, name: &str) -> PathBuf {
+    if let Some(dir) = &request.bin_dir {
+        return dir.join(name);
+    }
+    let sbin = Path::new("/usr/sbin").join(name);
+    if sbin.exists() {
+        sbin
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+async fn start(
+    request: &DrillRequest,
+    dir: &Path,
+) -> Result<(ScratchProcess, MyTarget), DrillError> {
+    let home = dir.join("mariadb");
+    let data = home.join("data");
+    std::fs::create_dir(&home).map_err(|e| DrillError::Scratch {
+        what: format!("making {}", home.display()),
+        detail: e.to_string(),
+    })?;
+    let root = scratch::unprivileged_user()?.is_some();
+    let user: &[&str] = if root { &["--user=root"] } else { &[] };
+    let install = program(request, "mariadb-install-db");
+    let output = Command::new(&install)
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", home.display()))
+        .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+        .args(["--skip-name-resolve", "--innodb-log-file-size=8M"])
+        .args(user)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| DrillError::Scratch {
+            what: format!("running {}", install.display()),
+            detail: if e.kind() == std::io::ErrorKind::NotFound {
+                "not found: install mariadb-server (a drill starts its own scratch server) or give its directory with --bin-dir".to_owned()
+            } else {
+                e.to_string()
+            },
+        })?;
+    if !output.status.success() {
+        return Err(DrillError::Scratch {
+            what: "mariadb-install-db for the scratch server".to_owned(),
+            detail: String::from_utf8_lossy(&output.stderr)
+                .trim()
+                .replace('\n', " | "),
+        });
+    }
+    let password = scratch::secret()?;
+    let init = home.join("init.sql");
+    scratch::write_private(
+        &init,
+        &format!(
+            "CREATE USER '{LOGIN}'@'127.0.0.1' IDENTIFIED BY {};\n\
+             GRANT ALL PRIVILEGES ON *.* TO '{LOGIN}'@'127.0.0.1' WITH GRANT OPTION;\n",
+            literal(&password)
+        ),
+    )?;
+    let port = scratch::free_port()?;
+    let mut command = Command::new(program(request, "mariadbd"));
+    command
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--socket={}", home.join("mysqld.sock").display()))
+        .arg(format!(
+            "--pid-file={}",
+            home.join("mariadbd.pid").display()
+        ))
+        .arg(format!("--tmpdir={}", home.display()))
+        .arg(format!("--init-file={}", init.display()))
+        .arg(format!("--port={port}"))
+        .args(["--bind-address=127.0.0.1", "--skip-name-resolve"])
+        .args(["--innodb-buffer-pool-size=64M", "--innodb-log-file-size=8M"])
+        .args(["--innodb-flush-log-at-trx-commit=0", "--skip-log-bin"])
+        .args(["--performance-schema=OFF", "--event-scheduler=OFF"])
+        .args(user);
+    let mut server = ScratchProcess::spawn("mariadbd", command, &dir.join("mariadb.log"))?;
+    let target = MyTarget {
+        host: "127.0.0.1".to_owned(),
+        port,
+        user: LOGIN.to_owned(),
+        password: Some(password),
+        database: None,
+    };
+    server
+        .wait_ready(|| async {
+            match Client::connect(&target).await {
+                Ok(client) => {
+                    client.close().await;
+                    true
+                }
+                Err(_) => false,
+            }
+        })
+        .await?;
+    let _ = std::fs::remove_file(&init);
+    Ok((server, target))
+}
+
+/// A user's query, run in `database` of the scratch server: its first value must be true.
+async fn sql_check(target: &MyTarget, database: &str, query: &str, name: String) -> CheckResult {
+    let mut client = match Client::connect(target).await {
+        Ok(client) => client,
+        Err(e) => return CheckResult::failed(name, e.to_string()),
+    };
+    let result = match client.first_value(database, query).await {
+        Ok(Some(v)) if is_true(&v) => CheckResult::passed(name, format!("returned {v}")),
+        Ok(Some(v)) => CheckResult::failed(name, format!("returned {v}, not true")),
+        Ok(None) => CheckResult::failed(name, "returned NULL or no row, not true"),
+        Err(e) => CheckResult::failed(name, e),
+    };
+    client.close().await;
+    result
+}
