@@ -15,8 +15,9 @@ ARG DEBIAN_RELEASE=trixie
 # with apt works (tools/images/build makes one with mmdebstrap).
 ARG RUNTIME_BASE=docker.io/library/debian:${DEBIAN_RELEASE}-slim
 # Where the `coffer` binary comes from: `build` compiles it in the Rust image below; `host`
-# takes target/release/coffer from the build context, built beforehand with
-# `cargo build --release --locked --bin coffer` on a glibc no newer than trixie's (2.41).
+# takes target/release/coffer from the build context (or HOST_BINARY: the test suite's
+# target/image/coffer), built beforehand with `cargo build --release --locked --bin coffer`
+# on a glibc no newer than trixie's (2.41).
 ARG BINARY=build
 
 FROM docker.io/library/rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
@@ -29,7 +30,8 @@ RUN cargo build --release --locked --bin coffer \
  && install -D target/release/coffer /out/coffer
 
 FROM scratch AS host
-COPY target/release/coffer /out/coffer
+ARG HOST_BINARY=target/release/coffer
+COPY ${HOST_BINARY} /out/coffer
 
 FROM ${BINARY} AS binary
 

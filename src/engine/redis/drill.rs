@@ -1,5 +1,6 @@
 //! A Redis drill: the backup restored into a `redis-server` the drill starts on loopback (no
-//! persistence, a random password in a private configuration file), then checked against
+//! persistence, a random password in a private configuration file, every payload's structure
+//! checked deeply as it is restored: `sanitize-dump-payload yes`), then checked against
 //! the manifest (keys in all and per database, keys with a TTL, function libraries) and with
 //! the user's commands.
 
@@ -100,7 +101,8 @@ async fn start(
         &config,
         &format!(
             "port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\n\
-             daemonize no\ndatabases {databases}\ndir {}\nrequirepass {password}\n",
+             daemonize no\ndatabases {databases}\ndir {}\nrequirepass {password}\n\
+             sanitize-dump-payload yes\n",
             quoted(&dir.display().to_string())
         ),
     )?;
