@@ -29,8 +29,8 @@ pub struct DrillArgs {
     /// `(nil)`.
     #[arg(long, value_name = "CHECK", value_parser = UserCheck::parse_redis)]
     pub check_redis: Vec<UserCheck>,
-    /// PostgreSQL, MySQL: `DATABASE: QUERY`, a query that must return true (not implemented
-    /// yet: drills restore Redis and directories so far).
+    /// PostgreSQL, MySQL: `DATABASE: QUERY`, a query run in that database of the scratch
+    /// server whose first value must be true (repeat for more).
     #[arg(long, value_name = "CHECK", value_parser = UserCheck::parse_sql)]
     pub check_sql: Vec<UserCheck>,
     /// Directories: a path (relative to the volume's root) that must exist once restored
@@ -41,8 +41,9 @@ pub struct DrillArgs {
     /// removed after). It needs room for the restored data. Default: TMPDIR.
     #[arg(long, value_name = "DIR")]
     pub scratch_dir: Option<PathBuf>,
-    /// The directory with the scratch server's program (`redis-server`), when it is not on
-    /// PATH.
+    /// The directory with the scratch server's programs (`redis-server`; `initdb`,
+    /// `postgres`, `pg_ctl`, `pg_restore` and `psql`; `mariadb-install-db` and `mariadbd`),
+    /// when they are not where Debian puts them or on PATH.
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
     /// Print the report as JSON on stdout.
@@ -52,6 +53,37 @@ pub struct DrillArgs {
     pub identity: IdentityArgs,
     #[command(flatten)]
     pub s3: S3Args,
+}
+
+/// The exit status of a drill that could not run (no verdict), apart from 1 (the backup
+/// failed its drill).
+const EXIT_NOT_RUN: u8 = 3;
+
+/// Runs the drill until it ends or the command is stopped (SIGTERM, SIGINT): then the drill
+/// is dropped at once, which kills its scratch server and removes its directory with the
+/// restored data.
+async fn until_stopped(
+    work: impl std::future::Future<Output = Result<drill::DrillReport, drill::DrillError>>,
+) -> Result<drill::DrillReport, drill::DrillError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return work.await;
+    };
+    tokio::select! {
+        report = work => report,
+        _ = term.recv() => Err(stopped("SIGTERM")),
+        _ = int.recv() => Err(stopped("SIGINT")),
+    }
+}
+
+fn stopped(signal: &str) -> drill::DrillError {
+    drill::DrillError::Scratch {
+        what: format!("stopped by {signal}"),
+        detail: "the scratch instance and its data were removed; nothing was verified".to_owned(),
+    }
 }
 
 pub async fn run(args: DrillArgs) -> Result<(), CliError> {
@@ -77,12 +109,18 @@ pub async fn run(args: DrillArgs) -> Result<(), CliError> {
     };
     let progress = Progress::default();
     let display = Display::start(format!("drilling {location}"), progress.clone());
-    let report = drill::drill(&store, &folder, location, &manifest, &request, &progress).await;
+    let report = until_stopped(drill::drill(
+        &store, &folder, location, &manifest, &request, &progress,
+    ))
+    .await;
     display.finish().await;
     let report = report.map_err(|e| match e {
         drill::DrillError::NotImplemented(_) => CliError::not_implemented(&e.to_string()),
         drill::DrillError::Usage(message) => CliError::usage(message),
-        other => CliError::failed(format!("the drill could not run: {other}")),
+        other => CliError {
+            message: format!("the drill could not run: {other}"),
+            code: EXIT_NOT_RUN,
+        },
     })?;
     if args.json {
         let json = serde_json::to_string_pretty(&report)

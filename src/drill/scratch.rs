@@ -17,6 +17,19 @@ pub struct ScratchProcess {
     child: Child,
     program: String,
     log: PathBuf,
+    /// How to stop it so that it cleans up after itself (PostgreSQL's shared memory);
+    /// otherwise, and when dropped, it is killed.
+    stop: Option<Command>,
+}
+
+/// A scratch program's environment: only PATH and the C locale. Nothing of the drill's own
+/// (S3 keys, passwords) reaches a server that runs as another user.
+pub fn clean_env(command: &mut Command) -> &mut Command {
+    command.env_clear().env("LC_ALL", "C");
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    command
 }
 
 impl ScratchProcess {
@@ -30,7 +43,7 @@ impl ScratchProcess {
             what: format!("opening {}", log.display()),
             detail: e.to_string(),
         })?;
-        command
+        clean_env(&mut command)
             .stdin(Stdio::null())
             .stdout(output)
             .stderr(errors)
@@ -49,7 +62,18 @@ impl ScratchProcess {
             child,
             program: program.to_owned(),
             log: log.to_owned(),
+            stop: None,
         })
+    }
+
+    /// Stops the server with `command` (waited for up to 30 s) rather than killing it.
+    pub fn stopped_with(mut self, mut command: Command) -> Self {
+        clean_env(&mut command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.stop = Some(command);
+        self
     }
 
     /// Waits until `ready` says the server answers; fails when the process ends first or
@@ -86,6 +110,18 @@ impl ScratchProcess {
 
     /// Stops the server (it holds nothing worth keeping) and waits for it.
     pub async fn stop(mut self) {
+        if let Some(mut command) = self.stop.take() {
+            let stopped = async {
+                let _ = command.status().await;
+                self.child.wait().await
+            };
+            if tokio::time::timeout(Duration::from_secs(30), stopped)
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
         let _ = self.child.kill().await;
     }
 }
@@ -142,9 +178,10 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), DrillError> {
         })
 }
 
-/// The user a scratch server that refuses root (PostgreSQL) runs as when the drill runs as
-/// root: `postgres`, else `nobody`, from `/etc/passwd`; `None` when not root.
-pub fn unprivileged_user() -> Result<Option<(u32, u32)>, DrillError> {
+/// The user a scratch server runs as when the drill runs as root (PostgreSQL refuses root;
+/// the others need not have it): `postgres`, else `nobody`, from `/etc/passwd`, as (name,
+/// uid, gid); `None` when not root.
+pub fn unprivileged_user() -> Result<Option<(String, u32, u32)>, DrillError> {
     use std::os::unix::fs::MetadataExt;
     // /proc/self belongs to the effective user of this process.
     let root = std::fs::metadata("/proc/self")
@@ -159,7 +196,7 @@ pub fn unprivileged_user() -> Result<Option<(u32, u32)>, DrillError> {
             let fields: Vec<&str> = line.split(':').collect();
             let uid: u32 = fields.get(2)?.parse().ok()?;
             let gid: u32 = fields.get(3)?.parse().ok()?;
-            (fields.first() == Some(&name) && uid != 0).then_some((uid, gid))
+            (fields.first() == Some(&name) && uid != 0).then(|| (name.to_owned(), uid, gid))
         })
     };
     find("postgres")
@@ -172,8 +209,9 @@ pub fn unprivileged_user() -> Result<Option<(u32, u32)>, DrillError> {
 }
 
 /// Gives `path` to `owner` (when the scratch server runs as another user).
-pub fn give(path: &Path, owner: Option<(u32, u32)>) -> Result<(), DrillError> {
-    if let Some((uid, gid)) = owner {
+pub fn give(path: &Path, owner: Option<&(String, u32, u32)>) -> Result<(), DrillError> {
+    if let Some((_, uid, gid)) = owner {
+        let (uid, gid) = (*uid, *gid);
         std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| DrillError::Scratch {
             what: format!("giving {} to the scratch server's user", path.display()),
             detail: e.to_string(),

@@ -30,6 +30,16 @@ pub async fn drill(
     dir: &Path,
     progress: &Progress,
 ) -> Result<Outcome, DrillError> {
+    let version = manifest
+        .source
+        .server_version
+        .as_deref()
+        .unwrap_or_default();
+    if !version.to_ascii_lowercase().contains("mariadb") {
+        return Err(DrillError::NotImplemented(format!(
+            "MySQL (server {version}; the drill starts MariaDB, which cannot load every MySQL 8 dump: MariaDB backups are drilled)"
+        )));
+    }
     let (server, target) = start(request, dir).await?;
     let restore_request = MyRestoreRequest {
         target: target.clone(),
@@ -120,16 +130,24 @@ async fn start(
         what: format!("making {}", home.display()),
         detail: e.to_string(),
     })?;
-    let root = scratch::unprivileged_user()?.is_some();
-    let user: &[&str] = if root { &["--user=root"] } else { &[] };
+    // As root, the server runs as an unprivileged user (mariadbd drops to it), who owns its
+    // files: the restored data is not root's to write anywhere.
+    let owner = scratch::unprivileged_user()?;
+    let user: Vec<String> = owner
+        .iter()
+        .map(|(name, _, _)| format!("--user={name}"))
+        .collect();
+    scratch::give(dir, owner.as_ref())?;
+    scratch::give(&home, owner.as_ref())?;
     let install = program(request, "mariadb-install-db");
-    let output = Command::new(&install)
+    let mut command = Command::new(&install);
+    let output = scratch::clean_env(&mut command)
         .arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
         .arg(format!("--tmpdir={}", home.display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
         .args(["--skip-name-resolve", "--innodb-log-file-size=8M"])
-        .args(user)
+        .args(&user)
         .stdin(std::process::Stdio::null())
         .output()
         .await
@@ -151,14 +169,28 @@ async fn start(
     }
     let password = scratch::secret()?;
     let init = home.join("init.sql");
+    // The installer's root accounts have no password, and one of them is reachable over
+    // TCP: only root@localhost (the socket, in a directory nobody else may enter) stays, with
+    // a password nobody knows; the drill logs in as its own account.
     scratch::write_private(
         &init,
         &format!(
-            "CREATE USER '{LOGIN}'@'127.0.0.1' IDENTIFIED BY {};\n\
+            "DELETE FROM mysql.global_priv WHERE User = '' OR (User = 'root' AND Host <> 'localhost');\n\
+             FLUSH PRIVILEGES;\n\
+             ALTER USER 'root'@'localhost' IDENTIFIED BY {};\n\
+             CREATE USER '{LOGIN}'@'127.0.0.1' IDENTIFIED BY {};\n\
              GRANT ALL PRIVILEGES ON *.* TO '{LOGIN}'@'127.0.0.1' WITH GRANT OPTION;\n",
+            literal(&scratch::secret()?),
             literal(&password)
         ),
     )?;
+    scratch::give(&init, owner.as_ref())?;
+    let files = home.join("files");
+    std::fs::create_dir(&files).map_err(|e| DrillError::Scratch {
+        what: format!("making {}", files.display()),
+        detail: e.to_string(),
+    })?;
+    scratch::give(&files, owner.as_ref())?;
     let port = scratch::free_port()?;
     let mut command = Command::new(program(request, "mariadbd"));
     command
@@ -176,7 +208,9 @@ async fn start(
         .args(["--innodb-buffer-pool-size=64M", "--innodb-log-file-size=8M"])
         .args(["--innodb-flush-log-at-trx-commit=0", "--skip-log-bin"])
         .args(["--performance-schema=OFF", "--event-scheduler=OFF"])
-        .args(user);
+        // SELECT ... INTO OUTFILE and LOAD DATA only inside the scratch directory.
+        .arg(format!("--secure-file-priv={}", files.display()))
+        .args(&user);
     let mut server = ScratchProcess::spawn("mariadbd", command, &dir.join("mariadb.log"))?;
     let target = MyTarget {
         host: "127.0.0.1".to_owned(),

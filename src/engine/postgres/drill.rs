@@ -138,14 +138,16 @@ fn bin_dir(manifest: &Manifest, request: &DrillRequest) -> Result<PathBuf, Drill
         })
 }
 
-/// A command run as the scratch server's user.
-fn as_owner(program: PathBuf, owner: Option<(u32, u32)>, cwd: &Path) -> Command {
+/// A command run as the scratch server's user, with nothing of the drill's environment.
+fn as_owner(program: PathBuf, owner: Option<&(String, u32, u32)>, cwd: &Path) -> Command {
     let mut command = std::process::Command::new(program);
-    command.current_dir(cwd).env("LC_ALL", "C");
-    if let Some((uid, gid)) = owner {
-        command.uid(uid).gid(gid);
+    command.current_dir(cwd);
+    if let Some((_, uid, gid)) = owner {
+        command.uid(*uid).gid(*gid);
     }
-    Command::from(command)
+    let mut command = Command::from(command);
+    scratch::clean_env(&mut command);
+    command
 }
 
 async fn start(bin: &Path, dir: &Path) -> Result<(ScratchProcess, PgTarget), DrillError> {
@@ -155,6 +157,7 @@ async fn start(bin: &Path, dir: &Path) -> Result<(ScratchProcess, PgTarget), Dri
         what: format!("making {}", home.display()),
         detail: e.to_string(),
     })?;
+    let owner = owner.as_ref();
     scratch::give(dir, owner)?;
     scratch::give(&home, owner)?;
     let password = scratch::secret()?;
@@ -207,7 +210,12 @@ async fn start(bin: &Path, dir: &Path) -> Result<(ScratchProcess, PgTarget), Dri
     }
     let mut command = as_owner(bin.join("postgres"), owner, &home);
     command.arg("-D").arg(&data);
-    let mut server = ScratchProcess::spawn("postgres", command, &dir.join("postgres.log"))?;
+    // Stopped by pg_ctl (immediate mode): killed, its shared memory would stay behind.
+    let mut stop = as_owner(bin.join("pg_ctl"), owner, &home);
+    stop.args(["stop", "--mode", "immediate", "--wait", "--pgdata"])
+        .arg(&data);
+    let mut server =
+        ScratchProcess::spawn("postgres", command, &dir.join("postgres.log"))?.stopped_with(stop);
     let target = PgTarget {
         host: "127.0.0.1".to_owned(),
         port,
