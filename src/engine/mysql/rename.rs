@@ -84,14 +84,18 @@ impl Renaming {
     }
 }
 
-/// A `GRANT` on database `from` (`ON `from`.*`, a table `ON `from`.`t``, a routine
-/// `ON PROCEDURE `from`.`p``) made to name the database it was restored into; any other
-/// statement as it is. Accounts restored with renamed databases get their privileges on the
-/// databases as restored, not on the original names (which on the target may be another
-/// database, or none).
-pub fn grant_renamed(line: &str, renames: &[(String, String)]) -> String {
+/// A `GRANT` (or `REVOKE`) on a database restored under another name, made to name the
+/// database it was restored into: `ON `from`.*` (also written `` `from\_x` `` with its
+/// wildcards escaped), a table `ON `from`.`t``, a routine `ON PROCEDURE `from`.`p``. A
+/// database-level grant's new name gets `_` and `%` escaped, so it never becomes a wildcard
+/// over other databases. Accounts restored with renamed databases get their privileges on
+/// the databases as restored, not on the original names (which on the target may be another
+/// database, or none). `None`: the statement is left out, because it names a database that a
+/// renamed one was restored into (the backup's own database of that name, not restored
+/// there: its grants would reach the renamed data). Any other statement is kept as it is.
+pub fn grant_renamed(line: &str, renames: &[(String, String)]) -> Option<String> {
     let Some(on) = line.find(" ON ") else {
-        return line.to_owned();
+        return Some(line.to_owned());
     };
     let mut start = on + " ON ".len();
     for kind in [
@@ -106,14 +110,72 @@ pub fn grant_renamed(line: &str, renames: &[(String, String)]) -> String {
             break;
         }
     }
-    let object = &line[start..];
-    for (from, into) in renames {
-        let database = format!("{}.", ident(from));
-        if let Some(rest) = object.strip_prefix(&database) {
-            return format!("{}{}.{rest}", &line[..start], ident(into));
+    let Some((quoted, rest)) = quoted_name(&line[start..]) else {
+        return Some(line.to_owned());
+    };
+    let Some(rest) = rest.strip_prefix('.') else {
+        return Some(line.to_owned());
+    };
+    let whole_database = rest.starts_with('*');
+    let name = if whole_database {
+        unescape_wildcards(&quoted)
+    } else {
+        quoted
+    };
+    if let Some((_, into)) = renames.iter().find(|(from, _)| *from == name) {
+        let into = if whole_database {
+            escape_wildcards(into)
+        } else {
+            into.clone()
+        };
+        return Some(format!("{}{}.{rest}", &line[..start], ident(&into)));
+    }
+    if renames.iter().any(|(_, into)| *into == name) {
+        return None;
+    }
+    Some(line.to_owned())
+}
+
+/// A backquoted name at the start of `text` (`` ` `` doubled inside), unquoted, and what
+/// follows it.
+fn quoted_name(text: &str) -> Option<(String, &str)> {
+    let mut rest = text.strip_prefix('`')?;
+    let mut name = String::new();
+    loop {
+        let at = rest.find('`')?;
+        name.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        match rest.strip_prefix('`') {
+            Some(after) => {
+                name.push('`');
+                rest = after;
+            }
+            None => return Some((name, rest)),
         }
     }
-    line.to_owned()
+}
+
+/// A database name as a database-level grant matches it literally: `_` and `%` escaped.
+fn escape_wildcards(name: &str) -> String {
+    name.replace('\\', "\\\\")
+        .replace('_', "\\_")
+        .replace('%', "\\%")
+}
+
+/// The name a database-level grant's escaped pattern stands for.
+fn unescape_wildcards(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\'
+            && let Some(next) = chars.next()
+        {
+            out.push(next);
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -129,40 +191,57 @@ mod tests {
         for (line, expected) in [
             (
                 "GRANT SELECT, INSERT ON `shop`.* TO `app`@`%`;",
-                "GRANT SELECT, INSERT ON `shop_copy`.* TO `app`@`%`;",
+                Some("GRANT SELECT, INSERT ON `shop\\_copy`.* TO `app`@`%`;"),
             ),
             (
                 "GRANT SELECT (`a`, `b`) ON `shop`.`t` TO 'app'@'%';",
-                "GRANT SELECT (`a`, `b`) ON `shop_copy`.`t` TO 'app'@'%';",
+                Some("GRANT SELECT (`a`, `b`) ON `shop_copy`.`t` TO 'app'@'%';"),
             ),
             (
                 "GRANT EXECUTE ON PROCEDURE `shop`.`p` TO `app`@`%`;",
-                "GRANT EXECUTE ON PROCEDURE `shop_copy`.`p` TO `app`@`%`;",
+                Some("GRANT EXECUTE ON PROCEDURE `shop_copy`.`p` TO `app`@`%`;"),
             ),
             (
                 "GRANT EXECUTE ON FUNCTION `we``ird`.`f` TO `app`@`%`;",
-                "GRANT EXECUTE ON FUNCTION `plain`.`f` TO `app`@`%`;",
+                Some("GRANT EXECUTE ON FUNCTION `plain`.`f` TO `app`@`%`;"),
             ),
+            (
+                "REVOKE INSERT ON `shop`.* FROM `app`@`%`;",
+                Some("REVOKE INSERT ON `shop\\_copy`.* FROM `app`@`%`;"),
+            ),
+            // A grant written with the wildcards escaped names the same database.
+            (
+                "GRANT SELECT ON `we``ird`.* TO `a`@`%`;",
+                Some("GRANT SELECT ON `plain`.* TO `a`@`%`;"),
+            ),
+            // The backup's own database of the new name: its grants would reach the copy.
+            ("GRANT ALL PRIVILEGES ON `shop\\_copy`.* TO `x`@`%`;", None),
+            ("GRANT SELECT ON `shop_copy`.`t` TO `x`@`%`;", None),
             // Other databases, every database, roles and accounts stay as they are.
             (
                 "GRANT SELECT ON `shop2`.* TO `app`@`%`;",
-                "GRANT SELECT ON `shop2`.* TO `app`@`%`;",
+                Some("GRANT SELECT ON `shop2`.* TO `app`@`%`;"),
             ),
             (
                 "GRANT USAGE ON *.* TO `app`@`%`;",
-                "GRANT USAGE ON *.* TO `app`@`%`;",
+                Some("GRANT USAGE ON *.* TO `app`@`%`;"),
             ),
             (
                 "GRANT `reader` TO `app`@`%`;",
-                "GRANT `reader` TO `app`@`%`;",
+                Some("GRANT `reader` TO `app`@`%`;"),
             ),
             (
                 "CREATE USER `shop`@`%` IDENTIFIED BY PASSWORD '*ABC';",
-                "CREATE USER `shop`@`%` IDENTIFIED BY PASSWORD '*ABC';",
+                Some("CREATE USER `shop`@`%` IDENTIFIED BY PASSWORD '*ABC';"),
             ),
         ] {
-            assert_eq!(grant_renamed(line, &renames), expected);
+            assert_eq!(grant_renamed(line, &renames).as_deref(), expected, "{line}");
         }
+        let escaped = [("shop_x".to_owned(), "new".to_owned())];
+        assert_eq!(
+            grant_renamed("GRANT SELECT ON `shop\\_x`.* TO `a`@`%`;", &escaped).as_deref(),
+            Some("GRANT SELECT ON `new`.* TO `a`@`%`;")
+        );
     }
 
     const DUMP: &str = "-- dump of `shop`\n\

@@ -481,14 +481,29 @@ pub fn accounts_script(
             }
             continue;
         }
-        let grant = statement_word(line).eq_ignore_ascii_case("GRANT");
+        let word = statement_word(line);
+        let grant = word.eq_ignore_ascii_case("GRANT");
         if !grant && named.iter().any(|a| existing.contains(a)) {
             continue;
         }
         let line = if grant {
-            grant_renamed(&without_identified(line), renames)
+            without_identified(line)
         } else {
             line.to_owned()
+        };
+        let line = if grant || word.eq_ignore_ascii_case("REVOKE") {
+            match grant_renamed(&line, renames) {
+                Some(line) => line,
+                None => {
+                    tracing::warn!(
+                        "left out a grant on a database another one was restored into: {}",
+                        line.split(" TO ").next().unwrap_or_default()
+                    );
+                    continue;
+                }
+            }
+        } else {
+            line
         };
         out.sql.push_str(&line);
         out.sql.push('\n');
