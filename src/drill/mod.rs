@@ -67,6 +67,40 @@ impl Outcome {
     }
 }
 
+/// Times the restore into the scratch `server`; when the restore fails, stops the server and
+/// gives the drill's outcome instead.
+pub async fn restore_into<T, E: std::fmt::Display>(
+    server: scratch::ScratchProcess,
+    restore: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<(scratch::ScratchProcess, Duration, T), Outcome> {
+    match timed(restore).await {
+        (restore_time, Ok(done)) => Ok((server, restore_time, done)),
+        (restore_time, Err(e)) => {
+            server.stop().await;
+            Err(Outcome::restore_failed(restore_time, e))
+        }
+    }
+}
+
+/// The built-in checks of a SQL engine's drill: the databases restored, and the tables and
+/// rows the restore verified, against what the manifest counted.
+pub fn table_checks(
+    manifest: &Manifest,
+    databases: u64,
+    restored: u64,
+    tables_verified: u64,
+    rows_verified: u64,
+) -> Vec<CheckResult> {
+    let counted = manifest.stats.table_rows.values();
+    let tables = counted.clone().map(|t| t.len() as u64).sum();
+    let rows = counted.flatten().map(|t| t.rows).sum();
+    vec![
+        CheckResult::count("databases", databases, restored),
+        CheckResult::count("tables with their rows counted", tables, tables_verified),
+        CheckResult::count("rows", rows, rows_verified),
+    ]
+}
+
 /// Times `restore`.
 pub async fn timed<T, E: std::fmt::Display>(
     restore: impl std::future::Future<Output = Result<T, E>>,

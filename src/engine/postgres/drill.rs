@@ -14,7 +14,9 @@ use super::target::PgTarget;
 use crate::api::restore_request::RoleConflict;
 use crate::drill::checks::is_true;
 use crate::drill::scratch::{self, ScratchProcess};
-use crate::drill::{CheckResult, DrillError, DrillRequest, Outcome, UserCheck, timed};
+use crate::drill::{
+    CheckResult, DrillError, DrillRequest, Outcome, UserCheck, restore_into, table_checks,
+};
 use crate::pipeline::Progress;
 use crate::storage::Store;
 use crate::storage::manifest::Manifest;
@@ -46,44 +48,21 @@ pub async fn drill(
         spool: request.spool.clone(),
         key: request.key.clone(),
     };
-    let (restore_time, restored) =
-        timed(restore(store, folder, manifest, &restore_request, progress)).await;
-    let stats = match restored {
-        Ok(stats) => stats,
-        Err(e) => {
-            server.stop().await;
-            return Ok(Outcome::restore_failed(restore_time, e));
-        }
+    let restoring = restore(store, folder, manifest, &restore_request, progress);
+    let (server, restore_time, stats) = match restore_into(server, restoring).await {
+        Ok(restored) => restored,
+        Err(outcome) => return Ok(outcome),
     };
-    let tables: u64 = manifest
-        .stats
-        .table_rows
-        .values()
-        .map(|t| t.len() as u64)
-        .sum();
-    let rows: u64 = manifest
-        .stats
-        .table_rows
-        .values()
-        .flatten()
-        .map(|t| t.rows)
-        .sum();
-    let mut checks = vec![
-        CheckResult::count(
-            "databases",
-            manifest
-                .stats
-                .databases
-                .unwrap_or(manifest.stats.table_rows.len() as u64),
-            stats.databases,
-        ),
-        CheckResult::count(
-            "tables with their rows counted",
-            tables,
-            stats.tables_verified,
-        ),
-        CheckResult::count("rows", rows, stats.rows_verified),
-    ];
+    let mut checks = table_checks(
+        manifest,
+        manifest
+            .stats
+            .databases
+            .unwrap_or(manifest.stats.table_rows.len() as u64),
+        stats.databases,
+        stats.tables_verified,
+        stats.rows_verified,
+    );
     for check in &request.checks {
         if let UserCheck::Sql { database, query } = check {
             checks.push(sql_check(&target, database, query, check.name()).await);

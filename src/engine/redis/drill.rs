@@ -15,7 +15,7 @@ use super::restore::{RestoreRequest, restore};
 use super::target::RedisTarget;
 use crate::api::RedisConflict;
 use crate::drill::scratch::{self, ScratchProcess};
-use crate::drill::{CheckResult, DrillError, DrillRequest, Outcome, UserCheck, timed};
+use crate::drill::{CheckResult, DrillError, DrillRequest, Outcome, UserCheck, restore_into};
 use crate::pipeline::Progress;
 use crate::storage::Store;
 use crate::storage::manifest::Manifest;
@@ -36,14 +36,10 @@ pub async fn drill(
         spool: request.spool.clone(),
         key: request.key.clone(),
     };
-    let (restore_time, restored) =
-        timed(restore(store, folder, manifest, &restore_request, progress)).await;
-    let stats = match restored {
-        Ok(stats) => stats,
-        Err(e) => {
-            server.stop().await;
-            return Ok(Outcome::restore_failed(restore_time, e));
-        }
+    let restoring = restore(store, folder, manifest, &restore_request, progress);
+    let (server, restore_time, stats) = match restore_into(server, restoring).await {
+        Ok(restored) => restored,
+        Err(outcome) => return Ok(outcome),
     };
     let mut checks = Vec::new();
     let found = match read_keyspace(&target).await {
