@@ -541,7 +541,48 @@ fn cluster_ip(ns: &str, service: &str) -> String {
 }
 
 fn rollout(ns: &str, what: &str) {
-    kubectl(&["rollout", "status", "-n", ns, what, "--timeout=180s"]);
+    let out = Command::new(bin("kubectl"))
+        .args(["rollout", "status", "-n", ns, what, "--timeout=180s"])
+        .env("KUBECONFIG", plane().kubeconfig())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        // What kept it from becoming ready: its Pods, their events and their logs.
+        let name = what.rsplit('/').next().unwrap_or(what);
+        let look = |args: &[&str]| {
+            Command::new(bin("kubectl"))
+                .args(args)
+                .env("KUBECONFIG", plane().kubeconfig())
+                .output()
+                .map(|o| {
+                    format!(
+                        "$ kubectl {}\n{}{}",
+                        args.join(" "),
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    )
+                })
+                .unwrap_or_default()
+        };
+        let selector = format!("app={name}");
+        panic!(
+            "kubectl rollout status -n {ns} {what}: {}\n{}\n{}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            look(&["get", "pods,pvc,pv", "-n", ns, "-o", "wide"]),
+            look(&["describe", "pods", "-n", ns, "-l", &selector]),
+            look(&[
+                "logs",
+                "-n",
+                ns,
+                "-l",
+                &selector,
+                "--tail=40",
+                "--all-containers",
+                "--previous=false"
+            ]),
+            look(&["get", "events", "-n", ns, "--sort-by=.lastTimestamp"]),
+        );
+    }
 }
 
 /// An example file as JSON, with the S3 endpoint of its storage (at `storage_path`) set to
