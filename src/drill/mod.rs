@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub use checks::UserCheck;
 pub use report::{CheckResult, DrillReport, Verdict};
 
+use crate::engine::{mysql, postgres, redis, volume};
 use crate::pipeline::Progress;
 use crate::pipeline::encryption::DataKey;
 use crate::pipeline::fetch::Spool;
@@ -141,51 +142,16 @@ pub async fn drill(
             ),
             detail: e.to_string(),
         })?;
+    let scratch = dir.path();
     let outcome = match kind {
-        "redis" => {
-            crate::engine::redis::drill::drill(
-                store,
-                folder,
-                manifest,
-                request,
-                dir.path(),
-                progress,
-            )
-            .await?
-        }
+        "redis" => redis::drill::drill(store, folder, manifest, request, scratch, progress).await?,
         "volume" => {
-            crate::engine::volume::drill::drill(
-                store,
-                folder,
-                manifest,
-                request,
-                dir.path(),
-                progress,
-            )
-            .await?
+            volume::drill::drill(store, folder, manifest, request, scratch, progress).await?
         }
         "postgres" => {
-            crate::engine::postgres::drill::drill(
-                store,
-                folder,
-                manifest,
-                request,
-                dir.path(),
-                progress,
-            )
-            .await?
+            postgres::drill::drill(store, folder, manifest, request, scratch, progress).await?
         }
-        "mysql" => {
-            crate::engine::mysql::drill::drill(
-                store,
-                folder,
-                manifest,
-                request,
-                dir.path(),
-                progress,
-            )
-            .await?
-        }
+        "mysql" => mysql::drill::drill(store, folder, manifest, request, scratch, progress).await?,
         other => return Err(DrillError::NotImplemented(other.to_owned())),
     };
     let bytes = manifest.objects.iter().map(|o| o.raw_bytes).sum();
