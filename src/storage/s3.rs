@@ -7,6 +7,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -254,13 +255,7 @@ impl S3Store {
                 .map_err(|e| self.error("PutObject", key, e))?;
             return Ok(bytes);
         }
-        let upload = self
-            .locked_upload(self.client.create_multipart_upload())
-            .bucket(&self.bucket)
-            .key(self.key(key))
-            .send()
-            .await
-            .map_err(|e| self.error("CreateMultipartUpload", key, e))?;
+        let upload = self.create_upload(key).await?;
         let Some(upload_id) = upload.upload_id().map(str::to_owned) else {
             return Err(StorageError::S3 {
                 operation: "CreateMultipartUpload",
@@ -291,6 +286,41 @@ impl S3Store {
                 .await;
         }
         result
+    }
+
+    /// CreateMultipartUpload, in a task of its own that outlives a cancelled caller: the
+    /// store may have opened the upload before the caller stopped waiting, and then only
+    /// the answer knows its id. That task aborts such an upload, and a worker that stops
+    /// early waits for it like for the other aborts (see [`finish_cleanup`]).
+    async fn create_upload(&self, key: &str) -> Result<CreateMultipartUploadOutput, StorageError> {
+        let request = self
+            .locked_upload(self.client.create_multipart_upload())
+            .bucket(&self.bucket)
+            .key(self.key(key));
+        let (client, bucket, full_key) = (self.client.clone(), self.bucket.clone(), self.key(key));
+        let (answer, waiting) = tokio::sync::oneshot::channel();
+        CLEANUP.spawn(async move {
+            let result = request.send().await;
+            if let Err(Ok(upload)) = answer.send(result)
+                && let Some(upload_id) = upload.upload_id()
+            {
+                let _ = client
+                    .abort_multipart_upload()
+                    .bucket(bucket)
+                    .key(full_key)
+                    .upload_id(upload_id)
+                    .send()
+                    .await;
+            }
+        });
+        match waiting.await {
+            Ok(result) => result.map_err(|e| self.error("CreateMultipartUpload", key, e)),
+            Err(_) => Err(StorageError::S3 {
+                operation: "CreateMultipartUpload",
+                location: self.location(key),
+                detail: "the request's task ended without an answer".to_owned(),
+            }),
+        }
     }
 
     async fn upload_parts(

@@ -238,7 +238,14 @@ impl S3Server {
     /// object whose key ends with `suffix`, after storing it, until the [`Held`] is dropped
     /// (or two minutes pass): see [`crate::s3_hold`].
     pub fn hold_answer(&self, suffix: &str) -> Held {
-        self.holds.add(suffix)
+        self.holds.add(crate::s3_hold::Answer::Write, suffix)
+    }
+
+    /// Holds back the answer to the next CreateMultipartUpload of an object whose key ends
+    /// with `suffix`, after opening the upload, until the [`Held`] is dropped (or two minutes
+    /// pass): the client cannot yet know the upload's id.
+    pub fn hold_upload_start(&self, suffix: &str) -> Held {
+        self.holds.add(crate::s3_hold::Answer::UploadStart, suffix)
     }
 
     /// How many times objects whose key ends with `suffix` were read so far.

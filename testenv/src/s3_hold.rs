@@ -1,7 +1,8 @@
 //! A store that answers late: the test S3 server can hold back its answer to the write of an
-//! object, after the object is stored, until the test lets it go. A test then knows the
-//! writer is still waiting for that answer, however loaded the machine is, and can kill it
-//! in the narrowest window there is: its object stored, its success not yet known to it.
+//! object, after the object is stored (or to the start of a multipart upload, after the
+//! upload is open), until the test lets it go. A test then knows the writer is still waiting
+//! for that answer, however loaded the machine is, and can kill it in the narrowest window
+//! there is: its object stored or its upload open, and that not yet known to it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -11,9 +12,19 @@ use tokio::sync::Notify;
 /// The longest an answer is held if the test never lets it go.
 const MOST: Duration = Duration::from_secs(120);
 
-/// One held write: the first one, from now on, of an object whose key ends with `suffix`.
+/// Which answer a rule holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// To PutObject or CompleteMultipartUpload, after the object is stored.
+    Write,
+    /// To CreateMultipartUpload, after the upload is open.
+    UploadStart,
+}
+
+/// One held answer: the first one, from now on, about an object whose key ends with `suffix`.
 #[derive(Debug)]
 struct Rule {
+    answer: Answer,
     suffix: String,
     taken: bool,
     stored: Arc<Notify>,
@@ -46,13 +57,14 @@ impl Drop for Held {
 }
 
 impl Shared {
-    /// Holds the answer to the next write of an object whose key ends with `suffix`.
-    pub(crate) fn add(&self, suffix: &str) -> Held {
+    /// Holds the next `answer` about an object whose key ends with `suffix`.
+    pub(crate) fn add(&self, answer: Answer, suffix: &str) -> Held {
         let (stored, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Rule {
+                answer,
                 suffix: suffix.to_owned(),
                 taken: false,
                 stored: stored.clone(),
@@ -61,14 +73,15 @@ impl Shared {
         Held { stored, release }
     }
 
-    /// `bucket/key` was stored: if a rule holds its answer, says so and waits to be let go.
-    pub(crate) async fn written(&self, bucket: &str, key: &str) {
+    /// `answer` about `bucket/key` is ready (the object stored, the upload open): if a rule
+    /// holds it, says so and waits to be let go.
+    pub(crate) async fn ready(&self, answer: Answer, bucket: &str, key: &str) {
         let path = format!("{bucket}/{key}");
         let release = {
             let mut rules = self.0.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(rule) = rules
                 .iter_mut()
-                .find(|rule| !rule.taken && path.ends_with(&rule.suffix))
+                .find(|rule| !rule.taken && rule.answer == answer && path.ends_with(&rule.suffix))
             else {
                 return;
             };

@@ -27,6 +27,7 @@ use s3s::dto::{
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 use serde::{Deserialize, Serialize};
 
+use crate::s3_hold::Answer;
 use crate::s3_tamper::{Shared, Tampering};
 
 /// What an operation returns: the signature `#[async_trait]` gives the methods of [`S3`].
@@ -84,7 +85,7 @@ impl Store {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
         let response = self.fs.put_object(req).await?;
         self.journal.written(&bucket, &key);
-        self.holds.written(&bucket, &key).await;
+        self.holds.ready(Answer::Write, &bucket, &key).await;
         Ok(response)
     }
 
@@ -166,9 +167,12 @@ impl Store {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let (fs, root) = (Arc::clone(&self.fs), self.root.clone());
-        tokio::spawn(create_upload_recorded(fs, root, req))
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let response = tokio::spawn(create_upload_recorded(fs, root, req))
             .await
-            .map_err(S3Error::internal_error)?
+            .map_err(S3Error::internal_error)??;
+        self.holds.ready(Answer::UploadStart, &bucket, &key).await;
+        Ok(response)
     }
 
     async fn complete_upload(
@@ -181,7 +185,7 @@ impl Store {
         self.forget_if_closed(&id);
         if result.is_ok() {
             self.journal.written(&bucket, &key);
-            self.holds.written(&bucket, &key).await;
+            self.holds.ready(Answer::Write, &bucket, &key).await;
         }
         result
     }
