@@ -176,6 +176,13 @@ pub struct BackupStatus {
     /// sent, to which Notifier, and what the sink answered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<Delivery>,
+    /// When its schedule asked for a drill of this backup (`spec.drill`); the drill runs
+    /// unless `verification` already answers that request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill_requested_at: Option<Time>,
+    /// The last restore drill of this backup: restored into a scratch instance and checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<super::drill::Verification>,
     /// The date its schedule's retention wants the backup's objects locked until: a backup a
     /// longer rule keeps (monthly, yearly) is locked longer than it was written with.
     #[serde(default, skip_serializing_if = "Option::is_none")]

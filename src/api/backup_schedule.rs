@@ -113,12 +113,20 @@ pub struct BackupScheduleSpec {
     /// Settings of the worker Job (resources, node placement, deadlines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_template: Option<JobTemplate>,
+    /// Restore drills: when to restore one of this schedule's backups into a scratch
+    /// instance and check it (see `kubectl explain backupschedule.spec.drill`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<super::drill::DrillSpec>,
     /// Notifiers (in this namespace) told about this schedule's events. Its Backups are
     /// created with the same list: failed and recovered backups, and the schedule turning
     /// stale.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub notify: Vec<NotifierReference>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn default_time_zone() -> String {
@@ -193,6 +201,17 @@ pub struct BackupScheduleStatus {
     /// store passed (the `SourceReachable` and `StorageWritable` conditions say why not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preflight: Option<PreflightRecord>,
+    /// The last drill that finished: the Backup, its verdict, its checks and the measured
+    /// restore time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<super::drill::LastDrill>,
+    /// When the schedule last asked for a drill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill_request: Option<Time>,
+    /// How many drills the schedule has asked for (every `olderEvery`-th takes an older
+    /// backup).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drills_requested: u64,
     /// The notifications about the schedule itself (`stale`, `preflightFailed`), each
     /// recorded before it is sent; the newest 20 are kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -8,6 +8,7 @@ pub mod backup_schedule;
 pub mod common;
 pub mod copies;
 pub mod crds;
+pub mod drill;
 pub mod encryption;
 pub mod notifier;
 pub mod restore_request;
@@ -26,6 +27,7 @@ pub use common::{
     Compression, FsGroupChangePolicy, JobTemplate, LocalObjectReference, SecretKeySelector,
 };
 pub use copies::{BackupCopy, CopyPhase, CopyStatus};
+pub use drill::{DrillChecks, DrillSpec, LastDrill, Verification, VerificationPhase};
 pub use encryption::{ConfigMapKeySelector, Decryption, Encryption, RecipientsSource};
 pub use notifier::{
     Delivery, DeliveryState, EmailSink, EmailTls, HeartbeatSink, Notifier, NotifierReference,

@@ -292,6 +292,12 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
         )
         .await;
     }
+    if status.phase == Some(BackupPhase::Succeeded)
+        && let Some(wanted) = super::drill::pending(&status)
+    {
+        return super::drill::reconcile(&ctx, &api, &backup, &namespace, old.as_ref(), wanted)
+            .await;
+    }
     if matches!(
         status.phase,
         Some(BackupPhase::Succeeded | BackupPhase::Failed)

@@ -44,6 +44,10 @@ pub const DEFAULT_TTL_SECONDS: i32 = 86_400;
 pub const DEFAULT_RUN_DEADLINE_SECONDS: i64 = 6 * 3600;
 /// Seconds a deletion or an inspection may run when the template does not say.
 pub const DEFAULT_HOUSEKEEPING_DEADLINE_SECONDS: i64 = 3600;
+/// How long a drill may run by default (`spec.drill.activeDeadlineSeconds`).
+pub const DEFAULT_DRILL_DEADLINE_SECONDS: i64 = 3600;
+/// The most a drill's scratch instance may hold by default (`spec.drill.scratchSize`).
+pub const DEFAULT_DRILL_SCRATCH: &str = "10Gi";
 /// The longest a pre-flight check Job may run (a shorter `activeDeadlineSeconds` wins).
 pub const CHECK_DEADLINE_SECONDS: i64 = 300;
 
@@ -153,9 +157,12 @@ pub fn build(
             }
         }
     }
-    if let Plan::Restore(restore) = plan
-        && let Some(secret) = &restore.identity_secret
-    {
+    let identity = match plan {
+        Plan::Restore(restore) => restore.identity_secret.as_ref(),
+        Plan::Drill(drill) => drill.identity_secret.as_ref(),
+        _ => None,
+    };
+    if let Some(secret) = identity {
         env.push(optional(secret_env(IDENTITY_ENV, secret)));
     }
     if let Some(secret) = plan
@@ -211,6 +218,15 @@ pub fn build(
                 .saturating_add(TMP_ROOM)
                 .to_string(),
         ));
+    }
+    // A drill's scratch instance lives there, within its size.
+    if let Plan::Drill(drill) = plan {
+        tmp.size_limit = Some(
+            drill
+                .scratch_size
+                .clone()
+                .unwrap_or_else(|| Quantity(DEFAULT_DRILL_SCRATCH.to_owned())),
+        );
     }
     let mut volumes = vec![Volume {
         name: "tmp".to_owned(),
@@ -294,6 +310,10 @@ pub fn build(
                 Plan::Backup(_) | Plan::Restore(_) | Plan::Copy(_) => template
                     .active_deadline_seconds
                     .unwrap_or(DEFAULT_RUN_DEADLINE_SECONDS),
+                // The schedule's drill settings (or their defaults) come as the template.
+                Plan::Drill(_) => template
+                    .active_deadline_seconds
+                    .unwrap_or(DEFAULT_DRILL_DEADLINE_SECONDS),
                 Plan::Delete(_) | Plan::Inspect(_) | Plan::Sweep(_) | Plan::Lock(_) => template
                     .active_deadline_seconds
                     .unwrap_or(DEFAULT_HOUSEKEEPING_DEADLINE_SECONDS),
@@ -831,6 +851,69 @@ mod tests {
             .clone()
             .unwrap();
         assert!(!env.iter().any(|e| e.name.starts_with("AWS_")));
+    }
+
+    #[test]
+    fn a_drill_job_names_no_source_gets_no_source_credentials_and_is_bounded() {
+        use crate::worker::plan::DrillPlan;
+        let mut drill = DrillPlan {
+            storage: s3(),
+            folder: "shop/redis/20261201T160000Z/".into(),
+            manifest_sha256: None,
+            checks: crate::api::DrillChecks::default(),
+            identity_secret: None,
+            scratch_size: None,
+        };
+        let job = job_for(&Plan::Drill(drill.clone()), None);
+        let text = serde_json::to_string(&job).unwrap();
+        let container = &pod(&job).containers[0];
+        let env: Vec<&str> = container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| e.name.as_str())
+            .collect();
+        // The store's credentials only: no password, no source, no volume of one.
+        assert!(!env.contains(&PASSWORD_ENV), "{env:?}");
+        assert!(!env.contains(&IDENTITY_ENV), "{env:?}");
+        assert!(env.contains(&"AWS_ACCESS_KEY_ID"), "{env:?}");
+        assert!(!text.contains("redis-auth") && !text.contains("redis.shop"));
+        assert!(claims(&job).is_empty());
+        let tmp = pod(&job)
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "tmp")
+            .and_then(|v| v.empty_dir.clone())
+            .unwrap();
+        assert_eq!(tmp.size_limit, Some(Quantity("10Gi".into())));
+        assert_eq!(
+            job.spec.as_ref().and_then(|s| s.active_deadline_seconds),
+            Some(DEFAULT_DRILL_DEADLINE_SECONDS)
+        );
+        // The key of an encrypted backup, and a scratch size of the user's.
+        drill.identity_secret = Some(SecretKeySelector {
+            name: "age".into(),
+            key: "identity".into(),
+        });
+        drill.scratch_size = Some(Quantity("1Gi".into()));
+        let job = job_for(&Plan::Drill(drill), None);
+        let container = &pod(&job).containers[0];
+        assert!(
+            container
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name == IDENTITY_ENV)
+        );
+        let tmp = pod(&job)
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "tmp")
+            .and_then(|v| v.empty_dir.clone())
+            .unwrap();
+        assert_eq!(tmp.size_limit, Some(Quantity("1Gi".into())));
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub last_success: Family<ScheduleLabels, Gauge<f64, AtomicU64>>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub copies: Family<CopyLabels, Counter>,
+    pub drills: Family<RunLabels, Counter>,
+    pub drill_restore_seconds: Family<ScheduleLabels, Gauge<f64, AtomicU64>>,
     /// Gauges read from the watched objects at each scrape.
     pub state: StateCollector,
 }
@@ -115,6 +117,18 @@ impl Default for Metrics {
             "Attempts to copy backups to their schedule's copy stores, by result (succeeded or the failure's category)",
             copies.clone(),
         );
+        let drills = Family::<RunLabels, Counter>::default();
+        registry.register(
+            "drills",
+            "Restore drills that finished, by result (Verified, VerificationFailed, or why the drill could not run)",
+            drills.clone(),
+        );
+        let drill_restore_seconds = Family::<ScheduleLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "drill_restore_seconds",
+            "How long the restore of the last drill took (the recovery time a real restore would take)",
+            drill_restore_seconds.clone(),
+        );
         let state = StateCollector::default();
         registry.register_collector(Box::new(state.clone()));
         Self {
@@ -126,6 +140,8 @@ impl Default for Metrics {
             last_success,
             reconcile_errors,
             copies,
+            drills,
+            drill_restore_seconds,
             state,
         }
     }

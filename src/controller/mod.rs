@@ -7,6 +7,8 @@ pub mod backup;
 pub mod context;
 pub mod copies;
 pub mod deletion;
+pub mod drill;
+pub mod drill_schedule;
 pub mod due;
 pub mod error;
 pub mod fresh;

@@ -229,6 +229,14 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
                     {
                         Outcome::Unfinished
                     }
+                    // So does a drill.
+                    Some(BackupPhase::Succeeded)
+                        if b.status
+                            .as_ref()
+                            .is_some_and(|s| super::drill::pending(s).is_some()) =>
+                    {
+                        Outcome::Unfinished
+                    }
                     Some(BackupPhase::Succeeded) => Outcome::Succeeded,
                     Some(BackupPhase::Failed) => Outcome::Failed,
                     _ => Outcome::Unfinished,
@@ -319,6 +327,12 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
         status.last_successful_backup = Some(b.name_any());
         status.last_successful_time = b.status.as_ref().and_then(|s| s.completion_time.clone());
     }
+    // Restore drills: asked for when due; never hold up backups.
+    let drill_wake = if spec.suspend {
+        None
+    } else {
+        super::drill_schedule::step(&ctx, &schedule, &backups_api, &backups, &mut status, now).await
+    };
     // The pre-flight check, when the settings are new or a failure is to be checked again;
     // a suspended schedule's check is stopped (it is checked again when resumed).
     let preflight = if spec.suspend {
@@ -437,6 +451,11 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
     let sleep = match preflight.wake(status.preflight.as_ref()) {
         Some(wake) if !spec.suspend => sleep.min(wake),
         _ => sleep,
+    };
+    // A drill due, asked for, or running.
+    let sleep = match drill_wake {
+        Some(wake) => sleep.min(wake),
+        None => sleep,
     };
     // A sweep in progress is looked at again soon.
     let sleep = if sweeping {

@@ -6,6 +6,7 @@
 //! credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), the last two from Secrets.
 
 mod copies;
+pub mod drill;
 mod encryption;
 mod failure;
 pub mod plan;
@@ -83,6 +84,7 @@ pub async fn run(plan: &Plan, env: &Environment) -> Summary {
         Plan::Check(p) => check(p, env).await,
         Plan::Copy(p) => copies::copy(p, env).await,
         Plan::Lock(p) => lock(p, env).await,
+        Plan::Drill(p) => drill::drill(p, env).await,
     };
     let mut summary = result.unwrap_or_else(|f| Summary::failed(f.failure, f.message));
     summary.started_at = Some(started_at);

@@ -59,6 +59,29 @@ pub enum Plan {
     Copy(CopyPlan),
     /// Lock every object of the backup in `folder` until a later date (S3 Object Lock).
     Lock(LockPlan),
+    /// Restore the backup in `folder` into a scratch instance the worker starts itself and
+    /// throws away, and check it. Never touches the source: the plan does not name it.
+    Drill(DrillPlan),
+}
+
+/// Drill one backup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillPlan {
+    pub storage: BackupStorage,
+    pub folder: String,
+    /// The manifest's SHA-256 recorded when the backup was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    #[serde(default)]
+    pub checks: crate::api::DrillChecks,
+    /// The Secret key holding the age identity of an encrypted backup (its value reaches
+    /// the worker as [`IDENTITY_ENV`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_secret: Option<crate::api::SecretKeySelector>,
+    /// The size limit of the emptyDir the scratch instance lives on (`spec.drill.scratchSize`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch_size: Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
 }
 
 /// Extend the lock of one backup.
@@ -228,6 +251,7 @@ impl Plan {
             Self::Check(p) => &p.storage,
             Self::Copy(p) => &p.storage,
             Self::Lock(p) => &p.storage,
+            Self::Drill(p) => &p.storage,
         }
     }
 
@@ -250,7 +274,8 @@ impl Plan {
             | Self::Inspect(_)
             | Self::Sweep(_)
             | Self::Copy(_)
-            | Self::Lock(_) => None,
+            | Self::Lock(_)
+            | Self::Drill(_) => None,
         }
     }
 
@@ -265,7 +290,8 @@ impl Plan {
             | Self::Sweep(_)
             | Self::Check(_)
             | Self::Copy(_)
-            | Self::Lock(_) => return None,
+            | Self::Lock(_)
+            | Self::Drill(_) => return None,
         };
         source.volume.as_ref().map(|v| v.claim_name.as_str())
     }
@@ -276,7 +302,12 @@ impl Plan {
             Self::Backup(p) => &p.source,
             Self::Restore(p) => &p.target,
             Self::Check(p) => &p.source,
-            Self::Delete(_) | Self::Inspect(_) | Self::Sweep(_) | Self::Copy(_) | Self::Lock(_) => {
+            Self::Delete(_)
+            | Self::Inspect(_)
+            | Self::Sweep(_)
+            | Self::Copy(_)
+            | Self::Lock(_)
+            | Self::Drill(_) => {
                 return None;
             }
         };
@@ -309,6 +340,7 @@ impl Plan {
             Self::Check(_) => "check",
             Self::Copy(_) => "copy",
             Self::Lock(_) => "lock",
+            Self::Drill(_) => "drill",
         }
     }
 }

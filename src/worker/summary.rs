@@ -41,6 +41,9 @@ pub enum Failure {
     Retained,
     /// The worker was told to stop (SIGTERM) and stopped without finishing.
     Interrupted,
+    /// A drill could not start its scratch instance or use the backup's key: nothing was
+    /// verified.
+    DrillNotRun,
     /// The worker's Job disappeared before the controller read its result.
     WorkerVanished,
     /// The worker was killed (a signal: the out-of-memory killer, the node going away, or by
@@ -67,6 +70,7 @@ impl Failure {
             Self::NotOwned => "NotOwned",
             Self::Retained => "Retained",
             Self::Interrupted => "Interrupted",
+            Self::DrillNotRun => "DrillNotRun",
             Self::WorkerVanished => "WorkerVanished",
             Self::WorkerKilled => "WorkerKilled",
             Self::Internal => "Internal",
@@ -117,6 +121,9 @@ pub struct Summary {
     /// A pre-flight check: what each probe found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<Checks>,
+    /// A drill: its verdict and measurements (the first failed check is the message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +133,19 @@ pub struct Summary {
     /// a backup so ended is judged by what is in storage. Never serialised.
     #[serde(skip)]
     pub unreported: bool,
+}
+
+/// What a drill found. Its `message` says what was verified, or the first check that failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillSummary {
+    pub verified: bool,
+    /// How long the restore into the scratch instance took.
+    pub restore_millis: u64,
+    /// The backup's data size before compression.
+    pub bytes: u64,
+    pub passed: u32,
+    pub failed: u32,
 }
 
 /// The findings of a pre-flight check.

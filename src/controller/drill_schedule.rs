@@ -1,0 +1,367 @@
+//! The schedule's side of restore drills (`spec.drill`): when one is due (at its cron times,
+//! or after every N successful backups), it chooses a backup (the newest successful one;
+//! every `olderEvery`-th drill a random older one) and asks it for a drill by recording the
+//! time in its `status.drillRequestedAt` (the Backup runs it: [`super::drill`]). The newest
+//! finished drill of its Backups is the schedule's `status.lastDrill`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kube::api::Api;
+use kube::{Resource, ResourceExt};
+
+use super::backup::run_time;
+use super::context::Context;
+use super::status::{self, set_condition};
+use crate::api::{
+    Backup, BackupPhase, BackupSchedule, BackupScheduleStatus, DrillSpec, LastDrill,
+    VerificationPhase,
+};
+use crate::schedule::CronSchedule;
+
+/// What the schedule decided about drills now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to do; look again at this time, if any.
+    Wait(Option<DateTime<Utc>>),
+    /// Ask the named Backup for a drill.
+    Drill(String),
+}
+
+/// One of the schedule's Backups, as drills see it.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub name: String,
+    pub time: DateTime<Utc>,
+    /// Successful, not being deleted.
+    pub usable: bool,
+    /// A drill was asked for and has not finished.
+    pub drilling: bool,
+}
+
+/// Whether a drill is due and of which backup. `requests` counts the drills asked for so
+/// far (it chooses when an older backup is drilled); `pick` chooses among the older ones.
+pub fn decide(
+    drill: &DrillSpec,
+    cron: Option<&CronSchedule>,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+    backups: &[Candidate],
+    requests: u64,
+    pick: u64,
+) -> Decision {
+    let next = cron.and_then(|c| c.next_after(now));
+    if backups.iter().any(|b| b.drilling) {
+        return Decision::Wait(next);
+    }
+    let mut usable: Vec<&Candidate> = backups.iter().filter(|b| b.usable).collect();
+    usable.sort_by_key(|b| b.time);
+    let due = match (cron, drill.every) {
+        (Some(cron), _) => super::due::latest_due(cron, since, now).is_some(),
+        (None, Some(every)) => {
+            usable.iter().filter(|b| b.time > since).count() >= every.max(1) as usize
+        }
+        (None, None) => false,
+    };
+    let Some(newest) = usable.last() else {
+        return Decision::Wait(next);
+    };
+    if !due {
+        return Decision::Wait(next);
+    }
+    let older = &usable[..usable.len() - 1];
+    let older_turn =
+        drill.older_every > 0 && (requests + 1).is_multiple_of(u64::from(drill.older_every));
+    if older_turn && !older.is_empty() {
+        let index = usize::try_from(pick % older.len() as u64).unwrap_or(0);
+        return Decision::Drill(older[index].name.clone());
+    }
+    Decision::Drill(newest.name.clone())
+}
+
+/// The newest finished drill among the Backups.
+pub fn last_drill(backups: &[Backup]) -> Option<LastDrill> {
+    backups
+        .iter()
+        .filter_map(|b| {
+            let v = b.status.as_ref()?.verification.as_ref()?;
+            (v.phase != VerificationPhase::Running).then(|| LastDrill {
+                backup: b.name_any(),
+                verification: v.clone(),
+            })
+        })
+        .max_by_key(|d| d.verification.time.as_ref().map(status::chrono))
+}
+
+/// The record to keep of the last drill: the one found among the Backups, unless the one
+/// recorded is newer (its Backup deleted since, by retention or by hand, the record stays).
+pub fn newer(recorded: Option<LastDrill>, found: Option<LastDrill>) -> Option<LastDrill> {
+    let time = |d: &LastDrill| d.verification.time.as_ref().map(status::chrono);
+    match (recorded, found) {
+        (Some(r), Some(f)) if time(&r) > time(&f) => Some(r),
+        (r, f) => f.or(r),
+    }
+}
+
+/// Runs the schedule's drill step: records `lastDrill`, asks for a drill when one is due.
+/// Returns when to look again. Problems are conditions and Events, never errors: drills
+/// never hold up backups.
+pub async fn step(
+    ctx: &Context,
+    schedule: &BackupSchedule,
+    api: &Api<Backup>,
+    backups: &[Backup],
+    status: &mut BackupScheduleStatus,
+    now: DateTime<Utc>,
+) -> Option<Duration> {
+    let Some(drill) = schedule.spec.drill.as_ref() else {
+        status.last_drill = None;
+        return None;
+    };
+    status.last_drill = newer(status.last_drill.take(), last_drill(backups));
+    let generation = schedule.metadata.generation;
+    let cron = match &drill.schedule {
+        Some(expression) => {
+            let zone = drill
+                .time_zone
+                .as_deref()
+                .unwrap_or(&schedule.spec.time_zone);
+            match CronSchedule::parse(expression, zone) {
+                Ok(cron) => Some(cron),
+                Err(e) => {
+                    set_condition(
+                        &mut status.conditions,
+                        "DrillScheduled",
+                        false,
+                        e.reason(),
+                        &format!("spec.drill: {e}"),
+                        generation,
+                    );
+                    return None;
+                }
+            }
+        }
+        None => None,
+    };
+    let since = status
+        .last_drill_request
+        .as_ref()
+        .or(schedule.metadata.creation_timestamp.as_ref())
+        .map_or(now, status::chrono);
+    let candidates: Vec<Candidate> = backups
+        .iter()
+        .map(|b| {
+            let s = b.status.as_ref();
+            Candidate {
+                name: b.name_any(),
+                time: s
+                    .and_then(|s| s.completion_time.as_ref())
+                    .map_or_else(|| run_time(b), status::chrono),
+                usable: b.metadata.deletion_timestamp.is_none()
+                    && s.is_some_and(|s| {
+                        s.phase == Some(BackupPhase::Succeeded) && s.resolved.is_some()
+                    }),
+                drilling: s.is_some_and(|s| super::drill::pending(s).is_some()),
+            }
+        })
+        .collect();
+    let pick = u64::from(now.timestamp_subsec_nanos()) ^ now.timestamp().unsigned_abs();
+    let decision = decide(
+        drill,
+        cron.as_ref(),
+        since,
+        now,
+        &candidates,
+        status.drills_requested,
+        pick,
+    );
+    set_condition(
+        &mut status.conditions,
+        "DrillScheduled",
+        true,
+        "DrillScheduled",
+        &match (&drill.schedule, drill.every) {
+            (Some(expression), _) => format!("drills at \"{expression}\""),
+            (None, Some(n)) => format!("a drill after every {n} successful backups"),
+            (None, None) => "no drill times given".to_owned(),
+        },
+        generation,
+    );
+    let wake = |at: Option<DateTime<Utc>>| at.map(|t| (t - now).to_std().unwrap_or_default());
+    match decision {
+        Decision::Wait(next) => wake(next),
+        Decision::Drill(name) => {
+            match ask(api, &name, now).await {
+                Ok(()) => {
+                    status.last_drill_request = Some(status::time(now));
+                    status.drills_requested += 1;
+                    let related = backups
+                        .iter()
+                        .find(|b| b.name_any() == name)
+                        .map(|b| b.object_ref(&()));
+                    ctx.event_about(
+                        schedule,
+                        related,
+                        false,
+                        "DrillRequested",
+                        format!("asked Backup {name} for a restore drill"),
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    tracing::info!(backup = %name, "asking for a drill: {e}");
+                    return Some(Duration::from_secs(5));
+                }
+            }
+            Some(Duration::from_secs(5))
+        }
+    }
+}
+
+/// Records the drill request in the Backup's status, read fresh and written with its version.
+async fn ask(api: &Api<Backup>, name: &str, now: DateTime<Utc>) -> Result<(), super::Error> {
+    let current = api.get(name).await?;
+    let old = current.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    status.drill_requested_at = Some(status::time(now));
+    status::apply_fresh(api, &current, Some(&old), &status).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(minute: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + minute * 60, 0).unwrap_or_default()
+    }
+
+    fn backup(name: &str, minute: i64) -> Candidate {
+        Candidate {
+            name: name.into(),
+            time: t(minute),
+            usable: true,
+            drilling: false,
+        }
+    }
+
+    fn every(n: u32) -> DrillSpec {
+        DrillSpec {
+            every: Some(n),
+            ..DrillSpec::default()
+        }
+    }
+
+    #[test]
+    fn every_n_drills_the_newest_once_n_backups_succeeded_since_the_last_drill() {
+        let backups = [backup("a", 1), backup("b", 2), backup("c", 3)];
+        let decide = |n, since| decide(&every(n), None, since, t(10), &backups, 0, 0);
+        assert_eq!(decide(1, t(0)), Decision::Drill("c".into()));
+        assert_eq!(decide(3, t(0)), Decision::Drill("c".into()));
+        assert_eq!(decide(4, t(0)), Decision::Wait(None));
+        // Since the last drill (at minute 2) only one more succeeded.
+        assert_eq!(decide(2, t(2)), Decision::Wait(None));
+        assert_eq!(decide(1, t(2)), Decision::Drill("c".into()));
+    }
+
+    #[test]
+    fn failed_deleted_or_unfinished_backups_are_never_drilled_and_one_drill_runs_at_a_time() {
+        let mut backups = vec![backup("a", 1), backup("b", 2)];
+        backups[1].usable = false;
+        assert_eq!(
+            decide(&every(1), None, t(0), t(10), &backups, 0, 0),
+            Decision::Drill("a".into())
+        );
+        backups[0].drilling = true;
+        assert_eq!(
+            decide(&every(1), None, t(0), t(10), &backups, 0, 0),
+            Decision::Wait(None)
+        );
+        backups[0].usable = false;
+        backups[0].drilling = false;
+        assert_eq!(
+            decide(&every(1), None, t(0), t(10), &backups, 0, 0),
+            Decision::Wait(None)
+        );
+    }
+
+    #[test]
+    fn the_last_drill_stays_recorded_when_its_backup_is_deleted() {
+        let drill = |backup: &str, minute| LastDrill {
+            backup: backup.into(),
+            verification: crate::api::Verification {
+                phase: VerificationPhase::Verified,
+                requested_at: status::time(t(minute)),
+                time: Some(status::time(t(minute))),
+                restore_seconds: None,
+                bytes: None,
+                checks_passed: 1,
+                checks_failed: 0,
+                message: String::new(),
+            },
+        };
+        // The drilled Backup was deleted; an older drilled one is still there.
+        assert_eq!(
+            newer(Some(drill("b", 5)), Some(drill("a", 2))),
+            Some(drill("b", 5))
+        );
+        assert_eq!(newer(Some(drill("b", 5)), None), Some(drill("b", 5)));
+        assert_eq!(
+            newer(Some(drill("b", 5)), Some(drill("c", 9))),
+            Some(drill("c", 9))
+        );
+        // The same drill, its verdict now final.
+        let mut done = drill("b", 5);
+        done.verification.message = "verified".into();
+        assert_eq!(newer(Some(drill("b", 5)), Some(done.clone())), Some(done));
+    }
+
+    #[test]
+    fn every_older_every_th_drill_takes_an_older_backup() {
+        let backups = [backup("a", 1), backup("b", 2), backup("c", 3)];
+        let drill = DrillSpec {
+            older_every: 3,
+            ..every(1)
+        };
+        let nth = |requests, pick| decide(&drill, None, t(0), t(10), &backups, requests, pick);
+        assert_eq!(nth(0, 0), Decision::Drill("c".into()));
+        assert_eq!(nth(1, 0), Decision::Drill("c".into()));
+        assert_eq!(nth(2, 0), Decision::Drill("a".into()));
+        assert_eq!(nth(2, 1), Decision::Drill("b".into()));
+        assert_eq!(nth(5, 7), Decision::Drill("b".into()));
+    }
+
+    #[test]
+    fn a_cron_drill_runs_at_its_times_in_its_zone() {
+        let cron = CronSchedule::parse("0 3 * * 0", "Europe/Berlin").unwrap_or_else(|e| {
+            panic!("{e}");
+        });
+        let drill = DrillSpec {
+            schedule: Some("0 3 * * 0".into()),
+            ..DrillSpec::default()
+        };
+        let backups = [backup("a", 1)];
+        // 2027-01-03 is a Sunday: 03:00 in Berlin is 02:00 UTC.
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|d| d.with_timezone(&Utc))
+                .unwrap_or_default()
+        };
+        let since = at("2027-01-02T00:00:00Z");
+        assert!(matches!(
+            decide(&drill, Some(&cron), since, at("2027-01-03T01:59:00Z"), &backups, 0, 0),
+            Decision::Wait(Some(next)) if next == at("2027-01-03T02:00:00Z")
+        ));
+        assert_eq!(
+            decide(
+                &drill,
+                Some(&cron),
+                since,
+                at("2027-01-03T02:00:30Z"),
+                &backups,
+                0,
+                0
+            ),
+            Decision::Drill("a".into())
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! Restore drills through the operator (`BackupSchedule.spec.drill`), with the process
+//! kubelet: the drill's worker starts its scratch `redis-server` from the host's binaries.
+//! A good backup is Verified with its restore time; a failing user check and a data object
+//! changed after it was stored are VerificationFailed, naming what differed; the production
+//! server is never touched, and the drill's Job carries none of its credentials.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use coffer::api::{Backup, BackupPhase, BackupSchedule, VerificationPhase};
+use coffer_testenv::RedisServer;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+mod support;
+use support::operator::{Operator, admin, eventually};
+use support::resources::{RUN, create, events_of, finished_backup, jobs, secret, setup, storage};
+
+/// Every key of database 0 and its value.
+async fn contents(redis: &RedisServer) -> Vec<(String, String)> {
+    let mut con = support::redis_data::connect(&redis.url()).await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    keys.sort();
+    let mut out = Vec::new();
+    for key in keys {
+        let value: String = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        out.push((key, value));
+    }
+    out
+}
+
+/// Takes a Backup of the schedule `bot` and waits for its drill to finish.
+async fn drilled(ns: &str, name: &str) -> Backup {
+    create::<Backup>(
+        ns,
+        json!({"metadata": {"name": name, "labels": {"coffer.dev/schedule": "bot"}},
+            "spec": {"scheduleRef": {"name": "bot"}}}),
+    )
+    .await;
+    let done = finished_backup(ns, name).await;
+    assert_eq!(
+        done.status.as_ref().unwrap().phase,
+        Some(BackupPhase::Succeeded),
+        "{:?}",
+        done.status
+    );
+    let backups: Api<Backup> = Api::namespaced(admin().await, ns);
+    eventually(RUN, &format!("{name}'s drill"), || async {
+        let b = backups.get(name).await.unwrap();
+        let v = b.status.as_ref()?.verification.as_ref()?;
+        (v.phase != VerificationPhase::Running).then_some(b)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_drills_its_backups_records_the_proof_and_never_touches_production() {
+    let (_namespace, ns, s3) = setup("drills").await;
+    let redis = RedisServer::start_with_password("redis-pw").unwrap();
+    let mut con = support::redis_data::connect(&redis.url()).await;
+    support::redis_data::set_numbered(&mut con, "order:", "v", 40).await;
+    secret(&ns, "redis-auth", &[("password", "redis-pw")]).await;
+    let _operator = Operator::start(&ns, "solo");
+    let source = json!({"redis": {"host": "127.0.0.1", "port": redis.port(), "mode": "Keys",
+        "passwordSecretRef": {"name": "redis-auth", "key": "password"}}});
+    create::<BackupSchedule>(
+        &ns,
+        json!({"metadata": {"name": "bot"}, "spec": {
+            "schedule": "0 0 1 1 *", "source": source, "storage": storage(&s3),
+            "compression": "gzip",
+            "drill": {"every": 1, "checks": {"redis": ["GET order:7 => v7", "DBSIZE => 40"]}}}}),
+    )
+    .await;
+    let schedules: Api<BackupSchedule> = Api::namespaced(admin().await, &ns);
+
+    // A good backup: Verified, with its restore time and every check.
+    let before = contents(&redis).await;
+    let first = drilled(&ns, "first").await;
+    let v = first.status.unwrap().verification.unwrap();
+    assert_eq!(v.phase, VerificationPhase::Verified, "{v:?}");
+    assert!(v.restore_seconds.is_some_and(|s| s > 0.0), "{v:?}");
+    assert!(v.bytes.is_some_and(|b| b > 0), "{v:?}");
+    // The built-in checks (keys, keys with a TTL, ...) and the two of the spec.
+    assert!(v.checks_passed >= 4 && v.checks_failed == 0, "{v:?}");
+    assert!(v.message.starts_with("verified"), "{v:?}");
+    let reasons: Vec<String> = events_of(&ns, "first")
+        .await
+        .into_iter()
+        .map(|(_, reason, _)| reason)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "Verified"), "{reasons:?}");
+    let last = eventually(RUN, "the schedule's lastDrill", || async {
+        let s = schedules.get("bot").await.unwrap();
+        s.status?.last_drill.filter(|d| d.backup == "first")
+    })
+    .await;
+    assert_eq!(last.verification.phase, VerificationPhase::Verified);
+    assert_eq!(last.verification.restore_seconds, v.restore_seconds);
+
+    // A failing user check fails the drill, naming the check and what it got.
+    schedules
+        .patch(
+            "bot",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"drill": {"checks": {"redis": ["GET order:7 => v8"]}}}})),
+        )
+        .await
+        .unwrap();
+    let second = drilled(&ns, "second").await;
+    let v = second.status.unwrap().verification.unwrap();
+    assert_eq!(v.phase, VerificationPhase::VerificationFailed, "{v:?}");
+    assert!(
+        v.message.contains("GET order:7") && v.message.contains("v7"),
+        "{v:?}"
+    );
+    assert_eq!(v.checks_failed, 1, "{v:?}");
+
+    // A data object changed after it was stored (its manifest left alone): the drill's
+    // restore reads it changed and fails.
+    schedules
+        .patch(
+            "bot",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"drill": {"checks": {"redis": []}}}})),
+        )
+        .await
+        .unwrap();
+    // The first read of the next backup's data object (the others were read already).
+    s3.tamper("/redis.keys.gz", 1);
+    let third = drilled(&ns, "third").await;
+    assert_eq!(s3.tampered(), 1);
+    let v = third.status.unwrap().verification.unwrap();
+    assert_eq!(v.phase, VerificationPhase::VerificationFailed, "{v:?}");
+    assert!(v.message.starts_with("restore"), "{v:?}");
+
+    // Production holds the same data (the drill's Job names no source and gets none of its
+    // credentials: see the Job builder's tests), and no drill Job is left.
+    assert_eq!(contents(&redis).await, before);
+    for job in jobs(&ns).await {
+        let name = job.metadata.name.unwrap_or_default();
+        assert!(!name.ends_with("-drill"), "drill Job {name} is left");
+    }
+}
