@@ -44,8 +44,23 @@ ARG REVISION=unknown
 # too: Oracle's mysqldump is not in Debian, and mariadb-dump reads MySQL 8 over the same
 # protocol (a MySQL-only feature such as caching_sha2_password over an unencrypted
 # connection can need an account with mysql_native_password).
+# Restore drills start scratch servers inside the worker Pod: redis-server, PostgreSQL 17
+# (initdb, postgres, pg_ctl; a backup of an older server is drilled in it, as pg_restore
+# allows) and MariaDB's server core (mariadbd, mariadb-install-db). What they never use is
+# removed in the same layer: PostgreSQL's LLVM JIT and the LLVM and Z3 libraries only it
+# needs, the downloaded packages, the
+# cluster and configuration Debian's scripts create (drills make their own on the Pod's
+# emptyDir), documentation and translations.
 RUN apt-get update \
+ && echo "create_main_cluster = false" > /tmp/createcluster.conf \
+ && mkdir -p /etc/postgresql-common \
+ && mv /tmp/createcluster.conf /etc/postgresql-common/createcluster.conf \
  && apt-get install -y --no-install-recommends ca-certificates postgresql-client-17 mariadb-client \
+      redis-server postgresql-17 mariadb-server-core \
+ && rm -rf /usr/lib/postgresql/17/lib/llvmjit* /usr/lib/postgresql/17/lib/bitcode \
+      /usr/lib/*-linux-gnu/libLLVM* /usr/lib/*-linux-gnu/libz3.so* \
+      /var/lib/postgresql/* /var/lib/redis/* /usr/share/doc/* /usr/share/man/* /usr/share/locale/* \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
 COPY --from=binary /out/coffer /usr/local/bin/coffer
 # Coffer finds pg_dump, pg_dumpall, pg_restore and psql on PATH (then /usr/lib/postgresql/<newest>/bin).

@@ -1137,6 +1137,67 @@ spec:
     );
     let verified = serde_json::to_value(&restored.status).unwrap()["stats"]["rowsVerified"].clone();
     assert_eq!(verified, 3001);
+
+    // A restore drill of that backup in the Coffer image: a scratch MariaDB started inside
+    // the worker's container (restricted Pod Security Standard, read-only root filesystem),
+    // checked by the manifest's counts and a query of the user's; production untouched.
+    // Drills take the schedule's own runs: the label makes the Backup made by hand one.
+    kubectl(&[
+        "label",
+        "backup",
+        "before-migration",
+        "-n",
+        &shop,
+        "coffer.dev/schedule=laravel-mysql",
+    ]);
+    kubectl(&[
+        "patch",
+        "backupschedule",
+        "laravel-mysql",
+        "-n",
+        &shop,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"drill":{"every":1,"checks":{"sql":["laravel: SELECT count(*) = 3000 FROM orders"]}}}}"#,
+    ]);
+    let backups: Api<coffer::api::Backup> = Api::namespaced(client.clone(), &shop);
+    let drill = eventually(
+        Duration::from_secs(300),
+        "the drill of before-migration",
+        || async {
+            let v = backups
+                .get("before-migration")
+                .await
+                .ok()?
+                .status?
+                .verification?;
+            (v.phase != coffer::api::VerificationPhase::Running).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(
+        drill.phase,
+        coffer::api::VerificationPhase::Verified,
+        "{drill:?}\nworker logs: {}",
+        kubectl(&[
+            "logs",
+            "-n",
+            &shop,
+            "-l",
+            "coffer.dev/operation=drill",
+            "--tail=50"
+        ])
+    );
+    assert!(
+        drill.restore_seconds.is_some() && drill.checks_failed == 0,
+        "{drill:?}"
+    );
+    let mut root = mysql_connect(&ip, "root", root_password).await;
+    assert_eq!(
+        laravel_rows(&mut root).await,
+        before,
+        "production untouched"
+    );
 }
 
 // ---- Volumes and workers in real containers ----------------------------------------------
