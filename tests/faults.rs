@@ -183,6 +183,30 @@ async fn a_backup_killed_at_a_random_point_leaves_no_backup_that_lies_and_gc_cle
     assert!(swept > 0, "the sweep never found a leftover");
 }
 
+/// A worker process backing `redis` up (keys, uncompressed) into `folder` of bucket
+/// `faults`, its summary written to `log`.
+fn redis_backup_worker(
+    redis: &RedisServer,
+    s3: &S3Server,
+    folder: &str,
+    log: &std::path::Path,
+) -> Child {
+    let plan = json!({"operation": "backup", "folder": folder, "name": "redis",
+        "compression": "none",
+        "source": {"redis": {"host": "127.0.0.1", "port": redis.port(), "mode": "Keys"}},
+        "storage": {"s3": {"bucket": "faults", "endpoint": s3.endpoint(),
+            "region": s3.region(), "forcePathStyle": true}}});
+    Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["worker", &format!("--termination-log={}", log.display())])
+        .env("COFFER_PLAN", plan.to_string())
+        .env("COFFER_PASSWORD", "pw")
+        .envs(s3.env().iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_told_to_stop_stops_promptly_writes_nothing_more_and_leaves_no_open_upload() {
     let mut random = Random::new("sigterm-worker");
@@ -192,21 +216,8 @@ async fn a_worker_told_to_stop_stops_promptly_writes_nothing_more_and_leaves_no_
     let mut interrupted = 0;
     for run in 0..RUNS {
         let folder = format!("shop/redis/run-{run}/");
-        let plan = json!({"operation": "backup", "folder": folder, "name": "redis",
-            "compression": "none",
-            "source": {"redis": {"host": "127.0.0.1", "port": redis.port(), "mode": "Keys"}},
-            "storage": {"s3": {"bucket": "faults", "endpoint": s3.endpoint(),
-                "region": s3.region(), "forcePathStyle": true}}});
         let log = work.path().join(format!("termination-{run}"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
-            .args(["worker", &format!("--termination-log={}", log.display())])
-            .env("COFFER_PLAN", plan.to_string())
-            .env("COFFER_PASSWORD", "pw")
-            .envs(s3.env().iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = redis_backup_worker(&redis, &s3, &folder, &log);
         // Every other run is told to stop while its upload is open (polled for, so that an
         // abort is proven however fast the machine); the others at a random point.
         let mid_upload = run % 2 == 0;
@@ -266,21 +277,8 @@ async fn a_worker_told_to_stop_while_its_upload_is_being_opened_aborts_that_uplo
     let s3 = s3_with_bucket("faults").await;
     let work = tempfile::tempdir().unwrap();
     let held = s3.hold_upload_start("/redis.keys");
-    let plan = json!({"operation": "backup", "folder": "shop/redis/opening/", "name": "redis",
-        "compression": "none",
-        "source": {"redis": {"host": "127.0.0.1", "port": redis.port(), "mode": "Keys"}},
-        "storage": {"s3": {"bucket": "faults", "endpoint": s3.endpoint(),
-            "region": s3.region(), "forcePathStyle": true}}});
     let log = work.path().join("termination");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .args(["worker", &format!("--termination-log={}", log.display())])
-        .env("COFFER_PLAN", plan.to_string())
-        .env("COFFER_PASSWORD", "pw")
-        .envs(s3.env().iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = redis_backup_worker(&redis, &s3, "shop/redis/opening/", &log);
     tokio::time::timeout(Duration::from_secs(60), held.stored())
         .await
         .expect("the worker never opened its upload");

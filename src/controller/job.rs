@@ -879,14 +879,16 @@ mod tests {
         assert!(env.contains(&"AWS_ACCESS_KEY_ID"), "{env:?}");
         assert!(!text.contains("redis-auth") && !text.contains("redis.shop"));
         assert!(claims(&job).is_empty());
-        let tmp = pod(&job)
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == "tmp")
-            .and_then(|v| v.empty_dir.clone())
-            .unwrap();
-        assert_eq!(tmp.size_limit, Some(Quantity("10Gi".into())));
+        let tmp_limit = |job: &Job| {
+            pod(job)
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == "tmp")
+                .and_then(|v| v.empty_dir.clone())
+                .and_then(|d| d.size_limit)
+        };
+        assert_eq!(tmp_limit(&job), Some(Quantity("10Gi".into())));
         assert_eq!(
             job.spec.as_ref().and_then(|s| s.active_deadline_seconds),
             Some(DEFAULT_DRILL_DEADLINE_SECONDS)
@@ -906,14 +908,7 @@ mod tests {
                 .flatten()
                 .any(|e| e.name == IDENTITY_ENV)
         );
-        let tmp = pod(&job)
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == "tmp")
-            .and_then(|v| v.empty_dir.clone())
-            .unwrap();
-        assert_eq!(tmp.size_limit, Some(Quantity("1Gi".into())));
+        assert_eq!(tmp_limit(&job), Some(Quantity("1Gi".into())));
     }
 
     #[test]
