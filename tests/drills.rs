@@ -13,7 +13,9 @@ use serde_json::json;
 
 mod support;
 use support::operator::{Operator, admin, eventually};
-use support::resources::{RUN, create, events_of, finished_backup, jobs, secret, setup, storage};
+use support::resources::{
+    RUN, create, events_of, finished_backup, jobs, secret, setup, storage, times_said,
+};
 
 /// Every key of database 0 and its value.
 async fn contents(redis: &RedisServer) -> Vec<(String, String)> {
@@ -36,8 +38,8 @@ async fn contents(redis: &RedisServer) -> Vec<(String, String)> {
     out
 }
 
-/// Takes a Backup of the schedule `bot` and waits for its drill to finish.
-async fn drilled(ns: &str, name: &str) -> Backup {
+/// Takes a Backup of the schedule `bot`.
+async fn backed_up(ns: &str, name: &str) {
     create::<Backup>(
         ns,
         json!({"metadata": {"name": name, "labels": {"coffer.dev/schedule": "bot"}},
@@ -51,6 +53,10 @@ async fn drilled(ns: &str, name: &str) -> Backup {
         "{:?}",
         done.status
     );
+}
+
+/// Waits for the drill of Backup `name` to finish.
+async fn drill_of(ns: &str, name: &str) -> Backup {
     let backups: Api<Backup> = Api::namespaced(admin().await, ns);
     eventually(RUN, &format!("{name}'s drill"), || async {
         let b = backups.get(name).await.unwrap();
@@ -58,6 +64,12 @@ async fn drilled(ns: &str, name: &str) -> Backup {
         (v.phase != VerificationPhase::Running).then_some(b)
     })
     .await
+}
+
+/// Takes a Backup of the schedule `bot` and waits for its drill to finish.
+async fn drilled(ns: &str, name: &str) -> Backup {
+    backed_up(ns, name).await;
+    drill_of(ns, name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,15 +86,38 @@ async fn a_schedule_drills_its_backups_records_the_proof_and_never_touches_produ
         &ns,
         json!({"metadata": {"name": "bot"}, "spec": {
             "schedule": "0 0 1 1 *", "source": source, "storage": storage(&s3),
-            "compression": "gzip",
-            "drill": {"every": 1, "checks": {"redis": ["GET order:7 => v7", "DBSIZE => 40"]}}}}),
+            "compression": "gzip"}}),
     )
     .await;
     let schedules: Api<BackupSchedule> = Api::namespaced(admin().await, &ns);
 
-    // A good backup: Verified, with its restore time and every check.
+    // A good backup, then production moves on (a changed value, one more key), then drills
+    // are turned on: the backup is Verified with its restore time, and the checks (which
+    // hold for the backup, not for production as it is now) passed in the scratch server.
+    backed_up(&ns, "first").await;
+    redis::cmd("SET")
+        .arg("order:7")
+        .arg("changed")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    redis::cmd("SET")
+        .arg("after:first")
+        .arg("1")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
     let before = contents(&redis).await;
-    let first = drilled(&ns, "first").await;
+    schedules
+        .patch(
+            "bot",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"drill": {"every": 1,
+                "checks": {"redis": ["GET order:7 => v7", "DBSIZE => 40"]}}}})),
+        )
+        .await
+        .unwrap();
+    let first = drill_of(&ns, "first").await;
     let v = first.status.unwrap().verification.unwrap();
     assert_eq!(v.phase, VerificationPhase::Verified, "{v:?}");
     assert!(v.restore_seconds.is_some_and(|s| s > 0.0), "{v:?}");
@@ -116,10 +151,12 @@ async fn a_schedule_drills_its_backups_records_the_proof_and_never_touches_produ
     let second = drilled(&ns, "second").await;
     let v = second.status.unwrap().verification.unwrap();
     assert_eq!(v.phase, VerificationPhase::VerificationFailed, "{v:?}");
+    // What it returned is restored data: in the worker's log, never in status or Events.
     assert!(
-        v.message.contains("GET order:7") && v.message.contains("v7"),
+        v.message.contains("GET order:7 => v8") && v.message.contains("did not hold"),
         "{v:?}"
     );
+    assert!(!v.message.contains("v7"), "{v:?}");
     assert_eq!(v.checks_failed, 1, "{v:?}");
 
     // A data object changed after it was stored (its manifest left alone): the drill's
@@ -140,9 +177,11 @@ async fn a_schedule_drills_its_backups_records_the_proof_and_never_touches_produ
     assert_eq!(v.phase, VerificationPhase::VerificationFailed, "{v:?}");
     assert!(v.message.starts_with("restore"), "{v:?}");
 
-    // Production holds the same data (the drill's Job names no source and gets none of its
-    // credentials: see the Job builder's tests), and no drill Job is left.
+    // Production holds what it held after it moved on, not the backup's data (the drill's
+    // Job names no source and gets none of its credentials: see the Job builder's tests);
+    // each backup was drilled once, and no drill Job is left.
     assert_eq!(contents(&redis).await, before);
+    assert_eq!(times_said(&ns, "bot", "DrillRequested").await, 3);
     for job in jobs(&ns).await {
         let name = job.metadata.name.unwrap_or_default();
         assert!(!name.ends_with("-drill"), "drill Job {name} is left");

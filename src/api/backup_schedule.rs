@@ -212,6 +212,14 @@ pub struct BackupScheduleStatus {
     /// backup).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub drills_requested: u64,
+    /// Successful backups seen since the last drill was asked for (for `spec.drill.every`;
+    /// counted as they succeed, so that retention deleting some does not delay the drill).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub successes_since_drill: u64,
+    /// The completion time of the newest successful backup counted in
+    /// `successesSinceDrill`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill_counted_until: Option<Time>,
     /// The notifications about the schedule itself (`stale`, `preflightFailed`), each
     /// recorded before it is sent; the newest 20 are kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

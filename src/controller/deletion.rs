@@ -127,7 +127,7 @@ pub async fn finalize(
     }
     // Stop the worker, and wait until its Pod is gone: a worker still running could write
     // its manifest after the folder was purged.
-    for operation in ["backup", "inspect", "lock"] {
+    for operation in ["backup", "inspect", "lock", "drill"] {
         let job_name = job::job_name(&name, operation);
         if let Found::Mine(job) = workers::find(ctx, namespace, &job_name, &uid).await?
             && workers::finished(&job).is_none()

@@ -29,6 +29,13 @@ use crate::worker::{Failure, Plan, Summary};
 
 /// How often a running drill is looked at (its Job's changes wake the Backup too).
 const RECHECK: Duration = Duration::from_secs(10);
+/// The annotation on a drill Job naming the request it answers (`drillRequestedAt`), so that
+/// a Job left from an earlier request is never read as the answer to a later one.
+const REQUEST_ANNOTATION: &str = "coffer.dev/drill-requested-at";
+
+fn request_key(wanted: &Time) -> String {
+    status::chrono(wanted).to_rfc3339()
+}
 
 /// The drill a Backup still has to run or finish: the time it was asked for.
 pub fn pending(status: &BackupStatus) -> Option<Time> {
@@ -131,15 +138,24 @@ pub async fn reconcile(
             record(ctx, api, backup, old, &lost, wanted).await
         }
         Found::None => {
+            // Only from the newest version of the Backup: a stale read could start a second
+            // drill of a request already answered.
+            let fresh = api.get(&backup.name_any()).await?;
+            if fresh.resource_version() != backup.resource_version() {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
             let schedules: Api<BackupSchedule> = Api::namespaced(ctx.client.clone(), namespace);
             let schedule = match backup.spec.schedule_ref {
                 Some(_) => schedules.get_opt(&schedule_name(backup)).await?,
                 None => None,
             };
-            let drill = schedule
-                .as_ref()
-                .and_then(|s| s.spec.drill.clone())
-                .unwrap_or_default();
+            let Some(drill) = schedule.as_ref().and_then(|s| s.spec.drill.clone()) else {
+                let cancelled = Summary::failed(
+                    Failure::DrillNotRun,
+                    "the drill was not run: its schedule no longer has spec.drill (or is gone)",
+                );
+                return record(ctx, api, backup, old, &cancelled, wanted).await;
+            };
             let template = template(
                 schedule.as_ref().and_then(|s| s.spec.job_template.as_ref()),
                 &drill,
@@ -152,7 +168,7 @@ pub async fn reconcile(
                 identity_secret: drill.identity_secret_ref.clone(),
                 scratch_size: drill.scratch_size.clone(),
             });
-            let built = job::build(
+            let mut built = job::build(
                 &JobRequest {
                     name: name.clone(),
                     namespace,
@@ -164,6 +180,11 @@ pub async fn reconcile(
                 },
                 &ctx.settings.worker,
             )?;
+            built
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(REQUEST_ANNOTATION.to_owned(), request_key(&wanted));
             match workers::create(ctx, namespace, &built).await? {
                 Created::Job(_) => {
                     let mut status = old.cloned().unwrap_or_default();
@@ -177,7 +198,8 @@ pub async fn reconcile(
                         checks_failed: 0,
                         message: format!("the drill's worker Job {name} is running"),
                     });
-                    status::apply(api, backup, old, &status).await?;
+                    // The first write of this reconcile, from the version just read.
+                    status::apply_fresh(api, &fresh, old, &status).await?;
                     ctx.event(
                         backup,
                         false,
@@ -192,6 +214,19 @@ pub async fn reconcile(
                     record(ctx, api, backup, old, &refused, wanted).await
                 }
             }
+        }
+        // A Job left from an earlier request (its result recorded, its deletion failed):
+        // removed, and the drill asked for now runs anew.
+        Found::Mine(job)
+            if job
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(REQUEST_ANNOTATION))
+                != Some(&request_key(&wanted)) =>
+        {
+            workers::delete(ctx, namespace, &name).await?;
+            Ok(Action::requeue(Duration::from_secs(2)))
         }
         Found::Mine(job) => match workers::observe(ctx, namespace, &job).await? {
             JobState::Running { .. } => Ok(Action::requeue(RECHECK)),

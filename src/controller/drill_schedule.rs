@@ -39,17 +39,31 @@ pub struct Candidate {
     pub drilling: bool,
 }
 
-/// Whether a drill is due and of which backup. `requests` counts the drills asked for so
-/// far (it chooses when an older backup is drilled); `pick` chooses among the older ones.
+/// What the schedule knows of its drills so far.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    /// When the last drill was asked for (or the schedule created).
+    pub since: DateTime<Utc>,
+    /// Successful backups seen since then (retention may have deleted some already).
+    pub successes: u64,
+    /// Drills asked for so far (every `olderEvery`-th takes an older backup).
+    pub requests: u64,
+}
+
+/// Whether a drill is due and of which backup; `pick` chooses among the older ones.
 pub fn decide(
     drill: &DrillSpec,
     cron: Option<&CronSchedule>,
-    since: DateTime<Utc>,
+    counts: Counts,
     now: DateTime<Utc>,
     backups: &[Candidate],
-    requests: u64,
     pick: u64,
 ) -> Decision {
+    let Counts {
+        since,
+        successes,
+        requests,
+    } = counts;
     let next = cron.and_then(|c| c.next_after(now));
     if backups.iter().any(|b| b.drilling) {
         return Decision::Wait(next);
@@ -58,9 +72,7 @@ pub fn decide(
     usable.sort_by_key(|b| b.time);
     let due = match (cron, drill.every) {
         (Some(cron), _) => super::due::latest_due(cron, since, now).is_some(),
-        (None, Some(every)) => {
-            usable.iter().filter(|b| b.time > since).count() >= every.max(1) as usize
-        }
+        (None, Some(every)) => successes >= u64::from(every.max(1)),
         (None, None) => false,
     };
     let Some(newest) = usable.last() else {
@@ -103,7 +115,66 @@ pub fn newer(recorded: Option<LastDrill>, found: Option<LastDrill>) -> Option<La
     }
 }
 
-/// Runs the schedule's drill step: records `lastDrill`, asks for a drill when one is due.
+/// When the last drill was asked for: the schedule's record, or a Backup's if later (the
+/// schedule's own record of a request can fail to be written after the request was).
+pub fn since(schedule: &BackupSchedule, backups: &[Backup], now: DateTime<Utc>) -> DateTime<Utc> {
+    let status = schedule.status.as_ref();
+    status
+        .and_then(|s| s.last_drill_request.as_ref())
+        .into_iter()
+        .chain(
+            backups
+                .iter()
+                .filter_map(|b| b.status.as_ref()?.drill_requested_at.as_ref()),
+        )
+        .map(status::chrono)
+        .max()
+        .or_else(|| {
+            schedule
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(status::chrono)
+        })
+        .unwrap_or(now)
+}
+
+/// Before retention deletes any of them: the newest finished drill of the Backups becomes
+/// `lastDrill`, and successful backups not seen before are counted (for `every`).
+pub fn observe(
+    schedule: &BackupSchedule,
+    backups: &[Backup],
+    status: &mut BackupScheduleStatus,
+    now: DateTime<Utc>,
+) {
+    if schedule.spec.drill.is_none() {
+        status.last_drill = None;
+        status.successes_since_drill = 0;
+        status.drill_counted_until = None;
+        status.conditions.retain(|c| c.type_ != "DrillScheduled");
+        return;
+    }
+    status.last_drill = newer(status.last_drill.take(), last_drill(backups));
+    // After the newest one counted; the first time, from the schedule's creation or last
+    // request on (the same second included: times have whole seconds).
+    let counted = status.drill_counted_until.as_ref().map(status::chrono);
+    let from = since(schedule, backups, now);
+    let new: Vec<DateTime<Utc>> = backups
+        .iter()
+        .filter_map(|b| {
+            let s = b.status.as_ref()?;
+            (s.phase == Some(BackupPhase::Succeeded))
+                .then(|| s.completion_time.as_ref().map(status::chrono))?
+        })
+        .filter(|t| counted.map_or(*t >= from, |c| *t > c))
+        .collect();
+    if let Some(newest) = new.iter().max() {
+        status.successes_since_drill += new.len() as u64;
+        status.drill_counted_until = Some(status::time(*newest));
+    }
+}
+
+/// Runs the schedule's drill step: asks for a drill when one is due.
 /// Returns when to look again. Problems are conditions and Events, never errors: drills
 /// never hold up backups.
 pub async fn step(
@@ -114,12 +185,19 @@ pub async fn step(
     status: &mut BackupScheduleStatus,
     now: DateTime<Utc>,
 ) -> Option<Duration> {
-    let Some(drill) = schedule.spec.drill.as_ref() else {
-        status.last_drill = None;
-        return None;
-    };
-    status.last_drill = newer(status.last_drill.take(), last_drill(backups));
+    let drill = schedule.spec.drill.as_ref()?;
     let generation = schedule.metadata.generation;
+    if let Err(e) = crate::worker::drill::user_checks(&drill.checks) {
+        set_condition(
+            &mut status.conditions,
+            "DrillScheduled",
+            false,
+            "InvalidDrillCheck",
+            &format!("{e}; no drill runs until it is fixed"),
+            generation,
+        );
+        return None;
+    }
     let cron = match &drill.schedule {
         Some(expression) => {
             let zone = drill
@@ -143,11 +221,17 @@ pub async fn step(
         }
         None => None,
     };
-    let since = status
-        .last_drill_request
-        .as_ref()
-        .or(schedule.metadata.creation_timestamp.as_ref())
-        .map_or(now, status::chrono);
+    let counts = Counts {
+        since: since(schedule, backups, now),
+        successes: status.successes_since_drill,
+        requests: status.drills_requested,
+    };
+    // A drill asked for longer ago than it may run (and an hour more) is not waited for:
+    // its Backup cannot run it (being deleted, copies or a lock extension first).
+    let deadline = drill
+        .active_deadline_seconds
+        .unwrap_or(super::job::DEFAULT_DRILL_DEADLINE_SECONDS)
+        .saturating_add(3600);
     let candidates: Vec<Candidate> = backups
         .iter()
         .map(|b| {
@@ -159,22 +243,20 @@ pub async fn step(
                     .map_or_else(|| run_time(b), status::chrono),
                 usable: b.metadata.deletion_timestamp.is_none()
                     && s.is_some_and(|s| {
-                        s.phase == Some(BackupPhase::Succeeded) && s.resolved.is_some()
+                        s.phase == Some(BackupPhase::Succeeded)
+                            && s.resolved.is_some()
+                            && !super::copies::outstanding(s)
+                            && super::relock::pending(s).is_none()
                     }),
-                drilling: s.is_some_and(|s| super::drill::pending(s).is_some()),
+                drilling: b.metadata.deletion_timestamp.is_none()
+                    && s.and_then(super::drill::pending).is_some_and(|asked| {
+                        (now - status::chrono(&asked)).num_seconds() < deadline
+                    }),
             }
         })
         .collect();
     let pick = u64::from(now.timestamp_subsec_nanos()) ^ now.timestamp().unsigned_abs();
-    let decision = decide(
-        drill,
-        cron.as_ref(),
-        since,
-        now,
-        &candidates,
-        status.drills_requested,
-        pick,
-    );
+    let decision = decide(drill, cron.as_ref(), counts, now, &candidates, pick);
     set_condition(
         &mut status.conditions,
         "DrillScheduled",
@@ -192,9 +274,11 @@ pub async fn step(
         Decision::Wait(next) => wake(next),
         Decision::Drill(name) => {
             match ask(api, &name, now).await {
-                Ok(()) => {
+                Ok(false) => {}
+                Ok(true) => {
                     status.last_drill_request = Some(status::time(now));
                     status.drills_requested += 1;
+                    status.successes_since_drill = 0;
                     let related = backups
                         .iter()
                         .find(|b| b.name_any() == name)
@@ -218,13 +302,19 @@ pub async fn step(
     }
 }
 
-/// Records the drill request in the Backup's status, read fresh and written with its version.
-async fn ask(api: &Api<Backup>, name: &str, now: DateTime<Utc>) -> Result<(), super::Error> {
+/// Records the drill request in the Backup's status, read fresh and written with its
+/// version; `false` when the fresh Backup is being deleted or has a drill pending already
+/// (the list this reconcile read was behind).
+async fn ask(api: &Api<Backup>, name: &str, now: DateTime<Utc>) -> Result<bool, super::Error> {
     let current = api.get(name).await?;
     let old = current.status.clone().unwrap_or_default();
+    if current.metadata.deletion_timestamp.is_some() || super::drill::pending(&old).is_some() {
+        return Ok(false);
+    }
     let mut status = old.clone();
     status.drill_requested_at = Some(status::time(now));
-    status::apply_fresh(api, &current, Some(&old), &status).await
+    status::apply_fresh(api, &current, Some(&old), &status).await?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -244,6 +334,15 @@ mod tests {
         }
     }
 
+    /// One success seen since a drill at minute 0.
+    fn one() -> Counts {
+        Counts {
+            since: t(0),
+            successes: 1,
+            requests: 0,
+        }
+    }
+
     fn every(n: u32) -> DrillSpec {
         DrillSpec {
             every: Some(n),
@@ -253,14 +352,21 @@ mod tests {
 
     #[test]
     fn every_n_drills_the_newest_once_n_backups_succeeded_since_the_last_drill() {
-        let backups = [backup("a", 1), backup("b", 2), backup("c", 3)];
-        let decide = |n, since| decide(&every(n), None, since, t(10), &backups, 0, 0);
-        assert_eq!(decide(1, t(0)), Decision::Drill("c".into()));
-        assert_eq!(decide(3, t(0)), Decision::Drill("c".into()));
-        assert_eq!(decide(4, t(0)), Decision::Wait(None));
-        // Since the last drill (at minute 2) only one more succeeded.
-        assert_eq!(decide(2, t(2)), Decision::Wait(None));
-        assert_eq!(decide(1, t(2)), Decision::Drill("c".into()));
+        // Retention may have deleted most: the count of successes seen decides.
+        let backups = [backup("c", 3)];
+        let decide = |n, successes| {
+            let counts = Counts {
+                since: t(0),
+                successes,
+                requests: 0,
+            };
+            decide(&every(n), None, counts, t(10), &backups, 0)
+        };
+        assert_eq!(decide(1, 1), Decision::Drill("c".into()));
+        assert_eq!(decide(3, 3), Decision::Drill("c".into()));
+        assert_eq!(decide(3, 7), Decision::Drill("c".into()));
+        assert_eq!(decide(4, 3), Decision::Wait(None));
+        assert_eq!(decide(1, 0), Decision::Wait(None));
     }
 
     #[test]
@@ -268,18 +374,18 @@ mod tests {
         let mut backups = vec![backup("a", 1), backup("b", 2)];
         backups[1].usable = false;
         assert_eq!(
-            decide(&every(1), None, t(0), t(10), &backups, 0, 0),
+            decide(&every(1), None, one(), t(10), &backups, 0),
             Decision::Drill("a".into())
         );
         backups[0].drilling = true;
         assert_eq!(
-            decide(&every(1), None, t(0), t(10), &backups, 0, 0),
+            decide(&every(1), None, one(), t(10), &backups, 0),
             Decision::Wait(None)
         );
         backups[0].usable = false;
         backups[0].drilling = false;
         assert_eq!(
-            decide(&every(1), None, t(0), t(10), &backups, 0, 0),
+            decide(&every(1), None, one(), t(10), &backups, 0),
             Decision::Wait(None)
         );
     }
@@ -322,7 +428,10 @@ mod tests {
             older_every: 3,
             ..every(1)
         };
-        let nth = |requests, pick| decide(&drill, None, t(0), t(10), &backups, requests, pick);
+        let nth = |requests, pick| {
+            let counts = Counts { requests, ..one() };
+            decide(&drill, None, counts, t(10), &backups, pick)
+        };
         assert_eq!(nth(0, 0), Decision::Drill("c".into()));
         assert_eq!(nth(1, 0), Decision::Drill("c".into()));
         assert_eq!(nth(2, 0), Decision::Drill("a".into()));
@@ -346,19 +455,21 @@ mod tests {
                 .map(|d| d.with_timezone(&Utc))
                 .unwrap_or_default()
         };
-        let since = at("2027-01-02T00:00:00Z");
+        let counts = Counts {
+            since: at("2027-01-02T00:00:00Z"),
+            ..Counts::default()
+        };
         assert!(matches!(
-            decide(&drill, Some(&cron), since, at("2027-01-03T01:59:00Z"), &backups, 0, 0),
+            decide(&drill, Some(&cron), counts, at("2027-01-03T01:59:00Z"), &backups, 0),
             Decision::Wait(Some(next)) if next == at("2027-01-03T02:00:00Z")
         ));
         assert_eq!(
             decide(
                 &drill,
                 Some(&cron),
-                since,
+                counts,
                 at("2027-01-03T02:00:30Z"),
                 &backups,
-                0,
                 0
             ),
             Decision::Drill("a".into())

@@ -214,6 +214,8 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
             .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(BackupPhase::Failed))
             .filter_map(|b| b.status.as_ref()?.completion_time.clone()),
     );
+    // Drills' results and the successes they count, before retention deletes any.
+    super::drill_schedule::observe(&schedule, &backups, &mut status, now);
     if let Some(policy) = &spec.retention {
         let history: Vec<Run> = backups
             .iter()

@@ -290,8 +290,8 @@ impl S3Store {
 
     /// CreateMultipartUpload, in a task of its own that outlives a cancelled caller: the
     /// store may have opened the upload before the caller stopped waiting, and then only
-    /// the answer knows its id. That task aborts such an upload, and a worker that stops
-    /// early waits for it like for the other aborts (see [`finish_cleanup`]).
+    /// the answer knows its id. An answer nobody reads aborts its upload, and a worker that
+    /// stops early waits for that like for the other aborts (see [`finish_cleanup`]).
     async fn create_upload(&self, key: &str) -> Result<CreateMultipartUploadOutput, StorageError> {
         let request = self
             .locked_upload(self.client.create_multipart_upload())
@@ -301,20 +301,24 @@ impl S3Store {
         let (answer, waiting) = tokio::sync::oneshot::channel();
         CLEANUP.spawn(async move {
             let result = request.send().await;
-            if let Err(Ok(upload)) = answer.send(result)
-                && let Some(upload_id) = upload.upload_id()
-            {
-                let _ = client
-                    .abort_multipart_upload()
-                    .bucket(bucket)
-                    .key(full_key)
-                    .upload_id(upload_id)
-                    .send()
-                    .await;
-            }
+            // The answer travels with a guard that aborts the upload when dropped unread:
+            // here if the caller has gone, or with the channel if it goes before reading.
+            let guard = result.as_ref().ok().map(|upload| AbortOnDrop {
+                client,
+                bucket,
+                key: full_key,
+                upload_id: upload.upload_id().map(str::to_owned),
+            });
+            drop(answer.send((result, guard)));
         });
         match waiting.await {
-            Ok(result) => result.map_err(|e| self.error("CreateMultipartUpload", key, e)),
+            Ok((result, guard)) => {
+                if let Some(mut guard) = guard {
+                    // From here on put_stream's own guard answers for the upload.
+                    guard.upload_id = None;
+                }
+                result.map_err(|e| self.error("CreateMultipartUpload", key, e))
+            }
             Err(_) => Err(StorageError::S3 {
                 operation: "CreateMultipartUpload",
                 location: self.location(key),
