@@ -17,25 +17,10 @@ use support::resources::{
     RUN, create, events_of, finished_backup, jobs, secret, setup, storage, times_said,
 };
 
-/// Every key of database 0 and its value.
-async fn contents(redis: &RedisServer) -> Vec<(String, String)> {
+/// Every key of every database (type, content, expiry) and the function libraries.
+async fn contents(redis: &RedisServer) -> impl PartialEq + std::fmt::Debug {
     let mut con = support::redis_data::connect(&redis.url()).await;
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    keys.sort();
-    let mut out = Vec::new();
-    for key in keys {
-        let value: String = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        out.push((key, value));
-    }
-    out
+    support::redis_data::state(&mut con).await
 }
 
 /// Takes a Backup of the schedule `bot`.
