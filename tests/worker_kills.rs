@@ -257,6 +257,17 @@ async fn run_or_kill(
     (delay, alive)
 }
 
+/// The window the next kill aims in: a kill that found the worker already gone shows that
+/// runs last less than `ran` (the undisturbed run that measured `window` may have been slowed
+/// by a busy machine), so the next kills aim inside that shorter time.
+fn next_window(window: Duration, ran: Duration, alive: bool) -> Duration {
+    if alive {
+        window
+    } else {
+        window.min(ran * 3 / 4)
+    }
+}
+
 /// Starts a Backup `name` and waits for it; with `kill_within`, SIGKILLs its worker at a
 /// random point within that time. Returns the Backup, how long its worker ran (until the
 /// kill), and whether the kill found it running.
@@ -323,7 +334,7 @@ async fn workers_killed_at_random_points(engine: Engine) {
     // An undisturbed backup measures how long a run lasts.
     let (base, length, _) = backup(&fixture, "base", None).await;
     // The first run is the slowest (cold caches): kills aim inside the later ones.
-    let length = length * 9 / 10;
+    let mut length = length * 9 / 10;
     let status = base.status.unwrap();
     assert_eq!(status.phase, Some(BackupPhase::Succeeded), "{status:?}");
     let mut succeeded = vec![status.location.unwrap()];
@@ -332,8 +343,9 @@ async fn workers_killed_at_random_points(engine: Engine) {
     let (mut killed, mut interrupted) = (0, 0);
     for run in 0..RUNS {
         let name = format!("killed-{run}");
-        let (done, _, alive) = backup(&fixture, &name, Some((&mut random, length))).await;
+        let (done, ran, alive) = backup(&fixture, &name, Some((&mut random, length))).await;
         interrupted += usize::from(alive);
+        length = next_window(length, ran, alive);
         let status = done.status.unwrap();
         let (reason, message) = condition(&status.conditions, "Ready");
         let location = status.location.clone().unwrap();
@@ -394,7 +406,7 @@ async fn workers_killed_at_random_points(engine: Engine) {
     // Restores: an undisturbed one measures the length, then each killed at random.
     fixture.damage().await;
     let (done, length, _) = restore(&fixture, "restore-first", None).await;
-    let length = length * 9 / 10;
+    let mut length = length * 9 / 10;
     let status = done.status.unwrap();
     assert_eq!(status.phase, Some(RestorePhase::Succeeded), "{status:?}");
     assert!(fixture.snapshot().await == original, "restore-first");
@@ -405,8 +417,9 @@ async fn workers_killed_at_random_points(engine: Engine) {
         let name = format!("restore-killed-{run}");
         fixture.damage().await;
         let damaged = fixture.snapshot().await;
-        let (done, _, alive) = restore(&fixture, &name, Some((&mut random, length))).await;
+        let (done, ran, alive) = restore(&fixture, &name, Some((&mut random, length))).await;
         interrupted += usize::from(alive);
+        length = next_window(length, ran, alive);
         let status = done.status.unwrap();
         let (reason, message) = condition(&status.conditions, "Restored");
         let now = fixture.snapshot().await;
