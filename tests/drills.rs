@@ -2,7 +2,8 @@
 //! kubelet: the drill's worker starts its scratch `redis-server` from the host's binaries.
 //! A good backup is Verified with its restore time; a failing user check and a data object
 //! changed after it was stored are VerificationFailed, naming what differed; the production
-//! server is never touched, and the drill's Job carries none of its credentials.
+//! server is never touched, and the drill's Job carries none of its credentials; each failed
+//! drill is told to the schedule's Notifiers once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -64,6 +65,14 @@ async fn a_schedule_drills_its_backups_records_the_proof_and_never_touches_produ
     let mut con = support::redis_data::connect(&redis.url()).await;
     support::redis_data::set_numbered(&mut con, "order:", "v", 40).await;
     secret(&ns, "redis-auth", &[("password", "redis-pw")]).await;
+    // A Notifier with the default events, which include drillFailed.
+    let (hook, told) = support::webhook::receiver().await;
+    secret(&ns, "hook", &[("url", &hook)]).await;
+    create::<coffer::api::Notifier>(
+        &ns,
+        json!({"metadata": {"name": "ops"}, "spec": {"webhook": {"urlSecretRef": {"name": "hook", "key": "url"}}}}),
+    )
+    .await;
     let _operator = Operator::start(&ns, "solo");
     let source = json!({"redis": {"host": "127.0.0.1", "port": redis.port(), "mode": "Keys",
         "passwordSecretRef": {"name": "redis-auth", "key": "password"}}});
@@ -71,7 +80,7 @@ async fn a_schedule_drills_its_backups_records_the_proof_and_never_touches_produ
         &ns,
         json!({"metadata": {"name": "bot"}, "spec": {
             "schedule": "0 0 1 1 *", "source": source, "storage": storage(&s3),
-            "compression": "gzip"}}),
+            "compression": "gzip", "notify": [{"name": "ops"}]}}),
     )
     .await;
     let schedules: Api<BackupSchedule> = Api::namespaced(admin().await, &ns);
@@ -162,11 +171,53 @@ async fn a_schedule_drills_its_backups_records_the_proof_and_never_touches_produ
     assert_eq!(v.phase, VerificationPhase::VerificationFailed, "{v:?}");
     assert!(v.message.starts_with("restore"), "{v:?}");
 
+    // Each failed drill was told once, with its verdict and message (and no restored data
+    // or credentials); the good one was not.
+    let bodies = eventually(RUN, "two drillFailed notifications", || async {
+        let bodies = told.lock().unwrap().clone();
+        (bodies.len() >= 2).then_some(bodies)
+    })
+    .await;
+    let mut notices: Vec<serde_json::Value> = bodies
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    notices.sort_by_key(|n| n["name"].as_str().unwrap().to_owned());
+    let about: Vec<(&str, &str, &str)> = notices
+        .iter()
+        .map(|n| {
+            (
+                n["event"].as_str().unwrap(),
+                n["name"].as_str().unwrap(),
+                n["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        about,
+        [
+            ("drillFailed", "second", "VerificationFailed"),
+            ("drillFailed", "third", "VerificationFailed")
+        ],
+        "{bodies:?}"
+    );
+    assert!(
+        notices[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("GET order:7 => v8"),
+        "{bodies:?}"
+    );
+    for body in &bodies {
+        assert!(!body.contains("v7") && !body.contains("redis-pw"), "{body}");
+    }
+
     // Production holds what it held after it moved on, not the backup's data (the drill's
     // Job names no source and gets none of its credentials: see the Job builder's tests);
     // each backup was drilled once, and no drill Job is left.
     assert_eq!(contents(&redis).await, before);
     assert_eq!(times_said(&ns, "bot", "DrillRequested").await, 3);
+    assert_eq!(told.lock().unwrap().len(), 2, "told more than once");
     for job in jobs(&ns).await {
         let name = job.metadata.name.unwrap_or_default();
         assert!(!name.ends_with("-drill"), "drill Job {name} is left");

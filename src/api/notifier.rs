@@ -51,7 +51,7 @@ pub struct NotifierSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<HeartbeatSink>,
     /// The events to notify about. Default: `failed`, `recovered`, `stale`,
-    /// `restoreFailed`, `preflightFailed`, `copyFailed`.
+    /// `restoreFailed`, `preflightFailed`, `copyFailed`, `drillFailed`.
     #[serde(default = "default_events")]
     pub events: Vec<NotifyEvent>,
     /// Notify about every failed backup, not only the first of a series of failures of the
@@ -68,6 +68,7 @@ fn default_events() -> Vec<NotifyEvent> {
         NotifyEvent::RestoreFailed,
         NotifyEvent::PreflightFailed,
         NotifyEvent::CopyFailed,
+        NotifyEvent::DrillFailed,
     ]
 }
 
@@ -92,6 +93,10 @@ pub enum NotifyEvent {
     /// A copy of a backup to one of its schedule's copy stores failed (once per copy of a
     /// Backup; its retries are not told again) or was given up.
     CopyFailed,
+    /// A restore drill of a backup (a schedule's `spec.drill`) found that it does not
+    /// restore as recorded (`VerificationFailed`) or could not run (`DrillNotRun`); once
+    /// per drill.
+    DrillFailed,
 }
 
 impl NotifyEvent {
@@ -106,6 +111,7 @@ impl NotifyEvent {
             Self::RestoreFailed => "restoreFailed",
             Self::PreflightFailed => "preflightFailed",
             Self::CopyFailed => "copyFailed",
+            Self::DrillFailed => "drillFailed",
         }
     }
 }

@@ -19,10 +19,12 @@ use super::context::Context;
 use super::error::Error;
 use super::job::{self, JobRequest};
 use super::metrics::{RunLabels, ScheduleLabels};
+use super::notify;
 use super::status;
 use super::workers::{self, Created, Found, JobState};
 use crate::api::{
-    Backup, BackupSchedule, BackupStatus, DrillSpec, JobTemplate, Verification, VerificationPhase,
+    Backup, BackupSchedule, BackupStatus, DrillSpec, JobTemplate, NotifyEvent, Verification,
+    VerificationPhase,
 };
 use crate::worker::plan::DrillPlan;
 use crate::worker::{Failure, Plan, Summary};
@@ -248,9 +250,17 @@ async fn record(
     summary: &Summary,
     wanted: Time,
 ) -> Result<Action, Error> {
-    let verification = verification(summary, wanted);
+    let verification = verification(summary, wanted.clone());
     let mut status = old.cloned().unwrap_or_default();
     status.verification = Some(verification.clone());
+    let namespace = backup.namespace().unwrap_or_default();
+    // A failed drill is told, in the same write: once per drill (the request's time is in
+    // the delivery's id).
+    let problems = if verification.phase == VerificationPhase::Verified {
+        Vec::new()
+    } else {
+        plan_failure_notice(ctx, &namespace, backup, &mut status, &wanted).await?
+    };
     // Once only: a reconcile that read stale status conflicts here instead of counting twice.
     status::apply_fresh(api, backup, old, &status).await?;
     let (warning, reason) = match verification.phase {
@@ -260,7 +270,10 @@ async fn record(
     };
     ctx.event(backup, warning, reason, &verification.message)
         .await;
-    let namespace = backup.namespace().unwrap_or_default();
+    for problem in problems {
+        ctx.event(backup, true, "NotificationFailed", &problem)
+            .await;
+    }
     let schedule = schedule_name(backup);
     let source_kind = kind_word(status.source_kind).to_owned();
     ctx.metrics
@@ -286,6 +299,33 @@ async fn record(
             .set(seconds);
     }
     Ok(Action::await_change())
+}
+
+/// Records in `status` the `drillFailed` deliveries for the Notifiers of `backup` (its
+/// schedule's); returns what the ones that cannot be sent say, for Events.
+async fn plan_failure_notice(
+    ctx: &Context,
+    namespace: &str,
+    backup: &Backup,
+    status: &mut BackupStatus,
+    wanted: &Time,
+) -> Result<Vec<String>, Error> {
+    let refs = super::backup::notifiers(ctx, namespace, backup).await?;
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wants = notify::lookup(ctx, namespace, &refs).await?;
+    let planned = notify::plan_event(NotifyEvent::DrillFailed, status::chrono(wanted), &wants)
+        .into_iter()
+        .filter(|d| !status.notifications.iter().any(|o| o.id == d.id))
+        .collect();
+    let problems = notify::add_planned(&mut status.notifications, planned);
+    notify::mark(
+        &mut status.conditions,
+        &status.notifications,
+        backup.metadata.generation,
+    );
+    Ok(problems)
 }
 
 #[cfg(test)]

@@ -469,6 +469,17 @@ pub fn backup_notice(backup: &Backup, delivery: &Delivery) -> Notice {
             copied.map(|c| c.reason.clone()).unwrap_or_default(),
             copied.map(|c| c.message.clone()).unwrap_or_default(),
         ),
+        "drillFailed" => status
+            .verification
+            .as_ref()
+            .map(|v| {
+                let reason = match v.phase {
+                    crate::api::VerificationPhase::VerificationFailed => "VerificationFailed",
+                    _ => "DrillNotRun",
+                };
+                (reason.to_owned(), v.message.clone())
+            })
+            .unwrap_or_default(),
         _ => (
             ready.map(|c| c.reason.clone()).unwrap_or_default(),
             ready.map(|c| c.message.clone()).unwrap_or_default(),

@@ -21,7 +21,7 @@ pub const SCHEMA: &str = "coffer.dev/notification/v1";
 #[serde(rename_all = "camelCase")]
 pub struct Notice {
     /// `failed`, `succeeded`, `recovered`, `stale`, `restoreSucceeded`, `restoreFailed`,
-    /// `preflightFailed`; `start` for heartbeats.
+    /// `preflightFailed`, `copyFailed`, `drillFailed`; `start` for heartbeats.
     pub event: String,
     /// The delivery's id: the same for every retry of one notification, so a receiver can
     /// drop duplicates.
@@ -73,7 +73,7 @@ impl Notice {
     pub fn is_bad(&self) -> bool {
         matches!(
             self.event.as_str(),
-            "failed" | "stale" | "restoreFailed" | "preflightFailed" | "copyFailed"
+            "failed" | "stale" | "restoreFailed" | "preflightFailed" | "copyFailed" | "drillFailed"
         )
     }
 
@@ -87,6 +87,7 @@ impl Notice {
             "stale" => "is stale",
             "preflightFailed" => "failed its pre-flight check",
             "copyFailed" => "could not be copied",
+            "drillFailed" => "failed its restore drill",
             "start" => "started",
             "test" => "sent a test notification",
             other => other,
@@ -153,6 +154,12 @@ pub fn action_for(reason: &str) -> &'static str {
         "Stale" => "find out why the schedule's backups do not succeed: look at its newest Backups",
         "SourceCheckFailed" => {
             "fix what the message names (host, password Secret, privileges); the schedule checks again when its Secret changes"
+        }
+        "VerificationFailed" => {
+            "do not count on this backup: read the drill Job's log, and restore an older backup that passed its drill if you must"
+        }
+        "DrillNotRun" => {
+            "give the drill what the message says it lacked (memory, scratchSize, activeDeadlineSeconds) in the schedule's spec.drill"
         }
         "StorageCheckFailed" => {
             "fix the store (bucket, endpoint, credentials Secret, write access); the schedule checks again when its Secret changes"
