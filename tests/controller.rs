@@ -1644,10 +1644,24 @@ async fn an_encrypted_schedule_gives_workers_public_keys_only_and_restores_with_
     assert!(message.contains("ConfigMap gone"), "{message}");
 }
 
+/// The names of the Backups in `ns`, sorted.
+async fn backups_now(ns: &str) -> Vec<String> {
+    let mut names: Vec<String> = Api::<Backup>::namespaced(admin().await, ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    names.sort();
+    names
+}
+
 /// A restore that flushes its target first takes a safety backup of it (after the app is
 /// stopped, before anything is written); restoring that backup gives back exactly what was
 /// there. A safety backup that fails stops the restore before it writes. `safetyBackup:
-/// false` takes none.
+/// false` takes none. Its dry run first says what it would do and does none of it.
 #[tokio::test]
 async fn a_flush_restore_of_the_wrong_backup_is_undone_by_its_safety_backup() {
     let (_namespace, ns, s3) = setup("safety").await;
@@ -1679,6 +1693,55 @@ async fn a_flush_restore_of_the_wrong_backup_is_undone_by_its_safety_backup() {
     .await;
     let wrong = finished_backup(&ns, "wrong").await;
     assert_eq!(wrong.status.unwrap().phase, Some(BackupPhase::Succeeded));
+
+    // A dry run of the mistake says what it would do (production's keys flushed, the wrong
+    // ones added) and does none of it: no safety backup, production unchanged, nothing
+    // quiesced (a workload it names that does not exist would fail a restore).
+    let in_db0: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "look-first"}, "spec": {
+        "backupRef": {"name": "wrong"}, "target": redis_source(&prod, "prod-auth"),
+        "redis": {"conflict": "Flush"}, "dryRun": true,
+        "quiesce": [{"kind": "Deployment", "name": "not-here"}]}}),
+    )
+    .await;
+    let looked = finished_restore(&ns, "look-first").await.status.unwrap();
+    assert_eq!(looked.phase, Some(RestorePhase::Succeeded), "{looked:?}");
+    let reason = |status: &coffer::api::RestoreRequestStatus, kind: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == kind)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    assert_eq!(
+        reason(&looked, "Ready"),
+        Some(("True".to_owned(), "DryRun".to_owned()))
+    );
+    assert_eq!(
+        reason(&looked, "Restored"),
+        Some(("False".to_owned(), "DryRun".to_owned()))
+    );
+    assert_eq!(looked.safety_backup, None, "{looked:?}");
+    assert!(looked.quiesced.is_empty(), "{looked:?}");
+    let preview = looked.preview.clone();
+    assert!(
+        preview[0].starts_with(&format!("flushed first: {in_db0} keys (for example ")),
+        "{preview:?}"
+    );
+    assert!(
+        preview[1].starts_with("added: 20 keys (for example \"wrong:"),
+        "{preview:?}"
+    );
+    assert!(
+        preview.contains(&"overwritten: 0 keys".to_owned()),
+        "{preview:?}"
+    );
+    let (unchanged, _) = support::redis_data::state(&mut con).await;
+    support::redis_data::assert_same(&original, &unchanged);
+    let listed = backups_now(&ns).await;
+    assert_eq!(listed, ["wrong"], "the dry run took no safety backup");
 
     // The mistake: the wrong backup, flushed into production.
     create::<RestoreRequest>(
@@ -1734,7 +1797,10 @@ async fn a_flush_restore_of_the_wrong_backup_is_undone_by_its_safety_backup() {
         "the safety backup was complete before the restore started"
     );
     let size: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
-    assert_eq!(size, 20, "production now holds the wrong data");
+    assert_eq!(
+        size, 20,
+        "production now holds the wrong data, as the dry run said"
+    );
 
     // Undo: restore the safety backup (no second safety backup asked for).
     create::<RestoreRequest>(

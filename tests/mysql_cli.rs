@@ -186,6 +186,44 @@ async fn every_object_and_row_comes_back_with_the_accounts() {
     ok(&["verify", &location], &env);
 
     let target = MariaDbServer::start().unwrap();
+    // The dry run says what the restore will do, and does none of it.
+    let databases = rows(&target, None, "SHOW DATABASES").await;
+    let accounts = rows(
+        &target,
+        None,
+        "SELECT user, host FROM mysql.user ORDER BY 1, 2",
+    )
+    .await;
+    let (_, out) = ok(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &target.url(None),
+            "--create",
+            "--users",
+            "--dry-run",
+        ],
+        &env,
+    );
+    let said = support::cli::stdout(&out);
+    for line in [
+        "database \"shop\": created\n  audit: no such table now, 1 rows after\n  customers: no such table now, 3 rows after\n  orders: no such table now, 3 rows after\n",
+        "database \"blog-2\": created\n  counters: no such table now, 1 rows after\n  posts: no such table now, 2 rows after\n",
+        "\naccounts: 1 created (app@%), 0 existing get the backup's grants added, ",
+    ] {
+        assert!(said.contains(line), "{line:?} not in {said}");
+    }
+    assert_eq!(rows(&target, None, "SHOW DATABASES").await, databases);
+    assert_eq!(
+        rows(
+            &target,
+            None,
+            "SELECT user, host FROM mysql.user ORDER BY 1, 2"
+        )
+        .await,
+        accounts
+    );
     let (line, _) = ok(
         &[
             "restore",
@@ -475,12 +513,62 @@ async fn clean_create_rename_and_one_database_of_several() {
     );
 
     // Without --clean, what the backup does not hold stays; tables it holds are replaced.
+    // The dry runs (without and with --clean) say so, and write nothing.
     run(
         &server,
         Some("shop_copy"),
         "CREATE TABLE extra (id INT); DELETE FROM orders;",
     )
     .await;
+    let before = describe(&server, "shop_copy").await;
+    let preview = |clean: bool| {
+        let mut args = vec![
+            "restore".to_owned(),
+            location.clone(),
+            "--to".to_owned(),
+            format!("{url}/shop_copy"),
+            "--databases".to_owned(),
+            "shop".to_owned(),
+            "--dry-run".to_owned(),
+        ];
+        if clean {
+            args.push("--clean".to_owned());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (_, out) = ok(&args, &env);
+        let said = support::cli::stdout(&out);
+        assert!(!said.contains(server.password()), "{said}");
+        said.lines().skip(1).map(str::to_owned).collect::<Vec<_>>()
+    };
+    let tables = [
+        "  audit: 1 rows now, 1 rows after",
+        "  customers: 3 rows now, 3 rows after",
+        "  orders: 0 rows now, 3 rows after",
+    ];
+    assert_eq!(
+        preview(false),
+        [
+            &["database \"shop_copy\" (from \"shop\"): exists: the backup's tables are replaced"][..],
+            &tables,
+            &["  left alone (not in the backup): extra"],
+        ]
+        .concat()
+    );
+    assert_eq!(
+        preview(true),
+        [
+            &["database \"shop_copy\" (from \"shop\"): exists: dropped and created again (clean)"]
+                [..],
+            &tables,
+            &["  dropped with the database (not in the backup): extra"],
+        ]
+        .concat()
+    );
+    assert_eq!(
+        describe(&server, "shop_copy").await,
+        before,
+        "the dry run wrote"
+    );
     ok(
         &[
             "restore",

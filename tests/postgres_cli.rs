@@ -318,11 +318,40 @@ async fn restore_into_another_database_and_over_existing_data() {
     assert_eq!(fingerprint(&copy).await, expected);
 
     // Over existing objects without --clean, pg_restore fails in its single transaction:
-    // the database is left exactly as it was.
-    copy.batch_execute("DELETE FROM tags; UPDATE items SET name = 'changed'")
-        .await
-        .unwrap();
+    // the database is left exactly as it was. The dry run says so first, and writes nothing.
+    copy.batch_execute(
+        "DELETE FROM tags; UPDATE items SET name = 'changed'; \
+         CREATE TABLE notes (n int); INSERT INTO notes VALUES (1), (2)",
+    )
+    .await
+    .unwrap();
     let changed = fingerprint(&copy).await;
+    let databases = database_names(&server).await;
+    let preview = |extra: &[&'static str]| -> Vec<String> {
+        let mut args = into_copy(extra);
+        args.push("--dry-run");
+        let (_, out) = ok(&args, &[]);
+        let said = support::cli::stdout(&out);
+        assert!(!said.contains(server.password()), "{said}");
+        said.lines().map(str::to_owned).collect()
+    };
+    let said = preview(&[]);
+    assert!(
+        said[0].starts_with("dry run: nothing was written to postgres://"),
+        "{said:?}"
+    );
+    assert_eq!(
+        said[1..],
+        [
+            "database \"copy\" (from \"app\"): exists: restored into as it is",
+            "  public.items: 50 rows now, 50 rows after",
+            "  public.tags: 0 rows now, 25 rows after",
+            "  left alone (not in the backup): public.notes",
+            "  the restore would fail and change nothing in \"copy\": public.items, public.tags already exist (restore with clean to replace them)",
+        ],
+        "{said:?}"
+    );
+    assert_eq!(fingerprint(&copy).await, changed, "the dry run wrote");
     let message = fails(
         &into_copy(&[]),
         &[],
@@ -335,8 +364,58 @@ async fn restore_into_another_database_and_over_existing_data() {
     assert!(!message.contains(server.password()), "{message}");
     assert_eq!(fingerprint(&copy).await, changed, "rolled back");
 
-    // --clean drops and re-creates what the backup holds.
+    // --clean drops and re-creates what the backup holds, as its dry run says; the other
+    // table is left alone. A dry run into a database that does not exist creates nothing.
+    let said = preview(&["--clean"]);
+    assert_eq!(
+        said[1..],
+        [
+            "database \"copy\" (from \"app\"): exists: the backup's objects are dropped and created again (clean)",
+            "  public.items: 50 rows now, 50 rows after",
+            "  public.tags: 0 rows now, 25 rows after",
+            "  left alone (not in the backup): public.notes",
+        ],
+        "{said:?}"
+    );
+    let (_, out) = ok(
+        &[
+            "restore",
+            &location,
+            "--to",
+            &server.url("fresh"),
+            "--databases",
+            "app",
+            "--create",
+            "--dry-run",
+        ],
+        &[],
+    );
+    let said: Vec<String> = support::cli::stdout(&out)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        said[1..],
+        [
+            "database \"fresh\" (from \"app\"): created",
+            "  public.items: no such table now, 50 rows after",
+            "  public.tags: no such table now, 25 rows after",
+        ],
+        "{said:?}"
+    );
+    assert_eq!(fingerprint(&copy).await, changed, "the dry run wrote");
+    assert_eq!(
+        database_names(&server).await,
+        databases,
+        "the dry run created"
+    );
     ok(&into_copy(&["--clean"]), &[]);
+    let notes = copy
+        .query_one("SELECT count(*) FROM notes", &[])
+        .await
+        .unwrap();
+    assert_eq!(notes.get::<_, i64>(0), 2);
+    copy.batch_execute("DROP TABLE notes").await.unwrap();
     assert_eq!(fingerprint(&copy).await, expected);
 
     // A restore whose row counts differ from the backup's fails, naming the table.

@@ -108,6 +108,17 @@ pub struct RestoreRequestSpec {
     /// `Flush` or `clean` undoes this restore. If it fails, nothing is restored. Default: true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_backup: Option<bool>,
+    /// Preview the restore instead of running it: the worker checks the backup (every
+    /// object against its manifest) and reads the target, writes nothing, and
+    /// `status.preview` says what the restore would do — Redis: keys added, overwritten,
+    /// skipped or flushed first (counts and examples); PostgreSQL and MySQL: each database
+    /// created, dropped and created again or restored into, every table of the backup with
+    /// its rows now and after, the target's other tables, and the roles or accounts;
+    /// volumes: files created, replaced, left alone or removed. Nothing is quiesced and no
+    /// safety backup is taken. The result is the phase `Succeeded` with the reason
+    /// `DryRun`; to restore, create another RestoreRequest without it. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// A backup found directly in storage.
@@ -339,6 +350,11 @@ pub struct RestoreRequestStatus {
     /// sent, to which Notifier, and how it went.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<Delivery>,
+    /// With `spec.dryRun`: what the restore would do, one line per outcome (as `coffer
+    /// restore --dry-run` prints it). A long preview ends with a line saying how many more
+    /// lines the worker's log holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preview: Vec<String>,
 }
 
 /// A workload scaled to zero for a restore.

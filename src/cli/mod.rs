@@ -11,6 +11,7 @@ mod gc;
 mod keys;
 mod list;
 mod options;
+mod preview;
 mod progress;
 mod restore;
 mod verify;

@@ -15,6 +15,7 @@ use crate::engine::postgres::{self, PgRestoreRequest};
 use crate::engine::redis::{self, RedisTarget, RestoreRequest};
 use crate::engine::volume::{self, VolumeRestoreRequest};
 use crate::pipeline::Progress;
+use crate::pipeline::encryption::DataKey;
 use crate::pipeline::fetch::Spool;
 use crate::storage::catalog;
 use crate::units;
@@ -88,8 +89,9 @@ pub struct RestoreArgs {
     pub fallback: Vec<String>,
     /// Check the backup and read the target, write nothing, and print what the restore would
     /// do: Redis keys added, skipped, overwritten and flushed; a directory's files created,
-    /// replaced, left alone and removed (counts and examples). Not implemented yet for
-    /// PostgreSQL and MySQL.
+    /// replaced, left alone and removed (counts and examples); PostgreSQL and MySQL databases
+    /// created, dropped or restored into, every table's rows now and after, and the roles or
+    /// accounts.
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
@@ -199,11 +201,6 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
             "--roles applies to PostgreSQL roles restored with --globals: add --globals, or leave --roles out",
         ));
     }
-    if args.dry_run && !matches!(kind, "redis" | "volume") {
-        return Err(CliError::not_implemented(&format!(
-            "--dry-run for {kind} restores (it previews Redis and directory restores only so far)"
-        )));
-    }
     let identities = args.identity.parse()?;
     let (store, destination) = locate(&args).await?;
     let (folder, manifest) = if args.latest {
@@ -236,7 +233,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
     let key = keys::unlock(&store, &folder, &manifest, &identities).await?;
     let progress = Progress::default();
     if args.dry_run {
-        return dry_run(&args, &store, &folder, &manifest, key, &progress).await;
+        return super::preview::dry_run(&args, &store, &folder, &manifest, key, &progress).await;
     }
     let display = Display::start(
         format!("restoring into {}", shown_target(&args.to)),
@@ -270,17 +267,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
                 .map_err(CliError::from_display)
         }
         "postgres" => {
-            let request = PgRestoreRequest {
-                target: pg_target(&args.to)?,
-                databases: args.databases.clone(),
-                clean: args.clean,
-                create: args.create,
-                globals: args.globals,
-                roles: args.roles.map_or(RoleConflict::Keep, RoleConflict::from),
-                bin_dir: args.pg_bin_dir.clone(),
-                spool: spool(&args),
-                key: key.clone(),
-            };
+            let request = pg_request(&args, key.clone())?;
             postgres::restore(&store, &folder, &manifest, &request, &progress)
                 .await
                 .map(|stats| {
@@ -305,17 +292,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
                 .map_err(CliError::from_display)
         }
         "mysql" => {
-            let request = MyRestoreRequest {
-                target: my_target(&args.to)?,
-                databases: args.databases.clone(),
-                renames: args.rename.clone(),
-                clean: args.clean,
-                create: args.create,
-                users: args.users,
-                bin_dir: args.mysql_bin_dir.clone(),
-                spool: spool(&args),
-                key: key.clone(),
-            };
+            let request = my_request(&args, key.clone())?;
             mysql::restore(&store, &folder, &manifest, &request, &progress)
                 .await
                 .map(|stats| {
@@ -354,95 +331,44 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `--dry-run`: what the restore would do, with nothing written.
-async fn dry_run(
+/// The PostgreSQL restore the arguments ask for.
+pub(super) fn pg_request(
     args: &RestoreArgs,
-    store: &crate::storage::Store,
-    folder: &str,
-    manifest: &crate::storage::manifest::Manifest,
-    key: Option<crate::pipeline::encryption::DataKey>,
-    progress: &Progress,
-) -> Result<(), CliError> {
-    if manifest.source.kind == "volume" {
-        let request = VolumeRestoreRequest {
-            target: PathBuf::from(&args.to),
-            clean: args.clean,
-            key,
-        };
-        let found = volume::preview::preview(store, folder, manifest, &request, progress).await;
-        let p = found.map_err(CliError::from_display)?;
-        println!("dry run: nothing was written to {}", args.to);
-        println!(
-            "created: {} files{}",
-            p.created,
-            examples(&p.samples.created)
-        );
-        println!(
-            "replaced: {} files{}",
-            p.replaced,
-            examples(&p.samples.replaced)
-        );
-        println!(
-            "left alone: {} files{}",
-            p.left_alone,
-            examples(&p.samples.left_alone)
-        );
-        println!(
-            "removed first: {} files{}",
-            p.removed,
-            examples(&p.samples.removed)
-        );
-        return Ok(());
-    }
-    let request = RestoreRequest {
-        target: RedisTarget::parse(&args.to).map_err(CliError::from_display)?,
-        conflict: args.conflict.into(),
-        database: args.database,
+    key: Option<DataKey>,
+) -> Result<PgRestoreRequest, CliError> {
+    Ok(PgRestoreRequest {
+        target: pg_target(&args.to)?,
+        databases: args.databases.clone(),
+        clean: args.clean,
+        create: args.create,
+        globals: args.globals,
+        roles: args.roles.map_or(RoleConflict::Keep, RoleConflict::from),
+        bin_dir: args.pg_bin_dir.clone(),
         spool: spool(args),
         key,
-    };
-    let display = Display::start(
-        format!("previewing a restore into {}", shown_target(&args.to)),
-        progress.clone(),
-    );
-    let found = redis::preview(store, folder, manifest, &request, progress).await;
-    display.finish().await;
-    let p = found.map_err(CliError::from_display)?;
-    println!("dry run: nothing was written to {}", shown_target(&args.to));
-    if p.flushed > 0 || request.conflict == crate::api::RedisConflict::Flush {
-        println!(
-            "flushed first: {} keys{}",
-            p.flushed,
-            examples(&p.samples.flushed)
-        );
-    }
-    println!("added: {} keys{}", p.added, examples(&p.samples.added));
-    println!(
-        "overwritten: {} keys{}",
-        p.overwritten,
-        examples(&p.samples.overwritten)
-    );
-    println!(
-        "skipped: {} keys{}",
-        p.skipped,
-        examples(&p.samples.skipped)
-    );
-    println!("expired (not restored): {} keys", p.expired);
-    println!("function libraries in the backup: {}", p.functions);
-    Ok(())
+    })
 }
 
-/// Up to a few examples of a dry run's outcome.
-fn examples(names: &[String]) -> String {
-    if names.is_empty() {
-        String::new()
-    } else {
-        format!(" (for example {})", names.join(", "))
-    }
+/// The MySQL restore the arguments ask for.
+pub(super) fn my_request(
+    args: &RestoreArgs,
+    key: Option<DataKey>,
+) -> Result<MyRestoreRequest, CliError> {
+    Ok(MyRestoreRequest {
+        target: my_target(&args.to)?,
+        databases: args.databases.clone(),
+        renames: args.rename.clone(),
+        clean: args.clean,
+        create: args.create,
+        users: args.users,
+        bin_dir: args.mysql_bin_dir.clone(),
+        spool: spool(args),
+        key,
+    })
 }
 
 /// Where the backup may be downloaded before it is restored.
-fn spool(args: &RestoreArgs) -> Spool {
+pub(super) fn spool(args: &RestoreArgs) -> Spool {
     match (&args.spool_dir, args.no_spool) {
         (_, true) => Spool::off(),
         (Some(dir), false) => Spool::in_dir(dir.clone()),
@@ -451,7 +377,7 @@ fn spool(args: &RestoreArgs) -> Spool {
 }
 
 /// The target without its password.
-fn shown_target(target: &str) -> String {
+pub(super) fn shown_target(target: &str) -> String {
     if target.contains("://") {
         crate::text::redact_url(target)
     } else {

@@ -235,8 +235,9 @@ pub fn build(
     }];
     let mut mounts = vec![mount("tmp", TMP_MOUNT, false)];
     if let Some(claim) = plan.volume_claim() {
-        // A backup only reads the volume; a restore writes it.
-        let read_only = matches!(plan, Plan::Backup(_));
+        // A backup only reads the volume, and so does a restore's dry run; a restore writes it.
+        let read_only =
+            matches!(plan, Plan::Backup(_)) || matches!(plan, Plan::Restore(p) if p.dry_run);
         volumes.push(claim_volume("source", claim, read_only));
         mounts.push(mount("source", SOURCE_MOUNT, read_only));
     }
@@ -381,7 +382,7 @@ pub fn build(
 /// Whether the worker writes into the user's claim (a volume restore); a backup mounts it
 /// read-only.
 fn writes_user_claim(plan: &Plan) -> bool {
-    matches!(plan, Plan::Restore(_)) && plan.volume_claim().is_some()
+    matches!(plan, Plan::Restore(p) if !p.dry_run) && plan.volume_claim().is_some()
 }
 
 /// The claim of a filesystem store.
@@ -666,6 +667,7 @@ mod tests {
                 name: "vault".into(),
                 storage: vault,
             }],
+            dry_run: false,
         });
         assert_eq!(
             claims(&job_for(&restore, None)),
@@ -782,8 +784,18 @@ mod tests {
             manifest_sha256: None,
             identity_secret: None,
             fallbacks: Vec::new(),
+            dry_run: false,
         });
         assert!(!claims(&job_for(&restore, None))[0].2);
+        // Its dry run only reads it.
+        let Plan::Restore(restore_plan) = &restore else {
+            unreachable!()
+        };
+        let dry_run = Plan::Restore(RestorePlan {
+            dry_run: true,
+            ..restore_plan.clone()
+        });
+        assert!(claims(&job_for(&dry_run, None))[0].2);
         // The kubelet never changes the owners of the data: no fsGroup when a volume is
         // restored into (mounted writable). A backup mounts it read-only, which the kubelet
         // never gives a group: its Pod has one, for a claim store, applied on root mismatch.

@@ -40,6 +40,8 @@ const PARTLY_RUN: &str = "the restore may have run in part and is not run again:
 
 /// The condition that records the restore's own result while the workloads are resumed.
 const RESTORED: &str = "Restored";
+/// The reason of a dry run's result: nothing was restored, and the preview worked.
+const DRY_RUN: &str = "DryRun";
 const POLL: Duration = Duration::from_secs(2);
 /// How long the quiesced workloads' Pods may take to stop before the restore gives up (and
 /// scales them back) instead of waiting for ever with the app down.
@@ -180,7 +182,13 @@ impl Step<'_> {
         // Record every workload's replicas before touching any, so that a restart in the
         // middle still knows what to scale back to.
         let mut quiesced = Vec::new();
-        for target in &self.request.spec.quiesce {
+        // A dry run writes nothing: the workloads go on.
+        let quiesce: &[_] = if self.request.spec.dry_run {
+            &[]
+        } else {
+            &self.request.spec.quiesce
+        };
+        for target in quiesce {
             match self.replicas(target.kind, &target.name).await? {
                 Some(replicas) => quiesced.push(QuiescedWorkload {
                     kind: target.kind,
@@ -224,7 +232,12 @@ impl Step<'_> {
                 false,
                 "Started",
                 format!(
-                    "restoring {}",
+                    "{} {}",
+                    if self.request.spec.dry_run {
+                        "previewing a restore of"
+                    } else {
+                        "restoring"
+                    },
                     status.location.as_deref().unwrap_or_default()
                 ),
             )
@@ -589,6 +602,7 @@ impl Step<'_> {
                         .as_ref()
                         .map(|d| d.identity_secret_ref.clone()),
                     fallbacks: self.usable(resolved.fallbacks).await?,
+                    dry_run: spec.dry_run,
                 });
                 let built = job::build(
                     &JobRequest {
@@ -643,10 +657,12 @@ impl Step<'_> {
             JobState::Finished(mut summary) => {
                 // A restore that ended without its result may have applied part of the
                 // backup; it is never run again by itself.
-                if matches!(
-                    summary.failure,
-                    Some(Failure::WorkerKilled | Failure::WorkerVanished)
-                ) {
+                if !self.request.spec.dry_run
+                    && matches!(
+                        summary.failure,
+                        Some(Failure::WorkerKilled | Failure::WorkerVanished)
+                    )
+                {
                     summary.message = format!("{}; {PARTLY_RUN}", summary.message);
                 }
                 // With `from.latest`, the worker says which backup it found.
@@ -656,6 +672,7 @@ impl Step<'_> {
                     status.location = Some(location::display(&from.storage, folder));
                 }
                 status.stats = summary.restore.clone();
+                status.preview = summary.preview.clone();
                 if let Some(copy) = &summary.restored_from_copy {
                     status.restored_from_copy = Some(copy.clone());
                     if let Some(folder) = &summary.folder
@@ -678,11 +695,15 @@ impl Step<'_> {
         mut status: RestoreRequestStatus,
         summary: &Summary,
     ) -> Result<Action, Error> {
-        let reason = summary.failure.map_or("Restored", Failure::as_str);
+        // A dry run restores nothing: its result is `DryRun`, and `Restored` stays false.
+        let dry_run = self.request.spec.dry_run;
+        let reason = summary
+            .failure
+            .map_or(if dry_run { DRY_RUN } else { "Restored" }, Failure::as_str);
         set_condition(
             &mut status.conditions,
             RESTORED,
-            summary.failure.is_none(),
+            summary.failure.is_none() && !dry_run,
             reason,
             &summary.message,
             self.generation(),
@@ -736,7 +757,9 @@ impl Step<'_> {
             }
         }
         let restored = status::condition(&status.conditions, RESTORED).cloned();
-        let ok = restored.as_ref().is_some_and(|c| c.status == "True");
+        let ok = restored
+            .as_ref()
+            .is_some_and(|c| c.status == "True" || c.reason == DRY_RUN);
         let reason = restored
             .as_ref()
             .map(|c| c.reason.clone())
@@ -767,8 +790,13 @@ impl Step<'_> {
             &message,
             self.generation(),
         );
-        // The result's notifications go in the same write as the result: both or neither.
-        let unknown_notifiers = self.plan_notifications(&mut status, ok).await?;
+        // The result's notifications go in the same write as the result: both or neither. A
+        // dry run that worked is no news.
+        let unknown_notifiers = if ok && self.request.spec.dry_run {
+            Vec::new()
+        } else {
+            self.plan_notifications(&mut status, ok).await?
+        };
         status::apply_fresh(self.api, self.request, self.old, &status).await?;
         for problem in unknown_notifiers {
             self.ctx
@@ -804,7 +832,11 @@ impl Step<'_> {
                 namespace: self.namespace.to_owned(),
                 schedule: String::new(),
                 source_kind,
-                result: if ok { "succeeded".to_owned() } else { reason },
+                result: match (ok, reason.as_str()) {
+                    (true, DRY_RUN) => "dryRun".to_owned(),
+                    (true, _) => "succeeded".to_owned(),
+                    (false, _) => reason,
+                },
             })
             .inc();
         Ok(if notify::outstanding(&status.notifications) {

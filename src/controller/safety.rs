@@ -98,7 +98,8 @@ pub fn whole(target: &BackupSource) -> BackupSource {
 /// Why the request needs a safety backup: it is destructive and does not say
 /// `safetyBackup: false`.
 pub fn wanted(spec: &RestoreRequestSpec, kind: Option<SourceKind>) -> Option<&'static str> {
-    if spec.safety_backup == Some(false) {
+    // A dry run writes nothing.
+    if spec.safety_backup == Some(false) || spec.dry_run {
         return None;
     }
     destructive(spec, kind)

@@ -10,6 +10,7 @@ pub mod drill;
 mod encryption;
 mod failure;
 pub mod plan;
+mod preview;
 pub mod summary;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use crate::engine::postgres::{self, PgBackupRequest, PgRestoreRequest, PgTarget}
 use crate::engine::redis::{self, RedisTarget};
 use crate::engine::volume::{self, VolumeBackupRequest, VolumeRestoreRequest};
 use crate::pipeline::Progress;
+use crate::pipeline::encryption::DataKey;
 use crate::pipeline::fetch::Spool;
 use crate::storage::catalog::{self, ReadManifestError};
 use crate::storage::keys;
@@ -500,20 +502,13 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
     let key = keys::unlock(&store, "", &manifest, &identities)
         .await
         .map_err(|e| unlock_failure(&e))?;
+    if plan.dry_run {
+        return preview::preview(plan, env, (&store, &folder, &location), &manifest, key).await;
+    }
     let progress = Progress::default();
     let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let (stats, what) = if plan.target.redis.is_some() {
-        let options = plan.redis.clone().unwrap_or_default();
-        let request = redis::RestoreRequest {
-            target: redis_target(&plan.target, env)?,
-            conflict: options.conflict,
-            database: options
-                .database
-                .map(|d| u32::try_from(d).map_err(|_| invalid("redis database")))
-                .transpose()?,
-            spool: spool(),
-            key: key.clone(),
-        };
+        let request = redis_request(plan, env, key.clone())?;
         let s = redis::restore(&store, "", &manifest, &request, &progress)
             .await
             .map_err(|e| fail(&e, &e))?;
@@ -525,18 +520,7 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
         };
         (stats, format!("{} keys", s.restored))
     } else if plan.target.postgres.is_some() {
-        let options = plan.postgres.clone().unwrap_or_default();
-        let request = PgRestoreRequest {
-            target: pg_target(&plan.target, env)?,
-            databases: options.databases,
-            clean: options.clean,
-            create: options.create,
-            globals: options.globals,
-            roles: options.roles,
-            bin_dir: None,
-            spool: spool(),
-            key: key.clone(),
-        };
+        let request = pg_request(plan, env, key.clone())?;
         let s = postgres::restore(&store, "", &manifest, &request, &progress)
             .await
             .map_err(|e| fail(&e, &e))?;
@@ -553,22 +537,7 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
             ),
         )
     } else if plan.target.mysql.is_some() {
-        let options = plan.mysql.clone().unwrap_or_default();
-        let request = MyRestoreRequest {
-            target: my_target(&plan.target, env)?,
-            databases: options.databases,
-            renames: options
-                .renames
-                .into_iter()
-                .map(|r| (r.from, r.to))
-                .collect(),
-            clean: options.clean,
-            create: options.create,
-            users: options.users,
-            bin_dir: None,
-            spool: spool(),
-            key: key.clone(),
-        };
+        let request = my_request(plan, env, key.clone())?;
         let s = mysql::restore(&store, "", &manifest, &request, &progress)
             .await
             .map_err(|e| fail(&e, &e))?;
@@ -585,11 +554,7 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
             ),
         )
     } else {
-        let request = VolumeRestoreRequest {
-            target: env.source_dir.clone(),
-            clean: plan.volume.as_ref().is_some_and(|v| v.clean),
-            key: key.clone(),
-        };
+        let request = volume_request(plan, env, key.clone());
         let n = volume::restore(&store, "", &manifest, &request, &progress)
             .await
             .map_err(|e| fail(&e, &e))?;
@@ -613,6 +578,82 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
         restore: Some(stats),
         ..Summary::default()
     })
+}
+
+/// The Redis restore `plan` asks for.
+fn redis_request(
+    plan: &RestorePlan,
+    env: &Environment,
+    key: Option<DataKey>,
+) -> Result<redis::RestoreRequest, Failed> {
+    let options = plan.redis.clone().unwrap_or_default();
+    Ok(redis::RestoreRequest {
+        target: redis_target(&plan.target, env)?,
+        conflict: options.conflict,
+        database: options
+            .database
+            .map(|d| u32::try_from(d).map_err(|_| invalid("redis database")))
+            .transpose()?,
+        spool: spool(),
+        key,
+    })
+}
+
+/// The PostgreSQL restore `plan` asks for.
+fn pg_request(
+    plan: &RestorePlan,
+    env: &Environment,
+    key: Option<DataKey>,
+) -> Result<PgRestoreRequest, Failed> {
+    let options = plan.postgres.clone().unwrap_or_default();
+    Ok(PgRestoreRequest {
+        target: pg_target(&plan.target, env)?,
+        databases: options.databases,
+        clean: options.clean,
+        create: options.create,
+        globals: options.globals,
+        roles: options.roles,
+        bin_dir: None,
+        spool: spool(),
+        key,
+    })
+}
+
+/// The MySQL restore `plan` asks for.
+fn my_request(
+    plan: &RestorePlan,
+    env: &Environment,
+    key: Option<DataKey>,
+) -> Result<MyRestoreRequest, Failed> {
+    let options = plan.mysql.clone().unwrap_or_default();
+    Ok(MyRestoreRequest {
+        target: my_target(&plan.target, env)?,
+        databases: options.databases,
+        renames: options
+            .renames
+            .into_iter()
+            .map(|r| (r.from, r.to))
+            .collect(),
+        clean: options.clean,
+        create: options.create,
+        users: options.users,
+        bin_dir: None,
+        spool: spool(),
+        key,
+    })
+}
+
+/// The volume restore `plan` asks for (into the mounted claim).
+fn volume_request(
+    plan: &RestorePlan,
+    env: &Environment,
+    key: Option<DataKey>,
+) -> VolumeRestoreRequest {
+    VolumeRestoreRequest {
+        target: env.source_dir.clone(),
+        clean: plan.volume.as_ref().is_some_and(|v| v.clean),
+        key,
+    }
 }
 
 /// Where a restore may keep its copy of the backup: the Pod's TMPDIR (an emptyDir), up to

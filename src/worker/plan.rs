@@ -196,6 +196,9 @@ pub struct RestorePlan {
     /// `storage` is missing or damaged, before anything is restored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallbacks: Vec<CopyStore>,
+    /// Only find out what the restore would do (the summary's `preview`); write nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// Delete one backup's objects.

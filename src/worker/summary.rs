@@ -10,6 +10,8 @@ use crate::api::{BackupStats, RestoreStats};
 pub const MAX_TERMINATION_MESSAGE: usize = 4096;
 /// A failure message is cut to this many characters so the summary always fits.
 const MAX_MESSAGE_CHARS: usize = 1500;
+/// A dry run's preview line is cut to this many characters in the termination message.
+const MAX_PREVIEW_LINE_CHARS: usize = 200;
 
 /// Why a run failed: a bounded category, used as the condition reason and as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -124,6 +126,9 @@ pub struct Summary {
     /// A drill: its verdict and measurements (the first failed check is the message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillSummary>,
+    /// A restore's dry run: what the restore would do, one line per outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preview: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,6 +200,44 @@ impl Summary {
             MAX_MESSAGE_CHARS
         };
         summary.message = cut(&summary.message, limit);
+        // A preview keeps as many of its first lines as fit beside the rest (each cut short),
+        // and a last line says how many more the worker's log holds.
+        if !summary.preview.is_empty() {
+            let all: Vec<String> = std::mem::take(&mut summary.preview)
+                .iter()
+                .map(|line| {
+                    // Indented lines stay indented (`cut` trims): only control characters go.
+                    let mut kept: String = line
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(MAX_PREVIEW_LINE_CHARS)
+                        .collect();
+                    if line.chars().count() > MAX_PREVIEW_LINE_CHARS {
+                        kept.push('…');
+                    }
+                    kept
+                })
+                .collect();
+            let rest = serde_json::to_string(&summary).map_or(MAX_TERMINATION_MESSAGE, |j| j.len());
+            // `,"preview":[...]` and the last line's room.
+            let mut room = MAX_TERMINATION_MESSAGE.saturating_sub(rest + 16 + 64);
+            let mut kept = 0;
+            for line in &all {
+                let needs = escaped_len(line) + 3;
+                if needs > room {
+                    break;
+                }
+                room -= needs;
+                kept += 1;
+            }
+            summary.preview = all[..kept].to_vec();
+            if kept < all.len() {
+                summary.preview.push(format!(
+                    "… {} more lines in the worker's log",
+                    all.len() - kept
+                ));
+            }
+        }
         loop {
             let Ok(json) = serde_json::to_string(&summary) else {
                 return FALLBACK.to_owned();
@@ -260,6 +303,39 @@ mod tests {
         let back = Summary::from_termination_message(&message).unwrap();
         assert_eq!(back.failure, Some(Failure::SourceError));
         assert!(!back.message.contains('\n'));
+    }
+
+    #[test]
+    fn a_long_preview_keeps_its_first_lines_and_says_how_many_more_there_are() {
+        let lines: Vec<String> = (0..500)
+            .map(|i| format!("  public.table_{i}: {i} rows now, {i} rows after"))
+            .collect();
+        let summary = Summary {
+            message: "dry run: nothing was written".into(),
+            preview: lines.clone(),
+            ..Summary::default()
+        };
+        let message = summary.to_termination_message();
+        assert!(
+            message.len() <= MAX_TERMINATION_MESSAGE,
+            "{}",
+            message.len()
+        );
+        let back = Summary::from_termination_message(&message).unwrap();
+        let (last, first) = back.preview.split_last().unwrap();
+        assert!(first.len() > 20, "{}", first.len());
+        assert_eq!(first, &lines[..first.len()]);
+        assert_eq!(
+            last,
+            &format!("… {} more lines in the worker's log", 500 - first.len())
+        );
+        // A short one is kept whole.
+        let short = Summary {
+            preview: lines[..3].to_vec(),
+            ..Summary::default()
+        };
+        let back = Summary::from_termination_message(&short.to_termination_message()).unwrap();
+        assert_eq!(back.preview, lines[..3]);
     }
 
     #[test]

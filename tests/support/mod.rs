@@ -10,6 +10,7 @@ pub mod random;
 pub mod redis_data;
 pub mod resources;
 pub mod tree;
+pub mod webhook;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;

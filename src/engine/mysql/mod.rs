@@ -7,6 +7,7 @@ pub mod backup;
 pub mod client;
 pub mod drill;
 pub mod error;
+pub mod preview;
 pub mod process;
 pub mod rename;
 pub mod restore;

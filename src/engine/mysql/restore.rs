@@ -61,11 +61,11 @@ pub struct MyRestoreStats {
 }
 
 /// A database of the backup and where it goes.
-struct Planned<'a> {
-    record: &'a ObjectRecord,
-    from: String,
-    into: String,
-    exists: bool,
+pub(super) struct Planned<'a> {
+    pub record: &'a ObjectRecord,
+    pub from: String,
+    pub into: String,
+    pub exists: bool,
 }
 
 pub async fn restore(
@@ -76,104 +76,11 @@ pub async fn restore(
     progress: &Progress,
 ) -> Result<MyRestoreStats, MyError> {
     let target = &request.target;
-    let dumps: Vec<&ObjectRecord> = manifest
-        .objects
-        .iter()
-        .filter(|o| o.format == DUMP_FORMAT)
-        .collect();
-    let in_backup: Vec<&str> = dumps.iter().filter_map(|o| o.database.as_deref()).collect();
-    let chosen: Vec<&ObjectRecord> = if request.databases.is_empty() {
-        dumps.clone()
-    } else {
-        let mut chosen = Vec::new();
-        for name in &request.databases {
-            let record = dumps
-                .iter()
-                .find(|o| o.database.as_deref() == Some(name.as_str()))
-                .ok_or_else(|| {
-                    MyError::Usage(format!(
-                        "the backup holds no database {name:?} (it holds: {})",
-                        in_backup.join(", ")
-                    ))
-                })?;
-            chosen.push(*record);
-        }
-        chosen
-    };
-    for (from, _) in &request.renames {
-        if !chosen
-            .iter()
-            .any(|o| o.database.as_deref() == Some(from.as_str()))
-        {
-            return Err(MyError::Usage(format!(
-                "--rename {from}=...: the restore holds no database {from:?} (it holds: {})",
-                in_backup.join(", ")
-            )));
-        }
-    }
-    if target.database.is_some() && !request.renames.is_empty() {
-        return Err(MyError::Usage(
-            "the target URL names a database and --rename names others: use one or the other"
-                .to_owned(),
-        ));
-    }
-    if target.database.is_some() && chosen.len() != 1 {
-        return Err(MyError::Usage(format!(
-            "the target URL names a database, but the restore holds {} ({}): restore one with --databases, or leave the database out of the URL",
-            chosen.len(),
-            in_backup.join(", ")
-        )));
-    }
-    let users_record = manifest.objects.iter().find(|o| o.format == USERS_FORMAT);
-    if request.users && users_record.is_none() {
-        return Err(MyError::Usage(
-            "the backup holds no accounts (it was taken without users): restore without --users"
-                .to_owned(),
-        ));
-    }
-
+    let (chosen, users_record) = choose(manifest, request)?;
     let mut client = Client::connect(target).await?;
-    let server_version = client.version().await?;
-    let server = Version::of_server(&server_version).ok_or_else(|| MyError::Query {
-        address: target.address(),
-        what: "reading the version".to_owned(),
-        detail: format!("{server_version:?} is not a version Coffer understands"),
-    })?;
-    let tools = MyTools::find(request.bin_dir.as_deref(), &server).await?;
+    let tools = tools_for(&mut client, request).await?;
     let existing = client.databases().await?;
-    let mut plan = Vec::new();
-    for record in &chosen {
-        let from = record.database.clone().unwrap_or_default();
-        let into = target
-            .database
-            .clone()
-            .or_else(|| {
-                request
-                    .renames
-                    .iter()
-                    .find(|(old, _)| *old == from)
-                    .map(|(_, new)| new.clone())
-            })
-            .unwrap_or_else(|| from.clone());
-        if plan.iter().any(|p: &Planned| p.into == into) {
-            return Err(MyError::Usage(format!(
-                "two databases of the backup would be restored into {into:?}: give each its own name with --rename"
-            )));
-        }
-        let exists = existing.contains(&into);
-        if !(exists || request.create || request.clean) {
-            return Err(MyError::NeedCreate {
-                address: target.address(),
-                name: into,
-            });
-        }
-        plan.push(Planned {
-            record,
-            from,
-            into,
-            exists,
-        });
-    }
+    let plan = place(&chosen, request, &existing)?;
 
     // Every object is checked before anything is written.
     let mut records: Vec<&ObjectRecord> = plan.iter().map(|p| p.record).collect();
@@ -299,6 +206,135 @@ pub async fn restore(
     Ok(stats)
 }
 
+/// The databases of the backup the request restores (in the backup's order), and its
+/// accounts object when it restores accounts; checks the request against the backup.
+pub(super) fn choose<'m>(
+    manifest: &'m Manifest,
+    request: &MyRestoreRequest,
+) -> Result<(Vec<&'m ObjectRecord>, Option<&'m ObjectRecord>), MyError> {
+    let target = &request.target;
+    let dumps: Vec<&ObjectRecord> = manifest
+        .objects
+        .iter()
+        .filter(|o| o.format == DUMP_FORMAT)
+        .collect();
+    let in_backup: Vec<&str> = dumps.iter().filter_map(|o| o.database.as_deref()).collect();
+    let chosen: Vec<&ObjectRecord> = if request.databases.is_empty() {
+        dumps.clone()
+    } else {
+        let mut chosen = Vec::new();
+        for name in &request.databases {
+            let record = dumps
+                .iter()
+                .find(|o| o.database.as_deref() == Some(name.as_str()))
+                .ok_or_else(|| {
+                    MyError::Usage(format!(
+                        "the backup holds no database {name:?} (it holds: {})",
+                        in_backup.join(", ")
+                    ))
+                })?;
+            chosen.push(*record);
+        }
+        chosen
+    };
+    for (from, _) in &request.renames {
+        if !chosen
+            .iter()
+            .any(|o| o.database.as_deref() == Some(from.as_str()))
+        {
+            return Err(MyError::Usage(format!(
+                "--rename {from}=...: the restore holds no database {from:?} (it holds: {})",
+                in_backup.join(", ")
+            )));
+        }
+    }
+    if target.database.is_some() && !request.renames.is_empty() {
+        return Err(MyError::Usage(
+            "the target URL names a database and --rename names others: use one or the other"
+                .to_owned(),
+        ));
+    }
+    if target.database.is_some() && chosen.len() != 1 {
+        return Err(MyError::Usage(format!(
+            "the target URL names a database, but the restore holds {} ({}): restore one with --databases, or leave the database out of the URL",
+            chosen.len(),
+            in_backup.join(", ")
+        )));
+    }
+    let users_record = manifest
+        .objects
+        .iter()
+        .find(|o| o.format == USERS_FORMAT)
+        .filter(|_| request.users);
+    if request.users && users_record.is_none() {
+        return Err(MyError::Usage(
+            "the backup holds no accounts (it was taken without users): restore without --users"
+                .to_owned(),
+        ));
+    }
+    Ok((chosen, users_record))
+}
+
+/// The client programs for the target's server (refused when older than its version).
+pub(super) async fn tools_for(
+    client: &mut Client,
+    request: &MyRestoreRequest,
+) -> Result<MyTools, MyError> {
+    let target = &request.target;
+    let server_version = client.version().await?;
+    let server = Version::of_server(&server_version).ok_or_else(|| MyError::Query {
+        address: target.address(),
+        what: "reading the version".to_owned(),
+        detail: format!("{server_version:?} is not a version Coffer understands"),
+    })?;
+    let tools = MyTools::find(request.bin_dir.as_deref(), &server).await?;
+    Ok(tools)
+}
+
+/// Where each chosen database goes, given the target's databases `existing`; refuses two
+/// into one and a missing one without `create`/`clean`.
+pub(super) fn place<'m>(
+    chosen: &[&'m ObjectRecord],
+    request: &MyRestoreRequest,
+    existing: &[String],
+) -> Result<Vec<Planned<'m>>, MyError> {
+    let target = &request.target;
+    let mut plan = Vec::new();
+    for record in chosen {
+        let from = record.database.clone().unwrap_or_default();
+        let into = target
+            .database
+            .clone()
+            .or_else(|| {
+                request
+                    .renames
+                    .iter()
+                    .find(|(old, _)| *old == from)
+                    .map(|(_, new)| new.clone())
+            })
+            .unwrap_or_else(|| from.clone());
+        if plan.iter().any(|p: &Planned| p.into == into) {
+            return Err(MyError::Usage(format!(
+                "two databases of the backup would be restored into {into:?}: give each its own name with --rename"
+            )));
+        }
+        let exists = existing.contains(&into);
+        if !(exists || request.create || request.clean) {
+            return Err(MyError::NeedCreate {
+                address: target.address(),
+                name: into,
+            });
+        }
+        plan.push(Planned {
+            record,
+            from,
+            into,
+            exists,
+        });
+    }
+    Ok(plan)
+}
+
 /// Streams an object, decompressed, into the client program (`mariadb`/`mysql`), into
 /// `database` when given. When the bytes do not match the manifest, the program is killed
 /// before it sees the end of its input.
@@ -417,7 +453,7 @@ fn database_options(manifest: &Manifest, database: &str) -> Result<String, MyErr
 const MAX_ACCOUNTS_BYTES: u64 = 64 << 20;
 
 /// Reads the backup's accounts script, all of it checked before any of it is used.
-async fn read_accounts(
+pub(super) async fn read_accounts(
     store: &Store,
     object: &Prepared,
     progress: &Progress,
@@ -454,6 +490,11 @@ pub struct AccountsScript {
     pub sql: String,
     /// Accounts left out entirely ([`kept_account`]).
     pub left_out: Vec<String>,
+    /// Accounts the script creates, as `user@host`.
+    pub created: Vec<String>,
+    /// Accounts of the backup that the target has, as `user@host`: they keep their
+    /// password and attributes and get the backup's grants added.
+    pub existing: Vec<String>,
 }
 
 /// The accounts script for a target that has the accounts `existing` (user, host), logged in
@@ -483,6 +524,21 @@ pub fn accounts_script(
         }
         let word = statement_word(line);
         let grant = word.eq_ignore_ascii_case("GRANT");
+        if word.eq_ignore_ascii_case("CREATE") {
+            for account in &named {
+                let (list, shown) = (
+                    if existing.contains(account) {
+                        &mut out.existing
+                    } else {
+                        &mut out.created
+                    },
+                    format!("{}@{}", account.0, account.1),
+                );
+                if !list.contains(&shown) {
+                    list.push(shown);
+                }
+            }
+        }
         if !grant && named.iter().any(|a| existing.contains(a)) {
             continue;
         }

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod catalog;
 pub mod drill;
 pub mod error;
+pub mod preview;
 pub mod process;
 pub mod restore;
 pub mod target;

@@ -24,7 +24,7 @@
 //! `pg_restore` 17, which refuses the setting `pg_restore` starts with: then `psql` runs
 //! `pg_restore`'s SQL without it, fenced by `\restrict` (see [`through_psql`]).
 
-mod globals;
+pub mod globals;
 mod through_psql;
 
 pub use globals::ScriptError;
@@ -101,21 +101,7 @@ pub async fn restore(
 ) -> Result<PgRestoreStats, PgError> {
     let target = &request.target;
     let plan = plan(manifest, request)?;
-    let globals_record = if request.globals {
-        Some(
-            manifest
-                .objects
-                .iter()
-                .find(|o| o.format == GLOBALS_FORMAT)
-                .ok_or_else(|| {
-                    PgError::Usage(
-                        "this backup holds no roles (it was taken without globals)".to_owned(),
-                    )
-                })?,
-        )
-    } else {
-        None
-    };
+    let globals_record = globals_record(manifest, request)?;
 
     // 1. The backup is intact.
     let records: Vec<&ObjectRecord> = plan
@@ -259,9 +245,27 @@ pub async fn restore(
     Ok(stats)
 }
 
+/// The backup's roles script, when the restore restores roles (`globals`).
+pub(super) fn globals_record<'m>(
+    manifest: &'m Manifest,
+    request: &PgRestoreRequest,
+) -> Result<Option<&'m ObjectRecord>, PgError> {
+    if !request.globals {
+        return Ok(None);
+    }
+    manifest
+        .objects
+        .iter()
+        .find(|o| o.format == GLOBALS_FORMAT)
+        .map(Some)
+        .ok_or_else(|| {
+            PgError::Usage("this backup holds no roles (it was taken without globals)".to_owned())
+        })
+}
+
 /// Which dump goes into which database: each into its own name, or a single one into the
 /// database named in the target URL.
-fn plan<'m>(
+pub(super) fn plan<'m>(
     manifest: &'m Manifest,
     request: &PgRestoreRequest,
 ) -> Result<Vec<(&'m ObjectRecord, String)>, PgError> {
@@ -438,7 +442,7 @@ const MAX_GLOBALS_BYTES: u64 = 64 << 20;
 
 /// Reads the backup's roles script and checks it (see [`globals`]), before anything is
 /// changed.
-async fn read_globals(
+pub(super) async fn read_globals(
     store: &Store,
     object: &Prepared,
     progress: &Progress,
@@ -485,29 +489,7 @@ async fn restore_globals(
     roles: RoleConflict,
 ) -> Result<globals::Counts, PgError> {
     let client = connect(target, "postgres").await?;
-    let names = |sql: &'static str, what: &'static str| {
-        let client = &client;
-        async move {
-            let fail = |e: tokio_postgres::Error| {
-                PgError::from_pg(&target.address(), &target.user, what, &e)
-            };
-            client
-                .query(sql, &[])
-                .await
-                .map_err(fail)?
-                .iter()
-                .map(|row| row.try_get::<_, String>(0).map_err(fail))
-                .collect::<Result<_, _>>()
-        }
-    };
-    let existing = globals::Existing {
-        roles: names("SELECT rolname::text FROM pg_roles", "listing roles").await?,
-        tablespaces: names(
-            "SELECT spcname::text FROM pg_tablespace",
-            "listing tablespaces",
-        )
-        .await?,
-    };
+    let existing = existing_globals(&client, target).await?;
     let plan = script.plan(&existing, &target.user, roles);
     let mut created = Vec::new();
     let mut begun = false;
@@ -545,6 +527,32 @@ async fn restore_globals(
         Ok(()) => Ok(plan.counts),
         Err(error) => Err(undo(&client, begun, &created, error).await),
     }
+}
+
+/// The roles and tablespaces the target has.
+pub(super) async fn existing_globals(
+    client: &Client,
+    target: &PgTarget,
+) -> Result<globals::Existing, PgError> {
+    let names = |sql: &'static str, what: &'static str| async move {
+        let fail =
+            |e: tokio_postgres::Error| PgError::from_pg(&target.address(), &target.user, what, &e);
+        client
+            .query(sql, &[])
+            .await
+            .map_err(fail)?
+            .iter()
+            .map(|row| row.try_get::<_, String>(0).map_err(fail))
+            .collect::<Result<_, _>>()
+    };
+    Ok(globals::Existing {
+        roles: names("SELECT rolname::text FROM pg_roles", "listing roles").await?,
+        tablespaces: names(
+            "SELECT spcname::text FROM pg_tablespace",
+            "listing tablespaces",
+        )
+        .await?,
+    })
 }
 
 /// Runs one statement of the roles script; a failure names it.

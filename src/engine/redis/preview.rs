@@ -45,6 +45,35 @@ pub struct RedisPreview {
     pub samples: Samples,
 }
 
+impl RedisPreview {
+    /// The preview for people, one outcome per line; the flushed keys only when the restore
+    /// flushes (`flush`).
+    pub fn lines(&self, flush: bool) -> Vec<String> {
+        use crate::engine::examples;
+        let s = &self.samples;
+        let mut lines = Vec::new();
+        if self.flushed > 0 || flush {
+            lines.push(format!(
+                "flushed first: {} keys{}",
+                self.flushed,
+                examples(&s.flushed)
+            ));
+        }
+        lines.extend([
+            format!("added: {} keys{}", self.added, examples(&s.added)),
+            format!(
+                "overwritten: {} keys{}",
+                self.overwritten,
+                examples(&s.overwritten)
+            ),
+            format!("skipped: {} keys{}", self.skipped, examples(&s.skipped)),
+            format!("expired (not restored): {} keys", self.expired),
+            format!("function libraries in the backup: {}", self.functions),
+        ]);
+        lines
+    }
+}
+
 /// Example key names, per outcome.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Samples {

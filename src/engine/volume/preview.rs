@@ -35,6 +35,28 @@ pub struct VolumePreview {
     pub samples: Samples,
 }
 
+impl VolumePreview {
+    /// The preview for people, one outcome per line.
+    pub fn lines(&self) -> Vec<String> {
+        use crate::engine::examples;
+        let s = &self.samples;
+        vec![
+            format!("created: {} files{}", self.created, examples(&s.created)),
+            format!("replaced: {} files{}", self.replaced, examples(&s.replaced)),
+            format!(
+                "left alone: {} files{}",
+                self.left_alone,
+                examples(&s.left_alone)
+            ),
+            format!(
+                "removed first: {} files{}",
+                self.removed,
+                examples(&s.removed)
+            ),
+        ]
+    }
+}
+
 /// Example paths, per outcome.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Samples {

@@ -1,0 +1,222 @@
+//! A PostgreSQL restore's dry run: what [`super::restore`] would do, found without writing
+//! anything. It makes the same checks first (every object against the manifest, the
+//! databases it needs existing or `create` given, the roles script), then reads the target:
+//! which databases would be created or restored into, every table of the backup with its
+//! rows in the target now and after the restore, the target's tables the restore leaves
+//! alone, and what would happen to the backup's roles.
+
+use std::collections::BTreeMap;
+
+use super::catalog::{self, connect, display_table};
+use super::error::PgError;
+use super::restore::{self, PgRestoreRequest};
+use crate::pipeline::Codec;
+use crate::pipeline::Progress;
+use crate::pipeline::fetch;
+use crate::storage::Store;
+use crate::storage::manifest::{Manifest, ObjectRecord};
+
+/// What a restore would do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PgPreview {
+    pub databases: Vec<DatabasePreview>,
+    /// With `globals`: what would become of the backup's roles and tablespaces.
+    pub roles: Option<restore::globals::Counts>,
+}
+
+/// One database of the backup and the database it would be restored into.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DatabasePreview {
+    /// The database in the target.
+    pub name: String,
+    /// The database in the backup.
+    pub from: String,
+    /// It does not exist: the restore creates it (`create`).
+    pub created: bool,
+    /// Every table of the backup: its rows in the target now (`None`: no such table) and
+    /// after the restore.
+    pub tables: Vec<TablePreview>,
+    /// Tables of the target that the backup does not hold: the restore leaves them alone.
+    pub left_alone: Vec<String>,
+    /// Tables of the backup that exist in the target while `clean` is off: `pg_restore`
+    /// would fail on them and roll the database's restore back.
+    pub conflicts: Vec<String>,
+}
+
+/// A table of the backup, in the target now and after the restore.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TablePreview {
+    pub table: String,
+    pub rows_now: Option<u64>,
+    pub rows_after: u64,
+}
+
+/// Finds what [`restore::restore`] would do with `request`, writing nothing.
+pub async fn preview(
+    store: &Store,
+    folder: &str,
+    manifest: &Manifest,
+    request: &PgRestoreRequest,
+    progress: &Progress,
+) -> Result<PgPreview, PgError> {
+    let target = &request.target;
+    let plan = restore::plan(manifest, request)?;
+    let globals_record = restore::globals_record(manifest, request)?;
+    // The backup is intact, as the restore checks first.
+    let records: Vec<&ObjectRecord> = plan
+        .iter()
+        .map(|(record, _)| *record)
+        .chain(globals_record)
+        .collect();
+    let (_, mut prepared) = fetch::prepare(
+        store,
+        folder,
+        &records,
+        &Codec {
+            compression: manifest.compression,
+            key: request.key.clone(),
+        },
+        &request.spool,
+        progress,
+    )
+    .await?;
+    let globals_object = globals_record.and_then(|_| prepared.pop());
+
+    let admin = connect(target, "postgres").await?;
+    let existing: Vec<String> = catalog::databases(&admin, target)
+        .await?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for (_, into) in &plan {
+        if !existing.contains(into) && !request.create {
+            return Err(PgError::NeedCreate {
+                address: target.address(),
+                name: into.clone(),
+            });
+        }
+    }
+    let roles = match &globals_object {
+        Some(object) => {
+            let script = restore::read_globals(store, object, progress).await?;
+            let existing = restore::existing_globals(&admin, target).await?;
+            Some(script.plan(&existing, &target.user, request.roles).counts)
+        }
+        None => None,
+    };
+
+    let mut databases = Vec::new();
+    for (record, into) in &plan {
+        let from = record.database.clone().unwrap_or_default();
+        let expected: Vec<(String, u64)> = manifest
+            .stats
+            .table_rows
+            .get(&from)
+            .into_iter()
+            .flatten()
+            .map(|t| (display_table(&t.schema, &t.table), t.rows))
+            .collect();
+        let mut present: BTreeMap<String, (String, String)> = BTreeMap::new();
+        let client = if existing.contains(into) {
+            let client = connect(target, into).await?;
+            for (schema, table) in catalog::tables(&client, target).await? {
+                present.insert(display_table(&schema, &table), (schema, table));
+            }
+            Some(client)
+        } else {
+            None
+        };
+        let mut database = DatabasePreview {
+            name: into.clone(),
+            from,
+            created: client.is_none(),
+            ..DatabasePreview::default()
+        };
+        for (table, rows_after) in &expected {
+            let rows_now = match (&client, present.get(table)) {
+                (Some(client), Some((schema, name))) => {
+                    Some(catalog::count_rows(client, target, schema, name).await?)
+                }
+                _ => None,
+            };
+            if rows_now.is_some() && !request.clean {
+                database.conflicts.push(table.clone());
+            }
+            database.tables.push(TablePreview {
+                table: table.clone(),
+                rows_now,
+                rows_after: *rows_after,
+            });
+        }
+        database.left_alone = present
+            .into_keys()
+            .filter(|t| !expected.iter().any(|(e, _)| e == t))
+            .collect();
+        databases.push(database);
+    }
+    Ok(PgPreview { databases, roles })
+}
+
+/// How a dry run names a database: `database "copy" (from "app")`.
+pub fn database_name(name: &str, from: &str) -> String {
+    if name == from {
+        format!("database {name:?}")
+    } else {
+        format!("database {name:?} (from {from:?})")
+    }
+}
+
+/// A table's line: `  public.items: 50 rows now, 50 rows after`.
+pub fn table_line(table: &str, rows_now: Option<u64>, rows_after: u64) -> String {
+    let now = rows_now.map_or_else(|| "no such table".to_owned(), |n| format!("{n} rows"));
+    format!("  {table}: {now} now, {rows_after} rows after")
+}
+
+impl PgPreview {
+    /// The preview for people: each database with its tables now and after, then the
+    /// roles; `clean` as the restore was asked.
+    pub fn lines(&self, clean: bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        for db in &self.databases {
+            let fate = match (db.created, clean) {
+                (true, _) => "created",
+                (false, true) => {
+                    "exists: the backup's objects are dropped and created again (clean)"
+                }
+                (false, false) => "exists: restored into as it is",
+            };
+            lines.push(format!("{}: {fate}", database_name(&db.name, &db.from)));
+            lines.extend(
+                db.tables
+                    .iter()
+                    .map(|t| table_line(&t.table, t.rows_now, t.rows_after)),
+            );
+            if !db.left_alone.is_empty() {
+                lines.push(format!(
+                    "  left alone (not in the backup): {}",
+                    db.left_alone.join(", ")
+                ));
+            }
+            if !db.conflicts.is_empty() {
+                lines.push(format!(
+                    "  the restore would fail and change nothing in {:?}: {} already exist (restore with clean to replace them)",
+                    db.name,
+                    db.conflicts.join(", ")
+                ));
+            }
+        }
+        if let Some(r) = &self.roles {
+            lines.push(format!(
+                "roles: {} created, {} kept as they are, {} replaced",
+                r.roles_created, r.roles_kept, r.roles_replaced
+            ));
+            if r.tablespaces_created + r.tablespaces_kept > 0 {
+                lines.push(format!(
+                    "tablespaces: {} created, {} kept as they are",
+                    r.tablespaces_created, r.tablespaces_kept
+                ));
+            }
+        }
+        lines
+    }
+}
