@@ -11,6 +11,8 @@ use std::path::Path;
 use coffer_testenv::{MariaDbServer, PostgresServer, RedisServer};
 use serde_json::Value;
 
+use sha2::{Digest, Sha256};
+
 mod support;
 use support::cli::{coffer, ok, stderr, stdout};
 use support::mysql_data::{rows, run};
@@ -485,13 +487,38 @@ async fn a_directory_drill_counts_the_restored_tree_and_checks_paths() {
             "true symbolic links: 1, as in the backup",
             "true hard links: 1, as in the backup",
             "true bytes in files: 100003, as in the backup",
+            "true sampled files' contents: 2 files have the contents the backup archived",
             "true path pg/PG_VERSION: exists (a file)",
             "false path pg/postmaster.pid: does not exist in the restored tree",
         ]
     );
 
+    // The sample's checksums are those of the files: a file the backup recorded otherwise
+    // (as if changed between reading and archiving) fails the drill, naming it.
+    let good = manifest(&location);
+    let samples: Vec<&str> = good["stats"]["sampledFiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(samples, ["pg/PG_VERSION", "pg/base/1"]);
+    assert_eq!(
+        good["stats"]["sampledFiles"][0]["sha256"],
+        hex::encode(Sha256::digest(b"15\n"))
+    );
+    let mut other = good.clone();
+    other["stats"]["sampledFiles"][1]["sha256"] = hex::encode(Sha256::digest(b"other")).into();
+    write_manifest(&location, &other);
+    let (report, code, _) = drill(&[&location]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        failed_checks(&report),
+        ["sampled files' contents: pg/base/1 differs from the file the backup archived"]
+    );
+
     // A file the manifest counted but the archive lacks fails the drill, naming the count.
-    let mut counted_more = manifest(&location);
+    let mut counted_more = good;
     counted_more["stats"]["files"] = 3.into();
     write_manifest(&location, &counted_more);
     let (report, code, _) = drill(&[&location]);

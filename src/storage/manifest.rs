@@ -154,6 +154,10 @@ pub struct Stats {
     /// Volumes: the regular files' data in bytes (a sparse file's holes not counted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_bytes: Option<u64>,
+    /// Volumes: the SHA-256 of a sample of the regular files' contents as archived (see
+    /// `engine::volume::archive`), which a drill compares with the files it restored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sampled_files: Vec<FileSample>,
     /// Volumes: files that could not be read and were left out (`--skip-unreadable`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<String>,
@@ -164,6 +168,15 @@ pub struct Stats {
     /// transactions, whose rows are not from one point in time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// A file of a volume backup and the SHA-256 of its contents.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileSample {
+    /// Relative to the volume's root.
+    pub path: String,
+    pub sha256: String,
 }
 
 /// The rows one table held when it was backed up.

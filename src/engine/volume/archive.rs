@@ -8,7 +8,18 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
 use tar::{Builder, EntryType, GnuExtSparseHeader, Header, HeaderMode};
+
+use crate::storage::manifest::FileSample;
+
+/// The first regular files archived are sampled (their contents' SHA-256 recorded, for
+/// drills to compare), then one in [`SAMPLE_ONE_IN`] by its path's hash, at most
+/// [`MAX_SAMPLED`] in all, each of at most [`MAX_SAMPLED_BYTES`] (a drill reads them again).
+const FIRST_SAMPLED: u64 = 8;
+const SAMPLE_ONE_IN: u8 = 64;
+const MAX_SAMPLED: usize = 32;
+const MAX_SAMPLED_BYTES: u64 = 64 << 20;
 
 /// What the archive holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,6 +36,21 @@ pub struct Counts {
     pub skipped_special: Vec<String>,
     /// Files whose size changed while they were read (archived at their first size).
     pub changed: Vec<String>,
+    /// A sample of the regular files, with the SHA-256 of the contents archived.
+    pub samples: Vec<FileSample>,
+}
+
+/// Whether the regular file at `relative`, of `size` bytes, is sampled, `archived` files
+/// and `sampled` samples into the archive. Paths that are not UTF-8 are not (the manifest
+/// holds text).
+fn sampled(relative: &Path, size: u64, archived: u64, sampled: usize) -> bool {
+    let Some(path) = relative.to_str() else {
+        return false;
+    };
+    if sampled >= MAX_SAMPLED || size > MAX_SAMPLED_BYTES {
+        return false;
+    }
+    archived < FIRST_SAMPLED || Sha256::digest(path.as_bytes())[0] % SAMPLE_ONE_IN == 0
 }
 
 /// Archiving stopped.
@@ -184,10 +210,18 @@ impl<W: Write> TreeWriter<W> {
         };
         let result = if regions == [(0, size)] {
             header.set_entry_type(EntryType::Regular);
-            let mut exact = Exact::new(&mut file, size);
+            let sample = sampled(relative, size, self.counts.files, self.counts.samples.len());
+            let mut exact = Exact::new(&mut file, size, sample);
             let written = self.builder.append_data(&mut header, relative, &mut exact);
             if exact.changed {
                 self.counts.changed.push(path.display().to_string());
+            } else if let (Ok(()), Some(hasher), Some(path)) =
+                (&written, exact.hasher, relative.to_str())
+            {
+                self.counts.samples.push(FileSample {
+                    path: path.to_owned(),
+                    sha256: hex::encode(hasher.finalize()),
+                });
             }
             written
         } else {
@@ -289,19 +323,22 @@ pub(crate) fn data_regions(file: &File, size: u64) -> Vec<(u64, u64)> {
     regions
 }
 
-/// Reads exactly `size` bytes: zeros if the file shrank, the first `size` bytes if it grew.
+/// Reads exactly `size` bytes: zeros if the file shrank, the first `size` bytes if it grew;
+/// hashes what it read when asked to.
 struct Exact<'a> {
     file: &'a mut File,
     left: u64,
     changed: bool,
+    hasher: Option<Sha256>,
 }
 
 impl<'a> Exact<'a> {
-    fn new(file: &'a mut File, size: u64) -> Self {
+    fn new(file: &'a mut File, size: u64, hash: bool) -> Self {
         Self {
             file,
             left: size,
             changed: false,
+            hasher: hash.then(Sha256::new),
         }
     }
 }
@@ -322,6 +359,9 @@ impl Read for Exact<'_> {
         } else {
             n
         };
+        if let Some(hasher) = self.hasher.as_mut() {
+            hasher.update(&buf[..n]);
+        }
         self.left -= n as u64;
         if self.left == 0 {
             let mut probe = [0u8; 1];
@@ -364,5 +404,28 @@ impl Read for Regions<'_> {
         };
         self.left -= n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod sample_tests {
+    use super::*;
+
+    #[test]
+    fn the_first_files_are_sampled_then_one_in_many_within_bounds() {
+        let path = Path::new("a/b.txt");
+        assert!(sampled(path, 10, 0, 0));
+        assert!(sampled(path, 10, FIRST_SAMPLED - 1, 7));
+        assert!(!sampled(path, MAX_SAMPLED_BYTES + 1, 0, 0), "too large");
+        assert!(!sampled(path, 10, 0, MAX_SAMPLED), "enough samples");
+        // After the first ones, about one in SAMPLE_ONE_IN, decided by the path alone.
+        let chosen = (0..6400)
+            .filter(|i| sampled(Path::new(&format!("f{i}")), 1, FIRST_SAMPLED, 0))
+            .count();
+        assert!((50..150).contains(&chosen), "{chosen}");
+        let again = (0..6400)
+            .filter(|i| sampled(Path::new(&format!("f{i}")), 1, FIRST_SAMPLED, 0))
+            .count();
+        assert_eq!(chosen, again);
     }
 }

@@ -148,6 +148,7 @@ pub async fn backup(
             symlinks: Some(counts.symlinks),
             hard_links: Some(counts.hard_links),
             file_bytes: Some(counts.bytes),
+            sampled_files: counts.samples,
             unreadable: counts.unreadable,
             ..Stats::default()
         },
