@@ -1694,16 +1694,33 @@ async fn a_flush_restore_of_the_wrong_backup_is_undone_by_its_safety_backup() {
     let wrong = finished_backup(&ns, "wrong").await;
     assert_eq!(wrong.status.unwrap().phase, Some(BackupPhase::Succeeded));
 
-    // A dry run of the mistake says what it would do (production's keys flushed, the wrong
-    // ones added) and does none of it: no safety backup, production unchanged, nothing
-    // quiesced (a workload it names that does not exist would fail a restore).
+    // A dry run of the mistake says what it would do (a safety backup first, production's
+    // keys flushed, the wrong ones added) and does none of it: no safety backup, production
+    // unchanged, nothing quiesced. A workload to quiesce that does not exist fails it, as it
+    // would fail the restore.
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "look-nowhere"}, "spec": {
+        "backupRef": {"name": "wrong"}, "target": redis_source(&prod, "prod-auth"),
+        "redis": {"conflict": "Flush"}, "dryRun": true,
+        "quiesce": [{"kind": "Deployment", "name": "not-here"}]}}),
+    )
+    .await;
+    let nowhere = finished_restore(&ns, "look-nowhere").await.status.unwrap();
+    assert_eq!(nowhere.phase, Some(RestorePhase::Failed), "{nowhere:?}");
+    assert!(
+        nowhere
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "WorkloadNotFound"),
+        "{nowhere:?}"
+    );
     let in_db0: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
     create::<RestoreRequest>(
         &ns,
         json!({"metadata": {"name": "look-first"}, "spec": {
         "backupRef": {"name": "wrong"}, "target": redis_source(&prod, "prod-auth"),
-        "redis": {"conflict": "Flush"}, "dryRun": true,
-        "quiesce": [{"kind": "Deployment", "name": "not-here"}]}}),
+        "redis": {"conflict": "Flush"}, "dryRun": true}}),
     )
     .await;
     let looked = finished_restore(&ns, "look-first").await.status.unwrap();
@@ -1726,12 +1743,17 @@ async fn a_flush_restore_of_the_wrong_backup_is_undone_by_its_safety_backup() {
     assert_eq!(looked.safety_backup, None, "{looked:?}");
     assert!(looked.quiesced.is_empty(), "{looked:?}");
     let preview = looked.preview.clone();
-    assert!(
-        preview[0].starts_with(&format!("flushed first: {in_db0} keys (for example ")),
+    assert_eq!(
+        preview[0],
+        "would take a safety backup of the target first (redis.conflict Flush empties the restored databases)",
         "{preview:?}"
     );
     assert!(
-        preview[1].starts_with("added: 20 keys (for example \"wrong:"),
+        preview[1].starts_with(&format!("flushed first: {in_db0} keys (for example ")),
+        "{preview:?}"
+    );
+    assert!(
+        preview[2].starts_with("added: 20 keys (for example \"wrong:"),
         "{preview:?}"
     );
     assert!(

@@ -137,7 +137,7 @@ pub async fn reconcile(
                     "the drill's worker Job {name} was gone before its result was read; the schedule's next drill tries again"
                 ),
             );
-            record(ctx, api, backup, old, &lost, wanted).await
+            record(ctx, api, backup, old, &lost, wanted, true).await
         }
         Found::None => {
             // Only from the newest version of the Backup: a stale read could start a second
@@ -156,7 +156,8 @@ pub async fn reconcile(
                     Failure::DrillNotRun,
                     "the drill was not run: its schedule no longer has spec.drill (or is gone)",
                 );
-                return record(ctx, api, backup, old, &cancelled, wanted).await;
+                // Not news: the user turned drills off.
+                return record(ctx, api, backup, old, &cancelled, wanted, false).await;
             };
             let template = template(
                 schedule.as_ref().and_then(|s| s.spec.job_template.as_ref()),
@@ -213,7 +214,7 @@ pub async fn reconcile(
                 }
                 Created::Refused { message, .. } => {
                     let refused = Summary::failed(Failure::DrillNotRun, message);
-                    record(ctx, api, backup, old, &refused, wanted).await
+                    record(ctx, api, backup, old, &refused, wanted, true).await
                 }
             }
         }
@@ -233,7 +234,7 @@ pub async fn reconcile(
         Found::Mine(job) => match workers::observe(ctx, namespace, &job).await? {
             JobState::Running { .. } => Ok(Action::requeue(RECHECK)),
             JobState::Finished(summary) => {
-                let action = record(ctx, api, backup, old, &summary, wanted).await?;
+                let action = record(ctx, api, backup, old, &summary, wanted, true).await?;
                 workers::delete(ctx, namespace, &name).await?;
                 Ok(action)
             }
@@ -249,14 +250,15 @@ async fn record(
     old: Option<&BackupStatus>,
     summary: &Summary,
     wanted: Time,
+    tell: bool,
 ) -> Result<Action, Error> {
     let verification = verification(summary, wanted.clone());
     let mut status = old.cloned().unwrap_or_default();
     status.verification = Some(verification.clone());
     let namespace = backup.namespace().unwrap_or_default();
-    // A failed drill is told, in the same write: once per drill (the request's time is in
-    // the delivery's id).
-    let problems = if verification.phase == VerificationPhase::Verified {
+    // A failed drill is told (`tell`: unless it was cancelled), in the same write: once per
+    // drill (the request's time is in the delivery's id).
+    let problems = if verification.phase == VerificationPhase::Verified || !tell {
         Vec::new()
     } else {
         plan_failure_notice(ctx, &namespace, backup, &mut status, &wanted).await?

@@ -182,14 +182,16 @@ impl Step<'_> {
         // Record every workload's replicas before touching any, so that a restart in the
         // middle still knows what to scale back to.
         let mut quiesced = Vec::new();
-        // A dry run writes nothing: the workloads go on.
-        let quiesce: &[_] = if self.request.spec.dry_run {
-            &[]
-        } else {
-            &self.request.spec.quiesce
-        };
-        for target in quiesce {
+        // A dry run checks what a restore would do before its worker, and says it in its
+        // preview (the worker's lines follow): the workloads go on.
+        let dry_run = self.request.spec.dry_run;
+        let mut preview = Vec::new();
+        for target in &self.request.spec.quiesce {
             match self.replicas(target.kind, &target.name).await? {
+                Some(replicas) if dry_run => preview.push(format!(
+                    "would stop {:?} {} ({replicas} replicas) during the restore, and start it again",
+                    target.kind, target.name
+                )),
                 Some(replicas) => quiesced.push(QuiescedWorkload {
                     kind: target.kind,
                     name: target.name.clone(),
@@ -209,6 +211,12 @@ impl Step<'_> {
                 }
             }
         }
+        if dry_run && let Some(why) = safety::wanted(&self.request.spec, resolved.target.kind()) {
+            preview.push(format!(
+                "would take a safety backup of the target first ({why})"
+            ));
+        }
+        status.preview = preview;
         status.quiesced = quiesced;
         status.phase = Some(if !status.quiesced.is_empty() {
             RestorePhase::Quiescing
@@ -305,7 +313,9 @@ impl Step<'_> {
 
     /// Whether the restore takes a safety backup of its target first.
     fn takes_safety_backup(&self, resolved: &Resolved) -> bool {
-        safety::wanted(&self.request.spec, resolved.target.kind()).is_some()
+        // A dry run checks that it could (`check_safety`), and says so.
+        !self.request.spec.dry_run
+            && safety::wanted(&self.request.spec, resolved.target.kind()).is_some()
     }
 
     /// The settings of a backup of the target, for its safety backup: those of a
@@ -567,7 +577,12 @@ impl Step<'_> {
             // stopped, is worse than a clear failure).
             Found::None if status.job_name.is_some() => {
                 let message = format!(
-                    "the restore Job {job_name} is gone before its result was read (or its creation was interrupted); {PARTLY_RUN}"
+                    "the restore Job {job_name} is gone before its result was read (or its creation was interrupted); {}",
+                    if self.request.spec.dry_run {
+                        "it was a dry run: nothing was written; create a new RestoreRequest to look again"
+                    } else {
+                        PARTLY_RUN
+                    }
                 );
                 return self
                     .failed(status, Failure::WorkerVanished.as_str(), &message)
@@ -672,7 +687,7 @@ impl Step<'_> {
                     status.location = Some(location::display(&from.storage, folder));
                 }
                 status.stats = summary.restore.clone();
-                status.preview = summary.preview.clone();
+                status.preview.extend(summary.preview.iter().cloned());
                 if let Some(copy) = &summary.restored_from_copy {
                     status.restored_from_copy = Some(copy.clone());
                     if let Some(folder) = &summary.folder
@@ -700,12 +715,16 @@ impl Step<'_> {
         let reason = summary
             .failure
             .map_or(if dry_run { DRY_RUN } else { "Restored" }, Failure::as_str);
+        let message = match (dry_run, summary.failure) {
+            (true, Some(_)) => format!("dry run: {}", summary.message),
+            _ => summary.message.clone(),
+        };
         set_condition(
             &mut status.conditions,
             RESTORED,
             summary.failure.is_none() && !dry_run,
             reason,
-            &summary.message,
+            &message,
             self.generation(),
         );
         status.phase = Some(RestorePhase::Resuming);
@@ -832,10 +851,11 @@ impl Step<'_> {
                 namespace: self.namespace.to_owned(),
                 schedule: String::new(),
                 source_kind,
-                result: match (ok, reason.as_str()) {
-                    (true, DRY_RUN) => "dryRun".to_owned(),
-                    (true, _) => "succeeded".to_owned(),
-                    (false, _) => reason,
+                result: match (self.request.spec.dry_run, ok) {
+                    (true, true) => "dryRun".to_owned(),
+                    (true, false) => format!("dryRun{reason}"),
+                    (false, true) => "succeeded".to_owned(),
+                    (false, false) => reason,
                 },
             })
             .inc();

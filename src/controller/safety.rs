@@ -98,8 +98,7 @@ pub fn whole(target: &BackupSource) -> BackupSource {
 /// Why the request needs a safety backup: it is destructive and does not say
 /// `safetyBackup: false`.
 pub fn wanted(spec: &RestoreRequestSpec, kind: Option<SourceKind>) -> Option<&'static str> {
-    // A dry run writes nothing.
-    if spec.safety_backup == Some(false) || spec.dry_run {
+    if spec.safety_backup == Some(false) {
         return None;
     }
     destructive(spec, kind)

@@ -503,7 +503,8 @@ async fn restore(plan: &RestorePlan, env: &Environment) -> Outcome {
         .await
         .map_err(|e| unlock_failure(&e))?;
     if plan.dry_run {
-        return preview::preview(plan, env, (&store, &folder, &location), &manifest, key).await;
+        let at = (&store, folder.as_str(), location.as_str());
+        return preview::preview(plan, env, at, &manifest, key, from_copy).await;
     }
     let progress = Progress::default();
     let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);

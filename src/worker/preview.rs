@@ -19,6 +19,7 @@ pub(super) async fn preview(
     at: (&Store, &str, &str),
     manifest: &Manifest,
     key: Option<DataKey>,
+    from_copy: Option<(String, String)>,
 ) -> Outcome {
     let (store, folder, location) = at;
     let progress = Progress::default();
@@ -51,9 +52,15 @@ pub(super) async fn preview(
         tracing::info!("dry run: {line}");
     }
     Ok(Summary {
-        message: format!(
-            "dry run: nothing was written; what a restore of {location} would do is in status.preview"
-        ),
+        message: match &from_copy {
+            None => format!(
+                "dry run: nothing was written; what a restore of {location} would do is in status.preview"
+            ),
+            Some((name, why)) => format!(
+                "dry run: nothing was written; what a restore would do is in status.preview: it would read copy {name:?} at {location}, because the backup itself cannot be used: {why}"
+            ),
+        },
+        restored_from_copy: from_copy.map(|(name, _)| name),
         folder: Some(folder.to_owned()),
         raw_bytes: Some(manifest.raw_bytes()),
         stored_bytes: Some(manifest.stored_bytes()),

@@ -39,7 +39,9 @@ pub struct DatabasePreview {
     /// Tables of the target that the backup does not hold: the restore leaves them alone.
     pub left_alone: Vec<String>,
     /// Tables of the backup that exist in the target while `clean` is off: `pg_restore`
-    /// would fail on them and roll the database's restore back.
+    /// would fail on them and roll the database's restore back. (Other objects that exist
+    /// already, such as a schema or a type of the backup's, fail it too; they are not looked
+    /// for.)
     pub conflicts: Vec<String>,
 }
 
@@ -81,6 +83,8 @@ pub async fn preview(
     )
     .await?;
     let globals_object = globals_record.and_then(|_| prepared.pop());
+    // pg_restore can read it, as the restore checks next.
+    restore::tools_for(manifest, request).await?;
 
     let admin = connect(target, "postgres").await?;
     let existing: Vec<String> = catalog::databases(&admin, target)
@@ -202,6 +206,27 @@ impl PgPreview {
                     "  the restore would fail and change nothing in {:?}: {} already exist (restore with clean to replace them)",
                     db.name,
                     db.conflicts.join(", ")
+                ));
+            }
+        }
+        // What a failure leaves: each database (and the roles) is restored in a transaction
+        // of its own, one after another.
+        if let Some(first) = self.databases.iter().position(|d| !d.conflicts.is_empty()) {
+            let mut left = Vec::new();
+            if self.roles.is_some() {
+                left.push("the roles would stay restored");
+            }
+            if first > 0 {
+                left.push("the databases before it would stay restored");
+            }
+            if first + 1 < self.databases.len() {
+                left.push("the databases after it would not be restored");
+            }
+            if !left.is_empty() {
+                lines.push(format!(
+                    "the restore would stop at database {:?}: {}",
+                    self.databases[first].name,
+                    left.join(", ")
                 ));
             }
         }

@@ -123,19 +123,7 @@ pub async fn restore(
     .await?;
     let globals_object = globals_record.and_then(|_| prepared.pop());
     // 2. pg_restore can read it, and the target is ready for it.
-    let archive_major = manifest
-        .source
-        .tool
-        .as_deref()
-        .and_then(parse_version)
-        .map(|(major, _)| major)
-        .unwrap_or(0);
-    let tools = PgTools::find(
-        request.bin_dir.as_deref(),
-        archive_major,
-        "the pg_dump that made this backup",
-    )
-    .await?;
+    let tools = tools_for(manifest, request).await?;
     let admin = connect(target, "postgres").await?;
     let (server_major, _) = catalog::server_version(&admin, target).await?;
     let existing: Vec<String> = catalog::databases(&admin, target)
@@ -243,6 +231,26 @@ pub async fn restore(
         stats.rows_verified += rows;
     }
     Ok(stats)
+}
+
+/// The client programs that can read the backup's archives (refused when older).
+pub(super) async fn tools_for(
+    manifest: &Manifest,
+    request: &PgRestoreRequest,
+) -> Result<PgTools, PgError> {
+    let archive_major = manifest
+        .source
+        .tool
+        .as_deref()
+        .and_then(parse_version)
+        .map(|(major, _)| major)
+        .unwrap_or(0);
+    PgTools::find(
+        request.bin_dir.as_deref(),
+        archive_major,
+        "the pg_dump that made this backup",
+    )
+    .await
 }
 
 /// The backup's roles script, when the restore restores roles (`globals`).
