@@ -61,12 +61,17 @@ RUN apt-get update \
       /usr/lib/*-linux-gnu/libLLVM* /usr/lib/*-linux-gnu/libz3.so* \
       /var/lib/postgresql/* /var/lib/redis/* /usr/share/doc/* /usr/share/man/* /usr/share/locale/* \
  && apt-get clean \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
+ && echo "coffer:x:65532:65532:coffer:/nonexistent:/usr/sbin/nologin" >> /etc/passwd \
+ && echo "coffer:x:65532:" >> /etc/group
 COPY --from=binary /out/coffer /usr/local/bin/coffer
 # Coffer finds pg_dump, pg_dumpall, pg_restore and psql on PATH (then /usr/lib/postgresql/<newest>/bin).
 ENV PATH=/usr/lib/postgresql/17/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # A numeric non-root user, as the restricted Pod Security Standard wants (runAsNonRoot can
-# only check numeric users). Worker Jobs and the Deployment set the same UID.
+# only check numeric users). Worker Jobs and the Deployment set the same UID. It has a
+# passwd entry (above): a drill's initdb refuses to run as a user without one, so a
+# PostgreSQL drill needs the default UID (a jobTemplate.runAsUser of another fails it,
+# saying so).
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/coffer"]
 CMD ["--help"]

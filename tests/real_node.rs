@@ -924,6 +924,92 @@ spec:
     }
     // The roles came along (globals: true): the backup user can log in to the new server.
     pg_connect(&conninfo(&new_ip, "backup", backup_password, "app")).await;
+
+    // Restore drills of both schedules' newest backups, side by side, in the Coffer image: a
+    // scratch redis-server and a scratch PostgreSQL started inside the workers' containers
+    // (restricted Pod Security Standard, read-only root filesystem), checked by the
+    // manifests' counts and a check of the user's each; production untouched. Drills take
+    // the schedules' own runs: the label makes the Backups made by hand theirs.
+    let redis_now = support::redis_data::state(&mut redis).await;
+    let app_now = support::pg_data::fingerprint(
+        &pg_connect(&conninfo(&pg_ip, "postgres", pg_admin, "app")).await,
+    )
+    .await;
+    for (backup, schedule, drill) in [
+        (
+            "before-deploy",
+            "shop-redis",
+            r#"{"spec":{"drill":{"every":1,"checks":{"redis":["EXISTS string => 1"]}}}}"#,
+        ),
+        (
+            "before-deploy-postgres",
+            "shop-postgres",
+            r#"{"spec":{"drill":{"every":1,"checks":{"sql":["app: SELECT count(*) = 5000 FROM orders"]}}}}"#,
+        ),
+    ] {
+        kubectl(&[
+            "label",
+            "backup",
+            backup,
+            "-n",
+            &shop,
+            &format!("coffer.dev/schedule={schedule}"),
+        ]);
+        kubectl(&[
+            "patch",
+            "backupschedule",
+            schedule,
+            "-n",
+            &shop,
+            "--type=merge",
+            "-p",
+            drill,
+        ]);
+    }
+    for schedule in ["shop-redis", "shop-postgres"] {
+        let last = eventually(
+            Duration::from_secs(300),
+            &format!("{schedule}'s drill"),
+            || {
+                let schedules = schedules.clone();
+                async move {
+                    let d = schedules.get(schedule).await.ok()?.status?.last_drill?;
+                    (d.verification.phase != coffer::api::VerificationPhase::Running).then_some(d)
+                }
+            },
+        )
+        .await;
+        let v = &last.verification;
+        assert_eq!(
+            v.phase,
+            coffer::api::VerificationPhase::Verified,
+            "{schedule}: {last:?}\nworker logs: {}",
+            kubectl(&[
+                "logs",
+                "-n",
+                &shop,
+                "-l",
+                "coffer.dev/operation=drill",
+                "--tail=50"
+            ])
+        );
+        assert!(
+            v.restore_seconds.is_some() && v.checks_passed >= 3 && v.checks_failed == 0,
+            "{schedule}: {last:?}"
+        );
+    }
+    assert!(
+        support::redis_data::state(&mut redis).await == redis_now,
+        "Redis untouched"
+    );
+    assert_eq!(
+        support::pg_data::fingerprint(
+            &pg_connect(&conninfo(&pg_ip, "postgres", pg_admin, "app")).await
+        )
+        .await,
+        app_now,
+        "PostgreSQL untouched"
+    );
 }
 
 /// A MySQL connection through a Service, tried for a while (kube-proxy's rules for a new
@@ -1310,14 +1396,23 @@ async fn a_postgres_data_directory_is_backed_up_as_its_owner_and_restored_with_i
     let store_meta = std::fs::metadata(&store).unwrap();
     assert_eq!((store_meta.uid(), store_meta.gid()), (0, 0));
     assert_eq!(store_meta.mode() & 0o002, 0, "not writable by others");
+    // A schedule of the volume that never fires (its drill is turned on at the end); the
+    // Backup, made by hand, is one of its runs (the label).
     create(serde_json::json!({
-        "apiVersion": "coffer.dev/v1alpha1", "kind": "Backup",
-        "metadata": {"name": "db-files", "namespace": ns},
+        "apiVersion": "coffer.dev/v1alpha1", "kind": "BackupSchedule",
+        "metadata": {"name": "db-volume", "namespace": ns},
         "spec": {
+            "schedule": "0 0 1 1 *",
             "source": {"volume": {"claimName": "data-db-0"}},
             "storage": {"filesystem": {"claimName": "backup-store"}},
             "jobTemplate": {"runAsUser": 999, "runAsGroup": 999},
         },
+    }));
+    create(serde_json::json!({
+        "apiVersion": "coffer.dev/v1alpha1", "kind": "Backup",
+        "metadata": {"name": "db-files", "namespace": ns,
+            "labels": {"coffer.dev/schedule": "db-volume"}},
+        "spec": {"scheduleRef": {"name": "db-volume"}},
     }));
     let backup: coffer::api::Backup = finished(&ns, "db-files").await;
     assert_eq!(
@@ -1374,6 +1469,48 @@ async fn a_postgres_data_directory_is_backed_up_as_its_owner_and_restored_with_i
         .unwrap()
         .get(0);
     assert_eq!(count, 2000);
+
+    // A restore drill of that backup: restored into the drill's own scratch directory in the
+    // Coffer image (its Job mounts the store, never the data: the Job builder's tests), its
+    // files counted against the manifest and paths of the user's checked.
+    kubectl(&[
+        "patch",
+        "backupschedule",
+        "db-volume",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"drill":{"every":1,"checks":{"paths":["pgdata/PG_VERSION","pgdata/base"]}}}}"#,
+    ]);
+    let client = plane().admin_client().await.unwrap();
+    let backups: Api<coffer::api::Backup> = Api::namespaced(client, &ns);
+    let drill = eventually(
+        Duration::from_secs(300),
+        "the drill of db-files",
+        || async {
+            let v = backups.get("db-files").await.ok()?.status?.verification?;
+            (v.phase != coffer::api::VerificationPhase::Running).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(
+        drill.phase,
+        coffer::api::VerificationPhase::Verified,
+        "{drill:?}\nworker logs: {}",
+        kubectl(&[
+            "logs",
+            "-n",
+            &ns,
+            "-l",
+            "coffer.dev/operation=drill",
+            "--tail=50"
+        ])
+    );
+    assert!(
+        drill.restore_seconds.is_some() && drill.checks_passed >= 3 && drill.checks_failed == 0,
+        "{drill:?}"
+    );
 }
 
 #[tokio::test]
