@@ -3,20 +3,10 @@
 pub mod mysql;
 pub mod pipe;
 pub mod postgres;
+pub mod preview;
 pub mod probe;
 pub mod redis;
 pub mod volume;
-
-/// What a restore's dry run found, as lines for people (the CLI prints them, a
-/// RestoreRequest's `status.preview` holds them): ` (for example a, b)` after a count, or
-/// nothing when there is no example.
-pub fn examples(names: &[String]) -> String {
-    if names.is_empty() {
-        String::new()
-    } else {
-        format!(" (for example {})", names.join(", "))
-    }
-}
 
 /// A child program's command with what only Coffer needs left out of its environment: the
 /// plan and the passwords and keys the worker was given (`COFFER_*`, the restore's age

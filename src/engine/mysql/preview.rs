@@ -9,6 +9,7 @@
 use super::client::Client;
 use super::error::MyError;
 use super::restore::{self, MyRestoreRequest};
+use crate::engine::preview::{TablePreview, database_name};
 use crate::pipeline::Codec;
 use crate::pipeline::Progress;
 use crate::pipeline::fetch;
@@ -51,14 +52,6 @@ pub enum DatabaseFate {
     /// It exists and the dump is loaded into it: the backup's tables are replaced, the
     /// others left alone.
     LoadedInto,
-}
-
-/// A table of the backup, in the target now and after the restore.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TablePreview {
-    pub table: String,
-    pub rows_now: Option<u64>,
-    pub rows_after: u64,
 }
 
 /// The backup's accounts against the target's.
@@ -182,7 +175,6 @@ impl MyPreview {
     /// The preview for people: each database with its tables now and after, then the
     /// accounts.
     pub fn lines(&self) -> Vec<String> {
-        use crate::engine::postgres::preview::{database_name, table_line};
         let mut lines = Vec::new();
         for db in &self.databases {
             let fate = match db.fate {
@@ -191,11 +183,7 @@ impl MyPreview {
                 DatabaseFate::LoadedInto => "exists: the backup's tables are replaced",
             };
             lines.push(format!("{}: {fate}", database_name(&db.name, &db.from)));
-            lines.extend(
-                db.tables
-                    .iter()
-                    .map(|t| table_line(&t.table, t.rows_now, t.rows_after)),
-            );
+            lines.extend(db.tables.iter().map(TablePreview::line));
             if !db.others.is_empty() {
                 let what = if db.fate == DatabaseFate::Recreated {
                     "dropped with the database (not in the backup)"

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use super::catalog::{self, connect, display_table};
 use super::error::PgError;
 use super::restore::{self, PgRestoreRequest};
+use crate::engine::preview::{TablePreview, database_name};
 use crate::pipeline::Codec;
 use crate::pipeline::Progress;
 use crate::pipeline::fetch;
@@ -43,14 +44,6 @@ pub struct DatabasePreview {
     /// already, such as a schema or a type of the backup's, fail it too; they are not looked
     /// for.)
     pub conflicts: Vec<String>,
-}
-
-/// A table of the backup, in the target now and after the restore.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TablePreview {
-    pub table: String,
-    pub rows_now: Option<u64>,
-    pub rows_after: u64,
 }
 
 /// Finds what [`restore::restore`] would do with `request`, writing nothing.
@@ -161,21 +154,6 @@ pub async fn preview(
     Ok(PgPreview { databases, roles })
 }
 
-/// How a dry run names a database: `database "copy" (from "app")`.
-pub fn database_name(name: &str, from: &str) -> String {
-    if name == from {
-        format!("database {name:?}")
-    } else {
-        format!("database {name:?} (from {from:?})")
-    }
-}
-
-/// A table's line: `  public.items: 50 rows now, 50 rows after`.
-pub fn table_line(table: &str, rows_now: Option<u64>, rows_after: u64) -> String {
-    let now = rows_now.map_or_else(|| "no such table".to_owned(), |n| format!("{n} rows"));
-    format!("  {table}: {now} now, {rows_after} rows after")
-}
-
 impl PgPreview {
     /// The preview for people: each database with its tables now and after, then the
     /// roles; `clean` as the restore was asked.
@@ -190,11 +168,7 @@ impl PgPreview {
                 (false, false) => "exists: restored into as it is",
             };
             lines.push(format!("{}: {fate}", database_name(&db.name, &db.from)));
-            lines.extend(
-                db.tables
-                    .iter()
-                    .map(|t| table_line(&t.table, t.rows_now, t.rows_after)),
-            );
+            lines.extend(db.tables.iter().map(TablePreview::line));
             if !db.left_alone.is_empty() {
                 lines.push(format!(
                     "  left alone (not in the backup): {}",

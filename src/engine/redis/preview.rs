@@ -49,7 +49,7 @@ impl RedisPreview {
     /// The preview for people, one outcome per line; the flushed keys only when the restore
     /// flushes (`flush`).
     pub fn lines(&self, flush: bool) -> Vec<String> {
-        use crate::engine::examples;
+        use crate::engine::preview::examples;
         let s = &self.samples;
         let mut lines = Vec::new();
         if self.flushed > 0 || flush {

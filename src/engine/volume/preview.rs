@@ -38,7 +38,7 @@ pub struct VolumePreview {
 impl VolumePreview {
     /// The preview for people, one outcome per line.
     pub fn lines(&self) -> Vec<String> {
-        use crate::engine::examples;
+        use crate::engine::preview::examples;
         let s = &self.samples;
         vec![
             format!("created: {} files{}", self.created, examples(&s.created)),
