@@ -93,6 +93,15 @@ pub struct Codec {
 }
 
 impl Codec {
+    /// A backup's objects': the manifest's compression, and the backup's data key when it
+    /// is encrypted.
+    pub fn of(manifest: &crate::storage::manifest::Manifest, key: Option<DataKey>) -> Self {
+        Self {
+            compression: manifest.compression,
+            key,
+        }
+    }
+
     /// An unencrypted object's.
     pub fn plain(compression: Compression) -> Self {
         Self {

@@ -93,10 +93,7 @@ pub async fn restore(
         store,
         folder,
         &records,
-        &Codec {
-            compression: manifest.compression,
-            key: request.key.clone(),
-        },
+        &Codec::of(manifest, request.key.clone()),
         &request.spool,
         progress,
     )

@@ -67,10 +67,7 @@ pub async fn preview(
         store,
         folder,
         &records,
-        &Codec {
-            compression: manifest.compression,
-            key: request.key.clone(),
-        },
+        &Codec::of(manifest, request.key.clone()),
         &request.spool,
         progress,
     )

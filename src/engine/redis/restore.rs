@@ -132,10 +132,7 @@ pub async fn restore_with(
         store,
         folder,
         &[record],
-        &Codec {
-            compression: manifest.compression,
-            key: request.key.clone(),
-        },
+        &Codec::of(manifest, request.key.clone()),
         &request.spool,
         progress,
     )

@@ -213,10 +213,7 @@ pub async fn restore(
         store,
         folder,
         record,
-        &Codec {
-            compression: manifest.compression,
-            key: request.key.clone(),
-        },
+        &Codec::of(manifest, request.key.clone()),
     );
     let (restoring, verdict) = object.open(store, progress).await?;
     let owners = running_as_root();

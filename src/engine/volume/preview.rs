@@ -87,10 +87,7 @@ pub async fn preview(
         store,
         folder,
         record,
-        &Codec {
-            compression: manifest.compression,
-            key: request.key.clone(),
-        },
+        &Codec::of(manifest, request.key.clone()),
     );
     let (reading, verdict) = object.open(store, progress).await?;
     let listed = tokio::task::spawn_blocking(move || {
