@@ -11,11 +11,9 @@ use super::catalog::{self, connect, display_table};
 use super::error::PgError;
 use super::restore::{self, PgRestoreRequest};
 use crate::engine::preview::{TablePreview, database_name};
-use crate::pipeline::Codec;
 use crate::pipeline::Progress;
-use crate::pipeline::fetch;
 use crate::storage::Store;
-use crate::storage::manifest::{Manifest, ObjectRecord};
+use crate::storage::manifest::Manifest;
 
 /// What a restore would do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,24 +53,12 @@ pub async fn preview(
     progress: &Progress,
 ) -> Result<PgPreview, PgError> {
     let target = &request.target;
-    let plan = restore::plan(manifest, request)?;
-    let globals_record = restore::globals_record(manifest, request)?;
     // The backup is intact, as the restore checks first.
-    let records: Vec<&ObjectRecord> = plan
-        .iter()
-        .map(|(record, _)| *record)
-        .chain(globals_record)
-        .collect();
-    let (_, mut prepared) = fetch::prepare(
-        store,
-        folder,
-        &records,
-        &Codec::of(manifest, request.key.clone()),
-        &request.spool,
-        progress,
-    )
-    .await?;
-    let globals_object = globals_record.and_then(|_| prepared.pop());
+    let restore::Checked {
+        plan,
+        globals: globals_object,
+        ..
+    } = restore::check(store, folder, manifest, request, progress).await?;
     // pg_restore can read it, as the restore checks next.
     restore::tools_for(manifest, request).await?;
 

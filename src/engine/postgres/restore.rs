@@ -100,25 +100,12 @@ pub async fn restore(
     progress: &Progress,
 ) -> Result<PgRestoreStats, PgError> {
     let target = &request.target;
-    let plan = plan(manifest, request)?;
-    let globals_record = globals_record(manifest, request)?;
-
     // 1. The backup is intact.
-    let records: Vec<&ObjectRecord> = plan
-        .iter()
-        .map(|(record, _)| *record)
-        .chain(globals_record)
-        .collect();
-    let (_, mut prepared) = fetch::prepare(
-        store,
-        folder,
-        &records,
-        &Codec::of(manifest, request.key.clone()),
-        &request.spool,
-        progress,
-    )
-    .await?;
-    let globals_object = globals_record.and_then(|_| prepared.pop());
+    let Checked {
+        plan,
+        dumps: prepared,
+        globals: globals_object,
+    } = check(store, folder, manifest, request, progress).await?;
     // 2. pg_restore can read it, and the target is ready for it.
     let tools = tools_for(manifest, request).await?;
     let admin = connect(target, "postgres").await?;
@@ -228,6 +215,47 @@ pub async fn restore(
         stats.rows_verified += rows;
     }
     Ok(stats)
+}
+
+/// What a restore reads, checked: which dump goes into which database, the dumps, and the
+/// roles script when the restore restores roles.
+pub(super) struct Checked<'m> {
+    pub plan: Vec<(&'m ObjectRecord, String)>,
+    pub dumps: Vec<Prepared>,
+    pub globals: Option<Prepared>,
+}
+
+/// Plans the restore and checks every object it reads against the manifest (spooled when
+/// there is room), before anything else is done.
+pub(super) async fn check<'m>(
+    store: &Store,
+    folder: &str,
+    manifest: &'m Manifest,
+    request: &PgRestoreRequest,
+    progress: &Progress,
+) -> Result<Checked<'m>, PgError> {
+    let plan = plan(manifest, request)?;
+    let globals_record = globals_record(manifest, request)?;
+    let records: Vec<&ObjectRecord> = plan
+        .iter()
+        .map(|(record, _)| *record)
+        .chain(globals_record)
+        .collect();
+    let (_, mut dumps) = fetch::prepare(
+        store,
+        folder,
+        &records,
+        &Codec::of(manifest, request.key.clone()),
+        &request.spool,
+        progress,
+    )
+    .await?;
+    let globals = globals_record.and_then(|_| dumps.pop());
+    Ok(Checked {
+        plan,
+        dumps,
+        globals,
+    })
 }
 
 /// The client programs that can read the backup's archives (refused when older).
