@@ -685,6 +685,60 @@ async fn a_notification_is_sent_at_most_once_when_the_operator_is_killed() {
 }
 
 #[tokio::test]
+async fn a_run_whose_start_was_never_recorded_is_recorded_and_told_once() {
+    let (_namespace, ns, s3) = setup("notify-adopt").await;
+    let hooks = Receiver::start(0, Answer::Ok).await;
+    secret(&ns, "notify", &[("ping", &hooks.url("/ping/adopt"))]).await;
+    let beat = json!({"heartbeat": {"urlSecretRef": {"name": "notify", "key": "ping"}}});
+    create::<Notifier>(&ns, notifier("beat", beat)).await;
+    create::<Backup>(
+        &ns,
+        run("adopt-1", "adopt", &dead_source(), &storage(&s3), &["beat"]),
+    )
+    .await;
+    let api: Api<Backup> = Api::namespaced(admin().await, &ns);
+    let uid = api.get("adopt-1").await.unwrap().metadata.uid.unwrap();
+    // As an operator leaves it that stopped between creating the worker Job and recording
+    // it (suspended, so that it stays running).
+    let job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
+        "metadata": {"name": "adopt-1-backup", "labels": {"coffer.dev/owner-uid": uid}},
+        "spec": {"suspend": true, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "worker", "image": "coffer:never-pulled"}]}}}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::batch::v1::Job>::namespaced(admin().await, &ns)
+        .create(&Default::default(), &job)
+        .await
+        .unwrap();
+    let _operator = Operator::start(&ns, "solo");
+    let backup = eventually(
+        Duration::from_secs(60),
+        "the run's start recorded and told",
+        || async {
+            let b = api.get("adopt-1").await.unwrap();
+            let status = b.status.clone()?;
+            let sent = status
+                .notifications
+                .iter()
+                .any(|d| d.id == "start/beat" && d.state == DeliveryState::Sent);
+            (sent && status.job_name.is_some()).then_some(b)
+        },
+    )
+    .await;
+    let status = backup.status.unwrap();
+    assert_eq!(status.job_name.as_deref(), Some("adopt-1-backup"));
+    assert_eq!(status.phase, Some(coffer::api::BackupPhase::Running));
+    assert!(status.start_time.is_some(), "{status:?}");
+    assert!(status.resolved.is_some(), "{status:?}");
+    // Told once, and the run is never started a second time.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(hooks.got("/ping/adopt/start").len(), 1);
+    assert_eq!(times_said(&ns, "adopt-1", "Started").await, 1);
+    let job_names: Vec<String> = jobs(&ns).await.into_iter().map(|j| kube::ResourceExt::name_any(&j)).collect();
+    assert_eq!(job_names, ["adopt-1-backup"]);
+}
+
+#[tokio::test]
 async fn a_schedule_whose_runs_keep_failing_turns_stale_and_each_is_told_once() {
     let (_namespace, ns, s3) = setup("notify-stale").await;
     let hooks = Receiver::start(0, Answer::Ok).await;

@@ -352,6 +352,21 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
     };
     let job_name = job::job_name(&name, "backup");
     let job = match workers::find(&ctx, &namespace, &job_name, &uid).await? {
+        // The Job exists but this read does not say the run started: the read predates
+        // the start's record (a lagging watch), or the operator stopped between creating the
+        // Job and recording it. A stale read must not write (it would erase the record);
+        // a current one records the start now, so that it is told and never repeated.
+        Found::Mine(job) if status.job_name.is_none() => {
+            let fresh = api.get(&name).await?;
+            if fresh.resource_version() != backup.resource_version() {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            status.resolved.get_or_insert_with(|| run.clone());
+            let created = job.metadata.creation_timestamp.as_ref();
+            let started = created.map_or_else(Utc::now, status::chrono);
+            run_ctx.record_start(&mut status, &job_name, started, true).await?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
         Found::Mine(job) => *job,
         Found::Foreign(job) => {
             workers::clear_foreign(&ctx, &namespace, &job).await?;
@@ -491,13 +506,30 @@ impl Run<'_> {
                 return Ok(Err(Action::requeue(REFUSED_BACKOFF)));
             }
         };
-        // The Job's name in status says the run started: from here on, a Job that vanishes
-        // is never replaced by a second run.
+        self.record_start(status, job_name, Utc::now(), false).await?;
+        Ok(Ok(job))
+    }
+
+    /// Records that the run's worker Job exists: its name, the start time, the `Started`
+    /// notifications and Event. From here on, a Job that vanishes is never replaced by a
+    /// second run. `fresh`: write only if the Backup is still as this reconcile read it.
+    async fn record_start(
+        &self,
+        status: &mut BackupStatus,
+        job_name: &str,
+        started: DateTime<Utc>,
+        fresh: bool,
+    ) -> Result<(), Error> {
+        let (ctx, namespace, backup) = (self.ctx, self.namespace, self.backup);
         status.job_name = Some(job_name.to_owned());
         status.phase = Some(BackupPhase::Running);
-        status.start_time = Some(status::time(Utc::now()));
+        status.start_time = Some(status::time(started));
         plan_notifications(ctx, namespace, backup, status, BackupNews::Started).await?;
-        status::apply(self.api, backup, self.old, status).await?;
+        if fresh {
+            status::apply_fresh(self.api, backup, self.old, status).await?;
+        } else {
+            status::apply(self.api, backup, self.old, status).await?;
+        }
         ctx.event(
             backup,
             false,
@@ -508,7 +540,7 @@ impl Run<'_> {
             ),
         )
         .await;
-        Ok(Ok(job))
+        Ok(())
     }
 
     /// Creates a worker Job of this Backup (owned by it, labelled with its UID).
