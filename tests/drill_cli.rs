@@ -138,6 +138,23 @@ async fn a_redis_drill_verifies_a_good_backup_in_a_scratch_server_and_never_touc
     let (location, _) = ok(&["backup", &source.url(), "--to", &dest], &[]);
     let counted = manifest(&location)["stats"].clone();
     let before = state(&mut con).await;
+    // Keys per type, as the source's TYPE says, recorded by both modes of backup.
+    let mut types: std::collections::BTreeMap<String, u64> = Default::default();
+    for key in before.0.values() {
+        *types.entry(key.kind.clone()).or_default() += 1;
+    }
+    assert_eq!(types.len(), 6, "every type: {types:?}");
+    assert_eq!(counted["keysPerType"], serde_json::json!(types));
+    let keys_dir = dir.path().join("keys").display().to_string();
+    let (by_keys, _) = ok(
+        &["backup", &source.url(), "--to", &keys_dir, "--mode", "keys"],
+        &[],
+    );
+    assert_eq!(
+        manifest(&by_keys)["stats"]["keysPerType"],
+        serde_json::json!(types)
+    );
+    let before = state(&mut con).await;
     let connections = connections_received(&mut con).await;
 
     let (report, code, err) = drill_leaving_nothing(&[
@@ -157,17 +174,26 @@ async fn a_redis_drill_verifies_a_good_backup_in_a_scratch_server_and_never_touc
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        names,
+    let mut expected = vec![
+        "keys without a TTL".to_owned(),
+        "keys with a TTL".to_owned(),
+        "keys in database 0".to_owned(),
+        "keys in database 2".to_owned(),
+    ];
+    expected.extend(types.keys().map(|kind| format!("{kind} keys")));
+    expected.extend(
         [
-            "keys without a TTL",
-            "keys with a TTL",
-            "keys in database 0",
-            "keys in database 2",
             "function libraries",
             "redis GET string => hello",
             "redis EXISTS no-such-key => 0",
-        ],
+        ]
+        .map(String::from),
+    );
+    assert_eq!(names, expected, "{report}");
+    let hashes = &report["checks"][4 + types.keys().position(|k| k == "hash").unwrap()];
+    assert_eq!(
+        hashes["message"],
+        format!("{}, as in the backup", types["hash"]),
         "{report}"
     );
     let keys = report["checks"][0]["message"].as_str().unwrap();
@@ -185,7 +211,10 @@ async fn a_redis_drill_verifies_a_good_backup_in_a_scratch_server_and_never_touc
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("Verified (5 checks passed, 0 failed)"),
+        text.contains(&format!(
+            "Verified ({} checks passed, 0 failed)",
+            5 + types.len()
+        )),
         "{text}"
     );
     assert!(text.contains("  ok     keys without a TTL: "), "{text}");
@@ -236,6 +265,19 @@ async fn a_redis_drill_fails_on_a_damaged_backup_on_keys_the_data_lacks_and_on_a
             ),
             format!("keys in database 2: {db2}, the backup {}", db2 + 1),
         ]
+    );
+    // A key restored as another type (the totals hold): the type that fell short is named.
+    let mut counted_hash = good.clone();
+    let hashes = good["stats"]["keysPerType"]["hash"].as_u64().unwrap();
+    counted_hash["stats"]["keysPerType"]["hash"] = (hashes + 1).into();
+    let strings = good["stats"]["keysPerType"]["string"].as_u64().unwrap();
+    counted_hash["stats"]["keysPerType"]["string"] = (strings - 1).into();
+    write_manifest(&location, &counted_hash);
+    let (report, code, _) = drill_leaving_nothing(&[&location]);
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(
+        failed_checks(&report),
+        [format!("hash keys: {hashes}, the backup {}", hashes + 1)]
     );
     write_manifest(&location, &good);
 

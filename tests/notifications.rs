@@ -734,7 +734,11 @@ async fn a_run_whose_start_was_never_recorded_is_recorded_and_told_once() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(hooks.got("/ping/adopt/start").len(), 1);
     assert_eq!(times_said(&ns, "adopt-1", "Started").await, 1);
-    let job_names: Vec<String> = jobs(&ns).await.into_iter().map(|j| kube::ResourceExt::name_any(&j)).collect();
+    let job_names: Vec<String> = jobs(&ns)
+        .await
+        .into_iter()
+        .map(|j| kube::ResourceExt::name_any(&j))
+        .collect();
     assert_eq!(job_names, ["adopt-1-backup"]);
 }
 

@@ -364,7 +364,9 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
             status.resolved.get_or_insert_with(|| run.clone());
             let created = job.metadata.creation_timestamp.as_ref();
             let started = created.map_or_else(Utc::now, status::chrono);
-            run_ctx.record_start(&mut status, &job_name, started, true).await?;
+            run_ctx
+                .record_start(&mut status, &job_name, started, true)
+                .await?;
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
         Found::Mine(job) => *job,
@@ -506,7 +508,8 @@ impl Run<'_> {
                 return Ok(Err(Action::requeue(REFUSED_BACKOFF)));
             }
         };
-        self.record_start(status, job_name, Utc::now(), false).await?;
+        self.record_start(status, job_name, Utc::now(), false)
+            .await?;
         Ok(Ok(job))
     }
 

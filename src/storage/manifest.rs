@@ -134,6 +134,11 @@ pub struct Stats {
     pub expiring_keys: Option<u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub keys_per_database: BTreeMap<u32, u64>,
+    /// Redis: keys of each type, as `TYPE` names them (`string`, `list`, `set`, `zset`,
+    /// `hash`, `stream`; `module` for a module's types). Absent in backups made before
+    /// Coffer recorded it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keys_per_type: BTreeMap<String, u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub functions: Option<u64>,
     /// PostgreSQL: databases backed up.

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::client::{self, Connection, Limits, ServerInfo, major_version};
 use super::error::RedisError;
 use super::frames;
-use super::rdb::{Item, RdbReader};
+use super::rdb::{Item, RdbReader, type_name};
 use super::replication;
 use super::target::RedisTarget;
 use crate::api::Compression;
@@ -179,12 +179,16 @@ fn inspect(reader: TapReader, only: Option<u32>) -> Result<Counted, RedisError> 
     };
     let (mut keys, mut expiring, mut functions) = (0u64, 0u64, 0u64);
     let mut per_db: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut per_type: BTreeMap<String, u64> = BTreeMap::new();
     while let Some(item) = rdb.next_item()? {
         match item {
             Item::Entry(entry) if only.is_none_or(|db| db == entry.db) => {
                 keys += 1;
                 expiring += u64::from(entry.expire_at_ms.is_some());
                 *per_db.entry(entry.db).or_default() += 1;
+                *per_type
+                    .entry(type_name(entry.value_type).to_owned())
+                    .or_default() += 1;
             }
             Item::Function(_) => functions += 1,
             Item::Entry(_) | Item::ModuleAux | Item::End => {}
@@ -194,6 +198,7 @@ fn inspect(reader: TapReader, only: Option<u32>) -> Result<Counted, RedisError> 
         keys: Some(keys),
         expiring_keys: Some(expiring),
         keys_per_database: per_db,
+        keys_per_type: per_type,
         functions: Some(functions),
         ..Stats::default()
     };
@@ -280,6 +285,7 @@ async fn write_keys(
         .map_err(write_error)?;
     let (mut total, mut expiring) = (0u64, 0u64);
     let mut per_db = BTreeMap::new();
+    let mut per_type: BTreeMap<String, u64> = BTreeMap::new();
     let mut rdb_version = None;
     for db in databases {
         con.query::<()>("SELECT", redis::cmd("SELECT").arg(db))
@@ -332,6 +338,8 @@ async fn write_keys(
                             (true, false) => Some(now_ms + expires),
                         };
                         expiring += u64::from(expire_at.is_some());
+                        let kind = type_name(payload.first().copied().unwrap_or_default());
+                        *per_type.entry(kind.to_owned()).or_default() += 1;
                         out.write_all(&frames::entry(key, expire_at, &payload))
                             .await
                             .map_err(write_error)?;
@@ -372,6 +380,7 @@ async fn write_keys(
             keys: Some(total),
             expiring_keys: Some(expiring),
             keys_per_database: per_db,
+            keys_per_type: per_type,
             functions: Some(functions),
             ..Stats::default()
         },

@@ -59,6 +59,21 @@ pub struct Entry {
     pub value: Vec<u8>,
 }
 
+/// The type `TYPE` reports for a key of RDB value type `value_type` (the first byte of a
+/// `DUMP` payload): `string`, `list`, `set`, `zset`, `hash`, `stream`, or `module` for a
+/// module's own type.
+pub fn type_name(value_type: u8) -> &'static str {
+    match value_type {
+        0 => "string",
+        1 | 10 | 14 | 18 => "list",
+        2 | 11 | 20 => "set",
+        3 | 5 | 12 | 17 => "zset",
+        4 | 9 | 13 | 16 | 22..=25 => "hash",
+        15 | 19 | 21 => "stream",
+        _ => "module",
+    }
+}
+
 /// What the stream holds, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
