@@ -330,6 +330,15 @@ async fn a_postgres_drill_restores_roles_and_databases_into_a_scratch_server_and
     );
     let good = manifest(&location);
     let tables: usize = good["stats"]["tableRows"]["shop"].as_array().unwrap().len();
+    // The schemas, functions and views, listed without what the citext extension made.
+    assert_eq!(
+        good["stats"]["databaseObjects"]["shop"],
+        serde_json::json!({
+            "schemas": ["Données Clients", "public", "sales"],
+            "functions": ["public.größe(x integer)", "sales.default_total()"],
+            "views": ["sales.daily", "sales.order_totals"],
+        })
+    );
 
     let (report, code, err) = drill_leaving_nothing(&[
         &location,
@@ -352,6 +361,10 @@ async fn a_postgres_drill_restores_roles_and_databases_into_a_scratch_server_and
             "databases",
             "tables with their rows counted",
             "rows",
+            "schemas of database postgres",
+            "schemas of database shop",
+            "functions of database shop",
+            "views of database shop",
             "sql shop: SELECT count(*) > 0 FROM customers",
             "sql shop: SELECT rolcanlogin FROM pg_roles WHERE rolname = 'shop_clerk'",
         ]
@@ -360,10 +373,32 @@ async fn a_postgres_drill_restores_roles_and_databases_into_a_scratch_server_and
         report["checks"][1]["message"],
         format!("{tables}, as in the backup")
     );
+    assert_eq!(report["checks"][5]["message"], "2, as in the backup");
     assert_eq!(
         fingerprint(&pg_connect(&source, "shop").await).await,
         before
     );
+
+    // A function and a schema the backup listed that its dump does not hold (as if dropped
+    // between listing and dumping): named.
+    let mut listed_more = good.clone();
+    let shop = &mut listed_more["stats"]["databaseObjects"]["shop"];
+    shop["functions"]
+        .as_array_mut()
+        .unwrap()
+        .push("sales.refund(integer)".into());
+    shop["schemas"].as_array_mut().unwrap().push("audit".into());
+    write_manifest(&location, &listed_more);
+    let (report, code, _) = drill_leaving_nothing(&[&location]);
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(
+        failed_checks(&report),
+        [
+            "schemas of database shop: 1 of 4 missing: audit",
+            "functions of database shop: 1 of 3 missing: sales.refund(integer)",
+        ]
+    );
+    write_manifest(&location, &good);
 
     // A query that is not true, and one that fails, fail the drill with what they returned.
     let (report, code, _) = drill(&[

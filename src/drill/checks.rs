@@ -90,6 +90,46 @@ pub fn is_true(value: &str) -> bool {
     )
 }
 
+/// The built-in check that every object of `kind` (`schemas`, `functions`, ...) database
+/// `database` held when backed up is there after the restore. Objects the scratch server has
+/// besides (its own `public` schema) do not fail it.
+pub fn all_present(
+    kind: &str,
+    database: &str,
+    expected: &[String],
+    found: &[String],
+) -> crate::drill::CheckResult {
+    let name = format!("{kind} of database {database}");
+    let found: std::collections::BTreeSet<&str> = found.iter().map(String::as_str).collect();
+    let missing: Vec<&str> = expected
+        .iter()
+        .map(String::as_str)
+        .filter(|e| !found.contains(e))
+        .collect();
+    if missing.is_empty() {
+        return crate::drill::CheckResult::passed(
+            name,
+            format!("{}, as in the backup", expected.len()),
+        );
+    }
+    let shown: Vec<&str> = missing.iter().take(5).copied().collect();
+    let more = missing.len() - shown.len();
+    crate::drill::CheckResult::failed(
+        name,
+        format!(
+            "{} of {} missing: {}{}",
+            missing.len(),
+            expected.len(),
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +174,29 @@ mod tests {
         for no in ["f", "false", "0", "", "2", "yes"] {
             assert!(!is_true(no), "{no}");
         }
+    }
+
+    #[test]
+    fn every_object_backed_up_must_be_there_and_extras_do_not_fail() {
+        let list = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let expected = list(&["app", "audit"]);
+        let ok = all_present(
+            "schemas",
+            "shop",
+            &expected,
+            &list(&["app", "audit", "public"]),
+        );
+        assert!(ok.passed, "{ok:?}");
+        assert_eq!(ok.message, "2, as in the backup");
+        let lost = all_present("schemas", "shop", &expected, &list(&["public", "app"]));
+        assert!(!lost.passed);
+        assert_eq!(lost.name, "schemas of database shop");
+        assert_eq!(lost.message, "1 of 2 missing: audit");
+        let many: Vec<String> = (0..7).map(|i| format!("f{i}()")).collect();
+        let none = all_present("functions", "shop", &many, &[]);
+        assert_eq!(
+            none.message,
+            "7 of 7 missing: f0(), f1(), f2(), f3(), f4() and 2 more"
+        );
     }
 }

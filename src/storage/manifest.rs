@@ -147,6 +147,11 @@ pub struct Stats {
     /// PostgreSQL: rows of every table, per database, counted in the dump's snapshot.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub table_rows: BTreeMap<String, Vec<TableRows>>,
+    /// PostgreSQL and MySQL/MariaDB: per database, what it holds besides its tables' rows
+    /// (schemas, functions, ...), listed in the dump's snapshot; a drill checks that every
+    /// one is there after its restore. Absent in backups made before Coffer recorded it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub database_objects: BTreeMap<String, DatabaseObjects>,
     /// Volumes: regular files, directories, symbolic links and hard links archived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<u64>,
@@ -173,6 +178,33 @@ pub struct Stats {
     /// transactions, whose rows are not from one point in time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// What one database held besides its tables' rows, by kind of object, each list sorted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseObjects {
+    /// PostgreSQL: the schemas (not the system's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schemas: Vec<String>,
+    /// The functions and procedures, PostgreSQL's as `schema.name(argument types)`, not those
+    /// an extension creates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
+    /// The views (PostgreSQL: `schema.name`, materialized views included).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<String>,
+}
+
+impl DatabaseObjects {
+    /// Each kind of object, named in the plural, with its list.
+    pub fn kinds(&self) -> [(&'static str, &[String]); 3] {
+        [
+            ("schemas", &self.schemas),
+            ("functions", &self.functions),
+            ("views", &self.views),
+        ]
+    }
 }
 
 /// A file of a volume backup and the SHA-256 of its contents.

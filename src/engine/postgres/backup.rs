@@ -16,7 +16,9 @@ use crate::api::Compression;
 use crate::pipeline::encryption::Seal;
 use crate::pipeline::{self, Effort, ObjectSpec, Progress};
 use crate::storage::Store;
-use crate::storage::manifest::{BackupOwner, Manifest, ObjectRecord, SourceInfo, Stats, TableRows};
+use crate::storage::manifest::{
+    BackupOwner, DatabaseObjects, Manifest, ObjectRecord, SourceInfo, Stats, TableRows,
+};
 
 /// The format names recorded for PostgreSQL objects.
 pub const GLOBALS_FORMAT: &str = "pg-globals-sql";
@@ -116,9 +118,9 @@ pub async fn backup(
         progress,
     };
     let mut objects = Vec::new();
-    let mut table_rows = std::collections::BTreeMap::new();
+    let mut listed = Listed::default();
     let dumped = dumper
-        .all(&chosen, superuser, &mut objects, &mut table_rows)
+        .all(&chosen, superuser, &mut objects, &mut listed)
         .await;
     let manifest = Manifest {
         format_version: Manifest::version_for(request.seal.as_ref().map(Seal::record)),
@@ -140,7 +142,8 @@ pub async fn backup(
         objects,
         stats: Stats {
             databases: Some(chosen.len() as u64),
-            table_rows,
+            table_rows: listed.table_rows,
+            database_objects: listed.objects,
             ..Stats::default()
         },
         owner: request.owner.clone(),
@@ -154,6 +157,13 @@ pub async fn backup(
     }
     store.put_manifest(&request.folder, &manifest).await?;
     Ok(manifest)
+}
+
+/// What the backup counted and listed in each database's snapshot.
+#[derive(Default)]
+struct Listed {
+    table_rows: std::collections::BTreeMap<String, Vec<TableRows>>,
+    objects: std::collections::BTreeMap<String, DatabaseObjects>,
 }
 
 /// Runs the dump programs of one backup.
@@ -173,15 +183,16 @@ impl Dumper<'_> {
         databases: &[String],
         superuser: bool,
         objects: &mut Vec<ObjectRecord>,
-        table_rows: &mut std::collections::BTreeMap<String, Vec<TableRows>>,
+        listed: &mut Listed,
     ) -> Result<(), PgError> {
         if self.request.globals {
             objects.push(self.globals(superuser).await?);
         }
         for database in databases {
-            let (record, counts) = self.database(database).await?;
+            let (record, counts, held) = self.database(database).await?;
             objects.push(record);
-            table_rows.insert(database.clone(), counts);
+            listed.table_rows.insert(database.clone(), counts);
+            listed.objects.insert(database.clone(), held);
         }
         Ok(())
     }
@@ -211,8 +222,12 @@ impl Dumper<'_> {
         .await
     }
 
-    /// Counts the rows of every table in a snapshot and dumps the database on it.
-    async fn database(&self, database: &str) -> Result<(ObjectRecord, Vec<TableRows>), PgError> {
+    /// Counts the rows of every table and lists the other objects in a snapshot, and dumps
+    /// the database on it.
+    async fn database(
+        &self,
+        database: &str,
+    ) -> Result<(ObjectRecord, Vec<TableRows>, DatabaseObjects), PgError> {
         let target = &self.request.target;
         let client = connect(target, database).await?;
         let fail = |what: &str, e: &tokio_postgres::Error| {
@@ -236,6 +251,7 @@ impl Dumper<'_> {
                 rows,
             });
         }
+        let held = catalog::objects(&client, target).await?;
         let mut dump = command(&self.tools.pg_dump, self.credentials);
         // A table locked exclusively by someone else (a long migration) fails the dump after
         // two minutes instead of hanging the run until its deadline.
@@ -264,7 +280,7 @@ impl Dumper<'_> {
             .batch_execute("COMMIT")
             .await
             .map_err(|e| fail("ending the snapshot transaction", &e))?;
-        Ok((record, counts))
+        Ok((record, counts, held))
     }
 
     /// Streams a dump program's stdout into the object `name`; the object is kept only if

@@ -4,6 +4,7 @@ use tokio_postgres::Client;
 
 use super::error::PgError;
 use super::target::PgTarget;
+use crate::storage::manifest::DatabaseObjects;
 
 /// A logged-in connection to `database`; the connection task runs until the client drops.
 pub async fn connect(target: &PgTarget, database: &str) -> Result<Client, PgError> {
@@ -100,6 +101,63 @@ pub async fn tables(client: &Client, target: &PgTarget) -> Result<Vec<(String, S
         .await
         .map_err(|e| PgError::from_pg(&target.address(), &target.user, "listing tables", &e))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// What a database holds besides its tables' rows: its schemas, functions and procedures,
+/// and views, each sorted. Types in function signatures are named with their schema
+/// (the session's `search_path` is set to `pg_catalog` first), so that the lists of two
+/// servers compare whatever their settings; objects of extensions are left out (the
+/// extension makes them). Changes the session's `search_path`.
+pub async fn objects(client: &Client, target: &PgTarget) -> Result<DatabaseObjects, PgError> {
+    let fail = |e: tokio_postgres::Error| {
+        PgError::from_pg(
+            &target.address(),
+            &target.user,
+            "listing schemas and functions",
+            &e,
+        )
+    };
+    client
+        .batch_execute("SET search_path = pg_catalog")
+        .await
+        .map_err(fail)?;
+    let user = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
+    let not_extension = |class: &str, oid: &str| {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{class}'::regclass \
+             AND d.objid = {oid} AND d.deptype = 'e')"
+        )
+    };
+    let list = |sql: String| async move {
+        let rows = client.query(&sql, &[]).await.map_err(fail)?;
+        // Sorted here, not by the server's collation, which differs between servers.
+        let mut names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        names.sort();
+        Ok::<_, PgError>(names)
+    };
+    let schemas = list(format!(
+        "SELECT n.nspname FROM pg_namespace n WHERE {user} AND {} ORDER BY 1",
+        not_extension("pg_namespace", "n.oid")
+    ))
+    .await?;
+    let functions = list(format!(
+        "SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' \
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {user} AND {} ORDER BY 1",
+        not_extension("pg_proc", "p.oid")
+    ))
+    .await?;
+    let views = list(format!(
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('v', 'm') AND {user} AND {} ORDER BY 1",
+        not_extension("pg_class", "c.oid")
+    ))
+    .await?;
+    Ok(DatabaseObjects {
+        schemas,
+        functions,
+        views,
+    })
 }
 
 /// The rows of one table (without its inheritance children).

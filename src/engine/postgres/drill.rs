@@ -12,14 +12,14 @@ use tokio::process::Command;
 use super::restore::{PgRestoreRequest, restore};
 use super::target::PgTarget;
 use crate::api::restore_request::RoleConflict;
-use crate::drill::checks::is_true;
+use crate::drill::checks::{all_present, is_true};
 use crate::drill::scratch::{self, ScratchProcess};
 use crate::drill::{
     CheckResult, DrillError, DrillRequest, Outcome, UserCheck, restore_into, table_checks,
 };
 use crate::pipeline::Progress;
 use crate::storage::Store;
-use crate::storage::manifest::Manifest;
+use crate::storage::manifest::{DatabaseObjects, Manifest};
 
 /// The scratch cluster's superuser.
 const SUPERUSER: &str = "coffer";
@@ -63,6 +63,9 @@ pub async fn drill(
         stats.tables_verified,
         stats.rows_verified,
     );
+    for (database, expected) in &manifest.stats.database_objects {
+        checks.extend(object_checks(&target, database, expected).await);
+    }
     for check in &request.checks {
         if let UserCheck::Sql { database, query } = check {
             checks.push(sql_check(&target, database, query, check.name()).await);
@@ -206,6 +209,33 @@ async fn start(bin: &Path, dir: &Path) -> Result<(ScratchProcess, PgTarget), Dri
         .wait_ready(|| async { super::catalog::connect(&target, "postgres").await.is_ok() })
         .await?;
     Ok((server, target))
+}
+
+/// Whether every schema, function and view `database` held when backed up is in the scratch
+/// server: a check per kind of object the backup listed.
+async fn object_checks(
+    target: &PgTarget,
+    database: &str,
+    expected: &DatabaseObjects,
+) -> Vec<CheckResult> {
+    let found = match super::catalog::connect(target, database).await {
+        Ok(client) => super::catalog::objects(&client, target).await,
+        Err(e) => Err(e),
+    };
+    let found = match found {
+        Ok(found) => found,
+        Err(e) => {
+            let name = format!("schemas, functions and views of database {database}");
+            return vec![CheckResult::failed(name, e.to_string())];
+        }
+    };
+    expected
+        .kinds()
+        .into_iter()
+        .zip(found.kinds())
+        .filter(|((_, expected), _)| !expected.is_empty())
+        .map(|((kind, expected), (_, found))| all_present(kind, database, expected, found))
+        .collect()
 }
 
 /// A user's query, run in `database` of the scratch server: its first value must be true.
