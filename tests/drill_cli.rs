@@ -444,6 +444,11 @@ async fn a_mysql_drill_restores_databases_and_accounts_into_a_scratch_mariadb_an
          CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(20)) ENGINE=InnoDB;
          INSERT INTO items VALUES (1, 'cup'), (2, 'plate'), (3, 'bowl');
          CREATE TABLE notes (id INT PRIMARY KEY) ENGINE=InnoDB;
+         CREATE VIEW cheap AS SELECT id FROM items WHERE id < 3;
+         CREATE FUNCTION twice(x INT) RETURNS INT DETERMINISTIC RETURN x * 2;
+         CREATE PROCEDURE tidy() DELETE FROM notes;
+         CREATE TRIGGER stamp BEFORE INSERT ON notes FOR EACH ROW SET NEW.id = NEW.id;
+         CREATE EVENT nightly ON SCHEDULE EVERY 1 DAY DISABLE DO DELETE FROM notes;
          CREATE USER 'clerk'@'%' IDENTIFIED BY 'clerk-pw';
          GRANT SELECT ON shop.* TO 'clerk'@'%';",
     )
@@ -454,6 +459,15 @@ async fn a_mysql_drill_restores_databases_and_accounts_into_a_scratch_mariadb_an
     let (location, _) = ok(
         &["backup", &source.url(None), "--to", &dest, "--users"],
         &[],
+    );
+    assert_eq!(
+        manifest(&location)["stats"]["databaseObjects"]["shop"],
+        serde_json::json!({
+            "functions": ["tidy (procedure)", "twice (function)"],
+            "views": ["cheap"],
+            "triggers": ["stamp"],
+            "events": ["nightly"],
+        })
     );
     let (report, code, err) = drill_leaving_nothing(&[
         &location,
@@ -482,6 +496,10 @@ async fn a_mysql_drill_restores_databases_and_accounts_into_a_scratch_mariadb_an
             "databases: 1, as in the backup",
             "tables with their rows counted: 2, as in the backup",
             "rows: 3, as in the backup",
+            "functions of database shop: 2, as in the backup",
+            "views of database shop: 1, as in the backup",
+            "triggers of database shop: 1, as in the backup",
+            "events of database shop: 1, as in the backup",
             "sql shop: SELECT SUM(id) = 6 FROM items: returned 1",
             "sql mysql: SELECT COUNT(*) = 1 FROM mysql.user WHERE User = 'clerk': returned 1",
         ]
@@ -502,6 +520,20 @@ async fn a_mysql_drill_restores_databases_and_accounts_into_a_scratch_mariadb_an
         failed_checks(&report),
         ["sql shop: SELECT COUNT(*) > 3 FROM items: returned 0, not true"]
     );
+
+    // A trigger the backup listed that its dump does not hold: named.
+    let good = manifest(&location);
+    let mut listed_more = good.clone();
+    listed_more["stats"]["databaseObjects"]["shop"]["triggers"] =
+        serde_json::json!(["audit", "stamp"]);
+    write_manifest(&location, &listed_more);
+    let (report, code, _) = drill_leaving_nothing(&[&location]);
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(
+        failed_checks(&report),
+        ["triggers of database shop: 1 of 2 missing: audit"]
+    );
+    write_manifest(&location, &good);
 
     // Rows the manifest counted that the dump does not hold: the restore refuses, naming
     // the table.

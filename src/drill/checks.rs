@@ -90,6 +90,30 @@ pub fn is_true(value: &str) -> bool {
     )
 }
 
+/// The built-in checks of a SQL database's objects besides its tables: for each kind the
+/// backup listed (`expected`), whether every one is in what the scratch server holds
+/// (`found`, or why it could not be read).
+pub fn object_checks(
+    database: &str,
+    expected: &crate::storage::manifest::DatabaseObjects,
+    found: Result<crate::storage::manifest::DatabaseObjects, String>,
+) -> Vec<crate::drill::CheckResult> {
+    let found = match found {
+        Ok(found) => found,
+        Err(e) => {
+            let name = format!("the objects of database {database}");
+            return vec![crate::drill::CheckResult::failed(name, e)];
+        }
+    };
+    expected
+        .kinds()
+        .into_iter()
+        .zip(found.kinds())
+        .filter(|((_, expected), _)| !expected.is_empty())
+        .map(|((kind, expected), (_, found))| all_present(kind, database, expected, found))
+        .collect()
+}
+
 /// The built-in check that every object of `kind` (`schemas`, `functions`, ...) database
 /// `database` held when backed up is there after the restore. Objects the scratch server has
 /// besides (its own `public` schema) do not fail it.

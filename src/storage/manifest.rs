@@ -187,22 +187,30 @@ pub struct DatabaseObjects {
     /// PostgreSQL: the schemas (not the system's own).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schemas: Vec<String>,
-    /// The functions and procedures, PostgreSQL's as `schema.name(argument types)`, not those
-    /// an extension creates.
+    /// The functions and procedures: PostgreSQL's as `schema.name(argument types)`, not those
+    /// an extension creates; MySQL's as `name (function)` or `name (procedure)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub functions: Vec<String>,
     /// The views (PostgreSQL: `schema.name`, materialized views included).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub views: Vec<String>,
+    /// MySQL: the triggers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<String>,
+    /// MySQL: the events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
 }
 
 impl DatabaseObjects {
     /// Each kind of object, named in the plural, with its list.
-    pub fn kinds(&self) -> [(&'static str, &[String]); 3] {
+    pub fn kinds(&self) -> [(&'static str, &[String]); 5] {
         [
             ("schemas", &self.schemas),
             ("functions", &self.functions),
             ("views", &self.views),
+            ("triggers", &self.triggers),
+            ("events", &self.events),
         ]
     }
 }

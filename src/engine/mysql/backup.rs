@@ -98,6 +98,7 @@ pub async fn backup(
     let mut warnings = Vec::new();
     let mut database_options = BTreeMap::new();
     let mut listed = BTreeMap::new();
+    let mut database_objects = BTreeMap::new();
     for database in &chosen {
         let tables = client.tables(database).await?;
         listed.insert(
@@ -118,6 +119,9 @@ pub async fn backup(
             warnings.push(warning);
         }
         database_options.insert(database.clone(), client.database_options(database).await?);
+        // Listed before the dump, like the tables: an object created or dropped during the
+        // backup can differ from the dump.
+        database_objects.insert(database.clone(), client.objects(database).await?);
     }
     let accounts = if request.users && server.flavor == Flavor::MySql {
         Some(client.accounts_sql().await?)
@@ -205,6 +209,7 @@ pub async fn backup(
             databases: Some(chosen.len() as u64),
             table_rows,
             database_options,
+            database_objects,
             warnings,
             ..Stats::default()
         },

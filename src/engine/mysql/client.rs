@@ -8,6 +8,7 @@ use mysql_async::{Conn, OptsBuilder};
 
 use super::error::MyError;
 use super::target::MyTarget;
+use crate::storage::manifest::DatabaseObjects;
 
 /// The server's own schemas, never backed up as databases.
 pub const SYSTEM_SCHEMAS: [&str; 4] = ["information_schema", "performance_schema", "mysql", "sys"];
@@ -156,6 +157,40 @@ impl Client {
                 engine: engine.unwrap_or_default(),
             })
             .collect())
+    }
+
+    /// The routines, views, triggers and events of `database`, each list sorted.
+    pub async fn objects(&mut self, database: &str) -> Result<DatabaseObjects, MyError> {
+        let address = self.address.clone();
+        let user = self.user.clone();
+        let mut list = async |sql: &str| {
+            let mut names: Vec<String> = self.conn.exec(sql, (database,)).await.map_err(|e| {
+                MyError::from_mysql(
+                    &address,
+                    &user,
+                    "listing routines, views, triggers and events",
+                    &e,
+                )
+            })?;
+            names.sort();
+            Ok::<_, MyError>(names)
+        };
+        Ok(DatabaseObjects {
+            schemas: Vec::new(),
+            functions: list(
+                "SELECT CONCAT(ROUTINE_NAME, ' (', LOWER(ROUTINE_TYPE), ')') \
+                 FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?",
+            )
+            .await?,
+            views: list("SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ?")
+                .await?,
+            triggers: list(
+                "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ?",
+            )
+            .await?,
+            events: list("SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?")
+                .await?,
+        })
     }
 
     /// `SELECT COUNT(*)` of a table.

@@ -12,14 +12,14 @@ use super::backup::USERS_FORMAT;
 use super::client::{Client, literal};
 use super::restore::{MyRestoreRequest, restore};
 use super::target::MyTarget;
-use crate::drill::checks::is_true;
+use crate::drill::checks::{is_true, object_checks};
 use crate::drill::scratch::{self, ScratchProcess};
 use crate::drill::{
     CheckResult, DrillError, DrillRequest, Outcome, UserCheck, restore_into, table_checks,
 };
 use crate::pipeline::Progress;
 use crate::storage::Store;
-use crate::storage::manifest::Manifest;
+use crate::storage::manifest::{DatabaseObjects, Manifest};
 
 /// The scratch server's login.
 const LOGIN: &str = "coffer";
@@ -71,6 +71,9 @@ pub async fn drill(
         stats.tables_verified,
         stats.rows_verified,
     );
+    for (database, expected) in &manifest.stats.database_objects {
+        checks.extend(objects_restored(&target, database, expected).await);
+    }
     for check in &request.checks {
         if let UserCheck::Sql { database, query } = check {
             checks.push(sql_check(&target, database, query, check.name()).await);
@@ -218,6 +221,24 @@ async fn start(
 }
 
 /// A user's query, run in `database` of the scratch server: its first value must be true.
+/// Whether every routine, view, trigger and event `database` held when backed up is in the
+/// scratch server.
+async fn objects_restored(
+    target: &MyTarget,
+    database: &str,
+    expected: &DatabaseObjects,
+) -> Vec<CheckResult> {
+    let found = match Client::connect(target).await {
+        Ok(mut client) => {
+            let found = client.objects(database).await;
+            client.close().await;
+            found
+        }
+        Err(e) => Err(e),
+    };
+    object_checks(database, expected, found.map_err(|e| e.to_string()))
+}
+
 async fn sql_check(target: &MyTarget, database: &str, query: &str, name: String) -> CheckResult {
     let mut client = match Client::connect(target).await {
         Ok(client) => client,

@@ -157,6 +157,7 @@ pub async fn objects(client: &Client, target: &PgTarget) -> Result<DatabaseObjec
         schemas,
         functions,
         views,
+        ..DatabaseObjects::default()
     })
 }
 

@@ -12,7 +12,7 @@ use tokio::process::Command;
 use super::restore::{PgRestoreRequest, restore};
 use super::target::PgTarget;
 use crate::api::restore_request::RoleConflict;
-use crate::drill::checks::{all_present, is_true};
+use crate::drill::checks::{is_true, object_checks};
 use crate::drill::scratch::{self, ScratchProcess};
 use crate::drill::{
     CheckResult, DrillError, DrillRequest, Outcome, UserCheck, restore_into, table_checks,
@@ -64,7 +64,7 @@ pub async fn drill(
         stats.rows_verified,
     );
     for (database, expected) in &manifest.stats.database_objects {
-        checks.extend(object_checks(&target, database, expected).await);
+        checks.extend(objects_restored(&target, database, expected).await);
     }
     for check in &request.checks {
         if let UserCheck::Sql { database, query } = check {
@@ -212,8 +212,8 @@ async fn start(bin: &Path, dir: &Path) -> Result<(ScratchProcess, PgTarget), Dri
 }
 
 /// Whether every schema, function and view `database` held when backed up is in the scratch
-/// server: a check per kind of object the backup listed.
-async fn object_checks(
+/// server.
+async fn objects_restored(
     target: &PgTarget,
     database: &str,
     expected: &DatabaseObjects,
@@ -222,20 +222,7 @@ async fn object_checks(
         Ok(client) => super::catalog::objects(&client, target).await,
         Err(e) => Err(e),
     };
-    let found = match found {
-        Ok(found) => found,
-        Err(e) => {
-            let name = format!("schemas, functions and views of database {database}");
-            return vec![CheckResult::failed(name, e.to_string())];
-        }
-    };
-    expected
-        .kinds()
-        .into_iter()
-        .zip(found.kinds())
-        .filter(|((_, expected), _)| !expected.is_empty())
-        .map(|((kind, expected), (_, found))| all_present(kind, database, expected, found))
-        .collect()
+    object_checks(database, expected, found.map_err(|e| e.to_string()))
 }
 
 /// A user's query, run in `database` of the scratch server: its first value must be true.
