@@ -1644,6 +1644,99 @@ async fn an_encrypted_schedule_gives_workers_public_keys_only_and_restores_with_
     assert!(message.contains("ConfigMap gone"), "{message}");
 }
 
+/// PostgreSQL through the operator: a `clean` restore's dry run says what it would do
+/// (a safety backup first, each table's rows now and after, what is left alone) and changes
+/// nothing; the restore takes the safety backup, and restoring that gives back exactly
+/// what was there.
+#[tokio::test]
+async fn a_postgres_clean_restore_is_previewed_then_undone_by_its_safety_backup() {
+    let (_namespace, ns, s3) = setup("pg-safety").await;
+    let pg = PostgresServer::start().unwrap();
+    support::pg_data::create(
+        &pg,
+        "shop",
+        "CREATE TABLE orders (id int PRIMARY KEY, note text); \
+         INSERT INTO orders SELECT g, 'n' || g FROM generate_series(1, 100) g;",
+    )
+    .await;
+    secret(&ns, "pg-auth", &[("password", pg.password())]).await;
+    let _operator = Operator::start(&ns, "solo");
+    create::<Backup>(
+        &ns,
+        json!({"metadata": {"name": "monday"}, "spec": {
+        "source": pg_source(&pg, "pg-auth"), "storage": storage(&s3)}}),
+    )
+    .await;
+    let monday = finished_backup(&ns, "monday").await.status.unwrap();
+    assert_eq!(monday.phase, Some(BackupPhase::Succeeded), "{monday:?}");
+    // Since Monday: orders deleted and added, and a table the backup does not hold.
+    let shop = support::pg_data::connect(&pg, "shop").await;
+    shop.batch_execute(
+        "DELETE FROM orders WHERE id > 40; \
+         INSERT INTO orders SELECT g, 'new' || g FROM generate_series(1000, 1009) g; \
+         CREATE TABLE notes (id int); INSERT INTO notes VALUES (1), (2);",
+    )
+    .await
+    .unwrap();
+    let tuesday = support::pg_data::fingerprint(&shop).await;
+
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "look"}, "spec": {
+        "backupRef": {"name": "monday"}, "postgres": {"clean": true}, "dryRun": true}}),
+    )
+    .await;
+    let looked = finished_restore(&ns, "look").await.status.unwrap();
+    assert_eq!(looked.phase, Some(RestorePhase::Succeeded), "{looked:?}");
+    assert_eq!(looked.safety_backup, None, "{looked:?}");
+    assert_eq!(
+        looked.preview,
+        [
+            "would take a safety backup of the target first (postgres.clean drops objects before re-creating them)",
+            "database \"shop\": exists: the backup's objects are dropped and created again (clean)",
+            "  public.orders: 50 rows now, 100 rows after",
+            "  left alone (not in the backup): public.notes",
+        ],
+        "{looked:?}"
+    );
+    assert_eq!(support::pg_data::fingerprint(&shop).await, tuesday);
+    assert_eq!(backups_now(&ns).await, ["monday"], "no safety backup");
+
+    // The restore: Monday's orders back, the notes left alone, Tuesday in a safety backup.
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "back-to-monday"}, "spec": {
+        "backupRef": {"name": "monday"}, "postgres": {"clean": true}}}),
+    )
+    .await;
+    let status = finished_restore(&ns, "back-to-monday")
+        .await
+        .status
+        .unwrap();
+    assert_eq!(status.phase, Some(RestorePhase::Succeeded), "{status:?}");
+    assert_eq!(status.stats.as_ref().unwrap().rows_verified, Some(100));
+    let safety = status.safety_backup.clone().expect("a safety backup");
+    let orders: i64 = shop
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orders, 100);
+
+    // Undone: the safety backup, restored the same way, gives Tuesday back exactly.
+    create::<RestoreRequest>(
+        &ns,
+        json!({"metadata": {"name": "undo"}, "spec": {
+        "backupRef": {"name": safety}, "postgres": {"clean": true}, "safetyBackup": false}}),
+    )
+    .await;
+    let undone = finished_restore(&ns, "undo").await.status.unwrap();
+    assert_eq!(undone.phase, Some(RestorePhase::Succeeded), "{undone:?}");
+    assert_eq!(undone.safety_backup, None);
+    let shop = support::pg_data::connect(&pg, "shop").await;
+    assert_eq!(support::pg_data::fingerprint(&shop).await, tuesday);
+}
+
 /// The names of the Backups in `ns`, sorted.
 async fn backups_now(ns: &str) -> Vec<String> {
     let mut names: Vec<String> = Api::<Backup>::namespaced(admin().await, ns)

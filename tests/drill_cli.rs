@@ -140,20 +140,25 @@ async fn a_redis_drill_verifies_a_good_backup_in_a_scratch_server_and_never_touc
     let before = state(&mut con).await;
     // Keys per type, as the source's TYPE says, recorded by both modes of backup.
     let mut types: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut expiring: std::collections::BTreeMap<String, u64> = Default::default();
     for key in before.0.values() {
         *types.entry(key.kind.clone()).or_default() += 1;
+        if key.expire_at.is_some() {
+            *expiring.entry(key.kind.clone()).or_default() += 1;
+        }
     }
     assert_eq!(types.len(), 6, "every type: {types:?}");
+    assert!(!expiring.is_empty());
     assert_eq!(counted["keysPerType"], serde_json::json!(types));
+    assert_eq!(counted["expiringKeysPerType"], serde_json::json!(expiring));
     let keys_dir = dir.path().join("keys").display().to_string();
     let (by_keys, _) = ok(
         &["backup", &source.url(), "--to", &keys_dir, "--mode", "keys"],
         &[],
     );
-    assert_eq!(
-        manifest(&by_keys)["stats"]["keysPerType"],
-        serde_json::json!(types)
-    );
+    let by_keys = manifest(&by_keys)["stats"].clone();
+    assert_eq!(by_keys["keysPerType"], serde_json::json!(types));
+    assert_eq!(by_keys["expiringKeysPerType"], serde_json::json!(expiring));
     let before = state(&mut con).await;
     let connections = connections_received(&mut con).await;
 

@@ -72,8 +72,9 @@ where
 /// [`apply`], only if the object is still at the resourceVersion this reconcile read: a
 /// reconcile that read stale status (a watch lagging behind its own write) fails with a
 /// conflict instead of recording a transition twice, so the Events and metrics that follow
-/// a transition happen once. For the writes that end a run (the first write of their
-/// reconcile: a second one would conflict with the first).
+/// a transition happen once. For the writes that record a run's start when its Job was
+/// found, and those that end a run (the first write of their reconcile: a second one would
+/// conflict with the first).
 pub async fn apply_fresh<K, S>(
     api: &Api<K>,
     object: &K,

@@ -139,6 +139,10 @@ pub struct Stats {
     /// Coffer recorded it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub keys_per_type: BTreeMap<String, u64>,
+    /// Redis: of [`Stats::keys_per_type`], the keys with a TTL (which may expire before a
+    /// restore), by type.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub expiring_keys_per_type: BTreeMap<String, u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub functions: Option<u64>,
     /// PostgreSQL: databases backed up.

@@ -145,8 +145,9 @@ impl Client {
             .conn
             .exec(
                 "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES \
-                 WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
-                (database,),
+                 WHERE TABLE_SCHEMA = ? AND BINARY TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' \
+                 ORDER BY TABLE_NAME",
+                (database, database),
             )
             .await
             .map_err(|e| MyError::from_mysql(&address, &user, "listing tables", &e))?;
@@ -159,19 +160,25 @@ impl Client {
             .collect())
     }
 
-    /// The routines, views, triggers and events of `database`, each list sorted.
+    /// The routines, views, triggers and events of `database`, each list sorted. Its name is
+    /// compared byte for byte too: `information_schema` compares names without case, and
+    /// `Shop` and `shop` are two databases on most servers.
     pub async fn objects(&mut self, database: &str) -> Result<DatabaseObjects, MyError> {
         let address = self.address.clone();
         let user = self.user.clone();
         let mut list = async |sql: &str| {
-            let mut names: Vec<String> = self.conn.exec(sql, (database,)).await.map_err(|e| {
-                MyError::from_mysql(
-                    &address,
-                    &user,
-                    "listing routines, views, triggers and events",
-                    &e,
-                )
-            })?;
+            let mut names: Vec<String> =
+                self.conn
+                    .exec(sql, (database, database))
+                    .await
+                    .map_err(|e| {
+                        MyError::from_mysql(
+                            &address,
+                            &user,
+                            "listing routines, views, triggers and events",
+                            &e,
+                        )
+                    })?;
             names.sort();
             Ok::<_, MyError>(names)
         };
@@ -179,16 +186,16 @@ impl Client {
             schemas: Vec::new(),
             functions: list(
                 "SELECT CONCAT(ROUTINE_NAME, ' (', LOWER(ROUTINE_TYPE), ')') \
-                 FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?",
+                 FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ? AND BINARY ROUTINE_SCHEMA = ?",
             )
             .await?,
-            views: list("SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ?")
+            views: list("SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ? AND BINARY TABLE_SCHEMA = ?")
                 .await?,
             triggers: list(
-                "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ?",
+                "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND BINARY TRIGGER_SCHEMA = ?",
             )
             .await?,
-            events: list("SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?")
+            events: list("SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ? AND BINARY EVENT_SCHEMA = ?")
                 .await?,
         })
     }

@@ -220,7 +220,6 @@ async fn start(
     Ok((server, target))
 }
 
-/// A user's query, run in `database` of the scratch server: its first value must be true.
 /// Whether every routine, view, trigger and event `database` held when backed up is in the
 /// scratch server.
 async fn objects_restored(
@@ -239,6 +238,7 @@ async fn objects_restored(
     object_checks(database, expected, found.map_err(|e| e.to_string()))
 }
 
+/// A user's query, run in `database` of the scratch server: its first value must be true.
 async fn sql_check(target: &MyTarget, database: &str, query: &str, name: String) -> CheckResult {
     let mut client = match Client::connect(target).await {
         Ok(client) => client,

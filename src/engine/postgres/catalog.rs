@@ -131,8 +131,13 @@ pub async fn objects(client: &Client, target: &PgTarget) -> Result<DatabaseObjec
     };
     let list = |sql: String| async move {
         let rows = client.query(&sql, &[]).await.map_err(fail)?;
-        // Sorted here, not by the server's collation, which differs between servers.
-        let mut names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        // Sorted here, not by the server's collation, which differs between servers. A
+        // NULL name is an object dropped since the snapshot was taken (the catalog
+        // functions read the current catalog): pg_dump sees it too, or fails.
+        let mut names: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
+            .collect();
         names.sort();
         Ok::<_, PgError>(names)
     };

@@ -180,15 +180,18 @@ fn inspect(reader: TapReader, only: Option<u32>) -> Result<Counted, RedisError> 
     let (mut keys, mut expiring, mut functions) = (0u64, 0u64, 0u64);
     let mut per_db: BTreeMap<u32, u64> = BTreeMap::new();
     let mut per_type: BTreeMap<String, u64> = BTreeMap::new();
+    let mut expiring_per_type: BTreeMap<String, u64> = BTreeMap::new();
     while let Some(item) = rdb.next_item()? {
         match item {
             Item::Entry(entry) if only.is_none_or(|db| db == entry.db) => {
                 keys += 1;
                 expiring += u64::from(entry.expire_at_ms.is_some());
                 *per_db.entry(entry.db).or_default() += 1;
-                *per_type
-                    .entry(type_name(entry.value_type).to_owned())
-                    .or_default() += 1;
+                let kind = type_name(entry.value_type);
+                *per_type.entry(kind.to_owned()).or_default() += 1;
+                if entry.expire_at_ms.is_some() {
+                    *expiring_per_type.entry(kind.to_owned()).or_default() += 1;
+                }
             }
             Item::Function(_) => functions += 1,
             Item::Entry(_) | Item::ModuleAux | Item::End => {}
@@ -199,6 +202,7 @@ fn inspect(reader: TapReader, only: Option<u32>) -> Result<Counted, RedisError> 
         expiring_keys: Some(expiring),
         keys_per_database: per_db,
         keys_per_type: per_type,
+        expiring_keys_per_type: expiring_per_type,
         functions: Some(functions),
         ..Stats::default()
     };
@@ -286,6 +290,7 @@ async fn write_keys(
     let (mut total, mut expiring) = (0u64, 0u64);
     let mut per_db = BTreeMap::new();
     let mut per_type: BTreeMap<String, u64> = BTreeMap::new();
+    let mut expiring_per_type: BTreeMap<String, u64> = BTreeMap::new();
     let mut rdb_version = None;
     for db in databases {
         con.query::<()>("SELECT", redis::cmd("SELECT").arg(db))
@@ -340,6 +345,9 @@ async fn write_keys(
                         expiring += u64::from(expire_at.is_some());
                         let kind = type_name(payload.first().copied().unwrap_or_default());
                         *per_type.entry(kind.to_owned()).or_default() += 1;
+                        if expire_at.is_some() {
+                            *expiring_per_type.entry(kind.to_owned()).or_default() += 1;
+                        }
                         out.write_all(&frames::entry(key, expire_at, &payload))
                             .await
                             .map_err(write_error)?;
@@ -381,6 +389,7 @@ async fn write_keys(
             expiring_keys: Some(expiring),
             keys_per_database: per_db,
             keys_per_type: per_type,
+            expiring_keys_per_type: expiring_per_type,
             functions: Some(functions),
             ..Stats::default()
         },
