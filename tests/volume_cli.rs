@@ -591,6 +591,71 @@ fn download_writes_a_tar_that_tar_extracts() {
     nothing_stored(&other);
 }
 
+/// A download stopped while it writes (Ctrl-C, SIGTERM) removes what it wrote, its
+/// `.partial` file too, and exits as a stopped command does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_download_leaves_nothing_behind() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("data.bin"), vec![7u8; 1 << 20]).unwrap();
+    let s3 = S3Server::start().unwrap();
+    support::s3_client(&s3)
+        .create_bucket()
+        .bucket("volumes")
+        .send()
+        .await
+        .unwrap();
+    let (location, _) = ok(
+        &[
+            "backup",
+            &source.display().to_string(),
+            "--to",
+            "s3://volumes/app",
+        ],
+        &s3.env(),
+    );
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        // The object's bytes come, then the connection pauses (see the S3 server's
+        // tampering): the download is caught in the middle.
+        s3.tamper_lengthening("volume.tar.zst", 1);
+        let into = work.path().join(format!("stopped-{signal}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .args(["download", &location, "--to", &into.display().to_string()])
+            .env_remove("RUST_LOG")
+            .envs(s3.env().iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let partial = into.join("volume.tar.partial");
+        let started = std::time::Instant::now();
+        while !partial.exists() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "no {}",
+                partial.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let out = child.wait_with_output().unwrap();
+        let said = stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "{said}");
+        assert!(
+            said.contains(&format!("stopped by SIG{signal} while downloading"))
+                && said.contains("nothing of it was kept"),
+            "{said}"
+        );
+        nothing_stored(&into);
+    }
+}
+
 /// `coffer restore --dry-run` into a directory changes nothing and names what the restore
 /// then does: files created, replaced, left alone, or removed first with `--clean`.
 #[test]

@@ -123,10 +123,14 @@ pub async fn run(args: DownloadArgs) -> Result<(), CliError> {
             .spool_dir
             .clone()
             .map_or_else(Spool::temp_dir_on_disk, Spool::in_dir);
-        let written =
-            to_stdout_checked(&store, &folder, records[0], &codec, &spool, &progress).await;
+        // Stopped, the spooled copy is dropped (removed) before the command exits.
+        let work = to_stdout_checked(&store, &folder, records[0], &codec, &spool, &progress);
+        let written = super::stopped::until_stopped(work).await;
         display.finish().await;
-        let bytes = written?;
+        let bytes = written.map_err(|signal| CliError {
+            message: format!("stopped by {signal} while writing {location} to stdout"),
+            code: super::stopped::exit_code(signal),
+        })??;
         eprintln!(
             "wrote {} ({}) of {location} to stdout, checked against the manifest",
             files[0].display(),
@@ -154,25 +158,35 @@ pub async fn run(args: DownloadArgs) -> Result<(), CliError> {
         return Err(e);
     }
     let display = Display::start(format!("downloading {location}"), progress.clone());
-    let result = into_dir(
-        &store,
-        &folder,
-        &records,
-        &files,
-        &dir,
-        &codec,
-        &progress,
-        &mut written,
-    )
-    .await;
-    display.finish().await;
-    let result = match result {
-        Ok(()) => write_manifest(&manifest_bytes, &manifest_file, &mut written).await,
-        Err(e) => Err(e),
+    // Stopped (Ctrl-C, SIGTERM), the download removes what it wrote, `.partial` files too.
+    let work = async {
+        into_dir(
+            &store,
+            &folder,
+            &records,
+            &files,
+            &dir,
+            &codec,
+            &progress,
+            &mut written,
+        )
+        .await?;
+        write_manifest(&manifest_bytes, &manifest_file, &mut written).await
     };
+    let result = super::stopped::until_stopped(work).await;
+    display.finish().await;
+    let result = result.unwrap_or_else(|signal| {
+        Err(CliError {
+            message: format!("stopped by {signal} while downloading {location}"),
+            code: super::stopped::exit_code(signal),
+        })
+    });
     if let Err(e) = result {
         let removed = written.remove();
-        return Err(CliError::failed(format!("{}; {removed}", e.message)));
+        return Err(CliError {
+            message: format!("{}; {removed}", e.message),
+            code: e.code,
+        });
     }
     for (record, file) in records.iter().zip(&files) {
         println!(

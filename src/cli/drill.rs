@@ -65,18 +65,9 @@ const EXIT_NOT_RUN: u8 = 3;
 async fn until_stopped(
     work: impl std::future::Future<Output = Result<drill::DrillReport, drill::DrillError>>,
 ) -> Result<drill::DrillReport, drill::DrillError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return work.await;
-    };
-    tokio::select! {
-        report = work => report,
-        _ = term.recv() => Err(stopped("SIGTERM")),
-        _ = int.recv() => Err(stopped("SIGINT")),
-    }
+    super::stopped::until_stopped(work)
+        .await
+        .unwrap_or_else(|signal| Err(stopped(signal)))
 }
 
 fn stopped(signal: &str) -> drill::DrillError {

@@ -14,6 +14,7 @@ mod options;
 mod preview;
 mod progress;
 mod restore;
+mod stopped;
 mod verify;
 mod worker;
 
