@@ -426,6 +426,63 @@ spec:
     rollout(ns, "deployment/minio");
 }
 
+/// The objects of one stored backup, read and replaced behind Coffer's back.
+struct Stored<'a> {
+    s3: &'a aws_sdk_s3::Client,
+    bucket: String,
+    folder: String,
+}
+
+impl<'a> Stored<'a> {
+    /// Where `backup` is stored, from its `status.location` (`s3://bucket/folder/`).
+    async fn of(s3: &'a aws_sdk_s3::Client, backup: &coffer::api::Backup) -> Self {
+        let location = backup.status.as_ref().unwrap().location.clone().unwrap();
+        let path = location.strip_prefix("s3://").unwrap();
+        let (bucket, folder) = path.split_once('/').unwrap();
+        Self {
+            s3,
+            bucket: bucket.to_owned(),
+            folder: folder.to_owned(),
+        }
+    }
+
+    async fn get(&self, name: &str) -> Vec<u8> {
+        let object = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(format!("{}{name}", self.folder))
+            .send()
+            .await
+            .unwrap();
+        object.body.collect().await.unwrap().into_bytes().to_vec()
+    }
+
+    async fn put(&self, name: &str, bytes: Vec<u8>) {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(format!("{}{name}", self.folder))
+            .body(bytes.into())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// The name of the backup's first data object, from its manifest.
+    async fn data_object(&self) -> String {
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&self.get("manifest.json").await).unwrap();
+        manifest["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["name"].as_str().unwrap().to_owned())
+            .find(|name| !name.starts_with("mysql/users"))
+            .unwrap()
+    }
+}
+
 /// A client of the S3 server of `ns`, through its Service's ClusterIP.
 fn s3_client(ns: &str) -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -1224,10 +1281,11 @@ spec:
     let verified = serde_json::to_value(&restored.status).unwrap()["stats"]["rowsVerified"].clone();
     assert_eq!(verified, 3001);
 
-    // A restore drill of that backup in the Coffer image: a scratch MariaDB started inside
-    // the worker's container (restricted Pod Security Standard, read-only root filesystem),
-    // checked by the manifest's counts and a query of the user's; production untouched.
-    // Drills take the schedule's own runs: the label makes the Backup made by hand one.
+    // Restore drills in the Coffer image: a scratch MariaDB started inside the worker's
+    // container (restricted Pod Security Standard, read-only root filesystem), checked by
+    // the manifest's counts and a query of the user's; production untouched. Drills take
+    // the schedule's own runs: the label makes the Backup made by hand one. Turned on, a
+    // drill takes the newest backup.
     kubectl(&[
         "label",
         "backup",
@@ -1236,43 +1294,135 @@ spec:
         &shop,
         "coffer.dev/schedule=laravel-mysql",
     ]);
-    kubectl(&[
-        "patch",
-        "backupschedule",
-        "laravel-mysql",
-        "-n",
-        &shop,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"drill":{"every":1,"checks":{"sql":["laravel: SELECT count(*) = 3000 FROM orders"]}}}}"#,
-    ]);
     let backups: Api<coffer::api::Backup> = Api::namespaced(client.clone(), &shop);
-    let drill = eventually(
-        Duration::from_secs(300),
-        "the drill of before-migration",
-        || async {
-            let v = backups
-                .get("before-migration")
-                .await
-                .ok()?
-                .status?
-                .verification?;
-            (v.phase != coffer::api::VerificationPhase::Running).then_some(v)
-        },
-    )
-    .await;
-    assert_eq!(
-        drill.phase,
-        coffer::api::VerificationPhase::Verified,
-        "{drill:?}\nworker logs: {}",
+    let s3 = s3_client(&storage);
+    let drill_on = || {
+        kubectl(&[
+            "patch",
+            "backupschedule",
+            "laravel-mysql",
+            "-n",
+            &shop,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"drill":{"every":1,"checks":{"sql":["laravel: SELECT count(*) = 3000 FROM orders"]}}}}"#,
+        ]);
+    };
+    let drill_off = || {
+        kubectl(&[
+            "patch",
+            "backupschedule",
+            "laravel-mysql",
+            "-n",
+            &shop,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"drill":null}}"#,
+        ]);
+    };
+    let drill_of = |name: &'static str| {
+        let backups = backups.clone();
+        async move {
+            eventually(
+                Duration::from_secs(300),
+                &format!("the drill of {name}"),
+                || async {
+                    let v = backups.get(name).await.ok()?.status?.verification?;
+                    (v.phase != coffer::api::VerificationPhase::Running).then_some(v)
+                },
+            )
+            .await
+        }
+    };
+    let worker_logs = || {
         kubectl(&[
             "logs",
             "-n",
             &shop,
             "-l",
             "coffer.dev/operation=drill",
-            "--tail=50"
+            "--tail=50",
         ])
+    };
+
+    // 1. A worker that counted rows its dump lacks (built here: the stored manifest counts
+    // one order more, and the Backup records that manifest's SHA-256, as such a worker's
+    // report would): the dump restores, and the counts catch it, naming the table.
+    let stored = Stored::of(&s3, &backups.get("before-migration").await.unwrap()).await;
+    let manifest = stored.get("manifest.json").await;
+    let mut counted_more: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let orders = counted_more["stats"]["tableRows"]["laravel"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|t| t["table"] == "orders")
+        .unwrap();
+    assert_eq!(orders["rows"], 3000);
+    orders["rows"] = 3001.into();
+    let counted_more = serde_json::to_vec(&counted_more).unwrap();
+    stored.put("manifest.json", counted_more.clone()).await;
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&counted_more));
+    kubectl(&[
+        "patch",
+        "backup",
+        "before-migration",
+        "-n",
+        &shop,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"status":{{"manifestSha256":"{sha}"}}}}"#),
+    ]);
+    drill_on();
+    let drill = drill_of("before-migration").await;
+    assert_eq!(
+        drill.phase,
+        coffer::api::VerificationPhase::VerificationFailed,
+        "{drill:?}\nworker logs: {}",
+        worker_logs()
+    );
+    assert!(
+        drill.message.contains("orders") && drill.message.contains("3001"),
+        "{drill:?}"
+    );
+
+    // 2. A data object changed after it was stored, its manifest left alone: integrity
+    // catches it before the scratch server is loaded.
+    drill_off();
+    let take = |name: &'static str| {
+        let mut now = example("backup-now.yaml", &[]);
+        now["metadata"]["name"] = name.into();
+        now["metadata"]["labels"] = serde_json::json!({"coffer.dev/schedule": "laravel-mysql"});
+        now["spec"]["scheduleRef"]["name"] = "laravel-mysql".into();
+        apply_json(&now);
+    };
+    take("changed-later");
+    let changed: coffer::api::Backup = finished(&shop, "changed-later").await;
+    assert_eq!(phase(&changed).as_deref(), Some("Succeeded"));
+    let stored = Stored::of(&s3, &changed).await;
+    let dump = stored.data_object().await;
+    let mut bytes = stored.get(&dump).await;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    stored.put(&dump, bytes).await;
+    drill_on();
+    let drill = drill_of("changed-later").await;
+    assert_eq!(
+        drill.phase,
+        coffer::api::VerificationPhase::VerificationFailed,
+        "{drill:?}\nworker logs: {}",
+        worker_logs()
+    );
+    assert!(drill.message.contains("SHA-256"), "{drill:?}");
+
+    // 3. A good backup: Verified.
+    take("checked");
+    let drill = drill_of("checked").await;
+    assert_eq!(
+        drill.phase,
+        coffer::api::VerificationPhase::Verified,
+        "{drill:?}\nworker logs: {}",
+        worker_logs()
     );
     assert!(
         drill.restore_seconds.is_some() && drill.checks_failed == 0,
