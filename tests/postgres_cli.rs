@@ -266,7 +266,9 @@ async fn two_databases_and_a_role_round_trip_through_s3() {
 const APP: &str = "CREATE TABLE items (id int PRIMARY KEY, name text); \
                    INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 50) AS i; \
                    CREATE TABLE tags (item int REFERENCES items (id), tag text);\
-                   INSERT INTO tags SELECT i, 'tag' FROM generate_series(1, 50, 2) AS i;";
+                   INSERT INTO tags SELECT i, 'tag' FROM generate_series(1, 50, 2) AS i; \
+                   CREATE VIEW tagged AS SELECT DISTINCT item FROM tags; \
+                   CREATE FUNCTION twice(x int) RETURNS int LANGUAGE sql AS 'SELECT x * 2';";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_into_another_database_and_over_existing_data() {
@@ -347,7 +349,7 @@ async fn restore_into_another_database_and_over_existing_data() {
             "  public.items: 50 rows now, 50 rows after",
             "  public.tags: 0 rows now, 25 rows after",
             "  left alone (not in the backup): public.notes",
-            "  the restore would fail and change nothing in \"copy\": public.items, public.tags already exist (restore with clean to replace them)",
+            "  the restore would fail and change nothing in \"copy\": public.items, public.tags, function public.twice(x integer), view public.tagged already exist (restore with clean to replace them)",
         ],
         "{said:?}"
     );

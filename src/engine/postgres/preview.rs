@@ -13,7 +13,7 @@ use super::restore::{self, PgRestoreRequest};
 use crate::engine::preview::{TablePreview, database_name};
 use crate::pipeline::Progress;
 use crate::storage::Store;
-use crate::storage::manifest::Manifest;
+use crate::storage::manifest::{DatabaseObjects, Manifest};
 
 /// What a restore would do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,10 +37,11 @@ pub struct DatabasePreview {
     pub tables: Vec<TablePreview>,
     /// Tables of the target that the backup does not hold: the restore leaves them alone.
     pub left_alone: Vec<String>,
-    /// Tables of the backup that exist in the target while `clean` is off: `pg_restore`
-    /// would fail on them and roll the database's restore back. (Other objects that exist
-    /// already, such as a schema or a type of the backup's, fail it too; they are not looked
-    /// for.)
+    /// Tables, schemas, functions and views of the backup that exist in the target while
+    /// `clean` is off: `pg_restore` would fail on them and roll the database's restore back.
+    /// (Other objects that exist already, such as a type or a sequence of the backup's, fail
+    /// it too; they are not looked for. Nor are schemas, functions and views of a backup made
+    /// before Coffer listed them.)
     pub conflicts: Vec<String>,
 }
 
@@ -128,6 +129,18 @@ pub async fn preview(
                 rows_after: *rows_after,
             });
         }
+        if let (Some(client), Some(listed), false) = (
+            &client,
+            manifest.stats.database_objects.get(&database.from),
+            request.clean,
+        ) {
+            // Read last: listing changes the session's search_path.
+            let now = catalog::objects(client, target).await?;
+            let tables: Vec<String> = present.values().map(|(s, t)| format!("{s}.{t}")).collect();
+            database
+                .conflicts
+                .extend(existing_objects(listed, &now, &tables));
+        }
         database.left_alone = present
             .into_keys()
             .filter(|t| !expected.iter().any(|(e, _)| e == t))
@@ -135,6 +148,32 @@ pub async fn preview(
         databases.push(database);
     }
     Ok(PgPreview { databases, roles })
+}
+
+/// The schemas, functions and views of the backup (`listed`) that the target database holds
+/// already (`now`), which `pg_restore` without `clean` fails on: `schema sales`,
+/// `function sales.total(integer)`, `view sales.daily`. Not the `public` schema, which every
+/// database has and a dump does not create; not a materialized view counted as a table
+/// (`tables`, named there already).
+fn existing_objects(
+    listed: &DatabaseObjects,
+    now: &DatabaseObjects,
+    tables: &[String],
+) -> Vec<String> {
+    let both = |kind: &str, listed: &[String], now: &[String]| -> Vec<String> {
+        listed
+            .iter()
+            .filter(|o| now.contains(o) && !tables.contains(o))
+            .filter(|o| !(kind == "schema" && o.as_str() == "public"))
+            .map(|o| format!("{kind} {o}"))
+            .collect()
+    };
+    [
+        both("schema", &listed.schemas, &now.schemas),
+        both("function", &listed.functions, &now.functions),
+        both("view", &listed.views, &now.views),
+    ]
+    .concat()
 }
 
 impl PgPreview {
@@ -200,5 +239,37 @@ impl PgPreview {
             }
         }
         lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_of_the_backup_that_exist_are_conflicts_but_public_and_counted_tables_are_not() {
+        let list = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let listed = DatabaseObjects {
+            schemas: list(&["public", "sales"]),
+            functions: list(&["public.twice(x integer)", "sales.total()"]),
+            views: list(&["sales.daily", "sales.open"]),
+            ..DatabaseObjects::default()
+        };
+        let now = DatabaseObjects {
+            schemas: list(&["public", "sales"]),
+            functions: list(&["public.twice(x integer)"]),
+            views: list(&["sales.daily", "sales.open"]),
+            ..DatabaseObjects::default()
+        };
+        // sales.daily is a populated materialized view, named with the tables already.
+        assert_eq!(
+            existing_objects(&listed, &now, &list(&["sales.daily"])),
+            [
+                "schema sales",
+                "function public.twice(x integer)",
+                "view sales.open"
+            ]
+        );
+        assert!(existing_objects(&listed, &DatabaseObjects::default(), &[]).is_empty());
     }
 }
