@@ -1296,44 +1296,22 @@ spec:
     ]);
     let backups: Api<coffer::api::Backup> = Api::namespaced(client.clone(), &shop);
     let s3 = s3_client(&storage);
+    let set_drill = |drill: &str| {
+        kubectl(&[
+            "patch",
+            "backupschedule",
+            "laravel-mysql",
+            "-n",
+            &shop,
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"drill":{drill}}}}}"#),
+        ]);
+    };
     let drill_on = || {
-        kubectl(&[
-            "patch",
-            "backupschedule",
-            "laravel-mysql",
-            "-n",
-            &shop,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"drill":{"every":1,"checks":{"sql":["laravel: SELECT count(*) = 3000 FROM orders"]}}}}"#,
-        ]);
+        set_drill(r#"{"every":1,"checks":{"sql":["laravel: SELECT count(*) = 3000 FROM orders"]}}"#)
     };
-    let drill_off = || {
-        kubectl(&[
-            "patch",
-            "backupschedule",
-            "laravel-mysql",
-            "-n",
-            &shop,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"drill":null}}"#,
-        ]);
-    };
-    let drill_of = |name: &'static str| {
-        let backups = backups.clone();
-        async move {
-            eventually(
-                Duration::from_secs(300),
-                &format!("the drill of {name}"),
-                || async {
-                    let v = backups.get(name).await.ok()?.status?.verification?;
-                    (v.phase != coffer::api::VerificationPhase::Running).then_some(v)
-                },
-            )
-            .await
-        }
-    };
+    let drill_off = || set_drill("null");
     let worker_logs = || {
         kubectl(&[
             "logs",
@@ -1343,6 +1321,23 @@ spec:
             "coffer.dev/operation=drill",
             "--tail=50",
         ])
+    };
+    // The verification of Backup `name`'s drill, once it has one, which must be `expected`.
+    let drill_of = |name: &'static str, expected: coffer::api::VerificationPhase| {
+        let backups = backups.clone();
+        async move {
+            let v = eventually(
+                Duration::from_secs(300),
+                &format!("the drill of {name}"),
+                || async {
+                    let v = backups.get(name).await.ok()?.status?.verification?;
+                    (v.phase != coffer::api::VerificationPhase::Running).then_some(v)
+                },
+            )
+            .await;
+            assert_eq!(v.phase, expected, "{v:?}\nworker logs: {}", worker_logs());
+            v
+        }
     };
 
     // 1. A worker that counted rows its dump lacks (built here: the stored manifest counts
@@ -1374,13 +1369,8 @@ spec:
         &format!(r#"{{"status":{{"manifestSha256":"{sha}"}}}}"#),
     ]);
     drill_on();
-    let drill = drill_of("before-migration").await;
-    assert_eq!(
-        drill.phase,
-        coffer::api::VerificationPhase::VerificationFailed,
-        "{drill:?}\nworker logs: {}",
-        worker_logs()
-    );
+    let failed = coffer::api::VerificationPhase::VerificationFailed;
+    let drill = drill_of("before-migration", failed).await;
     assert!(
         drill.message.contains("orders") && drill.message.contains("3001"),
         "{drill:?}"
@@ -1406,24 +1396,12 @@ spec:
     bytes[middle] ^= 0xff;
     stored.put(&dump, bytes).await;
     drill_on();
-    let drill = drill_of("changed-later").await;
-    assert_eq!(
-        drill.phase,
-        coffer::api::VerificationPhase::VerificationFailed,
-        "{drill:?}\nworker logs: {}",
-        worker_logs()
-    );
+    let drill = drill_of("changed-later", failed).await;
     assert!(drill.message.contains("SHA-256"), "{drill:?}");
 
     // 3. A good backup: Verified.
     take("checked");
-    let drill = drill_of("checked").await;
-    assert_eq!(
-        drill.phase,
-        coffer::api::VerificationPhase::Verified,
-        "{drill:?}\nworker logs: {}",
-        worker_logs()
-    );
+    let drill = drill_of("checked", coffer::api::VerificationPhase::Verified).await;
     assert!(
         drill.restore_seconds.is_some() && drill.checks_failed == 0,
         "{drill:?}"

@@ -25,12 +25,8 @@ fn manifest(location: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(location.join("manifest.json")).unwrap()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_kind_of_file_comes_back_through_s3_and_a_directory() {
-    let work = tempfile::tempdir().unwrap();
-    let source = work.path().join("source");
-    every_kind(&source, support::needs_root("files' owners"));
-    let expected = describe(&source);
+/// An S3 server with the bucket `volumes`.
+async fn s3_with_volumes() -> S3Server {
     let s3 = S3Server::start().unwrap();
     support::s3_client(&s3)
         .create_bucket()
@@ -38,6 +34,16 @@ async fn every_kind_of_file_comes_back_through_s3_and_a_directory() {
         .send()
         .await
         .unwrap();
+    s3
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_file_comes_back_through_s3_and_a_directory() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    every_kind(&source, support::needs_root("files' owners"));
+    let expected = describe(&source);
+    let s3 = s3_with_volumes().await;
     let dir_dest = work.path().join("backups");
 
     for (destination, env) in [
@@ -599,13 +605,7 @@ async fn a_stopped_download_leaves_nothing_behind() {
     let source = work.path().join("source");
     std::fs::create_dir_all(&source).unwrap();
     std::fs::write(source.join("data.bin"), vec![7u8; 1 << 20]).unwrap();
-    let s3 = S3Server::start().unwrap();
-    support::s3_client(&s3)
-        .create_bucket()
-        .bucket("volumes")
-        .send()
-        .await
-        .unwrap();
+    let s3 = s3_with_volumes().await;
     let (location, _) = ok(
         &[
             "backup",
