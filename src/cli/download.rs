@@ -341,12 +341,14 @@ async fn into_dir(
         let cannot_write = |e: std::io::Error| {
             CliError::failed(format!("cannot write {}: {e}", partial.display()))
         };
-        let mut out = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&partial)
-            .await
-            .map_err(cannot_write)?;
+        // Opened and recorded with no await between: a stop cannot leave it unrecorded.
+        let mut out = tokio::fs::File::from_std(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&partial)
+                .map_err(cannot_write)?,
+        );
         written.files.push(partial.clone());
         // One read from the store: what is written stays `.partial` until it all matched.
         let object = Prepared::unchecked(store, folder, record, codec);
@@ -387,12 +389,13 @@ async fn into_dir(
 async fn write_manifest(bytes: &[u8], path: &Path, written: &mut Written) -> Result<(), CliError> {
     let cannot =
         |e: std::io::Error| CliError::failed(format!("cannot write {}: {e}", path.display()));
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .await
-        .map_err(cannot)?;
+    let mut file = tokio::fs::File::from_std(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(cannot)?,
+    );
     written.files.push(path.to_path_buf());
     file.write_all(bytes).await.map_err(cannot)?;
     file.sync_all().await.map_err(cannot)?;

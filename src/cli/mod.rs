@@ -146,14 +146,18 @@ fn block_on(
     threads: Threads,
     future: impl std::future::Future<Output = Result<(), CliError>>,
 ) -> Result<(), CliError> {
-    match threads {
+    let runtime = match threads {
         Threads::Many => tokio::runtime::Builder::new_multi_thread(),
         Threads::One => tokio::runtime::Builder::new_current_thread(),
     }
     .enable_all()
     .build()
-    .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?
-    .block_on(future)
+    .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+    let result = runtime.block_on(future);
+    // A command stopped by a signal may leave a blocking write behind (to a stdout nobody
+    // reads, a hung mount): the process exits anyway.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 /// A command failed: its one-line message and exit status.

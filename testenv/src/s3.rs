@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::process::random_token;
 use crate::s3_hold::Held;
-use crate::s3_tamper::{Shared, Tampering};
+use crate::s3_tamper::{Served, Shared, Tampering};
 use crate::s3_uploads::{Store, open_upload_ids};
 use crate::{Result, TestEnvError};
 
@@ -208,13 +208,20 @@ impl S3Server {
     /// object whose key ends with `suffix` serves it with the byte in its middle changed (see
     /// [`crate::s3_tamper`]): a store that lies.
     pub fn tamper(&self, suffix: &str, read: u32) {
-        Tampering::add(&self.tampering, suffix, read, false);
+        Tampering::add(&self.tampering, suffix, read, Served::Changed);
     }
 
     /// Like [`S3Server::tamper`], and that response is also longer than the object: after its
     /// bytes it pauses, then sends more (see [`crate::s3_tamper`]).
     pub fn tamper_lengthening(&self, suffix: &str, read: u32) {
-        Tampering::add(&self.tampering, suffix, read, true);
+        Tampering::add(&self.tampering, suffix, read, Served::ChangedLonger);
+    }
+
+    /// Serves the `read`th GET of the object whose key ends with `suffix` unchanged, but its
+    /// second half only after a pause of [`crate::s3_tamper::TAIL_PAUSE`]: its reader is then
+    /// caught in the middle of it.
+    pub fn pause_midway(&self, suffix: &str, read: u32) {
+        Tampering::add(&self.tampering, suffix, read, Served::Paused);
     }
 
     /// How many responses were served changed so far.

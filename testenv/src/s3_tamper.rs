@@ -8,6 +8,9 @@
 //! A reader that passes on every byte as it comes and judges the object only at its end has
 //! then handed a consumer the whole of the object's length well before it can know that the
 //! object did not match.
+//!
+//! Or a rule serves the object unchanged, its second half after the same pause: a test
+//! knows its reader is in the middle of the object, however loaded the machine is.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,12 +28,24 @@ pub const TAIL_PAUSE: Duration = Duration::from_secs(5);
 /// How many bytes a lengthened response adds.
 pub const APPENDED: usize = 4096;
 
+/// How a read a rule matches is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Served {
+    /// With one byte changed.
+    Changed,
+    /// With one byte changed, then [`APPENDED`] more bytes after [`TAIL_PAUSE`].
+    ChangedLonger,
+    /// Unchanged, but the second half of its bytes only after [`TAIL_PAUSE`]: a reader is
+    /// caught in the middle of the object.
+    Paused,
+}
+
 /// One rule: the `read`th GET (counting from 1) of the object whose key ends with `suffix`.
 #[derive(Clone, Debug)]
 struct Rule {
     suffix: String,
     read: u32,
-    lengthen: bool,
+    served: Served,
 }
 
 /// The rules, and how often each object was read, shared by the server's restarts.
@@ -45,12 +60,12 @@ pub(crate) struct Tampering {
 pub(crate) type Shared = Arc<Mutex<Tampering>>;
 
 impl Tampering {
-    pub(crate) fn add(shared: &Shared, suffix: &str, read: u32, lengthen: bool) {
+    pub(crate) fn add(shared: &Shared, suffix: &str, read: u32, served: Served) {
         let mut this = shared.lock().unwrap_or_else(PoisonError::into_inner);
         this.rules.push(Rule {
             suffix: suffix.to_owned(),
             read,
-            lengthen,
+            served,
         });
     }
 
@@ -72,8 +87,8 @@ impl Tampering {
             .sum()
     }
 
-    /// Counts a GET of `bucket/key`; whether this read is to be changed (and lengthened).
-    pub(crate) fn count(shared: &Shared, bucket: &str, key: &str) -> Option<bool> {
+    /// Counts a GET of `bucket/key`; how this read is to be served, if a rule says.
+    pub(crate) fn count(shared: &Shared, bucket: &str, key: &str) -> Option<Served> {
         let mut this = shared.lock().unwrap_or_else(PoisonError::into_inner);
         let path = format!("{bucket}/{key}");
         let reads = this.reads.entry(path.clone()).or_default();
@@ -83,8 +98,8 @@ impl Tampering {
             .rules
             .iter()
             .find(|r| r.read == read && path.ends_with(&r.suffix))
-            .map(|r| r.lengthen);
-        if hit.is_some() {
+            .map(|r| r.served);
+        if matches!(hit, Some(Served::Changed | Served::ChangedLonger)) {
             this.changed += 1;
         }
         hit
@@ -92,10 +107,11 @@ impl Tampering {
 }
 
 /// The response with the byte in the middle of the object changed (its lowest bit flipped:
-/// an ASCII letter stays one), and with `lengthen`, [`APPENDED`] bytes after a pause.
+/// an ASCII letter stays one), and [`APPENDED`] bytes after a pause (`ChangedLonger`); or
+/// unchanged, its second half after a pause (`Paused`).
 pub(crate) async fn changed(
     mut response: S3Response<GetObjectOutput>,
-    lengthen: bool,
+    served: Served,
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let output = &mut response.output;
     let mut bytes = Vec::new();
@@ -105,6 +121,17 @@ pub(crate) async fn changed(
                 chunk.map_err(|e| s3s::s3_error!(InternalError, "reading the object: {e}"))?;
             bytes.extend_from_slice(&chunk);
         }
+    }
+    if served == Served::Paused {
+        let second = Bytes::from(bytes.split_off(bytes.len() / 2));
+        let first =
+            futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(bytes)) });
+        let rest = futures::stream::once(async move {
+            tokio::time::sleep(TAIL_PAUSE).await;
+            Ok(second)
+        });
+        response.output.body = Some(StreamingBlob::wrap(first.chain(rest)));
+        return Ok(response);
     }
     if let Some(middle) = bytes.len().checked_div(2).filter(|_| !bytes.is_empty()) {
         bytes[middle] ^= 0x01;
@@ -116,7 +143,7 @@ pub(crate) async fn changed(
     output.checksum_sha256 = None;
     output.checksum_type = None;
     let first = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(bytes)) });
-    if lengthen {
+    if served == Served::ChangedLonger {
         output.content_length = output
             .content_length
             .map(|n| n + i64::try_from(APPENDED).unwrap_or(0));

@@ -149,7 +149,7 @@ impl Store {
         let change = Tampering::count(&self.tampering, &req.input.bucket, &req.input.key);
         let response = self.fs.get_object(req).await?;
         match change {
-            Some(lengthen) => crate::s3_tamper::changed(response, lengthen).await,
+            Some(served) => crate::s3_tamper::changed(response, served).await,
             None => Ok(response),
         }
     }
