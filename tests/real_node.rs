@@ -426,6 +426,16 @@ spec:
     rollout(ns, "deployment/minio");
 }
 
+/// A Backup `name` of `schedule` now, as the backup-now example makes one (applied in the
+/// example's namespace), labelled as the schedule's own run.
+fn take_backup(name: &str, schedule: &str) {
+    let mut now = example("backup-now.yaml", &[]);
+    now["metadata"]["name"] = name.into();
+    now["metadata"]["labels"] = serde_json::json!({"coffer.dev/schedule": schedule});
+    now["spec"]["scheduleRef"]["name"] = schedule.into();
+    apply_json(&now);
+}
+
 /// The objects of one stored backup, read and replaced behind Coffer's back.
 struct Stored<'a> {
     s3: &'a aws_sdk_s3::Client,
@@ -1055,6 +1065,56 @@ spec:
             "{schedule}: {last:?}"
         );
     }
+    // A check of the user's that does not hold fails the drill of the next backup, naming
+    // the check, and only that check.
+    for (schedule, name, checks) in [
+        (
+            "shop-redis",
+            "redis-check-fails",
+            r#"{"redis":["EXISTS no-such-key => 1"]}"#,
+        ),
+        (
+            "shop-postgres",
+            "postgres-check-fails",
+            r#"{"sql":["app: SELECT count(*) = 1 FROM orders"]}"#,
+        ),
+    ] {
+        kubectl(&[
+            "patch",
+            "backupschedule",
+            schedule,
+            "-n",
+            &shop,
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"drill":{{"checks":{checks}}}}}}}"#),
+        ]);
+        take_backup(name, schedule);
+    }
+    let backups: Api<coffer::api::Backup> = Api::namespaced(client.clone(), &shop);
+    for (name, check) in [
+        ("redis-check-fails", "redis EXISTS no-such-key => 1"),
+        (
+            "postgres-check-fails",
+            "sql app: SELECT count(*) = 1 FROM orders",
+        ),
+    ] {
+        let v = eventually(
+            Duration::from_secs(300),
+            &format!("the drill of {name}"),
+            || async {
+                let v = backups.get(name).await.ok()?.status?.verification?;
+                (v.phase != coffer::api::VerificationPhase::Running).then_some(v)
+            },
+        )
+        .await;
+        assert_eq!(
+            v.phase,
+            coffer::api::VerificationPhase::VerificationFailed,
+            "{v:?}"
+        );
+        assert!(v.message.contains(check) && v.checks_failed == 1, "{v:?}");
+    }
     assert!(
         support::redis_data::state(&mut redis).await == redis_now,
         "Redis untouched"
@@ -1379,14 +1439,7 @@ spec:
     // 2. A data object changed after it was stored, its manifest left alone: integrity
     // catches it before the scratch server is loaded.
     drill_off();
-    let take = |name: &'static str| {
-        let mut now = example("backup-now.yaml", &[]);
-        now["metadata"]["name"] = name.into();
-        now["metadata"]["labels"] = serde_json::json!({"coffer.dev/schedule": "laravel-mysql"});
-        now["spec"]["scheduleRef"]["name"] = "laravel-mysql".into();
-        apply_json(&now);
-    };
-    take("changed-later");
+    take_backup("changed-later", "laravel-mysql");
     let changed: coffer::api::Backup = finished(&shop, "changed-later").await;
     assert_eq!(phase(&changed).as_deref(), Some("Succeeded"));
     let stored = Stored::of(&s3, &changed).await;
@@ -1400,7 +1453,7 @@ spec:
     assert!(drill.message.contains("SHA-256"), "{drill:?}");
 
     // 3. A good backup: Verified.
-    take("checked");
+    take_backup("checked", "laravel-mysql");
     let drill = drill_of("checked", coffer::api::VerificationPhase::Verified).await;
     assert!(
         drill.restore_seconds.is_some() && drill.checks_failed == 0,
