@@ -426,6 +426,36 @@ spec:
     rollout(ns, "deployment/minio");
 }
 
+/// The verification of Backup `name`'s drill, once the drill has ended.
+async fn drill_verdict(
+    backups: &Api<coffer::api::Backup>,
+    name: &str,
+) -> coffer::api::Verification {
+    eventually(
+        Duration::from_secs(300),
+        &format!("the drill of {name}"),
+        || async {
+            let v = backups.get(name).await.ok()?.status?.verification?;
+            (v.phase != coffer::api::VerificationPhase::Running).then_some(v)
+        },
+    )
+    .await
+}
+
+/// Merges `patch` into BackupSchedule `schedule` of `ns`.
+fn patch_schedule(ns: &str, schedule: &str, patch: &str) {
+    kubectl(&[
+        "patch",
+        "backupschedule",
+        schedule,
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        patch,
+    ]);
+}
+
 /// A Backup `name` of `schedule` now, as the backup-now example makes one (applied in the
 /// example's namespace), labelled as the schedule's own run.
 fn take_backup(name: &str, schedule: &str) {
@@ -1022,16 +1052,7 @@ spec:
             &shop,
             &format!("coffer.dev/schedule={schedule}"),
         ]);
-        kubectl(&[
-            "patch",
-            "backupschedule",
-            schedule,
-            "-n",
-            &shop,
-            "--type=merge",
-            "-p",
-            drill,
-        ]);
+        patch_schedule(&shop, schedule, drill);
     }
     for schedule in ["shop-redis", "shop-postgres"] {
         let last = eventually(
@@ -1079,16 +1100,11 @@ spec:
             r#"{"sql":["app: SELECT count(*) = 1 FROM orders"]}"#,
         ),
     ] {
-        kubectl(&[
-            "patch",
-            "backupschedule",
-            schedule,
-            "-n",
+        patch_schedule(
             &shop,
-            "--type=merge",
-            "-p",
+            schedule,
             &format!(r#"{{"spec":{{"drill":{{"checks":{checks}}}}}}}"#),
-        ]);
+        );
         take_backup(name, schedule);
     }
     let backups: Api<coffer::api::Backup> = Api::namespaced(client.clone(), &shop);
@@ -1099,15 +1115,7 @@ spec:
             "sql app: SELECT count(*) = 1 FROM orders",
         ),
     ] {
-        let v = eventually(
-            Duration::from_secs(300),
-            &format!("the drill of {name}"),
-            || async {
-                let v = backups.get(name).await.ok()?.status?.verification?;
-                (v.phase != coffer::api::VerificationPhase::Running).then_some(v)
-            },
-        )
-        .await;
+        let v = drill_verdict(&backups, name).await;
         assert_eq!(
             v.phase,
             coffer::api::VerificationPhase::VerificationFailed,
@@ -1357,16 +1365,11 @@ spec:
     let backups: Api<coffer::api::Backup> = Api::namespaced(client.clone(), &shop);
     let s3 = s3_client(&storage);
     let set_drill = |drill: &str| {
-        kubectl(&[
-            "patch",
-            "backupschedule",
-            "laravel-mysql",
-            "-n",
+        patch_schedule(
             &shop,
-            "--type=merge",
-            "-p",
+            "laravel-mysql",
             &format!(r#"{{"spec":{{"drill":{drill}}}}}"#),
-        ]);
+        );
     };
     let drill_on = || {
         set_drill(r#"{"every":1,"checks":{"sql":["laravel: SELECT count(*) = 3000 FROM orders"]}}"#)
@@ -1386,15 +1389,7 @@ spec:
     let drill_of = |name: &'static str, expected: coffer::api::VerificationPhase| {
         let backups = backups.clone();
         async move {
-            let v = eventually(
-                Duration::from_secs(300),
-                &format!("the drill of {name}"),
-                || async {
-                    let v = backups.get(name).await.ok()?.status?.verification?;
-                    (v.phase != coffer::api::VerificationPhase::Running).then_some(v)
-                },
-            )
-            .await;
+            let v = drill_verdict(&backups, name).await;
             assert_eq!(v.phase, expected, "{v:?}\nworker logs: {}", worker_logs());
             v
         }
