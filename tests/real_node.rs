@@ -456,60 +456,82 @@ fn patch_schedule(ns: &str, schedule: &str, patch: &str) {
     ]);
 }
 
-/// A Backup `name` of `schedule` now, as the backup-now example makes one (applied in the
-/// example's namespace), labelled as the schedule's own run.
-fn take_backup(name: &str, schedule: &str) {
+/// A Backup `name` of `schedule` in `ns` now, as the backup-now example makes one,
+/// labelled as the schedule's own run.
+fn take_backup(ns: &str, name: &str, schedule: &str) {
     let mut now = example("backup-now.yaml", &[]);
     now["metadata"]["name"] = name.into();
+    now["metadata"]["namespace"] = ns.into();
     now["metadata"]["labels"] = serde_json::json!({"coffer.dev/schedule": schedule});
     now["spec"]["scheduleRef"]["name"] = schedule.into();
     apply_json(&now);
 }
 
+/// Where a test's backups are stored: its S3 server, or the host directory of a
+/// filesystem store's claim.
+#[derive(Clone, Copy)]
+enum Store<'a> {
+    S3(&'a aws_sdk_s3::Client),
+    Dir(&'a Path),
+}
+
 /// The objects of one stored backup, read and replaced behind Coffer's back.
 struct Stored<'a> {
-    s3: &'a aws_sdk_s3::Client,
-    bucket: String,
+    store: Store<'a>,
+    /// `bucket/folder/` in S3, `folder/` under a directory.
     folder: String,
 }
 
 impl<'a> Stored<'a> {
-    /// Where `backup` is stored, from its `status.location` (`s3://bucket/folder/`).
-    async fn of(s3: &'a aws_sdk_s3::Client, backup: &coffer::api::Backup) -> Self {
+    /// Where `backup` is stored in `store`, from its `status.location`
+    /// (`s3://bucket/folder/` or `pvc://claim/folder/`).
+    fn of(store: Store<'a>, backup: &coffer::api::Backup) -> Self {
         let location = backup.status.as_ref().unwrap().location.clone().unwrap();
-        let path = location.strip_prefix("s3://").unwrap();
-        let (bucket, folder) = path.split_once('/').unwrap();
-        Self {
-            s3,
-            bucket: bucket.to_owned(),
-            folder: folder.to_owned(),
-        }
+        let folder = match store {
+            Store::S3(_) => location.strip_prefix("s3://").unwrap().to_owned(),
+            Store::Dir(_) => {
+                let path = location.strip_prefix("pvc://").unwrap();
+                path.split_once('/').unwrap().1.to_owned()
+            }
+        };
+        Self { store, folder }
     }
 
     async fn get(&self, name: &str) -> Vec<u8> {
-        let object = self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(format!("{}{name}", self.folder))
-            .send()
-            .await
-            .unwrap();
-        object.body.collect().await.unwrap().into_bytes().to_vec()
+        match self.store {
+            Store::S3(s3) => {
+                let (bucket, folder) = self.folder.split_once('/').unwrap();
+                let object = s3
+                    .get_object()
+                    .bucket(bucket)
+                    .key(format!("{folder}{name}"))
+                    .send()
+                    .await
+                    .unwrap();
+                object.body.collect().await.unwrap().into_bytes().to_vec()
+            }
+            Store::Dir(root) => std::fs::read(root.join(&self.folder).join(name)).unwrap(),
+        }
     }
 
     async fn put(&self, name: &str, bytes: Vec<u8>) {
-        self.s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(format!("{}{name}", self.folder))
-            .body(bytes.into())
-            .send()
-            .await
-            .unwrap();
+        match self.store {
+            Store::S3(s3) => {
+                let (bucket, folder) = self.folder.split_once('/').unwrap();
+                s3.put_object()
+                    .bucket(bucket)
+                    .key(format!("{folder}{name}"))
+                    .body(bytes.into())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            Store::Dir(root) => std::fs::write(root.join(&self.folder).join(name), bytes).unwrap(),
+        }
     }
 
-    /// The name of the backup's first data object, from its manifest.
+    /// The name of the backup's first data object (not accounts, not globals), from its
+    /// manifest.
     async fn data_object(&self) -> String {
         let manifest: serde_json::Value =
             serde_json::from_slice(&self.get("manifest.json").await).unwrap();
@@ -518,9 +540,100 @@ impl<'a> Stored<'a> {
             .unwrap()
             .iter()
             .map(|o| o["name"].as_str().unwrap().to_owned())
-            .find(|name| !name.starts_with("mysql/users"))
+            .find(|name| !name.starts_with("mysql/users") && !name.contains("/globals."))
             .unwrap()
     }
+}
+
+/// Two more runs of `schedule` (in `ns`, stored in `store`) whose drills must fail, each
+/// VerificationFailed with a message naming what differed. `drill` is the schedule's drill
+/// (JSON), turned off while each run is taken and changed, then on to drill it; it is left
+/// on.
+///
+/// 1. A worker that counted more than its data holds (built here: `count_more` raises a
+///    count in the stored manifest, and the Backup records that manifest's SHA-256, as such
+///    a worker's report would): the data restores, and the counts catch it; the message
+///    holds every one of `named`.
+/// 2. A data object changed after it was stored, its manifest left alone: integrity catches
+///    it before the scratch instance is loaded.
+async fn drills_that_must_fail(
+    ns: &str,
+    schedule: &str,
+    drill: &str,
+    store: Store<'_>,
+    count_more: impl Fn(&mut serde_json::Value),
+    named: &[&str],
+) {
+    let client = plane().admin_client().await.unwrap();
+    let backups: Api<coffer::api::Backup> = Api::namespaced(client, ns);
+    let set_drill = |drill: &str| {
+        patch_schedule(ns, schedule, &format!(r#"{{"spec":{{"drill":{drill}}}}}"#));
+    };
+    let failed_drill = |name: String| {
+        let backups = backups.clone();
+        async move {
+            let v = drill_verdict(&backups, &name).await;
+            assert_eq!(
+                v.phase,
+                coffer::api::VerificationPhase::VerificationFailed,
+                "{name}: {v:?}\nworker logs: {}",
+                kubectl(&[
+                    "logs",
+                    "-n",
+                    ns,
+                    "-l",
+                    "coffer.dev/operation=drill",
+                    "--tail=50"
+                ])
+            );
+            v
+        }
+    };
+    // A run of the schedule, taken with its drill off and stored.
+    let stored_run = |name: String| async move {
+        set_drill("null");
+        take_backup(ns, &name, schedule);
+        let backup: coffer::api::Backup = finished(ns, &name).await;
+        assert_eq!(phase(&backup).as_deref(), Some("Succeeded"), "{name}");
+        Stored::of(store, &backup)
+    };
+
+    let name = format!("{schedule}-counted-more");
+    let stored = stored_run(name.clone()).await;
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&stored.get("manifest.json").await).unwrap();
+    count_more(&mut manifest);
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    stored.put("manifest.json", manifest.clone()).await;
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&manifest));
+    kubectl(&[
+        "patch",
+        "backup",
+        &name,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"status":{{"manifestSha256":"{sha}"}}}}"#),
+    ]);
+    set_drill(drill);
+    let v = failed_drill(name).await;
+    assert!(
+        named.iter().all(|n| v.message.contains(n)),
+        "{named:?}: {v:?}"
+    );
+
+    let name = format!("{schedule}-changed-later");
+    let stored = stored_run(name.clone()).await;
+    let object = stored.data_object().await;
+    let mut bytes = stored.get(&object).await;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    stored.put(&object, bytes).await;
+    set_drill(drill);
+    let v = failed_drill(name).await;
+    assert!(v.message.contains("SHA-256"), "{v:?}");
 }
 
 /// A client of the S3 server of `ns`, through its Service's ClusterIP.
@@ -1105,7 +1218,7 @@ spec:
             schedule,
             &format!(r#"{{"spec":{{"drill":{{"checks":{checks}}}}}}}"#),
         );
-        take_backup(name, schedule);
+        take_backup(&shop, name, schedule);
     }
     let backups: Api<coffer::api::Backup> = Api::namespaced(client.clone(), &shop);
     for (name, check) in [
@@ -1123,6 +1236,39 @@ spec:
         );
         assert!(v.message.contains(check) && v.checks_failed == 1, "{v:?}");
     }
+    // Backups that restore but lack what their manifests count, and backups changed after
+    // they were stored, fail their drills, naming what differed; both engines side by side.
+    let s3 = s3_client(&storage);
+    tokio::join!(
+        drills_that_must_fail(
+            &shop,
+            "shop-redis",
+            r#"{"every":1}"#,
+            Store::S3(&s3),
+            |manifest| {
+                let lists = &mut manifest["stats"]["keysPerType"]["list"];
+                *lists = (lists.as_u64().unwrap() + 1).into();
+            },
+            &["list keys"],
+        ),
+        drills_that_must_fail(
+            &shop,
+            "shop-postgres",
+            r#"{"every":1}"#,
+            Store::S3(&s3),
+            |manifest| {
+                let orders = manifest["stats"]["tableRows"]["app"]
+                    .as_array_mut()
+                    .unwrap()
+                    .iter_mut()
+                    .find(|t| t["table"] == "orders")
+                    .unwrap();
+                assert_eq!(orders["rows"], 5000);
+                orders["rows"] = 5001.into();
+            },
+            &["orders", "5001"],
+        ),
+    );
     assert!(
         support::redis_data::state(&mut redis).await == redis_now,
         "Redis untouched"
@@ -1352,104 +1498,46 @@ spec:
     // Restore drills in the Coffer image: a scratch MariaDB started inside the worker's
     // container (restricted Pod Security Standard, read-only root filesystem), checked by
     // the manifest's counts and a query of the user's; production untouched. Drills take
-    // the schedule's own runs: the label makes the Backup made by hand one. Turned on, a
-    // drill takes the newest backup.
-    kubectl(&[
-        "label",
-        "backup",
-        "before-migration",
-        "-n",
-        &shop,
-        "coffer.dev/schedule=laravel-mysql",
-    ]);
-    let backups: Api<coffer::api::Backup> = Api::namespaced(client.clone(), &shop);
+    // the schedule's own runs (the label `take_backup` gives), the newest when turned on.
+    const DRILL: &str =
+        r#"{"every":1,"checks":{"sql":["laravel: SELECT count(*) = 3000 FROM orders"]}}"#;
     let s3 = s3_client(&storage);
-    let set_drill = |drill: &str| {
-        patch_schedule(
-            &shop,
-            "laravel-mysql",
-            &format!(r#"{{"spec":{{"drill":{drill}}}}}"#),
-        );
-    };
-    let drill_on = || {
-        set_drill(r#"{"every":1,"checks":{"sql":["laravel: SELECT count(*) = 3000 FROM orders"]}}"#)
-    };
-    let drill_off = || set_drill("null");
-    let worker_logs = || {
+    drills_that_must_fail(
+        &shop,
+        "laravel-mysql",
+        DRILL,
+        Store::S3(&s3),
+        |manifest| {
+            let orders = manifest["stats"]["tableRows"]["laravel"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|t| t["table"] == "orders")
+                .unwrap();
+            assert_eq!(orders["rows"], 3000);
+            orders["rows"] = 3001.into();
+        },
+        &["orders", "3001"],
+    )
+    .await;
+
+    // A good backup: Verified.
+    take_backup(&shop, "checked", "laravel-mysql");
+    let backups: Api<coffer::api::Backup> = Api::namespaced(client.clone(), &shop);
+    let drill = drill_verdict(&backups, "checked").await;
+    assert_eq!(
+        drill.phase,
+        coffer::api::VerificationPhase::Verified,
+        "{drill:?}\nworker logs: {}",
         kubectl(&[
             "logs",
             "-n",
             &shop,
             "-l",
             "coffer.dev/operation=drill",
-            "--tail=50",
+            "--tail=50"
         ])
-    };
-    // The verification of Backup `name`'s drill, once it has one, which must be `expected`.
-    let drill_of = |name: &'static str, expected: coffer::api::VerificationPhase| {
-        let backups = backups.clone();
-        async move {
-            let v = drill_verdict(&backups, name).await;
-            assert_eq!(v.phase, expected, "{v:?}\nworker logs: {}", worker_logs());
-            v
-        }
-    };
-
-    // 1. A worker that counted rows its dump lacks (built here: the stored manifest counts
-    // one order more, and the Backup records that manifest's SHA-256, as such a worker's
-    // report would): the dump restores, and the counts catch it, naming the table.
-    let stored = Stored::of(&s3, &backups.get("before-migration").await.unwrap()).await;
-    let manifest = stored.get("manifest.json").await;
-    let mut counted_more: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
-    let orders = counted_more["stats"]["tableRows"]["laravel"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|t| t["table"] == "orders")
-        .unwrap();
-    assert_eq!(orders["rows"], 3000);
-    orders["rows"] = 3001.into();
-    let counted_more = serde_json::to_vec(&counted_more).unwrap();
-    stored.put("manifest.json", counted_more.clone()).await;
-    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&counted_more));
-    kubectl(&[
-        "patch",
-        "backup",
-        "before-migration",
-        "-n",
-        &shop,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &format!(r#"{{"status":{{"manifestSha256":"{sha}"}}}}"#),
-    ]);
-    drill_on();
-    let failed = coffer::api::VerificationPhase::VerificationFailed;
-    let drill = drill_of("before-migration", failed).await;
-    assert!(
-        drill.message.contains("orders") && drill.message.contains("3001"),
-        "{drill:?}"
     );
-
-    // 2. A data object changed after it was stored, its manifest left alone: integrity
-    // catches it before the scratch server is loaded.
-    drill_off();
-    take_backup("changed-later", "laravel-mysql");
-    let changed: coffer::api::Backup = finished(&shop, "changed-later").await;
-    assert_eq!(phase(&changed).as_deref(), Some("Succeeded"));
-    let stored = Stored::of(&s3, &changed).await;
-    let dump = stored.data_object().await;
-    let mut bytes = stored.get(&dump).await;
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    stored.put(&dump, bytes).await;
-    drill_on();
-    let drill = drill_of("changed-later", failed).await;
-    assert!(drill.message.contains("SHA-256"), "{drill:?}");
-
-    // 3. A good backup: Verified.
-    take_backup("checked", "laravel-mysql");
-    let drill = drill_of("checked", coffer::api::VerificationPhase::Verified).await;
     assert!(
         drill.restore_seconds.is_some() && drill.checks_failed == 0,
         "{drill:?}"
@@ -1687,6 +1775,24 @@ async fn a_postgres_data_directory_is_backed_up_as_its_owner_and_restored_with_i
         drill.restore_seconds.is_some() && drill.checks_passed >= 3 && drill.checks_failed == 0,
         "{drill:?}"
     );
+
+    // Backups that restore but lack files their manifests count, and backups changed after
+    // they were stored, fail their drills, naming what differed (taken with the server
+    // stopped again, as a consistent copy of its files is).
+    kubectl(&["scale", "-n", &ns, "statefulset/db", "--replicas=0"]);
+    pods_gone(&ns, "app=db").await;
+    drills_that_must_fail(
+        &ns,
+        "db-volume",
+        r#"{"every":1}"#,
+        Store::Dir(&store),
+        |manifest| {
+            let files = &mut manifest["stats"]["files"];
+            *files = (files.as_u64().unwrap() + 1).into();
+        },
+        &["files", "the backup"],
+    )
+    .await;
 }
 
 #[tokio::test]
