@@ -46,17 +46,18 @@ ARG REVISION=unknown
 # connection can need an account with mysql_native_password).
 # Restore drills start scratch servers inside the worker Pod: redis-server, PostgreSQL 17
 # (initdb, postgres, pg_ctl; a backup of an older server is drilled in it, as pg_restore
-# allows) and MariaDB's server core (mariadbd, mariadb-install-db). What they never use is
-# removed in the same layer: PostgreSQL's LLVM JIT and the LLVM and Z3 libraries only it
-# needs, the downloaded packages, the
-# cluster and configuration Debian's scripts create (drills make their own on the Pod's
-# emptyDir), documentation and translations.
+# allows) and MariaDB's server core (mariadbd, mariadb-install-db), with nss_wrapper (a
+# passwd entry for initdb when a drill runs as a UID the image does not list). What they
+# never use is removed in the same layer: PostgreSQL's LLVM JIT and the LLVM and Z3
+# libraries only it needs, the downloaded packages, the cluster and configuration Debian's
+# scripts create (drills make their own on the Pod's emptyDir), documentation and
+# translations.
 RUN apt-get update \
  && echo "create_main_cluster = false" > /tmp/createcluster.conf \
  && mkdir -p /etc/postgresql-common \
  && mv /tmp/createcluster.conf /etc/postgresql-common/createcluster.conf \
  && apt-get install -y --no-install-recommends ca-certificates postgresql-client-17 mariadb-client \
-      redis-server postgresql-17 mariadb-server-core \
+      redis-server postgresql-17 mariadb-server-core libnss-wrapper \
  && rm -rf /usr/lib/postgresql/17/lib/llvmjit* /usr/lib/postgresql/17/lib/bitcode \
       /usr/lib/*-linux-gnu/libLLVM* /usr/lib/*-linux-gnu/libz3.so* \
       /var/lib/postgresql/* /var/lib/redis/* /usr/share/doc/* /usr/share/man/* /usr/share/locale/* \
@@ -69,9 +70,8 @@ COPY --from=binary /out/coffer /usr/local/bin/coffer
 ENV PATH=/usr/lib/postgresql/17/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # A numeric non-root user, as the restricted Pod Security Standard wants (runAsNonRoot can
 # only check numeric users). Worker Jobs and the Deployment set the same UID. It has a
-# passwd entry (above): a drill's initdb refuses to run as a user without one, so a
-# PostgreSQL drill needs the default UID (a jobTemplate.runAsUser of another fails it,
-# saying so).
+# passwd entry (above); a drill run as another UID (jobTemplate.runAsUser) gives initdb,
+# which refuses to run as a user without one, an entry of its own with nss_wrapper.
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/coffer"]
 CMD ["--help"]

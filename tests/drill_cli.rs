@@ -656,3 +656,84 @@ fn a_check_must_fit_the_backups_kind() {
         stderr(&out)
     );
 }
+
+/// `coffer drill --json` run as UID and GID 4242, which `/etc/passwd` does not list (as a
+/// Pod's `runAsUser` may be), with a scratch directory of that user's; `store` (the backup's
+/// directory store) is made readable by anyone.
+fn drill_as_unlisted_user(store: &Path, location: &str) -> (Value, Option<i32>, String) {
+    const UID: &str = "4242";
+    assert!(
+        !std::fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(':').nth(2) == Some(UID)),
+        "UID {UID} must not be listed for this test"
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(scratch.path(), Some(4242), Some(4242)).unwrap();
+    let status = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(store)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", UID, "--regid", UID, "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_coffer"))
+        .args(["drill", location, "--json", "--scratch-dir"])
+        .arg(scratch.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let report = serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null);
+    assert_eq!(
+        running_in(scratch.path()),
+        Vec::<String>::new(),
+        "left running"
+    );
+    (report, out.status.code(), stderr(&out))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drills_run_as_a_user_the_system_does_not_list() {
+    if !support::needs_root("a drill as another user") {
+        return;
+    }
+    // initdb refuses a user without a passwd entry: the drill gives it one (nss_wrapper).
+    let pg = PostgresServer::start().unwrap();
+    pg_connect(&pg, "postgres")
+        .await
+        .batch_execute(SHOP_ROLES)
+        .await
+        .unwrap();
+    create(&pg, "shop", SHOP).await;
+    let url = format!(
+        "postgres://postgres:{}@127.0.0.1:{}",
+        pg.password(),
+        pg.port()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("backups").display().to_string();
+    let pg_bin = pg.bin_dir().display().to_string();
+    let (location, _) = ok(
+        &["backup", &url, "--to", &dest, "--pg-bin-dir", &pg_bin],
+        &[],
+    );
+    let (report, code, err) = drill_as_unlisted_user(dir.path(), &location);
+    assert_eq!(code, Some(0), "{err} {report}");
+    assert_eq!(report["verdict"], "Verified", "{report}");
+
+    let maria = MariaDbServer::start().unwrap();
+    run(
+        &maria,
+        None,
+        "CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY) ENGINE=InnoDB;
+         INSERT INTO shop.items VALUES (1), (2);",
+    )
+    .await;
+    let dest = dir.path().join("mysql").display().to_string();
+    let (location, _) = ok(&["backup", &maria.url(None), "--to", &dest], &[]);
+    let (report, code, err) = drill_as_unlisted_user(dir.path(), &location);
+    assert_eq!(code, Some(0), "{err} {report}");
+    assert_eq!(report["verdict"], "Verified", "{report}");
+}

@@ -9,6 +9,7 @@
 //! An error is what kept the drill from running (no scratch server could be started).
 
 pub mod checks;
+pub mod passwd;
 pub mod report;
 pub mod scratch;
 

@@ -208,6 +208,17 @@ pub fn unprivileged_user() -> Result<Option<(String, u32, u32)>, DrillError> {
         })
 }
 
+/// This process's effective user and group (the owners of `/proc/self`).
+pub fn identity() -> Result<(u32, u32), DrillError> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| (m.uid(), m.gid()))
+        .map_err(|e| DrillError::Scratch {
+            what: "finding the drill's own user in /proc/self".to_owned(),
+            detail: e.to_string(),
+        })
+}
+
 /// Gives `path` to `owner` (when the scratch server runs as another user).
 pub fn give(path: &Path, owner: Option<&(String, u32, u32)>) -> Result<(), DrillError> {
     if let Some((_, uid, gid)) = owner {

@@ -120,34 +120,54 @@ fn bin_dir(manifest: &Manifest, request: &DrillRequest) -> Result<PathBuf, Drill
         })
 }
 
-/// A command run as the scratch server's user, with nothing of the drill's environment.
-fn as_owner(program: PathBuf, owner: Option<&(String, u32, u32)>, cwd: &Path) -> Command {
-    let mut command = std::process::Command::new(program);
-    command.current_dir(cwd);
-    if let Some((_, uid, gid)) = owner {
-        command.uid(*uid).gid(*gid);
+/// The scratch server's user: who runs it, and the environment that gives it a passwd
+/// entry if it has none.
+struct Owner {
+    /// When the drill runs as root: the user it switches to (name, uid, gid).
+    switch_to: Option<(String, u32, u32)>,
+    env: Vec<(&'static str, std::ffi::OsString)>,
+}
+
+impl Owner {
+    /// A command run as this user, with nothing of the drill's environment.
+    fn command(&self, program: PathBuf, cwd: &Path) -> Command {
+        let mut command = std::process::Command::new(program);
+        command.current_dir(cwd);
+        if let Some((_, uid, gid)) = &self.switch_to {
+            command.uid(*uid).gid(*gid);
+        }
+        let mut command = Command::from(command);
+        scratch::clean_env(&mut command);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
     }
-    let mut command = Command::from(command);
-    scratch::clean_env(&mut command);
-    command
 }
 
 async fn start(bin: &Path, dir: &Path) -> Result<(ScratchProcess, PgTarget), DrillError> {
-    let owner = scratch::unprivileged_user()?;
+    let switch_to = scratch::unprivileged_user()?;
     let home = dir.join("postgres");
     std::fs::create_dir(&home).map_err(|e| DrillError::Scratch {
         what: format!("making {}", home.display()),
         detail: e.to_string(),
     })?;
-    let owner = owner.as_ref();
-    scratch::give(dir, owner)?;
-    scratch::give(&home, owner)?;
+    scratch::give(dir, switch_to.as_ref())?;
+    scratch::give(&home, switch_to.as_ref())?;
+    let env = match &switch_to {
+        Some(_) => Vec::new(),
+        None => {
+            let (uid, gid) = scratch::identity()?;
+            crate::drill::passwd::entry_for(uid, gid, &home, "initdb")?
+        }
+    };
+    let owner = Owner { switch_to, env };
+    let give = |path: &Path| scratch::give(path, owner.switch_to.as_ref());
     let password = scratch::secret()?;
     let pwfile = home.join("pwfile");
     scratch::write_private(&pwfile, &password)?;
-    scratch::give(&pwfile, owner)?;
+    give(&pwfile)?;
     let data = home.join("data");
-    let output = as_owner(bin.join("initdb"), owner, &home)
+    let output = owner
+        .command(bin.join("initdb"), &home)
         .arg("--pgdata")
         .arg(&data)
         .args(["--username", SUPERUSER, "--auth", "scram-sha-256"])
@@ -190,10 +210,10 @@ async fn start(bin: &Path, dir: &Path) -> Result<(ScratchProcess, PgTarget), Dri
                 detail: e.to_string(),
             })?;
     }
-    let mut command = as_owner(bin.join("postgres"), owner, &home);
+    let mut command = owner.command(bin.join("postgres"), &home);
     command.arg("-D").arg(&data);
     // Stopped by pg_ctl (immediate mode): killed, its shared memory would stay behind.
-    let mut stop = as_owner(bin.join("pg_ctl"), owner, &home);
+    let mut stop = owner.command(bin.join("pg_ctl"), &home);
     stop.args(["stop", "--mode", "immediate", "--wait", "--pgdata"])
         .arg(&data);
     let mut server =
