@@ -10,11 +10,9 @@ use super::client::Client;
 use super::error::MyError;
 use super::restore::{self, MyRestoreRequest};
 use crate::engine::preview::{TablePreview, database_name};
-use crate::pipeline::Codec;
 use crate::pipeline::Progress;
-use crate::pipeline::fetch;
 use crate::storage::Store;
-use crate::storage::manifest::{Manifest, ObjectRecord};
+use crate::storage::manifest::Manifest;
 
 /// What a restore would do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -74,25 +72,12 @@ pub async fn preview(
     progress: &Progress,
 ) -> Result<MyPreview, MyError> {
     let target = &request.target;
-    let (chosen, users_record) = restore::choose(manifest, request)?;
-    let mut client = Client::connect(target).await?;
-    restore::tools_for(&mut client, request).await?;
-    let existing = client.databases().await?;
-    let plan = restore::place(&chosen, request, &existing)?;
-    client.close().await;
-
     // The backup is intact, as the restore checks first.
-    let records: Vec<&ObjectRecord> = plan.iter().map(|p| p.record).chain(users_record).collect();
-    let (_, mut prepared) = fetch::prepare(
-        store,
-        folder,
-        &records,
-        &Codec::of(manifest, request.key.clone()),
-        &request.spool,
-        progress,
-    )
-    .await?;
-    let users_object = users_record.and_then(|_| prepared.pop());
+    let restore::Checked {
+        plan,
+        users: users_object,
+        ..
+    } = restore::check(store, folder, manifest, request, progress).await?;
 
     let mut client = Client::connect(target).await?;
     let mut databases = Vec::new();

@@ -76,36 +76,16 @@ pub async fn restore(
     progress: &Progress,
 ) -> Result<MyRestoreStats, MyError> {
     let target = &request.target;
-    let (chosen, users_record) = choose(manifest, request)?;
-    let mut client = Client::connect(target).await?;
-    let tools = tools_for(&mut client, request).await?;
-    let existing = client.databases().await?;
-    let plan = place(&chosen, request, &existing)?;
-
-    // Every object is checked before anything is written.
-    let mut records: Vec<&ObjectRecord> = plan.iter().map(|p| p.record).collect();
-    if request.users
-        && let Some(users) = users_record
-    {
-        records.push(users);
-    }
-    let (_, mut prepared) = fetch::prepare(
-        store,
-        folder,
-        &records,
-        &Codec::of(manifest, request.key.clone()),
-        &request.spool,
-        progress,
-    )
-    .await?;
-    let users_object = if request.users { prepared.pop() } else { None };
-    // Connections are made for each step: one held through hours of loading would be closed
-    // by the server's wait_timeout or a proxy meanwhile.
-    client.close().await;
+    let Checked {
+        tools,
+        plan,
+        dumps,
+        users,
+    } = check(store, folder, manifest, request, progress).await?;
 
     let credentials = Credentials::new(target, tools.version.flavor)?;
     let mut stats = MyRestoreStats::default();
-    for (planned, object) in plan.iter().zip(&prepared) {
+    for (planned, object) in plan.iter().zip(&dumps) {
         let options = database_options(manifest, &planned.from)?;
         let mut client = Client::connect(target).await?;
         if planned.exists && request.clean {
@@ -148,7 +128,7 @@ pub async fn restore(
     }
 
     // Accounts last: grants on tables need the tables.
-    if let Some(object) = &users_object {
+    if let Some(object) = &users {
         let script = read_accounts(store, object, progress).await?;
         let mut client = Client::connect(target).await?;
         let existing = client.accounts().await?;
@@ -201,6 +181,54 @@ pub async fn restore(
     }
     client.close().await;
     Ok(stats)
+}
+
+/// A restore decided against the target as it is, and checked before anything is written.
+pub(super) struct Checked<'m> {
+    /// The client programs for the target's server.
+    pub tools: MyTools,
+    /// Where each database of the backup goes.
+    pub plan: Vec<Planned<'m>>,
+    /// Each planned database's dump, fetched and verified, in the plan's order.
+    pub dumps: Vec<Prepared>,
+    /// The accounts, fetched and verified, when the request restores them.
+    pub users: Option<Prepared>,
+}
+
+/// What restoring `request` does (see [`Checked`]): the request checked against the backup
+/// and the target, the client programs chosen, every object it loads checked intact.
+pub(super) async fn check<'m>(
+    store: &Store,
+    folder: &str,
+    manifest: &'m Manifest,
+    request: &MyRestoreRequest,
+    progress: &Progress,
+) -> Result<Checked<'m>, MyError> {
+    let (chosen, users_record) = choose(manifest, request)?;
+    let mut client = Client::connect(&request.target).await?;
+    let tools = tools_for(&mut client, request).await?;
+    let existing = client.databases().await?;
+    let plan = place(&chosen, request, &existing)?;
+    // Connections are made for each step: one held through hours of loading would be closed
+    // by the server's wait_timeout or a proxy meanwhile.
+    client.close().await;
+    let records: Vec<&ObjectRecord> = plan.iter().map(|p| p.record).chain(users_record).collect();
+    let (_, mut dumps) = fetch::prepare(
+        store,
+        folder,
+        &records,
+        &Codec::of(manifest, request.key.clone()),
+        &request.spool,
+        progress,
+    )
+    .await?;
+    let users = users_record.and_then(|_| dumps.pop());
+    Ok(Checked {
+        tools,
+        plan,
+        dumps,
+        users,
+    })
 }
 
 /// The databases of the backup the request restores (in the backup's order), and its
