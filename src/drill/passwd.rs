@@ -2,7 +2,8 @@
 //!
 //! `initdb` looks its user up by UID and refuses to run without an entry. A Pod may run as
 //! any UID (`jobTemplate.runAsUser`, OpenShift's random UIDs), and the image's read-only
-//! `/etc/passwd` lists only its own. nss_wrapper (Debian's `libnss-wrapper`), preloaded,
+//! `/etc/passwd` lists only its own. The postmaster itself never looks its user up, but it
+//! gets the same environment. nss_wrapper (Debian's `libnss-wrapper`), preloaded,
 //! answers those lookups from files the drill writes into its scratch directory, as the
 //! PostgreSQL images do for arbitrary users.
 
@@ -14,7 +15,7 @@ use super::DrillError;
 /// The file name of nss_wrapper's library.
 const LIBRARY: &str = "libnss_wrapper.so";
 
-/// Whether `passwd` (the text of `/etc/passwd`) has an entry for `uid`.
+/// Whether `passwd` (the text of a passwd file) has an entry for `uid`.
 fn has_entry(passwd: &str, uid: u32) -> bool {
     passwd
         .lines()
@@ -22,52 +23,65 @@ fn has_entry(passwd: &str, uid: u32) -> bool {
         .any(|field| field.parse() == Ok(uid))
 }
 
-/// The passwd and group files that name `uid` and `gid` `coffer`, home `home`.
-fn files(uid: u32, gid: u32, home: &Path) -> (String, String) {
-    (
-        format!(
-            "coffer:x:{uid}:{gid}:Coffer drill:{}:/usr/sbin/nologin\n",
-            home.display()
+/// Whether the system knows `uid`: asked of NSS through `getent` (which also sees users of
+/// LDAP, sssd or systemd), else read from `/etc/passwd`.
+fn known(uid: u32) -> bool {
+    match std::process::Command::new("getent")
+        .args(["passwd", &uid.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(status) => status.success(),
+        Err(_) => has_entry(
+            &std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+            uid,
         ),
+    }
+}
+
+/// The passwd and group files that name `uid` and `gid` `coffer` (no home: initdb needs
+/// only the name).
+fn files(uid: u32, gid: u32) -> (String, String) {
+    (
+        format!("coffer:x:{uid}:{gid}:Coffer drill:/nonexistent:/usr/sbin/nologin\n"),
         format!("coffer:x:{gid}:\n"),
     )
 }
 
-/// nss_wrapper's library in the usual places (`/usr/lib/<triplet>/`, `/usr/lib/`,
-/// `/usr/lib64/`), if installed.
+/// nss_wrapper's library for this machine's architecture (`/usr/lib/<arch>-linux-gnu/`),
+/// else in `/usr/lib/` or `/usr/lib64/`, if installed.
 fn library() -> Option<PathBuf> {
-    let multiarch = std::fs::read_dir("/usr/lib")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path().join(LIBRARY));
-    ["/usr/lib", "/usr/lib64"]
-        .iter()
-        .map(|dir| Path::new(dir).join(LIBRARY))
-        .chain(multiarch)
-        .find(|path| path.is_file())
+    [
+        format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH),
+        "/usr/lib64".to_owned(),
+        "/usr/lib".to_owned(),
+    ]
+    .iter()
+    .map(|dir| Path::new(dir).join(LIBRARY))
+    .find(|path| path.is_file())
 }
 
 /// The environment that gives `uid` (group `gid`) a passwd entry for `program`, with its
-/// files written into `home`: nothing when `/etc/passwd` has one.
+/// files written into `dir`: nothing when the system knows `uid`.
 pub fn entry_for(
     uid: u32,
     gid: u32,
-    home: &Path,
+    dir: &Path,
     program: &str,
 ) -> Result<Vec<(&'static str, OsString)>, DrillError> {
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    if has_entry(&passwd, uid) {
+    if known(uid) {
         return Ok(Vec::new());
     }
     let library = library().ok_or_else(|| DrillError::Scratch {
         what: format!("running {program} as UID {uid}"),
         detail: format!(
-            "UID {uid} has no entry in /etc/passwd, which {program} needs, and nss_wrapper is not installed: install libnss-wrapper, or run the drill as a user /etc/passwd lists"
+            "UID {uid} has no passwd entry, which {program} needs, and nss_wrapper is not installed: install libnss-wrapper, or run the drill as a user the system knows"
         ),
     })?;
-    let (passwd, group) = files(uid, gid, home);
-    let (passwd_file, group_file) = (home.join("passwd"), home.join("group"));
+    let (passwd, group) = files(uid, gid);
+    let (passwd_file, group_file) = (dir.join("passwd"), dir.join("group"));
     for (path, text) in [(&passwd_file, passwd), (&group_file, group)] {
         std::fs::write(path, text).map_err(|e| DrillError::Scratch {
             what: format!("writing {}", path.display()),
@@ -99,12 +113,18 @@ mod tests {
 
     #[test]
     fn the_files_name_the_user_and_its_group() {
-        let (passwd, group) = files(4242, 4343, Path::new("/scratch/postgres"));
+        let (passwd, group) = files(4242, 4343);
         assert_eq!(
             passwd,
-            "coffer:x:4242:4343:Coffer drill:/scratch/postgres:/usr/sbin/nologin\n"
+            "coffer:x:4242:4343:Coffer drill:/nonexistent:/usr/sbin/nologin\n"
         );
         assert_eq!(group, "coffer:x:4343:\n");
         assert!(has_entry(&passwd, 4242));
+    }
+
+    #[test]
+    fn the_system_knows_root_and_not_an_unused_uid() {
+        assert!(known(0));
+        assert!(!known(3_999_999_999));
     }
 }

@@ -1,6 +1,7 @@
 //! A scratch server a drill starts itself and throws away: its process (killed when dropped),
 //! a free loopback port and a random password that never appears on a command line.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -22,14 +23,20 @@ pub struct ScratchProcess {
     stop: Option<Command>,
 }
 
-/// A scratch program's environment: only PATH and the C locale. Nothing of the drill's own
-/// (S3 keys, passwords) reaches a server that runs as another user.
+/// A scratch program's environment: PATH, the C locale and what the drill set on `command`
+/// itself (nss_wrapper's variables). Nothing the drill inherited (S3 keys, passwords)
+/// reaches a server that runs as another user.
 pub fn clean_env(command: &mut Command) -> &mut Command {
+    let set: Vec<(OsString, OsString)> = command
+        .as_std()
+        .get_envs()
+        .filter_map(|(key, value)| Some((key.to_owned(), value?.to_owned())))
+        .collect();
     command.env_clear().env("LC_ALL", "C");
     if let Some(path) = std::env::var_os("PATH") {
         command.env("PATH", path);
     }
-    command
+    command.envs(set)
 }
 
 impl ScratchProcess {
@@ -208,15 +215,12 @@ pub fn unprivileged_user() -> Result<Option<(String, u32, u32)>, DrillError> {
         })
 }
 
-/// This process's effective user and group (the owners of `/proc/self`).
-pub fn identity() -> Result<(u32, u32), DrillError> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| (m.uid(), m.gid()))
-        .map_err(|e| DrillError::Scratch {
-            what: "finding the drill's own user in /proc/self".to_owned(),
-            detail: e.to_string(),
-        })
+/// This process's effective user and group.
+pub fn identity() -> (u32, u32) {
+    (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    )
 }
 
 /// Gives `path` to `owner` (when the scratch server runs as another user).

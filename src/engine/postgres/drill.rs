@@ -155,7 +155,7 @@ async fn start(bin: &Path, dir: &Path) -> Result<(ScratchProcess, PgTarget), Dri
     let env = match &switch_to {
         Some(_) => Vec::new(),
         None => {
-            let (uid, gid) = scratch::identity()?;
+            let (uid, gid) = scratch::identity();
             crate::drill::passwd::entry_for(uid, gid, &home, "initdb")?
         }
     };
