@@ -456,6 +456,21 @@ fn patch_schedule(ns: &str, schedule: &str, patch: &str) {
     ]);
 }
 
+/// Once the operator has seen the newest spec of BackupSchedule `schedule` of `ns`.
+async fn observed(ns: &str, schedule: &str) {
+    let client = plane().admin_client().await.unwrap();
+    let schedules: Api<coffer::api::BackupSchedule> = Api::namespaced(client, ns);
+    eventually(
+        Duration::from_secs(60),
+        &format!("the operator to see {schedule}'s spec"),
+        || async {
+            let s = schedules.get(schedule).await.ok()?;
+            (s.status?.observed_generation >= s.metadata.generation).then_some(())
+        },
+    )
+    .await;
+}
+
 /// A Backup `name` of `schedule` in `ns` now, as the backup-now example makes one,
 /// labelled as the schedule's own run.
 fn take_backup(ns: &str, name: &str, schedule: &str) {
@@ -545,29 +560,48 @@ impl<'a> Stored<'a> {
     }
 }
 
-/// Two more runs of `schedule` (in `ns`, stored in `store`) whose drills must fail, each
-/// VerificationFailed with a message naming what differed. `drill` is the schedule's drill
-/// (JSON), turned off while each run is taken and changed, then on to drill it; it is left
-/// on.
+/// Drills of a schedule's runs that must fail (see [`drills_that_must_fail`]).
+struct MustFail<'a, F> {
+    ns: &'a str,
+    schedule: &'a str,
+    store: Store<'a>,
+    /// The schedule's drill (JSON) with checks that hold.
+    drill: &'a str,
+    /// The schedule's drill with one check of the user's that does not hold, and that
+    /// check's name.
+    failing_check: (&'a str, &'a str),
+    /// Raises a count in a manifest; returns what the message of a drill that finds less
+    /// must hold.
+    count_more: F,
+}
+
+/// Three more runs of the schedule whose drills must fail, each VerificationFailed with a
+/// message naming what differed. The drill is turned off while a run is taken and changed,
+/// then on to drill it; it is left on (`drill`).
 ///
-/// 1. A worker that counted more than its data holds (built here: `count_more` raises a
+/// 1. A check of the user's that does not hold: only that check fails, named.
+/// 2. A worker that counted more than its data holds (built here: `count_more` raises a
 ///    count in the stored manifest, and the Backup records that manifest's SHA-256, as such
-///    a worker's report would): the data restores, and the counts catch it; the message
-///    holds every one of `named`.
-/// 2. A data object changed after it was stored, its manifest left alone: integrity catches
+///    a worker's report would): the data restores, and the counts catch it, as
+///    `count_more` says.
+/// 3. A data object changed after it was stored, its manifest left alone: integrity catches
 ///    it before the scratch instance is loaded.
-async fn drills_that_must_fail(
-    ns: &str,
-    schedule: &str,
-    drill: &str,
-    store: Store<'_>,
-    count_more: impl Fn(&mut serde_json::Value),
-    named: &[&str],
-) {
+async fn drills_that_must_fail(case: MustFail<'_, impl Fn(&mut serde_json::Value) -> Vec<String>>) {
+    let MustFail {
+        ns,
+        schedule,
+        store,
+        drill,
+        failing_check: (failing, check),
+        count_more,
+    } = case;
     let client = plane().admin_client().await.unwrap();
     let backups: Api<coffer::api::Backup> = Api::namespaced(client, ns);
+    // The drill set, and seen by the operator before the next run (a run that ends while
+    // it still sees the old drill would be drilled, or not, by that one).
     let set_drill = |drill: &str| {
         patch_schedule(ns, schedule, &format!(r#"{{"spec":{{"drill":{drill}}}}}"#));
+        observed(ns, schedule)
     };
     let failed_drill = |name: String| {
         let backups = backups.clone();
@@ -591,18 +625,24 @@ async fn drills_that_must_fail(
     };
     // A run of the schedule, taken with its drill off and stored.
     let stored_run = |name: String| async move {
-        set_drill("null");
+        set_drill("null").await;
         take_backup(ns, &name, schedule);
         let backup: coffer::api::Backup = finished(ns, &name).await;
         assert_eq!(phase(&backup).as_deref(), Some("Succeeded"), "{name}");
         Stored::of(store, &backup)
     };
 
+    let name = format!("{schedule}-check-fails");
+    set_drill(failing).await;
+    take_backup(ns, &name, schedule);
+    let v = failed_drill(name).await;
+    assert!(v.message.contains(check) && v.checks_failed == 1, "{v:?}");
+
     let name = format!("{schedule}-counted-more");
     let stored = stored_run(name.clone()).await;
     let mut manifest: serde_json::Value =
         serde_json::from_slice(&stored.get("manifest.json").await).unwrap();
-    count_more(&mut manifest);
+    let named = count_more(&mut manifest);
     let manifest = serde_json::to_vec(&manifest).unwrap();
     stored.put("manifest.json", manifest.clone()).await;
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&manifest));
@@ -617,7 +657,7 @@ async fn drills_that_must_fail(
         "-p",
         &format!(r#"{{"status":{{"manifestSha256":"{sha}"}}}}"#),
     ]);
-    set_drill(drill);
+    set_drill(drill).await;
     let v = failed_drill(name).await;
     assert!(
         named.iter().all(|n| v.message.contains(n)),
@@ -631,7 +671,7 @@ async fn drills_that_must_fail(
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     stored.put(&object, bytes).await;
-    set_drill(drill);
+    set_drill(drill).await;
     let v = failed_drill(name).await;
     assert!(v.message.contains("SHA-256"), "{v:?}");
 }
@@ -1154,7 +1194,12 @@ spec:
         (
             "before-deploy-postgres",
             "shop-postgres",
-            r#"{"spec":{"drill":{"every":1,"checks":{"sql":["app: SELECT count(*) = 5000 FROM orders"]}}}}"#,
+            // As a UID the image does not list (OpenShift gives random ones): the drill
+            // gives initdb, which refuses a user without a passwd entry, one of its own. The
+            // second check shows the scratch server ran as that UID.
+            r#"{"spec":{"jobTemplate":{"runAsUser":4242,"runAsGroup":4242},
+                "drill":{"every":1,"checks":{"sql":["app: SELECT count(*) = 5000 FROM orders",
+                    "app: SELECT pg_read_file('/proc/self/status') ~ 'Uid:\\s+4242\\s'"]}}}}"#,
         ),
     ] {
         kubectl(&[
@@ -1199,64 +1244,37 @@ spec:
             "{schedule}: {last:?}"
         );
     }
-    // A check of the user's that does not hold fails the drill of the next backup, naming
-    // the check, and only that check.
-    for (schedule, name, checks) in [
-        (
-            "shop-redis",
-            "redis-check-fails",
-            r#"{"redis":["EXISTS no-such-key => 1"]}"#,
-        ),
-        (
-            "shop-postgres",
-            "postgres-check-fails",
-            r#"{"sql":["app: SELECT count(*) = 1 FROM orders"]}"#,
-        ),
-    ] {
-        patch_schedule(
-            &shop,
-            schedule,
-            &format!(r#"{{"spec":{{"drill":{{"checks":{checks}}}}}}}"#),
-        );
-        take_backup(&shop, name, schedule);
-    }
-    let backups: Api<coffer::api::Backup> = Api::namespaced(client.clone(), &shop);
-    for (name, check) in [
-        ("redis-check-fails", "redis EXISTS no-such-key => 1"),
-        (
-            "postgres-check-fails",
-            "sql app: SELECT count(*) = 1 FROM orders",
-        ),
-    ] {
-        let v = drill_verdict(&backups, name).await;
-        assert_eq!(
-            v.phase,
-            coffer::api::VerificationPhase::VerificationFailed,
-            "{v:?}"
-        );
-        assert!(v.message.contains(check) && v.checks_failed == 1, "{v:?}");
-    }
-    // Backups that restore but lack what their manifests count, and backups changed after
-    // they were stored, fail their drills, naming what differed; both engines side by side.
+    // Backups whose user check does not hold, backups that restore but lack what their
+    // manifests count, and backups changed after they were stored fail their drills, naming
+    // what differed; both engines side by side.
     let s3 = s3_client(&storage);
     tokio::join!(
-        drills_that_must_fail(
-            &shop,
-            "shop-redis",
-            r#"{"every":1}"#,
-            Store::S3(&s3),
-            |manifest| {
+        drills_that_must_fail(MustFail {
+            ns: &shop,
+            schedule: "shop-redis",
+            store: Store::S3(&s3),
+            drill: r#"{"every":1}"#,
+            failing_check: (
+                r#"{"every":1,"checks":{"redis":["EXISTS no-such-key => 1"]}}"#,
+                "redis EXISTS no-such-key => 1",
+            ),
+            count_more: |manifest: &mut serde_json::Value| {
                 let lists = &mut manifest["stats"]["keysPerType"]["list"];
-                *lists = (lists.as_u64().unwrap() + 1).into();
+                let n = lists.as_u64().unwrap();
+                *lists = (n + 1).into();
+                vec![format!("list keys: {n}, the backup {}", n + 1)]
             },
-            &["list keys"],
-        ),
-        drills_that_must_fail(
-            &shop,
-            "shop-postgres",
-            r#"{"every":1}"#,
-            Store::S3(&s3),
-            |manifest| {
+        }),
+        drills_that_must_fail(MustFail {
+            ns: &shop,
+            schedule: "shop-postgres",
+            store: Store::S3(&s3),
+            drill: r#"{"every":1}"#,
+            failing_check: (
+                r#"{"every":1,"checks":{"sql":["app: SELECT count(*) = 1 FROM orders"]}}"#,
+                "sql app: SELECT count(*) = 1 FROM orders",
+            ),
+            count_more: |manifest: &mut serde_json::Value| {
                 let orders = manifest["stats"]["tableRows"]["app"]
                     .as_array_mut()
                     .unwrap()
@@ -1265,9 +1283,12 @@ spec:
                     .unwrap();
                 assert_eq!(orders["rows"], 5000);
                 orders["rows"] = 5001.into();
+                vec![
+                    "public.orders".to_owned(),
+                    "has 5000 rows; the backup counted 5001".to_owned(),
+                ]
             },
-            &["orders", "5001"],
-        ),
+        }),
     );
     assert!(
         support::redis_data::state(&mut redis).await == redis_now,
@@ -1453,13 +1474,16 @@ spec:
         }
         seen
     });
-    watching.await.unwrap();
-    apply(&format!(
-        "apiVersion: coffer.dev/v1alpha1
+    // Its dry run first: what the restore would do, in status, and nothing done (no app
+    // stopped, no safety backup, no row changed).
+    let restore_request = |name: &str, dry_run: bool| {
+        format!(
+            "apiVersion: coffer.dev/v1alpha1
 kind: RestoreRequest
-metadata: {{name: undo-migration, namespace: {shop}}}
+metadata: {{name: {name}, namespace: {shop}}}
 spec:
   backupRef: {{name: before-migration}}
+  dryRun: {dry_run}
   target:
     mysql:
       host: mysql.{shop}.svc
@@ -1468,7 +1492,46 @@ spec:
   mysql: {{clean: true}}
   quiesce: [{{kind: Deployment, name: laravel}}]
 "
-    ));
+        )
+    };
+    let app_pod = || {
+        kubectl(&[
+            "get",
+            "pods",
+            "-n",
+            &shop,
+            "-l",
+            "app=laravel",
+            "-o",
+            "name",
+        ])
+    };
+    let (pod_before, migrated) = (app_pod(), laravel_rows(&mut root).await);
+    apply(&restore_request("undo-migration-preview", true));
+    let looked: coffer::api::RestoreRequest = finished(&shop, "undo-migration-preview").await;
+    assert_eq!(phase(&looked).as_deref(), Some("Succeeded"), "{looked:?}");
+    let looked = looked.status.unwrap();
+    assert_eq!(
+        looked.preview,
+        [
+            "would stop Deployment laravel (1 replicas) during the restore, and start it again",
+            "would take a safety backup of the target first (a MySQL/MariaDB restore drops and creates again the tables it holds)",
+            "database \"laravel\": exists: dropped and created again (clean)",
+            "  cache: 1 rows now, 1 rows after",
+            "  orders: 10 rows now, 3000 rows after",
+        ],
+        "{looked:?}"
+    );
+    assert_eq!(looked.safety_backup, None);
+    assert_eq!(
+        laravel_rows(&mut root).await,
+        migrated,
+        "the dry run changed nothing"
+    );
+    assert_eq!(app_pod(), pod_before, "the dry run stopped no app");
+
+    watching.await.unwrap();
+    apply(&restore_request("undo-migration", false));
     let restored: coffer::api::RestoreRequest = finished(&shop, "undo-migration").await;
     assert_eq!(
         phase(&restored).as_deref(),
@@ -1493,7 +1556,17 @@ spec:
         "the migration's column is gone"
     );
     let verified = serde_json::to_value(&restored.status).unwrap()["stats"]["rowsVerified"].clone();
-    assert_eq!(verified, 3001);
+    assert_eq!(verified, 3001, "as the dry run said");
+    // Before writing, the restore backed up the database as the migration left it.
+    let safety = restored.status.as_ref().unwrap().safety_backup.clone();
+    let safety = safety.expect("a clean restore takes a safety backup");
+    let safety: coffer::api::Backup = finished(&shop, &safety).await;
+    let safety_stats = serde_json::to_value(&safety.status).unwrap()["stats"].clone();
+    assert_eq!(
+        (phase(&safety).as_deref(), &safety_stats["rows"]),
+        (Some("Succeeded"), &serde_json::json!(11)),
+        "the 10 orders the migration left, and the cache row"
+    );
 
     // Restore drills in the Coffer image: a scratch MariaDB started inside the worker's
     // container (restricted Pod Security Standard, read-only root filesystem), checked by
@@ -1502,12 +1575,16 @@ spec:
     const DRILL: &str =
         r#"{"every":1,"checks":{"sql":["laravel: SELECT count(*) = 3000 FROM orders"]}}"#;
     let s3 = s3_client(&storage);
-    drills_that_must_fail(
-        &shop,
-        "laravel-mysql",
-        DRILL,
-        Store::S3(&s3),
-        |manifest| {
+    drills_that_must_fail(MustFail {
+        ns: &shop,
+        schedule: "laravel-mysql",
+        store: Store::S3(&s3),
+        drill: DRILL,
+        failing_check: (
+            r#"{"every":1,"checks":{"sql":["laravel: SELECT count(*) = 1 FROM orders"]}}"#,
+            "sql laravel: SELECT count(*) = 1 FROM orders",
+        ),
+        count_more: |manifest: &mut serde_json::Value| {
             let orders = manifest["stats"]["tableRows"]["laravel"]
                 .as_array_mut()
                 .unwrap()
@@ -1516,9 +1593,9 @@ spec:
                 .unwrap();
             assert_eq!(orders["rows"], 3000);
             orders["rows"] = 3001.into();
+            vec!["table orders has 3000 rows, the backup 3001".to_owned()]
         },
-        &["orders", "3001"],
-    )
+    })
     .await;
 
     // A good backup: Verified.
@@ -1551,6 +1628,36 @@ spec:
 }
 
 // ---- Volumes and workers in real containers ----------------------------------------------
+
+/// Every entry under `root`: its path, size and modification time, sorted.
+fn entries(root: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            all.extend(entries(&path));
+        }
+        all.push((path, meta.len(), meta.modified().unwrap()));
+    }
+    all.sort();
+    all
+}
+
+/// How many entries under `root` are not directories (files, links, ...).
+fn not_directories(root: &Path) -> u64 {
+    std::fs::read_dir(root)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+                not_directories(&path)
+            } else {
+                1
+            }
+        })
+        .sum()
+}
 
 /// A claim `name` of `ns` on a new local volume (its directory on this host returned).
 fn claim(ns: &str, name: &str) -> PathBuf {
@@ -1698,8 +1805,32 @@ async fn a_postgres_data_directory_is_backed_up_as_its_owner_and_restored_with_i
     let version = std::fs::metadata(data.join("pgdata/PG_VERSION")).unwrap();
     assert_eq!((version.uid(), version.gid()), (999, 999));
 
-    // The data is lost; the restore puts every file back with its owner and mode.
+    // The data is lost; the restore puts every file back with its owner and mode. Its dry
+    // run first says so, and writes nothing.
     std::fs::remove_dir_all(data.join("pgdata")).unwrap();
+    create(serde_json::json!({
+        "apiVersion": "coffer.dev/v1alpha1", "kind": "RestoreRequest",
+        "metadata": {"name": "db-files-preview", "namespace": ns},
+        "spec": {"backupRef": {"name": "db-files"}, "volume": {"restoreOwners": true},
+            "dryRun": true},
+    }));
+    let looked: coffer::api::RestoreRequest = finished(&ns, "db-files-preview").await;
+    assert_eq!(phase(&looked).as_deref(), Some("Succeeded"), "{looked:?}");
+    let preview = looked.status.unwrap().preview;
+    let created: u64 = preview
+        .iter()
+        .find_map(|l| l.strip_prefix("created: "))
+        .and_then(|l| l.split_once(" files (for example pgdata/"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("{preview:?}"));
+    for line in [
+        "replaced: 0 files",
+        "left alone: 0 files",
+        "removed first: 0 files",
+    ] {
+        assert!(preview.iter().any(|l| l == line), "{line}: {preview:?}");
+    }
+    assert!(!data.join("pgdata").exists(), "the dry run wrote nothing");
     create(serde_json::json!({
         "apiVersion": "coffer.dev/v1alpha1", "kind": "RestoreRequest",
         "metadata": {"name": "db-files-back", "namespace": ns},
@@ -1717,6 +1848,7 @@ async fn a_postgres_data_directory_is_backed_up_as_its_owner_and_restored_with_i
         (pgdata.uid(), pgdata.gid(), pgdata.mode() & 0o777),
         (999, 999, 0o700)
     );
+    assert_eq!(not_directories(&data), created, "as the dry run said");
     let version = std::fs::metadata(data.join("pgdata/PG_VERSION")).unwrap();
     assert_eq!(
         (version.uid(), version.permissions().mode() & 0o777),
@@ -1776,23 +1908,30 @@ async fn a_postgres_data_directory_is_backed_up_as_its_owner_and_restored_with_i
         "{drill:?}"
     );
 
-    // Backups that restore but lack files their manifests count, and backups changed after
-    // they were stored, fail their drills, naming what differed (taken with the server
-    // stopped again, as a consistent copy of its files is).
+    // Backups whose path check fails, backups that restore but lack files their manifests
+    // count, and backups changed after they were stored fail their drills, naming what
+    // differed (taken with the server stopped again, as a consistent copy of its files is).
     kubectl(&["scale", "-n", &ns, "statefulset/db", "--replicas=0"]);
     pods_gone(&ns, "app=db").await;
-    drills_that_must_fail(
-        &ns,
-        "db-volume",
-        r#"{"every":1}"#,
-        Store::Dir(&store),
-        |manifest| {
+    let before = entries(&data);
+    drills_that_must_fail(MustFail {
+        ns: &ns,
+        schedule: "db-volume",
+        store: Store::Dir(&store),
+        drill: r#"{"every":1}"#,
+        failing_check: (
+            r#"{"every":1,"checks":{"paths":["pgdata/no-such-file"]}}"#,
+            "path pgdata/no-such-file",
+        ),
+        count_more: |manifest: &mut serde_json::Value| {
             let files = &mut manifest["stats"]["files"];
-            *files = (files.as_u64().unwrap() + 1).into();
+            let n = files.as_u64().unwrap();
+            *files = (n + 1).into();
+            vec![format!("files: {n}, the backup {}", n + 1)]
         },
-        &["files", "the backup"],
-    )
+    })
     .await;
+    assert!(entries(&data) == before, "the drills left the data alone");
 }
 
 #[tokio::test]
