@@ -560,6 +560,18 @@ impl<'a> Stored<'a> {
     }
 }
 
+/// Makes a manifest count one row more in `table` of `database` than the `rows` it counted.
+fn one_row_more(manifest: &mut serde_json::Value, database: &str, table: &str, rows: u64) {
+    let counted = manifest["stats"]["tableRows"][database]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|t| t["table"] == table)
+        .unwrap();
+    assert_eq!(counted["rows"], rows);
+    counted["rows"] = (rows + 1).into();
+}
+
 /// Drills of a schedule's runs that must fail (see [`drills_that_must_fail`]).
 struct MustFail<'a, F> {
     ns: &'a str,
@@ -1275,14 +1287,7 @@ spec:
                 "sql app: SELECT count(*) = 1 FROM orders",
             ),
             count_more: |manifest: &mut serde_json::Value| {
-                let orders = manifest["stats"]["tableRows"]["app"]
-                    .as_array_mut()
-                    .unwrap()
-                    .iter_mut()
-                    .find(|t| t["table"] == "orders")
-                    .unwrap();
-                assert_eq!(orders["rows"], 5000);
-                orders["rows"] = 5001.into();
+                one_row_more(manifest, "app", "orders", 5000);
                 vec![
                     "public.orders".to_owned(),
                     "has 5000 rows; the backup counted 5001".to_owned(),
@@ -1585,14 +1590,7 @@ spec:
             "sql laravel: SELECT count(*) = 1 FROM orders",
         ),
         count_more: |manifest: &mut serde_json::Value| {
-            let orders = manifest["stats"]["tableRows"]["laravel"]
-                .as_array_mut()
-                .unwrap()
-                .iter_mut()
-                .find(|t| t["table"] == "orders")
-                .unwrap();
-            assert_eq!(orders["rows"], 3000);
-            orders["rows"] = 3001.into();
+            one_row_more(manifest, "laravel", "orders", 3000);
             vec!["table orders has 3000 rows, the backup 3001".to_owned()]
         },
     })
