@@ -1328,6 +1328,17 @@ async fn mysql_connect(ip: &str, user: &str, password: &str) -> mysql_async::Con
 }
 
 /// Every row of the Laravel-like tables, in order.
+/// The columns of `laravel.orders`, in order.
+async fn order_columns(conn: &mut mysql_async::Conn) -> Vec<String> {
+    use mysql_async::prelude::Queryable;
+    conn.query(
+        "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = 'laravel' AND TABLE_NAME = 'orders' ORDER BY ORDINAL_POSITION",
+    )
+    .await
+    .unwrap()
+}
+
 async fn laravel_rows(conn: &mut mysql_async::Conn) -> Vec<(i64, String, String)> {
     use mysql_async::prelude::Queryable;
     conn.query("SELECT id, email, CAST(total AS CHAR) FROM laravel.orders ORDER BY id")
@@ -1551,12 +1562,8 @@ spec:
     );
     let mut root = mysql_connect(&ip, "root", root_password).await;
     assert_eq!(laravel_rows(&mut root).await, before, "every row back");
-    let columns: Vec<String> = root
-        .query("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'laravel' AND TABLE_NAME = 'orders' ORDER BY ORDINAL_POSITION")
-        .await
-        .unwrap();
     assert_eq!(
-        columns,
+        order_columns(&mut root).await,
         ["id", "email", "total"],
         "the migration's column is gone"
     );
@@ -1572,6 +1579,46 @@ spec:
         (Some("Succeeded"), &serde_json::json!(11)),
         "the 10 orders the migration left, and the cache row"
     );
+    // Restoring it (clean, with no safety backup of its own) gives the migrated database
+    // back exactly; restoring the first backup again undoes that, for the drills below.
+    for (name, from) in [
+        ("undo-the-undo", safety.metadata.name.clone().unwrap()),
+        ("undo-migration-again", "before-migration".to_owned()),
+    ] {
+        apply(&format!(
+            "apiVersion: coffer.dev/v1alpha1
+kind: RestoreRequest
+metadata: {{name: {name}, namespace: {shop}}}
+spec:
+  backupRef: {{name: {from}}}
+  safetyBackup: false
+  target:
+    mysql:
+      host: mysql.{shop}.svc
+      user: root
+      passwordSecretRef: {{name: mariadb-root, key: password}}
+  mysql: {{clean: true}}
+"
+        ));
+        let done: coffer::api::RestoreRequest = finished(&shop, name).await;
+        assert_eq!(
+            phase(&done).as_deref(),
+            Some("Succeeded"),
+            "{name}: {done:?}"
+        );
+        assert_eq!(done.status.unwrap().safety_backup, None, "{name}");
+        let mut root = mysql_connect(&ip, "root", root_password).await;
+        if name == "undo-the-undo" {
+            assert_eq!(laravel_rows(&mut root).await, migrated, "the migrated rows");
+            assert_eq!(
+                order_columns(&mut root).await,
+                ["id", "email", "total", "broken"],
+                "and the migration's column"
+            );
+        } else {
+            assert_eq!(laravel_rows(&mut root).await, before);
+        }
+    }
 
     // Restore drills in the Coffer image: a scratch MariaDB started inside the worker's
     // container (restricted Pod Security Standard, read-only root filesystem), checked by
