@@ -155,6 +155,23 @@ pub fn observe(
         return;
     }
     status.last_drill = newer(status.last_drill.take(), last_drill(backups));
+    // A request recorded on a Backup that this status does not know (the schedule's status
+    // write after asking was lost to a conflict): counted as if it had been written, so
+    // that `every` does not ask again for the same backups and `olderEvery` keeps count.
+    let asked = backups
+        .iter()
+        .filter_map(|b| b.status.as_ref()?.drill_requested_at.as_ref())
+        .map(status::chrono)
+        .max();
+    let known = status.last_drill_request.as_ref().map(status::chrono);
+    if let Some(asked) = asked
+        && known.is_none_or(|known| known < asked)
+    {
+        status.last_drill_request = Some(status::time(asked));
+        status.drills_requested += 1;
+        status.successes_since_drill = 0;
+        status.drill_counted_until = Some(status::time(asked));
+    }
     // After the newest one counted; the first time, from the schedule's creation or last
     // request on (the same second included: times have whole seconds).
     let counted = status.drill_counted_until.as_ref().map(status::chrono);
@@ -419,6 +436,66 @@ mod tests {
         let mut done = drill("b", 5);
         done.verification.message = "verified".into();
         assert_eq!(newer(Some(drill("b", 5)), Some(done.clone())), Some(done));
+    }
+
+    #[test]
+    fn a_request_the_schedule_did_not_record_is_counted_from_its_backup() {
+        let schedule: BackupSchedule = serde_json::from_value(serde_json::json!({
+            "apiVersion": "coffer.dev/v1alpha1", "kind": "BackupSchedule",
+            "metadata": {"name": "s", "namespace": "shop",
+                "creationTimestamp": "2026-11-01T00:00:00Z"},
+            "spec": {"schedule": "@daily", "drill": {"every": 2},
+                "source": {"redis": {"host": "r", "port": 6379}},
+                "storage": {"s3": {"bucket": "b"}}},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let backup = |name: &str, done: i64, asked: Option<i64>| -> Backup {
+            let mut backup: Backup = serde_json::from_value(serde_json::json!({
+                "apiVersion": "coffer.dev/v1alpha1", "kind": "Backup",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"scheduleRef": {"name": "s"}},
+            }))
+            .unwrap_or_else(|e| panic!("{e}"));
+            backup.status = Some(crate::api::BackupStatus {
+                phase: Some(BackupPhase::Succeeded),
+                completion_time: Some(status::time(t(done))),
+                drill_requested_at: asked.map(|m| status::time(t(m))),
+                ..Default::default()
+            });
+            backup
+        };
+        // Two successes counted; a drill of the newest asked at minute 3, but the status
+        // that said so was never written; then one more success.
+        let mut status = BackupScheduleStatus {
+            successes_since_drill: 2,
+            drill_counted_until: Some(status::time(t(2))),
+            ..Default::default()
+        };
+        let backups = [
+            backup("a", 1, None),
+            backup("b", 2, Some(3)),
+            backup("c", 4, None),
+        ];
+        observe(&schedule, &backups, &mut status, t(5));
+        assert_eq!(status.drills_requested, 1);
+        assert_eq!(status.last_drill_request, Some(status::time(t(3))));
+        assert_eq!(status.successes_since_drill, 1, "only c, after the request");
+        // Seen again: nothing changes.
+        let before = status.clone();
+        observe(&schedule, &backups, &mut status, t(6));
+        assert_eq!(status, before);
+        // A request the status recorded is not counted twice.
+        let mut recorded = BackupScheduleStatus {
+            last_drill_request: Some(status::time(t(3))),
+            drills_requested: 1,
+            drill_counted_until: Some(status::time(t(2))),
+            ..Default::default()
+        };
+        observe(&schedule, &backups, &mut recorded, t(5));
+        assert_eq!(
+            (recorded.drills_requested, recorded.successes_since_drill),
+            (1, 1)
+        );
     }
 
     #[test]
