@@ -189,12 +189,7 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), DrillError> {
 /// the others need not have it): `postgres`, else `nobody`, from `/etc/passwd`, as (name,
 /// uid, gid); `None` when not root.
 pub fn unprivileged_user() -> Result<Option<(String, u32, u32)>, DrillError> {
-    use std::os::unix::fs::MetadataExt;
-    // /proc/self belongs to the effective user of this process.
-    let root = std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false);
-    if !root {
+    if identity().0 != 0 {
         return Ok(None);
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();

@@ -183,6 +183,24 @@ pub struct Prepared {
     checked: bool,
 }
 
+/// [`prepare`] of a restore's databases' dumps and, last, of the object it loads after
+/// them when it has one (PostgreSQL's globals, MySQL's accounts): the dumps in order, and
+/// that object apart.
+pub async fn prepare_dumps<'r>(
+    store: &Store,
+    folder: &str,
+    dumps: impl IntoIterator<Item = &'r ObjectRecord>,
+    last: Option<&'r ObjectRecord>,
+    codec: &Codec,
+    spool: &Spool,
+    progress: &Progress,
+) -> Result<(Vec<Prepared>, Option<Prepared>), IntegrityError> {
+    let records: Vec<&ObjectRecord> = dumps.into_iter().chain(last).collect();
+    let (_, mut prepared) = prepare(store, folder, &records, codec, spool, progress).await?;
+    let last = last.and_then(|_| prepared.pop());
+    Ok((prepared, last))
+}
+
 /// Checks the objects `records` of the backup in `folder` against the manifest before a
 /// restore (see the module's documentation), spooling them when `spool` has room for all.
 pub async fn prepare(

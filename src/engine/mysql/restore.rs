@@ -212,17 +212,16 @@ pub(super) async fn check<'m>(
     // Connections are made for each step: one held through hours of loading would be closed
     // by the server's wait_timeout or a proxy meanwhile.
     client.close().await;
-    let records: Vec<&ObjectRecord> = plan.iter().map(|p| p.record).chain(users_record).collect();
-    let (_, mut dumps) = fetch::prepare(
+    let (dumps, users) = fetch::prepare_dumps(
         store,
         folder,
-        &records,
+        plan.iter().map(|p| p.record),
+        users_record,
         &Codec::of(manifest, request.key.clone()),
         &request.spool,
         progress,
     )
     .await?;
-    let users = users_record.and_then(|_| dumps.pop());
     Ok(Checked {
         tools,
         plan,

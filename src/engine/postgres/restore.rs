@@ -236,21 +236,16 @@ pub(super) async fn check<'m>(
 ) -> Result<Checked<'m>, PgError> {
     let plan = plan(manifest, request)?;
     let globals_record = globals_record(manifest, request)?;
-    let records: Vec<&ObjectRecord> = plan
-        .iter()
-        .map(|(record, _)| *record)
-        .chain(globals_record)
-        .collect();
-    let (_, mut dumps) = fetch::prepare(
+    let (dumps, globals) = fetch::prepare_dumps(
         store,
         folder,
-        &records,
+        plan.iter().map(|(record, _)| *record),
+        globals_record,
         &Codec::of(manifest, request.key.clone()),
         &request.spool,
         progress,
     )
     .await?;
-    let globals = globals_record.and_then(|_| dumps.pop());
     Ok(Checked {
         plan,
         dumps,
