@@ -1451,6 +1451,191 @@ async fn a_stale_read_of_a_quiescing_restore_never_stops_the_app_again() {
     );
 }
 
+/// The app's Deployment `web`, two replicas of Pods that take 3 s to stop.
+async fn slow_web(ns: &str) {
+    let pod_spec = json!({"terminationGracePeriodSeconds": 30, "containers": [
+        {"name": "app", "image": "busybox", "command": ["sh", "-c", SLOW_TO_STOP]}]});
+    create::<k8s_openapi::api::apps::v1::Deployment>(
+        ns,
+        json!({"metadata": {"name": "web"}, "spec": {
+        "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec}}}),
+    )
+    .await;
+}
+
+/// A RestoreRequest `name` of Backup `base` that quiesces `web`, once it is in `phase`.
+async fn restore_reaching(ns: &str, name: &str, phase: RestorePhase) -> Api<RestoreRequest> {
+    create::<RestoreRequest>(
+        ns,
+        json!({"metadata": {"name": name}, "spec": {
+        "backupRef": {"name": "base"}, "redis": {"conflict": "Overwrite"},
+        "quiesce": [{"kind": "Deployment", "name": "web"}]}}),
+    )
+    .await;
+    let restores: Api<RestoreRequest> = Api::namespaced(admin().await, ns);
+    eventually(RUN, &format!("{name} to be {phase:?}"), || async {
+        let r = restores.get(name).await.unwrap();
+        (r.status.as_ref()?.phase? == phase).then_some(())
+    })
+    .await;
+    restores
+}
+
+/// Deleting a RestoreRequest before it ends never leaves the app stopped: deleted while its
+/// app's Pods stop, it goes only once the app is scaled back; deleted while its worker reads
+/// the backup (the store holds its answer), the worker is stopped and its Pod gone before
+/// the app is scaled back. Each says so in an Event.
+#[tokio::test]
+async fn a_restore_deleted_before_it_ends_scales_the_app_back_before_it_goes() {
+    use kube::api::DeleteParams;
+    let (_namespace, ns, s3, redis) = support::resources::redis_namespace("withdrawn", 50).await;
+    let _operator = Operator::start(&ns, "solo");
+    create::<Backup>(
+        &ns,
+        json!({"metadata": {"name": "base"}, "spec": {
+        "source": redis_source(&redis, "redis-auth"), "storage": storage(&s3)}}),
+    )
+    .await;
+    finished_backup(&ns, "base").await;
+    slow_web(&ns).await;
+
+    // Deleted while the app's Pods stop (they take 3 s).
+    let restores = restore_reaching(&ns, "early", RestorePhase::Quiescing).await;
+    assert_eq!(replicas(&ns, "web").await, 0);
+    restores
+        .delete("early", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(RUN, "the deleted request to go", || async {
+        restores
+            .get_opt("early")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(replicas(&ns, "web").await, 2, "the app was left stopped");
+    let said = events_of(&ns, "early").await;
+    assert!(
+        said.iter().any(|e| e.1 == "Withdrawn"
+            && e.2
+                .contains("before the restore began: nothing was restored")
+            && e.2.contains("scaled back web to 2")),
+        "{said:?}"
+    );
+    assert!(
+        jobs(&ns)
+            .await
+            .iter()
+            .all(|j| j.metadata.name.as_deref() != Some("early-restore")),
+        "a restore Job was made for a request deleted before it began"
+    );
+
+    // Deleted while its worker waits for the backup's data.
+    let held = s3.hold_read("redis.rdb.zst");
+    let restores = restore_reaching(&ns, "late", RestorePhase::Running).await;
+    tokio::time::timeout(RUN, held.stored())
+        .await
+        .expect("the worker never asked for the backup's data");
+    assert_eq!(replicas(&ns, "web").await, 0);
+    restores
+        .delete("late", &DeleteParams::default())
+        .await
+        .unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(admin().await, &ns);
+    let worker = ListParams::default().labels("batch.kubernetes.io/job-name=late-restore");
+    eventually(RUN, "the app to be scaled back", || async {
+        if replicas(&ns, "web").await != 2 {
+            return None;
+        }
+        // Scaled back: the worker had stopped before (a Pod that ended stays, until
+        // collected, and runs nothing).
+        let running: Vec<_> = pods
+            .list(&worker)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| {
+                !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+            })
+            .map(|p| p.name_any())
+            .collect();
+        assert!(
+            running.is_empty(),
+            "the app came back beside the worker {running:?}"
+        );
+        Some(())
+    })
+    .await;
+    eventually(RUN, "the deleted request to go", || async {
+        restores
+            .get_opt("late")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    drop(held);
+    let said = events_of(&ns, "late").await;
+    assert!(
+        said.iter().any(|e| e.1 == "Withdrawn"
+            && e.2
+                .contains("its worker was stopped, so the target may hold part of the backup")
+            && e.2.contains("scaled back web to 2")),
+        "{said:?}"
+    );
+}
+
+/// A namespace being deleted with a restore that stopped its app finishes deleting: the
+/// request's finalizer neither waits for nor scales anything there.
+#[tokio::test]
+async fn deleting_a_namespace_during_a_quiescing_restore_finishes() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::DeleteParams;
+    let (namespace, ns, s3, redis) = support::resources::redis_namespace("withdrawnns", 10).await;
+    // Its Lease must not live in the namespace that goes away.
+    let _operator = Operator::start_with(&ns, "solo", &["--no-leader-election"]);
+    create::<Backup>(
+        &ns,
+        json!({"metadata": {"name": "base"}, "spec": {
+        "source": redis_source(&redis, "redis-auth"), "storage": storage(&s3)}}),
+    )
+    .await;
+    finished_backup(&ns, "base").await;
+    slow_web(&ns).await;
+    let restores = restore_reaching(&ns, "back", RestorePhase::Quiescing).await;
+    let held = restores.get("back").await.unwrap();
+    assert!(
+        held.finalizers()
+            .iter()
+            .any(|f| f == "coffer.dev/resume-workloads"),
+        "{:?}",
+        held.finalizers()
+    );
+    let namespaces = Api::<Namespace>::all(admin().await);
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(RUN, "the namespace to be gone", || async {
+        namespaces
+            .get_opt(&ns)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    drop(namespace);
+}
+
 /// A key pair made with `coffer keygen`: (public key, identity file text).
 fn key_pair() -> (String, String) {
     let dir = tempfile::tempdir().unwrap();

@@ -82,7 +82,8 @@ pub struct RestoreRequestSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decryption: Option<Decryption>,
     /// Workloads scaled to zero before the restore and back to their recorded replicas after
-    /// it, even when the restore fails.
+    /// it, even when the restore fails. Deleting the request before it ends scales them back
+    /// too (after stopping its worker) before the request goes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quiesce: Vec<QuiesceTarget>,
     /// Settings of the worker Job.

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use super::context::Context;
 use super::error::Error;
+use super::finalizers;
 use super::job::{self, JobRequest};
 use super::location::{self, SCHEDULED_TIME_ANNOTATION};
 use super::lock;
@@ -328,10 +329,8 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
         }
         return Ok(wake.map_or_else(Action::await_change, Action::requeue));
     }
-    if !backup.finalizers().iter().any(|f| f == FINALIZER) {
-        let mut finalizers = backup.finalizers().to_vec();
-        finalizers.push(FINALIZER.to_owned());
-        set_finalizers(&api, &backup, finalizers).await?;
+    if !finalizers::has(backup.as_ref(), FINALIZER) {
+        finalizers::add(&api, backup.as_ref(), FINALIZER).await?;
         return Ok(Action::await_change());
     }
     let uid = uid(&backup)?;
@@ -823,27 +822,6 @@ async fn wait(
             .await;
     }
     Ok(Action::requeue(RECHECK))
-}
-
-/// Replaces the finalizers, failing if the Backup changed meanwhile.
-pub async fn set_finalizers(
-    api: &Api<Backup>,
-    backup: &Backup,
-    finalizers: Vec<String>,
-) -> Result<(), Error> {
-    let patch = serde_json::json!({
-        "metadata": {
-            "finalizers": finalizers,
-            "resourceVersion": backup.resource_version(),
-        }
-    });
-    api.patch(
-        &backup.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]

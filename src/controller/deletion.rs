@@ -12,9 +12,10 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 
-use super::backup::{recorded_run, set_finalizers, uid};
+use super::backup::{recorded_run, uid};
 use super::context::Context;
 use super::error::Error;
+use super::finalizers;
 use super::job::{self, JobRequest};
 use super::location;
 use super::references;
@@ -50,7 +51,7 @@ pub async fn finalize(
     namespace: &str,
     api: &Api<Backup>,
 ) -> Result<Action, Error> {
-    if !backup.finalizers().iter().any(|f| f == FINALIZER) {
+    if !finalizers::has(backup, FINALIZER) {
         return Ok(Action::await_change());
     }
     let name = backup.name_any();
@@ -187,13 +188,7 @@ pub async fn finalize(
 
 /// Removes this finalizer: the Backup goes.
 async fn let_go(api: &Api<Backup>, backup: &Backup) -> Result<Action, Error> {
-    let finalizers = backup
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    set_finalizers(api, backup, finalizers).await?;
+    finalizers::remove(api, backup, FINALIZER).await?;
     Ok(Action::await_change())
 }
 

@@ -11,6 +11,7 @@ pub mod drill;
 pub mod drill_schedule;
 pub mod due;
 pub mod error;
+pub mod finalizers;
 pub mod fresh;
 pub mod job;
 pub mod leader;

@@ -5,6 +5,10 @@
 //! Job) → Resuming (scale them back to the recorded replicas, whether the restore worked or
 //! not) → Succeeded or Failed.
 //! Every step is idempotent, so a restarted controller carries on where it stopped.
+//!
+//! A restore that stops workloads holds its request with a finalizer until they are started
+//! again: a request deleted on the way stops its worker, waits until the worker's Pods are
+//! gone, scales the workloads back, and only then goes (see [`Step::withdrawn`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +23,7 @@ use kube::{Resource, ResourceExt};
 use super::backup::{self, kind_word};
 use super::context::Context;
 use super::error::Error;
+use super::finalizers;
 use super::job::{self, JobRequest};
 use super::location;
 use super::metrics::RunLabels;
@@ -46,6 +51,11 @@ const POLL: Duration = Duration::from_secs(2);
 /// How long the quiesced workloads' Pods may take to stop before the restore gives up (and
 /// scales them back) instead of waiting for ever with the app down.
 const QUIESCE_TIMEOUT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+/// The finalizer that keeps a RestoreRequest until the workloads it stopped are scaled back.
+pub const RESUME_FINALIZER: &str = "coffer.dev/resume-workloads";
+/// How long a deleted request waits for its worker's Pods to go (a Pod on a node that died
+/// never reports its end) before it scales the workloads back all the same.
+const WORKER_STOP_TIMEOUT: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 /// What to restore, from where, into what.
 struct Resolved {
@@ -92,10 +102,18 @@ pub async fn reconcile(request: Arc<RestoreRequest>, ctx: Arc<Context>) -> Resul
         namespace: &namespace,
         old: old.as_ref(),
     };
+    if request.metadata.deletion_timestamp.is_some() {
+        return step.withdrawn(&status).await;
+    }
     if matches!(
         status.phase,
         Some(RestorePhase::Succeeded | RestorePhase::Failed)
     ) {
+        // The workloads were given back: nothing holds the request any more.
+        if finalizers::has(request.as_ref(), RESUME_FINALIZER) {
+            finalizers::remove(&api, request.as_ref(), RESUME_FINALIZER).await?;
+            return Ok(Action::await_change());
+        }
         // Its result's notifications, recorded with the result, go out, each on its own
         // write (a restore has no finalizer: deleting it early gives them up).
         if !notify::outstanding(&status.notifications) {
@@ -215,6 +233,11 @@ impl Step<'_> {
             preview.push(format!(
                 "would take a safety backup of the target first ({why})"
             ));
+        }
+        // From here until they are scaled back, deleting the request does not leave the
+        // workloads stopped.
+        if !quiesced.is_empty() {
+            finalizers::add(self.api, self.request, RESUME_FINALIZER).await?;
         }
         status.preview = preview;
         status.quiesced = quiesced;
@@ -763,6 +786,86 @@ impl Step<'_> {
         status.phase = Some(RestorePhase::Resuming);
         self.save(&status).await?;
         Ok(Action::requeue(Duration::ZERO))
+    }
+
+    /// The request was deleted before it ended. A restore whose worker may still write to the
+    /// target has it stopped, and waits until its Pods are gone (at most
+    /// [`WORKER_STOP_TIMEOUT`]); then the workloads it stopped are scaled back to their
+    /// recorded replicas (one that is gone is left gone), and the request goes. In a
+    /// namespace being deleted nothing is waited for or scaled: everything in it goes.
+    async fn withdrawn(&self, status: &RestoreRequestStatus) -> Result<Action, Error> {
+        if !finalizers::has(self.request, RESUME_FINALIZER) {
+            return Ok(Action::await_change());
+        }
+        let terminating = workers::namespace_terminating(self.ctx, self.namespace).await?;
+        let name = self.request.name_any();
+        let job_name = job::job_name(&name, "restore");
+        if status.job_name.is_some() && !terminating {
+            if let Found::Mine(job) =
+                workers::find(self.ctx, self.namespace, &job_name, &self.uid()?).await?
+                && workers::finished(&job).is_none()
+                && job.metadata.deletion_timestamp.is_none()
+            {
+                workers::delete(self.ctx, self.namespace, &job_name).await?;
+            }
+            let waited = self
+                .request
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .map_or(chrono::TimeDelta::zero(), |t| {
+                    Utc::now() - status::chrono(t)
+                });
+            let left = workers::pods_left(self.ctx, self.namespace, &job_name).await?;
+            if left > 0 {
+                if waited <= WORKER_STOP_TIMEOUT {
+                    return Ok(Action::requeue(POLL));
+                }
+                tracing::warn!(restore = %name, pods = left, "the deleted restore's worker Pods did not stop; scaling the workloads back all the same");
+            }
+        }
+        let mut back = Vec::new();
+        if !terminating {
+            for workload in &status.quiesced {
+                if self
+                    .scale(workload.kind, &workload.name, workload.replicas)
+                    .await?
+                    .is_some()
+                {
+                    back.push(format!("{} to {}", workload.name, workload.replicas));
+                }
+            }
+        }
+        let ended = matches!(
+            status.phase,
+            Some(RestorePhase::Resuming | RestorePhase::Succeeded | RestorePhase::Failed)
+        );
+        let done = if ended {
+            "after the restore had ended"
+        } else if status.job_name.is_some() {
+            // Its worker stopped here, or by itself before its result was read (each
+            // reconcile sees only its own part of that).
+            "while the restore ran: its worker was stopped, so the target may hold part of the backup; check it"
+        } else {
+            "before the restore began: nothing was restored"
+        };
+        let scaled = if back.is_empty() {
+            String::new()
+        } else {
+            format!("; scaled back {}", back.join(", "))
+        };
+        if !terminating {
+            self.ctx
+                .event(
+                    self.request,
+                    !ended,
+                    "Withdrawn",
+                    format!("the RestoreRequest was deleted {done}{scaled}"),
+                )
+                .await;
+        }
+        finalizers::remove(self.api, self.request, RESUME_FINALIZER).await?;
+        Ok(Action::await_change())
     }
 
     async fn resume(&self, mut status: RestoreRequestStatus) -> Result<Action, Error> {

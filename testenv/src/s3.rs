@@ -224,6 +224,12 @@ impl S3Server {
         Tampering::add(&self.tampering, suffix, read, Served::Paused);
     }
 
+    /// Serves the `read`th GET of the object whose key ends with `suffix` cut off: its first
+    /// half, then the connection is closed, as a store or network failing mid-read does.
+    pub fn cut_midway(&self, suffix: &str, read: u32) {
+        Tampering::add(&self.tampering, suffix, read, Served::Cut);
+    }
+
     /// How many responses were served changed so far.
     pub fn tampered(&self) -> u32 {
         Tampering::changed(&self.tampering)
@@ -253,6 +259,13 @@ impl S3Server {
     /// pass): the client cannot yet know the upload's id.
     pub fn hold_upload_start(&self, suffix: &str) -> Held {
         self.holds.add(crate::s3_hold::Answer::UploadStart, suffix)
+    }
+
+    /// Holds the answer to the next GET of an object whose key ends with `suffix`, before
+    /// any of it is sent, until the returned [`Held`] is dropped (or two minutes pass): its
+    /// reader is then caught waiting in the middle of its work.
+    pub fn hold_read(&self, suffix: &str) -> Held {
+        self.holds.add(crate::s3_hold::Answer::Read, suffix)
     }
 
     /// How many times objects whose key ends with `suffix` were read so far.

@@ -2,7 +2,9 @@
 //! object, after the object is stored (or to the start of a multipart upload, after the
 //! upload is open), until the test lets it go. A test then knows the writer is still waiting
 //! for that answer, however loaded the machine is, and can kill it in the narrowest window
-//! there is: its object stored or its upload open, and that not yet known to it.
+//! there is: its object stored or its upload open, and that not yet known to it. It can also
+//! hold its answer to a read of an object, before sending any of it: the reader is then
+//! known to be in the middle of its work.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -19,6 +21,9 @@ pub(crate) enum Answer {
     Write,
     /// To CreateMultipartUpload, after the upload is open.
     UploadStart,
+    /// To GetObject, before anything of the object is sent: its reader waits in the middle
+    /// of its work.
+    Read,
 }
 
 /// One held answer: the first one, from now on, about an object whose key ends with `suffix`.
@@ -44,7 +49,8 @@ pub struct Held {
 }
 
 impl Held {
-    /// Waits until the object was stored and its writer is waiting for the answer.
+    /// Waits until the object was stored and its writer is waiting for the answer (for a
+    /// held read: until the object was asked for).
     pub async fn stored(&self) {
         self.stored.notified().await;
     }

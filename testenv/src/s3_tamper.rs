@@ -10,7 +10,9 @@
 //! object did not match.
 //!
 //! Or a rule serves the object unchanged, its second half after the same pause: a test
-//! knows its reader is in the middle of the object, however loaded the machine is.
+//! knows its reader is in the middle of the object, however loaded the machine is. Or it
+//! sends the object's first half and then cuts the connection, as a store or network
+//! failing mid-read does.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -38,6 +40,8 @@ pub(crate) enum Served {
     /// Unchanged, but the second half of its bytes only after [`TAIL_PAUSE`]: a reader is
     /// caught in the middle of the object.
     Paused,
+    /// The first half of its bytes, then the connection is cut.
+    Cut,
 }
 
 /// One rule: the `read`th GET (counting from 1) of the object whose key ends with `suffix`.
@@ -108,7 +112,8 @@ impl Tampering {
 
 /// The response with the byte in the middle of the object changed (its lowest bit flipped:
 /// an ASCII letter stays one), and [`APPENDED`] bytes after a pause (`ChangedLonger`); or
-/// unchanged, its second half after a pause (`Paused`).
+/// unchanged, its second half after a pause (`Paused`); or its first half only, then an
+/// error that cuts the connection (`Cut`).
 pub(crate) async fn changed(
     mut response: S3Response<GetObjectOutput>,
     served: Served,
@@ -121,6 +126,18 @@ pub(crate) async fn changed(
                 chunk.map_err(|e| s3s::s3_error!(InternalError, "reading the object: {e}"))?;
             bytes.extend_from_slice(&chunk);
         }
+    }
+    if served == Served::Cut {
+        bytes.truncate(bytes.len() / 2);
+        let first =
+            futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(bytes)) });
+        // After a moment: what was sent reaches the reader before the connection goes.
+        let cut = futures::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Err(std::io::Error::other("the test store cut the connection"))
+        });
+        response.output.body = Some(StreamingBlob::wrap(first.chain(cut)));
+        return Ok(response);
     }
     if served == Served::Paused {
         let second = Bytes::from(bytes.split_off(bytes.len() / 2));

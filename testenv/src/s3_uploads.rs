@@ -146,6 +146,8 @@ impl Store {
 
     /// GetObject, with a byte changed on the reads [`Tampering`] names.
     async fn get(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        self.holds.ready(Answer::Read, &bucket, &key).await;
         let change = Tampering::count(&self.tampering, &req.input.bucket, &req.input.key);
         let response = self.fs.get_object(req).await?;
         match change {

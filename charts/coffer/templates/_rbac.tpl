@@ -13,9 +13,10 @@ exactly these rules.
 - apiGroups: ["coffer.dev"]
   resources: ["notifiers"]
   verbs: ["get", "list", "watch"]
-# Add and remove the data-deleting finalizer on Backups.
+# Add and remove the data-deleting finalizer on Backups, and on RestoreRequests the one
+# that keeps a request until the workloads it stopped are scaled back.
 - apiGroups: ["coffer.dev"]
-  resources: ["backups"]
+  resources: ["backups", "restorerequests"]
   verbs: ["patch"]
 # Schedules create their runs' Backups; Replace and retention delete them.
 - apiGroups: ["coffer.dev"]
