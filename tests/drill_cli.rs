@@ -741,3 +741,158 @@ async fn drills_run_as_a_user_the_system_does_not_list() {
     assert_eq!(code, Some(0), "{err} {report}");
     assert_eq!(report["verdict"], "Verified", "{report}");
 }
+
+/// Runs `coffer drill` on `location` with every read of its first object from now on cut
+/// off halfway by the S3 test server, as a store or network failing mid-read does; asserts
+/// that the drill could not run (exit 3, no verdict) and says the store failed, naming the
+/// object. Returns stderr.
+fn drill_with_the_store_failing(s3: &coffer_testenv::S3Server, location: &str) -> String {
+    let key = location.strip_prefix("s3://").unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(s3.root().join(key).join("manifest.json")).unwrap())
+            .unwrap();
+    let object = manifest["objects"][0]["name"].as_str().unwrap().to_owned();
+    let first = s3.reads(&object) + 1;
+    for read in first..first + 4 {
+        s3.cut_midway(&object, read);
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let out = coffer(
+        &[
+            "drill",
+            location,
+            "--json",
+            "--scratch-dir",
+            &scratch.path().display().to_string(),
+        ],
+        &s3.env(),
+    );
+    let err = stderr(&out);
+    assert!(
+        s3.reads(&object) >= first,
+        "the object was never read: {err}"
+    );
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        stdout(&out).is_empty(),
+        "a report of a drill that did not run"
+    );
+    assert!(
+        err.contains("the drill could not run: the restore into the scratch instance stopped")
+            && err.contains("reading")
+            && err.contains(&object),
+        "{err}"
+    );
+    assert_eq!(
+        running_in(scratch.path()),
+        Vec::<String>::new(),
+        "left running"
+    );
+    err
+}
+
+/// A store that fails while a drill reads the backup does not make the backup look bad:
+/// for every engine the drill could not run (exit 3, `Error` in a Backup's status), it is
+/// not a failed verification (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failing_mid_read_stops_the_drill_without_blaming_the_backup() {
+    let s3 = coffer_testenv::S3Server::start().unwrap();
+    support::s3_client(&s3)
+        .create_bucket()
+        .bucket("backups")
+        .send()
+        .await
+        .unwrap();
+    let env = s3.env();
+
+    let redis = RedisServer::start().unwrap();
+    let mut con = connect(&redis.url()).await;
+    populate(&mut con).await;
+    let (location, _) = ok(
+        &["backup", &redis.url(), "--to", "s3://backups/redis"],
+        &env,
+    );
+    drill_with_the_store_failing(&s3, &location);
+
+    let pg = PostgresServer::start().unwrap();
+    pg_connect(&pg, "postgres")
+        .await
+        .batch_execute(SHOP_ROLES)
+        .await
+        .unwrap();
+    create(&pg, "shop", SHOP).await;
+    let url = format!(
+        "postgres://postgres:{}@127.0.0.1:{}/shop",
+        pg.password(),
+        pg.port()
+    );
+    let bin = pg.bin_dir().display().to_string();
+    let (location, _) = ok(
+        &[
+            "backup",
+            &url,
+            "--to",
+            "s3://backups/pg",
+            "--pg-bin-dir",
+            &bin,
+        ],
+        &env,
+    );
+    drill_with_the_store_failing(&s3, &location);
+
+    let maria = MariaDbServer::start().unwrap();
+    run(
+        &maria,
+        None,
+        "CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY); INSERT INTO shop.items VALUES (1), (2);",
+    )
+    .await;
+    let (location, _) = ok(
+        &["backup", &maria.url(None), "--to", "s3://backups/maria"],
+        &env,
+    );
+    drill_with_the_store_failing(&s3, &location);
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("big"), vec![b'x'; 1 << 20]).unwrap();
+    let (location, _) = ok(
+        &[
+            "backup",
+            &data.display().to_string(),
+            "--to",
+            "s3://backups/files",
+        ],
+        &env,
+    );
+    drill_with_the_store_failing(&s3, &location);
+}
+
+/// A scratch disk that fills up while the backup is restored into it stops the drill with
+/// an error that says so (exit 3), not a failed verification: the backup is not to blame.
+#[test]
+fn a_scratch_disk_filling_up_stops_the_drill_without_blaming_the_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // More than the 256 KiB scratch disk holds.
+    std::fs::write(data.join("big"), vec![b'x'; 1 << 20]).unwrap();
+    let dest = dir.path().join("backups").display().to_string();
+    let (location, _) = ok(&["backup", &data.display().to_string(), "--to", &dest], &[]);
+    let out =
+        support::cli::on_a_full_disk(&["drill", &location, "--json", "--scratch-dir", "{disk}"]);
+    let err = stderr(&out);
+    assert!(err.contains("exit=3"), "{err}");
+    assert!(
+        err.contains("the drill could not run: the restore into the scratch instance stopped")
+            && err.contains("no space left on the device"),
+        "{err}"
+    );
+    assert!(
+        stdout(&out).is_empty(),
+        "a report of a drill that did not run"
+    );
+    let left: Vec<&str> = err.lines().filter(|l| l.starts_with("left: ")).collect();
+    assert!(left.is_empty(), "files left on the scratch disk: {left:?}");
+}

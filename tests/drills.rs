@@ -222,4 +222,45 @@ async fn a_schedule_drills_its_backups_records_the_proof_and_never_touches_produ
         let name = job.metadata.name.unwrap_or_default();
         assert!(!name.ends_with("-drill"), "drill Job {name} is left");
     }
+
+    // The store failing while the drill reads the data is no verdict on the backup: Error
+    // (`StorageError`), told as a drill that could not run. The next backup is compressed
+    // otherwise, so that its object's name is its own.
+    schedules
+        .patch(
+            "bot",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"compression": "zstd"}})),
+        )
+        .await
+        .unwrap();
+    for read in 1..=3 {
+        s3.cut_midway("/redis.keys.zst", read);
+    }
+    let fourth = drilled(&ns, "fourth").await;
+    assert!(
+        s3.reads("/redis.keys.zst") >= 1,
+        "the object was never read"
+    );
+    let v = fourth.status.unwrap().verification.unwrap();
+    assert_eq!(v.phase, VerificationPhase::Error, "{v:?}");
+    assert!(
+        v.message.contains(
+            "the drill could not run to its end: the restore into the scratch instance stopped"
+        ) && v.message.contains("redis.keys.zst")
+            && v.message.contains("nothing was verified"),
+        "{v:?}"
+    );
+    let bodies = eventually(RUN, "a third drillFailed notification", || async {
+        let bodies = told.lock().unwrap().clone();
+        (bodies.len() >= 3).then_some(bodies)
+    })
+    .await;
+    assert!(
+        bodies.iter().any(|b| {
+            let n: serde_json::Value = serde_json::from_str(b).unwrap();
+            n["name"] == "fourth" && n["reason"] == "DrillNotRun"
+        }),
+        "{bodies:?}"
+    );
 }

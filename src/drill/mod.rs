@@ -6,7 +6,9 @@
 //!
 //! A restore that fails in the scratch instance (the backup is damaged, its rows do not
 //! match the manifest) is a failed verification, not an error: that is what a drill is for.
-//! An error is what kept the drill from running (no scratch server could be started).
+//! An error is what kept the drill from running (no scratch server could be started), or
+//! stopped its restore on something other than the backup (the store failing while it is
+//! read, the scratch disk filling up, the scratch server going away): see [`Blame`].
 
 pub mod checks;
 pub mod passwd;
@@ -20,11 +22,12 @@ pub use checks::UserCheck;
 pub use report::{CheckResult, DrillReport, Verdict};
 
 use crate::engine::{mysql, postgres, redis, volume};
+use crate::pipeline::IntegrityError;
 use crate::pipeline::Progress;
 use crate::pipeline::encryption::DataKey;
 use crate::pipeline::fetch::Spool;
-use crate::storage::Store;
 use crate::storage::manifest::Manifest;
+use crate::storage::{StorageError, Store};
 
 /// One drill to run.
 #[derive(Clone, Debug)]
@@ -48,6 +51,57 @@ pub enum DrillError {
     NotImplemented(String),
     #[error("{0}")]
     Usage(String),
+    /// The restore into the scratch instance stopped on something other than the backup.
+    #[error("the restore into the scratch instance stopped: {detail}")]
+    Stopped { cause: Cause, detail: String },
+}
+
+/// What stopped a drill's restore, when it was not the backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The store could not be reached, refused, or failed while the data was read.
+    Store,
+    /// The scratch disk (the spool or the scratch server's data) filled up.
+    NoSpace,
+    /// The scratch server went away, or the drill's own work failed.
+    Scratch,
+}
+
+/// Whose fault a failed restore into the scratch instance is: the backup's (a failed
+/// verification) or what the drill stands on (an error: nothing was verified).
+pub trait Blame: std::fmt::Display {
+    /// What the drill stands on failed, not the backup; `None` when the backup did not
+    /// restore: its objects are missing, damaged or do not hold what the manifest counted.
+    fn not_the_backup(&self) -> Option<Cause>;
+}
+
+/// A store's failure: the backup's only when an object of it is missing.
+pub fn store_cause(e: &StorageError) -> Option<Cause> {
+    match e {
+        StorageError::NotFound { .. } => None,
+        StorageError::DiskFull { .. } => Some(Cause::NoSpace),
+        _ => Some(Cause::Store),
+    }
+}
+
+/// An object's check: the backup's when its bytes did not match; the store's or the
+/// scratch disk's when they could not be read or kept.
+pub fn integrity_cause(e: &IntegrityError) -> Option<Cause> {
+    match e {
+        IntegrityError::Storage(e) => store_cause(e),
+        IntegrityError::Interrupted { .. } => Some(Cause::Store),
+        IntegrityError::Spool(_) => Some(Cause::NoSpace),
+        IntegrityError::Mismatch { .. }
+        | IntegrityError::Changed { .. }
+        | IntegrityError::Decompress { .. } => None,
+    }
+}
+
+/// A tool's or server's message that says the scratch disk is full (`pg_restore` and
+/// PostgreSQL: `could not extend file ... No space left on device`; MariaDB: `Got error 28
+/// "No space left on device"`).
+pub fn says_no_space(message: &str) -> bool {
+    message.contains("No space left on device") || message.contains("could not extend file")
 }
 
 /// What an engine's drill found: how the restore went and what its checks said.
@@ -70,17 +124,32 @@ impl Outcome {
 }
 
 /// Times the restore into the scratch `server`; when the restore fails, stops the server and
-/// gives the drill's outcome instead.
-pub async fn restore_into<T, E: std::fmt::Display>(
+/// gives the drill's outcome instead (a failed verification), or the error when the backup
+/// is not to blame (see [`Blame`]).
+pub async fn restore_into<T, E: Blame>(
     server: scratch::ScratchProcess,
     restore: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<(scratch::ScratchProcess, Duration, T), Outcome> {
-    match timed(restore).await {
-        (restore_time, Ok(done)) => Ok((server, restore_time, done)),
-        (restore_time, Err(e)) => {
+) -> Result<Result<(scratch::ScratchProcess, Duration, T), Outcome>, DrillError> {
+    let started = Instant::now();
+    let restored = restore.await;
+    let restore_time = started.elapsed();
+    match restored {
+        Ok(done) => Ok(Ok((server, restore_time, done))),
+        Err(e) => {
             server.stop().await;
-            Err(Outcome::restore_failed(restore_time, e))
+            Ok(Err(failed_restore(restore_time, &e)?))
         }
+    }
+}
+
+/// A restore that failed: the drill's outcome when the backup is to blame, else the error.
+pub fn failed_restore<E: Blame>(restore_time: Duration, e: &E) -> Result<Outcome, DrillError> {
+    match e.not_the_backup() {
+        Some(cause) => Err(DrillError::Stopped {
+            cause,
+            detail: e.to_string(),
+        }),
+        None => Ok(Outcome::restore_failed(restore_time, e.to_string())),
     }
 }
 
@@ -104,11 +173,11 @@ pub fn table_checks(
 }
 
 /// Times `restore`.
-pub async fn timed<T, E: std::fmt::Display>(
+pub async fn timed<T, E>(
     restore: impl std::future::Future<Output = Result<T, E>>,
-) -> (Duration, Result<T, String>) {
+) -> (Duration, Result<T, E>) {
     let started = Instant::now();
-    let result = restore.await.map_err(|e| e.to_string());
+    let result = restore.await;
     (started.elapsed(), result)
 }
 
@@ -164,4 +233,59 @@ pub async fn drill(
         outcome.restored.ok(),
         outcome.checks,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_or_mismatched_object_is_the_backups_fault() {
+        let location = || "s3://b/x".to_owned();
+        assert_eq!(
+            store_cause(&StorageError::NotFound {
+                location: location()
+            }),
+            None
+        );
+        assert_eq!(
+            store_cause(&StorageError::DiskFull {
+                location: location()
+            }),
+            Some(Cause::NoSpace)
+        );
+        let cut = StorageError::io("reading", location(), std::io::Error::other("reset"));
+        assert_eq!(store_cause(&cut), Some(Cause::Store));
+        assert_eq!(
+            integrity_cause(&IntegrityError::Storage(cut)),
+            Some(Cause::Store)
+        );
+        assert_eq!(
+            integrity_cause(&IntegrityError::Interrupted {
+                location: location(),
+                detail: "reset".to_owned()
+            }),
+            Some(Cause::Store)
+        );
+        for damaged in [
+            IntegrityError::Mismatch {
+                location: location(),
+                what: "the SHA-256",
+                found: "a".to_owned(),
+                expected: "b".to_owned(),
+            },
+            IntegrityError::Decompress {
+                location: location(),
+                source: std::io::Error::other("bad frame"),
+            },
+        ] {
+            assert_eq!(integrity_cause(&damaged), None, "{damaged}");
+        }
+        assert!(says_no_space(
+            "pg_restore: error: could not extend file \"base/16384/16390\": No space left on device"
+        ));
+        assert!(!says_no_space(
+            "ERROR 1064 (42000): You have an error in your SQL syntax"
+        ));
+    }
 }

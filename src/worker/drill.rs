@@ -5,7 +5,7 @@
 use super::summary::DrillSummary;
 use super::{Environment, Failed, Failure, Outcome, Summary, fail, manifest_failure, normalized};
 use crate::api::DrillChecks;
-use crate::drill::{self, DrillError, DrillRequest, UserCheck, Verdict};
+use crate::drill::{self, Cause, DrillError, DrillRequest, UserCheck, Verdict};
 use crate::pipeline::Progress;
 use crate::pipeline::fetch::Spool;
 use crate::storage::{catalog, keys};
@@ -125,6 +125,15 @@ fn first_failure(report: &drill::DrillReport, user_names: &[String]) -> Option<S
 fn not_run(e: &DrillError) -> Failed {
     match e {
         DrillError::Usage(_) => fail(Failure::InvalidPlan, e),
+        // Not the backup's fault: the store's or the scratch room's, and nothing verified.
+        DrillError::Stopped { cause, .. } => fail(
+            match cause {
+                Cause::Store => Failure::StorageError,
+                Cause::NoSpace => Failure::NoSpace,
+                Cause::Scratch => Failure::DrillNotRun,
+            },
+            format!("the drill could not run to its end: {e}; nothing was verified"),
+        ),
         DrillError::Scratch { .. } | DrillError::NotImplemented(_) => fail(
             Failure::DrillNotRun,
             format!("the drill could not run: {e}; nothing was verified"),

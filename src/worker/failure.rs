@@ -6,7 +6,17 @@ use crate::engine::postgres::PgError;
 use crate::engine::redis::RedisError;
 use crate::engine::volume::VolumeError;
 use crate::engine::volume::extract::ExtractError;
+use crate::pipeline::IntegrityError;
 use crate::storage::StorageError;
+
+/// An object's check: the store's failure when it could not be read, else the backup's.
+fn integrity(e: &IntegrityError) -> Failure {
+    match e {
+        IntegrityError::Storage(e) => e.into(),
+        IntegrityError::Interrupted { .. } => Failure::StorageError,
+        _ => Failure::IntegrityCheckFailed,
+    }
+}
 
 impl From<&StorageError> for Failure {
     fn from(e: &StorageError) -> Self {
@@ -26,9 +36,8 @@ impl From<&RedisError> for Failure {
             RedisError::Connect { .. } | RedisError::Dropped { .. } => Self::SourceUnreachable,
             RedisError::Auth { .. } => Self::AuthenticationFailed,
             RedisError::Storage(e) => e.into(),
-            RedisError::Integrity(_)
-            | RedisError::RestoreRefused { .. }
-            | RedisError::Manifest(_) => Self::IntegrityCheckFailed,
+            RedisError::Integrity(e) | RedisError::RestoreRefused { source: e, .. } => integrity(e),
+            RedisError::Manifest(_) => Self::IntegrityCheckFailed,
             RedisError::Internal(_) => Self::Internal,
             _ => Self::SourceError,
         }
@@ -42,11 +51,10 @@ impl From<&PgError> for Failure {
             PgError::Connect { .. } | PgError::Dropped { .. } => Self::SourceUnreachable,
             PgError::Auth { .. } => Self::AuthenticationFailed,
             PgError::Storage(e) => e.into(),
-            PgError::Integrity(_)
-            | PgError::RestoreRefused { .. }
-            | PgError::Manifest(_)
-            | PgError::RowCount { .. }
-            | PgError::Globals(_) => Self::IntegrityCheckFailed,
+            PgError::Integrity(e) | PgError::RestoreRefused { source: e, .. } => integrity(e),
+            PgError::Manifest(_) | PgError::RowCount { .. } | PgError::Globals(_) => {
+                Self::IntegrityCheckFailed
+            }
             PgError::Internal(_) => Self::Internal,
             _ => Self::SourceError,
         }
@@ -60,10 +68,8 @@ impl From<&MyError> for Failure {
             MyError::Connect { .. } | MyError::Dropped { .. } => Self::SourceUnreachable,
             MyError::Auth { .. } => Self::AuthenticationFailed,
             MyError::Storage(e) => e.into(),
-            MyError::Integrity(_)
-            | MyError::RestoreRefused { .. }
-            | MyError::Manifest(_)
-            | MyError::RowCount { .. } => Self::IntegrityCheckFailed,
+            MyError::Integrity(e) | MyError::RestoreRefused { source: e, .. } => integrity(e),
+            MyError::Manifest(_) | MyError::RowCount { .. } => Self::IntegrityCheckFailed,
             MyError::Internal(_) => Self::Internal,
             _ => Self::SourceError,
         }
@@ -74,7 +80,7 @@ impl From<&VolumeError> for Failure {
     fn from(e: &VolumeError) -> Self {
         match e {
             VolumeError::Storage(e) => e.into(),
-            VolumeError::Integrity(_) => Self::IntegrityCheckFailed,
+            VolumeError::Integrity(e) => integrity(e),
             VolumeError::Extract(ExtractError::NoSpace { .. }) => Self::NoSpace,
             VolumeError::Internal(_) => Self::Internal,
             _ => Self::SourceError,

@@ -10,12 +10,14 @@ use tokio::process::Command;
 
 use super::backup::USERS_FORMAT;
 use super::client::{Client, literal};
+use super::error::MyError;
 use super::restore::{MyRestoreRequest, restore};
 use super::target::MyTarget;
 use crate::drill::checks::{is_true, object_checks};
 use crate::drill::scratch::{self, ScratchProcess};
 use crate::drill::{
-    CheckResult, DrillError, DrillRequest, Outcome, UserCheck, restore_into, table_checks,
+    Blame, Cause, CheckResult, DrillError, DrillRequest, Outcome, UserCheck, integrity_cause,
+    restore_into, says_no_space, store_cause, table_checks,
 };
 use crate::pipeline::Progress;
 use crate::storage::Store;
@@ -55,7 +57,7 @@ pub async fn drill(
         key: request.key.clone(),
     };
     let restoring = restore(store, folder, manifest, &restore_request, progress);
-    let (server, restore_time, stats) = match restore_into(server, restoring).await {
+    let (server, restore_time, stats) = match restore_into(server, restoring).await? {
         Ok(restored) => restored,
         Err(outcome) => return Ok(outcome),
     };
@@ -252,4 +254,22 @@ async fn sql_check(target: &MyTarget, database: &str, query: &str, name: String)
     };
     client.close().await;
     result
+}
+
+impl Blame for MyError {
+    fn not_the_backup(&self) -> Option<Cause> {
+        match self {
+            Self::Storage(e) => store_cause(e),
+            Self::Integrity(e) | Self::RestoreRefused { source: e, .. } => integrity_cause(e),
+            Self::Connect { .. }
+            | Self::Dropped { .. }
+            | Self::Auth { .. }
+            | Self::ToolMissing { .. }
+            | Self::ToolTooOld { .. }
+            | Self::Internal(_) => Some(Cause::Scratch),
+            Self::Tool { stderr, .. } if says_no_space(stderr) => Some(Cause::NoSpace),
+            Self::Query { detail, .. } if says_no_space(detail) => Some(Cause::NoSpace),
+            _ => None,
+        }
+    }
 }

@@ -9,13 +9,15 @@ use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
 
+use super::error::PgError;
 use super::restore::{PgRestoreRequest, restore};
 use super::target::PgTarget;
 use crate::api::restore_request::RoleConflict;
 use crate::drill::checks::{is_true, object_checks};
 use crate::drill::scratch::{self, ScratchProcess};
 use crate::drill::{
-    CheckResult, DrillError, DrillRequest, Outcome, UserCheck, restore_into, table_checks,
+    Blame, Cause, CheckResult, DrillError, DrillRequest, Outcome, UserCheck, integrity_cause,
+    restore_into, says_no_space, store_cause, table_checks,
 };
 use crate::pipeline::Progress;
 use crate::storage::Store;
@@ -49,7 +51,7 @@ pub async fn drill(
         key: request.key.clone(),
     };
     let restoring = restore(store, folder, manifest, &restore_request, progress);
-    let (server, restore_time, stats) = match restore_into(server, restoring).await {
+    let (server, restore_time, stats) = match restore_into(server, restoring).await? {
         Ok(restored) => restored,
         Err(outcome) => return Ok(outcome),
     };
@@ -270,5 +272,23 @@ async fn sql_check(target: &PgTarget, database: &str, query: &str, name: String)
             e.as_db_error()
                 .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
         ),
+    }
+}
+
+impl Blame for PgError {
+    fn not_the_backup(&self) -> Option<Cause> {
+        match self {
+            Self::Storage(e) => store_cause(e),
+            Self::Integrity(e) | Self::RestoreRefused { source: e, .. } => integrity_cause(e),
+            Self::Connect { .. }
+            | Self::Dropped { .. }
+            | Self::Auth { .. }
+            | Self::ToolMissing { .. }
+            | Self::ToolTooOld { .. }
+            | Self::Internal(_) => Some(Cause::Scratch),
+            Self::Tool { stderr, .. } if says_no_space(stderr) => Some(Cause::NoSpace),
+            Self::Query { detail, .. } if says_no_space(detail) => Some(Cause::NoSpace),
+            _ => None,
+        }
     }
 }

@@ -11,11 +11,15 @@ use redis::Value;
 use tokio::process::Command;
 
 use super::client::{Connection, Limits, keyspace_field};
+use super::error::RedisError;
 use super::restore::{RestoreRequest, restore};
 use super::target::RedisTarget;
 use crate::api::RedisConflict;
 use crate::drill::scratch::{self, ScratchProcess};
-use crate::drill::{CheckResult, DrillError, DrillRequest, Outcome, UserCheck, restore_into};
+use crate::drill::{
+    Blame, Cause, CheckResult, DrillError, DrillRequest, Outcome, UserCheck, integrity_cause,
+    restore_into, store_cause,
+};
 use crate::pipeline::Progress;
 use crate::storage::Store;
 use crate::storage::manifest::Manifest;
@@ -37,7 +41,7 @@ pub async fn drill(
         key: request.key.clone(),
     };
     let restoring = restore(store, folder, manifest, &restore_request, progress);
-    let (server, restore_time, stats) = match restore_into(server, restoring).await {
+    let (server, restore_time, stats) = match restore_into(server, restoring).await? {
         Ok(restored) => restored,
         Err(outcome) => return Ok(outcome),
     };
@@ -372,6 +376,26 @@ fn as_text(value: &Value) -> String {
             items.iter().map(as_text).collect::<Vec<_>>().join("\n")
         }
         other => format!("{other:?}"),
+    }
+}
+
+impl Blame for RedisError {
+    fn not_the_backup(&self) -> Option<Cause> {
+        match self {
+            Self::Storage(e) => store_cause(e),
+            Self::Integrity(e) | Self::RestoreRefused { source: e, .. } => integrity_cause(e),
+            Self::Connect { .. }
+            | Self::Dropped { .. }
+            | Self::Silent { .. }
+            | Self::Auth { .. }
+            | Self::Internal(_) => Some(Cause::Scratch),
+            Self::Restore { detail, .. } | Self::Command { detail, .. }
+                if detail.contains("OOM") =>
+            {
+                Some(Cause::NoSpace)
+            }
+            _ => None,
+        }
     }
 }
 

@@ -6,9 +6,14 @@ use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use super::VolumeError;
 use super::archive::data_regions;
+use super::extract::ExtractError;
 use super::{VolumeRestoreRequest, restore};
-use crate::drill::{CheckResult, DrillError, DrillRequest, Outcome, UserCheck, timed};
+use crate::drill::{
+    Blame, Cause, CheckResult, DrillError, DrillRequest, Outcome, UserCheck, failed_restore,
+    integrity_cause, store_cause, timed,
+};
 use crate::pipeline::Progress;
 use crate::storage::Store;
 use crate::storage::manifest::{FileSample, Manifest};
@@ -32,7 +37,7 @@ pub async fn drill(
         timed(restore(store, folder, manifest, &restore_request, progress)).await;
     let entries = match restored {
         Ok(entries) => entries,
-        Err(e) => return Ok(Outcome::restore_failed(restore_time, e)),
+        Err(e) => return failed_restore(restore_time, &e),
     };
     let root = target.clone();
     let tree = tokio::task::spawn_blocking(move || count(&root))
@@ -191,6 +196,22 @@ pub fn compare(manifest: &Manifest, tree: &Tree) -> Vec<CheckResult> {
     .into_iter()
     .filter_map(|(name, expected, found)| expected.map(|e| CheckResult::count(name, e, found)))
     .collect()
+}
+
+impl Blame for VolumeError {
+    fn not_the_backup(&self) -> Option<Cause> {
+        match self {
+            Self::Storage(e) => store_cause(e),
+            Self::Integrity(e) => integrity_cause(e),
+            Self::Extract(ExtractError::NoSpace { .. }) => Some(Cause::NoSpace),
+            // Writing into the scratch directory (the archive's entries are checked as they
+            // come: an entry that cannot be placed there is the backup's).
+            Self::Extract(ExtractError::Write { .. }) | Self::Io { .. } | Self::Internal(_) => {
+                Some(Cause::Scratch)
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

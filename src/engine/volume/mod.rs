@@ -227,17 +227,22 @@ pub async fn restore(
     let extracted = match extracted {
         Ok(Ok(extracted)) => extracted,
         Ok(Err(e)) => {
-            // Bytes that are not an archive may be damaged ones: named as such. The target's
-            // own trouble, or an escape, is reported as it is (without reading the rest).
-            let mismatch = if matches!(e, ExtractError::Archive(_)) {
+            // Bytes that are not an archive may be damaged ones, or ones the store failed to
+            // send: named as such. The target's own trouble, or an escape, is reported as it
+            // is (without reading the rest).
+            let unreadable = matches!(e, ExtractError::Archive(_));
+            let verdict = if unreadable {
                 verdict.wait().await.err()
             } else {
                 verdict.after_failure().await
             };
             discard(staging).await;
             return Err(
-                match mismatch.filter(pipeline::IntegrityError::is_mismatch) {
-                    Some(mismatch) => mismatch.into(),
+                match verdict.filter(|v| {
+                    v.is_mismatch()
+                        || (unreadable && !matches!(v, pipeline::IntegrityError::Spool(_)))
+                }) {
+                    Some(verdict) => verdict.into(),
                     None => e.into(),
                 },
             );
