@@ -1257,24 +1257,11 @@ async fn a_restore_waits_for_the_quiesced_pods_to_stop_and_scales_back_once_acro
     use k8s_openapi::api::core::v1::Pod;
     let (_namespace, ns, s3, redis) = support::resources::redis_namespace("quiesce", 200).await;
     let mut operator = Operator::start(&ns, "a");
-    create::<Backup>(
-        &ns,
-        json!({"metadata": {"name": "base"}, "spec": {
-        "source": redis_source(&redis, "redis-auth"), "storage": storage(&s3)}}),
-    )
-    .await;
-    let base = finished_backup(&ns, "base").await;
-    assert_eq!(base.status.unwrap().phase, Some(BackupPhase::Succeeded));
+    base_backup(&ns, &s3, &redis).await;
 
+    slow_web(&ns).await;
     let pod_spec = json!({"terminationGracePeriodSeconds": 30, "containers": [
         {"name": "app", "image": "busybox", "command": ["sh", "-c", SLOW_TO_STOP]}]});
-    create::<k8s_openapi::api::apps::v1::Deployment>(
-        &ns,
-        json!({"metadata": {"name": "web"}, "spec": {
-        "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
-        "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec}}}),
-    )
-    .await;
     create::<StatefulSet>(
         &ns,
         json!({"metadata": {"name": "db"}, "spec": {
@@ -1380,22 +1367,8 @@ async fn a_restore_waits_for_the_quiesced_pods_to_stop_and_scales_back_once_acro
 async fn a_stale_read_of_a_quiescing_restore_never_stops_the_app_again() {
     let (_namespace, ns, s3, redis) = support::resources::redis_namespace("stale", 20).await;
     let _operator = Operator::start(&ns, "solo");
-    create::<Backup>(
-        &ns,
-        json!({"metadata": {"name": "base"}, "spec": {
-        "source": redis_source(&redis, "redis-auth"), "storage": storage(&s3)}}),
-    )
-    .await;
-    finished_backup(&ns, "base").await;
-    let pod_spec = json!({"terminationGracePeriodSeconds": 30, "containers": [
-        {"name": "app", "image": "busybox", "command": ["sh", "-c", SLOW_TO_STOP]}]});
-    create::<k8s_openapi::api::apps::v1::Deployment>(
-        &ns,
-        json!({"metadata": {"name": "web"}, "spec": {
-        "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
-        "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec}}}),
-    )
-    .await;
+    base_backup(&ns, &s3, &redis).await;
+    slow_web(&ns).await;
     let created: RestoreRequest = create(
         &ns,
         json!({"metadata": {"name": "back"}, "spec": {
@@ -1414,6 +1387,16 @@ async fn a_stale_read_of_a_quiescing_restore_never_stops_the_app_again() {
     let phase = done.status.as_ref().unwrap().phase;
     assert_eq!(phase, Some(RestorePhase::Succeeded));
     assert_eq!(replicas(&ns, "web").await, 2);
+    // Its workloads given back, nothing holds the request any more.
+    let done = eventually(
+        RUN,
+        "the finished restore to lose its finalizer",
+        || async {
+            let r = restores.get("back").await.unwrap();
+            r.finalizers().is_empty().then_some(r)
+        },
+    )
+    .await;
 
     let (store, _writer) = kube::runtime::reflector::store::<Backup>();
     let settings = coffer::controller::context::Settings {
@@ -1449,6 +1432,18 @@ async fn a_stale_read_of_a_quiescing_restore_never_stops_the_app_again() {
         now.status, done.status,
         "the finished restore's status was rewritten"
     );
+}
+
+/// A Backup `base` of the Redis server, finished.
+async fn base_backup(ns: &str, s3: &coffer_testenv::S3Server, redis: &RedisServer) {
+    create::<Backup>(
+        ns,
+        json!({"metadata": {"name": "base"}, "spec": {
+        "source": redis_source(redis, "redis-auth"), "storage": storage(s3)}}),
+    )
+    .await;
+    let done = finished_backup(ns, "base").await;
+    assert_eq!(done.status.unwrap().phase, Some(BackupPhase::Succeeded));
 }
 
 /// The app's Deployment `web`, two replicas of Pods that take 3 s to stop.
@@ -1491,18 +1486,15 @@ async fn a_restore_deleted_before_it_ends_scales_the_app_back_before_it_goes() {
     use kube::api::DeleteParams;
     let (_namespace, ns, s3, redis) = support::resources::redis_namespace("withdrawn", 50).await;
     let _operator = Operator::start(&ns, "solo");
-    create::<Backup>(
-        &ns,
-        json!({"metadata": {"name": "base"}, "spec": {
-        "source": redis_source(&redis, "redis-auth"), "storage": storage(&s3)}}),
-    )
-    .await;
-    finished_backup(&ns, "base").await;
+    base_backup(&ns, &s3, &redis).await;
     slow_web(&ns).await;
 
     // Deleted while the app's Pods stop (they take 3 s).
     let restores = restore_reaching(&ns, "early", RestorePhase::Quiescing).await;
-    assert_eq!(replicas(&ns, "web").await, 0);
+    eventually(RUN, "the app to be stopped", || async {
+        (replicas(&ns, "web").await == 0).then_some(())
+    })
+    .await;
     restores
         .delete("early", &DeleteParams::default())
         .await
@@ -1602,13 +1594,7 @@ async fn deleting_a_namespace_during_a_quiescing_restore_finishes() {
     let (namespace, ns, s3, redis) = support::resources::redis_namespace("withdrawnns", 10).await;
     // Its Lease must not live in the namespace that goes away.
     let _operator = Operator::start_with(&ns, "solo", &["--no-leader-election"]);
-    create::<Backup>(
-        &ns,
-        json!({"metadata": {"name": "base"}, "spec": {
-        "source": redis_source(&redis, "redis-auth"), "storage": storage(&s3)}}),
-    )
-    .await;
-    finished_backup(&ns, "base").await;
+    base_backup(&ns, &s3, &redis).await;
     slow_web(&ns).await;
     let restores = restore_reaching(&ns, "back", RestorePhase::Quiescing).await;
     let held = restores.get("back").await.unwrap();

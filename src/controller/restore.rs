@@ -115,7 +115,7 @@ pub async fn reconcile(request: Arc<RestoreRequest>, ctx: Arc<Context>) -> Resul
             return Ok(Action::await_change());
         }
         // Its result's notifications, recorded with the result, go out, each on its own
-        // write (a restore has no finalizer: deleting it early gives them up).
+        // write (its finalizer is gone by now: deleting it early gives them up).
         if !notify::outstanding(&status.notifications) {
             return Ok(Action::await_change());
         }
@@ -134,6 +134,11 @@ pub async fn reconcile(request: Arc<RestoreRequest>, ctx: Arc<Context>) -> Resul
     if !step.current().await? {
         tracing::debug!(%namespace, restore = %request.name_any(), "read an older version than the server's; looking again");
         return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    // A request that stopped workloads before this finalizer existed (an upgrade) gets it.
+    if !status.quiesced.is_empty() && !finalizers::has(request.as_ref(), RESUME_FINALIZER) {
+        finalizers::add(&api, request.as_ref(), RESUME_FINALIZER).await?;
+        return Ok(Action::await_change());
     }
     match status.phase {
         Some(RestorePhase::Succeeded | RestorePhase::Failed) => Ok(Action::await_change()),
@@ -788,41 +793,57 @@ impl Step<'_> {
         Ok(Action::requeue(Duration::ZERO))
     }
 
-    /// The request was deleted before it ended. A restore whose worker may still write to the
-    /// target has it stopped, and waits until its Pods are gone (at most
-    /// [`WORKER_STOP_TIMEOUT`]); then the workloads it stopped are scaled back to their
-    /// recorded replicas (one that is gone is left gone), and the request goes. In a
-    /// namespace being deleted nothing is waited for or scaled: everything in it goes.
+    /// The request was deleted before it ended. A worker that may still write to the target
+    /// is stopped, and its Pods waited for until none runs (a Pod told to stop more than
+    /// [`WORKER_STOP_TIMEOUT`] ago, on a node that died, is given up on, and the Event names
+    /// it); then the workloads it stopped are scaled back to their recorded replicas (one
+    /// that is gone is left gone), and the request goes. A request that ended already only
+    /// goes (its workloads were given back). In a namespace being deleted nothing is waited
+    /// for or scaled: everything in it goes.
     async fn withdrawn(&self, status: &RestoreRequestStatus) -> Result<Action, Error> {
         if !finalizers::has(self.request, RESUME_FINALIZER) {
             return Ok(Action::await_change());
         }
+        // Decided on the version the server holds: a lagging watch may show the request
+        // without the Job it made, or before it ended.
+        if !self.current().await? {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+        if matches!(
+            status.phase,
+            Some(RestorePhase::Succeeded | RestorePhase::Failed)
+        ) {
+            finalizers::remove(self.api, self.request, RESUME_FINALIZER).await?;
+            return Ok(Action::await_change());
+        }
         let terminating = workers::namespace_terminating(self.ctx, self.namespace).await?;
-        let name = self.request.name_any();
-        let job_name = job::job_name(&name, "restore");
-        if status.job_name.is_some() && !terminating {
+        let uid = self.uid()?;
+        let job_name = job::job_name(&self.request.name_any(), "restore");
+        let mut worker_ran = status.job_name.is_some();
+        let mut given_up = Vec::new();
+        if !terminating {
+            // Looked for whatever the status says: a creation may have worked unrecorded.
             if let Found::Mine(job) =
-                workers::find(self.ctx, self.namespace, &job_name, &self.uid()?).await?
-                && workers::finished(&job).is_none()
-                && job.metadata.deletion_timestamp.is_none()
+                workers::find(self.ctx, self.namespace, &job_name, &uid).await?
             {
-                workers::delete(self.ctx, self.namespace, &job_name).await?;
-            }
-            let waited = self
-                .request
-                .metadata
-                .deletion_timestamp
-                .as_ref()
-                .map_or(chrono::TimeDelta::zero(), |t| {
-                    Utc::now() - status::chrono(t)
-                });
-            let left = workers::pods_left(self.ctx, self.namespace, &job_name).await?;
-            if left > 0 {
-                if waited <= WORKER_STOP_TIMEOUT {
-                    return Ok(Action::requeue(POLL));
+                worker_ran = true;
+                if workers::finished(&job).is_none() && job.metadata.deletion_timestamp.is_none() {
+                    workers::delete(self.ctx, self.namespace, &job_name).await?;
                 }
-                tracing::warn!(restore = %name, pods = left, "the deleted restore's worker Pods did not stop; scaling the workloads back all the same");
             }
+            let running = workers::pods_running(self.ctx, self.namespace, &job_name, &uid).await?;
+            worker_ran |= !running.is_empty();
+            // A Pod's deletionTimestamp is when its grace period ends.
+            let overdue = |pod: &Pod| {
+                pod.metadata
+                    .deletion_timestamp
+                    .as_ref()
+                    .is_some_and(|t| Utc::now() - status::chrono(t) > WORKER_STOP_TIMEOUT)
+            };
+            if !running.iter().all(overdue) {
+                return Ok(Action::requeue(POLL));
+            }
+            given_up = running.iter().map(ResourceExt::name_any).collect();
         }
         let mut back = Vec::new();
         if !terminating {
@@ -836,32 +857,10 @@ impl Step<'_> {
                 }
             }
         }
-        let ended = matches!(
-            status.phase,
-            Some(RestorePhase::Resuming | RestorePhase::Succeeded | RestorePhase::Failed)
-        );
-        let done = if ended {
-            "after the restore had ended"
-        } else if status.job_name.is_some() {
-            // Its worker stopped here, or by itself before its result was read (each
-            // reconcile sees only its own part of that).
-            "while the restore ran: its worker was stopped, so the target may hold part of the backup; check it"
-        } else {
-            "before the restore began: nothing was restored"
-        };
-        let scaled = if back.is_empty() {
-            String::new()
-        } else {
-            format!("; scaled back {}", back.join(", "))
-        };
         if !terminating {
+            let (warning, message) = withdrawn_message(status, worker_ran, &given_up, &back);
             self.ctx
-                .event(
-                    self.request,
-                    !ended,
-                    "Withdrawn",
-                    format!("the RestoreRequest was deleted {done}{scaled}"),
-                )
+                .event(self.request, warning, "Withdrawn", message)
                 .await;
         }
         finalizers::remove(self.api, self.request, RESUME_FINALIZER).await?;
@@ -1328,6 +1327,53 @@ impl Step<'_> {
     }
 }
 
+/// What a `Withdrawn` Event says of a request deleted before it ended, and whether it is a
+/// warning: what became of the restore, the worker Pods given up on, and the workloads
+/// scaled back. Pure.
+fn withdrawn_message(
+    status: &RestoreRequestStatus,
+    worker_ran: bool,
+    given_up: &[String],
+    back: &[String],
+) -> (bool, String) {
+    let restored = status::condition(&status.conditions, RESTORED);
+    let (warning, mut message) = match (status.phase, restored) {
+        (Some(RestorePhase::Resuming), Some(c)) => (
+            c.status != "True" && c.reason != DRY_RUN,
+            format!(
+                "the RestoreRequest was deleted after the restore ended ({}: {})",
+                c.reason, c.message
+            ),
+        ),
+        _ if worker_ran => (
+            true,
+            "the RestoreRequest was deleted while the restore ran: its worker was stopped, so the target may hold part of the backup; check it".to_owned(),
+        ),
+        _ => (
+            false,
+            "the RestoreRequest was deleted before the restore began: nothing was restored"
+                .to_owned(),
+        ),
+    };
+    if let Some(safety) = &status.safety_backup {
+        message.push_str(&format!(
+            "; its safety backup {safety} is kept ({})",
+            safety::TTL
+        ));
+    }
+    if !given_up.is_empty() {
+        message.push_str(&format!(
+            "; worker Pod {} did not stop within {} minutes of being told to (its node may be gone) and may still write to the target",
+            given_up.join(", "),
+            WORKER_STOP_TIMEOUT.num_minutes()
+        ));
+    }
+    if !back.is_empty() {
+        message.push_str(&format!("; scaled back {}", back.join(", ")));
+    }
+    (warning || !given_up.is_empty(), message)
+}
+
 /// Why a `from.location` is refused: it must be a relative path inside the store's prefix
 /// (no `..`, no leading `/`), or the worker could read outside it. Pure.
 fn unsafe_location(location: &str) -> Option<Problem> {
@@ -1344,7 +1390,74 @@ fn unsafe_location(location: &str) -> Option<Problem> {
 
 #[cfg(test)]
 mod tests {
-    use super::unsafe_location;
+    use super::*;
+
+    fn status(phase: RestorePhase) -> RestoreRequestStatus {
+        RestoreRequestStatus {
+            phase: Some(phase),
+            ..RestoreRequestStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_withdrawn_request_says_what_became_of_the_restore() {
+        let back = ["web to 2".to_owned()];
+        let (warning, said) =
+            withdrawn_message(&status(RestorePhase::Quiescing), false, &[], &back);
+        assert!(!warning);
+        assert_eq!(
+            said,
+            "the RestoreRequest was deleted before the restore began: nothing was restored; scaled back web to 2"
+        );
+        let mut backing_up = status(RestorePhase::BackingUp);
+        backing_up.safety_backup = Some("back-safety-1".to_owned());
+        let (_, said) = withdrawn_message(&backing_up, false, &[], &[]);
+        assert!(
+            said.ends_with("nothing was restored; its safety backup back-safety-1 is kept (7d)"),
+            "{said}"
+        );
+        let (warning, said) = withdrawn_message(
+            &status(RestorePhase::Running),
+            true,
+            &["back-restore-x".to_owned()],
+            &back,
+        );
+        assert!(warning);
+        assert!(
+            said.contains("its worker was stopped, so the target may hold part of the backup"),
+            "{said}"
+        );
+        assert!(
+            said.contains("worker Pod back-restore-x did not stop within 5 minutes"),
+            "{said}"
+        );
+        // Deleted while resuming: the restore's own result is told.
+        let mut resuming = status(RestorePhase::Resuming);
+        set_condition(
+            &mut resuming.conditions,
+            RESTORED,
+            false,
+            "SourceUnreachable",
+            "cannot connect",
+            None,
+        );
+        let (warning, said) = withdrawn_message(&resuming, true, &[], &back);
+        assert!(warning);
+        assert!(
+            said.contains("after the restore ended (SourceUnreachable: cannot connect)"),
+            "{said}"
+        );
+        set_condition(
+            &mut resuming.conditions,
+            RESTORED,
+            true,
+            "Restored",
+            "restored 5 keys",
+            None,
+        );
+        let (warning, _) = withdrawn_message(&resuming, true, &[], &back);
+        assert!(!warning);
+    }
 
     #[test]
     fn locations_outside_the_prefix_are_refused() {

@@ -150,6 +150,25 @@ pub async fn pods_left(ctx: &Context, namespace: &str, name: &str) -> Result<usi
         .count())
 }
 
+/// The Pods of the Job named `name` made for the object with `uid` that may still run
+/// (those being deleted included).
+pub async fn pods_running(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<Vec<Pod>, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("batch.kubernetes.io/job-name={name},{OWNER_UID_LABEL}={uid}");
+    Ok(pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(may_run)
+        .collect())
+}
+
 /// Whether a Pod has not ended (Succeeded or Failed, such as Evicted): it may still run.
 pub fn may_run(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
