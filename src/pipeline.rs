@@ -320,6 +320,11 @@ impl IntegrityError {
         )
     }
 
+    /// The store failed to send the object (as opposed to: it sent other bytes).
+    pub fn is_read_failure(&self) -> bool {
+        matches!(self, Self::Storage(_) | Self::Interrupted { .. })
+    }
+
     /// The same finding, about bytes read again after the object had been checked.
     fn changed(self) -> Self {
         match self {

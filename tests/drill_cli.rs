@@ -114,6 +114,24 @@ fn failed_checks(report: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A PostgreSQL server holding the `shop` database and its roles, and its URL (no
+/// database named).
+async fn shop_postgres() -> (PostgresServer, String) {
+    let pg = PostgresServer::start().unwrap();
+    pg_connect(&pg, "postgres")
+        .await
+        .batch_execute(SHOP_ROLES)
+        .await
+        .unwrap();
+    create(&pg, "shop", SHOP).await;
+    let url = format!(
+        "postgres://postgres:{}@127.0.0.1:{}",
+        pg.password(),
+        pg.port()
+    );
+    (pg, url)
+}
+
 /// The source server's connections so far, read on one connection that stays open.
 async fn connections_received(con: &mut redis::aio::MultiplexedConnection) -> u64 {
     let info: String = redis::cmd("INFO")
@@ -307,19 +325,8 @@ async fn a_redis_drill_fails_on_a_damaged_backup_on_keys_the_data_lacks_and_on_a
 
 #[tokio::test]
 async fn a_postgres_drill_restores_roles_and_databases_into_a_scratch_server_and_runs_queries() {
-    let source = PostgresServer::start().unwrap();
-    pg_connect(&source, "postgres")
-        .await
-        .batch_execute(SHOP_ROLES)
-        .await
-        .unwrap();
-    create(&source, "shop", SHOP).await;
+    let (source, url) = shop_postgres().await;
     let before = fingerprint(&pg_connect(&source, "shop").await).await;
-    let url = format!(
-        "postgres://postgres:{}@127.0.0.1:{}",
-        source.password(),
-        source.port()
-    );
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("backups").display().to_string();
     let (location, _) = ok(
@@ -704,18 +711,7 @@ async fn drills_run_as_a_user_the_system_does_not_list() {
         return;
     }
     // initdb refuses a user without a passwd entry: the drill gives it one (nss_wrapper).
-    let pg = PostgresServer::start().unwrap();
-    pg_connect(&pg, "postgres")
-        .await
-        .batch_execute(SHOP_ROLES)
-        .await
-        .unwrap();
-    create(&pg, "shop", SHOP).await;
-    let url = format!(
-        "postgres://postgres:{}@127.0.0.1:{}",
-        pg.password(),
-        pg.port()
-    );
+    let (pg, url) = shop_postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("backups").display().to_string();
     let pg_bin = pg.bin_dir().display().to_string();
@@ -742,35 +738,34 @@ async fn drills_run_as_a_user_the_system_does_not_list() {
     assert_eq!(report["verdict"], "Verified", "{report}");
 }
 
-/// Runs `coffer drill` on `location` with every read of its first object from now on cut
-/// off halfway by the S3 test server, as a store or network failing mid-read does; asserts
-/// that the drill could not run (exit 3, no verdict) and says the store failed, naming the
-/// object. Returns stderr.
-fn drill_with_the_store_failing(s3: &coffer_testenv::S3Server, location: &str) -> String {
+/// Runs `coffer drill` on `location`, the S3 test server cutting off halfway the reads of
+/// the backup's first object numbered `reads` from now (1: the next; a rule left unused
+/// would cut a later drill's read), with `extra` arguments. Asserts that the drill could not run to its end (exit 3,
+/// no verdict) and says the store failed while the object was read. Returns stderr.
+fn drill_with_the_store_failing(
+    s3: &coffer_testenv::S3Server,
+    location: &str,
+    reads: std::ops::RangeInclusive<u32>,
+    extra: &[&str],
+) -> String {
     let key = location.strip_prefix("s3://").unwrap();
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(s3.root().join(key).join("manifest.json")).unwrap())
             .unwrap();
     let object = manifest["objects"][0]["name"].as_str().unwrap().to_owned();
-    let first = s3.reads(&object) + 1;
-    for read in first..first + 4 {
-        s3.cut_midway(&object, read);
+    let before = s3.reads(&object);
+    for read in reads.clone() {
+        s3.cut_midway(&object, before + read);
     }
     let scratch = tempfile::tempdir().unwrap();
-    let out = coffer(
-        &[
-            "drill",
-            location,
-            "--json",
-            "--scratch-dir",
-            &scratch.path().display().to_string(),
-        ],
-        &s3.env(),
-    );
+    let place = scratch.path().display().to_string();
+    let mut args = vec!["drill", location, "--json", "--scratch-dir", &place];
+    args.extend_from_slice(extra);
+    let out = coffer(&args, &s3.env());
     let err = stderr(&out);
     assert!(
-        s3.reads(&object) >= first,
-        "the object was never read: {err}"
+        s3.reads(&object) >= before + reads.start(),
+        "the cut read never happened: {err}"
     );
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(
@@ -779,8 +774,7 @@ fn drill_with_the_store_failing(s3: &coffer_testenv::S3Server, location: &str) -
     );
     assert!(
         err.contains("the drill could not run: the restore into the scratch instance stopped")
-            && err.contains("reading")
-            && err.contains(&object),
+            && err.contains(&format!("reading {location}{object}")),
         "{err}"
     );
     assert_eq!(
@@ -791,9 +785,24 @@ fn drill_with_the_store_failing(s3: &coffer_testenv::S3Server, location: &str) -
     err
 }
 
+/// Bytes no compressor shrinks much (a xorshift generator's).
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 /// A store that fails while a drill reads the backup does not make the backup look bad:
 /// for every engine the drill could not run (exit 3, `Error` in a Backup's status), it is
-/// not a failed verification (exit 1).
+/// not a failed verification (exit 1). Cut while the backup is spooled and checked, and,
+/// with `--no-spool` (the store is read once to check, then again to restore), cut while
+/// the restore reads it; a volume's archive (read once) cut in the middle of a file's data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_failing_mid_read_stops_the_drill_without_blaming_the_backup() {
     let s3 = coffer_testenv::S3Server::start().unwrap();
@@ -812,20 +821,11 @@ async fn a_store_failing_mid_read_stops_the_drill_without_blaming_the_backup() {
         &["backup", &redis.url(), "--to", "s3://backups/redis"],
         &env,
     );
-    drill_with_the_store_failing(&s3, &location);
+    drill_with_the_store_failing(&s3, &location, 1..=1, &[]);
+    drill_with_the_store_failing(&s3, &location, 2..=2, &["--no-spool"]);
 
-    let pg = PostgresServer::start().unwrap();
-    pg_connect(&pg, "postgres")
-        .await
-        .batch_execute(SHOP_ROLES)
-        .await
-        .unwrap();
-    create(&pg, "shop", SHOP).await;
-    let url = format!(
-        "postgres://postgres:{}@127.0.0.1:{}/shop",
-        pg.password(),
-        pg.port()
-    );
+    let (pg, url) = shop_postgres().await;
+    let url = format!("{url}/shop");
     let bin = pg.bin_dir().display().to_string();
     let (location, _) = ok(
         &[
@@ -838,25 +838,27 @@ async fn a_store_failing_mid_read_stops_the_drill_without_blaming_the_backup() {
         ],
         &env,
     );
-    drill_with_the_store_failing(&s3, &location);
+    drill_with_the_store_failing(&s3, &location, 1..=1, &[]);
+    drill_with_the_store_failing(&s3, &location, 2..=2, &["--no-spool"]);
 
     let maria = MariaDbServer::start().unwrap();
     run(
         &maria,
         None,
-        "CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY); INSERT INTO shop.items VALUES (1), (2);",
+        "CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY, note MEDIUMTEXT); INSERT INTO shop.items VALUES (1, REPEAT('a', 100000)), (2, REPEAT('b', 100000));",
     )
     .await;
     let (location, _) = ok(
         &["backup", &maria.url(None), "--to", "s3://backups/maria"],
         &env,
     );
-    drill_with_the_store_failing(&s3, &location);
+    drill_with_the_store_failing(&s3, &location, 1..=1, &[]);
+    drill_with_the_store_failing(&s3, &location, 2..=2, &["--no-spool"]);
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("big"), vec![b'x'; 1 << 20]).unwrap();
+    std::fs::write(data.join("big"), noise(4 << 20)).unwrap();
     let (location, _) = ok(
         &[
             "backup",
@@ -866,13 +868,13 @@ async fn a_store_failing_mid_read_stops_the_drill_without_blaming_the_backup() {
         ],
         &env,
     );
-    drill_with_the_store_failing(&s3, &location);
+    drill_with_the_store_failing(&s3, &location, 1..=1, &[]);
 }
 
-/// A scratch disk that fills up while the backup is restored into it stops the drill with
-/// an error that says so (exit 3), not a failed verification: the backup is not to blame.
+/// A scratch disk without room for the backup's data stops the drill with an error that says
+/// so (exit 3), not a failed verification: the backup is not to blame.
 #[test]
-fn a_scratch_disk_filling_up_stops_the_drill_without_blaming_the_backup() {
+fn a_scratch_disk_without_room_stops_the_drill_without_blaming_the_backup() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();

@@ -73,7 +73,7 @@ async fn a_schedule_drills_its_backups_records_the_proof_and_never_touches_produ
         json!({"metadata": {"name": "ops"}, "spec": {"webhook": {"urlSecretRef": {"name": "hook", "key": "url"}}}}),
     )
     .await;
-    let _operator = Operator::start(&ns, "solo");
+    let operator = Operator::start(&ns, "solo");
     let source = json!({"redis": {"host": "127.0.0.1", "port": redis.port(), "mode": "Keys",
         "passwordSecretRef": {"name": "redis-auth", "key": "password"}}});
     create::<BackupSchedule>(
@@ -250,6 +250,12 @@ async fn a_schedule_drills_its_backups_records_the_proof_and_never_touches_produ
         ) && v.message.contains("redis.keys.zst")
             && v.message.contains("nothing was verified"),
         "{v:?}"
+    );
+    let metrics = operator.get("/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("coffer_drills_total{")
+            && l.contains("result=\"StorageError\"")),
+        "{metrics}"
     );
     let bodies = eventually(RUN, "a third drillFailed notification", || async {
         let bodies = told.lock().unwrap().clone();

@@ -46,6 +46,11 @@ pub struct DrillArgs {
     /// when they are not where Debian puts them or on PATH.
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
+    /// Redis, PostgreSQL, MySQL: never download the backup into the scratch directory before
+    /// restoring it: check it in the store, then read it again for the restore (as a drill
+    /// without room for it there does).
+    #[arg(long)]
+    pub no_spool: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -93,7 +98,11 @@ pub async fn run(args: DrillArgs) -> Result<(), CliError> {
     let scratch = args.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
     let request = DrillRequest {
         checks: [args.check_redis, args.check_sql, args.check_path].concat(),
-        spool: Spool::in_dir(scratch.clone()),
+        spool: if args.no_spool {
+            Spool::off()
+        } else {
+            Spool::in_dir(scratch.clone())
+        },
         scratch,
         bin_dir: args.bin_dir,
         key,

@@ -99,9 +99,13 @@ pub fn integrity_cause(e: &IntegrityError) -> Option<Cause> {
 
 /// A tool's or server's message that says the scratch disk is full (`pg_restore` and
 /// PostgreSQL: `could not extend file ... No space left on device`; MariaDB: `Got error 28
-/// "No space left on device"`).
+/// "No space left on device"`, `ERROR 1114 ... The table 't' is full`, `ERROR 1021 ...
+/// Disk full`).
 pub fn says_no_space(message: &str) -> bool {
-    message.contains("No space left on device") || message.contains("could not extend file")
+    message.contains("No space left on device")
+        || message.contains("could not extend file")
+        || message.contains("Disk full")
+        || (message.contains("ERROR 1114") && message.contains("is full"))
 }
 
 /// What an engine's drill found: how the restore went and what its checks said.
@@ -283,6 +287,9 @@ mod tests {
         }
         assert!(says_no_space(
             "pg_restore: error: could not extend file \"base/16384/16390\": No space left on device"
+        ));
+        assert!(says_no_space(
+            "ERROR 1114 (HY000) at line 40: The table 'orders' is full"
         ));
         assert!(!says_no_space(
             "ERROR 1064 (42000): You have an error in your SQL syntax"

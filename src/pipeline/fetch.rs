@@ -581,6 +581,21 @@ impl Verdict {
         }
     }
 
+    /// After the restore failed: the verdict when it explains the failure better than the
+    /// restore's own error: the bytes did not match (see [`Self::after_failure`]; with
+    /// `read_rest`, the rest of the object is read for that answer, for a failure on bytes
+    /// that may be damaged ones), or the store had failed to send them by then (what the
+    /// restore was given last was the store's error, not the object's bytes).
+    pub async fn explain(self, read_rest: bool) -> Option<IntegrityError> {
+        let known = self.judged.load(Ordering::Acquire);
+        let verdict = if read_rest {
+            self.wait().await.err()
+        } else {
+            self.after_failure().await
+        }?;
+        (verdict.is_mismatch() || (known && verdict.is_read_failure())).then_some(verdict)
+    }
+
     /// After the restore failed: whether the bytes it was given did not match, which then
     /// explains the failure better than the consumer's own error (`pg_restore` or a parser
     /// meeting bytes that are not what was backed up). A spooled object is read to its end

@@ -9,9 +9,11 @@ use crate::engine::volume::extract::ExtractError;
 use crate::pipeline::IntegrityError;
 use crate::storage::StorageError;
 
-/// An object's check: the store's failure when it could not be read, else the backup's.
+/// An object's check: the store's failure when it could not be read, else the backup's (an
+/// object of it missing too: the backup is damaged, not gone).
 fn integrity(e: &IntegrityError) -> Failure {
     match e {
+        IntegrityError::Storage(StorageError::NotFound { .. }) => Failure::IntegrityCheckFailed,
         IntegrityError::Storage(e) => e.into(),
         IntegrityError::Interrupted { .. } => Failure::StorageError,
         _ => Failure::IntegrityCheckFailed,

@@ -265,8 +265,7 @@ impl Blame for MyError {
             | Self::Dropped { .. }
             | Self::Auth { .. }
             | Self::ToolMissing { .. }
-            | Self::ToolTooOld { .. }
-            | Self::Internal(_) => Some(Cause::Scratch),
+            | Self::ToolTooOld { .. } => Some(Cause::Scratch),
             Self::Tool { stderr, .. } if says_no_space(stderr) => Some(Cause::NoSpace),
             Self::Query { detail, .. } if says_no_space(detail) => Some(Cause::NoSpace),
             _ => None,

@@ -24,9 +24,9 @@ use super::rename::{Renaming, grant_renamed};
 use super::target::MyTarget;
 use super::tools::{MyTools, Version};
 use crate::pipeline::Codec;
+use crate::pipeline::Progress;
 use crate::pipeline::encryption::DataKey;
 use crate::pipeline::fetch::{self, Prepared, Spool};
-use crate::pipeline::{self, Progress};
 use crate::storage::Store;
 use crate::storage::manifest::{Manifest, ObjectRecord};
 
@@ -401,13 +401,10 @@ async fn load(
     let ((copied, stdin), finished) = tokio::join!(copied, finishing);
     drop(stdin);
     if copied.is_err() || finished.is_err() {
-        if let Some(mismatch) = verdict
-            .after_failure()
-            .await
-            .filter(pipeline::IntegrityError::is_mismatch)
-        {
+        // Bytes that did not match, or the store failing to send them.
+        if let Some(verdict) = verdict.explain(false).await {
             return Err(MyError::RestoreRefused {
-                source: mismatch,
+                source: verdict,
                 outcome: format!(
                     "stopped {subject} before its end; what was loaded before stays: restore it again from a good copy with --clean"
                 ),

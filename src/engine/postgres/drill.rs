@@ -284,9 +284,12 @@ impl Blame for PgError {
             | Self::Dropped { .. }
             | Self::Auth { .. }
             | Self::ToolMissing { .. }
-            | Self::ToolTooOld { .. }
-            | Self::Internal(_) => Some(Cause::Scratch),
+            | Self::ToolTooOld { .. } => Some(Cause::Scratch),
             Self::Tool { stderr, .. } if says_no_space(stderr) => Some(Cause::NoSpace),
+            // The scratch server went away under the tool (killed for memory, a panic).
+            Self::Tool { stderr, .. } if stderr.ends_with(super::process::DROPPED_HINT) => {
+                Some(Cause::Scratch)
+            }
             Self::Query { detail, .. } if says_no_space(detail) => Some(Cause::NoSpace),
             _ => None,
         }

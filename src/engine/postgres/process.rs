@@ -15,6 +15,9 @@ use crate::text::one_line;
 /// How much of a program's stderr is kept for its error message.
 const STDERR_TAIL: usize = 2048;
 
+/// What a tool's failure adds when it said the server dropped the connection.
+pub const DROPPED_HINT: &str = ": the server dropped the connection (a restart, a failover, a killed backend); check its log, then run it again";
+
 /// A private directory holding a `.pgpass` for one target; removed when dropped.
 pub struct Credentials {
     dir: tempfile::TempDir,
@@ -267,11 +270,7 @@ impl Running {
         } else {
             text
         };
-        let hint = if said.dropped {
-            ": the server dropped the connection (a restart, a failover, a killed backend); check its log, then run it again"
-        } else {
-            ""
-        };
+        let hint = if said.dropped { DROPPED_HINT } else { "" };
         Err(PgError::Tool {
             tool: self.tool,
             subject: self.subject,

@@ -45,9 +45,9 @@ use super::target::PgTarget;
 use super::tools::{PgTools, parse_version};
 use crate::api::restore_request::RoleConflict;
 use crate::pipeline::Codec;
+use crate::pipeline::Progress;
 use crate::pipeline::encryption::DataKey;
 use crate::pipeline::fetch::{self, Prepared, Spool};
-use crate::pipeline::{self, Progress};
 use crate::storage::Store;
 use crate::storage::manifest::{Manifest, ObjectRecord};
 
@@ -449,12 +449,9 @@ async fn feed(
                     ),
                 });
             }
-        } else if let Some(mismatch) = verdict
-            .after_failure()
-            .await
-            .filter(pipeline::IntegrityError::is_mismatch)
-        {
-            return Err(mismatch.into());
+        } else if let Some(verdict) = verdict.explain(false).await {
+            // Bytes that did not match, or the store failing to send them.
+            return Err(verdict.into());
         }
         // The program's own failure explains a broken pipe better than the pipe does.
         finished?;

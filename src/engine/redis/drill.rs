@@ -388,12 +388,8 @@ impl Blame for RedisError {
             | Self::Dropped { .. }
             | Self::Silent { .. }
             | Self::Auth { .. }
-            | Self::Internal(_) => Some(Cause::Scratch),
-            Self::Restore { detail, .. } | Self::Command { detail, .. }
-                if detail.contains("OOM") =>
-            {
-                Some(Cause::NoSpace)
-            }
+            // The scratch server is older than the backup's data.
+            | Self::TargetTooOld { .. } => Some(Cause::Scratch),
             _ => None,
         }
     }

@@ -46,9 +46,9 @@ use super::rdb::{Item, RdbReader, dump_payload};
 use super::target::RedisTarget;
 use crate::api::RedisConflict;
 use crate::pipeline::Codec;
+use crate::pipeline::Progress;
 use crate::pipeline::encryption::DataKey;
 use crate::pipeline::fetch::{self, Checked, Spool};
-use crate::pipeline::{IntegrityError, Progress};
 use crate::storage::Store;
 use crate::storage::manifest::{Manifest, ObjectRecord};
 
@@ -229,14 +229,10 @@ pub async fn restore_with(
         // verdict. The target's own refusals are reported as they are (unless the verdict
         // is already in).
         // A payload the target says is damaged or too new may be bytes the store changed.
+        // The store failing mid-object explains it too.
         let unparsable = unparsable || matches!(e, RedisError::TargetTooOld { .. });
-        let mismatch = if unparsable {
-            verdict.wait().await.err()
-        } else {
-            verdict.after_failure().await
-        };
-        return Err(match mismatch.filter(IntegrityError::is_mismatch) {
-            Some(mismatch) => refused(mismatch, &restorer.stats),
+        return Err(match verdict.explain(unparsable).await {
+            Some(verdict) => refused(verdict, &restorer.stats),
             None => e,
         });
     }

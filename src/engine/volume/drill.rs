@@ -198,17 +198,32 @@ pub fn compare(manifest: &Manifest, tree: &Tree) -> Vec<CheckResult> {
     .collect()
 }
 
+/// An I/O error of the disk itself (EIO, EROFS, EDQUOT, ENOSPC), anywhere in the chain.
+fn scratch_fault(error: &std::io::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(5 | 28 | 30 | 122))
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
 impl Blame for VolumeError {
     fn not_the_backup(&self) -> Option<Cause> {
         match self {
             Self::Storage(e) => store_cause(e),
             Self::Integrity(e) => integrity_cause(e),
             Self::Extract(ExtractError::NoSpace { .. }) => Some(Cause::NoSpace),
-            // Writing into the scratch directory (the archive's entries are checked as they
-            // come: an entry that cannot be placed there is the backup's).
-            Self::Extract(ExtractError::Write { .. }) | Self::Io { .. } | Self::Internal(_) => {
+            // The scratch directory's own failure; any other entry that cannot be written
+            // there (a link to a name the archive lacks, an entry cut short) is the backup's.
+            Self::Extract(ExtractError::Write { source, .. }) if scratch_fault(source) => {
                 Some(Cause::Scratch)
             }
+            Self::Io { source, .. } if scratch_fault(source) => Some(Cause::Scratch),
             _ => None,
         }
     }

@@ -227,25 +227,16 @@ pub async fn restore(
     let extracted = match extracted {
         Ok(Ok(extracted)) => extracted,
         Ok(Err(e)) => {
-            // Bytes that are not an archive may be damaged ones, or ones the store failed to
-            // send: named as such. The target's own trouble, or an escape, is reported as it
-            // is (without reading the rest).
+            // Bytes that are not an archive may be damaged ones: named as such, as is the
+            // store failing mid-object. The target's own trouble, or an escape, is reported
+            // as it is (without reading the rest).
             let unreadable = matches!(e, ExtractError::Archive(_));
-            let verdict = if unreadable {
-                verdict.wait().await.err()
-            } else {
-                verdict.after_failure().await
-            };
+            let verdict = verdict.explain(unreadable).await;
             discard(staging).await;
-            return Err(
-                match verdict.filter(|v| {
-                    v.is_mismatch()
-                        || (unreadable && !matches!(v, pipeline::IntegrityError::Spool(_)))
-                }) {
-                    Some(verdict) => verdict.into(),
-                    None => e.into(),
-                },
-            );
+            return Err(match verdict {
+                Some(verdict) => verdict.into(),
+                None => e.into(),
+            });
         }
         Err(e) => {
             verdict.after_failure().await;
