@@ -739,7 +739,7 @@ async fn drills_run_as_a_user_the_system_does_not_list() {
 }
 
 /// Runs `coffer drill` on `location`, the S3 test server cutting off halfway the reads of
-/// the backup's first object numbered `reads` from now (1: the next; a rule left unused
+/// the backup's data object numbered `reads` from now (1: the next; a rule left unused
 /// would cut a later drill's read), with `extra` arguments. Asserts that the drill could not run to its end (exit 3,
 /// no verdict) and says the store failed while the object was read. Returns stderr.
 fn drill_with_the_store_failing(
@@ -752,7 +752,16 @@ fn drill_with_the_store_failing(
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(s3.root().join(key).join("manifest.json")).unwrap())
             .unwrap();
-    let object = manifest["objects"][0]["name"].as_str().unwrap().to_owned();
+    // The data object (the largest: not PostgreSQL's globals, which are read apart).
+    let object = manifest["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|o| o["storedBytes"].as_u64().unwrap())
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let before = s3.reads(&object);
     for read in reads.clone() {
         s3.cut_midway(&object, before + read);

@@ -362,17 +362,20 @@ impl Prepared {
             self.checked,
             judged.clone(),
         ));
+        let failed = Arc::new(AtomicBool::new(false));
         Ok((
             Restoring {
                 receiver,
                 current: Bytes::new(),
                 ended: false,
+                failed: failed.clone(),
             },
             Verdict {
                 task,
                 location: self.location.clone(),
                 local,
                 judged,
+                failed,
             },
         ))
     }
@@ -527,6 +530,8 @@ pub struct Restoring {
     receiver: mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
     ended: bool,
+    /// Set once the restore was given the verdict's error instead of bytes.
+    failed: Arc<AtomicBool>,
 }
 
 impl AsyncRead for Restoring {
@@ -542,7 +547,10 @@ impl AsyncRead for Restoring {
             match ready!(self.receiver.poll_recv(cx)) {
                 Some(Ok(chunk)) if chunk.is_empty() => self.ended = true,
                 Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => return Poll::Ready(Err(e)),
+                Some(Err(e)) => {
+                    self.failed.store(true, Ordering::Release);
+                    return Poll::Ready(Err(e));
+                }
                 None => {
                     return Poll::Ready(Err(io::Error::other(
                         "the object's reader stopped before the end",
@@ -566,6 +574,8 @@ pub struct Verdict {
     local: bool,
     /// The whole object has been read and judged.
     judged: Arc<AtomicBool>,
+    /// The restore was given the verdict's error (see [`Restoring`]).
+    failed: Arc<AtomicBool>,
 }
 
 impl Verdict {
@@ -584,16 +594,18 @@ impl Verdict {
     /// After the restore failed: the verdict when it explains the failure better than the
     /// restore's own error: the bytes did not match (see [`Self::after_failure`]; with
     /// `read_rest`, the rest of the object is read for that answer, for a failure on bytes
-    /// that may be damaged ones), or the store had failed to send them by then (what the
-    /// restore was given last was the store's error, not the object's bytes).
+    /// that may be damaged ones), or the store failed to send them: the restore was given
+    /// that error instead of bytes, or (`read_rest`) the store failed while the rest was
+    /// read, so that nothing can be said of the bytes that did not parse.
     pub async fn explain(self, read_rest: bool) -> Option<IntegrityError> {
-        let known = self.judged.load(Ordering::Acquire);
+        let given = self.failed.clone();
         let verdict = if read_rest {
             self.wait().await.err()
         } else {
             self.after_failure().await
         }?;
-        (verdict.is_mismatch() || (known && verdict.is_read_failure())).then_some(verdict)
+        let store = read_rest || given.load(Ordering::Acquire);
+        (verdict.is_mismatch() || (store && verdict.is_read_failure())).then_some(verdict)
     }
 
     /// After the restore failed: whether the bytes it was given did not match, which then

@@ -83,6 +83,7 @@ impl From<&VolumeError> for Failure {
         match e {
             VolumeError::Storage(e) => e.into(),
             VolumeError::Integrity(e) => integrity(e),
+            VolumeError::NoArchive => Self::IntegrityCheckFailed,
             VolumeError::Extract(ExtractError::NoSpace { .. }) => Self::NoSpace,
             VolumeError::Internal(_) => Self::Internal,
             _ => Self::SourceError,

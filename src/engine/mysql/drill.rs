@@ -265,7 +265,9 @@ impl Blame for MyError {
             | Self::Dropped { .. }
             | Self::Auth { .. }
             | Self::ToolMissing { .. }
-            | Self::ToolTooOld { .. } => Some(Cause::Scratch),
+            | Self::ToolTooOld { .. }
+            // The drill's own work (temporary files, pipes, waiting for a tool).
+            | Self::Internal(_) => Some(Cause::Scratch),
             Self::Tool { stderr, .. } if says_no_space(stderr) => Some(Cause::NoSpace),
             Self::Query { detail, .. } if says_no_space(detail) => Some(Cause::NoSpace),
             _ => None,

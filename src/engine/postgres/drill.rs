@@ -284,7 +284,9 @@ impl Blame for PgError {
             | Self::Dropped { .. }
             | Self::Auth { .. }
             | Self::ToolMissing { .. }
-            | Self::ToolTooOld { .. } => Some(Cause::Scratch),
+            | Self::ToolTooOld { .. }
+            // The drill's own work (temporary files, pipes, waiting for a tool).
+            | Self::Internal(_) => Some(Cause::Scratch),
             Self::Tool { stderr, .. } if says_no_space(stderr) => Some(Cause::NoSpace),
             // The scratch server went away under the tool (killed for memory, a panic).
             Self::Tool { stderr, .. } if stderr.ends_with(super::process::DROPPED_HINT) => {

@@ -389,7 +389,9 @@ impl Blame for RedisError {
             | Self::Silent { .. }
             | Self::Auth { .. }
             // The scratch server is older than the backup's data.
-            | Self::TargetTooOld { .. } => Some(Cause::Scratch),
+            | Self::TargetTooOld { .. }
+            // The drill's own work (a task that failed).
+            | Self::Internal(_) => Some(Cause::Scratch),
             _ => None,
         }
     }

@@ -223,7 +223,8 @@ impl Blame for VolumeError {
             Self::Extract(ExtractError::Write { source, .. }) if scratch_fault(source) => {
                 Some(Cause::Scratch)
             }
-            Self::Io { source, .. } if scratch_fault(source) => Some(Cause::Scratch),
+            // Making or claiming the scratch directory; the drill's own tasks.
+            Self::Io { .. } | Self::Internal(_) => Some(Cause::Scratch),
             _ => None,
         }
     }

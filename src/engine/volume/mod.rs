@@ -43,6 +43,8 @@ pub enum VolumeError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Integrity(#[from] pipeline::IntegrityError),
+    #[error("the backup's manifest lists no archive: it is not a volume backup")]
+    NoArchive,
     #[error("{0}")]
     Internal(String),
 }
@@ -273,7 +275,7 @@ fn archive_record(
         .objects
         .iter()
         .find(|o| o.format == TAR_FORMAT)
-        .ok_or_else(|| VolumeError::Internal("the manifest lists no archive".to_owned()))
+        .ok_or(VolumeError::NoArchive)
 }
 
 /// Removes a staging directory (and what was extracted into it) off the async threads.
