@@ -814,13 +814,7 @@ fn noise(len: usize) -> Vec<u8> {
 /// the restore reads it; a volume's archive (read once) cut in the middle of a file's data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_failing_mid_read_stops_the_drill_without_blaming_the_backup() {
-    let s3 = coffer_testenv::S3Server::start().unwrap();
-    support::s3_client(&s3)
-        .create_bucket()
-        .bucket("backups")
-        .send()
-        .await
-        .unwrap();
+    let s3 = support::resources::s3_with_bucket().await;
     let env = s3.env();
 
     let redis = RedisServer::start().unwrap();
