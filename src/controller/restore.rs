@@ -24,7 +24,7 @@ use super::backup::{self, kind_word};
 use super::context::Context;
 use super::error::Error;
 use super::finalizers;
-use super::job::{self, JobRequest};
+use super::job::{self, JobRequest, OWNER_UID_LABEL};
 use super::location;
 use super::metrics::RunLabels;
 use super::notify;
@@ -809,74 +809,68 @@ impl Step<'_> {
         if !self.current().await? {
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
-        if matches!(
+        // Ended (its workloads were given back), or everything here goes: nothing to do.
+        let ended = matches!(
             status.phase,
             Some(RestorePhase::Succeeded | RestorePhase::Failed)
-        ) {
+        );
+        if ended || workers::namespace_terminating(self.ctx, self.namespace).await? {
             finalizers::remove(self.api, self.request, RESUME_FINALIZER).await?;
             return Ok(Action::await_change());
         }
-        let terminating = workers::namespace_terminating(self.ctx, self.namespace).await?;
         let uid = self.uid()?;
         let job_name = job::job_name(&self.request.name_any(), "restore");
+        // Looked for whatever the status says: a creation may have worked unrecorded.
         let mut worker_ran = status.job_name.is_some();
-        let mut given_up = Vec::new();
-        if !terminating {
-            // Looked for whatever the status says: a creation may have worked unrecorded.
-            if let Found::Mine(job) =
-                workers::find(self.ctx, self.namespace, &job_name, &uid).await?
-            {
-                worker_ran = true;
-                if workers::finished(&job).is_none() && job.metadata.deletion_timestamp.is_none() {
-                    workers::delete(self.ctx, self.namespace, &job_name).await?;
-                }
-            }
-            let running = workers::pods_running(self.ctx, self.namespace, &job_name, &uid).await?;
-            worker_ran |= !running.is_empty();
-            // A Pod's deletionTimestamp is when its grace period ends.
-            let overdue = |pod: &Pod| {
-                pod.metadata
-                    .deletion_timestamp
-                    .as_ref()
-                    .is_some_and(|t| Utc::now() - status::chrono(t) > WORKER_STOP_TIMEOUT)
-            };
-            if !running.iter().all(overdue) {
-                return Ok(Action::requeue(POLL));
-            }
-            given_up = running.iter().map(ResourceExt::name_any).collect();
-        }
-        let mut back = Vec::new();
-        if !terminating {
-            for workload in &status.quiesced {
-                if self
-                    .scale(workload.kind, &workload.name, workload.replicas)
-                    .await?
-                    .is_some()
-                {
-                    back.push(format!("{} to {}", workload.name, workload.replicas));
-                }
+        if let Found::Mine(job) = workers::find(self.ctx, self.namespace, &job_name, &uid).await? {
+            worker_ran = true;
+            if workers::finished(&job).is_none() && job.metadata.deletion_timestamp.is_none() {
+                workers::delete(self.ctx, self.namespace, &job_name).await?;
             }
         }
-        if !terminating {
-            let (warning, message) = withdrawn_message(status, worker_ran, &given_up, &back);
-            self.ctx
-                .event(self.request, warning, "Withdrawn", message)
-                .await;
+        let selector = format!("batch.kubernetes.io/job-name={job_name},{OWNER_UID_LABEL}={uid}");
+        let running = workers::running_pods(self.ctx, self.namespace, &selector).await?;
+        worker_ran |= !running.is_empty();
+        // A Pod's deletionTimestamp is when its grace period ends.
+        let overdue = |pod: &Pod| {
+            pod.metadata
+                .deletion_timestamp
+                .as_ref()
+                .is_some_and(|t| Utc::now() - status::chrono(t) > WORKER_STOP_TIMEOUT)
+        };
+        if !running.iter().all(overdue) {
+            return Ok(Action::requeue(POLL));
         }
+        let given_up: Vec<String> = running.iter().map(ResourceExt::name_any).collect();
+        let back = self.scale_back(&status.quiesced).await?;
+        let (warning, message) = withdrawn_message(status, worker_ran, &given_up, &back);
+        self.ctx
+            .event(self.request, warning, "Withdrawn", message)
+            .await;
         finalizers::remove(self.api, self.request, RESUME_FINALIZER).await?;
         Ok(Action::await_change())
     }
 
-    async fn resume(&self, mut status: RestoreRequestStatus) -> Result<Action, Error> {
-        for workload in &status.quiesced {
-            if self
+    /// Scales the workloads back to their recorded replicas; says which were (`web to 2`): one
+    /// that no longer exists is left gone.
+    async fn scale_back(&self, quiesced: &[QuiescedWorkload]) -> Result<Vec<String>, Error> {
+        let mut back = Vec::new();
+        for workload in quiesced {
+            match self
                 .scale(workload.kind, &workload.name, workload.replicas)
                 .await?
-                .is_none()
             {
-                tracing::warn!(workload = %workload.name, "cannot scale back a workload that no longer exists");
+                Some(_) => back.push(format!("{} to {}", workload.name, workload.replicas)),
+                None => {
+                    tracing::warn!(workload = %workload.name, "cannot scale back a workload that no longer exists");
+                }
             }
         }
+        Ok(back)
+    }
+
+    async fn resume(&self, mut status: RestoreRequestStatus) -> Result<Action, Error> {
+        self.scale_back(&status.quiesced).await?;
         let restored = status::condition(&status.conditions, RESTORED).cloned();
         let ok = restored
             .as_ref()
@@ -1306,16 +1300,10 @@ impl Step<'_> {
         if selector.is_empty() {
             return Ok(0);
         }
-        let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), self.namespace);
-        // Pods that ended (Succeeded, or Failed such as Evicted) stay until collected, and
-        // run nothing: they do not hold up the restore.
-        Ok(pods
-            .list(&ListParams::default().labels(selector))
+        // Pods that ended (Succeeded, or Failed such as Evicted) do not hold up the restore.
+        Ok(workers::running_pods(self.ctx, self.namespace, selector)
             .await?
-            .items
-            .iter()
-            .filter(|p| workers::may_run(p))
-            .count())
+            .len())
     }
 
     fn deployments(&self) -> Api<Deployment> {

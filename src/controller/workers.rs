@@ -140,28 +140,20 @@ pub async fn clear_foreign(ctx: &Context, namespace: &str, job: &Job) -> Result<
 /// How many Pods of the Job named `name` may still run: every Pod that has not ended
 /// (Succeeded or Failed), including those being deleted.
 pub async fn pods_left(ctx: &Context, namespace: &str, name: &str) -> Result<usize, Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(pods
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
-        .await?
-        .items
-        .iter()
-        .filter(|p| may_run(p))
-        .count())
+    let selector = format!("batch.kubernetes.io/job-name={name}");
+    Ok(running_pods(ctx, namespace, &selector).await?.len())
 }
 
-/// The Pods of the Job named `name` made for the object with `uid` that may still run
-/// (those being deleted included).
-pub async fn pods_running(
+/// The Pods matching the label `selector` that may still run (those being deleted
+/// included; those that ended stay until collected, and run nothing).
+pub async fn running_pods(
     ctx: &Context,
     namespace: &str,
-    name: &str,
-    uid: &str,
+    selector: &str,
 ) -> Result<Vec<Pod>, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!("batch.kubernetes.io/job-name={name},{OWNER_UID_LABEL}={uid}");
     Ok(pods
-        .list(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(selector))
         .await?
         .items
         .into_iter()

@@ -134,18 +134,14 @@ pub async fn restore_into<T, E: Blame>(
     server: scratch::ScratchProcess,
     restore: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<Result<(scratch::ScratchProcess, Duration, T), Outcome>, DrillError> {
-    let started = Instant::now();
-    let restored = restore.await;
-    let restore_time = started.elapsed();
-    match restored {
-        Ok(done) => Ok(Ok((server, restore_time, done))),
-        Err(e) => {
+    match timed(restore).await {
+        (restore_time, Ok(done)) => Ok(Ok((server, restore_time, done))),
+        (restore_time, Err(e)) => {
             server.stop().await;
             Ok(Err(failed_restore(restore_time, &e)?))
         }
     }
 }
-
 /// A restore that failed: the drill's outcome when the backup is to blame, else the error.
 pub fn failed_restore<E: Blame>(restore_time: Duration, e: &E) -> Result<Outcome, DrillError> {
     match e.not_the_backup() {
